@@ -1,0 +1,61 @@
+//! Errors of the library: every message names the file, line or field at fault.
+
+use std::path::Path;
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A user's file could not be parsed: `file:line: message`.
+    #[error("{file}:{line}: {msg}")]
+    Parse {
+        file: String,
+        line: usize,
+        msg: String,
+    },
+    /// A value (option, shape, setting) is out of its domain.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Numerical failure that the jitter ladder could not repair.
+    #[error("numerical failure: {0}")]
+    Numerical(String),
+    /// An allocation would exceed the memory budget.
+    #[error("{0}")]
+    Memory(String),
+}
+
+impl Error {
+    /// Parse error at `file:line`.
+    pub fn parse(file: &Path, line: usize, msg: impl Into<String>) -> Self {
+        Error::Parse {
+            file: file.display().to_string(),
+            line,
+            msg: msg.into(),
+        }
+    }
+
+    /// I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether the error is the user's input (exit code 2) rather than a failure of the method.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Parse { .. } | Error::Invalid(_) | Error::Io { .. } | Error::Memory(_)
+        )
+    }
+}
+
+/// Result with the library's error.
+pub type Result<T> = std::result::Result<T, Error>;

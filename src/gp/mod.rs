@@ -1,0 +1,228 @@
+//! The GP of DNN2GP (Theorem 1): `f ~ GP(0, δ⁻¹ J(x) J(x')ᵀ)` observed through pseudo-targets
+//! `ỹ = J w* − Λ⁻¹ r` with noise `Λ̃⁻¹ = blockdiag(Λ_i⁻¹)`.
+//!
+//! Its posterior is the posterior of the linear model `ỹ = J w + ε`, `w ~ N(0, δ⁻¹ I)`, so every
+//! quantity has two forms: weight space (P×P, `A = JᵀΛJ + δI`) and function space (NK×NK,
+//! `G = δ⁻¹ J Jᵀ + Λ̃⁻¹`). They agree to rounding; [`Space::Auto`] picks the smaller.
+
+pub mod kernel;
+pub mod rbf;
+
+use std::fmt;
+use std::str::FromStr;
+
+use faer::{Mat, MatRef};
+
+use crate::error::{Error, Result};
+use crate::linalg::{check_memory, col_sq_norms, dot, mat_bytes, mat_t_vec, mat_vec, Cholesky};
+use crate::posterior::laplace::check_delta;
+use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
+
+pub use kernel::{kernel, kernel_diag, kernel_view, KernelView};
+
+/// Where to compute: the P×P weight space or the NK×NK function space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Space {
+    /// The smaller of the two.
+    Auto,
+    /// P×P.
+    Weight,
+    /// NK×NK.
+    Function,
+}
+
+impl FromStr for Space {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Space::Auto),
+            "weight" => Ok(Space::Weight),
+            "function" => Ok(Space::Function),
+            other => Err(Error::Invalid(format!(
+                "unknown space '{other}' (expected auto, weight or function)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Space {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Space::Auto => "auto",
+            Space::Weight => "weight",
+            Space::Function => "function",
+        })
+    }
+}
+
+impl Space {
+    /// Resolves `Auto` to the space with the smaller matrix.
+    pub fn resolve(self, p: usize, nk: usize) -> Space {
+        match self {
+            Space::Auto if p <= nk => Space::Weight,
+            Space::Auto => Space::Function,
+            s => s,
+        }
+    }
+}
+
+/// Predictive marginals of the GP at test inputs, one value per (example, output).
+#[derive(Debug, Clone)]
+pub struct GpPrediction {
+    /// GP mean `κ*X G⁻¹ ỹ = J* m` (equal to `J* w*` at a stationary point).
+    pub mean: Vec<f64>,
+    /// GP variance of f, `κ** − κ*X G⁻¹ κX* = diag(J* Σ J*ᵀ)`.
+    pub var: Vec<f64>,
+}
+
+enum Solver {
+    Weight(LaplaceGgn),
+    Function { chol: Cholesky, alpha: Vec<f64> },
+}
+
+/// The fitted DNN2GP Gaussian process.
+pub struct Dnn2Gp<'a> {
+    lin: &'a Linearization,
+    /// Prior precision δ.
+    pub delta: f64,
+    /// The space in which it was computed.
+    pub space: Space,
+    /// Pseudo-targets ỹ.
+    pub targets: Vec<f64>,
+    /// Posterior mean of the linear model, `m = A⁻¹ Jᵀ Λ̃ ỹ = w* − A⁻¹ g`.
+    pub posterior_mean: Vec<f64>,
+    solver: Solver,
+}
+
+impl<'a> Dnn2Gp<'a> {
+    /// Builds the GP from a linearisation, refusing matrices above `memory_limit` bytes.
+    pub fn new(lin: &'a Linearization, delta: f64, space: Space, memory_limit: u128) -> Result<Self> {
+        check_delta(delta)?;
+        let (p, nk) = (lin.n_params(), lin.n * lin.k);
+        let space = space.resolve(p, nk);
+        let targets = lin.pseudo_targets()?;
+        let (solver, posterior_mean) = match space {
+            Space::Weight => {
+                let lap = LaplaceGgn::fit(lin, delta, HessianStructure::Full, memory_limit)?;
+                let lam_t = lin.apply_blocks(&lin.lambda, &targets);
+                let m = lap.covariance_times(&mat_t_vec(lin.jac.as_ref(), &lam_t));
+                (Solver::Weight(lap), m)
+            }
+            _ => {
+                check_memory(
+                    "the function-space Gram matrix (NK×NK)",
+                    3 * mat_bytes(nk, nk),
+                    memory_limit,
+                    "use --space weight when P < N·K, or a subset of the data",
+                )?;
+                let mut g = kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta);
+                add_blocks(&mut g, lin.k, &lin.lambda_inv()?);
+                let chol = Cholesky::new(g.as_ref(), "GP Gram matrix δ⁻¹JJ' + Λ⁻¹")?;
+                let alpha = chol.solve_vec(&targets);
+                let m: Vec<f64> = mat_t_vec(lin.jac.as_ref(), &alpha)
+                    .into_iter()
+                    .map(|v| v / delta)
+                    .collect();
+                (Solver::Function { chol, alpha }, m)
+            }
+        };
+        Ok(Dnn2Gp {
+            lin,
+            delta,
+            space,
+            targets,
+            posterior_mean,
+            solver,
+        })
+    }
+
+    /// Jitter the Cholesky ladder added (0 if none).
+    pub fn jitter(&self) -> f64 {
+        match &self.solver {
+            Solver::Weight(l) => l.jitter(),
+            Solver::Function { chol, .. } => chol.jitter,
+        }
+    }
+
+    /// GP predictive of f at test Jacobians `J*` (MK×P).
+    pub fn predict(&self, jstar: MatRef<'_, f64>) -> GpPrediction {
+        match &self.solver {
+            Solver::Weight(lap) => GpPrediction {
+                mean: mat_vec(jstar, &self.posterior_mean),
+                var: lap.functional_variance(jstar),
+            },
+            Solver::Function { chol, alpha } => {
+                let k_sx = kernel(jstar, self.lin.jac.as_ref(), self.delta);
+                let mean = mat_vec(k_sx.as_ref(), alpha);
+                let v = chol.solve_l(k_sx.transpose());
+                let var = kernel_diag(jstar, self.delta)
+                    .iter()
+                    .zip(col_sq_norms(v.as_ref()))
+                    .map(|(a, b)| a - b)
+                    .collect();
+                GpPrediction { mean, var }
+            }
+        }
+    }
+
+    /// The GP log marginal likelihood
+    /// `log p(ỹ) = −½ ỹᵀ G⁻¹ ỹ − ½ log|G| − (NK/2) log 2π`, computed in the chosen space
+    /// (weight space: `−½ (ỹ − Jm)ᵀΛ̃(ỹ − Jm) + ½ log|Λ̃| − (NK/2) log 2π − (δ/2)‖m‖²
+    /// + (P/2) log δ − ½ log|A|`).
+    pub fn log_marginal_likelihood(&self) -> Result<f64> {
+        let lin = self.lin;
+        let nk = (lin.n * lin.k) as f64;
+        let log2pi = std::f64::consts::TAU.ln();
+        Ok(match &self.solver {
+            Solver::Function { chol, alpha } => {
+                -0.5 * dot(&self.targets, alpha) - 0.5 * chol.log_det() - 0.5 * nk * log2pi
+            }
+            Solver::Weight(lap) => {
+                let m = &self.posterior_mean;
+                let e: Vec<f64> = self
+                    .targets
+                    .iter()
+                    .zip(mat_vec(lin.jac.as_ref(), m))
+                    .map(|(t, jm)| t - jm)
+                    .collect();
+                let p = m.len() as f64;
+                -0.5 * dot(&e, &lin.apply_blocks(&lin.lambda, &e)) + 0.5 * lin.sum_log_det_lambda()?
+                    - 0.5 * nk * log2pi
+                    - 0.5 * self.delta * dot(m, m)
+                    + 0.5 * p * self.delta.ln()
+                    - 0.5 * lap.log_det_precision()
+            }
+        })
+    }
+
+    /// `½ gᵀ A⁻¹ g` with `g = ∇L(w*)`: the gap between this marginal likelihood and the
+    /// paper's Laplace evidence, zero at a stationary point. Uses `A⁻¹ g = w* − m`.
+    pub fn stationarity_gap(&self) -> f64 {
+        let lin = self.lin;
+        let g: Vec<f64> = lin
+            .loss_gradient()
+            .iter()
+            .zip(&lin.w)
+            .map(|(g, w)| g + self.delta * w)
+            .collect();
+        let a_inv_g: Vec<f64> = lin.w.iter().zip(&self.posterior_mean).map(|(w, m)| w - m).collect();
+        0.5 * dot(&g, &a_inv_g)
+    }
+
+    /// The training Gram matrix `δ⁻¹ J Jᵀ` (NK×NK), without noise.
+    pub fn gram(&self) -> Mat<f64> {
+        kernel(self.lin.jac.as_ref(), self.lin.jac.as_ref(), self.delta)
+    }
+}
+
+/// Adds N K×K blocks to the diagonal blocks of `g`.
+fn add_blocks(g: &mut Mat<f64>, k: usize, blocks: &[f64]) {
+    for (i, b) in blocks.chunks(k * k).enumerate() {
+        for a in 0..k {
+            for c in 0..k {
+                g[(i * k + a, i * k + c)] += b[a * k + c];
+            }
+        }
+    }
+}

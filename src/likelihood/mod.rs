@@ -1,0 +1,89 @@
+//! Likelihoods `p(y | f)`: per-example loss `ℓ = −log p(y | f)`, residual `r = ∇_f ℓ` and
+//! curvature `Λ = ∇²_f ℓ` (the only second-order term the GGN keeps).
+
+mod gaussian;
+
+use std::str::FromStr;
+
+use faer::{Mat, MatRef};
+
+use crate::error::{Error, Result};
+
+pub use gaussian::Gaussian;
+
+/// A per-example likelihood over `K` outputs.
+pub trait Likelihood: Sync + std::fmt::Debug {
+    /// Name as used on the command line.
+    fn name(&self) -> &'static str;
+    /// `ℓ(y, f) = −log p(y | f)` for one example.
+    fn nll(&self, f: &[f64], y: &[f64]) -> f64;
+    /// `r = ∇_f ℓ(y, f)`, written into `r` (length K).
+    fn residual(&self, f: &[f64], y: &[f64], r: &mut [f64]);
+    /// `Λ = ∇²_f ℓ(y, f)`, written row-major into `lam` (K×K).
+    fn curvature(&self, f: &[f64], y: &[f64], lam: &mut [f64]);
+    /// Variance added to the variance of `f` to get the predictive variance of `y`.
+    fn observation_variance(&self, f: &[f64]) -> Vec<f64>;
+}
+
+/// Row `i` of a matrix as a vector.
+pub fn row(m: MatRef<'_, f64>, i: usize) -> Vec<f64> {
+    m.row(i).iter().copied().collect()
+}
+
+/// `Σ_i ℓ(y_i, f_i)` over the rows of `F` and `Y`.
+pub fn nll_sum(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
+    (0..f.nrows()).map(|i| lik.nll(&row(f, i), &row(y, i))).sum()
+}
+
+/// Residuals `R` (N×K), row i = `r(y_i, f_i)`.
+pub fn residuals(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
+    let k = f.ncols();
+    let mut out = Mat::zeros(f.nrows(), k);
+    let mut r = vec![0.0; k];
+    for i in 0..f.nrows() {
+        lik.residual(&row(f, i), &row(y, i), &mut r);
+        for (j, v) in r.iter().enumerate() {
+            out[(i, j)] = *v;
+        }
+    }
+    out
+}
+
+/// Curvatures of all examples, `N·K·K` values, block i = `Λ_i` row-major.
+pub fn curvatures(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Vec<f64> {
+    let k = f.ncols();
+    let mut out = vec![0.0; f.nrows() * k * k];
+    for (i, block) in out.chunks_mut(k * k).enumerate() {
+        lik.curvature(&row(f, i), &row(y, i), block);
+    }
+    out
+}
+
+/// The likelihoods users name on the command line (laplace-torch's `regression` is an alias
+/// of `gaussian`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikelihoodKind {
+    /// Gaussian with noise standard deviation σ.
+    Gaussian,
+}
+
+impl FromStr for LikelihoodKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "gaussian" | "regression" => Ok(LikelihoodKind::Gaussian),
+            other => Err(Error::Invalid(format!(
+                "unknown likelihood '{other}' (expected gaussian)"
+            ))),
+        }
+    }
+}
+
+impl LikelihoodKind {
+    /// The likelihood with noise `sigma` (used by the Gaussian).
+    pub fn build(self, sigma: f64) -> Result<Box<dyn Likelihood>> {
+        match self {
+            LikelihoodKind::Gaussian => Ok(Box::new(Gaussian::new(sigma)?)),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Dense linear algebra helpers on top of `faer`: products, Cholesky with a jitter ladder,
+//! log-determinants and triangular solves.
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+use faer::{Accum, Mat, MatRef, Par, Side};
+
+use crate::error::{Error, Result};
+
+/// Parallelism used for large products.
+pub fn par() -> Par {
+    Par::rayon(0)
+}
+
+/// `A Bᵀ`.
+pub fn a_bt(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut c = Mat::zeros(a.nrows(), b.nrows());
+    matmul(c.as_mut(), Accum::Replace, a, b.transpose(), 1.0, par());
+    c
+}
+
+/// `Aᵀ B`.
+pub fn at_b(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut c = Mat::zeros(a.ncols(), b.ncols());
+    matmul(c.as_mut(), Accum::Replace, a.transpose(), b, 1.0, par());
+    c
+}
+
+/// `A B`.
+pub fn a_b(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut c = Mat::zeros(a.nrows(), b.ncols());
+    matmul(c.as_mut(), Accum::Replace, a, b, 1.0, par());
+    c
+}
+
+/// `A v` for a vector `v`.
+pub fn mat_vec(a: MatRef<'_, f64>, v: &[f64]) -> Vec<f64> {
+    let vm = MatRef::from_column_major_slice(v, v.len(), 1);
+    let out = a_b(a, vm);
+    out.col(0).iter().copied().collect()
+}
+
+/// `Aᵀ v` for a vector `v`.
+pub fn mat_t_vec(a: MatRef<'_, f64>, v: &[f64]) -> Vec<f64> {
+    let vm = MatRef::from_column_major_slice(v, v.len(), 1);
+    let out = at_b(a, vm);
+    out.col(0).iter().copied().collect()
+}
+
+/// Euclidean dot product.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Euclidean norm.
+pub fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// Lower Cholesky factor `L` of a symmetric positive-definite matrix (`A = L Lᵀ`), with the
+/// jitter that was added to the diagonal to make the factorisation succeed.
+#[derive(Debug, Clone)]
+pub struct Cholesky {
+    /// The lower-triangular factor.
+    pub l: Mat<f64>,
+    /// `ε` with `A + ε I = L Lᵀ` (0 when none was needed).
+    pub jitter: f64,
+}
+
+/// Jitter ladder, relative to the mean diagonal: the first value that factorises is used.
+pub const JITTER_LADDER: [f64; 8] = [0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2];
+
+impl Cholesky {
+    /// Factorises `A` (symmetric, lower half read), climbing [`JITTER_LADDER`] on failure.
+    pub fn new(a: MatRef<'_, f64>, what: &str) -> Result<Self> {
+        let n = a.nrows();
+        if a.ncols() != n {
+            return Err(Error::Invalid(format!(
+                "{what}: Cholesky of a non-square {}×{} matrix",
+                n,
+                a.ncols()
+            )));
+        }
+        if a.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
+            return Err(Error::Numerical(format!(
+                "{what}: matrix contains NaN or Inf"
+            )));
+        }
+        let scale = if n == 0 {
+            1.0
+        } else {
+            (0..n).map(|i| a[(i, i)].abs()).sum::<f64>() / n as f64
+        };
+        let scale = if scale > 0.0 { scale } else { 1.0 };
+        for rel in JITTER_LADDER {
+            let jitter = rel * scale;
+            let mut m = a.to_owned();
+            for i in 0..n {
+                m[(i, i)] += jitter;
+            }
+            if let Ok(llt) = m.llt(Side::Lower) {
+                return Ok(Cholesky {
+                    l: llt.L().to_owned(),
+                    jitter,
+                });
+            }
+        }
+        Err(Error::Numerical(format!(
+            "{what}: Cholesky failed even with jitter {:.1e}·mean(diag); the matrix is not positive definite",
+            JITTER_LADDER[JITTER_LADDER.len() - 1]
+        )))
+    }
+
+    /// `log |A| = 2 Σ log L_ii`.
+    pub fn log_det(&self) -> f64 {
+        2.0 * (0..self.l.nrows())
+            .map(|i| self.l[(i, i)].ln())
+            .sum::<f64>()
+    }
+
+    /// `L⁻¹ B`.
+    pub fn solve_l(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        let mut x = b.to_owned();
+        solve_lower_triangular_in_place(self.l.as_ref(), x.as_mut(), par());
+        x
+    }
+
+    /// `A⁻¹ B = L⁻ᵀ L⁻¹ B`.
+    pub fn solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        let mut x = self.solve_l(b);
+        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
+            self.l.as_ref().transpose(),
+            x.as_mut(),
+            par(),
+        );
+        x
+    }
+
+    /// `A⁻¹ v` for a vector `v`.
+    pub fn solve_vec(&self, v: &[f64]) -> Vec<f64> {
+        let x = self.solve(MatRef::from_column_major_slice(v, v.len(), 1));
+        x.col(0).iter().copied().collect()
+    }
+
+    /// `L⁻ᵀ v` (maps a standard normal draw to a draw with covariance `A⁻¹`).
+    pub fn solve_lt_vec(&self, v: &[f64]) -> Vec<f64> {
+        let mut x = Mat::from_fn(v.len(), 1, |i, _| v[i]);
+        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
+            self.l.as_ref().transpose(),
+            x.as_mut(),
+            par(),
+        );
+        x.col(0).iter().copied().collect()
+    }
+}
+
+/// Column sums of squares, `diag(Bᵀ B)`.
+pub fn col_sq_norms(b: MatRef<'_, f64>) -> Vec<f64> {
+    b.col_iter()
+        .map(|c| c.iter().map(|v| v * v).sum())
+        .collect()
+}
+
+/// Row sums of squares, `diag(B Bᵀ)`.
+pub fn row_sq_norms(b: MatRef<'_, f64>) -> Vec<f64> {
+    let mut out = vec![0.0; b.nrows()];
+    for c in b.col_iter() {
+        for (o, v) in out.iter_mut().zip(c.iter()) {
+            *o += v * v;
+        }
+    }
+    out
+}
+
+/// Estimated bytes of an `r × c` f64 matrix.
+pub fn mat_bytes(r: usize, c: usize) -> u128 {
+    r as u128 * c as u128 * 8
+}
+
+/// Refuses an allocation of `bytes` above `limit`, naming `what` and the alternative.
+pub fn check_memory(what: &str, bytes: u128, limit: u128, advice: &str) -> Result<()> {
+    if bytes > limit {
+        return Err(Error::Memory(format!(
+            "{what} needs {:.2} GiB, above the memory limit of {:.2} GiB; {advice}",
+            bytes as f64 / (1u128 << 30) as f64,
+            limit as f64 / (1u128 << 30) as f64
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Multi-layer perceptron `f(x) = W_L φ(… φ(W_1 x + b_1) …) + b_L` with hand-written
+//! backward pass and per-example Jacobians.
+//!
+//! For a dense layer `z = W a + b` with output sensitivity `g = ∂f_k/∂z` (one row per output
+//! k and example), `∂f_k/∂W = g aᵀ`, `∂f_k/∂b = g` and the sensitivity passed down is
+//! `(g W) ⊙ φ'(a_in)`. Stacking the K rows of all N examples makes the backward pass a matrix
+//! product of an NK×out matrix with `W`.
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::rng::{seeded, uniform};
+use super::{Activation, Network, JACOBIAN_CHUNK};
+use crate::error::{Error, Result};
+
+/// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
+/// linear output.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Mlp {
+    /// Layer widths, input first, output last.
+    pub sizes: Vec<usize>,
+    /// Hidden activation.
+    pub activation: Activation,
+}
+
+/// Where the backward pass puts parameter derivatives.
+enum Sink<'a> {
+    /// Summed over rows: a gradient of length P.
+    Sum(&'a mut [f64]),
+    /// One row per cotangent row: a Jacobian block (rows × P).
+    Rows(MatMut<'a, f64>),
+}
+
+impl Mlp {
+    /// An MLP with the given sizes (at least input and output) and hidden activation.
+    pub fn new(sizes: Vec<usize>, activation: Activation) -> Result<Self> {
+        if sizes.len() < 2 || sizes.contains(&0) {
+            return Err(Error::Invalid(format!(
+                "architecture {sizes:?}: needs at least an input and an output width, all positive"
+            )));
+        }
+        Ok(Mlp { sizes, activation })
+    }
+
+    /// Parses `"2-20-1"` (widths separated by `-`, `x` or `,`).
+    pub fn parse(spec: &str, activation: Activation) -> Result<Self> {
+        let sizes = spec
+            .split(['-', 'x', ','])
+            .map(|t| {
+                t.trim().parse::<usize>().map_err(|_| {
+                    Error::Invalid(format!(
+                        "architecture '{spec}': '{t}' is not a positive width (expected e.g. 2-20-1)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Mlp::new(sizes, activation)
+    }
+
+    /// The spec string `"2-20-1"`.
+    pub fn spec(&self) -> String {
+        self.sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    /// Offset of layer `l`'s weight in the flat vector.
+    fn offsets(&self) -> Vec<usize> {
+        let mut off = Vec::with_capacity(self.sizes.len());
+        let mut o = 0;
+        for l in 0..self.sizes.len() - 1 {
+            off.push(o);
+            o += self.sizes[l + 1] * (self.sizes[l] + 1);
+        }
+        off.push(o);
+        off
+    }
+
+    /// Weight `W_l` (out×in) as a view of the flat vector.
+    fn weight<'a>(&self, w: &'a [f64], off: usize, l: usize) -> MatRef<'a, f64> {
+        let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+        MatRef::from_row_major_slice(&w[off..off + o * i], o, i)
+    }
+
+    /// Post-activation outputs of every layer: `[X, A_1, …, A_{L−1}, F]`.
+    fn forward_all(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<Mat<f64>> {
+        let off = self.offsets();
+        let n_layers = self.sizes.len() - 1;
+        let mut acts = Vec::with_capacity(n_layers + 1);
+        acts.push(x.to_owned());
+        for l in 0..n_layers {
+            let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+            let a = acts.last().expect("input pushed");
+            let mut z = Mat::<f64>::zeros(a.nrows(), o);
+            matmul(
+                z.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                self.weight(w, off[l], l).transpose(),
+                1.0,
+                Par::Seq,
+            );
+            let bias = &w[off[l] + o * i..off[l] + o * i + o];
+            let act = if l + 1 < n_layers {
+                self.activation
+            } else {
+                Activation::Identity
+            };
+            for (j, b) in bias.iter().enumerate() {
+                for v in z.col_mut(j).iter_mut() {
+                    *v = act.apply(*v + b);
+                }
+            }
+            acts.push(z);
+        }
+        acts
+    }
+
+    /// Backpropagates cotangent rows `g` (M×K, row m belonging to example `m / rpe`).
+    fn backward(&self, w: &[f64], acts: &[Mat<f64>], g: Mat<f64>, rpe: usize, mut sink: Sink<'_>) {
+        let off = self.offsets();
+        let n_layers = self.sizes.len() - 1;
+        let mut g = g;
+        for l in (0..n_layers).rev() {
+            let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+            let a_in = &acts[l];
+            let (w_off, b_off) = (off[l], off[l] + o * i);
+            match &mut sink {
+                Sink::Sum(grad) => {
+                    debug_assert_eq!(rpe, 1);
+                    // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
+                    let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
+                    matmul(gw, Accum::Add, a_in.transpose(), g.as_ref(), 1.0, Par::Seq);
+                    for j in 0..o {
+                        grad[b_off + j] += g.col(j).iter().sum::<f64>();
+                    }
+                }
+                Sink::Rows(jac) => {
+                    for j in 0..o {
+                        let gj = g.col(j);
+                        for c in 0..i {
+                            let ac = a_in.col(c);
+                            let dst = jac.rb_mut().col_mut(w_off + j * i + c);
+                            for (m, d) in dst.iter_mut().enumerate() {
+                                *d = gj[m] * ac[m / rpe];
+                            }
+                        }
+                        jac.rb_mut().col_mut(b_off + j).copy_from(gj);
+                    }
+                }
+            }
+            if l > 0 {
+                let mut g_in = Mat::<f64>::zeros(g.nrows(), i);
+                matmul(
+                    g_in.as_mut(),
+                    Accum::Replace,
+                    g.as_ref(),
+                    self.weight(w, w_off, l),
+                    1.0,
+                    Par::Seq,
+                );
+                for c in 0..i {
+                    let ac = a_in.col(c);
+                    for (m, v) in g_in.col_mut(c).iter_mut().enumerate() {
+                        *v *= self.activation.derivative_from_output(ac[m / rpe]);
+                    }
+                }
+                g = g_in;
+            }
+        }
+    }
+
+    fn check_input(&self, w: &[f64], x: MatRef<'_, f64>) {
+        assert_eq!(w.len(), self.n_params(), "parameter vector length");
+        assert_eq!(x.ncols(), self.sizes[0], "input width");
+    }
+
+    /// Jacobian block of a chunk of examples (chunk·K × P).
+    fn jacobian_chunk(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        let k = self.n_outputs();
+        let n = x.nrows();
+        let acts = self.forward_all(w, x);
+        let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
+        self.backward(w, &acts, seed, k, Sink::Rows(jac.as_mut()));
+        jac
+    }
+}
+
+impl Network for Mlp {
+    fn n_params(&self) -> usize {
+        *self.offsets().last().expect("offsets end with P")
+    }
+
+    fn n_inputs(&self) -> usize {
+        self.sizes[0]
+    }
+
+    fn n_outputs(&self) -> usize {
+        *self.sizes.last().expect("sizes non-empty")
+    }
+
+    fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.check_input(w, x);
+        self.forward_all(w, x).pop().expect("output layer")
+    }
+
+    fn forward_vjp(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        cot: &mut dyn FnMut(MatRef<'_, f64>) -> Mat<f64>,
+    ) -> (Mat<f64>, Vec<f64>) {
+        self.check_input(w, x);
+        let acts = self.forward_all(w, x);
+        let f = acts.last().expect("output layer").clone();
+        let c = cot(f.as_ref());
+        let mut grad = vec![0.0; self.n_params()];
+        self.backward(w, &acts, c, 1, Sink::Sum(&mut grad));
+        (f, grad)
+    }
+
+    fn jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.check_input(w, x);
+        let (n, k) = (x.nrows(), self.n_outputs());
+        let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
+        let blocks: Vec<Mat<f64>> = starts
+            .par_iter()
+            .map(|&s| {
+                let len = JACOBIAN_CHUNK.min(n - s);
+                self.jacobian_chunk(w, x.subrows(s, len))
+            })
+            .collect();
+        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
+        for (s, b) in starts.iter().zip(&blocks) {
+            jac.as_mut().subrows_mut(s * k, b.nrows()).copy_from(b);
+        }
+        jac
+    }
+
+    /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.
+    fn init(&self, seed: u64) -> Vec<f64> {
+        let mut rng = seeded(seed);
+        let mut w = Vec::with_capacity(self.n_params());
+        for l in 0..self.sizes.len() - 1 {
+            let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+            let bound = 1.0 / (i as f64).sqrt();
+            for _ in 0..o * i + o {
+                w.push((2.0 * uniform(&mut rng) - 1.0) * bound);
+            }
+        }
+        w
+    }
+}

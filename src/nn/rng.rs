@@ -1,0 +1,52 @@
+//! Seeded random numbers: ChaCha8 streams, so the same seed gives the same numbers everywhere.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The generator used throughout the crate.
+pub type Rng = ChaCha8Rng;
+
+/// A generator from a seed.
+pub fn seeded(seed: u64) -> Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Uniform draw in `[0, 1)`.
+pub fn uniform(rng: &mut Rng) -> f64 {
+    rng.random::<f64>()
+}
+
+/// Standard normal draw (Box–Muller).
+pub fn normal(rng: &mut Rng) -> f64 {
+    let u1 = 1.0 - uniform(rng); // (0, 1]
+    let u2 = uniform(rng);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A vector of `n` standard normal draws.
+pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| normal(rng)).collect()
+}
+
+/// Index drawn from the discrete distribution `probs` (summing to 1).
+pub fn categorical(rng: &mut Rng, probs: &[f64]) -> usize {
+    let u = uniform(rng);
+    let mut acc = 0.0;
+    for (i, p) in probs.iter().enumerate() {
+        acc += p;
+        if u < acc {
+            return i;
+        }
+    }
+    probs.len() - 1
+}
+
+/// A random permutation of `0..n` (Fisher–Yates).
+pub fn permutation(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        idx.swap(i, j);
+    }
+    idx
+}

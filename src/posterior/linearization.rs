@@ -1,0 +1,183 @@
+//! The network linearised at `w`: Jacobians `J_i`, residuals `r_i`, curvatures `Λ_i`, and the
+//! quantities of the equivalent linear model `ỹ_i = J_i w + ε_i`, `ε_i ~ N(0, Λ_i⁻¹)`.
+
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Mat, MatRef, Side};
+
+use crate::error::{Error, Result};
+use crate::likelihood::{self, Likelihood};
+use crate::linalg::{a_b, at_b};
+use crate::nn::Network;
+
+/// Everything DNN2GP needs from the network and the likelihood at one point `w`.
+#[derive(Debug, Clone)]
+pub struct Linearization {
+    /// The point `w` (P).
+    pub w: Vec<f64>,
+    /// Network outputs `f_w(x_i)` (N×K).
+    pub f: Mat<f64>,
+    /// Stacked Jacobians (NK×P), row `i·K + k`.
+    pub jac: Mat<f64>,
+    /// Residuals `r_i` stacked (NK).
+    pub resid: Vec<f64>,
+    /// Curvatures `Λ_i`, N blocks of K×K row-major.
+    pub lambda: Vec<f64>,
+    /// Number of examples N.
+    pub n: usize,
+    /// Number of outputs K.
+    pub k: usize,
+}
+
+/// A small symmetric K×K block as a faer matrix.
+fn block(k: usize, b: &[f64]) -> Mat<f64> {
+    Mat::from_fn(k, k, |i, j| b[i * k + j])
+}
+
+impl Linearization {
+    /// Linearises `net` at `w` on the data `(X, Y)` under `lik`.
+    pub fn new(
+        net: &dyn Network,
+        lik: &dyn Likelihood,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        w: &[f64],
+    ) -> Self {
+        let f = net.forward(w, x);
+        let jac = net.jacobian(w, x);
+        let r = likelihood::residuals(lik, f.as_ref(), y);
+        let (n, k) = (f.nrows(), f.ncols());
+        let resid = (0..n * k).map(|m| r[(m / k, m % k)]).collect();
+        let lambda = likelihood::curvatures(lik, f.as_ref(), y);
+        Linearization {
+            w: w.to_vec(),
+            f,
+            jac,
+            resid,
+            lambda,
+            n,
+            k,
+        }
+    }
+
+    /// Number of parameters P.
+    pub fn n_params(&self) -> usize {
+        self.jac.ncols()
+    }
+
+    /// `Λ_i` as a matrix.
+    pub fn lambda_block(&self, i: usize) -> Mat<f64> {
+        let kk = self.k * self.k;
+        block(self.k, &self.lambda[i * kk..(i + 1) * kk])
+    }
+
+    /// `Λ_i⁻¹` for every example (N blocks, row-major); fails where `Λ_i` is singular.
+    pub fn lambda_inv(&self) -> Result<Vec<f64>> {
+        let k = self.k;
+        let mut out = vec![0.0; self.lambda.len()];
+        for i in 0..self.n {
+            let llt = self.lambda_block(i).llt(Side::Lower).map_err(|_| {
+                Error::Numerical(format!(
+                    "curvature Λ of example {i} is singular: this likelihood needs the data-space form"
+                ))
+            })?;
+            let inv = llt.inverse();
+            for a in 0..k {
+                for b in 0..k {
+                    out[i * k * k + a * k + b] = inv[(a, b)];
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `Σ_i log |Λ_i|`.
+    pub fn sum_log_det_lambda(&self) -> Result<f64> {
+        let mut s = 0.0;
+        for i in 0..self.n {
+            let llt = self.lambda_block(i).llt(Side::Lower).map_err(|_| {
+                Error::Numerical(format!("curvature Λ of example {i} is singular"))
+            })?;
+            s += 2.0 * (0..self.k).map(|j| llt.L()[(j, j)].ln()).sum::<f64>();
+        }
+        Ok(s)
+    }
+
+    /// Applies the block-diagonal `Λ̃` (or any N blocks `b`) to a stacked NK vector.
+    pub fn apply_blocks(&self, blocks: &[f64], v: &[f64]) -> Vec<f64> {
+        let k = self.k;
+        let mut out = vec![0.0; v.len()];
+        for i in 0..self.n {
+            for a in 0..k {
+                out[i * k + a] = (0..k)
+                    .map(|b| blocks[i * k * k + a * k + b] * v[i * k + b])
+                    .sum();
+            }
+        }
+        out
+    }
+
+    /// Pseudo-targets `ỹ_i = J_i w − Λ_i⁻¹ r_i`.
+    pub fn pseudo_targets(&self) -> Result<Vec<f64>> {
+        let jw = crate::linalg::mat_vec(self.jac.as_ref(), &self.w);
+        let lr = self.apply_blocks(&self.lambda_inv()?, &self.resid);
+        Ok(jw.iter().zip(&lr).map(|(a, b)| a - b).collect())
+    }
+
+    /// `Λ_i^{1/2} J_i` stacked (NK×P), with `(Λ^{1/2})ᵀ Λ^{1/2} = Λ` (symmetric square root).
+    pub fn sqrt_lambda_jac(&self) -> Mat<f64> {
+        let k = self.k;
+        if self.lambda.chunks(k * k).all(|b| is_scaled_identity(k, b)) {
+            let mut out = self.jac.clone();
+            for m in 0..self.n * k {
+                let s = self.lambda[(m / k) * k * k].sqrt();
+                out.as_mut().row_mut(m).iter_mut().for_each(|v| *v *= s);
+            }
+            return out;
+        }
+        let mut out = Mat::zeros(self.jac.nrows(), self.jac.ncols());
+        for i in 0..self.n {
+            let root = sym_sqrt(&self.lambda_block(i));
+            let ji = self.jac.as_ref().subrows(i * k, k);
+            out.as_mut()
+                .subrows_mut(i * k, k)
+                .copy_from(a_b(root.as_ref(), ji));
+        }
+        out
+    }
+
+    /// The generalised Gauss-Newton `Σ_i J_iᵀ Λ_i J_i` (P×P).
+    pub fn ggn(&self) -> Mat<f64> {
+        let s = self.sqrt_lambda_jac();
+        at_b(s.as_ref(), s.as_ref())
+    }
+
+    /// The diagonal of the GGN.
+    pub fn ggn_diag(&self) -> Vec<f64> {
+        crate::linalg::col_sq_norms(self.sqrt_lambda_jac().as_ref())
+    }
+
+    /// The loss gradient without the prior, `Σ_i J_iᵀ r_i`.
+    pub fn loss_gradient(&self) -> Vec<f64> {
+        crate::linalg::mat_t_vec(self.jac.as_ref(), &self.resid)
+    }
+}
+
+/// Whether a K×K block is `c I`.
+fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
+    (0..k).all(|i| (0..k).all(|j| if i == j { b[i * k + j] == b[0] } else { b[i * k + j] == 0.0 }))
+}
+
+/// Symmetric PSD square root `U S^{1/2} Uᵀ` of a small matrix.
+fn sym_sqrt(a: &Mat<f64>) -> Mat<f64> {
+    let evd = a
+        .self_adjoint_eigen(Side::Lower)
+        .expect("eigendecomposition of a small symmetric matrix");
+    let u = evd.U();
+    let s = evd.S();
+    let k = a.nrows();
+    Mat::from_fn(k, k, |i, j| {
+        (0..k)
+            .map(|l| u[(i, l)] * s[l].max(0.0).sqrt() * u[(j, l)])
+            .sum()
+    })
+}

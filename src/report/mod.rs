@@ -1,0 +1,4 @@
+//! Output: files written atomically (CSV, JSON, `.npy`) and figures (PNG and SVG).
+
+pub mod files;
+pub mod plot;

@@ -1,0 +1,211 @@
+//! The sweep protocol of the paper (section 3 of the math reference): for each value on a
+//! grid, retrain `w*` from the same initialisation, linearise, and evaluate the GP log marginal
+//! likelihood, the train MSE and the test MSE of the network.
+
+use std::fmt;
+use std::str::FromStr;
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::gp::{Dnn2Gp, Space};
+use crate::likelihood::Gaussian;
+use crate::nn::{Activation, Mlp, Network};
+use crate::posterior::Linearization;
+use crate::train::{fit_map, MapConfig, Objective};
+
+/// The hyperparameter swept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepParam {
+    /// Prior precision δ.
+    Delta,
+    /// Noise standard deviation σ.
+    Sigma,
+    /// Width of every hidden layer.
+    Width,
+}
+
+impl FromStr for SweepParam {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "delta" => Ok(SweepParam::Delta),
+            "sigma" => Ok(SweepParam::Sigma),
+            "width" => Ok(SweepParam::Width),
+            other => Err(Error::Invalid(format!(
+                "unknown sweep parameter '{other}' (expected delta, sigma or width)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for SweepParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SweepParam::Delta => "delta",
+            SweepParam::Sigma => "sigma",
+            SweepParam::Width => "width",
+        })
+    }
+}
+
+/// What is swept and the fixed settings.
+#[derive(Debug, Clone)]
+pub struct SweepSpec {
+    /// The parameter swept.
+    pub param: SweepParam,
+    /// Its values.
+    pub values: Vec<f64>,
+    /// Hidden widths (replaced by the swept width for `Width`).
+    pub hidden: Vec<usize>,
+    /// Hidden activation.
+    pub activation: Activation,
+    /// δ when not swept.
+    pub delta: f64,
+    /// σ when not swept.
+    pub sigma: f64,
+    /// MAP training settings.
+    pub map: MapConfig,
+    /// Seed of the shared initialisation.
+    pub init_seed: u64,
+    /// Space of the GP computations.
+    pub space: Space,
+    /// Memory limit in bytes.
+    pub memory_limit: u128,
+}
+
+/// One value on one data set (or the mean over sets).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct SweepPoint {
+    /// The swept value.
+    pub value: f64,
+    /// `−log p(ỹ)` of the GP.
+    pub neg_log_marglik: f64,
+    /// The paper's Laplace form, `−log p(ỹ) + ½ gᵀA⁻¹g` (equal at a stationary point).
+    pub laplace_neg_log_marglik: f64,
+    /// Mean squared error of `f_{w*}` on the training set (target units).
+    pub train_mse: f64,
+    /// Mean squared error of `f_{w*}` on the test set (target units).
+    pub test_mse: f64,
+    /// `‖∇L(w*)‖`.
+    pub grad_norm: f64,
+}
+
+/// All points of a sweep.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SweepResult {
+    /// The parameter swept.
+    pub param: SweepParam,
+    /// Per data set: its name and one point per value.
+    pub per_set: Vec<(String, Vec<SweepPoint>)>,
+    /// Means over the data sets.
+    pub mean: Vec<SweepPoint>,
+}
+
+impl SweepResult {
+    /// The mean point minimising `key`.
+    pub fn argmin(&self, key: impl Fn(&SweepPoint) -> f64) -> SweepPoint {
+        *self
+            .mean
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .expect("non-empty sweep")
+    }
+}
+
+fn mse(net: &Mlp, w: &[f64], d: &crate::data::Dataset, scale: f64) -> f64 {
+    let f = net.forward(w, d.x.as_ref());
+    let n = (f.nrows() * f.ncols()) as f64;
+    let se: f64 = (0..f.nrows())
+        .flat_map(|i| (0..f.ncols()).map(move |k| (i, k)))
+        .map(|(i, k)| (f[(i, k)] - d.y[(i, k)]).powi(2))
+        .sum();
+    se / n * scale * scale
+}
+
+/// Trains and evaluates one value on one split.
+pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoint> {
+    let (mut delta, mut sigma, mut hidden) = (spec.delta, spec.sigma, spec.hidden.clone());
+    match spec.param {
+        SweepParam::Delta => delta = value,
+        SweepParam::Sigma => sigma = value,
+        SweepParam::Width => {
+            if value < 1.0 || value.fract() != 0.0 {
+                return Err(Error::Invalid(format!("width {value} is not a positive integer")));
+            }
+            hidden.iter_mut().for_each(|h| *h = value as usize);
+        }
+    }
+    let mut sizes = vec![split.train.x.ncols()];
+    sizes.extend(hidden);
+    sizes.push(split.train.y.ncols());
+    let net = Mlp::new(sizes, spec.activation)?;
+    let lik = Gaussian::new(sigma)?;
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
+    let fit = fit_map(&obj, &net.init(spec.init_seed), &spec.map, None)?;
+    let lin = Linearization::new(&net, &lik, obj.x, obj.y, &fit.w);
+    let gp = Dnn2Gp::new(&lin, delta, spec.space, spec.memory_limit)?;
+    let lml = gp.log_marginal_likelihood()?;
+    Ok(SweepPoint {
+        value,
+        neg_log_marglik: -lml,
+        laplace_neg_log_marglik: -lml + gp.stationarity_gap(),
+        train_mse: mse(&net, &fit.w, &split.train, split.y_scale),
+        test_mse: mse(&net, &fit.w, &split.test, split.y_scale),
+        grad_norm: fit.grad_norm,
+    })
+}
+
+/// Runs the sweep over all splits in parallel; `progress` ticks once per (split, value).
+pub fn run_sweep(spec: &SweepSpec, splits: &[Split], progress: Option<&ProgressBar>) -> Result<SweepResult> {
+    if spec.values.is_empty() || splits.is_empty() {
+        return Err(Error::Invalid("a sweep needs at least one value and one data set".into()));
+    }
+    let jobs: Vec<(usize, usize)> = (0..splits.len())
+        .flat_map(|s| (0..spec.values.len()).map(move |v| (s, v)))
+        .collect();
+    let points: Vec<SweepPoint> = jobs
+        .par_iter()
+        .map(|&(s, v)| {
+            let p = evaluate(spec, &splits[s], spec.values[v]);
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+            p
+        })
+        .collect::<Result<_>>()?;
+    let nv = spec.values.len();
+    let per_set: Vec<(String, Vec<SweepPoint>)> = splits
+        .iter()
+        .enumerate()
+        .map(|(s, sp)| (sp.name.clone(), points[s * nv..(s + 1) * nv].to_vec()))
+        .collect();
+    let ns = splits.len() as f64;
+    let mean = (0..nv)
+        .map(|v| {
+            let avg = |f: fn(&SweepPoint) -> f64| per_set.iter().map(|(_, p)| f(&p[v])).sum::<f64>() / ns;
+            SweepPoint {
+                value: spec.values[v],
+                neg_log_marglik: avg(|p| p.neg_log_marglik),
+                laplace_neg_log_marglik: avg(|p| p.laplace_neg_log_marglik),
+                train_mse: avg(|p| p.train_mse),
+                test_mse: avg(|p| p.test_mse),
+                grad_norm: avg(|p| p.grad_norm),
+            }
+        })
+        .collect();
+    Ok(SweepResult {
+        param: spec.param,
+        per_set,
+        mean,
+    })
+}

@@ -1,0 +1,131 @@
+//! Adam on the regularised sum-loss:
+//! `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `w ← w − η m̂/(√v̂ + ε)`,
+//! with the learning rate `η` multiplied by `factor` when the loss has not improved by a relative
+//! `threshold` for `patience` epochs (PyTorch's ReduceLROnPlateau).
+
+use indicatif::ProgressBar;
+
+use super::{check_finite, MapConfig, MapResult, Objective};
+use crate::error::Result;
+use crate::nn::rng::{permutation, seeded};
+
+/// Learning-rate decay on plateau.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Plateau {
+    /// Epochs without improvement before decaying.
+    pub patience: usize,
+    /// Multiplier of the learning rate.
+    pub factor: f64,
+    /// Relative improvement that counts.
+    pub threshold: f64,
+    /// Lower bound of the learning rate.
+    pub min_lr: f64,
+}
+
+impl Default for Plateau {
+    fn default() -> Self {
+        Plateau {
+            patience: 200,
+            factor: 0.5,
+            threshold: 1e-4,
+            min_lr: 1e-5,
+        }
+    }
+}
+
+/// Adam's settings.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Adam {
+    /// Learning rate η.
+    pub lr: f64,
+    /// β₁.
+    pub beta1: f64,
+    /// β₂.
+    pub beta2: f64,
+    /// ε.
+    pub eps: f64,
+    /// Decay on plateau; `None` keeps η fixed.
+    pub plateau: Option<Plateau>,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            plateau: Some(Plateau::default()),
+        }
+    }
+}
+
+/// Runs Adam for `cfg.epochs` epochs from `w0`.
+pub fn run(
+    obj: &Objective<'_>,
+    w0: &[f64],
+    cfg: &MapConfig,
+    progress: Option<&ProgressBar>,
+) -> Result<MapResult> {
+    let a = cfg.adam;
+    let p = w0.len();
+    let (mut w, mut m, mut v) = (w0.to_vec(), vec![0.0; p], vec![0.0; p]);
+    let mut lr = a.lr;
+    let mut rng = seeded(cfg.seed);
+    let n = obj.n();
+    let batch = cfg.batch_size.unwrap_or(n).clamp(1, n.max(1));
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let (mut best, mut bad) = (f64::INFINITY, 0usize);
+    let mut t = 0usize;
+    for _ in 0..cfg.epochs {
+        let order: Vec<usize> = if batch < n {
+            permutation(&mut rng, n)
+        } else {
+            Vec::new()
+        };
+        let mut epoch_loss = 0.0;
+        let n_batches = n.div_ceil(batch);
+        for b in 0..n_batches {
+            let (loss, g) = if batch < n {
+                obj.minibatch_value_grad(&w, &order[b * batch..((b + 1) * batch).min(n)])
+            } else {
+                obj.value_grad(&w)
+            };
+            t += 1;
+            check_finite(loss, &g, "Adam", t)?;
+            epoch_loss += loss / n_batches as f64;
+            let (c1, c2) = (1.0 - a.beta1.powi(t as i32), 1.0 - a.beta2.powi(t as i32));
+            for i in 0..p {
+                m[i] = a.beta1 * m[i] + (1.0 - a.beta1) * g[i];
+                v[i] = a.beta2 * v[i] + (1.0 - a.beta2) * g[i] * g[i];
+                w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + a.eps);
+            }
+        }
+        history.push(epoch_loss);
+        if let Some(pl) = a.plateau {
+            if epoch_loss < best * (1.0 - pl.threshold.copysign(best)) {
+                best = epoch_loss;
+                bad = 0;
+            } else {
+                bad += 1;
+                if bad > pl.patience {
+                    lr = (lr * pl.factor).max(pl.min_lr);
+                    bad = 0;
+                }
+            }
+        }
+        if let Some(pb) = progress {
+            pb.inc(1);
+        }
+    }
+    let (loss, g) = obj.value_grad(&w);
+    Ok(MapResult {
+        w,
+        loss,
+        grad_norm: crate::linalg::norm(&g),
+        epochs: cfg.epochs,
+        polish_iters: 0,
+        final_lr: lr,
+        history,
+    })
+}

@@ -1,0 +1,151 @@
+//! Training: the MAP estimate `w* = argmin L(w)`, `L(w) = Σ_i ℓ(y_i, f_w(x_i)) + (δ/2)‖w‖²`,
+//! by Adam (full batch or minibatch, learning-rate decay on plateau), then an optional L-BFGS
+//! polish to a stationary point (the GP identities of DNN2GP hold exactly only where ∇L = 0).
+
+pub mod adam;
+pub mod lbfgs;
+
+use faer::{Mat, MatRef};
+use indicatif::ProgressBar;
+
+use crate::error::{Error, Result};
+use crate::likelihood::{self, Likelihood};
+use crate::linalg::{dot, norm};
+use crate::nn::Network;
+
+pub use adam::{Adam, Plateau};
+
+/// The regularised sum-loss `L(w)` on a data set.
+pub struct Objective<'a> {
+    /// The network.
+    pub net: &'a dyn Network,
+    /// The likelihood.
+    pub lik: &'a dyn Likelihood,
+    /// Inputs (N×D).
+    pub x: MatRef<'a, f64>,
+    /// Targets (N×K).
+    pub y: MatRef<'a, f64>,
+    /// Prior precision δ.
+    pub delta: f64,
+}
+
+/// Gathers the rows `idx` of `m`.
+pub fn gather_rows(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
+    Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
+}
+
+impl Objective<'_> {
+    /// Number of examples N.
+    pub fn n(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// `(L(w), ∇L(w))` on the full data.
+    pub fn value_grad(&self, w: &[f64]) -> (f64, Vec<f64>) {
+        self.batch_value_grad(w, self.x, self.y, 1.0)
+    }
+
+    /// The unbiased minibatch estimate `(N/M) Σ_B ℓ_i + (δ/2)‖w‖²` and its gradient.
+    pub fn minibatch_value_grad(&self, w: &[f64], idx: &[usize]) -> (f64, Vec<f64>) {
+        let (xb, yb) = (gather_rows(self.x, idx), gather_rows(self.y, idx));
+        let scale = self.n() as f64 / idx.len() as f64;
+        self.batch_value_grad(w, xb.as_ref(), yb.as_ref(), scale)
+    }
+
+    fn batch_value_grad(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        scale: f64,
+    ) -> (f64, Vec<f64>) {
+        let mut data_loss = 0.0;
+        let (_, mut g) = self.net.forward_vjp(w, x, &mut |f| {
+            data_loss = likelihood::nll_sum(self.lik, f, y);
+            likelihood::residuals(self.lik, f, y)
+        });
+        for (gi, wi) in g.iter_mut().zip(w) {
+            *gi = scale * *gi + self.delta * wi;
+        }
+        (scale * data_loss + 0.5 * self.delta * dot(w, w), g)
+    }
+}
+
+/// Settings of MAP training.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapConfig {
+    /// Adam settings.
+    pub adam: Adam,
+    /// Number of epochs (passes over the data).
+    pub epochs: usize,
+    /// Minibatch size; `None` for full batch.
+    pub batch_size: Option<usize>,
+    /// Seed of the minibatch order.
+    pub seed: u64,
+    /// Maximum L-BFGS iterations after Adam (0: none).
+    pub polish_iters: usize,
+    /// Stop the polish once `‖∇L‖ ≤ grad_tol`.
+    pub grad_tol: f64,
+}
+
+impl Default for MapConfig {
+    fn default() -> Self {
+        MapConfig {
+            adam: Adam::default(),
+            epochs: 10_000,
+            batch_size: None,
+            seed: 0,
+            polish_iters: 1000,
+            grad_tol: 1e-9,
+        }
+    }
+}
+
+/// Outcome of MAP training.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapResult {
+    /// The MAP estimate `w*`.
+    pub w: Vec<f64>,
+    /// `L(w*)`.
+    pub loss: f64,
+    /// `‖∇L(w*)‖` on the full data.
+    pub grad_norm: f64,
+    /// Adam epochs run.
+    pub epochs: usize,
+    /// L-BFGS iterations run.
+    pub polish_iters: usize,
+    /// Learning rate at the end of Adam.
+    pub final_lr: f64,
+    /// Full-data loss after each epoch (full batch) or the epoch's mean minibatch loss.
+    pub history: Vec<f64>,
+}
+
+/// Minimises `L` from `w0`: Adam, then the L-BFGS polish. Fails with the epoch at which the
+/// loss or gradient became NaN or infinite.
+pub fn fit_map(
+    obj: &Objective<'_>,
+    w0: &[f64],
+    cfg: &MapConfig,
+    progress: Option<&ProgressBar>,
+) -> Result<MapResult> {
+    let mut run = adam::run(obj, w0, cfg, progress)?;
+    let (w, loss, iters) = lbfgs::minimize(obj, &run.w, cfg.polish_iters, cfg.grad_tol)?;
+    let (_, g) = obj.value_grad(&w);
+    run.w = w;
+    run.loss = loss;
+    run.grad_norm = norm(&g);
+    run.polish_iters = iters;
+    Ok(run)
+}
+
+/// Checks a loss value during training.
+pub(crate) fn check_finite(loss: f64, grad: &[f64], what: &str, step: usize) -> Result<()> {
+    if loss.is_finite() && grad.iter().all(|g| g.is_finite()) {
+        Ok(())
+    } else {
+        Err(Error::Numerical(format!(
+            "{what} diverged at step {step}: the loss or its gradient is NaN or infinite \
+             (lower the learning rate or check the data for extreme values)"
+        )))
+    }
+}
