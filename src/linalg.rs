@@ -188,3 +188,18 @@ pub fn check_memory(what: &str, bytes: u128, limit: u128, advice: &str) -> Resul
     }
     Ok(())
 }
+
+/// Memory available for new allocations: `MemAvailable` from `/proc/meminfo`, or 8 GiB where
+/// that cannot be read.
+pub fn available_memory() -> u128 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u128>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(8 << 30)
+}

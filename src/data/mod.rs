@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod snelson;
+pub mod source;
 pub mod toy;
 pub mod uci;
 

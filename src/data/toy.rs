@@ -8,7 +8,7 @@ use super::{Dataset, Split};
 use crate::nn::rng::{categorical, normal, seeded, uniform, Rng};
 
 /// Settings of the toy generator.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ToyConfig {
     /// Training points per set.
     pub n_train: usize,

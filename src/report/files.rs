@@ -92,3 +92,58 @@ pub fn write_npy_mat(path: &Path, m: faer::MatRef<'_, f64>) -> Result<()> {
 pub fn num(v: f64) -> String {
     format!("{v}")
 }
+
+/// Reads an `.npy` array of little-endian f64 or f32 (C order); returns shape and values.
+pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: &str| Error::parse(path, 1, msg.to_string());
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file (wrong magic bytes)"));
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(bad(&format!("unsupported .npy version {v}"))),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("truncated or non-ASCII .npy header"))?;
+    let width = if header.contains("'<f8'") {
+        8
+    } else if header.contains("'<f4'") {
+        4
+    } else {
+        return Err(bad("dtype must be little-endian float64 or float32 ('<f8' or '<f4')"));
+    };
+    if header.contains("'fortran_order': True") {
+        return Err(bad("Fortran-ordered arrays are not supported; save with C order"));
+    }
+    let shape_txt = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no shape in the .npy header"))?;
+    let shape = shape_txt
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<usize>().map_err(|_| bad(&format!("bad dimension '{t}' in shape"))))
+        .collect::<Result<Vec<_>>>()?;
+    let count: usize = shape.iter().product();
+    let body = &bytes[start + hlen..];
+    if body.len() != count * width {
+        return Err(bad(&format!(
+            "shape {shape:?} needs {} bytes of data, the file has {}",
+            count * width,
+            body.len()
+        )));
+    }
+    let data = if width == 8 {
+        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+    } else {
+        body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+    };
+    Ok((shape, data))
+}

@@ -2,3 +2,5 @@
 
 pub mod files;
 pub mod plot;
+pub mod regression;
+pub mod sweep;

@@ -1,1 +1,359 @@
+//! Figures as PNG and SVG (the same drawing code on two backends), with an embedded font so
+//! no system font is needed.
 
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::files::{commit, temp_path, write_atomic};
+use crate::error::{Error, Result};
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+            let _ = plotters::style::register_font("sans-serif", style, FONT);
+        }
+    });
+}
+
+type DrawResult = std::result::Result<(), String>;
+
+fn err<E: std::fmt::Debug>(e: E) -> String {
+    format!("{e:?}")
+}
+
+/// A figure that can draw itself on any plotters backend.
+pub trait Figure {
+    /// Size in pixels.
+    fn size(&self) -> (u32, u32);
+    /// Draws onto `root`.
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult;
+}
+
+/// Writes `fig` to `<stem>.png` and `<stem>.svg` (each atomically); returns both paths.
+pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<Vec<PathBuf>> {
+    register_font();
+    if let Some(dir) = stem.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let png = stem.with_extension("png");
+    let tmp = temp_path(&png);
+    let drawn = {
+        let root = BitMapBackend::new(&tmp, fig.size()).into_drawing_area();
+        fig.draw(root)
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Invalid(format!("{}: drawing failed: {e}", png.display())));
+    }
+    commit(&tmp, &png)?;
+    let svg = stem.with_extension("svg");
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, fig.size()).into_drawing_area();
+        fig.draw(root)
+            .map_err(|e| Error::Invalid(format!("{}: drawing failed: {e}", svg.display())))?;
+    }
+    write_atomic(&svg, text.as_bytes())?;
+    Ok(vec![png, svg])
+}
+
+/// One panel of a 1-D regression figure: data, a mean curve and a ±2 sd band.
+#[derive(Debug, Clone)]
+pub struct BandPanel {
+    /// Panel title.
+    pub title: String,
+    /// Training inputs.
+    pub x_train: Vec<f64>,
+    /// Training targets.
+    pub y_train: Vec<f64>,
+    /// Grid of test inputs.
+    pub x_grid: Vec<f64>,
+    /// Predictive mean on the grid.
+    pub mean: Vec<f64>,
+    /// Predictive standard deviation on the grid.
+    pub sd: Vec<f64>,
+}
+
+/// Panels side by side with shared axes.
+#[derive(Debug, Clone)]
+pub struct RegressionFigure {
+    /// Figure title.
+    pub title: String,
+    /// The panels.
+    pub panels: Vec<BandPanel>,
+}
+
+fn range(vals: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (lo, hi) = vals
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (hi - lo).max(1e-12);
+    (lo - pad * span, hi + pad * span)
+}
+
+impl Figure for RegressionFigure {
+    fn size(&self) -> (u32, u32) {
+        (420 * self.panels.len().max(1) as u32, 400)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let root = root
+            .titled(&self.title, ("sans-serif", 20))
+            .map_err(err)?;
+        let xs = range(self.panels.iter().flat_map(|p| p.x_grid.iter().copied()), 0.0);
+        let (ylo, yhi) = range(
+            self.panels.iter().flat_map(|p| {
+                p.y_train.iter().copied().chain(
+                    p.mean
+                        .iter()
+                        .zip(&p.sd)
+                        .flat_map(|(m, s)| [m - 2.0 * s, m + 2.0 * s]),
+                )
+            }),
+            0.05,
+        );
+        // Keep wild bands from flattening the data.
+        let (dlo, dhi) = range(self.panels.iter().flat_map(|p| p.y_train.iter().copied()), 0.5);
+        let ys = (ylo.max(dlo - (dhi - dlo)), yhi.min(dhi + (dhi - dlo)));
+        let areas = root.split_evenly((1, self.panels.len().max(1)));
+        for (area, p) in areas.iter().zip(&self.panels) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", 16))
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(40)
+                .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .light_line_style(WHITE.mix(0.0))
+                .label_style(("sans-serif", 12))
+                .draw()
+                .map_err(err)?;
+            let band: Vec<(f64, f64)> = p
+                .x_grid
+                .iter()
+                .zip(p.mean.iter().zip(&p.sd))
+                .map(|(x, (m, s))| (*x, (m + 2.0 * s).clamp(ys.0, ys.1)))
+                .chain(
+                    p.x_grid
+                        .iter()
+                        .zip(p.mean.iter().zip(&p.sd))
+                        .rev()
+                        .map(|(x, (m, s))| (*x, (m - 2.0 * s).clamp(ys.0, ys.1))),
+                )
+                .collect();
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, BLUE.mix(0.2).filled())))
+                .map_err(err)?
+                .label("±2 sd")
+                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], BLUE.mix(0.2).filled()));
+            chart
+                .draw_series(LineSeries::new(
+                    p.x_grid.iter().zip(&p.mean).map(|(x, m)| (*x, m.clamp(ys.0, ys.1))),
+                    BLUE.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label("mean")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE.stroke_width(2)));
+            chart
+                .draw_series(
+                    p.x_train
+                        .iter()
+                        .zip(&p.y_train)
+                        .map(|(x, y)| Circle::new((*x, *y), 2, BLACK.mix(0.6).filled())),
+                )
+                .map_err(err)?
+                .label("data")
+                .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .label_font(("sans-serif", 11))
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(err)?;
+        }
+        root.present().map_err(err)
+    }
+}
+
+/// Which y axis a curve belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    /// Left axis (losses).
+    Left,
+    /// Right axis (−log marginal likelihood).
+    Right,
+}
+
+/// A curve over the swept values.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// Legend label.
+    pub label: String,
+    /// y values, one per x.
+    pub y: Vec<f64>,
+    /// Axis.
+    pub axis: Axis,
+    /// Colour index into the palette.
+    pub color: usize,
+    /// Dashed line.
+    pub dashed: bool,
+}
+
+/// A sweep figure: losses on the left axis, −log marginal likelihood on the right, each curve's
+/// minimum marked with a star.
+#[derive(Debug, Clone)]
+pub struct SweepFigure {
+    /// Title.
+    pub title: String,
+    /// Label of the x axis.
+    pub x_label: String,
+    /// Log-scaled x axis.
+    pub log_x: bool,
+    /// Swept values.
+    pub x: Vec<f64>,
+    /// Left axis label.
+    pub left_label: String,
+    /// Right axis label.
+    pub right_label: String,
+    /// The curves.
+    pub curves: Vec<Curve>,
+}
+
+/// Colours of curves.
+pub const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
+    // Split each segment into n_dash pieces and keep every other one.
+    let mut out = Vec::new();
+    for w in pts.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        for d in (0..n_dash).step_by(2) {
+            let (a, b) = (d as f64 / n_dash as f64, (d + 1) as f64 / n_dash as f64);
+            out.push(vec![(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))]);
+        }
+    }
+    out
+}
+
+impl SweepFigure {
+    fn draw_curves<DB: DrawingBackend, X: Ranged<ValueType = f64>, Y: Ranged<ValueType = f64>>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+        right_to_left: impl Fn(f64) -> f64,
+    ) -> DrawResult {
+        for c in &self.curves {
+            let color = PALETTE[c.color % PALETTE.len()];
+            let map = |y: f64| if c.axis == Axis::Right { right_to_left(y) } else { y };
+            let pts: Vec<(f64, f64)> = self.x.iter().copied().zip(c.y.iter().map(|y| map(*y))).collect();
+            let style = color.stroke_width(2);
+            if c.dashed {
+                chart
+                    .draw_series(dashed_segments(&pts, 4).into_iter().map(|s| PathElement::new(s, style)))
+                    .map_err(err)?
+                    .label(c.label.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 6, y)], color.stroke_width(2)));
+            } else {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .map_err(err)?
+                    .label(c.label.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+            }
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 2, color.filled())))
+                .map_err(err)?;
+            if let Some(best) = pts.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+                chart
+                    .draw_series(std::iter::once(Cross::new(*best, 7, color.stroke_width(3))))
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Figure for SweepFigure {
+    fn size(&self) -> (u32, u32) {
+        (760, 480)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let left: Vec<&Curve> = self.curves.iter().filter(|c| c.axis == Axis::Left).collect();
+        let right: Vec<&Curve> = self.curves.iter().filter(|c| c.axis == Axis::Right).collect();
+        let xr = range(self.x.iter().copied(), 0.0);
+        let yl = range(left.iter().flat_map(|c| c.y.iter().copied()), 0.05);
+        let yr = range(right.iter().flat_map(|c| c.y.iter().copied()), 0.05);
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(&self.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60);
+        macro_rules! finish {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .x_desc(self.x_label.as_str())
+                    .y_desc(self.left_label.as_str())
+                    .light_line_style(WHITE.mix(0.0))
+                    .label_style(("sans-serif", 12))
+                    .draw()
+                    .map_err(err)?;
+                chart
+                    .configure_secondary_axes()
+                    .y_desc(self.right_label.as_str())
+                    .label_style(("sans-serif", 12))
+                    .draw()
+                    .map_err(err)?;
+                // Right-axis curves are drawn in left coordinates, mapped linearly.
+                self.draw_curves(&mut chart, |y| yl.0 + (y - yr.0) / (yr.1 - yr.0) * (yl.1 - yl.0))?;
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperMiddle)
+                    .label_font(("sans-serif", 12))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.3))
+                    .draw()
+                    .map_err(err)?;
+            }};
+        }
+        if self.log_x {
+            let chart = builder
+                .build_cartesian_2d((xr.0..xr.1).log_scale(), yl.0..yl.1)
+                .map_err(err)?
+                .set_secondary_coord((xr.0..xr.1).log_scale(), yr.0..yr.1);
+            finish!(chart);
+        } else {
+            let chart = builder
+                .build_cartesian_2d(xr.0..xr.1, yl.0..yl.1)
+                .map_err(err)?
+                .set_secondary_coord(xr.0..xr.1, yr.0..yr.1);
+            finish!(chart);
+        }
+        root.present().map_err(err)
+    }
+}

@@ -1,0 +1,193 @@
+//! Arguments, with laplace-torch's words where they fit (`--hessian full|diag`,
+//! `--likelihood regression`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Turn a trained deep network into a Gaussian process (DNN2GP, Khan et al. 2019).
+#[derive(Debug, Parser)]
+#[command(name = "dnn2gp", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Memory limit in GiB for large matrices (default: the memory available).
+    #[arg(long, global = true, value_name = "GIB")]
+    pub max_memory: Option<f64>,
+}
+
+const EXAMPLES: &str = "Examples:
+  dnn2gp demo                                   # toy data: train, GP, δ sweep, figures, summary.json
+  dnn2gp train --data snelson --data-dir DATA --hidden 32 --activation sigmoid \\
+               --delta 0.1 --sigma 0.286 --out snelson-model
+  dnn2gp gp --model snelson-model --out snelson-gp
+  dnn2gp sweep --data toy --sets 10 --param delta --grid logspace:-2:2:21 --out sweep-delta
+  dnn2gp sweep --data uci:yacht --data-dir DATA --param sigma --grid logspace:-2:0:9";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the main job on built-in toy data: MAP, DNN2GP-Laplace, δ sweep, both figures.
+    #[command(after_help = "Example:\n  dnn2gp demo --out demo-out")]
+    Demo(DemoArgs),
+    /// Train the MAP network (Adam, then an L-BFGS polish) and save it.
+    #[command(after_help = "Example:\n  dnn2gp train --data toy --hidden 20 --delta 0.6 --out model")]
+    Train(TrainCmd),
+    /// Laplace-GGN and the DNN2GP GP of a saved model: kernel, predictive, marginal likelihood.
+    #[command(after_help = "Example:\n  dnn2gp gp --model model --hessian full --space auto --out gp")]
+    Gp(GpCmd),
+    /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
+    #[command(after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep")]
+    Sweep(SweepCmd),
+}
+
+/// Where the data come from.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// `toy`, `snelson`, `uci:NAME[:SPLIT|all]`, or a CSV file (last column = target).
+    #[arg(long, default_value = "toy")]
+    pub data: String,
+    /// CSV test file (for CSV data; default: the training file).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Folder holding `snelson/` and `uci/NAME/`.
+    #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Toy data: number of independent data sets.
+    #[arg(long, default_value_t = 1)]
+    pub sets: usize,
+    /// Toy data: noise standard deviations of the three clusters (the poster's
+    /// higher-variance variant: 0.3,1.5,0.3).
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.1, 1.0, 0.1])]
+    pub toy_noise: Vec<f64>,
+    /// Toy data: training points per set.
+    #[arg(long, default_value_t = 100)]
+    pub toy_n: usize,
+    /// Toy data: test points per set.
+    #[arg(long, default_value_t = 2000)]
+    pub toy_n_test: usize,
+    /// Seed of the toy generator.
+    #[arg(long, default_value_t = 7)]
+    pub data_seed: u64,
+}
+
+/// Architecture, likelihood and prior.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Hidden widths, e.g. `20` or `50,50`.
+    #[arg(long, value_delimiter = ',', default_values_t = [20])]
+    pub hidden: Vec<usize>,
+    /// Hidden activation: tanh, sigmoid, relu, identity.
+    #[arg(long, default_value = "tanh")]
+    pub activation: String,
+    /// Likelihood: gaussian (alias: regression).
+    #[arg(long, default_value = "gaussian")]
+    pub likelihood: String,
+    /// Noise standard deviation σ of the Gaussian likelihood.
+    #[arg(long, default_value_t = 1.0)]
+    pub sigma: f64,
+    /// Prior precision δ (prior N(0, δ⁻¹ I) on the weights).
+    #[arg(long, default_value_t = 1.0)]
+    pub delta: f64,
+}
+
+/// Training settings.
+#[derive(Debug, Args, Clone)]
+pub struct TrainArgs {
+    /// Adam epochs.
+    #[arg(long, default_value_t = 10_000)]
+    pub epochs: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// Minibatch size (default: full batch).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Keep the learning rate fixed (no decay on plateau).
+    #[arg(long)]
+    pub no_plateau: bool,
+    /// L-BFGS iterations after Adam, to reach a stationary point (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub polish_iters: usize,
+    /// Seed of the initialisation (PyTorch's default uniform ±1/√fan_in).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "dnn2gp-out/demo")]
+    pub out: PathBuf,
+    /// Toy data sets in the δ sweep (the paper uses 10).
+    #[arg(long, default_value_t = 10)]
+    pub sets: usize,
+    /// Adam epochs per fit.
+    #[arg(long, default_value_t = 2000)]
+    pub epochs: usize,
+    /// Points on the δ grid, logspace(−2, 2, n).
+    #[arg(long, default_value_t = 21)]
+    pub grid_points: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Output folder for model.json, params.npy and history.csv.
+    #[arg(long, default_value = "dnn2gp-out/model")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GpCmd {
+    /// Folder written by `dnn2gp train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Posterior precision: full or diag GGN.
+    #[arg(long, default_value = "full")]
+    pub hessian: String,
+    /// Where to compute the GP: auto, weight (P×P) or function (NK×NK).
+    #[arg(long, default_value = "auto")]
+    pub space: String,
+    /// Override the model's prior precision δ.
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Monte Carlo samples for the DNN-Laplace predictive.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Points on the plotting grid (1-D inputs).
+    #[arg(long, default_value_t = 400)]
+    pub grid_points: usize,
+    /// Output folder.
+    #[arg(long, default_value = "dnn2gp-out/gp")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepCmd {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Parameter swept: delta, sigma or width.
+    #[arg(long, default_value = "delta")]
+    pub param: String,
+    /// Values: `logspace:A:B:N` (10^A..10^B), `linspace:A:B:N`, or a list `0.1,1,10`.
+    #[arg(long, default_value = "logspace:-2:2:21")]
+    pub grid: String,
+    /// Where to compute the GP: auto, weight or function.
+    #[arg(long, default_value = "auto")]
+    pub space: String,
+    /// Output folder.
+    #[arg(long, default_value = "dnn2gp-out/sweep")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,140 @@
+//! Named data sources as users write them on the command line: `toy`, `snelson`,
+//! `uci:NAME[:SPLIT]`, or the path of a CSV file.
+
+use std::path::{Path, PathBuf};
+
+use faer::Mat;
+
+use super::toy::{self, ToyConfig};
+use super::{csv, linspace, snelson, uci, Split};
+use crate::error::{Error, Result};
+
+/// Where data comes from.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// The paper's toy generator, `sets` independent data sets.
+    Toy {
+        /// Generator settings.
+        config: ToyConfig,
+        /// Number of data sets.
+        sets: usize,
+    },
+    /// Snelson's 1-D data in `dir`.
+    Snelson {
+        /// Folder holding `train_inputs`, `train_outputs`.
+        dir: PathBuf,
+    },
+    /// A UCI set in `dir`, the given splits.
+    Uci {
+        /// Folder of the set.
+        dir: PathBuf,
+        /// Split indices.
+        splits: Vec<usize>,
+    },
+    /// User CSV files; without a test file the training file doubles as test set.
+    Csv {
+        /// Training file.
+        train: PathBuf,
+        /// Optional test file.
+        test: Option<PathBuf>,
+    },
+}
+
+impl Source {
+    /// Parses a spec. `data_dir` holds `snelson/` and `uci/NAME/`.
+    pub fn parse(spec: &str, data_dir: &Path, toy: ToyConfig, sets: usize, test: Option<PathBuf>) -> Result<Self> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        match parts[0] {
+            "toy" => Ok(Source::Toy { config: toy, sets: sets.max(1) }),
+            "snelson" => Ok(Source::Snelson { dir: data_dir.join("snelson") }),
+            "uci" => {
+                let name = parts.get(1).filter(|s| !s.is_empty()).ok_or_else(|| {
+                    Error::Invalid("--data uci:NAME needs a set name, e.g. uci:yacht".into())
+                })?;
+                let dir = data_dir.join("uci").join(name);
+                if !dir.is_dir() {
+                    return Err(Error::Invalid(format!(
+                        "--data {spec}: no folder {} (set --data-dir to the folder holding uci/)",
+                        dir.display()
+                    )));
+                }
+                let splits = match parts.get(2) {
+                    None | Some(&"all") => (0..uci::n_splits(&dir)).collect(),
+                    Some(s) => vec![s.parse::<usize>().map_err(|_| {
+                        Error::Invalid(format!("--data {spec}: split '{s}' is not a number or 'all'"))
+                    })?],
+                };
+                if splits.is_empty() {
+                    return Err(Error::Invalid(format!("{}: no index_train_*.txt splits", dir.display())));
+                }
+                Ok(Source::Uci { dir, splits })
+            }
+            _ => Ok(Source::Csv { train: PathBuf::from(spec), test }),
+        }
+    }
+
+    /// Loads the train/test splits.
+    pub fn load(&self) -> Result<Vec<Split>> {
+        match self {
+            Source::Toy { config, sets } => Ok(toy::toy_sets(config, *sets)),
+            Source::Snelson { dir } => Ok(vec![snelson::load(dir)?]),
+            Source::Uci { dir, splits } => splits.iter().map(|s| uci::load(dir, *s)).collect(),
+            Source::Csv { train, test } => {
+                let tr = csv::read_dataset(train)?;
+                let te = match test {
+                    Some(t) => csv::read_dataset(t)?,
+                    None => tr.clone(),
+                };
+                if te.x.ncols() != tr.x.ncols() {
+                    return Err(Error::Invalid(format!(
+                        "test file has {} input columns, training file {}",
+                        te.x.ncols(),
+                        tr.x.ncols()
+                    )));
+                }
+                Ok(vec![Split {
+                    name: train.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                    train: tr,
+                    test: te,
+                    y_scale: 1.0,
+                }])
+            }
+        }
+    }
+
+    /// For 1-D problems: a plotting grid `xs` and the network inputs for it.
+    pub fn plot_grid(&self, split: &Split, n: usize) -> Option<(Vec<f64>, Mat<f64>)> {
+        let col = |xs: &[f64]| Mat::from_fn(xs.len(), 1, |i, _| xs[i]);
+        match self {
+            Source::Toy { .. } => {
+                let xs = linspace(-5.0, 5.0, n);
+                let f = toy::features(&xs);
+                Some((xs, f))
+            }
+            Source::Snelson { .. } => {
+                let xs = linspace(-4.0, 10.0, n);
+                let f = col(&xs);
+                Some((xs, f))
+            }
+            _ if split.train.x.ncols() == 1 => {
+                let (lo, hi) = split
+                    .train
+                    .x
+                    .col(0)
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+                let pad = 0.4 * (hi - lo).max(1e-9);
+                let xs = linspace(lo - pad, hi + pad, n);
+                let f = col(&xs);
+                Some((xs, f))
+            }
+            _ => None,
+        }
+    }
+
+    /// The x coordinate to plot for training inputs (first column).
+    pub fn plot_x(split: &Split) -> Vec<f64> {
+        split.train.x.col(0).iter().copied().collect()
+    }
+}

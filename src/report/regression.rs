@@ -1,0 +1,138 @@
+//! The 1-D regression comparison of the paper: DNN-Laplace (Monte Carlo through the network),
+//! DNN2GP-Laplace (network mean, GP variance) and a plain RBF GP, as figure panels and a table.
+
+use faer::MatRef;
+
+use super::plot::BandPanel;
+use crate::error::Result;
+use crate::gp::rbf::RbfGp;
+use crate::gp::Dnn2Gp;
+use crate::likelihood::Likelihood;
+use crate::nn::rng::seeded;
+use crate::nn::Network;
+use crate::posterior::LaplaceGgn;
+
+/// Predictive columns on a grid; variances are for y (f plus observation noise).
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Grid x.
+    pub x: Vec<f64>,
+    /// Network output `f_{w*}(x)`.
+    pub net_mean: Vec<f64>,
+    /// GP mean `J(x) m`.
+    pub gp_mean: Vec<f64>,
+    /// GP variance of f.
+    pub gp_var_f: Vec<f64>,
+    /// Observation noise variance.
+    pub noise_var: Vec<f64>,
+    /// Monte Carlo mean of `f_w(x)`, `w ~ N(w*, Σ)`.
+    pub mc_mean: Vec<f64>,
+    /// Monte Carlo variance of `f_w(x)`.
+    pub mc_var_f: Vec<f64>,
+    /// RBF GP mean.
+    pub rbf_mean: Vec<f64>,
+    /// RBF GP variance of f.
+    pub rbf_var_f: Vec<f64>,
+    /// The fitted RBF GP's hyperparameters: (ℓ, s², log marglik).
+    pub rbf_hyper: (f64, f64, f64),
+}
+
+/// Monte Carlo predictive mean and variance of `f_w(x)` (first output) over posterior samples.
+pub fn mc_predictive(net: &dyn Network, post: &LaplaceGgn, x: MatRef<'_, f64>, n_samples: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+    let mut rng = seeded(seed);
+    let m = x.nrows();
+    let (mut s1, mut s2) = (vec![0.0; m], vec![0.0; m]);
+    for w in post.sample(n_samples, &mut rng) {
+        let f = net.forward(&w, x);
+        for i in 0..m {
+            s1[i] += f[(i, 0)];
+            s2[i] += f[(i, 0)] * f[(i, 0)];
+        }
+    }
+    let n = n_samples as f64;
+    let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
+    let var = s2.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0)).collect();
+    (mean, var)
+}
+
+/// Computes all three predictives on `grid` (network inputs) with plot coordinates `xs`.
+#[allow(clippy::too_many_arguments)]
+pub fn compare(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    gp: &Dnn2Gp<'_>,
+    post: &LaplaceGgn,
+    w: &[f64],
+    train_x: MatRef<'_, f64>,
+    train_y: &[f64],
+    xs: &[f64],
+    grid: MatRef<'_, f64>,
+    n_samples: usize,
+    seed: u64,
+) -> Result<Comparison> {
+    let f = net.forward(w, grid);
+    let net_mean: Vec<f64> = f.col(0).iter().copied().collect();
+    let pred = gp.predict(net.jacobian(w, grid).as_ref());
+    let noise_var: Vec<f64> = net_mean.iter().map(|m| lik.observation_variance(&[*m])[0]).collect();
+    let (mc_mean, mc_var_f) = mc_predictive(net, post, grid, n_samples, seed);
+    let rbf = RbfGp::fit(train_x, train_y, noise_var[0])?;
+    let (rbf_mean, rbf_var_f) = rbf.predict(grid);
+    Ok(Comparison {
+        x: xs.to_vec(),
+        net_mean,
+        gp_mean: pred.mean,
+        gp_var_f: pred.var,
+        noise_var,
+        mc_mean,
+        mc_var_f,
+        rbf_mean,
+        rbf_var_f,
+        rbf_hyper: (rbf.lengthscale, rbf.variance, rbf.log_marglik),
+    })
+}
+
+impl Comparison {
+    /// Figure panels with ±2 sd bands of y.
+    pub fn panels(&self, x_train: &[f64], y_train: &[f64], method: &str) -> Vec<BandPanel> {
+        let sd = |v: &[f64]| -> Vec<f64> { v.iter().zip(&self.noise_var).map(|(a, b)| (a.max(0.0) + b).sqrt()).collect() };
+        let panel = |title: String, mean: &[f64], var: &[f64]| BandPanel {
+            title,
+            x_train: x_train.to_vec(),
+            y_train: y_train.to_vec(),
+            x_grid: self.x.clone(),
+            mean: mean.to_vec(),
+            sd: sd(var),
+        };
+        vec![
+            panel(format!("DNN-{method}"), &self.mc_mean, &self.mc_var_f),
+            panel(format!("DNN2GP-{method}"), &self.net_mean, &self.gp_var_f),
+            panel("GP (RBF kernel)".into(), &self.rbf_mean, &self.rbf_var_f),
+        ]
+    }
+
+    /// Header and rows of the predictive table.
+    pub fn table(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let header = vec![
+            "x", "net_mean", "gp_mean", "gp_var_f", "noise_var", "mc_mean", "mc_var_f", "rbf_mean", "rbf_var_f",
+        ];
+        let rows = (0..self.x.len())
+            .map(|i| {
+                [
+                    self.x[i],
+                    self.net_mean[i],
+                    self.gp_mean[i],
+                    self.gp_var_f[i],
+                    self.noise_var[i],
+                    self.mc_mean[i],
+                    self.mc_var_f[i],
+                    self.rbf_mean[i],
+                    self.rbf_var_f[i],
+                ]
+                .iter()
+                .map(|v| super::files::num(*v))
+                .collect()
+            })
+            .collect();
+        (header, rows)
+    }
+}
