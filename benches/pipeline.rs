@@ -1,1 +1,60 @@
-fn main(){}
+//! Benchmarks of the pipeline's steps on the paper's toy network (2-20-1 tanh, N = 100) and on
+//! Snelson's (1-32-1 sigmoid). Run with `cargo bench`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use dnn2gp::data::toy::{toy_sets, ToyConfig};
+use dnn2gp::gp::{Dnn2Gp, Space};
+use dnn2gp::likelihood::Gaussian;
+use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::posterior::Linearization;
+use dnn2gp::train::{fit_map, MapConfig, Objective};
+
+fn bench(c: &mut Criterion) {
+    let split = toy_sets(&ToyConfig::default(), 1).remove(0);
+    let net = Mlp::new(vec![2, 20, 1], Activation::Tanh).unwrap();
+    let lik = Gaussian::new(1.0).unwrap();
+    let w = net.init(0);
+    let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x,
+        y,
+        delta: 1.0,
+    };
+
+    c.bench_function("toy/jacobian N=100 P=81", |b| {
+        b.iter(|| black_box(net.jacobian(&w, x)))
+    });
+    c.bench_function("toy/loss+gradient (one full-batch Adam step)", |b| {
+        b.iter(|| black_box(obj.value_grad(&w)))
+    });
+    let lin = Linearization::new(&net, &lik, x, y, &w);
+    for space in [Space::Weight, Space::Function] {
+        c.bench_function(&format!("toy/GP marglik ({space} space)"), |b| {
+            b.iter(|| {
+                black_box(
+                    Dnn2Gp::new(&lin, 1.0, space, 1 << 32)
+                        .unwrap()
+                        .log_marginal_likelihood()
+                        .unwrap(),
+                )
+            })
+        });
+    }
+    let mut group = c.benchmark_group("toy/fit");
+    group.sample_size(10);
+    let cfg = MapConfig {
+        epochs: 2000,
+        ..MapConfig::default()
+    };
+    group.bench_function("MAP: 2000 Adam epochs + polish", |b| {
+        b.iter(|| black_box(fit_map(&obj, &w, &cfg, None).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

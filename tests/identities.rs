@@ -1,4 +1,5 @@
 //! Every identity of the math reference (sections 1 and 3) as a test, in f64.
+#![allow(clippy::needless_range_loop)]
 
 use approx::assert_relative_eq;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
@@ -17,7 +18,15 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 fn toy() -> dnn2gp::data::Split {
-    toy_sets(&ToyConfig { n_train: 40, n_test: 50, ..ToyConfig::default() }, 1).remove(0)
+    toy_sets(
+        &ToyConfig {
+            n_train: 40,
+            n_test: 50,
+            ..ToyConfig::default()
+        },
+        1,
+    )
+    .remove(0)
 }
 
 /// A network trained to a stationary point on the toy data.
@@ -25,15 +34,33 @@ fn trained(delta: f64) -> (Mlp, Gaussian, dnn2gp::data::Split, Vec<f64>, f64) {
     let split = toy();
     let net = Mlp::new(vec![2, 8, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.5).unwrap();
-    let obj = Objective { net: &net, lik: &lik, x: split.train.x.as_ref(), y: split.train.y.as_ref(), delta };
-    let cfg = MapConfig { adam: Adam { lr: 0.05, ..Adam::default() }, epochs: 1500, ..MapConfig::default() };
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
+    let cfg = MapConfig {
+        adam: Adam {
+            lr: 0.05,
+            ..Adam::default()
+        },
+        epochs: 1500,
+        ..MapConfig::default()
+    };
     let fit = fit_map(&obj, &net.init(1), &cfg, None).unwrap();
     (net, lik, split, fit.w, fit.grad_norm)
 }
 
 #[test]
 fn jacobian_matches_finite_differences() {
-    for act in [Activation::Tanh, Activation::Sigmoid, Activation::Relu, Activation::Identity] {
+    for act in [
+        Activation::Tanh,
+        Activation::Sigmoid,
+        Activation::Relu,
+        Activation::Identity,
+    ] {
         let net = Mlp::new(vec![3, 5, 4, 2], act).unwrap();
         let w = net.init(3);
         let x = Mat::from_fn(7, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
@@ -83,12 +110,23 @@ fn gradient_is_jacobian_transpose_residual() {
     let lik = Gaussian::new(0.7).unwrap();
     let w = net.init(2);
     let delta = 0.3;
-    let obj = Objective { net: &net, lik: &lik, x: split.train.x.as_ref(), y: split.train.y.as_ref(), delta };
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
     let (loss, g) = obj.value_grad(&w);
     let lin = Linearization::new(&net, &lik, obj.x, obj.y, &w);
     let jr = lin.loss_gradient();
     for p in 0..w.len() {
-        assert_relative_eq!(g[p], jr[p] + delta * w[p], max_relative = 1e-12, epsilon = 1e-13);
+        assert_relative_eq!(
+            g[p],
+            jr[p] + delta * w[p],
+            max_relative = 1e-12,
+            epsilon = 1e-13
+        );
     }
     // And the loss gradient agrees with finite differences of L.
     let h = 1e-6;
@@ -113,7 +151,8 @@ fn gaussian_residual_and_curvature() {
     lik.curvature(&f, &y, &mut lam);
     let h = 1e-5;
     let d1 = (lik.nll(&[f[0] + h], &y) - lik.nll(&[f[0] - h], &y)) / (2.0 * h);
-    let d2 = (lik.nll(&[f[0] + h], &y) - 2.0 * lik.nll(&f, &y) + lik.nll(&[f[0] - h], &y)) / (h * h);
+    let d2 =
+        (lik.nll(&[f[0] + h], &y) - 2.0 * lik.nll(&f, &y) + lik.nll(&[f[0] - h], &y)) / (h * h);
     assert_relative_eq!(r[0], d1, max_relative = 1e-8);
     assert_relative_eq!(lam[0], d2, max_relative = 1e-4);
     assert_relative_eq!(r[0], (1.3 - 0.4) / 0.25, max_relative = 1e-14);
@@ -126,17 +165,38 @@ fn weight_space_equals_function_space() {
     let net = Mlp::new(vec![2, 10, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.3).unwrap();
     let w = net.init(9);
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-5.0, 5.0, 33));
     let js = net.jacobian(&w, xs.as_ref());
     for delta in [0.01, 1.0, 30.0] {
         let ws = Dnn2Gp::new(&lin, delta, Space::Weight, MEM).unwrap();
         let fs = Dnn2Gp::new(&lin, delta, Space::Function, MEM).unwrap();
-        assert!(rel(ws.log_marginal_likelihood().unwrap(), fs.log_marginal_likelihood().unwrap()) < 1e-8);
+        assert!(
+            rel(
+                ws.log_marginal_likelihood().unwrap(),
+                fs.log_marginal_likelihood().unwrap()
+            ) < 1e-8
+        );
         let (pw, pf) = (ws.predict(js.as_ref()), fs.predict(js.as_ref()));
         for i in 0..pw.mean.len() {
-            assert!(rel(pw.mean[i], pf.mean[i]) < 1e-8, "mean {} vs {}", pw.mean[i], pf.mean[i]);
-            assert!(rel(pw.var[i], pf.var[i]) < 1e-8, "var {} vs {}", pw.var[i], pf.var[i]);
+            assert!(
+                rel(pw.mean[i], pf.mean[i]) < 1e-8,
+                "mean {} vs {}",
+                pw.mean[i],
+                pf.mean[i]
+            );
+            assert!(
+                rel(pw.var[i], pf.var[i]) < 1e-8,
+                "var {} vs {}",
+                pw.var[i],
+                pf.var[i]
+            );
         }
         for p in 0..w.len() {
             assert!(rel(ws.posterior_mean[p], fs.posterior_mean[p]) < 1e-7);
@@ -151,7 +211,13 @@ fn function_space_marglik_is_gaussian_density_of_pseudo_targets() {
     let net = Mlp::new(vec![2, 4, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.8).unwrap();
     let w = net.init(4);
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let delta = 0.7;
     let mut g = kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta);
     for i in 0..g.nrows() {
@@ -174,7 +240,13 @@ fn gp_at_stationary_point_is_the_linearised_laplace() {
     let delta = 0.6;
     let (net, lik, split, w, grad_norm) = trained(delta);
     assert!(grad_norm < 1e-7, "polish reached ‖∇L‖ = {grad_norm}");
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let gp = Dnn2Gp::new(&lin, delta, Space::Function, MEM).unwrap();
     let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-6.0, 6.0, 41));
     let js = net.jacobian(&w, xs.as_ref());
@@ -182,12 +254,20 @@ fn gp_at_stationary_point_is_the_linearised_laplace() {
     // GP predictive mean = J(x*) w*.
     let jw = mat_vec(js.as_ref(), &w);
     for i in 0..jw.len() {
-        assert!((pred.mean[i] - jw[i]).abs() < 1e-7 * (1.0 + jw[i].abs()), "{} vs {}", pred.mean[i], jw[i]);
+        assert!(
+            (pred.mean[i] - jw[i]).abs() < 1e-7 * (1.0 + jw[i].abs()),
+            "{} vs {}",
+            pred.mean[i],
+            jw[i]
+        );
     }
     // GP variance = J* Σ J*ᵀ of the Laplace-GGN posterior.
     let lap = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();
     let cov = lap.covariance();
-    let full = a_bt(js.as_ref(), dnn2gp::linalg::a_b(js.as_ref(), cov.as_ref()).as_ref());
+    let full = a_bt(
+        js.as_ref(),
+        dnn2gp::linalg::a_b(js.as_ref(), cov.as_ref()).as_ref(),
+    );
     let var = lap.functional_variance(js.as_ref());
     for i in 0..var.len() {
         assert!(rel(pred.var[i], full[(i, i)]) < 1e-8);
@@ -200,8 +280,10 @@ fn gp_at_stationary_point_is_the_linearised_laplace() {
     // Gaussian form: log N(y|f*,σ²) + log N(w*|0,δ⁻¹I) + (P/2) log 2π − ½ log|Σ⁻¹|.
     let p = w.len() as f64;
     let log_lik = -dnn2gp::likelihood::nll_sum(&lik, lin.f.as_ref(), split.train.y.as_ref());
-    let log_prior = -0.5 * delta * dnn2gp::linalg::dot(&w, &w) + 0.5 * p * (delta / std::f64::consts::TAU).ln();
-    let gauss = log_lik + log_prior + 0.5 * p * std::f64::consts::TAU.ln() - 0.5 * lap.log_det_precision();
+    let log_prior =
+        -0.5 * delta * dnn2gp::linalg::dot(&w, &w) + 0.5 * p * (delta / std::f64::consts::TAU).ln();
+    let gauss =
+        log_lik + log_prior + 0.5 * p * std::f64::consts::TAU.ln() - 0.5 * lap.log_det_precision();
     assert!(rel(lml, gauss) < 1e-8, "{lml} vs {gauss}");
 }
 
@@ -210,7 +292,13 @@ fn linear_model_posterior_is_laplace_posterior() {
     // The exact posterior of ỹ = Jw + ε, w ~ N(0, δ⁻¹I) has mean w* at a stationary point.
     let delta = 1.3;
     let (net, lik, split, w, _) = trained(delta);
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let gp = Dnn2Gp::new(&lin, delta, Space::Weight, MEM).unwrap();
     for p in 0..w.len() {
         assert!((gp.posterior_mean[p] - w[p]).abs() < 1e-7 * (1.0 + w[p].abs()));
@@ -226,10 +314,21 @@ fn laplace_evidence_gap_off_stationarity() {
     let lik = Gaussian::new(0.4).unwrap();
     let w = net.init(11);
     let delta = 2.0;
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let gp = Dnn2Gp::new(&lin, delta, Space::Function, MEM).unwrap();
     let lap = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();
-    let g: Vec<f64> = lin.loss_gradient().iter().zip(&w).map(|(g, w)| g + delta * w).collect();
+    let g: Vec<f64> = lin
+        .loss_gradient()
+        .iter()
+        .zip(&w)
+        .map(|(g, w)| g + delta * w)
+        .collect();
     let gap = 0.5 * dnn2gp::linalg::dot(&g, &lap.covariance_times(&g));
     assert!(gap > 1.0);
     assert!(rel(gp.stationarity_gap(), gap) < 1e-8);
@@ -240,7 +339,13 @@ fn laplace_evidence_gap_off_stationarity() {
 #[test]
 fn diagonal_laplace_uses_the_ggn_diagonal() {
     let (net, lik, split, w, _) = trained(0.5);
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let full = lin.ggn();
     let diag = LaplaceGgn::fit(&lin, 0.5, HessianStructure::Diag, MEM).unwrap();
     let cov = diag.covariance();
@@ -258,7 +363,13 @@ fn diagonal_laplace_uses_the_ggn_diagonal() {
 #[test]
 fn laplace_samples_have_the_posterior_covariance() {
     let (net, lik, split, w, _) = trained(1.0);
-    let lin = Linearization::new(&net, &lik, split.train.x.as_ref(), split.train.y.as_ref(), &w);
+    let lin = Linearization::new(
+        &net,
+        &lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        &w,
+    );
     let lap = LaplaceGgn::fit(&lin, 1.0, HessianStructure::Full, MEM).unwrap();
     let cov = lap.covariance();
     let mut rng = dnn2gp::nn::rng::seeded(0);

@@ -33,13 +33,19 @@ pub enum Command {
     #[command(after_help = "Example:\n  dnn2gp demo --out demo-out")]
     Demo(DemoArgs),
     /// Train the MAP network (Adam, then an L-BFGS polish) and save it.
-    #[command(after_help = "Example:\n  dnn2gp train --data toy --hidden 20 --delta 0.6 --out model")]
+    #[command(
+        after_help = "Example:\n  dnn2gp train --data toy --hidden 20 --delta 0.6 --out model"
+    )]
     Train(TrainCmd),
     /// Laplace-GGN and the DNN2GP GP of a saved model: kernel, predictive, marginal likelihood.
-    #[command(after_help = "Example:\n  dnn2gp gp --model model --hessian full --space auto --out gp")]
+    #[command(
+        after_help = "Example:\n  dnn2gp gp --model model --hessian full --space auto --out gp"
+    )]
     Gp(GpCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
-    #[command(after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep")]
+    #[command(
+        after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep"
+    )]
     Sweep(SweepCmd),
 }
 
@@ -86,10 +92,10 @@ pub struct ModelArgs {
     #[arg(long, default_value = "gaussian")]
     pub likelihood: String,
     /// Noise standard deviation σ of the Gaussian likelihood.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub sigma: f64,
     /// Prior precision δ (prior N(0, δ⁻¹ I) on the weights).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub delta: f64,
 }
 
@@ -100,7 +106,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10_000)]
     pub epochs: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub lr: f64,
     /// Minibatch size (default: full batch).
     #[arg(long)]
@@ -156,8 +162,12 @@ pub struct GpCmd {
     /// Where to compute the GP: auto, weight (P×P) or function (NK×NK).
     #[arg(long, default_value = "auto")]
     pub space: String,
+    /// Posterior sampled for the DNN-Laplace (Monte Carlo) panel: diag, as in the paper's code,
+    /// or full.
+    #[arg(long, default_value = "diag")]
+    pub mc_hessian: String,
     /// Override the model's prior precision δ.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub delta: Option<f64>,
     /// Monte Carlo samples for the DNN-Laplace predictive.
     #[arg(long, default_value_t = 1000)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
-use dnn2gp::data::{logspace, linspace, Split};
+use dnn2gp::data::{linspace, logspace, Split};
 use dnn2gp::gp::{Dnn2Gp, Space};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
@@ -23,7 +23,9 @@ use dnn2gp::select::{run_sweep, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
-use super::args::{Cli, Command, DataArgs, DemoArgs, GpCmd, ModelArgs, SweepCmd, TrainArgs, TrainCmd};
+use super::args::{
+    Cli, Command, DataArgs, DemoArgs, GpCmd, ModelArgs, SweepCmd, TrainArgs, TrainCmd,
+};
 
 /// Shared settings of one invocation.
 struct Ctx {
@@ -51,10 +53,18 @@ impl Ctx {
 pub fn run(cli: Cli) -> Result<()> {
     let memory = match cli.max_memory {
         Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u128,
-        Some(g) => return Err(Error::Invalid(format!("--max-memory must be a positive number of GiB, got {g}")).into()),
+        Some(g) => {
+            return Err(Error::Invalid(format!(
+                "--max-memory must be a positive number of GiB, got {g}"
+            ))
+            .into())
+        }
         None => available_memory(),
     };
-    let ctx = Ctx { quiet: cli.quiet, memory };
+    let ctx = Ctx {
+        quiet: cli.quiet,
+        memory,
+    };
     match cli.command {
         Command::Demo(a) => demo(&ctx, a),
         Command::Train(a) => train(&ctx, a),
@@ -64,15 +74,36 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn source(d: &DataArgs) -> Result<Source> {
-    let noise: [f64; 3] = d.toy_noise.clone().try_into().map_err(|_| Error::Invalid("--toy-noise needs three values".into()))?;
+    let noise: [f64; 3] = d
+        .toy_noise
+        .clone()
+        .try_into()
+        .map_err(|_| Error::Invalid("--toy-noise needs three values".into()))?;
     if noise.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
-        return Err(Error::Invalid(format!("--toy-noise values must be non-negative, got {noise:?}")).into());
+        return Err(Error::Invalid(format!(
+            "--toy-noise values must be non-negative, got {noise:?}"
+        ))
+        .into());
     }
     if d.toy_n == 0 || d.toy_n_test == 0 || d.sets == 0 {
-        return Err(Error::Invalid("--toy-n, --toy-n-test and --sets must be positive".into()).into());
+        return Err(
+            Error::Invalid("--toy-n, --toy-n-test and --sets must be positive".into()).into(),
+        );
     }
-    let toy = ToyConfig { n_train: d.toy_n, n_test: d.toy_n_test, noise, seed: d.data_seed, ..ToyConfig::default() };
-    Ok(Source::parse(&d.data, &d.data_dir, toy, d.sets, d.test.clone())?)
+    let toy = ToyConfig {
+        n_train: d.toy_n,
+        n_test: d.toy_n_test,
+        noise,
+        seed: d.data_seed,
+        ..ToyConfig::default()
+    };
+    Ok(Source::parse(
+        &d.data,
+        &d.data_dir,
+        toy,
+        d.sets,
+        d.test.clone(),
+    )?)
 }
 
 fn map_config(t: &TrainArgs) -> Result<MapConfig> {
@@ -83,7 +114,11 @@ fn map_config(t: &TrainArgs) -> Result<MapConfig> {
         return Err(Error::Invalid("--batch-size must be positive".into()).into());
     }
     Ok(MapConfig {
-        adam: Adam { lr: t.lr, plateau: (!t.no_plateau).then(Plateau::default), ..Adam::default() },
+        adam: Adam {
+            lr: t.lr,
+            plateau: (!t.no_plateau).then(Plateau::default),
+            ..Adam::default()
+        },
         epochs: t.epochs,
         batch_size: t.batch_size,
         seed: t.seed,
@@ -115,8 +150,22 @@ struct ModelFile {
     seconds: f64,
 }
 
-fn fit(ctx: &Ctx, net: &Mlp, lik: &dyn Likelihood, split: &Split, delta: f64, cfg: &MapConfig, seed: u64) -> Result<MapResult> {
-    let obj = Objective { net, lik, x: split.train.x.as_ref(), y: split.train.y.as_ref(), delta };
+fn fit(
+    ctx: &Ctx,
+    net: &Mlp,
+    lik: &dyn Likelihood,
+    split: &Split,
+    delta: f64,
+    cfg: &MapConfig,
+    seed: u64,
+) -> Result<MapResult> {
+    let obj = Objective {
+        net,
+        lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
     let pb = ctx.bar(cfg.epochs as u64, "training");
     let res = fit_map(&obj, &net.init(seed), cfg, Some(&pb))?;
     pb.finish_and_clear();
@@ -127,11 +176,23 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
     let src = source(&a.data)?;
     let split = src.load()?.remove(0);
     let net = architecture(&split, &a.model)?;
-    let lik = a.model.likelihood.parse::<LikelihoodKind>()?.build(a.model.sigma)?;
+    let lik = a
+        .model
+        .likelihood
+        .parse::<LikelihoodKind>()?
+        .build(a.model.sigma)?;
     dnn2gp::posterior::laplace::check_delta(a.model.delta)?;
     let cfg = map_config(&a.train)?;
     let t0 = Instant::now();
-    let res = fit(ctx, &net, lik.as_ref(), &split, a.model.delta, &cfg, a.train.seed)?;
+    let res = fit(
+        ctx,
+        &net,
+        lik.as_ref(),
+        &split,
+        a.model.delta,
+        &cfg,
+        a.train.seed,
+    )?;
     let file = ModelFile {
         architecture: net.clone(),
         likelihood: lik.name().into(),
@@ -147,7 +208,7 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
     };
     save_model(&a.out, &file, &res)?;
     println!(
-        "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} L-BFGS steps",
+        "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),
         net.activation,
         net.n_params(),
@@ -163,7 +224,12 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
 
 fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<()> {
     write_npy(&dir.join("params.npy"), &[res.w.len()], &res.w)?;
-    let rows: Vec<Vec<String>> = res.history.iter().enumerate().map(|(i, l)| vec![(i + 1).to_string(), num(*l)]).collect();
+    let rows: Vec<Vec<String>> = res
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, l)| vec![(i + 1).to_string(), num(*l)])
+        .collect();
     write_csv(&dir.join("history.csv"), &["epoch", "loss"], &rows)?;
     write_json(&dir.join("model.json"), file)?;
     Ok(())
@@ -218,21 +284,37 @@ fn gp_report(
     w: &[f64],
     delta: f64,
     hessian: HessianStructure,
+    mc_hessian: HessianStructure,
     space: Space,
     samples: usize,
     grid_points: usize,
 ) -> Result<(GpSummary, Vec<PathBuf>)> {
     let (n, k, p) = (split.train.len(), net.n_outputs(), net.n_params());
-    check_memory("the training Jacobian (NK×P)", mat_bytes(n * k, p), ctx.memory, "use a subset of the data")?;
+    check_memory(
+        "the training Jacobian (NK×P)",
+        mat_bytes(n * k, p),
+        ctx.memory,
+        "use a subset of the data",
+    )?;
     let lin = Linearization::new(net, lik, split.train.x.as_ref(), split.train.y.as_ref(), w);
     let gp = Dnn2Gp::new(&lin, delta, space, ctx.memory)?;
     let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
     let lml = gp.log_marginal_likelihood()?;
     let laplace = post.log_marginal_likelihood(&lin)?;
-    let grad: Vec<f64> = lin.loss_gradient().iter().zip(w).map(|(g, w)| g + delta * w).collect();
+    let grad: Vec<f64> = lin
+        .loss_gradient()
+        .iter()
+        .zip(w)
+        .map(|(g, w)| g + delta * w)
+        .collect();
     let mut files = Vec::new();
     // Kernel on the training inputs.
-    check_memory("the kernel (NK×NK)", mat_bytes(n * k, n * k), ctx.memory, "use a subset of the data")?;
+    check_memory(
+        "the kernel (NK×NK)",
+        mat_bytes(n * k, n * k),
+        ctx.memory,
+        "use a subset of the data",
+    )?;
     let kpath = out.join("kernel.npy");
     write_npy_mat(&kpath, gp.gram().as_ref())?;
     files.push(kpath);
@@ -254,20 +336,50 @@ fn gp_report(
             let vy = var_f[m] + noise;
             se += (f[(i, j)] - y).powi(2);
             nll += 0.5 * ((f[(i, j)] - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
-            rows.push(vec![i.to_string(), j.to_string(), num(y), num(f[(i, j)]), num(pred.mean[m]), num(var_f[m]), num(vy)]);
+            rows.push(vec![
+                i.to_string(),
+                j.to_string(),
+                num(y),
+                num(f[(i, j)]),
+                num(pred.mean[m]),
+                num(var_f[m]),
+                num(vy),
+            ]);
         }
     }
     let tpath = out.join("test_predictive.csv");
-    write_csv(&tpath, &["example", "output", "y", "net_mean", "gp_mean", "var_f", "var_y"], &rows)?;
+    write_csv(
+        &tpath,
+        &[
+            "example", "output", "y", "net_mean", "gp_mean", "var_f", "var_y",
+        ],
+        &rows,
+    )?;
     files.push(tpath);
     let scale2 = split.y_scale * split.y_scale;
     let mk = (split.test.len() * k) as f64;
     // 1-D figure.
     if let Some((xs, grid)) = src.plot_grid(split, grid_points) {
-        let cmp = compare(net, lik, &gp, &post, w, split.train.x.as_ref(), &split.train.y_vec(), &xs, grid.as_ref(), samples, 0)?;
+        let mc_post = LaplaceGgn::fit(&lin, delta, mc_hessian, ctx.memory)?;
+        let cmp = compare(
+            net,
+            lik,
+            &gp,
+            &mc_post,
+            w,
+            split.train.x.as_ref(),
+            &split.train.y_vec(),
+            &xs,
+            grid.as_ref(),
+            samples,
+            0,
+        )?;
         let cmp = if hessian == HessianStructure::Diag {
             let jg = net.jacobian(w, grid.as_ref());
-            dnn2gp::report::regression::Comparison { gp_var_f: post.functional_variance(jg.as_ref()), ..cmp }
+            dnn2gp::report::regression::Comparison {
+                gp_var_f: post.functional_variance(jg.as_ref()),
+                ..cmp
+            }
         } else {
             cmp
         };
@@ -276,7 +388,12 @@ fn gp_report(
         write_csv(&ppath, &header, &rows)?;
         files.push(ppath);
         let fig = RegressionFigure {
-            title: format!("{} — δ = {}, σ = {}", split.name, fmt_g(delta), fmt_g(lik.observation_variance(&[0.0])[0].sqrt())),
+            title: format!(
+                "{} — δ = {}, σ = {}",
+                split.name,
+                fmt_g(delta),
+                fmt_g(lik.observation_variance(&[0.0])[0].sqrt())
+            ),
             panels: cmp.panels(&Source::plot_x(split), &split.train.y_vec(), "Laplace"),
         };
         files.extend(save(&fig, &out.join("regression"))?);
@@ -310,7 +427,10 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let (file, w) = load_model(&a.model)?;
     let split = file.data.load()?.remove(0);
     let net = file.architecture;
-    let lik = file.likelihood.parse::<LikelihoodKind>()?.build(file.sigma)?;
+    let lik = file
+        .likelihood
+        .parse::<LikelihoodKind>()?
+        .build(file.sigma)?;
     let delta = a.delta.unwrap_or(file.delta);
     let (s, files) = gp_report(
         ctx,
@@ -322,6 +442,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         &w,
         delta,
         a.hessian.parse()?,
+        a.mc_hessian.parse()?,
         a.space.parse()?,
         a.samples,
         a.grid_points,
@@ -343,7 +464,11 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
 
 /// Parses `logspace:A:B:N`, `linspace:A:B:N` or a comma list.
 fn parse_grid(spec: &str) -> Result<Vec<f64>> {
-    let bad = || Error::Invalid(format!("--grid '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"));
+    let bad = || {
+        Error::Invalid(format!(
+            "--grid '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"
+        ))
+    };
     let parts: Vec<&str> = spec.split(':').collect();
     let vals = match parts.as_slice() {
         [kind @ ("logspace" | "linspace"), a, b, n] => {
@@ -358,11 +483,16 @@ fn parse_grid(spec: &str) -> Result<Vec<f64>> {
                 linspace(a, b, n)
             }
         }
-        [list] => list.split(',').map(|t| t.trim().parse::<f64>().map_err(|_| bad())).collect::<std::result::Result<_, _>>()?,
+        [list] => list
+            .split(',')
+            .map(|t| t.trim().parse::<f64>().map_err(|_| bad()))
+            .collect::<std::result::Result<_, _>>()?,
         _ => return Err(bad().into()),
     };
     if vals.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Error::Invalid(format!("--grid '{spec}': every value must be positive")).into());
+        return Err(
+            Error::Invalid(format!("--grid '{spec}': every value must be positive")).into(),
+        );
     }
     Ok(vals)
 }
@@ -395,7 +525,13 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         space: a.space.parse()?,
         memory_limit: ctx.memory,
     };
-    let res = run_and_report(ctx, &spec, &splits, &a.out, &format!("{} sweep on {}", spec.param, a.data.data))?;
+    let res = run_and_report(
+        ctx,
+        &spec,
+        &splits,
+        &a.out,
+        &format!("{} sweep on {}", spec.param, a.data.data),
+    )?;
     let best = res.argmin(|p| p.neg_log_marglik);
     let best_test = res.argmin(|p| p.test_mse);
     println!(
@@ -410,7 +546,13 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
     Ok(())
 }
 
-fn run_and_report(ctx: &Ctx, spec: &SweepSpec, splits: &[Split], out: &Path, title: &str) -> Result<SweepResult> {
+fn run_and_report(
+    ctx: &Ctx,
+    spec: &SweepSpec,
+    splits: &[Split],
+    out: &Path,
+    title: &str,
+) -> Result<SweepResult> {
     let pb = ctx.bar((spec.values.len() * splits.len()) as u64, "sweep");
     let res = run_sweep(spec, splits, Some(&pb))?;
     pb.finish_and_clear();
@@ -424,9 +566,18 @@ fn run_and_report(ctx: &Ctx, spec: &SweepSpec, splits: &[Split], out: &Path, tit
 }
 
 fn print_sweep_table(res: &SweepResult) {
-    println!("{:>10} {:>16} {:>12} {:>12}", res.param.to_string(), "neg_log_marglik", "train_mse", "test_mse");
+    println!(
+        "{:>10} {:>16} {:>12} {:>12}",
+        res.param.to_string(),
+        "neg_log_marglik",
+        "train_mse",
+        "test_mse"
+    );
     for p in &res.mean {
-        println!("{:>10.4} {:>16.4} {:>12.5} {:>12.5}", p.value, p.neg_log_marglik, p.train_mse, p.test_mse);
+        println!(
+            "{:>10.4} {:>16.4} {:>12.5} {:>12.5}",
+            p.value, p.neg_log_marglik, p.train_mse, p.test_mse
+        );
     }
 }
 
@@ -439,9 +590,19 @@ fn print_files(files: &[PathBuf]) {
 fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let toy = ToyConfig::default();
-    let src = Source::Toy { config: toy, sets: a.sets.max(1) };
+    let src = Source::Toy {
+        config: toy,
+        sets: a.sets.max(1),
+    };
     let splits = src.load()?;
-    let map = MapConfig { epochs: a.epochs, adam: Adam { lr: 0.05, ..Adam::default() }, ..MapConfig::default() };
+    let map = MapConfig {
+        epochs: a.epochs,
+        adam: Adam {
+            lr: 0.05,
+            ..Adam::default()
+        },
+        ..MapConfig::default()
+    };
     let spec = SweepSpec {
         param: SweepParam::Delta,
         values: logspace(-2.0, 2.0, a.grid_points.max(2)),
@@ -454,8 +615,18 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         space: Space::Auto,
         memory_limit: ctx.memory,
     };
-    println!("δ sweep: {} toy data sets × {} values of δ, MLP 2-20-1 tanh, σ = 1", splits.len(), spec.values.len());
-    let res = run_and_report(ctx, &spec, &splits, &a.out, "DNN2GP-Laplace: δ selection on the toy data")?;
+    println!(
+        "δ sweep: {} toy data sets × {} values of δ, MLP 2-20-1 tanh, σ = 1",
+        splits.len(),
+        spec.values.len()
+    );
+    let res = run_and_report(
+        ctx,
+        &spec,
+        &splits,
+        &a.out,
+        "DNN2GP-Laplace: δ selection on the toy data",
+    )?;
     let best = res.argmin(|p| p.neg_log_marglik);
     let best_test = res.argmin(|p| p.test_mse);
     // The GP at the chosen δ on the first data set.
@@ -473,6 +644,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         &fitted.w,
         best.value,
         HessianStructure::Full,
+        HessianStructure::Diag,
         Space::Auto,
         1000,
         400,
@@ -500,6 +672,10 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         fmt_g(best_test.value),
         best_test.test_mse
     );
-    println!("wrote {} ({:.1} s)", spath.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "wrote {} ({:.1} s)",
+        spath.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -23,7 +23,8 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let parsed: Vec<std::result::Result<f64, _>> = fields.iter().map(|f| f.parse::<f64>()).collect();
+        let parsed: Vec<std::result::Result<f64, _>> =
+            fields.iter().map(|f| f.parse::<f64>()).collect();
         if rows.is_empty() && width.is_none() && parsed.iter().any(|p| p.is_err()) {
             // Header row.
             width = Some((fields.len(), line_no));
@@ -43,13 +44,20 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
         let mut row = Vec::with_capacity(fields.len());
         for (c, (f, p)) in fields.iter().zip(parsed).enumerate() {
             let v = p.map_err(|_| {
-                Error::parse(path, line_no, format!("column {}: '{f}' is not a number", c + 1))
+                Error::parse(
+                    path,
+                    line_no,
+                    format!("column {}: '{f}' is not a number", c + 1),
+                )
             })?;
             if !v.is_finite() {
                 return Err(Error::parse(
                     path,
                     line_no,
-                    format!("column {}: '{f}' is not a finite number (NaN or Inf)", c + 1),
+                    format!(
+                        "column {}: '{f}' is not a finite number (NaN or Inf)",
+                        c + 1
+                    ),
                 ));
             }
             row.push(v);
@@ -57,7 +65,11 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
         rows.push(row);
     }
     if rows.is_empty() {
-        return Err(Error::parse(path, 1, "no data rows (the file is empty or holds only a header)"));
+        return Err(Error::parse(
+            path,
+            1,
+            "no data rows (the file is empty or holds only a header)",
+        ));
     }
     Ok(rows)
 }

@@ -67,12 +67,17 @@ pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     if n == 1 {
         return vec![a];
     }
-    (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect()
+    (0..n)
+        .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
+        .collect()
 }
 
 /// `n` log-spaced points from `10^a` to `10^b`.
 pub fn logspace(a: f64, b: f64, n: usize) -> Vec<f64> {
-    linspace(a, b, n).into_iter().map(|e| 10f64.powf(e)).collect()
+    linspace(a, b, n)
+        .into_iter()
+        .map(|e| 10f64.powf(e))
+        .collect()
 }
 
 /// A column matrix from a vector.

@@ -43,11 +43,22 @@ pub enum Source {
 
 impl Source {
     /// Parses a spec. `data_dir` holds `snelson/` and `uci/NAME/`.
-    pub fn parse(spec: &str, data_dir: &Path, toy: ToyConfig, sets: usize, test: Option<PathBuf>) -> Result<Self> {
+    pub fn parse(
+        spec: &str,
+        data_dir: &Path,
+        toy: ToyConfig,
+        sets: usize,
+        test: Option<PathBuf>,
+    ) -> Result<Self> {
         let parts: Vec<&str> = spec.split(':').collect();
         match parts[0] {
-            "toy" => Ok(Source::Toy { config: toy, sets: sets.max(1) }),
-            "snelson" => Ok(Source::Snelson { dir: data_dir.join("snelson") }),
+            "toy" => Ok(Source::Toy {
+                config: toy,
+                sets: sets.max(1),
+            }),
+            "snelson" => Ok(Source::Snelson {
+                dir: data_dir.join("snelson"),
+            }),
             "uci" => {
                 let name = parts.get(1).filter(|s| !s.is_empty()).ok_or_else(|| {
                     Error::Invalid("--data uci:NAME needs a set name, e.g. uci:yacht".into())
@@ -62,15 +73,23 @@ impl Source {
                 let splits = match parts.get(2) {
                     None | Some(&"all") => (0..uci::n_splits(&dir)).collect(),
                     Some(s) => vec![s.parse::<usize>().map_err(|_| {
-                        Error::Invalid(format!("--data {spec}: split '{s}' is not a number or 'all'"))
+                        Error::Invalid(format!(
+                            "--data {spec}: split '{s}' is not a number or 'all'"
+                        ))
                     })?],
                 };
                 if splits.is_empty() {
-                    return Err(Error::Invalid(format!("{}: no index_train_*.txt splits", dir.display())));
+                    return Err(Error::Invalid(format!(
+                        "{}: no index_train_*.txt splits",
+                        dir.display()
+                    )));
                 }
                 Ok(Source::Uci { dir, splits })
             }
-            _ => Ok(Source::Csv { train: PathBuf::from(spec), test }),
+            _ => Ok(Source::Csv {
+                train: PathBuf::from(spec),
+                test,
+            }),
         }
     }
 
@@ -94,7 +113,10 @@ impl Source {
                     )));
                 }
                 Ok(vec![Split {
-                    name: train.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                    name: train
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     train: tr,
                     test: te,
                     y_scale: 1.0,
@@ -123,7 +145,9 @@ impl Source {
                     .x
                     .col(0)
                     .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                        (a.min(*v), b.max(*v))
+                    });
                 let pad = 0.4 * (hi - lo).max(1e-9);
                 let xs = linspace(lo - pad, hi + pad, n);
                 let f = col(&xs);

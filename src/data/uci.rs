@@ -22,7 +22,11 @@ fn read_rows(path: &Path) -> Result<Vec<Vec<f64>>> {
             .split_whitespace()
             .map(|f| match f.parse::<f64>() {
                 Ok(v) if v.is_finite() => Ok(v),
-                _ => Err(Error::parse(path, i + 1, format!("'{f}' is not a finite number"))),
+                _ => Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!("'{f}' is not a finite number"),
+                )),
             })
             .collect::<Result<Vec<_>>>()?;
         if let Some(first) = rows.first() {
@@ -31,7 +35,11 @@ fn read_rows(path: &Path) -> Result<Vec<Vec<f64>>> {
                 return Err(Error::parse(
                     path,
                     i + 1,
-                    format!("{} columns, but the first row has {}", row.len(), first.len()),
+                    format!(
+                        "{} columns, but the first row has {}",
+                        row.len(),
+                        first.len()
+                    ),
                 ));
             }
         }
@@ -53,7 +61,11 @@ fn read_indices(path: &Path, bound: usize) -> Result<Vec<usize>> {
             if v.fract() == 0.0 && *v >= 0.0 && (*v as usize) < bound {
                 Ok(*v as usize)
             } else {
-                Err(Error::parse(path, i + 1, format!("index {v} is not in 0..{bound}")))
+                Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!("index {v} is not in 0..{bound}"),
+                ))
             }
         })
         .collect()
@@ -61,7 +73,9 @@ fn read_indices(path: &Path, bound: usize) -> Result<Vec<usize>> {
 
 /// Number of splits present in `dir`.
 pub fn n_splits(dir: &Path) -> usize {
-    (0..).take_while(|i| dir.join(format!("index_train_{i}.txt")).exists()).count()
+    (0..)
+        .take_while(|i| dir.join(format!("index_train_{i}.txt")).exists())
+        .count()
 }
 
 /// Loads split `split` of the UCI set in `dir`.
@@ -71,12 +85,17 @@ pub fn load(dir: &Path, split: usize) -> Result<Split> {
     let features = read_indices(&dir.join("index_features.txt"), n_cols)?;
     let target = read_indices(&dir.join("index_target.txt"), n_cols)?;
     let target = *target.first().ok_or_else(|| {
-        Error::Invalid(format!("{}: no target index", dir.join("index_target.txt").display()))
+        Error::Invalid(format!(
+            "{}: no target index",
+            dir.join("index_target.txt").display()
+        ))
     })?;
     let n = data.len();
     let train_idx = read_indices(&dir.join(format!("index_train_{split}.txt")), n)?;
     let test_idx = read_indices(&dir.join(format!("index_test_{split}.txt")), n)?;
-    let take = |idx: &[usize], cols: &[usize]| Mat::from_fn(idx.len(), cols.len(), |i, j| data[idx[i]][cols[j]]);
+    let take = |idx: &[usize], cols: &[usize]| {
+        Mat::from_fn(idx.len(), cols.len(), |i, j| data[idx[i]][cols[j]])
+    };
     let (mut xtr, mut xte) = (take(&train_idx, &features), take(&test_idx, &features));
     let (mut ytr, mut yte) = (take(&train_idx, &[target]), take(&test_idx, &[target]));
     standardize(&mut xtr, &mut xte);

@@ -63,7 +63,9 @@ pub fn kernel_view(full: MatRef<'_, f64>, k: usize, view: KernelView) -> Mat<f64
     let n = full.nrows() / k;
     match view {
         KernelView::Full => full.to_owned(),
-        KernelView::Diag => Mat::from_fn(n, n, |i, j| (0..k).map(|a| full[(i * k + a, j * k + a)]).sum()),
+        KernelView::Diag => Mat::from_fn(n, n, |i, j| {
+            (0..k).map(|a| full[(i * k + a, j * k + a)]).sum()
+        }),
         KernelView::Sum => Mat::from_fn(n, n, |i, j| {
             (0..k)
                 .flat_map(|a| (0..k).map(move |b| (a, b)))

@@ -97,7 +97,12 @@ pub struct Dnn2Gp<'a> {
 
 impl<'a> Dnn2Gp<'a> {
     /// Builds the GP from a linearisation, refusing matrices above `memory_limit` bytes.
-    pub fn new(lin: &'a Linearization, delta: f64, space: Space, memory_limit: u128) -> Result<Self> {
+    pub fn new(
+        lin: &'a Linearization,
+        delta: f64,
+        space: Space,
+        memory_limit: u128,
+    ) -> Result<Self> {
         check_delta(delta)?;
         let (p, nk) = (lin.n_params(), lin.n * lin.k);
         let space = space.resolve(p, nk);
@@ -187,7 +192,8 @@ impl<'a> Dnn2Gp<'a> {
                     .map(|(t, jm)| t - jm)
                     .collect();
                 let p = m.len() as f64;
-                -0.5 * dot(&e, &lin.apply_blocks(&lin.lambda, &e)) + 0.5 * lin.sum_log_det_lambda()?
+                -0.5 * dot(&e, &lin.apply_blocks(&lin.lambda, &e))
+                    + 0.5 * lin.sum_log_det_lambda()?
                     - 0.5 * nk * log2pi
                     - 0.5 * self.delta * dot(m, m)
                     + 0.5 * p * self.delta.ln()
@@ -206,7 +212,12 @@ impl<'a> Dnn2Gp<'a> {
             .zip(&lin.w)
             .map(|(g, w)| g + self.delta * w)
             .collect();
-        let a_inv_g: Vec<f64> = lin.w.iter().zip(&self.posterior_mean).map(|(w, m)| w - m).collect();
+        let a_inv_g: Vec<f64> = lin
+            .w
+            .iter()
+            .zip(&self.posterior_mean)
+            .map(|(w, m)| w - m)
+            .collect();
         0.5 * dot(&g, &a_inv_g)
     }
 

@@ -25,7 +25,9 @@ pub struct RbfGp {
 
 fn rbf(a: MatRef<'_, f64>, b: MatRef<'_, f64>, ls: f64, var: f64) -> Mat<f64> {
     Mat::from_fn(a.nrows(), b.nrows(), |i, j| {
-        let d2: f64 = (0..a.ncols()).map(|c| (a[(i, c)] - b[(j, c)]).powi(2)).sum();
+        let d2: f64 = (0..a.ncols())
+            .map(|c| (a[(i, c)] - b[(j, c)]).powi(2))
+            .sum();
         var * (-0.5 * d2 / (ls * ls)).exp()
     })
 }
@@ -48,7 +50,13 @@ impl RbfGp {
     }
 
     /// The GP with fixed hyperparameters.
-    pub fn with(x: MatRef<'_, f64>, y: &[f64], lengthscale: f64, variance: f64, noise: f64) -> Result<Self> {
+    pub fn with(
+        x: MatRef<'_, f64>,
+        y: &[f64],
+        lengthscale: f64,
+        variance: f64,
+        noise: f64,
+    ) -> Result<Self> {
         let mut k = rbf(x, x, lengthscale, variance);
         for i in 0..k.nrows() {
             k[(i, i)] += noise;

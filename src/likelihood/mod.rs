@@ -32,7 +32,9 @@ pub fn row(m: MatRef<'_, f64>, i: usize) -> Vec<f64> {
 
 /// `Σ_i ℓ(y_i, f_i)` over the rows of `F` and `Y`.
 pub fn nll_sum(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
-    (0..f.nrows()).map(|i| lik.nll(&row(f, i), &row(y, i))).sum()
+    (0..f.nrows())
+        .map(|i| lik.nll(&row(f, i), &row(y, i)))
+        .sum()
 }
 
 /// Residuals `R` (N×K), row i = `r(y_i, f_i)`.

@@ -134,14 +134,7 @@ impl LaplaceGgn {
                 crate::linalg::col_sq_norms(v.as_ref())
             }
             Precision::Diag(d) => (0..jstar.nrows())
-                .map(|m| {
-                    jstar
-                        .row(m)
-                        .iter()
-                        .zip(d)
-                        .map(|(j, a)| j * j / a)
-                        .sum()
-                })
+                .map(|m| jstar.row(m).iter().zip(d).map(|(j, a)| j * j / a).sum())
                 .collect(),
         }
     }
@@ -166,7 +159,10 @@ impl LaplaceGgn {
     pub fn log_marginal_likelihood(&self, lin: &Linearization) -> Result<f64> {
         let nk = (lin.n * lin.k) as f64;
         let p = self.mean.len() as f64;
-        let quad = dot(&lin.resid, &lin.apply_blocks(&lin.lambda_inv()?, &lin.resid));
+        let quad = dot(
+            &lin.resid,
+            &lin.apply_blocks(&lin.lambda_inv()?, &lin.resid),
+        );
         Ok(-0.5 * quad + 0.5 * lin.sum_log_det_lambda()?
             - 0.5 * nk * std::f64::consts::TAU.ln()
             - 0.5 * self.delta * dot(&self.mean, &self.mean)

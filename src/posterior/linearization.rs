@@ -94,9 +94,10 @@ impl Linearization {
     pub fn sum_log_det_lambda(&self) -> Result<f64> {
         let mut s = 0.0;
         for i in 0..self.n {
-            let llt = self.lambda_block(i).llt(Side::Lower).map_err(|_| {
-                Error::Numerical(format!("curvature Λ of example {i} is singular"))
-            })?;
+            let llt = self
+                .lambda_block(i)
+                .llt(Side::Lower)
+                .map_err(|_| Error::Numerical(format!("curvature Λ of example {i} is singular")))?;
             s += 2.0 * (0..self.k).map(|j| llt.L()[(j, j)].ln()).sum::<f64>();
         }
         Ok(s)
@@ -164,7 +165,15 @@ impl Linearization {
 
 /// Whether a K×K block is `c I`.
 fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
-    (0..k).all(|i| (0..k).all(|j| if i == j { b[i * k + j] == b[0] } else { b[i * k + j] == 0.0 }))
+    (0..k).all(|i| {
+        (0..k).all(|j| {
+            if i == j {
+                b[i * k + j] == b[0]
+            } else {
+                b[i * k + j] == 0.0
+            }
+        })
+    })
 }
 
 /// Symmetric PSD square root `U S^{1/2} Uᵀ` of a small matrix.

@@ -8,8 +8,14 @@ use crate::error::{Error, Result};
 
 /// A temporary sibling of `path`, keeping its extension (`.name.tmp123.ext`).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}{ext}", std::process::id()))
 }
 
@@ -28,12 +34,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     let tmp = temp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(&tmp, e)
-        })?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(&tmp, e)
+    })?;
     commit(&tmp, path)
 }
 
@@ -53,7 +57,9 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
     for r in rows {
         w.write_record(r).map_err(io)?;
     }
-    let bytes = w.into_inner().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
@@ -84,7 +90,9 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> Result<()> {
 
 /// Writes a faer matrix as a 2-D `.npy` in row-major order.
 pub fn write_npy_mat(path: &Path, m: faer::MatRef<'_, f64>) -> Result<()> {
-    let data: Vec<f64> = (0..m.nrows()).flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)])).collect();
+    let data: Vec<f64> = (0..m.nrows())
+        .flat_map(|i| (0..m.ncols()).map(move |j| m[(i, j)]))
+        .collect();
     write_npy(path, &[m.nrows(), m.ncols()], &data)
 }
 
@@ -102,7 +110,10 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     }
     let (hlen, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(bad(&format!("unsupported .npy version {v}"))),
     };
     let header = bytes
@@ -114,10 +125,14 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     } else if header.contains("'<f4'") {
         4
     } else {
-        return Err(bad("dtype must be little-endian float64 or float32 ('<f8' or '<f4')"));
+        return Err(bad(
+            "dtype must be little-endian float64 or float32 ('<f8' or '<f4')",
+        ));
     };
     if header.contains("'fortran_order': True") {
-        return Err(bad("Fortran-ordered arrays are not supported; save with C order"));
+        return Err(bad(
+            "Fortran-ordered arrays are not supported; save with C order",
+        ));
     }
     let shape_txt = header
         .split("'shape':")
@@ -129,7 +144,10 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<usize>().map_err(|_| bad(&format!("bad dimension '{t}' in shape"))))
+        .map(|t| {
+            t.parse::<usize>()
+                .map_err(|_| bad(&format!("bad dimension '{t}' in shape")))
+        })
         .collect::<Result<Vec<_>>>()?;
     let count: usize = shape.iter().product();
     let body = &bytes[start + hlen..];
@@ -141,9 +159,13 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
         )));
     }
     let data = if width == 8 {
-        body.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+        body.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
     } else {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64)
+            .collect()
     };
     Ok((shape, data))
 }

@@ -15,7 +15,12 @@ static REGISTER: Once = Once::new();
 
 fn register_font() {
     REGISTER.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+        for style in [
+            FontStyle::Normal,
+            FontStyle::Bold,
+            FontStyle::Italic,
+            FontStyle::Oblique,
+        ] {
             let _ = plotters::style::register_font("sans-serif", style, FONT);
         }
     });
@@ -49,7 +54,10 @@ pub fn save<F: Figure>(fig: &F, stem: &Path) -> Result<Vec<PathBuf>> {
     };
     if let Err(e) = drawn {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Invalid(format!("{}: drawing failed: {e}", png.display())));
+        return Err(Error::Invalid(format!(
+            "{}: drawing failed: {e}",
+            png.display()
+        )));
     }
     commit(&tmp, &png)?;
     let svg = stem.with_extension("svg");
@@ -92,7 +100,9 @@ pub struct RegressionFigure {
 fn range(vals: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = vals
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -107,10 +117,11 @@ impl Figure for RegressionFigure {
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
-        let root = root
-            .titled(&self.title, ("sans-serif", 20))
-            .map_err(err)?;
-        let xs = range(self.panels.iter().flat_map(|p| p.x_grid.iter().copied()), 0.0);
+        let root = root.titled(&self.title, ("sans-serif", 20)).map_err(err)?;
+        let xs = range(
+            self.panels.iter().flat_map(|p| p.x_grid.iter().copied()),
+            0.0,
+        );
         let (ylo, yhi) = range(
             self.panels.iter().flat_map(|p| {
                 p.y_train.iter().copied().chain(
@@ -123,7 +134,10 @@ impl Figure for RegressionFigure {
             0.05,
         );
         // Keep wild bands from flattening the data.
-        let (dlo, dhi) = range(self.panels.iter().flat_map(|p| p.y_train.iter().copied()), 0.5);
+        let (dlo, dhi) = range(
+            self.panels.iter().flat_map(|p| p.y_train.iter().copied()),
+            0.5,
+        );
         let ys = (ylo.max(dlo - (dhi - dlo)), yhi.min(dhi + (dhi - dlo)));
         let areas = root.split_evenly((1, self.panels.len().max(1)));
         for (area, p) in areas.iter().zip(&self.panels) {
@@ -157,10 +171,15 @@ impl Figure for RegressionFigure {
                 .draw_series(std::iter::once(Polygon::new(band, BLUE.mix(0.2).filled())))
                 .map_err(err)?
                 .label("±2 sd")
-                .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], BLUE.mix(0.2).filled()));
+                .legend(|(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], BLUE.mix(0.2).filled())
+                });
             chart
                 .draw_series(LineSeries::new(
-                    p.x_grid.iter().zip(&p.mean).map(|(x, m)| (*x, m.clamp(ys.0, ys.1))),
+                    p.x_grid
+                        .iter()
+                        .zip(&p.mean)
+                        .map(|(x, m)| (*x, m.clamp(ys.0, ys.1))),
                     BLUE.stroke_width(2),
                 ))
                 .map_err(err)?
@@ -250,7 +269,10 @@ fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
         let ((x0, y0), (x1, y1)) = (w[0], w[1]);
         for d in (0..n_dash).step_by(2) {
             let (a, b) = (d as f64 / n_dash as f64, (d + 1) as f64 / n_dash as f64);
-            out.push(vec![(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))]);
+            out.push(vec![
+                (x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
+                (x0 + b * (x1 - x0), y0 + b * (y1 - y0)),
+            ]);
         }
     }
     out
@@ -264,21 +286,40 @@ impl SweepFigure {
     ) -> DrawResult {
         for c in &self.curves {
             let color = PALETTE[c.color % PALETTE.len()];
-            let map = |y: f64| if c.axis == Axis::Right { right_to_left(y) } else { y };
-            let pts: Vec<(f64, f64)> = self.x.iter().copied().zip(c.y.iter().map(|y| map(*y))).collect();
+            let map = |y: f64| {
+                if c.axis == Axis::Right {
+                    right_to_left(y)
+                } else {
+                    y
+                }
+            };
+            let pts: Vec<(f64, f64)> = self
+                .x
+                .iter()
+                .copied()
+                .zip(c.y.iter().map(|y| map(*y)))
+                .collect();
             let style = color.stroke_width(2);
             if c.dashed {
                 chart
-                    .draw_series(dashed_segments(&pts, 4).into_iter().map(|s| PathElement::new(s, style)))
+                    .draw_series(
+                        dashed_segments(&pts, 4)
+                            .into_iter()
+                            .map(|s| PathElement::new(s, style)),
+                    )
                     .map_err(err)?
                     .label(c.label.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 6, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 6, y)], color.stroke_width(2))
+                    });
             } else {
                 chart
                     .draw_series(LineSeries::new(pts.clone(), style))
                     .map_err(err)?
                     .label(c.label.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2))
+                    });
             }
             chart
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 2, color.filled())))
@@ -300,8 +341,16 @@ impl Figure for SweepFigure {
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
-        let left: Vec<&Curve> = self.curves.iter().filter(|c| c.axis == Axis::Left).collect();
-        let right: Vec<&Curve> = self.curves.iter().filter(|c| c.axis == Axis::Right).collect();
+        let left: Vec<&Curve> = self
+            .curves
+            .iter()
+            .filter(|c| c.axis == Axis::Left)
+            .collect();
+        let right: Vec<&Curve> = self
+            .curves
+            .iter()
+            .filter(|c| c.axis == Axis::Right)
+            .collect();
         let xr = range(self.x.iter().copied(), 0.0);
         let yl = range(left.iter().flat_map(|c| c.y.iter().copied()), 0.05);
         let yr = range(right.iter().flat_map(|c| c.y.iter().copied()), 0.05);
@@ -330,7 +379,9 @@ impl Figure for SweepFigure {
                     .draw()
                     .map_err(err)?;
                 // Right-axis curves are drawn in left coordinates, mapped linearly.
-                self.draw_curves(&mut chart, |y| yl.0 + (y - yr.0) / (yr.1 - yr.0) * (yl.1 - yl.0))?;
+                self.draw_curves(&mut chart, |y| {
+                    yl.0 + (y - yr.0) / (yr.1 - yr.0) * (yl.1 - yl.0)
+                })?;
                 chart
                     .configure_series_labels()
                     .position(SeriesLabelPosition::UpperMiddle)

@@ -38,7 +38,13 @@ pub struct Comparison {
 }
 
 /// Monte Carlo predictive mean and variance of `f_w(x)` (first output) over posterior samples.
-pub fn mc_predictive(net: &dyn Network, post: &LaplaceGgn, x: MatRef<'_, f64>, n_samples: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
+pub fn mc_predictive(
+    net: &dyn Network,
+    post: &LaplaceGgn,
+    x: MatRef<'_, f64>,
+    n_samples: usize,
+    seed: u64,
+) -> (Vec<f64>, Vec<f64>) {
     let mut rng = seeded(seed);
     let m = x.nrows();
     let (mut s1, mut s2) = (vec![0.0; m], vec![0.0; m]);
@@ -51,7 +57,11 @@ pub fn mc_predictive(net: &dyn Network, post: &LaplaceGgn, x: MatRef<'_, f64>, n
     }
     let n = n_samples as f64;
     let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-    let var = s2.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0)).collect();
+    let var = s2
+        .iter()
+        .zip(&mean)
+        .map(|(s, m)| (s / n - m * m).max(0.0))
+        .collect();
     (mean, var)
 }
 
@@ -73,7 +83,10 @@ pub fn compare(
     let f = net.forward(w, grid);
     let net_mean: Vec<f64> = f.col(0).iter().copied().collect();
     let pred = gp.predict(net.jacobian(w, grid).as_ref());
-    let noise_var: Vec<f64> = net_mean.iter().map(|m| lik.observation_variance(&[*m])[0]).collect();
+    let noise_var: Vec<f64> = net_mean
+        .iter()
+        .map(|m| lik.observation_variance(&[*m])[0])
+        .collect();
     let (mc_mean, mc_var_f) = mc_predictive(net, post, grid, n_samples, seed);
     let rbf = RbfGp::fit(train_x, train_y, noise_var[0])?;
     let (rbf_mean, rbf_var_f) = rbf.predict(grid);
@@ -94,7 +107,12 @@ pub fn compare(
 impl Comparison {
     /// Figure panels with ±2 sd bands of y.
     pub fn panels(&self, x_train: &[f64], y_train: &[f64], method: &str) -> Vec<BandPanel> {
-        let sd = |v: &[f64]| -> Vec<f64> { v.iter().zip(&self.noise_var).map(|(a, b)| (a.max(0.0) + b).sqrt()).collect() };
+        let sd = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .zip(&self.noise_var)
+                .map(|(a, b)| (a.max(0.0) + b).sqrt())
+                .collect()
+        };
         let panel = |title: String, mean: &[f64], var: &[f64]| BandPanel {
             title,
             x_train: x_train.to_vec(),
@@ -113,7 +131,15 @@ impl Comparison {
     /// Header and rows of the predictive table.
     pub fn table(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
         let header = vec![
-            "x", "net_mean", "gp_mean", "gp_var_f", "noise_var", "mc_mean", "mc_var_f", "rbf_mean", "rbf_var_f",
+            "x",
+            "net_mean",
+            "gp_mean",
+            "gp_var_f",
+            "noise_var",
+            "mc_mean",
+            "mc_var_f",
+            "rbf_mean",
+            "rbf_var_f",
         ];
         let rows = (0..self.x.len())
             .map(|i| {

@@ -12,7 +12,13 @@ use crate::select::{SweepParam, SweepPoint, SweepResult};
 pub const SWEEP_HEADER: [&str; 5] = ["param", "value", "neg_log_marglik", "train_mse", "test_mse"];
 
 fn row(param: SweepParam, p: &SweepPoint) -> Vec<String> {
-    vec![param.to_string(), num(p.value), num(p.neg_log_marglik), num(p.train_mse), num(p.test_mse)]
+    vec![
+        param.to_string(),
+        num(p.value),
+        num(p.neg_log_marglik),
+        num(p.train_mse),
+        num(p.test_mse),
+    ]
 }
 
 /// Writes `sweep.csv`, `sweep_sets.csv` and `sweep.{png,svg}` into `dir`; returns the paths.
@@ -52,10 +58,26 @@ pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
     };
     let mut curves = Vec::new();
     for (i, (label, res)) in sweeps.iter().enumerate() {
-        let sfx = if label.is_empty() { String::new() } else { format!(" ({label})") };
+        let sfx = if label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({label})")
+        };
         let col = |f: fn(&SweepPoint) -> f64| res.mean.iter().map(f).collect::<Vec<_>>();
-        curves.push(Curve { label: format!("train MSE{sfx}"), y: col(|p| p.train_mse), axis: Axis::Left, color: 0, dashed: i > 0 });
-        curves.push(Curve { label: format!("test MSE{sfx}"), y: col(|p| p.test_mse), axis: Axis::Left, color: 1, dashed: i > 0 });
+        curves.push(Curve {
+            label: format!("train MSE{sfx}"),
+            y: col(|p| p.train_mse),
+            axis: Axis::Left,
+            color: 0,
+            dashed: i > 0,
+        });
+        curves.push(Curve {
+            label: format!("test MSE{sfx}"),
+            y: col(|p| p.test_mse),
+            axis: Axis::Left,
+            color: 1,
+            dashed: i > 0,
+        });
         curves.push(Curve {
             label: format!("−log marglik{sfx}"),
             y: col(|p| p.neg_log_marglik),

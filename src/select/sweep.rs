@@ -134,7 +134,9 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
         SweepParam::Sigma => sigma = value,
         SweepParam::Width => {
             if value < 1.0 || value.fract() != 0.0 {
-                return Err(Error::Invalid(format!("width {value} is not a positive integer")));
+                return Err(Error::Invalid(format!(
+                    "width {value} is not a positive integer"
+                )));
             }
             hidden.iter_mut().for_each(|h| *h = value as usize);
         }
@@ -166,9 +168,15 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
 }
 
 /// Runs the sweep over all splits in parallel; `progress` ticks once per (split, value).
-pub fn run_sweep(spec: &SweepSpec, splits: &[Split], progress: Option<&ProgressBar>) -> Result<SweepResult> {
+pub fn run_sweep(
+    spec: &SweepSpec,
+    splits: &[Split],
+    progress: Option<&ProgressBar>,
+) -> Result<SweepResult> {
     if spec.values.is_empty() || splits.is_empty() {
-        return Err(Error::Invalid("a sweep needs at least one value and one data set".into()));
+        return Err(Error::Invalid(
+            "a sweep needs at least one value and one data set".into(),
+        ));
     }
     let jobs: Vec<(usize, usize)> = (0..splits.len())
         .flat_map(|s| (0..spec.values.len()).map(move |v| (s, v)))
@@ -192,7 +200,8 @@ pub fn run_sweep(spec: &SweepSpec, splits: &[Split], progress: Option<&ProgressB
     let ns = splits.len() as f64;
     let mean = (0..nv)
         .map(|v| {
-            let avg = |f: fn(&SweepPoint) -> f64| per_set.iter().map(|(_, p)| f(&p[v])).sum::<f64>() / ns;
+            let avg =
+                |f: fn(&SweepPoint) -> f64| per_set.iter().map(|(_, p)| f(&p[v])).sum::<f64>() / ns;
             SweepPoint {
                 value: spec.values[v],
                 neg_log_marglik: avg(|p| p.neg_log_marglik),

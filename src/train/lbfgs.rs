@@ -9,7 +9,12 @@ use crate::linalg::{dot, norm};
 const MEMORY: usize = 10;
 
 /// Minimises `L` from `w0` for at most `max_iter` iterations; returns `(w, L(w), iterations)`.
-pub fn minimize(obj: &Objective<'_>, w0: &[f64], max_iter: usize, tol: f64) -> Result<(Vec<f64>, f64, usize)> {
+pub fn minimize(
+    obj: &Objective<'_>,
+    w0: &[f64],
+    max_iter: usize,
+    tol: f64,
+) -> Result<(Vec<f64>, f64, usize)> {
     let mut w = w0.to_vec();
     let (mut f, mut g) = obj.value_grad(&w);
     check_finite(f, &g, "L-BFGS", 0)?;
@@ -30,7 +35,11 @@ pub fn minimize(obj: &Objective<'_>, w0: &[f64], max_iter: usize, tol: f64) -> R
             let s = dot(&d, &g);
             (d, s)
         };
-        let mut step = if s_hist.is_empty() { (1.0 / norm(&g)).min(1.0) } else { 1.0 };
+        let mut step = if s_hist.is_empty() {
+            (1.0 / norm(&g)).min(1.0)
+        } else {
+            1.0
+        };
         let mut accepted = None;
         for _ in 0..60 {
             let wn: Vec<f64> = w.iter().zip(&d).map(|(a, b)| a + step * b).collect();
@@ -72,7 +81,9 @@ fn direction(g: &[f64], s_hist: &[Vec<f64>], y_hist: &[Vec<f64>]) -> Vec<f64> {
     for i in (0..k).rev() {
         let rho = 1.0 / dot(&y_hist[i], &s_hist[i]);
         alpha[i] = rho * dot(&s_hist[i], &q);
-        q.iter_mut().zip(&y_hist[i]).for_each(|(q, y)| *q -= alpha[i] * y);
+        q.iter_mut()
+            .zip(&y_hist[i])
+            .for_each(|(q, y)| *q -= alpha[i] * y);
     }
     if k > 0 {
         let gamma = dot(&s_hist[k - 1], &y_hist[k - 1]) / dot(&y_hist[k - 1], &y_hist[k - 1]);
@@ -81,7 +92,9 @@ fn direction(g: &[f64], s_hist: &[Vec<f64>], y_hist: &[Vec<f64>]) -> Vec<f64> {
     for i in 0..k {
         let rho = 1.0 / dot(&y_hist[i], &s_hist[i]);
         let beta = rho * dot(&y_hist[i], &q);
-        q.iter_mut().zip(&s_hist[i]).for_each(|(q, s)| *q += (alpha[i] - beta) * s);
+        q.iter_mut()
+            .zip(&s_hist[i])
+            .for_each(|(q, s)| *q += (alpha[i] - beta) * s);
     }
     q.iter_mut().for_each(|v| *v = -*v);
     q

@@ -1,9 +1,11 @@
 //! Training: the MAP estimate `w* = argmin L(w)`, `L(w) = Σ_i ℓ(y_i, f_w(x_i)) + (δ/2)‖w‖²`,
-//! by Adam (full batch or minibatch, learning-rate decay on plateau), then an optional L-BFGS
-//! polish to a stationary point (the GP identities of DNN2GP hold exactly only where ∇L = 0).
+//! by Adam (full batch or minibatch, learning-rate decay on plateau), then an optional polish to
+//! a stationary point (the GP identities of DNN2GP hold exactly only where ∇L = 0):
+//! L-BFGS, finished by damped Newton for small networks.
 
 pub mod adam;
 pub mod lbfgs;
+pub mod newton;
 
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
@@ -82,7 +84,7 @@ pub struct MapConfig {
     pub batch_size: Option<usize>,
     /// Seed of the minibatch order.
     pub seed: u64,
-    /// Maximum L-BFGS iterations after Adam (0: none).
+    /// Maximum polish iterations after Adam (0: none).
     pub polish_iters: usize,
     /// Stop the polish once `‖∇L‖ ≤ grad_tol`.
     pub grad_tol: f64,
@@ -112,7 +114,7 @@ pub struct MapResult {
     pub grad_norm: f64,
     /// Adam epochs run.
     pub epochs: usize,
-    /// L-BFGS iterations run.
+    /// Polish iterations run (Newton or L-BFGS).
     pub polish_iters: usize,
     /// Learning rate at the end of Adam.
     pub final_lr: f64,
@@ -120,7 +122,9 @@ pub struct MapResult {
     pub history: Vec<f64>,
 }
 
-/// Minimises `L` from `w0`: Adam, then the L-BFGS polish. Fails with the epoch at which the
+/// Minimises `L` from `w0`: Adam, then L-BFGS, then (for P ≤ [`newton::MAX_PARAMS`], after at
+/// most a quarter of the budget in L-BFGS) damped Newton until `‖∇L‖ ≤ grad_tol`,
+/// `polish_iters` iterations in all. Fails with the epoch at which the
 /// loss or gradient became NaN or infinite.
 pub fn fit_map(
     obj: &Objective<'_>,
@@ -129,7 +133,17 @@ pub fn fit_map(
     progress: Option<&ProgressBar>,
 ) -> Result<MapResult> {
     let mut run = adam::run(obj, w0, cfg, progress)?;
-    let (w, loss, iters) = lbfgs::minimize(obj, &run.w, cfg.polish_iters, cfg.grad_tol)?;
+    let small = w0.len() <= newton::MAX_PARAMS;
+    let lbfgs_iters = if small {
+        cfg.polish_iters / 4
+    } else {
+        cfg.polish_iters
+    };
+    let (mut w, mut loss, mut iters) = lbfgs::minimize(obj, &run.w, lbfgs_iters, cfg.grad_tol)?;
+    if small && iters < cfg.polish_iters {
+        let (wn, ln, it) = newton::minimize(obj, &w, cfg.polish_iters - iters, cfg.grad_tol)?;
+        (w, loss, iters) = (wn, ln, iters + it);
+    }
     let (_, g) = obj.value_grad(&w);
     run.w = w;
     run.loss = loss;

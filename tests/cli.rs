@@ -1,0 +1,359 @@
+//! The command line: each command end to end on small settings, and bad input refused with
+//! exit code 2, a message naming the culprit, and no output written.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dnn2gp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = dnn2gp(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = dnn2gp(args);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn train_then_gp_on_toy_data() {
+    let dir = common::tmpdir();
+    let (model, gp) = (dir.path().join("model"), dir.path().join("gp"));
+    let s = ok(&[
+        "train",
+        "--data",
+        "toy",
+        "--hidden",
+        "10",
+        "--delta",
+        "0.5",
+        "--epochs",
+        "300",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(s.contains("P = 41"), "{s}");
+    for f in ["model.json", "params.npy", "history.csv"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    ok(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--samples",
+        "50",
+        "--out",
+        gp.to_str().unwrap(),
+    ]);
+    let summary = json(&gp.join("gp.json"));
+    let (lml, lap) = (
+        summary["log_marglik"].as_f64().unwrap(),
+        summary["laplace_log_evidence"].as_f64().unwrap(),
+    );
+    assert!(summary["grad_norm"].as_f64().unwrap() < 1e-8);
+    assert!((lml - lap).abs() < 1e-7 * lml.abs(), "{lml} vs {lap}");
+    assert_eq!(summary["space"], "weight");
+    for f in [
+        "kernel.npy",
+        "test_predictive.csv",
+        "predictive.csv",
+        "regression.png",
+        "regression.svg",
+    ] {
+        assert!(gp.join(f).exists(), "{f}");
+    }
+    // The function-space GP gives the same marginal likelihood.
+    let gp2 = dir.path().join("gp2");
+    ok(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--space",
+        "function",
+        "--samples",
+        "10",
+        "--out",
+        gp2.to_str().unwrap(),
+    ]);
+    let lml2 = json(&gp2.join("gp.json"))["log_marglik"].as_f64().unwrap();
+    assert!((lml - lml2).abs() < 1e-8 * lml.abs());
+}
+
+#[test]
+fn sweep_writes_csv_with_the_documented_header() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("sweep");
+    ok(&[
+        "sweep",
+        "--data",
+        "toy",
+        "--sets",
+        "2",
+        "--hidden",
+        "5",
+        "--grid",
+        "0.1,1,10",
+        "--epochs",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("param,value,neg_log_marglik,train_mse,test_mse")
+    );
+    assert_eq!(lines.count(), 3);
+    let sets = std::fs::read_to_string(out.join("sweep_sets.csv")).unwrap();
+    assert_eq!(sets.lines().count(), 1 + 2 * 3);
+    assert!(out.join("sweep.png").exists() && out.join("sweep.svg").exists());
+    let width = dir.path().join("width");
+    ok(&[
+        "sweep",
+        "--data",
+        "toy",
+        "--param",
+        "width",
+        "--grid",
+        "2,8",
+        "--epochs",
+        "100",
+        "--out",
+        width.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read_to_string(width.join("sweep.csv"))
+        .unwrap()
+        .contains("width,8,"));
+}
+
+#[test]
+fn demo_writes_figures_and_summary() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("demo");
+    ok(&[
+        "demo",
+        "--sets",
+        "1",
+        "--grid-points",
+        "3",
+        "--epochs",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = json(&out.join("summary.json"));
+    assert!(s["chosen_delta"].as_f64().unwrap() > 0.0);
+    for f in ["sweep.png", "regression.png", "sweep.svg", "regression.svg"] {
+        let meta = std::fs::metadata(out.join(f)).unwrap();
+        assert!(meta.len() > 1000, "{f}");
+    }
+}
+
+#[test]
+fn snelson_model_from_shared_data() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let model = dir.path().join("m");
+    ok(&[
+        "train",
+        "--data",
+        "snelson",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--hidden",
+        "32",
+        "--activation",
+        "sigmoid",
+        "--delta",
+        "0.1",
+        "--sigma",
+        "0.286",
+        "--epochs",
+        "2000",
+        "--lr",
+        "0.01",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let gp = dir.path().join("gp");
+    ok(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--samples",
+        "100",
+        "--out",
+        gp.to_str().unwrap(),
+    ]);
+    // The DNN2GP band widens away from the data: variance at x = 10 far above that at x = 4.
+    let csv = std::fs::read_to_string(gp.join("predictive.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let var_at = |x: f64| {
+        rows.iter()
+            .min_by(|a, b| (a[0] - x).abs().total_cmp(&(b[0] - x).abs()))
+            .unwrap()[3]
+    };
+    assert!(
+        var_at(10.0) > 20.0 * var_at(4.0),
+        "{} vs {}",
+        var_at(10.0),
+        var_at(4.0)
+    );
+    assert!(var_at(-4.0) > 20.0 * var_at(4.0));
+}
+
+#[test]
+fn bad_input_exits_2_without_output() {
+    let dir = common::tmpdir();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "x,y\n1,2\n3,abc\n").unwrap();
+    let out = dir.path().join("out");
+    let err = fails(&[
+        "train",
+        "--data",
+        bad.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("bad.csv:3"), "{err}");
+    assert!(!out.exists(), "no output on failure");
+
+    let err = fails(&[
+        "train",
+        "--delta",
+        "-1",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--delta"), "{err}");
+    let err = fails(&[
+        "train",
+        "--sigma",
+        "0",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--sigma"), "{err}");
+    let err = fails(&[
+        "train",
+        "--activation",
+        "swish",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("swish"), "{err}");
+    let err = fails(&[
+        "sweep",
+        "--grid",
+        "logspace:-2:x:3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--grid"), "{err}");
+    let err = fails(&["sweep", "--param", "depth", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("depth"), "{err}");
+    let err = fails(&["train", "--no-such-flag"]);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    assert!(!out.exists());
+
+    // A model folder with a truncated parameter file.
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "10",
+        "--polish-iters",
+        "0",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(model.join("params.npy")).unwrap();
+    std::fs::write(model.join("params.npy"), &bytes[..bytes.len() - 8]).unwrap();
+    let err = fails(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("params.npy"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn memory_limit_is_enforced_before_allocating() {
+    let dir = common::tmpdir();
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "10",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out");
+    let err = fails(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--space",
+        "function",
+        "--max-memory",
+        "0.00001",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("GiB") && err.contains("limit"), "{err}");
+}
+
+#[test]
+fn help_has_examples() {
+    let s = ok(&["--help"]);
+    assert!(s.contains("Examples:") && s.contains("dnn2gp demo"));
+    for cmd in ["demo", "train", "gp", "sweep"] {
+        assert!(ok(&[cmd, "--help"]).contains("Example"), "{cmd}");
+    }
+}

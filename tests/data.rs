@@ -1,0 +1,111 @@
+//! Data loaders: CSV errors name file and line; Snelson's gap; UCI standardisation.
+
+mod common;
+
+use std::io::Write;
+
+use dnn2gp::data::{csv, snelson, uci};
+use dnn2gp::Error;
+
+fn write(dir: &std::path::Path, name: &str, text: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(text).unwrap();
+    p
+}
+
+fn parse_err(text: &[u8]) -> (String, usize, String) {
+    let dir = common::tmpdir();
+    let p = write(dir.path(), "bad.csv", text);
+    match csv::read_dataset(&p) {
+        Err(Error::Parse { file, line, msg }) => (file, line, msg),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn csv_with_and_without_header() {
+    let dir = common::tmpdir();
+    let a = write(dir.path(), "a.csv", b"x1,x2,y\n1,2,3\n4,5,6\n");
+    let b = write(dir.path(), "b.csv", b"1,2,3\n4,5,6\n");
+    let (da, db) = (
+        csv::read_dataset(&a).unwrap(),
+        csv::read_dataset(&b).unwrap(),
+    );
+    assert_eq!(da.x, db.x);
+    assert_eq!((da.x.nrows(), da.x.ncols(), da.y.ncols()), (2, 2, 1));
+    assert_eq!(da.y[(1, 0)], 6.0);
+}
+
+#[test]
+fn csv_errors_name_file_and_line() {
+    let (file, line, msg) = parse_err(b"x,y\n1,2\n3,oops\n");
+    assert!(file.ends_with("bad.csv"));
+    assert_eq!(line, 3);
+    assert!(msg.contains("'oops'"), "{msg}");
+
+    let (_, line, msg) = parse_err(b"1,2,3\n4,5\n");
+    assert_eq!(line, 2);
+    assert!(
+        msg.contains("2 columns") && msg.contains("line 1 has 3"),
+        "{msg}"
+    );
+
+    let (_, line, msg) = parse_err(b"1,2\nNaN,3\n");
+    assert_eq!(line, 2);
+    assert!(msg.contains("NaN"), "{msg}");
+
+    let (_, _, msg) = parse_err(b"");
+    assert!(msg.contains("empty"), "{msg}");
+
+    let (_, _, msg) = parse_err(b"a,b\n");
+    assert!(msg.contains("no data rows"), "{msg}");
+
+    let (_, line, msg) = parse_err(b"1\n2\n");
+    assert_eq!(line, 1);
+    assert!(msg.contains("two columns"), "{msg}");
+
+    let (_, _, msg) = parse_err(&[0xff, 0xfe, 0x00]);
+    assert!(msg.contains("UTF-8"), "{msg}");
+}
+
+#[test]
+fn missing_file_is_an_io_error_naming_it() {
+    let err = csv::read_dataset(std::path::Path::new("no/such/file.csv")).unwrap_err();
+    assert!(err.to_string().contains("no/such/file.csv"));
+    assert!(err.is_input_error());
+}
+
+#[test]
+fn snelson_gap_is_removed() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let s = snelson::load(&data.join("snelson")).unwrap();
+    assert_eq!(s.train.len() + s.test.len(), 200);
+    assert!(s.test.len() > 20);
+    for x in s.train.x.col(0).iter() {
+        assert!(!(1.5..=3.0).contains(x));
+    }
+    for x in s.test.x.col(0).iter() {
+        assert!((1.5..=3.0).contains(x));
+    }
+}
+
+#[test]
+fn uci_splits_are_standardised_on_the_training_set() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = data.join("uci/yacht");
+    assert_eq!(uci::n_splits(&dir), 20);
+    let s = uci::load(&dir, 3).unwrap();
+    assert_eq!(s.train.len() + s.test.len(), 308);
+    assert_eq!(s.train.x.ncols(), 6);
+    for c in 0..6 {
+        let col: Vec<f64> = s.train.x.col(c).iter().copied().collect();
+        let mean = col.iter().sum::<f64>() / col.len() as f64;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / col.len() as f64;
+        assert!(mean.abs() < 1e-12 && (var - 1.0).abs() < 1e-12);
+    }
+    assert!(s.y_scale > 1.0);
+}
