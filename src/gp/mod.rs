@@ -7,6 +7,7 @@
 
 pub mod kernel;
 pub mod rbf;
+pub mod variational;
 
 use std::fmt;
 use std::str::FromStr;
@@ -90,7 +91,7 @@ pub struct Dnn2Gp<'a> {
     pub space: Space,
     /// Pseudo-targets ỹ.
     pub targets: Vec<f64>,
-    /// Posterior mean of the linear model, `m = A⁻¹ Jᵀ Λ̃ ỹ = w* − A⁻¹ g`.
+    /// Posterior mean of the linear model, `m = A⁻¹ Jᵀ Λ̃ ỹ = c − A⁻¹ g`.
     pub posterior_mean: Vec<f64>,
     solver: Solver,
 }
@@ -202,18 +203,19 @@ impl<'a> Dnn2Gp<'a> {
         })
     }
 
-    /// `½ gᵀ A⁻¹ g` with `g = ∇L(w*)`: the gap between this marginal likelihood and the
-    /// paper's Laplace evidence, zero at a stationary point. Uses `A⁻¹ g = w* − m`.
+    /// `½ gᵀ A⁻¹ g` with `g = Jᵀr + δc` (`= ∇L(w*)` for Laplace): the gap between this marginal
+    /// likelihood and the paper's Laplace evidence, zero at a stationary point. Uses
+    /// `A⁻¹ g = c − m`.
     pub fn stationarity_gap(&self) -> f64 {
         let lin = self.lin;
         let g: Vec<f64> = lin
             .loss_gradient()
             .iter()
-            .zip(&lin.w)
+            .zip(&lin.center)
             .map(|(g, w)| g + self.delta * w)
             .collect();
         let a_inv_g: Vec<f64> = lin
-            .w
+            .center
             .iter()
             .zip(&self.posterior_mean)
             .map(|(w, m)| w - m)

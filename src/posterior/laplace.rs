@@ -96,7 +96,7 @@ impl LaplaceGgn {
         };
         Ok(LaplaceGgn {
             delta,
-            mean: lin.w.clone(),
+            mean: lin.center.clone(),
             structure,
             precision,
         })

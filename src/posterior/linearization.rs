@@ -1,5 +1,7 @@
 //! The network linearised at `w`: Jacobians `J_i`, residuals `r_i`, curvatures `Λ_i`, and the
-//! quantities of the equivalent linear model `ỹ_i = J_i w + ε_i`, `ε_i ~ N(0, Λ_i⁻¹)`.
+//! quantities of the equivalent linear model `ỹ_i = J_i c − Λ_i⁻¹ r_i = J_i w' + ε_i`,
+//! `ε_i ~ N(0, Λ_i⁻¹)`, whose targets are built around a centre `c` (`c = w` for Laplace; the
+//! variational mean `μ` for VI, with `w` a sample from `q`).
 
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, MatRef, Side};
@@ -12,8 +14,10 @@ use crate::nn::Network;
 /// Everything DNN2GP needs from the network and the likelihood at one point `w`.
 #[derive(Debug, Clone)]
 pub struct Linearization {
-    /// The point `w` (P).
+    /// The point `w` (P) where J, r and Λ are evaluated.
     pub w: Vec<f64>,
+    /// The centre `c` of the pseudo-targets (P); `w` unless set by [`Linearization::with_center`].
+    pub center: Vec<f64>,
     /// Network outputs `f_w(x_i)` (N×K).
     pub f: Mat<f64>,
     /// Stacked Jacobians (NK×P), row `i·K + k`.
@@ -50,12 +54,60 @@ impl Linearization {
         let lambda = likelihood::curvatures(lik, f.as_ref(), y);
         Linearization {
             w: w.to_vec(),
+            center: w.to_vec(),
             f,
             jac,
             resid,
             lambda,
             n,
             k,
+        }
+    }
+
+    /// The same linearisation with pseudo-targets centred at `c` (Theorem 2: `c = μ`).
+    pub fn with_center(mut self, c: &[f64]) -> Self {
+        assert_eq!(c.len(), self.w.len(), "centre length");
+        self.center = c.to_vec();
+        self
+    }
+
+    /// Stacks S linearisations (e.g. at S samples from `q`) into one linear model over S·N
+    /// examples, each with precision `Λ_i/S`, so the S copies together weigh as one data set.
+    /// All must share the centre.
+    pub fn stack(parts: &[Linearization]) -> Self {
+        let s = parts.len();
+        assert!(s > 0, "at least one linearisation");
+        let first = &parts[0];
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.center == first.center && p.k == first.k),
+            "same centre and K"
+        );
+        let rows: usize = parts.iter().map(|p| p.jac.nrows()).sum();
+        let mut jac = Mat::zeros(rows, first.jac.ncols());
+        let mut f = Mat::zeros(parts.iter().map(|p| p.n).sum(), first.k);
+        let (mut r0, mut n0) = (0, 0);
+        for p in parts {
+            jac.as_mut()
+                .subrows_mut(r0, p.jac.nrows())
+                .copy_from(&p.jac);
+            f.as_mut().subrows_mut(n0, p.n).copy_from(&p.f);
+            r0 += p.jac.nrows();
+            n0 += p.n;
+        }
+        Linearization {
+            w: first.center.clone(),
+            center: first.center.clone(),
+            f,
+            jac,
+            resid: parts.iter().flat_map(|p| p.resid.iter().copied()).collect(),
+            lambda: parts
+                .iter()
+                .flat_map(|p| p.lambda.iter().map(|l| l / s as f64))
+                .collect(),
+            n: n0,
+            k: first.k,
         }
     }
 
@@ -117,9 +169,9 @@ impl Linearization {
         out
     }
 
-    /// Pseudo-targets `ỹ_i = J_i w − Λ_i⁻¹ r_i`.
+    /// Pseudo-targets `ỹ_i = J_i c − Λ_i⁻¹ r_i` (c = w for Laplace).
     pub fn pseudo_targets(&self) -> Result<Vec<f64>> {
-        let jw = crate::linalg::mat_vec(self.jac.as_ref(), &self.w);
+        let jw = crate::linalg::mat_vec(self.jac.as_ref(), &self.center);
         let lr = self.apply_blocks(&self.lambda_inv()?, &self.resid);
         Ok(jw.iter().zip(&lr).map(|(a, b)| a - b).collect())
     }

@@ -6,6 +6,7 @@
 pub mod adam;
 pub mod lbfgs;
 pub mod newton;
+pub mod vogn;
 
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;

@@ -1,0 +1,144 @@
+//! The GP of variational training (Theorem 2).
+//!
+//! During training, one VOGN step from `q_t = N(μ_t, Σ_t)` with sample `w_t` is the exact
+//! posterior of the linear model `ỹ_i = J_i w + ε_i`, `ε_i ~ N(0, (β Λ_i)⁻¹)`, with targets
+//! `ỹ_i = J_i μ_t − Λ_i⁻¹ r_i` (all at `w_t`) and prior `N(m_t, S_t)`,
+//! `S_t⁻¹ = (1 − β) Σ_t⁻¹ + β δ I`, `m_t = (1 − β) S_t Σ_t⁻¹ μ_t`. So the network is a GP with
+//! mean function `J(x) m_t` and kernel `J(x) S_t J(x')ᵀ` at every iteration.
+//!
+//! At convergence the GP is the DNN2GP one (prior `δ⁻¹ I`, noise `Λ⁻¹`) linearised at samples
+//! `w ~ q` with targets centred at μ: see [`converged_linearization`].
+
+use faer::{Mat, MatRef};
+
+use super::GpPrediction;
+use crate::error::Result;
+use crate::likelihood::Likelihood;
+use crate::linalg::{at_b, col_sq_norms, mat_vec, Cholesky};
+use crate::nn::rng::seeded;
+use crate::nn::Network;
+use crate::posterior::Linearization;
+use crate::train::vogn::Precision;
+
+/// The GP of one VOGN step.
+pub struct StepGp<'a> {
+    lin: &'a Linearization,
+    /// Prior mean `m_t` of the weights.
+    pub prior_mean: Vec<f64>,
+    prior_chol: Cholesky,
+    targets: Vec<f64>,
+    gram_chol: Cholesky,
+    alpha: Vec<f64>,
+}
+
+impl<'a> StepGp<'a> {
+    /// The GP for the step from precision `Σ_t⁻¹` (dense) with step β and prior δ, where `lin`
+    /// holds J, r, Λ at the sample `w_t` and its centre is the point the targets are built around
+    /// (μ_t for Theorem 2).
+    pub fn new(
+        lin: &'a Linearization,
+        precision_t: MatRef<'_, f64>,
+        mu_t: &[f64],
+        beta: f64,
+        delta: f64,
+    ) -> Result<Self> {
+        let p = precision_t.nrows();
+        let s_inv = Mat::from_fn(p, p, |i, j| {
+            (1.0 - beta) * precision_t[(i, j)] + if i == j { beta * delta } else { 0.0 }
+        });
+        let prior_chol = Cholesky::new(s_inv.as_ref(), "prior precision S_t⁻¹")?;
+        let pm = mat_vec(precision_t, mu_t);
+        let prior_mean: Vec<f64> = prior_chol
+            .solve_vec(&pm)
+            .into_iter()
+            .map(|v| (1.0 - beta) * v)
+            .collect();
+        let v = prior_chol.solve_l(lin.jac.transpose());
+        let mut gram = at_b(v.as_ref(), v.as_ref());
+        let noise = lin.lambda_inv()?;
+        let k = lin.k;
+        for (i, b) in noise.chunks(k * k).enumerate() {
+            for a in 0..k {
+                for c in 0..k {
+                    gram[(i * k + a, i * k + c)] += b[a * k + c] / beta;
+                }
+            }
+        }
+        let gram_chol = Cholesky::new(gram.as_ref(), "step GP Gram matrix")?;
+        let targets = lin.pseudo_targets()?;
+        let jm = mat_vec(lin.jac.as_ref(), &prior_mean);
+        let e: Vec<f64> = targets.iter().zip(&jm).map(|(t, m)| t - m).collect();
+        let alpha = gram_chol.solve_vec(&e);
+        Ok(StepGp {
+            lin,
+            prior_mean,
+            prior_chol,
+            targets,
+            gram_chol,
+            alpha,
+        })
+    }
+
+    /// Pseudo-targets ỹ.
+    pub fn targets(&self) -> &[f64] {
+        &self.targets
+    }
+
+    /// The kernel `J_a S_t J_bᵀ`.
+    pub fn kernel(&self, ja: MatRef<'_, f64>, jb: MatRef<'_, f64>) -> Mat<f64> {
+        let (va, vb) = (
+            self.prior_chol.solve_l(ja.transpose()),
+            self.prior_chol.solve_l(jb.transpose()),
+        );
+        at_b(va.as_ref(), vb.as_ref())
+    }
+
+    /// GP posterior at test Jacobians `J*` (taken at the same `w_t`).
+    pub fn predict(&self, jstar: MatRef<'_, f64>) -> GpPrediction {
+        let vs = self.prior_chol.solve_l(jstar.transpose());
+        let vx = self.prior_chol.solve_l(self.lin.jac.transpose());
+        let k_sx = at_b(vs.as_ref(), vx.as_ref());
+        let prior = mat_vec(jstar, &self.prior_mean);
+        let mean = prior
+            .iter()
+            .zip(mat_vec(k_sx.as_ref(), &self.alpha))
+            .map(|(a, b)| a + b)
+            .collect();
+        let w = self.gram_chol.solve_l(k_sx.transpose());
+        let var = col_sq_norms(vs.as_ref())
+            .iter()
+            .zip(col_sq_norms(w.as_ref()))
+            .map(|(a, b)| a - b)
+            .collect();
+        GpPrediction { mean, var }
+    }
+}
+
+/// The converged VI linearisation: J, r, Λ at `n_samples` draws `w ~ N(μ, Σ)` (at μ itself
+/// when `n_samples` is 0), targets centred at μ, stacked with noise scaled by the number of
+/// draws ([`Linearization::stack`]).
+#[allow(clippy::too_many_arguments)]
+pub fn converged_linearization(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    x: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+    mu: &[f64],
+    precision: &Precision,
+    n_samples: usize,
+    seed: u64,
+) -> Linearization {
+    let mut rng = seeded(seed);
+    let points: Vec<Vec<f64>> = if n_samples == 0 {
+        vec![mu.to_vec()]
+    } else {
+        (0..n_samples)
+            .map(|_| precision.sample(mu, &mut rng))
+            .collect()
+    };
+    let parts: Vec<Linearization> = points
+        .iter()
+        .map(|w| Linearization::new(net, lik, x, y, w).with_center(mu))
+        .collect();
+    Linearization::stack(&parts)
+}

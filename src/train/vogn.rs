@@ -1,0 +1,434 @@
+//! VOGN: variational online Gauss-Newton (Khan et al. 2018; Theorem 2 of DNN2GP).
+//!
+//! The variational posterior is `q(w) = N(μ, Σ)`. Each step draws `w_t ~ q` (or `w_t = μ` for
+//! the deterministic OGN), takes a minibatch B of size M, and with estimates scaled to the full
+//! data set (the update is written for the **sum** of per-example losses over all N examples)
+//!
+//! `ĝ = (N/M) Σ_B J_iᵀ r_i`, `Ĥ = (N/M) Σ_B J_iᵀ Λ_i J_i` (GGN) or `(N/M) Σ_B g_i g_iᵀ`
+//! (squared per-example gradients, what the official code uses), all at `w_t`, updates
+//!
+//! `Σ⁻¹ ← (1 − β) Σ⁻¹ + β (Ĥ + δ I)`, `μ ← μ − α Σ (ĝ + δ μ)` with `α = β` by default.
+//!
+//! With S Monte Carlo samples, ĝ and Ĥ are averaged over the samples. Optional momentum
+//! replaces `ĝ + δμ` by its bias-corrected exponential average. `Σ` is full (P×P) or diagonal.
+
+use std::fmt;
+use std::str::FromStr;
+
+use faer::Mat;
+use indicatif::ProgressBar;
+
+use super::{check_finite, gather_rows, Objective};
+use crate::error::{Error, Result};
+use crate::likelihood;
+use crate::linalg::{at_b, col_sq_norms, Cholesky};
+use crate::nn::rng::{normals, permutation, seeded, Rng};
+use crate::posterior::Linearization;
+
+/// Form of the covariance of `q`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Covariance {
+    /// Full P×P (small networks).
+    Full,
+    /// Diagonal.
+    Diag,
+}
+
+/// Source of the curvature estimate Ĥ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Curvature {
+    /// The generalised Gauss-Newton `Σ J_iᵀ Λ_i J_i` (the paper's VOGGN).
+    Ggn,
+    /// Squared per-example gradients `Σ g_i g_iᵀ` (empirical Fisher; the official VOGN code).
+    SquaredGradients,
+}
+
+impl FromStr for Covariance {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(Covariance::Full),
+            "diag" | "diagonal" => Ok(Covariance::Diag),
+            o => Err(Error::Invalid(format!(
+                "unknown covariance '{o}' (expected full or diag)"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Curvature {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ggn" => Ok(Curvature::Ggn),
+            "squared-gradients" | "sqgrad" | "ef" => Ok(Curvature::SquaredGradients),
+            o => Err(Error::Invalid(format!(
+                "unknown curvature '{o}' (expected ggn or squared-gradients)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Covariance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Covariance::Full => "full",
+            Covariance::Diag => "diag",
+        })
+    }
+}
+
+impl fmt::Display for Curvature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Curvature::Ggn => "ggn",
+            Curvature::SquaredGradients => "squared-gradients",
+        })
+    }
+}
+
+/// Settings of VOGN.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VognConfig {
+    /// Step β of the precision update.
+    pub beta: f64,
+    /// Step α of the mean update (`None`: α = β, the form of Theorem 2).
+    pub lr: Option<f64>,
+    /// Monte Carlo samples per step.
+    pub mc_samples: usize,
+    /// Minibatch size (`None`: full batch).
+    pub batch_size: Option<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Full or diagonal covariance.
+    pub covariance: Covariance,
+    /// GGN or squared gradients.
+    pub curvature: Curvature,
+    /// Momentum β₁ on the gradient (`None`: no momentum).
+    pub momentum: Option<f64>,
+    /// Initial precision `Σ₀⁻¹ = s I`.
+    pub init_precision: f64,
+    /// OGN: use `w_t = μ_t` instead of a sample.
+    pub deterministic: bool,
+    /// Seed of the samples and minibatches.
+    pub seed: u64,
+    /// Keep `(μ_t, Σ_t⁻¹)` every this many steps (0: never).
+    pub snapshot_every: usize,
+}
+
+impl Default for VognConfig {
+    fn default() -> Self {
+        VognConfig {
+            beta: 0.1,
+            lr: None,
+            mc_samples: 1,
+            batch_size: None,
+            epochs: 1000,
+            covariance: Covariance::Full,
+            curvature: Curvature::Ggn,
+            momentum: None,
+            init_precision: 1.0,
+            deterministic: false,
+            seed: 0,
+            snapshot_every: 0,
+        }
+    }
+}
+
+/// The precision `Σ⁻¹` of `q`, with the Cholesky factor of a full one.
+#[derive(Debug, Clone)]
+pub enum Precision {
+    /// Full, with `Σ⁻¹ = L Lᵀ`.
+    Full {
+        /// `Σ⁻¹`.
+        matrix: Mat<f64>,
+        /// Its Cholesky factor.
+        chol: Cholesky,
+    },
+    /// Diagonal entries of `Σ⁻¹`.
+    Diag(Vec<f64>),
+}
+
+impl Precision {
+    fn full(matrix: Mat<f64>) -> Result<Self> {
+        let chol = Cholesky::new(matrix.as_ref(), "VOGN precision")?;
+        Ok(Precision::Full { matrix, chol })
+    }
+
+    /// `Σ⁻¹` as a dense matrix.
+    pub fn dense(&self) -> Mat<f64> {
+        match self {
+            Precision::Full { matrix, .. } => matrix.clone(),
+            Precision::Diag(d) => {
+                Mat::from_fn(d.len(), d.len(), |i, j| if i == j { d[i] } else { 0.0 })
+            }
+        }
+    }
+
+    /// `Σ v`.
+    pub fn cov_times(&self, v: &[f64]) -> Vec<f64> {
+        match self {
+            Precision::Full { chol, .. } => chol.solve_vec(v),
+            Precision::Diag(d) => v.iter().zip(d).map(|(v, d)| v / d).collect(),
+        }
+    }
+
+    /// A draw from `N(μ, Σ)`.
+    pub fn sample(&self, mu: &[f64], rng: &mut Rng) -> Vec<f64> {
+        let z = normals(rng, mu.len());
+        let e = match self {
+            Precision::Full { chol, .. } => chol.solve_lt_vec(&z),
+            Precision::Diag(d) => z.iter().zip(d).map(|(z, d)| z / d.sqrt()).collect(),
+        };
+        mu.iter().zip(&e).map(|(m, e)| m + e).collect()
+    }
+
+    /// Marginal variances `diag(J Σ Jᵀ)` for the rows of `J`.
+    pub fn functional_variance(&self, j: faer::MatRef<'_, f64>) -> Vec<f64> {
+        match self {
+            Precision::Full { chol, .. } => col_sq_norms(chol.solve_l(j.transpose()).as_ref()),
+            Precision::Diag(d) => (0..j.nrows())
+                .map(|m| j.row(m).iter().zip(d).map(|(j, d)| j * j / d).sum())
+                .collect(),
+        }
+    }
+}
+
+/// The state of `q = N(μ, Σ)` and the momentum.
+#[derive(Debug, Clone)]
+pub struct VognState {
+    /// Mean μ.
+    pub mu: Vec<f64>,
+    /// Precision `Σ⁻¹`.
+    pub precision: Precision,
+    momentum: Vec<f64>,
+    /// Steps taken.
+    pub t: usize,
+}
+
+impl VognState {
+    /// `q₀ = N(μ₀, s⁻¹ I)`.
+    pub fn new(mu0: &[f64], cfg: &VognConfig) -> Result<Self> {
+        let p = mu0.len();
+        if !(cfg.init_precision.is_finite() && cfg.init_precision > 0.0) {
+            return Err(Error::Invalid(format!(
+                "initial precision must be positive, got {}",
+                cfg.init_precision
+            )));
+        }
+        let precision = match cfg.covariance {
+            Covariance::Full => Precision::full(Mat::from_fn(p, p, |i, j| {
+                if i == j {
+                    cfg.init_precision
+                } else {
+                    0.0
+                }
+            }))?,
+            Covariance::Diag => Precision::Diag(vec![cfg.init_precision; p]),
+        };
+        Ok(VognState {
+            mu: mu0.to_vec(),
+            precision,
+            momentum: vec![0.0; p],
+            t: 0,
+        })
+    }
+}
+
+/// Full-data-scaled gradient and curvature estimates at the samples.
+struct Estimates {
+    g: Vec<f64>,
+    h_full: Option<Mat<f64>>,
+    h_diag: Option<Vec<f64>>,
+    loss: f64,
+}
+
+fn estimates(
+    obj: &Objective<'_>,
+    cfg: &VognConfig,
+    idx: Option<&[usize]>,
+    samples: &[Vec<f64>],
+) -> Estimates {
+    let (xb, yb) = match idx {
+        Some(idx) => (gather_rows(obj.x, idx), gather_rows(obj.y, idx)),
+        None => (obj.x.to_owned(), obj.y.to_owned()),
+    };
+    let m = xb.nrows();
+    let p = samples[0].len();
+    let scale = obj.n() as f64 / m as f64 / samples.len() as f64;
+    let mut est = Estimates {
+        g: vec![0.0; p],
+        h_full: (cfg.covariance == Covariance::Full).then(|| Mat::zeros(p, p)),
+        h_diag: (cfg.covariance == Covariance::Diag).then(|| vec![0.0; p]),
+        loss: 0.0,
+    };
+    for w in samples {
+        let lin = Linearization::new(obj.net, obj.lik, xb.as_ref(), yb.as_ref(), w);
+        est.loss += scale * likelihood::nll_sum(obj.lik, lin.f.as_ref(), yb.as_ref());
+        for (g, v) in est.g.iter_mut().zip(lin.loss_gradient()) {
+            *g += scale * v;
+        }
+        // Rows whose outer products sum to Ĥ: Λ^{1/2} J (GGN) or the per-example gradients.
+        let rows = match cfg.curvature {
+            Curvature::Ggn => lin.sqrt_lambda_jac(),
+            Curvature::SquaredGradients => {
+                let k = lin.k;
+                Mat::from_fn(m, p, |i, c| {
+                    (0..k)
+                        .map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a])
+                        .sum()
+                })
+            }
+        };
+        if let Some(h) = est.h_full.as_mut() {
+            let add = at_b(rows.as_ref(), rows.as_ref());
+            for j in 0..p {
+                for i in 0..p {
+                    h[(i, j)] += scale * add[(i, j)];
+                }
+            }
+        }
+        if let Some(h) = est.h_diag.as_mut() {
+            for (h, v) in h.iter_mut().zip(col_sq_norms(rows.as_ref())) {
+                *h += scale * v;
+            }
+        }
+    }
+    est
+}
+
+/// One VOGN step on the minibatch `idx` (`None`: all data) at the given samples of `q`;
+/// returns the minibatch estimate of the data loss.
+pub fn step_at(
+    obj: &Objective<'_>,
+    state: &mut VognState,
+    cfg: &VognConfig,
+    idx: Option<&[usize]>,
+    samples: &[Vec<f64>],
+) -> Result<f64> {
+    let est = estimates(obj, cfg, idx, samples);
+    state.t += 1;
+    check_finite(est.loss, &est.g, "VOGN", state.t)?;
+    let (beta, delta) = (cfg.beta, obj.delta);
+    state.precision = match (&state.precision, est.h_full, est.h_diag) {
+        (Precision::Full { matrix, .. }, Some(h), _) => {
+            let p = matrix.nrows();
+            Precision::full(Mat::from_fn(p, p, |i, j| {
+                (1.0 - beta) * matrix[(i, j)]
+                    + beta * (h[(i, j)] + if i == j { delta } else { 0.0 })
+            }))?
+        }
+        (Precision::Diag(d), _, Some(h)) => Precision::Diag(
+            d.iter()
+                .zip(&h)
+                .map(|(d, h)| (1.0 - beta) * d + beta * (h + delta))
+                .collect(),
+        ),
+        _ => unreachable!("estimates match the covariance form"),
+    };
+    let mut dir: Vec<f64> = est
+        .g
+        .iter()
+        .zip(&state.mu)
+        .map(|(g, m)| g + delta * m)
+        .collect();
+    if let Some(b1) = cfg.momentum {
+        for (m, d) in state.momentum.iter_mut().zip(&dir) {
+            *m = b1 * *m + (1.0 - b1) * d;
+        }
+        let corr = 1.0 - b1.powi(state.t as i32);
+        dir = state.momentum.iter().map(|m| m / corr).collect();
+    }
+    let lr = cfg.lr.unwrap_or(beta);
+    let step = state.precision.cov_times(&dir);
+    for (m, s) in state.mu.iter_mut().zip(&step) {
+        *m -= lr * s;
+    }
+    Ok(est.loss)
+}
+
+/// A kept state of the run.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Step index t (the state before step t+1).
+    pub t: usize,
+    /// μ_t.
+    pub mu: Vec<f64>,
+    /// Σ_t⁻¹.
+    pub precision: Precision,
+}
+
+/// Outcome of a VOGN run.
+#[derive(Debug, Clone)]
+pub struct VognResult {
+    /// The final state.
+    pub state: VognState,
+    /// Mean minibatch loss estimate per epoch.
+    pub history: Vec<f64>,
+    /// Snapshots every `snapshot_every` steps.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Runs VOGN from `μ₀` for `cfg.epochs` epochs.
+pub fn run(
+    obj: &Objective<'_>,
+    mu0: &[f64],
+    cfg: &VognConfig,
+    progress: Option<&ProgressBar>,
+) -> Result<VognResult> {
+    if !(cfg.beta > 0.0 && cfg.beta <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "VOGN step β must be in (0, 1], got {}",
+            cfg.beta
+        )));
+    }
+    if cfg.mc_samples == 0 {
+        return Err(Error::Invalid(
+            "VOGN needs at least one Monte Carlo sample".into(),
+        ));
+    }
+    let mut state = VognState::new(mu0, cfg)?;
+    let mut rng = seeded(cfg.seed);
+    let n = obj.n();
+    let batch = cfg.batch_size.unwrap_or(n).clamp(1, n.max(1));
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut snapshots = Vec::new();
+    for _ in 0..cfg.epochs {
+        let order = if batch < n {
+            permutation(&mut rng, n)
+        } else {
+            Vec::new()
+        };
+        let n_batches = n.div_ceil(batch);
+        let mut epoch_loss = 0.0;
+        for b in 0..n_batches {
+            if cfg.snapshot_every > 0 && state.t % cfg.snapshot_every == 0 {
+                snapshots.push(Snapshot {
+                    t: state.t,
+                    mu: state.mu.clone(),
+                    precision: state.precision.clone(),
+                });
+            }
+            let samples: Vec<Vec<f64>> = if cfg.deterministic {
+                vec![state.mu.clone()]
+            } else {
+                (0..cfg.mc_samples)
+                    .map(|_| state.precision.sample(&state.mu, &mut rng))
+                    .collect()
+            };
+            let idx = (batch < n).then(|| &order[b * batch..((b + 1) * batch).min(n)]);
+            epoch_loss += step_at(obj, &mut state, cfg, idx, &samples)? / n_batches as f64;
+        }
+        history.push(epoch_loss);
+        if let Some(pb) = progress {
+            pb.inc(1);
+        }
+    }
+    Ok(VognResult {
+        state,
+        history,
+        snapshots,
+    })
+}

@@ -1,0 +1,279 @@
+//! VOGN (section 2 of the math reference): the update, Theorem 2's GP at an iteration, and
+//! determinism.
+#![allow(clippy::needless_range_loop)]
+
+use dnn2gp::data::toy::{toy_sets, ToyConfig};
+use dnn2gp::gp::variational::StepGp;
+use dnn2gp::likelihood::Gaussian;
+use dnn2gp::linalg::{a_b, a_bt, mat_vec, norm};
+use dnn2gp::nn::rng::seeded;
+use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::posterior::Linearization;
+use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig, VognState};
+use dnn2gp::train::Objective;
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
+}
+
+fn setup() -> (Mlp, Gaussian, dnn2gp::data::Split) {
+    let split = toy_sets(
+        &ToyConfig {
+            n_train: 30,
+            n_test: 20,
+            ..ToyConfig::default()
+        },
+        1,
+    )
+    .remove(0);
+    (
+        Mlp::new(vec![2, 6, 1], Activation::Tanh).unwrap(),
+        Gaussian::new(0.5).unwrap(),
+        split,
+    )
+}
+
+#[test]
+fn one_vogn_step_is_the_posterior_of_the_step_linear_model() {
+    let (net, lik, split) = setup();
+    let delta = 0.8;
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
+    let cfg = VognConfig {
+        beta: 0.3,
+        init_precision: 2.0,
+        ..VognConfig::default()
+    };
+    let mut state = VognState::new(&net.init(0), &cfg).unwrap();
+    let mut rng = seeded(1);
+    for _ in 0..3 {
+        let w = state.precision.sample(&state.mu, &mut rng);
+        vogn::step_at(&obj, &mut state, &cfg, None, &[w]).unwrap();
+    }
+    // The step under test, at an explicit sample w_t.
+    let (mu_t, prec_t) = (state.mu.clone(), state.precision.dense());
+    let w_t = state.precision.sample(&state.mu, &mut rng);
+    vogn::step_at(&obj, &mut state, &cfg, None, std::slice::from_ref(&w_t)).unwrap();
+    let cov_next = dnn2gp::linalg::Cholesky::new(state.precision.dense().as_ref(), "t").unwrap();
+
+    let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-5.0, 5.0, 25));
+    let js = net.jacobian(&w_t, xs.as_ref());
+    let lin = Linearization::new(&net, &lik, obj.x, obj.y, &w_t).with_center(&mu_t);
+    let gp = StepGp::new(&lin, prec_t.as_ref(), &mu_t, cfg.beta, delta).unwrap();
+    let pred = gp.predict(js.as_ref());
+    let mean_next = mat_vec(js.as_ref(), &state.mu);
+    let sigma = cov_next.solve(faer::Mat::<f64>::identity(net.n_params(), net.n_params()).as_ref());
+    let var_next = a_bt(a_b(js.as_ref(), sigma.as_ref()).as_ref(), js.as_ref());
+    for i in 0..mean_next.len() {
+        assert!(
+            rel(pred.mean[i], mean_next[i]) < 1e-8,
+            "mean {} vs {}",
+            pred.mean[i],
+            mean_next[i]
+        );
+        assert!(
+            rel(pred.var[i], var_next[(i, i)]) < 1e-8,
+            "var {} vs {}",
+            pred.var[i],
+            var_next[(i, i)]
+        );
+    }
+    // Targets built around m_t instead of μ_t (the official code's slip) break the identity.
+    let lin_m = Linearization::new(&net, &lik, obj.x, obj.y, &w_t).with_center(&gp.prior_mean);
+    let wrong = StepGp::new(&lin_m, prec_t.as_ref(), &mu_t, cfg.beta, delta)
+        .unwrap()
+        .predict(js.as_ref());
+    let worst = (0..mean_next.len())
+        .map(|i| rel(wrong.mean[i], mean_next[i]))
+        .fold(0.0, f64::max);
+    assert!(
+        worst > 1e-3,
+        "m_t targets should not reproduce the step ({worst})"
+    );
+}
+
+#[test]
+fn unit_step_on_a_linear_model_is_the_exact_posterior() {
+    // For f linear in w the GGN is the Hessian: one OGN step with β = 1 from any μ lands on the
+    // MAP (ridge regression); with a sample the gradient is taken at the sample, but the
+    // precision is J'ΛJ + δI either way.
+    let (_, lik, split) = setup();
+    let net = Mlp::new(vec![2, 1], Activation::Identity).unwrap();
+    let delta = 0.5;
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
+    for deterministic in [true, false] {
+        let cfg = VognConfig {
+            beta: 1.0,
+            deterministic,
+            epochs: 1,
+            ..VognConfig::default()
+        };
+        let res = vogn::run(&obj, &[3.0, -2.0, 0.5], &cfg, None).unwrap();
+        let (_, g) = obj.value_grad(&res.state.mu);
+        assert_eq!(norm(&g) < 1e-10, deterministic, "‖∇L(μ)‖ = {}", norm(&g));
+        let lin = Linearization::new(&net, &lik, obj.x, obj.y, &res.state.mu);
+        let a = lin.ggn();
+        let prec = res.state.precision.dense();
+        for i in 0..a.nrows() {
+            for j in 0..a.ncols() {
+                let target = a[(i, j)] + if i == j { delta } else { 0.0 };
+                assert!((prec[(i, j)] - target).abs() < 1e-10 * (1.0 + target.abs()));
+            }
+        }
+    }
+}
+
+#[test]
+fn vogn_converges_to_a_stationary_mean_on_the_toy_network() {
+    // Small steps (β = 0.1) with the mean as sample: μ settles where ∇L(μ) = 0.
+    let (net, lik, split) = setup();
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta: 0.5,
+    };
+    let cfg = VognConfig {
+        beta: 0.1,
+        deterministic: true,
+        epochs: 800,
+        ..VognConfig::default()
+    };
+    let res = vogn::run(&obj, &net.init(3), &cfg, None).unwrap();
+    let (_, g) = obj.value_grad(&res.state.mu);
+    assert!(norm(&g) < 1e-6, "‖∇L(μ)‖ = {}", norm(&g));
+}
+
+#[test]
+fn curvature_sources_and_diagonal_form() {
+    let (net, lik, split) = setup();
+    let delta = 0.7;
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta,
+    };
+    let w = net.init(4);
+    let lin = Linearization::new(&net, &lik, obj.x, obj.y, &w);
+    let p = net.n_params();
+    for (curv, cov) in [
+        (Curvature::Ggn, Covariance::Diag),
+        (Curvature::SquaredGradients, Covariance::Diag),
+        (Curvature::SquaredGradients, Covariance::Full),
+    ] {
+        // With β = 1 the new precision is exactly Ĥ + δI.
+        let cfg = VognConfig {
+            beta: 1.0,
+            covariance: cov,
+            curvature: curv,
+            ..VognConfig::default()
+        };
+        let mut st = VognState::new(&w, &cfg).unwrap();
+        vogn::step_at(&obj, &mut st, &cfg, None, std::slice::from_ref(&w)).unwrap();
+        let prec = st.precision.dense();
+        for i in 0..p {
+            for j in 0..p {
+                let h = match curv {
+                    Curvature::Ggn => (0..lin.n)
+                        .map(|n| lin.jac[(n, i)] * lin.jac[(n, j)] * lin.lambda[n])
+                        .sum::<f64>(),
+                    Curvature::SquaredGradients => (0..lin.n)
+                        .map(|n| lin.jac[(n, i)] * lin.resid[n] * lin.jac[(n, j)] * lin.resid[n])
+                        .sum::<f64>(),
+                };
+                let expect = if i == j {
+                    h + delta
+                } else if cov == Covariance::Full {
+                    h
+                } else {
+                    0.0
+                };
+                assert!(
+                    (prec[(i, j)] - expect).abs() < 1e-9 * (1.0 + expect.abs()),
+                    "{curv} {cov} ({i},{j})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn minibatches_are_scaled_to_the_full_data() {
+    // A single minibatch holding every example gives the full-batch step.
+    let (net, lik, split) = setup();
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta: 1.0,
+    };
+    let cfg = VognConfig {
+        beta: 0.2,
+        ..VognConfig::default()
+    };
+    let w = net.init(5);
+    let (mut a, mut b) = (
+        VognState::new(&w, &cfg).unwrap(),
+        VognState::new(&w, &cfg).unwrap(),
+    );
+    let all: Vec<usize> = (0..obj.n()).rev().collect();
+    vogn::step_at(&obj, &mut a, &cfg, None, std::slice::from_ref(&w)).unwrap();
+    vogn::step_at(&obj, &mut b, &cfg, Some(&all), std::slice::from_ref(&w)).unwrap();
+    for i in 0..w.len() {
+        assert!(rel(a.mu[i], b.mu[i]) < 1e-12);
+    }
+    // Half the data twice as heavy: the gradient estimate is unbiased, ĝ = (N/M) Σ_B.
+    let half: Vec<usize> = (0..obj.n()).step_by(2).collect();
+    let mut c = VognState::new(&w, &cfg).unwrap();
+    let loss = vogn::step_at(&obj, &mut c, &cfg, Some(&half), std::slice::from_ref(&w)).unwrap();
+    let (xh, yh) = (
+        dnn2gp::train::gather_rows(obj.x, &half),
+        dnn2gp::train::gather_rows(obj.y, &half),
+    );
+    let direct =
+        dnn2gp::likelihood::nll_sum(&lik, net.forward(&w, xh.as_ref()).as_ref(), yh.as_ref())
+            * obj.n() as f64
+            / half.len() as f64;
+    assert!(rel(loss, direct) < 1e-12);
+}
+
+#[test]
+fn same_seed_same_numbers() {
+    let (net, lik, split) = setup();
+    let obj = Objective {
+        net: &net,
+        lik: &lik,
+        x: split.train.x.as_ref(),
+        y: split.train.y.as_ref(),
+        delta: 1.0,
+    };
+    let cfg = VognConfig {
+        beta: 0.05,
+        mc_samples: 3,
+        batch_size: Some(8),
+        epochs: 5,
+        covariance: Covariance::Diag,
+        momentum: Some(0.9),
+        ..VognConfig::default()
+    };
+    let a = vogn::run(&obj, &net.init(0), &cfg, None).unwrap();
+    let b = vogn::run(&obj, &net.init(0), &cfg, None).unwrap();
+    assert_eq!(a.state.mu, b.state.mu);
+    let c = vogn::run(&obj, &net.init(0), &VognConfig { seed: 1, ..cfg }, None).unwrap();
+    assert_ne!(a.state.mu, c.state.mu);
+}
