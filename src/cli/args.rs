@@ -29,7 +29,7 @@ const EXAMPLES: &str = "Examples:
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the main job on built-in toy data: MAP, DNN2GP-Laplace, δ sweep, both figures.
+    /// Run the main job on built-in toy data: δ sweeps by Laplace and VI, the GP, the figures.
     #[command(after_help = "Example:\n  dnn2gp demo --out demo-out")]
     Demo(DemoArgs),
     /// Train the MAP network (Adam, then an L-BFGS polish) and save it.
@@ -42,6 +42,10 @@ pub enum Command {
         after_help = "Example:\n  dnn2gp gp --model model --hessian full --space auto --out gp"
     )]
     Gp(GpCmd),
+    /// Train with VOGN; DNN-VI and DNN2GP-VI predictives, the VI marginal likelihood and the
+    /// kernel during training.
+    #[command(after_help = "Example:\n  dnn2gp vi --data snelson --data-dir DATA --hidden 32 --activation sigmoid --delta 1 \\\n            --sigma 0.286 --mc-samples 10 --vi-batch-size 20 --covariance diag --out snelson-vi")]
+    Vi(ViCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
     #[command(
         after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep"
@@ -122,6 +126,44 @@ pub struct TrainArgs {
     pub seed: u64,
 }
 
+/// VOGN settings.
+#[derive(Debug, Args, Clone)]
+pub struct VognArgs {
+    /// VOGN epochs (passes over the data).
+    #[arg(long, default_value_t = 2000)]
+    pub vi_epochs: usize,
+    /// Step β of the precision update, Σ⁻¹ ← (1−β)Σ⁻¹ + β(Ĥ + δI).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Step of the mean update (default: β, the form of Theorem 2).
+    #[arg(long)]
+    pub vi_lr: Option<f64>,
+    /// Monte Carlo samples of q per step.
+    #[arg(long, default_value_t = 1)]
+    pub mc_samples: usize,
+    /// VOGN minibatch size (default: full batch).
+    #[arg(long)]
+    pub vi_batch_size: Option<usize>,
+    /// Covariance of q: full (P×P) or diag.
+    #[arg(long, default_value = "full")]
+    pub covariance: String,
+    /// Curvature: ggn (the paper's VOGGN) or squared-gradients (the official VOGN code).
+    #[arg(long, default_value = "ggn")]
+    pub curvature: String,
+    /// Momentum on the gradient (e.g. 0.9).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Initial precision of q, Σ₀⁻¹ = s I.
+    #[arg(long, default_value_t = 1.0)]
+    pub init_precision: f64,
+    /// Deterministic OGN: the mean instead of a sample.
+    #[arg(long)]
+    pub ogn: bool,
+    /// Samples of q at which the converged GP is linearised (0: at the mean).
+    #[arg(long, default_value_t = 10)]
+    pub vi_gp_samples: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Output folder.
@@ -133,6 +175,9 @@ pub struct DemoArgs {
     /// Adam epochs per fit.
     #[arg(long, default_value_t = 2000)]
     pub epochs: usize,
+    /// VOGN epochs per fit.
+    #[arg(long, default_value_t = 2000)]
+    pub vi_epochs: usize,
     /// Points on the δ grid, logspace(−2, 2, n).
     #[arg(long, default_value_t = 21)]
     pub grid_points: usize,
@@ -181,6 +226,34 @@ pub struct GpCmd {
 }
 
 #[derive(Debug, Args)]
+pub struct ViCmd {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub vogn: VognArgs,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save the GP kernel on a fixed set of inputs every this many steps (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub kernel_every: usize,
+    /// Inputs on which the kernel is saved during training.
+    #[arg(long, default_value_t = 40)]
+    pub kernel_points: usize,
+    /// Monte Carlo samples for the DNN-VI predictive.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// Points on the plotting grid (1-D inputs).
+    #[arg(long, default_value_t = 400)]
+    pub grid_points: usize,
+    /// Output folder.
+    #[arg(long, default_value = "dnn2gp-out/vi")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct SweepCmd {
     #[command(flatten)]
     pub data: DataArgs,
@@ -188,6 +261,11 @@ pub struct SweepCmd {
     pub model: ModelArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+    #[command(flatten)]
+    pub vogn: VognArgs,
+    /// Posterior: laplace, vi or both (both draws the two −log marglik curves in one figure).
+    #[arg(long, default_value = "laplace")]
+    pub method: String,
     /// Parameter swept: delta, sigma or width.
     #[arg(long, default_value = "delta")]
     pub param: String,

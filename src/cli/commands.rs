@@ -10,21 +10,26 @@ use serde::{Deserialize, Serialize};
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
-use dnn2gp::gp::{Dnn2Gp, Space};
+use dnn2gp::gp::{Dnn2Gp, GpPrediction, Space};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
 use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::report::plot::{save, RegressionFigure};
-use dnn2gp::report::regression::compare;
+use dnn2gp::report::regression::{compare, mc_predictive, Comparison};
 use dnn2gp::report::sweep::write_sweep;
-use dnn2gp::select::{run_sweep, SweepParam, SweepResult, SweepSpec};
+use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
+use dnn2gp::report::plot::HeatmapGrid;
+use dnn2gp::report::sweep::figure;
+use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
+use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
 use super::args::{
-    Cli, Command, DataArgs, DemoArgs, GpCmd, ModelArgs, SweepCmd, TrainArgs, TrainCmd,
+    Cli, Command, DataArgs, DemoArgs, GpCmd, ModelArgs, SweepCmd, TrainArgs, TrainCmd, ViCmd,
+    VognArgs,
 };
 
 /// Shared settings of one invocation.
@@ -70,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train(&ctx, a),
         Command::Gp(a) => gp(&ctx, a),
         Command::Sweep(a) => sweep(&ctx, a),
+        Command::Vi(a) => vi(&ctx, a),
     }
 }
 
@@ -361,42 +367,15 @@ fn gp_report(
     // 1-D figure.
     if let Some((xs, grid)) = src.plot_grid(split, grid_points) {
         let mc_post = LaplaceGgn::fit(&lin, delta, mc_hessian, ctx.memory)?;
-        let cmp = compare(
-            net,
-            lik,
-            &gp,
-            &mc_post,
-            w,
-            split.train.x.as_ref(),
-            &split.train.y_vec(),
-            &xs,
-            grid.as_ref(),
-            samples,
-            0,
-        )?;
-        let cmp = if hessian == HessianStructure::Diag {
-            let jg = net.jacobian(w, grid.as_ref());
-            dnn2gp::report::regression::Comparison {
-                gp_var_f: post.functional_variance(jg.as_ref()),
-                ..cmp
-            }
-        } else {
-            cmp
-        };
-        let (header, rows) = cmp.table();
-        let ppath = out.join("predictive.csv");
-        write_csv(&ppath, &header, &rows)?;
-        files.push(ppath);
-        let fig = RegressionFigure {
-            title: format!(
-                "{} — δ = {}, σ = {}",
-                split.name,
-                fmt_g(delta),
-                fmt_g(lik.observation_variance(&[0.0])[0].sqrt())
-            ),
-            panels: cmp.panels(&Source::plot_x(split), &split.train.y_vec(), "Laplace"),
-        };
-        files.extend(save(&fig, &out.join("regression"))?);
+        let jg = net.jacobian(w, grid.as_ref());
+        let mut gp_pred = gp.predict(jg.as_ref());
+        if hessian == HessianStructure::Diag {
+            gp_pred.var = post.functional_variance(jg.as_ref());
+        }
+        let net_mean: Vec<f64> = net.forward(w, grid.as_ref()).col(0).iter().copied().collect();
+        let mc = mc_predictive(net, &mut |rng| mc_post.sample(1, rng).remove(0), grid.as_ref(), samples, 0);
+        let cmp = compare(net_mean.clone(), gp_pred, mc, lik, split.train.x.as_ref(), &split.train.y_vec(), &xs, grid.as_ref())?;
+        files.extend(write_comparison(out, &cmp, split, "Laplace", &net_mean, delta, lik)?);
     }
     let summary = GpSummary {
         delta,
@@ -417,6 +396,33 @@ fn gp_report(
     write_json(&spath, &summary)?;
     files.push(spath);
     Ok((summary, files))
+}
+
+/// Writes `predictive.csv` and the regression figure.
+fn write_comparison(
+    out: &Path,
+    cmp: &Comparison,
+    split: &Split,
+    method: &str,
+    dnn2gp_mean: &[f64],
+    delta: f64,
+    lik: &dyn Likelihood,
+) -> Result<Vec<PathBuf>> {
+    let (header, rows) = cmp.table();
+    let ppath = out.join("predictive.csv");
+    write_csv(&ppath, &header, &rows)?;
+    let fig = RegressionFigure {
+        title: format!(
+            "{} — δ = {}, σ = {}",
+            split.name,
+            fmt_g(delta),
+            fmt_g(lik.observation_variance(&[0.0])[0].sqrt())
+        ),
+        panels: cmp.panels(&Source::plot_x(split), &split.train.y_vec(), method, dnn2gp_mean),
+    };
+    let mut files = vec![ppath];
+    files.extend(save(&fig, &out.join("regression"))?);
+    Ok(files)
 }
 
 fn fmt_g(v: f64) -> String {
@@ -508,11 +514,89 @@ fn sweep_summary(res: &SweepResult) -> serde_json::Value {
     })
 }
 
+fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
+    if !(v.beta > 0.0 && v.beta <= 1.0) {
+        return Err(Error::Invalid(format!("--beta must be in (0, 1], got {}", v.beta)).into());
+    }
+    if let Some(m) = v.momentum.filter(|m| !(0.0..1.0).contains(m)) {
+        return Err(Error::Invalid(format!("--momentum must be in [0, 1), got {m}")).into());
+    }
+    if v.vi_lr.is_some_and(|l| !(l.is_finite() && l > 0.0)) || v.vi_batch_size == Some(0) || v.mc_samples == 0 {
+        return Err(Error::Invalid("--vi-lr, --vi-batch-size and --mc-samples must be positive".into()).into());
+    }
+    Ok(VognConfig {
+        beta: v.beta,
+        lr: v.vi_lr,
+        mc_samples: v.mc_samples,
+        batch_size: v.vi_batch_size,
+        epochs: v.vi_epochs,
+        covariance: v.covariance.parse()?,
+        curvature: v.curvature.parse()?,
+        momentum: v.momentum,
+        init_precision: v.init_precision,
+        deterministic: v.ogn,
+        seed,
+        snapshot_every: 0,
+    })
+}
+
+fn parse_methods(s: &str) -> Result<Vec<Method>> {
+    Ok(match s {
+        "both" => vec![Method::Laplace, Method::Vi],
+        m => vec![m.parse()?],
+    })
+}
+
+/// Runs the sweep for each method (into `out/<method>/` when there are several, plus a combined
+/// figure `out/sweep_both`); prints the chosen values.
+fn run_methods(
+    ctx: &Ctx,
+    base: &SweepSpec,
+    methods: &[Method],
+    splits: &[Split],
+    out: &Path,
+    title: &str,
+) -> Result<Vec<(Method, SweepResult)>> {
+    let mut results = Vec::new();
+    for &method in methods {
+        let spec = SweepSpec { method, ..base.clone() };
+        let dir = if methods.len() > 1 { out.join(method.to_string()) } else { out.to_path_buf() };
+        println!("{method}:");
+        let res = run_and_report(ctx, &spec, splits, &dir, &format!("{title} ({method})"))?;
+        let best = res.argmin(|p| p.neg_log_marglik);
+        let best_test = res.argmin(|p| p.test_mse);
+        println!(
+            "{method}: {} = {} minimises −log marglik ({:.4}); {} = {} minimises test MSE ({:.4})",
+            spec.param,
+            fmt_g(best.value),
+            best.neg_log_marglik,
+            spec.param,
+            fmt_g(best_test.value),
+            best_test.test_mse
+        );
+        results.push((method, res));
+    }
+    if results.len() > 1 {
+        let labelled: Vec<(String, &SweepResult)> = results.iter().map(|(m, r)| (label(*m), r)).collect();
+        let refs: Vec<(&str, &SweepResult)> = labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
+        print_files(&save(&figure(&refs, title), &out.join("sweep_both"))?);
+    }
+    Ok(results)
+}
+
+fn label(m: Method) -> String {
+    match m {
+        Method::Laplace => "Laplace".into(),
+        Method::Vi => "VI".into(),
+    }
+}
+
 fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
     let src = source(&a.data)?;
     let splits = src.load()?;
     let values = parse_grid(&a.grid)?;
     a.model.likelihood.parse::<LikelihoodKind>()?;
+    let methods = parse_methods(&a.method)?;
     let spec = SweepSpec {
         param: a.param.parse::<SweepParam>()?,
         values,
@@ -520,30 +604,169 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         activation: a.model.activation.parse()?,
         delta: a.model.delta,
         sigma: a.model.sigma,
+        method: methods[0],
         map: map_config(&a.train)?,
+        vogn: vogn_config(&a.vogn, a.train.seed)?,
+        vi_gp_samples: a.vogn.vi_gp_samples,
         init_seed: a.train.seed,
         space: a.space.parse()?,
         memory_limit: ctx.memory,
     };
-    let res = run_and_report(
-        ctx,
-        &spec,
-        &splits,
-        &a.out,
-        &format!("{} sweep on {}", spec.param, a.data.data),
-    )?;
-    let best = res.argmin(|p| p.neg_log_marglik);
-    let best_test = res.argmin(|p| p.test_mse);
-    println!(
-        "{} = {} minimises −log marglik ({:.4}); {} = {} minimises test MSE ({:.4})",
-        spec.param,
-        fmt_g(best.value),
-        best.neg_log_marglik,
-        spec.param,
-        fmt_g(best_test.value),
-        best_test.test_mse
-    );
+    run_methods(ctx, &spec, &methods, &splits, &a.out, &format!("{} sweep on {}", spec.param, a.data.data))?;
     Ok(())
+}
+
+/// What `vi` writes to `vi.json`.
+#[derive(Debug, Serialize)]
+struct ViSummary {
+    architecture: String,
+    n_params: usize,
+    delta: f64,
+    sigma: f64,
+    vogn: VognConfig,
+    steps: usize,
+    log_marglik_converged: f64,
+    gp_samples: usize,
+    grad_norm_at_mean: f64,
+    jitter: f64,
+    seconds: f64,
+}
+
+fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
+    let t0 = Instant::now();
+    let src = source(&a.data)?;
+    let split = src.load()?.remove(0);
+    let net = architecture(&split, &a.model)?;
+    let lik = a.model.likelihood.parse::<LikelihoodKind>()?.build(a.model.sigma)?;
+    let delta = a.model.delta;
+    dnn2gp::posterior::laplace::check_delta(delta)?;
+    let mut cfg = vogn_config(&a.vogn, a.seed)?;
+    cfg.snapshot_every = a.kernel_every;
+    let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+    let obj = Objective { net: &net, lik: lik.as_ref(), x, y, delta };
+    let pb = ctx.bar(cfg.epochs as u64, "VOGN");
+    let run = vogn::run(&obj, &net.init(a.seed), &cfg, Some(&pb))?;
+    pb.finish_and_clear();
+    let q = &run.state;
+    let mut files = Vec::new();
+    let p = net.n_params();
+    let mpath = a.out.join("mu.npy");
+    write_npy(&mpath, &[p], &q.mu)?;
+    let ppath = a.out.join("precision.npy");
+    match &q.precision {
+        Precision::Diag(d) => write_npy(&ppath, &[p], d)?,
+        full => write_npy_mat(&ppath, full.dense().as_ref())?,
+    }
+    let hpath = a.out.join("history.csv");
+    let rows: Vec<Vec<String>> = run.history.iter().enumerate().map(|(i, l)| vec![(i + 1).to_string(), num(*l)]).collect();
+    write_csv(&hpath, &["epoch", "loss_estimate"], &rows)?;
+    files.extend([mpath, ppath, hpath]);
+    // The converged GP at samples of q: log marglik and predictive averaged over the samples.
+    let lins = converged_linearizations(&net, lik.as_ref(), x, y, &q.mu, &q.precision, a.vogn.vi_gp_samples, cfg.seed);
+    let points = posterior_points(&q.mu, &q.precision, a.vogn.vi_gp_samples, cfg.seed);
+    let grid = src.plot_grid(&split, a.grid_points);
+    let s = lins.len() as f64;
+    let (mut lml, mut jitter) = (0.0, 0.0f64);
+    let mut pred: Option<GpPrediction> = None;
+    for (lin, w) in lins.iter().zip(&points) {
+        let gp = Dnn2Gp::new(lin, delta, Space::Auto, ctx.memory)?;
+        lml += gp.log_marginal_likelihood()? / s;
+        jitter = jitter.max(gp.jitter());
+        if let Some((_, g)) = &grid {
+            let more = gp.predict(net.jacobian(w, g.as_ref()).as_ref());
+            match pred.as_mut() {
+                None => pred = Some(more),
+                Some(p) => {
+                    p.mean.iter_mut().zip(&more.mean).for_each(|(a, b)| *a += b);
+                    p.var.iter_mut().zip(&more.var).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+    }
+    if let (Some((xs, grid)), Some(mut pred)) = (grid, pred) {
+        pred.var.iter_mut().chain(pred.mean.iter_mut()).for_each(|v| *v /= s);
+        let mc = mc_predictive(&net, &mut |rng| q.precision.sample(&q.mu, rng), grid.as_ref(), a.samples, 0);
+        let net_mean: Vec<f64> = net.forward(&q.mu, grid.as_ref()).col(0).iter().copied().collect();
+        let mc_mean = mc.0.clone();
+        let cmp = compare(net_mean, pred, mc, lik.as_ref(), x, &split.train.y_vec(), &xs, grid.as_ref())?;
+        files.extend(write_comparison(&a.out, &cmp, &split, "VI", &mc_mean, delta, lik.as_ref())?);
+    }
+    if !run.snapshots.is_empty() {
+        files.extend(kernel_evolution(&a.out, &net, &src, &split, &run.snapshots, cfg.beta, delta, a.kernel_points)?);
+    }
+    let summary = ViSummary {
+        architecture: format!("{} {}", net.spec(), net.activation),
+        n_params: p,
+        delta,
+        sigma: a.model.sigma,
+        vogn: cfg.clone(),
+        steps: q.t,
+        log_marglik_converged: lml,
+        gp_samples: a.vogn.vi_gp_samples,
+        grad_norm_at_mean: dnn2gp::linalg::norm(&obj.value_grad(&q.mu).1),
+        jitter,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    let spath = a.out.join("vi.json");
+    write_json(&spath, &summary)?;
+    files.push(spath);
+    println!(
+        "VOGN on {} ({} {}, P = {}): {} steps, converged GP log marglik {:.4}, ‖∇L(μ)‖ = {:.2e}",
+        split.name,
+        net.spec(),
+        net.activation,
+        p,
+        q.t,
+        lml,
+        summary.grad_norm_at_mean
+    );
+    print_files(&files);
+    Ok(())
+}
+
+/// The kernel `J(x) S_t J(x')ᵀ` of Theorem 2 (Jacobians at μ_t) on fixed inputs at the kept
+/// steps: `kernels.npy` (T×M×M), `kernel_steps.csv`, and a figure of up to six of them.
+#[allow(clippy::too_many_arguments)]
+fn kernel_evolution(
+    out: &Path,
+    net: &Mlp,
+    src: &Source,
+    split: &Split,
+    snapshots: &[Snapshot],
+    beta: f64,
+    delta: f64,
+    points: usize,
+) -> Result<Vec<PathBuf>> {
+    let inputs = match src.plot_grid(split, points.max(2)) {
+        Some((_, grid)) => grid,
+        None => split.train.x.as_ref().subrows(0, points.min(split.train.len())).to_owned(),
+    };
+    let m = inputs.nrows() * net.n_outputs();
+    check_memory("the kernels during training", mat_bytes(snapshots.len() * m, m), u128::MAX, "")?;
+    let mut kernels = Vec::with_capacity(snapshots.len());
+    for s in snapshots {
+        let j = net.jacobian(&s.mu, inputs.as_ref());
+        kernels.push(step_kernel(j.as_ref(), s.precision.dense().as_ref(), beta, delta)?);
+    }
+    let flat: Vec<f64> = kernels
+        .iter()
+        .flat_map(|k| (0..m).flat_map(move |i| (0..m).map(move |j| k[(i, j)])))
+        .collect();
+    let kpath = out.join("kernels.npy");
+    write_npy(&kpath, &[kernels.len(), m, m], &flat)?;
+    let spath = out.join("kernel_steps.csv");
+    let rows: Vec<Vec<String>> = snapshots.iter().enumerate().map(|(i, s)| vec![i.to_string(), s.t.to_string()]).collect();
+    write_csv(&spath, &["index", "step"], &rows)?;
+    let shown = 6.min(kernels.len());
+    let pick: Vec<usize> = (0..shown).map(|i| i * (kernels.len() - 1) / (shown - 1).max(1)).collect();
+    let fig = HeatmapGrid {
+        title: "GP kernel J(x) S_t J(x')ᵀ during VOGN training".into(),
+        panels: pick.iter().map(|&i| (format!("step {}", snapshots[i].t), kernels[i].clone())).collect(),
+        diverging: true,
+    };
+    let mut files = vec![kpath, spath];
+    files.extend(save(&fig, &out.join("kernel_evolution"))?);
+    Ok(files)
 }
 
 fn run_and_report(
@@ -590,19 +813,10 @@ fn print_files(files: &[PathBuf]) {
 fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let toy = ToyConfig::default();
-    let src = Source::Toy {
-        config: toy,
-        sets: a.sets.max(1),
-    };
+    let src = Source::Toy { config: toy, sets: a.sets.max(1) };
     let splits = src.load()?;
-    let map = MapConfig {
-        epochs: a.epochs,
-        adam: Adam {
-            lr: 0.05,
-            ..Adam::default()
-        },
-        ..MapConfig::default()
-    };
+    let map = MapConfig { epochs: a.epochs, adam: Adam { lr: 0.05, ..Adam::default() }, ..MapConfig::default() };
+    let vogn = VognConfig { epochs: a.vi_epochs, ..VognConfig::default() };
     let spec = SweepSpec {
         param: SweepParam::Delta,
         values: logspace(-2.0, 2.0, a.grid_points.max(2)),
@@ -610,26 +824,30 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         activation: Activation::Tanh,
         delta: 1.0,
         sigma: 1.0,
+        method: Method::Laplace,
         map: map.clone(),
+        vogn,
+        vi_gp_samples: 10,
         init_seed: 0,
         space: Space::Auto,
         memory_limit: ctx.memory,
     };
     println!(
-        "δ sweep: {} toy data sets × {} values of δ, MLP 2-20-1 tanh, σ = 1",
+        "δ sweep: {} toy data sets × {} values of δ, MLP 2-20-1 tanh, σ = 1, Laplace and VI",
         splits.len(),
         spec.values.len()
     );
-    let res = run_and_report(
-        ctx,
-        &spec,
-        &splits,
-        &a.out,
-        "DNN2GP-Laplace: δ selection on the toy data",
-    )?;
-    let best = res.argmin(|p| p.neg_log_marglik);
-    let best_test = res.argmin(|p| p.test_mse);
-    // The GP at the chosen δ on the first data set.
+    let results = run_methods(ctx, &spec, &[Method::Laplace, Method::Vi], &splits, &a.out, "δ selection on the toy data")?;
+    let chosen: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(m, r)| {
+            let (best, test) = (r.argmin(|p| p.neg_log_marglik), r.argmin(|p| p.test_mse));
+            serde_json::json!({ "method": m, "chosen_delta": best.value, "chosen": best,
+                                "best_delta_by_test_mse": test.value, "best_by_test_mse": test })
+        })
+        .collect();
+    let best = results[0].1.argmin(|p| p.neg_log_marglik);
+    // The Laplace GP at the chosen δ on the first data set.
     let split = &splits[0];
     let net = Mlp::new(vec![2, 20, 1], Activation::Tanh)?;
     let lik = dnn2gp::likelihood::Gaussian::new(1.0)?;
@@ -656,26 +874,21 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         "sigma": 1.0,
         "sets": splits.len(),
         "chosen_delta": best.value,
-        "chosen": best,
-        "best_delta_by_test_mse": best_test.value,
-        "best_by_test_mse": best_test,
+        "chosen_delta_laplace": chosen[0]["chosen_delta"],
+        "chosen_delta_vi": chosen[1]["chosen_delta"],
+        "methods": chosen,
         "gp_at_chosen_delta": gp_summary,
         "seconds": t0.elapsed().as_secs_f64(),
     });
     let spath = a.out.join("summary.json");
     write_json(&spath, &summary)?;
     println!(
-        "chosen δ = {} (−log marglik {:.3}, test MSE {:.4}); test-MSE minimum at δ = {} ({:.4})",
-        fmt_g(best.value),
-        best.neg_log_marglik,
-        best.test_mse,
-        fmt_g(best_test.value),
-        best_test.test_mse
+        "chosen δ: Laplace {}, VI {} (test-MSE minima at {} and {})",
+        fmt_g(chosen[0]["chosen_delta"].as_f64().unwrap_or(f64::NAN)),
+        fmt_g(chosen[1]["chosen_delta"].as_f64().unwrap_or(f64::NAN)),
+        fmt_g(chosen[0]["best_delta_by_test_mse"].as_f64().unwrap_or(f64::NAN)),
+        fmt_g(chosen[1]["best_delta_by_test_mse"].as_f64().unwrap_or(f64::NAN)),
     );
-    println!(
-        "wrote {} ({:.1} s)",
-        spath.display(),
-        t0.elapsed().as_secs_f64()
-    );
+    println!("wrote {} ({:.1} s)", spath.display(), t0.elapsed().as_secs_f64());
     Ok(())
 }

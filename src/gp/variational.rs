@@ -31,6 +31,19 @@ pub struct StepGp<'a> {
     alpha: Vec<f64>,
 }
 
+/// The prior precision of step t, `S_t⁻¹ = (1 − β) Σ_t⁻¹ + β δ I`.
+pub fn step_prior_precision(precision_t: MatRef<'_, f64>, beta: f64, delta: f64) -> Mat<f64> {
+    let p = precision_t.nrows();
+    Mat::from_fn(p, p, |i, j| (1.0 - beta) * precision_t[(i, j)] + if i == j { beta * delta } else { 0.0 })
+}
+
+/// The kernel of step t on inputs with Jacobians `J`: `J S_t Jᵀ`.
+pub fn step_kernel(j: MatRef<'_, f64>, precision_t: MatRef<'_, f64>, beta: f64, delta: f64) -> Result<Mat<f64>> {
+    let chol = Cholesky::new(step_prior_precision(precision_t, beta, delta).as_ref(), "prior precision S_t⁻¹")?;
+    let v = chol.solve_l(j.transpose());
+    Ok(at_b(v.as_ref(), v.as_ref()))
+}
+
 impl<'a> StepGp<'a> {
     /// The GP for the step from precision `Σ_t⁻¹` (dense) with step β and prior δ, where `lin`
     /// holds J, r, Λ at the sample `w_t` and its centre is the point the targets are built around
@@ -42,10 +55,7 @@ impl<'a> StepGp<'a> {
         beta: f64,
         delta: f64,
     ) -> Result<Self> {
-        let p = precision_t.nrows();
-        let s_inv = Mat::from_fn(p, p, |i, j| {
-            (1.0 - beta) * precision_t[(i, j)] + if i == j { beta * delta } else { 0.0 }
-        });
+        let s_inv = step_prior_precision(precision_t, beta, delta);
         let prior_chol = Cholesky::new(s_inv.as_ref(), "prior precision S_t⁻¹")?;
         let pm = mat_vec(precision_t, mu_t);
         let prior_mean: Vec<f64> = prior_chol
@@ -114,11 +124,12 @@ impl<'a> StepGp<'a> {
     }
 }
 
-/// The converged VI linearisation: J, r, Λ at `n_samples` draws `w ~ N(μ, Σ)` (at μ itself
-/// when `n_samples` is 0), targets centred at μ, stacked with noise scaled by the number of
-/// draws ([`Linearization::stack`]).
+/// The converged VI linearisations (Theorem 2 at convergence): J, r, Λ at `n_samples` draws
+/// `w ~ N(μ, Σ)` (at μ itself when `n_samples` is 0), each with pseudo-targets centred at μ.
+/// Each is a DNN2GP GP with prior `δ⁻¹ I` and noise `Λ⁻¹`; averaging their log marginal
+/// likelihoods estimates the expectation under q.
 #[allow(clippy::too_many_arguments)]
-pub fn converged_linearization(
+pub fn converged_linearizations(
     net: &dyn Network,
     lik: &dyn Likelihood,
     x: MatRef<'_, f64>,
@@ -127,18 +138,19 @@ pub fn converged_linearization(
     precision: &Precision,
     n_samples: usize,
     seed: u64,
-) -> Linearization {
-    let mut rng = seeded(seed);
-    let points: Vec<Vec<f64>> = if n_samples == 0 {
-        vec![mu.to_vec()]
-    } else {
-        (0..n_samples)
-            .map(|_| precision.sample(mu, &mut rng))
-            .collect()
-    };
-    let parts: Vec<Linearization> = points
+) -> Vec<Linearization> {
+    posterior_points(mu, precision, n_samples, seed)
         .iter()
         .map(|w| Linearization::new(net, lik, x, y, w).with_center(mu))
-        .collect();
-    Linearization::stack(&parts)
+        .collect()
+}
+
+/// `n` draws from `N(μ, Σ)` with a seed, or `[μ]` when `n` is 0.
+pub fn posterior_points(mu: &[f64], precision: &Precision, n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = seeded(seed);
+    if n == 0 {
+        vec![mu.to_vec()]
+    } else {
+        (0..n).map(|_| precision.sample(mu, &mut rng)).collect()
+    }
 }

@@ -71,46 +71,6 @@ impl Linearization {
         self
     }
 
-    /// Stacks S linearisations (e.g. at S samples from `q`) into one linear model over S·N
-    /// examples, each with precision `Λ_i/S`, so the S copies together weigh as one data set.
-    /// All must share the centre.
-    pub fn stack(parts: &[Linearization]) -> Self {
-        let s = parts.len();
-        assert!(s > 0, "at least one linearisation");
-        let first = &parts[0];
-        assert!(
-            parts
-                .iter()
-                .all(|p| p.center == first.center && p.k == first.k),
-            "same centre and K"
-        );
-        let rows: usize = parts.iter().map(|p| p.jac.nrows()).sum();
-        let mut jac = Mat::zeros(rows, first.jac.ncols());
-        let mut f = Mat::zeros(parts.iter().map(|p| p.n).sum(), first.k);
-        let (mut r0, mut n0) = (0, 0);
-        for p in parts {
-            jac.as_mut()
-                .subrows_mut(r0, p.jac.nrows())
-                .copy_from(&p.jac);
-            f.as_mut().subrows_mut(n0, p.n).copy_from(&p.f);
-            r0 += p.jac.nrows();
-            n0 += p.n;
-        }
-        Linearization {
-            w: first.center.clone(),
-            center: first.center.clone(),
-            f,
-            jac,
-            resid: parts.iter().flat_map(|p| p.resid.iter().copied()).collect(),
-            lambda: parts
-                .iter()
-                .flat_map(|p| p.lambda.iter().map(|l| l / s as f64))
-                .collect(),
-            n: n0,
-            k: first.k,
-        }
-    }
-
     /// Number of parameters P.
     pub fn n_params(&self) -> usize {
         self.jac.ncols()

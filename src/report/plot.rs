@@ -408,3 +408,62 @@ impl Figure for SweepFigure {
         root.present().map_err(err)
     }
 }
+
+/// Heatmaps side by side (e.g. a kernel at several training steps), sharing one colour scale:
+/// diverging blue–white–red around 0, or sequential white–blue.
+#[derive(Debug, Clone)]
+pub struct HeatmapGrid {
+    /// Title.
+    pub title: String,
+    /// Panel titles and square matrices (row-major values with their side).
+    pub panels: Vec<(String, faer::Mat<f64>)>,
+    /// Diverging colour scale centred on 0.
+    pub diverging: bool,
+}
+
+/// Colour of `v` on a scale with bound `m` (`[-m, m]` diverging, `[lo, m]` sequential).
+fn heat_color(v: f64, lo: f64, m: f64, diverging: bool) -> RGBColor {
+    let lerp = |a: u8, b: u8, t: f64| (a as f64 + (b as f64 - a as f64) * t.clamp(0.0, 1.0)) as u8;
+    if diverging {
+        let t = if m > 0.0 { v / m } else { 0.0 };
+        if t >= 0.0 {
+            RGBColor(lerp(255, 178, t), lerp(255, 24, t), lerp(255, 43, t))
+        } else {
+            RGBColor(lerp(255, 33, -t), lerp(255, 102, -t), lerp(255, 172, -t))
+        }
+    } else {
+        let t = if m > lo { (v - lo) / (m - lo) } else { 0.0 };
+        RGBColor(lerp(255, 8, t), lerp(255, 48, t), lerp(255, 107, t))
+    }
+}
+
+impl Figure for HeatmapGrid {
+    fn size(&self) -> (u32, u32) {
+        (300 * self.panels.len().max(1) as u32 + 40, 340)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
+        root.fill(&WHITE).map_err(err)?;
+        let root = root.titled(&self.title, ("sans-serif", 18)).map_err(err)?;
+        let all = self.panels.iter().flat_map(|(_, m)| m.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()));
+        let (lo, hi) = range(all, 0.0);
+        let bound = if self.diverging { lo.abs().max(hi.abs()) } else { hi };
+        let areas = root.split_evenly((1, self.panels.len().max(1)));
+        for (area, (title, m)) in areas.iter().zip(&self.panels) {
+            let n = m.nrows();
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 14))
+                .margin(10)
+                .build_cartesian_2d(0..n, 0..n)
+                .map_err(err)?;
+            chart
+                .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
+                    let c = heat_color(m[(i, j)], lo, bound, self.diverging);
+                    // Row i at the top.
+                    Rectangle::new([(j, n - 1 - i), (j + 1, n - i)], c.filled())
+                }))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)
+    }
+}

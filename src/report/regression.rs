@@ -6,11 +6,10 @@ use faer::MatRef;
 use super::plot::BandPanel;
 use crate::error::Result;
 use crate::gp::rbf::RbfGp;
-use crate::gp::Dnn2Gp;
+use crate::gp::GpPrediction;
 use crate::likelihood::Likelihood;
-use crate::nn::rng::seeded;
+use crate::nn::rng::{seeded, Rng};
 use crate::nn::Network;
-use crate::posterior::LaplaceGgn;
 
 /// Predictive columns on a grid; variances are for y (f plus observation noise).
 #[derive(Debug, Clone)]
@@ -37,10 +36,11 @@ pub struct Comparison {
     pub rbf_hyper: (f64, f64, f64),
 }
 
-/// Monte Carlo predictive mean and variance of `f_w(x)` (first output) over posterior samples.
+/// Monte Carlo predictive mean and variance of `f_w(x)` (first output) over `n_samples` draws
+/// `w = draw(rng)`.
 pub fn mc_predictive(
     net: &dyn Network,
-    post: &LaplaceGgn,
+    draw: &mut dyn FnMut(&mut Rng) -> Vec<f64>,
     x: MatRef<'_, f64>,
     n_samples: usize,
     seed: u64,
@@ -48,56 +48,44 @@ pub fn mc_predictive(
     let mut rng = seeded(seed);
     let m = x.nrows();
     let (mut s1, mut s2) = (vec![0.0; m], vec![0.0; m]);
-    for w in post.sample(n_samples, &mut rng) {
-        let f = net.forward(&w, x);
+    for _ in 0..n_samples {
+        let f = net.forward(&draw(&mut rng), x);
         for i in 0..m {
             s1[i] += f[(i, 0)];
             s2[i] += f[(i, 0)] * f[(i, 0)];
         }
     }
-    let n = n_samples as f64;
+    let n = n_samples.max(1) as f64;
     let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-    let var = s2
-        .iter()
-        .zip(&mean)
-        .map(|(s, m)| (s / n - m * m).max(0.0))
-        .collect();
+    let var = s2.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0)).collect();
     (mean, var)
 }
 
-/// Computes all three predictives on `grid` (network inputs) with plot coordinates `xs`.
+/// Assembles the comparison on `grid` (network inputs, plot coordinates `xs`): the network mean,
+/// the DNN2GP predictive, the Monte Carlo predictive, and an RBF GP fitted to the training data
+/// with the same noise.
 #[allow(clippy::too_many_arguments)]
 pub fn compare(
-    net: &dyn Network,
+    net_mean: Vec<f64>,
+    gp: GpPrediction,
+    mc: (Vec<f64>, Vec<f64>),
     lik: &dyn Likelihood,
-    gp: &Dnn2Gp<'_>,
-    post: &LaplaceGgn,
-    w: &[f64],
     train_x: MatRef<'_, f64>,
     train_y: &[f64],
     xs: &[f64],
     grid: MatRef<'_, f64>,
-    n_samples: usize,
-    seed: u64,
 ) -> Result<Comparison> {
-    let f = net.forward(w, grid);
-    let net_mean: Vec<f64> = f.col(0).iter().copied().collect();
-    let pred = gp.predict(net.jacobian(w, grid).as_ref());
-    let noise_var: Vec<f64> = net_mean
-        .iter()
-        .map(|m| lik.observation_variance(&[*m])[0])
-        .collect();
-    let (mc_mean, mc_var_f) = mc_predictive(net, post, grid, n_samples, seed);
+    let noise_var: Vec<f64> = net_mean.iter().map(|m| lik.observation_variance(&[*m])[0]).collect();
     let rbf = RbfGp::fit(train_x, train_y, noise_var[0])?;
     let (rbf_mean, rbf_var_f) = rbf.predict(grid);
     Ok(Comparison {
         x: xs.to_vec(),
         net_mean,
-        gp_mean: pred.mean,
-        gp_var_f: pred.var,
+        gp_mean: gp.mean,
+        gp_var_f: gp.var,
         noise_var,
-        mc_mean,
-        mc_var_f,
+        mc_mean: mc.0,
+        mc_var_f: mc.1,
         rbf_mean,
         rbf_var_f,
         rbf_hyper: (rbf.lengthscale, rbf.variance, rbf.log_marglik),
@@ -106,7 +94,9 @@ pub fn compare(
 
 impl Comparison {
     /// Figure panels with ±2 sd bands of y.
-    pub fn panels(&self, x_train: &[f64], y_train: &[f64], method: &str) -> Vec<BandPanel> {
+    /// `method` names the posterior ("Laplace", "VI"); the DNN2GP panel is centred on
+    /// `dnn2gp_mean` (the network output for Laplace, the Monte Carlo mean for VI).
+    pub fn panels(&self, x_train: &[f64], y_train: &[f64], method: &str, dnn2gp_mean: &[f64]) -> Vec<BandPanel> {
         let sd = |v: &[f64]| -> Vec<f64> {
             v.iter()
                 .zip(&self.noise_var)
@@ -123,7 +113,7 @@ impl Comparison {
         };
         vec![
             panel(format!("DNN-{method}"), &self.mc_mean, &self.mc_var_f),
-            panel(format!("DNN2GP-{method}"), &self.net_mean, &self.gp_var_f),
+            panel(format!("DNN2GP-{method}"), dnn2gp_mean, &self.gp_var_f),
             panel("GP (RBF kernel)".into(), &self.rbf_mean, &self.rbf_var_f),
         ]
     }

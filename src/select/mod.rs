@@ -4,4 +4,4 @@
 
 pub mod sweep;
 
-pub use sweep::{run_sweep, SweepParam, SweepPoint, SweepResult, SweepSpec};
+pub use sweep::{run_sweep, Method, SweepParam, SweepPoint, SweepResult, SweepSpec};

@@ -10,11 +10,43 @@ use rayon::prelude::*;
 
 use crate::data::Split;
 use crate::error::{Error, Result};
+use crate::gp::variational::converged_linearizations;
 use crate::gp::{Dnn2Gp, Space};
 use crate::likelihood::Gaussian;
 use crate::nn::{Activation, Mlp, Network};
 use crate::posterior::Linearization;
+use crate::train::vogn::{self, VognConfig};
 use crate::train::{fit_map, MapConfig, Objective};
+
+/// How the posterior of each fit is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// MAP by Adam + polish, then Laplace-GGN (DNN2GP-Laplace).
+    Laplace,
+    /// VOGN, then the converged GP at samples of q (DNN2GP-VI).
+    Vi,
+}
+
+impl FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "laplace" => Ok(Method::Laplace),
+            "vi" => Ok(Method::Vi),
+            other => Err(Error::Invalid(format!("unknown method '{other}' (expected laplace, vi or both)"))),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Laplace => "laplace",
+            Method::Vi => "vi",
+        })
+    }
+}
 
 /// The hyperparameter swept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,8 +99,15 @@ pub struct SweepSpec {
     pub delta: f64,
     /// σ when not swept.
     pub sigma: f64,
-    /// MAP training settings.
+    /// Laplace or VI.
+    pub method: Method,
+    /// MAP training settings (Laplace).
     pub map: MapConfig,
+    /// VOGN settings (VI).
+    pub vogn: VognConfig,
+    /// Samples of q at which the converged VI GP is linearised; its −log marglik is averaged
+    /// over them (0: linearised at the mean).
+    pub vi_gp_samples: usize,
     /// Seed of the shared initialisation.
     pub init_seed: u64,
     /// Space of the GP computations.
@@ -84,13 +123,14 @@ pub struct SweepPoint {
     pub value: f64,
     /// `−log p(ỹ)` of the GP.
     pub neg_log_marglik: f64,
-    /// The paper's Laplace form, `−log p(ỹ) + ½ gᵀA⁻¹g` (equal at a stationary point).
+    /// The paper's Laplace form, `−log p(ỹ) + ½ gᵀA⁻¹g` (equal at a stationary point; for VI
+    /// `g = Jᵀr + δμ` at the samples).
     pub laplace_neg_log_marglik: f64,
     /// Mean squared error of `f_{w*}` on the training set (target units).
     pub train_mse: f64,
     /// Mean squared error of `f_{w*}` on the test set (target units).
     pub test_mse: f64,
-    /// `‖∇L(w*)‖`.
+    /// `‖∇L‖` at `w*` (Laplace) or at `μ` (VI).
     pub grad_norm: f64,
 }
 
@@ -153,17 +193,33 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
         y: split.train.y.as_ref(),
         delta,
     };
-    let fit = fit_map(&obj, &net.init(spec.init_seed), &spec.map, None)?;
-    let lin = Linearization::new(&net, &lik, obj.x, obj.y, &fit.w);
-    let gp = Dnn2Gp::new(&lin, delta, spec.space, spec.memory_limit)?;
-    let lml = gp.log_marginal_likelihood()?;
+    let w0 = net.init(spec.init_seed);
+    let (w, lins) = match spec.method {
+        Method::Laplace => {
+            let fit = fit_map(&obj, &w0, &spec.map, None)?;
+            let lin = Linearization::new(&net, &lik, obj.x, obj.y, &fit.w);
+            (fit.w, vec![lin])
+        }
+        Method::Vi => {
+            let q = vogn::run(&obj, &w0, &spec.vogn, None)?.state;
+            let lins = converged_linearizations(&net, &lik, obj.x, obj.y, &q.mu, &q.precision, spec.vi_gp_samples, spec.vogn.seed);
+            (q.mu, lins)
+        }
+    };
+    // Mean over the linearisations (one for Laplace) of −log p(ỹ) and of the gap.
+    let (mut nlml, mut gap) = (0.0, 0.0);
+    for lin in &lins {
+        let gp = Dnn2Gp::new(lin, delta, spec.space, spec.memory_limit)?;
+        nlml -= gp.log_marginal_likelihood()? / lins.len() as f64;
+        gap += gp.stationarity_gap() / lins.len() as f64;
+    }
     Ok(SweepPoint {
         value,
-        neg_log_marglik: -lml,
-        laplace_neg_log_marglik: -lml + gp.stationarity_gap(),
-        train_mse: mse(&net, &fit.w, &split.train, split.y_scale),
-        test_mse: mse(&net, &fit.w, &split.test, split.y_scale),
-        grad_norm: fit.grad_norm,
+        neg_log_marglik: nlml,
+        laplace_neg_log_marglik: nlml + gap,
+        train_mse: mse(&net, &w, &split.train, split.y_scale),
+        test_mse: mse(&net, &w, &split.test, split.y_scale),
+        grad_norm: crate::linalg::norm(&obj.value_grad(&w).1),
     })
 }
 
