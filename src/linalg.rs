@@ -7,30 +7,37 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 
-/// Parallelism used for large products.
-pub fn par() -> Par {
-    Par::rayon(0)
+/// Parallelism for an operation of about `flops` floating-point operations: sequential below
+/// 2·10⁶, where threads cost more than they save.
+pub fn par_for(flops: usize) -> Par {
+    if flops < 2_000_000 {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    }
+}
+
+/// `C = A B` for views (the transposes are free views).
+fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut c = Mat::zeros(a.nrows(), b.ncols());
+    let par = par_for(2 * a.nrows() * a.ncols() * b.ncols());
+    matmul(c.as_mut(), Accum::Replace, a, b, 1.0, par);
+    c
 }
 
 /// `A Bᵀ`.
 pub fn a_bt(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut c = Mat::zeros(a.nrows(), b.nrows());
-    matmul(c.as_mut(), Accum::Replace, a, b.transpose(), 1.0, par());
-    c
+    product(a, b.transpose())
 }
 
 /// `Aᵀ B`.
 pub fn at_b(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut c = Mat::zeros(a.ncols(), b.ncols());
-    matmul(c.as_mut(), Accum::Replace, a.transpose(), b, 1.0, par());
-    c
+    product(a.transpose(), b)
 }
 
 /// `A B`.
 pub fn a_b(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut c = Mat::zeros(a.nrows(), b.ncols());
-    matmul(c.as_mut(), Accum::Replace, a, b, 1.0, par());
-    c
+    product(a, b)
 }
 
 /// `A v` for a vector `v`.
@@ -111,6 +118,11 @@ impl Cholesky {
         )))
     }
 
+    /// Parallelism of a triangular solve with `k` right-hand sides.
+    fn par(&self, k: usize) -> Par {
+        par_for(self.l.nrows() * self.l.nrows() * k)
+    }
+
     /// `log |A| = 2 Σ log L_ii`.
     pub fn log_det(&self) -> f64 {
         2.0 * (0..self.l.nrows())
@@ -121,17 +133,19 @@ impl Cholesky {
     /// `L⁻¹ B`.
     pub fn solve_l(&self, b: MatRef<'_, f64>) -> Mat<f64> {
         let mut x = b.to_owned();
-        solve_lower_triangular_in_place(self.l.as_ref(), x.as_mut(), par());
+        let par = self.par(b.ncols());
+        solve_lower_triangular_in_place(self.l.as_ref(), x.as_mut(), par);
         x
     }
 
     /// `A⁻¹ B = L⁻ᵀ L⁻¹ B`.
     pub fn solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
         let mut x = self.solve_l(b);
+        let par = self.par(b.ncols());
         faer::linalg::triangular_solve::solve_upper_triangular_in_place(
             self.l.as_ref().transpose(),
             x.as_mut(),
-            par(),
+            par,
         );
         x
     }
@@ -148,7 +162,7 @@ impl Cholesky {
         faer::linalg::triangular_solve::solve_upper_triangular_in_place(
             self.l.as_ref().transpose(),
             x.as_mut(),
-            par(),
+            Par::Seq,
         );
         x.col(0).iter().copied().collect()
     }
@@ -202,4 +216,15 @@ pub fn available_memory() -> u128 {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(8 << 30)
+}
+
+/// Symmetric PSD square root `U S^{1/2} Uᵀ` of a small symmetric matrix (negative eigenvalues
+/// from rounding are clipped to 0).
+pub fn sym_sqrt(a: MatRef<'_, f64>) -> Mat<f64> {
+    let evd = a
+        .self_adjoint_eigen(Side::Lower)
+        .expect("eigendecomposition of a small symmetric matrix");
+    let (u, s) = (evd.U(), evd.S());
+    let k = a.nrows();
+    Mat::from_fn(k, k, |i, j| (0..k).map(|l| u[(i, l)] * s[l].max(0.0).sqrt() * u[(j, l)]).sum())
 }

@@ -279,7 +279,7 @@ fn gp_at_stationary_point_is_the_linearised_laplace() {
     assert!(rel(lml, laplace) < 1e-8, "{lml} vs {laplace}");
     // Gaussian form: log N(y|f*,σ²) + log N(w*|0,δ⁻¹I) + (P/2) log 2π − ½ log|Σ⁻¹|.
     let p = w.len() as f64;
-    let log_lik = -dnn2gp::likelihood::nll_sum(&lik, lin.f.as_ref(), split.train.y.as_ref());
+    let log_lik = -lik.nll_sum(lin.f.as_ref(), split.train.y.as_ref());
     let log_prior =
         -0.5 * delta * dnn2gp::linalg::dot(&w, &w) + 0.5 * p * (delta / std::f64::consts::TAU).ln();
     let gauss =

@@ -4,7 +4,7 @@
 
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::variational::StepGp;
-use dnn2gp::likelihood::Gaussian;
+use dnn2gp::likelihood::{Gaussian, Likelihood};
 use dnn2gp::linalg::{a_b, a_bt, mat_vec, norm};
 use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp, Network};
@@ -246,7 +246,7 @@ fn minibatches_are_scaled_to_the_full_data() {
         dnn2gp::train::gather_rows(obj.y, &half),
     );
     let direct =
-        dnn2gp::likelihood::nll_sum(&lik, net.forward(&w, xh.as_ref()).as_ref(), yh.as_ref())
+        lik.nll_sum(net.forward(&w, xh.as_ref()).as_ref(), yh.as_ref())
             * obj.n() as f64
             / half.len() as f64;
     assert!(rel(loss, direct) < 1e-12);

@@ -1,5 +1,7 @@
 //! Gaussian likelihood `y ~ N(f, σ² I)`: `r = (f − y)/σ²`, `Λ = I/σ²`.
 
+use faer::{Mat, MatRef};
+
 use super::Likelihood;
 use crate::error::{Error, Result};
 
@@ -53,5 +55,20 @@ impl Likelihood for Gaussian {
 
     fn observation_variance(&self, f: &[f64]) -> Vec<f64> {
         vec![self.sigma * self.sigma; f.len()]
+    }
+
+    fn nll_sum(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
+        let s2 = self.sigma * self.sigma;
+        let sq: f64 = f
+            .col_iter()
+            .zip(y.col_iter())
+            .map(|(fc, yc)| fc.iter().zip(yc.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>())
+            .sum();
+        0.5 * sq / s2 + 0.5 * (f.nrows() * f.ncols()) as f64 * (std::f64::consts::TAU * s2).ln()
+    }
+
+    fn residuals(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
+        let s2 = self.sigma * self.sigma;
+        Mat::from_fn(f.nrows(), f.ncols(), |i, j| (f[(i, j)] - y[(i, j)]) / s2)
     }
 }

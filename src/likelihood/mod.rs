@@ -23,40 +23,52 @@ pub trait Likelihood: Sync + std::fmt::Debug {
     fn curvature(&self, f: &[f64], y: &[f64], lam: &mut [f64]);
     /// Variance added to the variance of `f` to get the predictive variance of `y`.
     fn observation_variance(&self, f: &[f64]) -> Vec<f64>;
-}
 
-/// Row `i` of a matrix as a vector.
-pub fn row(m: MatRef<'_, f64>, i: usize) -> Vec<f64> {
-    m.row(i).iter().copied().collect()
-}
-
-/// `Σ_i ℓ(y_i, f_i)` over the rows of `F` and `Y`.
-pub fn nll_sum(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
-    (0..f.nrows())
-        .map(|i| lik.nll(&row(f, i), &row(y, i)))
-        .sum()
-}
-
-/// Residuals `R` (N×K), row i = `r(y_i, f_i)`.
-pub fn residuals(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
-    let k = f.ncols();
-    let mut out = Mat::zeros(f.nrows(), k);
-    let mut r = vec![0.0; k];
-    for i in 0..f.nrows() {
-        lik.residual(&row(f, i), &row(y, i), &mut r);
-        for (j, v) in r.iter().enumerate() {
-            out[(i, j)] = *v;
-        }
+    /// `Σ_i ℓ(y_i, f_i)` over the rows of `F` and `Y`.
+    fn nll_sum(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
+        let (mut fr, mut yr) = (vec![0.0; f.ncols()], vec![0.0; y.ncols()]);
+        (0..f.nrows())
+            .map(|i| {
+                copy_row(f, i, &mut fr);
+                copy_row(y, i, &mut yr);
+                self.nll(&fr, &yr)
+            })
+            .sum()
     }
-    out
+
+    /// Residuals `R` (N×K), row i = `r(y_i, f_i)`.
+    fn residuals(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
+        let k = f.ncols();
+        let mut out = Mat::zeros(f.nrows(), k);
+        let (mut fr, mut yr, mut r) = (vec![0.0; k], vec![0.0; y.ncols()], vec![0.0; k]);
+        for i in 0..f.nrows() {
+            copy_row(f, i, &mut fr);
+            copy_row(y, i, &mut yr);
+            self.residual(&fr, &yr, &mut r);
+            for (j, v) in r.iter().enumerate() {
+                out[(i, j)] = *v;
+            }
+        }
+        out
+    }
+}
+
+/// Copies row `i` of `m` into `out`.
+fn copy_row(m: MatRef<'_, f64>, i: usize, out: &mut [f64]) {
+    for (o, v) in out.iter_mut().zip(m.row(i).iter()) {
+        *o = *v;
+    }
 }
 
 /// Curvatures of all examples, `N·K·K` values, block i = `Λ_i` row-major.
 pub fn curvatures(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Vec<f64> {
     let k = f.ncols();
     let mut out = vec![0.0; f.nrows() * k * k];
+    let (mut fr, mut yr) = (vec![0.0; k], vec![0.0; y.ncols()]);
     for (i, block) in out.chunks_mut(k * k).enumerate() {
-        lik.curvature(&row(f, i), &row(y, i), block);
+        copy_row(f, i, &mut fr);
+        copy_row(y, i, &mut yr);
+        lik.curvature(&fr, &yr, block);
     }
     out
 }

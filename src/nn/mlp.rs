@@ -12,7 +12,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::rng::{seeded, uniform};
-use super::{Activation, Network, JACOBIAN_CHUNK};
+use super::{Activation, Cotangents, Network, Reduce, JACOBIAN_CHUNK};
 use crate::error::{Error, Result};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
@@ -29,6 +29,8 @@ pub struct Mlp {
 enum Sink<'a> {
     /// Summed over rows: a gradient of length P.
     Sum(&'a mut [f64]),
+    /// Squares summed over rows: `Σ_m (∂(c_mᵀ f)/∂w)²`, length P.
+    SumSq(&'a mut [f64]),
     /// One row per cotangent row: a Jacobian block (rows × P).
     Rows(MatMut<'a, f64>),
 }
@@ -131,12 +133,27 @@ impl Mlp {
             let (w_off, b_off) = (off[l], off[l] + o * i);
             match &mut sink {
                 Sink::Sum(grad) => {
-                    debug_assert_eq!(rpe, 1);
                     // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
                     let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
-                    matmul(gw, Accum::Add, a_in.transpose(), g.as_ref(), 1.0, Par::Seq);
+                    if rpe == 1 {
+                        matmul(gw, Accum::Add, a_in.transpose(), g.as_ref(), 1.0, Par::Seq);
+                    } else {
+                        let gsum = Mat::from_fn(a_in.nrows(), o, |e, j| (0..rpe).map(|r| g[(e * rpe + r, j)]).sum::<f64>());
+                        matmul(gw, Accum::Add, a_in.transpose(), gsum.as_ref(), 1.0, Par::Seq);
+                    }
                     for j in 0..o {
                         grad[b_off + j] += g.col(j).iter().sum::<f64>();
+                    }
+                }
+                Sink::SumSq(sq) => {
+                    // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
+                    let n = a_in.nrows();
+                    let gsq = Mat::from_fn(n, o, |e, j| (0..rpe).map(|r| g[(e * rpe + r, j)].powi(2)).sum::<f64>());
+                    let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
+                    let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
+                    matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
+                    for j in 0..o {
+                        sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
                     }
                 }
                 Sink::Rows(jac) => {
@@ -145,8 +162,14 @@ impl Mlp {
                         for c in 0..i {
                             let ac = a_in.col(c);
                             let dst = jac.rb_mut().col_mut(w_off + j * i + c);
-                            for (m, d) in dst.iter_mut().enumerate() {
-                                *d = gj[m] * ac[m / rpe];
+                            if rpe == 1 {
+                                for ((d, g), a) in dst.iter_mut().zip(gj.iter()).zip(ac.iter()) {
+                                    *d = g * a;
+                                }
+                            } else {
+                                for (m, d) in dst.iter_mut().enumerate() {
+                                    *d = gj[m] * ac[m / rpe];
+                                }
                             }
                         }
                         jac.rb_mut().col_mut(b_off + j).copy_from(gj);
@@ -179,15 +202,15 @@ impl Mlp {
         assert_eq!(x.ncols(), self.sizes[0], "input width");
     }
 
-    /// Jacobian block of a chunk of examples (chunk·K × P).
-    fn jacobian_chunk(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+    /// Outputs and Jacobian block of a chunk of examples (chunk × K, chunk·K × P).
+    fn jacobian_chunk(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
         let k = self.n_outputs();
         let n = x.nrows();
-        let acts = self.forward_all(w, x);
+        let mut acts = self.forward_all(w, x);
         let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
         let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
         self.backward(w, &acts, seed, k, Sink::Rows(jac.as_mut()));
-        jac
+        (acts.pop().expect("output layer"), jac)
     }
 }
 
@@ -209,37 +232,51 @@ impl Network for Mlp {
         self.forward_all(w, x).pop().expect("output layer")
     }
 
-    fn forward_vjp(
+    fn forward_reduce(
         &self,
         w: &[f64],
         x: MatRef<'_, f64>,
-        cot: &mut dyn FnMut(MatRef<'_, f64>) -> Mat<f64>,
-    ) -> (Mat<f64>, Vec<f64>) {
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+    ) -> (Mat<f64>, Vec<Vec<f64>>) {
         self.check_input(w, x);
         let acts = self.forward_all(w, x);
         let f = acts.last().expect("output layer").clone();
-        let c = cot(f.as_ref());
-        let mut grad = vec![0.0; self.n_params()];
-        self.backward(w, &acts, c, 1, Sink::Sum(&mut grad));
-        (f, grad)
+        let out = requests(f.as_ref())
+            .into_iter()
+            .map(|c| {
+                let mut acc = vec![0.0; self.n_params()];
+                let sink = match c.reduce {
+                    Reduce::Sum => Sink::Sum(&mut acc),
+                    Reduce::SumSq => Sink::SumSq(&mut acc),
+                };
+                self.backward(w, &acts, c.rows, c.rows_per_example, sink);
+                acc
+            })
+            .collect();
+        (f, out)
     }
 
-    fn jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
         self.check_input(w, x);
         let (n, k) = (x.nrows(), self.n_outputs());
+        if n <= JACOBIAN_CHUNK {
+            return self.jacobian_chunk(w, x);
+        }
         let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
-        let blocks: Vec<Mat<f64>> = starts
+        let blocks: Vec<(Mat<f64>, Mat<f64>)> = starts
             .par_iter()
             .map(|&s| {
                 let len = JACOBIAN_CHUNK.min(n - s);
                 self.jacobian_chunk(w, x.subrows(s, len))
             })
             .collect();
+        let mut f = Mat::<f64>::zeros(n, k);
         let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
-        for (s, b) in starts.iter().zip(&blocks) {
-            jac.as_mut().subrows_mut(s * k, b.nrows()).copy_from(b);
+        for (s, (fb, jb)) in starts.iter().zip(&blocks) {
+            f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
+            jac.as_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);
         }
-        jac
+        (f, jac)
     }
 
     /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.

@@ -20,6 +20,16 @@ pub trait Network: Sync {
     fn n_outputs(&self) -> usize;
     /// Outputs `F` (N×K) for inputs `X` (N×D).
     fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64>;
+    /// Outputs `F` and, from one forward pass, a reduction over cotangent rows for each request
+    /// that `requests` makes from `F`: `Σ_m J_{n(m)}ᵀ c_m` ([`Reduce::Sum`]) or the elementwise
+    /// `Σ_m (J_{n(m)}ᵀ c_m)²` ([`Reduce::SumSq`]), without forming J.
+    fn forward_reduce(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+    ) -> (Mat<f64>, Vec<Vec<f64>>);
+
     /// Outputs `F` and the vector-Jacobian product `Σ_i J_iᵀ c_i`, where the cotangents
     /// `C` (N×K) are computed from `F` by `cot`.
     fn forward_vjp(
@@ -27,11 +37,41 @@ pub trait Network: Sync {
         w: &[f64],
         x: MatRef<'_, f64>,
         cot: &mut dyn FnMut(MatRef<'_, f64>) -> Mat<f64>,
-    ) -> (Mat<f64>, Vec<f64>);
-    /// Per-example Jacobians stacked as an NK×P matrix, row `n·K + k` = `∂f_k(x_n)/∂w`.
-    fn jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64>;
+    ) -> (Mat<f64>, Vec<f64>) {
+        let (f, mut out) = self.forward_reduce(w, x, &mut |f| {
+            vec![Cotangents { rows: cot(f), rows_per_example: 1, reduce: Reduce::Sum }]
+        });
+        (f, out.pop().expect("one request"))
+    }
+    /// Outputs `F` (N×K) and per-example Jacobians stacked as an NK×P matrix, row `n·K + k` =
+    /// `∂f_k(x_n)/∂w`, from one forward pass.
+    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>);
+    /// The stacked Jacobians alone.
+    fn jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.forward_jacobian(w, x).1
+    }
     /// Initial parameters from a seed.
     fn init(&self, seed: u64) -> Vec<f64>;
+}
+
+/// How a backward pass reduces the per-row parameter derivatives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    /// Their sum (a gradient).
+    Sum,
+    /// The sum of their elementwise squares (a diagonal GGN or empirical Fisher).
+    SumSq,
+}
+
+/// Cotangent rows for a backward pass: row `m` belongs to example `m / rows_per_example`.
+#[derive(Debug, Clone)]
+pub struct Cotangents {
+    /// The rows (M×K).
+    pub rows: Mat<f64>,
+    /// Rows per example.
+    pub rows_per_example: usize,
+    /// The reduction.
+    pub reduce: Reduce,
 }
 
 /// Number of examples per parallel Jacobian chunk.

@@ -23,9 +23,19 @@ pub fn normal(rng: &mut Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// A vector of `n` standard normal draws.
+/// A vector of `n` standard normal draws (Box–Muller, both coordinates of each pair).
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| normal(rng)).collect()
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1 = 1.0 - uniform(rng);
+        let u2 = uniform(rng);
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+        out.push(r * c);
+        out.push(r * s);
+    }
+    out.truncate(n);
+    out
 }
 
 /// Index drawn from the discrete distribution `probs` (summing to 1).

@@ -46,9 +46,8 @@ impl Linearization {
         y: MatRef<'_, f64>,
         w: &[f64],
     ) -> Self {
-        let f = net.forward(w, x);
-        let jac = net.jacobian(w, x);
-        let r = likelihood::residuals(lik, f.as_ref(), y);
+        let (f, jac) = net.forward_jacobian(w, x);
+        let r = lik.residuals(f.as_ref(), y);
         let (n, k) = (f.nrows(), f.ncols());
         let resid = (0..n * k).map(|m| r[(m / k, m % k)]).collect();
         let lambda = likelihood::curvatures(lik, f.as_ref(), y);
@@ -149,7 +148,7 @@ impl Linearization {
         }
         let mut out = Mat::zeros(self.jac.nrows(), self.jac.ncols());
         for i in 0..self.n {
-            let root = sym_sqrt(&self.lambda_block(i));
+            let root = crate::linalg::sym_sqrt(self.lambda_block(i).as_ref());
             let ji = self.jac.as_ref().subrows(i * k, k);
             out.as_mut()
                 .subrows_mut(i * k, k)
@@ -164,9 +163,16 @@ impl Linearization {
         at_b(s.as_ref(), s.as_ref())
     }
 
-    /// The diagonal of the GGN.
+    /// The diagonal of the GGN, `Σ_m λ_m J_m²` when every `Λ_i` is a multiple of the identity.
     pub fn ggn_diag(&self) -> Vec<f64> {
-        crate::linalg::col_sq_norms(self.sqrt_lambda_jac().as_ref())
+        let k = self.k;
+        if !self.lambda.chunks(k * k).all(|b| is_scaled_identity(k, b)) {
+            return crate::linalg::col_sq_norms(self.sqrt_lambda_jac().as_ref());
+        }
+        self.jac
+            .col_iter()
+            .map(|c| c.iter().enumerate().map(|(m, j)| self.lambda[(m / k) * k * k] * j * j).sum())
+            .collect()
     }
 
     /// The loss gradient without the prior, `Σ_i J_iᵀ r_i`.
@@ -176,7 +182,7 @@ impl Linearization {
 }
 
 /// Whether a K×K block is `c I`.
-fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
+pub fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
     (0..k).all(|i| {
         (0..k).all(|j| {
             if i == j {
@@ -185,20 +191,5 @@ fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
                 b[i * k + j] == 0.0
             }
         })
-    })
-}
-
-/// Symmetric PSD square root `U S^{1/2} Uᵀ` of a small matrix.
-fn sym_sqrt(a: &Mat<f64>) -> Mat<f64> {
-    let evd = a
-        .self_adjoint_eigen(Side::Lower)
-        .expect("eigendecomposition of a small symmetric matrix");
-    let u = evd.U();
-    let s = evd.S();
-    let k = a.nrows();
-    Mat::from_fn(k, k, |i, j| {
-        (0..k)
-            .map(|l| u[(i, l)] * s[l].max(0.0).sqrt() * u[(j, l)])
-            .sum()
     })
 }

@@ -60,6 +60,32 @@ impl Default for Adam {
     }
 }
 
+/// Adam's moment estimates.
+#[derive(Debug, Clone)]
+pub struct AdamState {
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: usize,
+}
+
+impl AdamState {
+    /// Zero moments for P parameters.
+    pub fn new(p: usize) -> Self {
+        AdamState { m: vec![0.0; p], v: vec![0.0; p], t: 0 }
+    }
+
+    /// One update of `w` with gradient `g` and learning rate `lr`.
+    pub fn step(&mut self, a: &Adam, w: &mut [f64], g: &[f64], lr: f64) {
+        self.t += 1;
+        let (c1, c2) = (1.0 - a.beta1.powi(self.t as i32), 1.0 - a.beta2.powi(self.t as i32));
+        for i in 0..w.len() {
+            self.m[i] = a.beta1 * self.m[i] + (1.0 - a.beta1) * g[i];
+            self.v[i] = a.beta2 * self.v[i] + (1.0 - a.beta2) * g[i] * g[i];
+            w[i] -= lr * (self.m[i] / c1) / ((self.v[i] / c2).sqrt() + a.eps);
+        }
+    }
+}
+
 /// Runs Adam for `cfg.epochs` epochs from `w0`.
 pub fn run(
     obj: &Objective<'_>,
@@ -69,14 +95,14 @@ pub fn run(
 ) -> Result<MapResult> {
     let a = cfg.adam;
     let p = w0.len();
-    let (mut w, mut m, mut v) = (w0.to_vec(), vec![0.0; p], vec![0.0; p]);
+    let mut w = w0.to_vec();
+    let mut state = AdamState::new(p);
     let mut lr = a.lr;
     let mut rng = seeded(cfg.seed);
     let n = obj.n();
     let batch = cfg.batch_size.unwrap_or(n).clamp(1, n.max(1));
     let mut history = Vec::with_capacity(cfg.epochs);
     let (mut best, mut bad) = (f64::INFINITY, 0usize);
-    let mut t = 0usize;
     for _ in 0..cfg.epochs {
         let order: Vec<usize> = if batch < n {
             permutation(&mut rng, n)
@@ -91,15 +117,9 @@ pub fn run(
             } else {
                 obj.value_grad(&w)
             };
-            t += 1;
-            check_finite(loss, &g, "Adam", t)?;
+            check_finite(loss, &g, "Adam", state.t + 1)?;
             epoch_loss += loss / n_batches as f64;
-            let (c1, c2) = (1.0 - a.beta1.powi(t as i32), 1.0 - a.beta2.powi(t as i32));
-            for i in 0..p {
-                m[i] = a.beta1 * m[i] + (1.0 - a.beta1) * g[i];
-                v[i] = a.beta2 * v[i] + (1.0 - a.beta2) * g[i] * g[i];
-                w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + a.eps);
-            }
+            state.step(&a, &mut w, &g, lr);
         }
         history.push(epoch_loss);
         if let Some(pl) = a.plateau {

@@ -12,11 +12,11 @@ use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
 use crate::error::{Error, Result};
-use crate::likelihood::{self, Likelihood};
+use crate::likelihood::Likelihood;
 use crate::linalg::{dot, norm};
 use crate::nn::Network;
 
-pub use adam::{Adam, Plateau};
+pub use adam::{Adam, AdamState, Plateau};
 
 /// The regularised sum-loss `L(w)` on a data set.
 pub struct Objective<'a> {
@@ -64,8 +64,8 @@ impl Objective<'_> {
     ) -> (f64, Vec<f64>) {
         let mut data_loss = 0.0;
         let (_, mut g) = self.net.forward_vjp(w, x, &mut |f| {
-            data_loss = likelihood::nll_sum(self.lik, f, y);
-            likelihood::residuals(self.lik, f, y)
+            data_loss = self.lik.nll_sum(f, y);
+            self.lik.residuals(f, y)
         });
         for (gi, wi) in g.iter_mut().zip(w) {
             *gi = scale * *gi + self.delta * wi;

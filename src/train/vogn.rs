@@ -15,13 +15,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use faer::Mat;
+use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
 use super::{check_finite, gather_rows, Objective};
-use crate::error::{Error, Result};
 use crate::likelihood;
-use crate::linalg::{at_b, col_sq_norms, Cholesky};
+use crate::nn::{Cotangents, Reduce};
+use crate::posterior::linearization::is_scaled_identity;
+use crate::error::{Error, Result};
+
+use crate::linalg::{at_b, col_sq_norms, sym_sqrt, Cholesky};
 use crate::nn::rng::{normals, permutation, seeded, Rng};
 use crate::posterior::Linearization;
 
@@ -237,66 +240,100 @@ impl VognState {
     }
 }
 
+/// A curvature estimate Ĥ in the form of the covariance.
+enum Hessian {
+    Full(Mat<f64>),
+    Diag(Vec<f64>),
+}
+
 /// Full-data-scaled gradient and curvature estimates at the samples.
 struct Estimates {
     g: Vec<f64>,
-    h_full: Option<Mat<f64>>,
-    h_diag: Option<Vec<f64>>,
+    h: Hessian,
     loss: f64,
 }
 
-fn estimates(
-    obj: &Objective<'_>,
-    cfg: &VognConfig,
-    idx: Option<&[usize]>,
-    samples: &[Vec<f64>],
-) -> Estimates {
-    let (xb, yb) = match idx {
-        Some(idx) => (gather_rows(obj.x, idx), gather_rows(obj.y, idx)),
-        None => (obj.x.to_owned(), obj.y.to_owned()),
+/// `Λ_i^{1/2}` rows for every example: cotangents whose squared derivatives sum to diag(GGN).
+fn sqrt_curvature_rows(obj: &Objective<'_>, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
+    let k = f.ncols();
+    let lam = likelihood::curvatures(obj.lik, f, y);
+    let mut rows = Mat::zeros(f.nrows() * k, k);
+    for (i, b) in lam.chunks(k * k).enumerate() {
+        if is_scaled_identity(k, b) {
+            (0..k).for_each(|a| rows[(i * k + a, a)] = b[0].sqrt());
+        } else {
+            let root = sym_sqrt(Mat::from_fn(k, k, |a, c| b[a * k + c]).as_ref());
+            rows.as_mut().subrows_mut(i * k, k).copy_from(&root);
+        }
+    }
+    rows
+}
+
+/// Diagonal estimates from backward passes alone (no Jacobian is formed).
+fn diag_estimates(obj: &Objective<'_>, cfg: &VognConfig, xb: MatRef<'_, f64>, yb: MatRef<'_, f64>, samples: &[Vec<f64>]) -> Estimates {
+    let p = samples[0].len();
+    let scale = obj.n() as f64 / xb.nrows() as f64 / samples.len() as f64;
+    let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
+    for w in samples {
+        let (_, out) = obj.net.forward_reduce(w, xb, &mut |f| {
+            loss += scale * obj.lik.nll_sum(f, yb);
+            let r = obj.lik.residuals(f, yb);
+            let curv = match cfg.curvature {
+                Curvature::Ggn => Cotangents { rows: sqrt_curvature_rows(obj, f, yb), rows_per_example: f.ncols(), reduce: Reduce::SumSq },
+                Curvature::SquaredGradients => Cotangents { rows: r.clone(), rows_per_example: 1, reduce: Reduce::SumSq },
+            };
+            vec![Cotangents { rows: r, rows_per_example: 1, reduce: Reduce::Sum }, curv]
+        });
+        g.iter_mut().zip(&out[0]).for_each(|(a, b)| *a += scale * b);
+        h.iter_mut().zip(&out[1]).for_each(|(a, b)| *a += scale * b);
+    }
+    Estimates { g, h: Hessian::Diag(h), loss }
+}
+
+fn estimates(obj: &Objective<'_>, cfg: &VognConfig, idx: Option<&[usize]>, samples: &[Vec<f64>]) -> Estimates {
+    let gathered = idx.map(|idx| (gather_rows(obj.x, idx), gather_rows(obj.y, idx)));
+    let (xb, yb) = match &gathered {
+        Some((x, y)) => (x.as_ref(), y.as_ref()),
+        None => (obj.x, obj.y),
     };
+    if cfg.covariance == Covariance::Diag {
+        return diag_estimates(obj, cfg, xb, yb, samples);
+    }
     let m = xb.nrows();
     let p = samples[0].len();
     let scale = obj.n() as f64 / m as f64 / samples.len() as f64;
-    let mut est = Estimates {
-        g: vec![0.0; p],
-        h_full: (cfg.covariance == Covariance::Full).then(|| Mat::zeros(p, p)),
-        h_diag: (cfg.covariance == Covariance::Diag).then(|| vec![0.0; p]),
-        loss: 0.0,
-    };
+    let mut g = vec![0.0; p];
+    let mut loss = 0.0;
+    // Rows whose outer products sum to Ĥ, all samples stacked: Λ^{1/2} J (GGN) or the
+    // per-example gradients g_i = J_iᵀ r_i.
+    let mut stacked: Vec<Mat<f64>> = Vec::new();
     for w in samples {
-        let lin = Linearization::new(obj.net, obj.lik, xb.as_ref(), yb.as_ref(), w);
-        est.loss += scale * likelihood::nll_sum(obj.lik, lin.f.as_ref(), yb.as_ref());
-        for (g, v) in est.g.iter_mut().zip(lin.loss_gradient()) {
+        let lin = Linearization::new(obj.net, obj.lik, xb, yb, w);
+        loss += scale * obj.lik.nll_sum(lin.f.as_ref(), yb);
+        for (g, v) in g.iter_mut().zip(lin.loss_gradient()) {
             *g += scale * v;
         }
-        // Rows whose outer products sum to Ĥ: Λ^{1/2} J (GGN) or the per-example gradients.
-        let rows = match cfg.curvature {
+        stacked.push(match cfg.curvature {
             Curvature::Ggn => lin.sqrt_lambda_jac(),
             Curvature::SquaredGradients => {
                 let k = lin.k;
-                Mat::from_fn(m, p, |i, c| {
-                    (0..k)
-                        .map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a])
-                        .sum()
-                })
+                Mat::from_fn(m, p, |i, c| (0..k).map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a]).sum())
             }
-        };
-        if let Some(h) = est.h_full.as_mut() {
-            let add = at_b(rows.as_ref(), rows.as_ref());
-            for j in 0..p {
-                for i in 0..p {
-                    h[(i, j)] += scale * add[(i, j)];
-                }
-            }
-        }
-        if let Some(h) = est.h_diag.as_mut() {
-            for (h, v) in h.iter_mut().zip(col_sq_norms(rows.as_ref())) {
-                *h += scale * v;
-            }
-        }
+        });
     }
-    est
+    let h_full = {
+        let total: usize = stacked.iter().map(|r| r.nrows()).sum();
+        let mut all = Mat::<f64>::zeros(total, p);
+        let mut r0 = 0;
+        for r in &stacked {
+            all.as_mut().subrows_mut(r0, r.nrows()).copy_from(r);
+            r0 += r.nrows();
+        }
+        let mut h = at_b(all.as_ref(), all.as_ref());
+        h.as_mut().col_iter_mut().for_each(|c| c.iter_mut().for_each(|v| *v *= scale));
+        h
+    };
+    Estimates { g, h: Hessian::Full(h_full), loss }
 }
 
 /// One VOGN step on the minibatch `idx` (`None`: all data) at the given samples of `q`;
@@ -312,15 +349,15 @@ pub fn step_at(
     state.t += 1;
     check_finite(est.loss, &est.g, "VOGN", state.t)?;
     let (beta, delta) = (cfg.beta, obj.delta);
-    state.precision = match (&state.precision, est.h_full, est.h_diag) {
-        (Precision::Full { matrix, .. }, Some(h), _) => {
+    state.precision = match (&state.precision, est.h) {
+        (Precision::Full { matrix, .. }, Hessian::Full(h)) => {
             let p = matrix.nrows();
             Precision::full(Mat::from_fn(p, p, |i, j| {
                 (1.0 - beta) * matrix[(i, j)]
                     + beta * (h[(i, j)] + if i == j { delta } else { 0.0 })
             }))?
         }
-        (Precision::Diag(d), _, Some(h)) => Precision::Diag(
+        (Precision::Diag(d), Hessian::Diag(h)) => Precision::Diag(
             d.iter()
                 .zip(&h)
                 .map(|(d, h)| (1.0 - beta) * d + beta * (h + delta))
