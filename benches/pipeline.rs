@@ -7,9 +7,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
+use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::Linearization;
-use dnn2gp::nn::rng::seeded;
 use dnn2gp::train::vogn::{self, Covariance, VognConfig, VognState};
 use dnn2gp::train::{fit_map, Adam, AdamState, MapConfig, Objective};
 
@@ -42,14 +42,24 @@ fn bench(c: &mut Criterion) {
             st.step(&opts, &mut wa, &g, 1e-6);
         })
     });
-    for (cov, mc) in [(Covariance::Diag, 1), (Covariance::Full, 1), (Covariance::Diag, 10)] {
-        let cfg = VognConfig { covariance: cov, mc_samples: mc, ..VognConfig::default() };
+    for (cov, mc) in [
+        (Covariance::Diag, 1),
+        (Covariance::Full, 1),
+        (Covariance::Diag, 10),
+    ] {
+        let cfg = VognConfig {
+            covariance: cov,
+            mc_samples: mc,
+            ..VognConfig::default()
+        };
         let state = VognState::new(&w, &cfg).unwrap();
         let mut rng = seeded(0);
         c.bench_function(&format!("toy/step VOGN {cov} MC {mc}"), |b| {
             b.iter(|| {
                 let mut st = state.clone();
-                let samples: Vec<Vec<f64>> = (0..mc).map(|_| st.precision.sample(&st.mu, &mut rng)).collect();
+                let samples: Vec<Vec<f64>> = (0..mc)
+                    .map(|_| st.precision.sample(&st.mu, &mut rng))
+                    .collect();
                 black_box(vogn::step_at(&obj, &mut st, &cfg, None, &samples).unwrap())
             })
         });

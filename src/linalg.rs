@@ -226,5 +226,9 @@ pub fn sym_sqrt(a: MatRef<'_, f64>) -> Mat<f64> {
         .expect("eigendecomposition of a small symmetric matrix");
     let (u, s) = (evd.U(), evd.S());
     let k = a.nrows();
-    Mat::from_fn(k, k, |i, j| (0..k).map(|l| u[(i, l)] * s[l].max(0.0).sqrt() * u[(j, l)]).sum())
+    Mat::from_fn(k, k, |i, j| {
+        (0..k)
+            .map(|l| u[(i, l)] * s[l].max(0.0).sqrt() * u[(j, l)])
+            .sum()
+    })
 }

@@ -165,12 +165,22 @@ fn demo_writes_figures_and_summary() {
         "3",
         "--epochs",
         "200",
+        "--vi-epochs",
+        "50",
         "--out",
         out.to_str().unwrap(),
     ]);
     let s = json(&out.join("summary.json"));
-    assert!(s["chosen_delta"].as_f64().unwrap() > 0.0);
-    for f in ["sweep.png", "regression.png", "sweep.svg", "regression.svg"] {
+    assert!(s["chosen_delta_laplace"].as_f64().unwrap() > 0.0);
+    assert!(s["chosen_delta_vi"].as_f64().unwrap() > 0.0);
+    for f in [
+        "laplace/sweep.png",
+        "vi/sweep.png",
+        "sweep_both.png",
+        "sweep_both.svg",
+        "regression.png",
+        "regression.svg",
+    ] {
         let meta = std::fs::metadata(out.join(f)).unwrap();
         assert!(meta.len() > 1000, "{f}");
     }
@@ -356,4 +366,91 @@ fn help_has_examples() {
     for cmd in ["demo", "train", "gp", "sweep"] {
         assert!(ok(&[cmd, "--help"]).contains("Example"), "{cmd}");
     }
+}
+
+#[test]
+fn vi_command_writes_predictives_and_kernel_evolution() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("vi");
+    let s = ok(&[
+        "vi",
+        "--data",
+        "toy",
+        "--hidden",
+        "5",
+        "--delta",
+        "1",
+        "--vi-epochs",
+        "40",
+        "--mc-samples",
+        "2",
+        "--kernel-every",
+        "10",
+        "--kernel-points",
+        "12",
+        "--samples",
+        "20",
+        "--vi-gp-samples",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(s.contains("40 steps"), "{s}");
+    let summary = json(&out.join("vi.json"));
+    assert!(summary["log_marglik_converged"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    let (shape, kernels) = dnn2gp::report::files::read_npy(&out.join("kernels.npy")).unwrap();
+    assert_eq!(shape, vec![4, 12, 12], "snapshots at steps 0, 10, 20, 30");
+    // Each kernel is symmetric positive semi-definite on its diagonal.
+    assert!((0..12).all(|i| kernels[i * 12 + i] >= 0.0));
+    for f in [
+        "mu.npy",
+        "precision.npy",
+        "regression.png",
+        "kernel_evolution.png",
+        "kernel_evolution.svg",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let err = fails(&["vi", "--beta", "1.5", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("--beta"), "{err}");
+    let err = fails(&["vi", "--covariance", "kron", "--out", out.to_str().unwrap()]);
+    assert!(err.contains("kron"), "{err}");
+}
+
+#[test]
+fn sweep_with_both_methods() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("both");
+    ok(&[
+        "sweep",
+        "--data",
+        "toy",
+        "--method",
+        "both",
+        "--hidden",
+        "4",
+        "--grid",
+        "0.3,3",
+        "--epochs",
+        "100",
+        "--vi-epochs",
+        "30",
+        "--vi-gp-samples",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    for f in [
+        "laplace/sweep.csv",
+        "vi/sweep.csv",
+        "sweep_both.png",
+        "sweep_both.svg",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let vi = std::fs::read_to_string(out.join("vi/sweep.csv")).unwrap();
+    assert_eq!(vi.lines().count(), 3);
 }

@@ -245,10 +245,8 @@ fn minibatches_are_scaled_to_the_full_data() {
         dnn2gp::train::gather_rows(obj.x, &half),
         dnn2gp::train::gather_rows(obj.y, &half),
     );
-    let direct =
-        lik.nll_sum(net.forward(&w, xh.as_ref()).as_ref(), yh.as_ref())
-            * obj.n() as f64
-            / half.len() as f64;
+    let direct = lik.nll_sum(net.forward(&w, xh.as_ref()).as_ref(), yh.as_ref()) * obj.n() as f64
+        / half.len() as f64;
     assert!(rel(loss, direct) < 1e-12);
 }
 

@@ -44,7 +44,9 @@ pub enum Command {
     Gp(GpCmd),
     /// Train with VOGN; DNN-VI and DNN2GP-VI predictives, the VI marginal likelihood and the
     /// kernel during training.
-    #[command(after_help = "Example:\n  dnn2gp vi --data snelson --data-dir DATA --hidden 32 --activation sigmoid --delta 1 \\\n            --sigma 0.286 --mc-samples 10 --vi-batch-size 20 --covariance diag --out snelson-vi")]
+    #[command(
+        after_help = "Example:\n  dnn2gp vi --data snelson --data-dir DATA --hidden 32 --activation sigmoid --delta 1 \\\n            --sigma 0.286 --mc-samples 10 --vi-batch-size 20 --covariance diag --out snelson-vi"
+    )]
     Vi(ViCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
     #[command(
@@ -176,8 +178,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 2000)]
     pub epochs: usize,
     /// VOGN epochs per fit.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub vi_epochs: usize,
+    /// Toy data sets in the VI sweep (the first ones of the Laplace sweep).
+    #[arg(long, default_value_t = 3)]
+    pub vi_sets: usize,
     /// Points on the δ grid, logspace(−2, 2, n).
     #[arg(long, default_value_t = 21)]
     pub grid_points: usize,

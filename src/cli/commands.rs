@@ -10,18 +10,18 @@ use serde::{Deserialize, Serialize};
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
+use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
 use dnn2gp::gp::{Dnn2Gp, GpPrediction, Space};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
 use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::report::plot::HeatmapGrid;
 use dnn2gp::report::plot::{save, RegressionFigure};
 use dnn2gp::report::regression::{compare, mc_predictive, Comparison};
-use dnn2gp::report::sweep::write_sweep;
-use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
-use dnn2gp::report::plot::HeatmapGrid;
 use dnn2gp::report::sweep::figure;
+use dnn2gp::report::sweep::write_sweep;
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
@@ -372,10 +372,32 @@ fn gp_report(
         if hessian == HessianStructure::Diag {
             gp_pred.var = post.functional_variance(jg.as_ref());
         }
-        let net_mean: Vec<f64> = net.forward(w, grid.as_ref()).col(0).iter().copied().collect();
-        let mc = mc_predictive(net, &mut |rng| mc_post.sample(1, rng).remove(0), grid.as_ref(), samples, 0);
-        let cmp = compare(net_mean.clone(), gp_pred, mc, lik, split.train.x.as_ref(), &split.train.y_vec(), &xs, grid.as_ref())?;
-        files.extend(write_comparison(out, &cmp, split, "Laplace", &net_mean, delta, lik)?);
+        let net_mean: Vec<f64> = net
+            .forward(w, grid.as_ref())
+            .col(0)
+            .iter()
+            .copied()
+            .collect();
+        let mc = mc_predictive(
+            net,
+            &mut |rng| mc_post.sample(1, rng).remove(0),
+            grid.as_ref(),
+            samples,
+            0,
+        );
+        let cmp = compare(
+            net_mean.clone(),
+            gp_pred,
+            mc,
+            lik,
+            split.train.x.as_ref(),
+            &split.train.y_vec(),
+            &xs,
+            grid.as_ref(),
+        )?;
+        files.extend(write_comparison(
+            out, &cmp, split, "Laplace", &net_mean, delta, lik,
+        )?);
     }
     let summary = GpSummary {
         delta,
@@ -418,7 +440,12 @@ fn write_comparison(
             fmt_g(delta),
             fmt_g(lik.observation_variance(&[0.0])[0].sqrt())
         ),
-        panels: cmp.panels(&Source::plot_x(split), &split.train.y_vec(), method, dnn2gp_mean),
+        panels: cmp.panels(
+            &Source::plot_x(split),
+            &split.train.y_vec(),
+            method,
+            dnn2gp_mean,
+        ),
     };
     let mut files = vec![ppath];
     files.extend(save(&fig, &out.join("regression"))?);
@@ -521,8 +548,14 @@ fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
     if let Some(m) = v.momentum.filter(|m| !(0.0..1.0).contains(m)) {
         return Err(Error::Invalid(format!("--momentum must be in [0, 1), got {m}")).into());
     }
-    if v.vi_lr.is_some_and(|l| !(l.is_finite() && l > 0.0)) || v.vi_batch_size == Some(0) || v.mc_samples == 0 {
-        return Err(Error::Invalid("--vi-lr, --vi-batch-size and --mc-samples must be positive".into()).into());
+    if v.vi_lr.is_some_and(|l| !(l.is_finite() && l > 0.0))
+        || v.vi_batch_size == Some(0)
+        || v.mc_samples == 0
+    {
+        return Err(Error::Invalid(
+            "--vi-lr, --vi-batch-size and --mc-samples must be positive".into(),
+        )
+        .into());
     }
     Ok(VognConfig {
         beta: v.beta,
@@ -559,8 +592,15 @@ fn run_methods(
 ) -> Result<Vec<(Method, SweepResult)>> {
     let mut results = Vec::new();
     for &method in methods {
-        let spec = SweepSpec { method, ..base.clone() };
-        let dir = if methods.len() > 1 { out.join(method.to_string()) } else { out.to_path_buf() };
+        let spec = SweepSpec {
+            method,
+            ..base.clone()
+        };
+        let dir = if methods.len() > 1 {
+            out.join(method.to_string())
+        } else {
+            out.to_path_buf()
+        };
         println!("{method}:");
         let res = run_and_report(ctx, &spec, splits, &dir, &format!("{title} ({method})"))?;
         let best = res.argmin(|p| p.neg_log_marglik);
@@ -577,8 +617,10 @@ fn run_methods(
         results.push((method, res));
     }
     if results.len() > 1 {
-        let labelled: Vec<(String, &SweepResult)> = results.iter().map(|(m, r)| (label(*m), r)).collect();
-        let refs: Vec<(&str, &SweepResult)> = labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
+        let labelled: Vec<(String, &SweepResult)> =
+            results.iter().map(|(m, r)| (label(*m), r)).collect();
+        let refs: Vec<(&str, &SweepResult)> =
+            labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
         print_files(&save(&figure(&refs, title), &out.join("sweep_both"))?);
     }
     Ok(results)
@@ -612,7 +654,14 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         space: a.space.parse()?,
         memory_limit: ctx.memory,
     };
-    run_methods(ctx, &spec, &methods, &splits, &a.out, &format!("{} sweep on {}", spec.param, a.data.data))?;
+    run_methods(
+        ctx,
+        &spec,
+        &methods,
+        &splits,
+        &a.out,
+        &format!("{} sweep on {}", spec.param, a.data.data),
+    )?;
     Ok(())
 }
 
@@ -637,13 +686,23 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let src = source(&a.data)?;
     let split = src.load()?.remove(0);
     let net = architecture(&split, &a.model)?;
-    let lik = a.model.likelihood.parse::<LikelihoodKind>()?.build(a.model.sigma)?;
+    let lik = a
+        .model
+        .likelihood
+        .parse::<LikelihoodKind>()?
+        .build(a.model.sigma)?;
     let delta = a.model.delta;
     dnn2gp::posterior::laplace::check_delta(delta)?;
     let mut cfg = vogn_config(&a.vogn, a.seed)?;
     cfg.snapshot_every = a.kernel_every;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let obj = Objective { net: &net, lik: lik.as_ref(), x, y, delta };
+    let obj = Objective {
+        net: &net,
+        lik: lik.as_ref(),
+        x,
+        y,
+        delta,
+    };
     let pb = ctx.bar(cfg.epochs as u64, "VOGN");
     let run = vogn::run(&obj, &net.init(a.seed), &cfg, Some(&pb))?;
     pb.finish_and_clear();
@@ -658,11 +717,25 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
         full => write_npy_mat(&ppath, full.dense().as_ref())?,
     }
     let hpath = a.out.join("history.csv");
-    let rows: Vec<Vec<String>> = run.history.iter().enumerate().map(|(i, l)| vec![(i + 1).to_string(), num(*l)]).collect();
+    let rows: Vec<Vec<String>> = run
+        .history
+        .iter()
+        .enumerate()
+        .map(|(i, l)| vec![(i + 1).to_string(), num(*l)])
+        .collect();
     write_csv(&hpath, &["epoch", "loss_estimate"], &rows)?;
     files.extend([mpath, ppath, hpath]);
     // The converged GP at samples of q: log marglik and predictive averaged over the samples.
-    let lins = converged_linearizations(&net, lik.as_ref(), x, y, &q.mu, &q.precision, a.vogn.vi_gp_samples, cfg.seed);
+    let lins = converged_linearizations(
+        &net,
+        lik.as_ref(),
+        x,
+        y,
+        &q.mu,
+        &q.precision,
+        a.vogn.vi_gp_samples,
+        cfg.seed,
+    );
     let points = posterior_points(&q.mu, &q.precision, a.vogn.vi_gp_samples, cfg.seed);
     let grid = src.plot_grid(&split, a.grid_points);
     let s = lins.len() as f64;
@@ -684,15 +757,55 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
         }
     }
     if let (Some((xs, grid)), Some(mut pred)) = (grid, pred) {
-        pred.var.iter_mut().chain(pred.mean.iter_mut()).for_each(|v| *v /= s);
-        let mc = mc_predictive(&net, &mut |rng| q.precision.sample(&q.mu, rng), grid.as_ref(), a.samples, 0);
-        let net_mean: Vec<f64> = net.forward(&q.mu, grid.as_ref()).col(0).iter().copied().collect();
+        pred.var
+            .iter_mut()
+            .chain(pred.mean.iter_mut())
+            .for_each(|v| *v /= s);
+        let mc = mc_predictive(
+            &net,
+            &mut |rng| q.precision.sample(&q.mu, rng),
+            grid.as_ref(),
+            a.samples,
+            0,
+        );
+        let net_mean: Vec<f64> = net
+            .forward(&q.mu, grid.as_ref())
+            .col(0)
+            .iter()
+            .copied()
+            .collect();
         let mc_mean = mc.0.clone();
-        let cmp = compare(net_mean, pred, mc, lik.as_ref(), x, &split.train.y_vec(), &xs, grid.as_ref())?;
-        files.extend(write_comparison(&a.out, &cmp, &split, "VI", &mc_mean, delta, lik.as_ref())?);
+        let cmp = compare(
+            net_mean,
+            pred,
+            mc,
+            lik.as_ref(),
+            x,
+            &split.train.y_vec(),
+            &xs,
+            grid.as_ref(),
+        )?;
+        files.extend(write_comparison(
+            &a.out,
+            &cmp,
+            &split,
+            "VI",
+            &mc_mean,
+            delta,
+            lik.as_ref(),
+        )?);
     }
     if !run.snapshots.is_empty() {
-        files.extend(kernel_evolution(&a.out, &net, &src, &split, &run.snapshots, cfg.beta, delta, a.kernel_points)?);
+        files.extend(kernel_evolution(
+            &a.out,
+            &net,
+            &src,
+            &split,
+            &run.snapshots,
+            cfg.beta,
+            delta,
+            a.kernel_points,
+        )?);
     }
     let summary = ViSummary {
         architecture: format!("{} {}", net.spec(), net.activation),
@@ -739,14 +852,29 @@ fn kernel_evolution(
 ) -> Result<Vec<PathBuf>> {
     let inputs = match src.plot_grid(split, points.max(2)) {
         Some((_, grid)) => grid,
-        None => split.train.x.as_ref().subrows(0, points.min(split.train.len())).to_owned(),
+        None => split
+            .train
+            .x
+            .as_ref()
+            .subrows(0, points.min(split.train.len()))
+            .to_owned(),
     };
     let m = inputs.nrows() * net.n_outputs();
-    check_memory("the kernels during training", mat_bytes(snapshots.len() * m, m), u128::MAX, "")?;
+    check_memory(
+        "the kernels during training",
+        mat_bytes(snapshots.len() * m, m),
+        u128::MAX,
+        "",
+    )?;
     let mut kernels = Vec::with_capacity(snapshots.len());
     for s in snapshots {
         let j = net.jacobian(&s.mu, inputs.as_ref());
-        kernels.push(step_kernel(j.as_ref(), s.precision.dense().as_ref(), beta, delta)?);
+        kernels.push(step_kernel(
+            j.as_ref(),
+            s.precision.dense().as_ref(),
+            beta,
+            delta,
+        )?);
     }
     let flat: Vec<f64> = kernels
         .iter()
@@ -755,14 +883,34 @@ fn kernel_evolution(
     let kpath = out.join("kernels.npy");
     write_npy(&kpath, &[kernels.len(), m, m], &flat)?;
     let spath = out.join("kernel_steps.csv");
-    let rows: Vec<Vec<String>> = snapshots.iter().enumerate().map(|(i, s)| vec![i.to_string(), s.t.to_string()]).collect();
+    let rows: Vec<Vec<String>> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| vec![i.to_string(), s.t.to_string()])
+        .collect();
     write_csv(&spath, &["index", "step"], &rows)?;
     let shown = 6.min(kernels.len());
-    let pick: Vec<usize> = (0..shown).map(|i| i * (kernels.len() - 1) / (shown - 1).max(1)).collect();
+    let pick: Vec<usize> = (0..shown)
+        .map(|i| i * (kernels.len() - 1) / (shown - 1).max(1))
+        .collect();
     let fig = HeatmapGrid {
-        title: "GP kernel J(x) S_t J(x')ᵀ during VOGN training".into(),
-        panels: pick.iter().map(|&i| (format!("step {}", snapshots[i].t), kernels[i].clone())).collect(),
+        title: "GP kernel J(x) S_t J(x')' during VOGN training (each panel on its own scale)"
+            .into(),
+        panels: pick
+            .iter()
+            .map(|&i| {
+                let max = kernels[i]
+                    .col_iter()
+                    .flat_map(|c| c.iter().map(|v| v.abs()).collect::<Vec<_>>())
+                    .fold(0.0, f64::max);
+                (
+                    format!("step {} (max |k| = {:.3})", snapshots[i].t, max),
+                    kernels[i].clone(),
+                )
+            })
+            .collect(),
         diverging: true,
+        shared_scale: false,
     };
     let mut files = vec![kpath, spath];
     files.extend(save(&fig, &out.join("kernel_evolution"))?);
@@ -813,10 +961,24 @@ fn print_files(files: &[PathBuf]) {
 fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
     let toy = ToyConfig::default();
-    let src = Source::Toy { config: toy, sets: a.sets.max(1) };
+    let src = Source::Toy {
+        config: toy,
+        sets: a.sets.max(1),
+    };
     let splits = src.load()?;
-    let map = MapConfig { epochs: a.epochs, adam: Adam { lr: 0.05, ..Adam::default() }, ..MapConfig::default() };
-    let vogn = VognConfig { epochs: a.vi_epochs, ..VognConfig::default() };
+    let map = MapConfig {
+        epochs: a.epochs,
+        adam: Adam {
+            lr: 0.05,
+            ..Adam::default()
+        },
+        ..MapConfig::default()
+    };
+    let vogn = VognConfig {
+        epochs: a.vi_epochs,
+        mc_samples: 10,
+        ..VognConfig::default()
+    };
     let spec = SweepSpec {
         param: SweepParam::Delta,
         values: logspace(-2.0, 2.0, a.grid_points.max(2)),
@@ -832,12 +994,41 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         space: Space::Auto,
         memory_limit: ctx.memory,
     };
+    let vi_sets = a.vi_sets.clamp(1, splits.len());
     println!(
-        "δ sweep: {} toy data sets × {} values of δ, MLP 2-20-1 tanh, σ = 1, Laplace and VI",
+        "δ sweep over {} values: Laplace on {} toy data sets, VI (VOGN, full covariance, 10 MC samples) on {}; \
+         MLP 2-20-1 tanh, σ = 1",
+        spec.values.len(),
         splits.len(),
-        spec.values.len()
+        vi_sets
     );
-    let results = run_methods(ctx, &spec, &[Method::Laplace, Method::Vi], &splits, &a.out, "δ selection on the toy data")?;
+    let mut results = run_methods(
+        ctx,
+        &spec,
+        &[Method::Laplace],
+        &splits,
+        &a.out.join("laplace"),
+        "δ selection on the toy data",
+    )?;
+    let vi_spec = SweepSpec {
+        method: Method::Vi,
+        ..spec.clone()
+    };
+    results.extend(run_methods(
+        ctx,
+        &vi_spec,
+        &[Method::Vi],
+        &splits[..vi_sets],
+        &a.out.join("vi"),
+        "δ selection on the toy data",
+    )?);
+    let labelled: Vec<(String, &SweepResult)> =
+        results.iter().map(|(m, r)| (label(*m), r)).collect();
+    let refs: Vec<(&str, &SweepResult)> = labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
+    print_files(&save(
+        &figure(&refs, "δ selection on the toy data: Laplace and VI"),
+        &a.out.join("sweep_both"),
+    )?);
     let chosen: Vec<serde_json::Value> = results
         .iter()
         .map(|(m, r)| {
@@ -886,9 +1077,21 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         "chosen δ: Laplace {}, VI {} (test-MSE minima at {} and {})",
         fmt_g(chosen[0]["chosen_delta"].as_f64().unwrap_or(f64::NAN)),
         fmt_g(chosen[1]["chosen_delta"].as_f64().unwrap_or(f64::NAN)),
-        fmt_g(chosen[0]["best_delta_by_test_mse"].as_f64().unwrap_or(f64::NAN)),
-        fmt_g(chosen[1]["best_delta_by_test_mse"].as_f64().unwrap_or(f64::NAN)),
+        fmt_g(
+            chosen[0]["best_delta_by_test_mse"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        ),
+        fmt_g(
+            chosen[1]["best_delta_by_test_mse"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        ),
     );
-    println!("wrote {} ({:.1} s)", spath.display(), t0.elapsed().as_secs_f64());
+    println!(
+        "wrote {} ({:.1} s)",
+        spath.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -34,12 +34,22 @@ pub struct StepGp<'a> {
 /// The prior precision of step t, `S_t⁻¹ = (1 − β) Σ_t⁻¹ + β δ I`.
 pub fn step_prior_precision(precision_t: MatRef<'_, f64>, beta: f64, delta: f64) -> Mat<f64> {
     let p = precision_t.nrows();
-    Mat::from_fn(p, p, |i, j| (1.0 - beta) * precision_t[(i, j)] + if i == j { beta * delta } else { 0.0 })
+    Mat::from_fn(p, p, |i, j| {
+        (1.0 - beta) * precision_t[(i, j)] + if i == j { beta * delta } else { 0.0 }
+    })
 }
 
 /// The kernel of step t on inputs with Jacobians `J`: `J S_t Jᵀ`.
-pub fn step_kernel(j: MatRef<'_, f64>, precision_t: MatRef<'_, f64>, beta: f64, delta: f64) -> Result<Mat<f64>> {
-    let chol = Cholesky::new(step_prior_precision(precision_t, beta, delta).as_ref(), "prior precision S_t⁻¹")?;
+pub fn step_kernel(
+    j: MatRef<'_, f64>,
+    precision_t: MatRef<'_, f64>,
+    beta: f64,
+    delta: f64,
+) -> Result<Mat<f64>> {
+    let chol = Cholesky::new(
+        step_prior_precision(precision_t, beta, delta).as_ref(),
+        "prior precision S_t⁻¹",
+    )?;
     let v = chol.solve_l(j.transpose());
     Ok(at_b(v.as_ref(), v.as_ref()))
 }

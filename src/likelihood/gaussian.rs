@@ -62,7 +62,12 @@ impl Likelihood for Gaussian {
         let sq: f64 = f
             .col_iter()
             .zip(y.col_iter())
-            .map(|(fc, yc)| fc.iter().zip(yc.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>())
+            .map(|(fc, yc)| {
+                fc.iter()
+                    .zip(yc.iter())
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>()
+            })
             .sum();
         0.5 * sq / s2 + 0.5 * (f.nrows() * f.ncols()) as f64 * (std::f64::consts::TAU * s2).ln()
     }

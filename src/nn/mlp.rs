@@ -138,8 +138,17 @@ impl Mlp {
                     if rpe == 1 {
                         matmul(gw, Accum::Add, a_in.transpose(), g.as_ref(), 1.0, Par::Seq);
                     } else {
-                        let gsum = Mat::from_fn(a_in.nrows(), o, |e, j| (0..rpe).map(|r| g[(e * rpe + r, j)]).sum::<f64>());
-                        matmul(gw, Accum::Add, a_in.transpose(), gsum.as_ref(), 1.0, Par::Seq);
+                        let gsum = Mat::from_fn(a_in.nrows(), o, |e, j| {
+                            (0..rpe).map(|r| g[(e * rpe + r, j)]).sum::<f64>()
+                        });
+                        matmul(
+                            gw,
+                            Accum::Add,
+                            a_in.transpose(),
+                            gsum.as_ref(),
+                            1.0,
+                            Par::Seq,
+                        );
                     }
                     for j in 0..o {
                         grad[b_off + j] += g.col(j).iter().sum::<f64>();
@@ -148,7 +157,9 @@ impl Mlp {
                 Sink::SumSq(sq) => {
                     // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
                     let n = a_in.nrows();
-                    let gsq = Mat::from_fn(n, o, |e, j| (0..rpe).map(|r| g[(e * rpe + r, j)].powi(2)).sum::<f64>());
+                    let gsq = Mat::from_fn(n, o, |e, j| {
+                        (0..rpe).map(|r| g[(e * rpe + r, j)].powi(2)).sum::<f64>()
+                    });
                     let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
                     let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
                     matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
@@ -259,7 +270,7 @@ impl Network for Mlp {
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
         self.check_input(w, x);
         let (n, k) = (x.nrows(), self.n_outputs());
-        if n <= JACOBIAN_CHUNK {
+        if n <= 4 * JACOBIAN_CHUNK {
             return self.jacobian_chunk(w, x);
         }
         let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();

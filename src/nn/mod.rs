@@ -39,7 +39,11 @@ pub trait Network: Sync {
         cot: &mut dyn FnMut(MatRef<'_, f64>) -> Mat<f64>,
     ) -> (Mat<f64>, Vec<f64>) {
         let (f, mut out) = self.forward_reduce(w, x, &mut |f| {
-            vec![Cotangents { rows: cot(f), rows_per_example: 1, reduce: Reduce::Sum }]
+            vec![Cotangents {
+                rows: cot(f),
+                rows_per_example: 1,
+                reduce: Reduce::Sum,
+            }]
         });
         (f, out.pop().expect("one request"))
     }

@@ -171,7 +171,12 @@ impl Linearization {
         }
         self.jac
             .col_iter()
-            .map(|c| c.iter().enumerate().map(|(m, j)| self.lambda[(m / k) * k * k] * j * j).sum())
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .map(|(m, j)| self.lambda[(m / k) * k * k] * j * j)
+                    .sum()
+            })
             .collect()
     }
 

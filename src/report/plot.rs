@@ -230,10 +230,12 @@ pub struct Curve {
     pub color: usize,
     /// Dashed line.
     pub dashed: bool,
+    /// Mark the minimum with a cross.
+    pub mark_min: bool,
 }
 
-/// A sweep figure: losses on the left axis, −log marginal likelihood on the right, each curve's
-/// minimum marked with a star.
+/// A sweep figure: losses on the left axis, −log marginal likelihood on the right, minima
+/// marked with a cross where asked.
 #[derive(Debug, Clone)]
 pub struct SweepFigure {
     /// Title.
@@ -324,7 +326,11 @@ impl SweepFigure {
             chart
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 2, color.filled())))
                 .map_err(err)?;
-            if let Some(best) = pts.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+            if let Some(best) = pts
+                .iter()
+                .filter(|_| c.mark_min)
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+            {
                 chart
                     .draw_series(std::iter::once(Cross::new(*best, 7, color.stroke_width(3))))
                     .map_err(err)?;
@@ -419,6 +425,8 @@ pub struct HeatmapGrid {
     pub panels: Vec<(String, faer::Mat<f64>)>,
     /// Diverging colour scale centred on 0.
     pub diverging: bool,
+    /// One colour scale for all panels (else each panel spans its own range).
+    pub shared_scale: bool,
 }
 
 /// Colour of `v` on a scale with bound `m` (`[-m, m]` diverging, `[lo, m]` sequential).
@@ -445,11 +453,30 @@ impl Figure for HeatmapGrid {
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
         let root = root.titled(&self.title, ("sans-serif", 18)).map_err(err)?;
-        let all = self.panels.iter().flat_map(|(_, m)| m.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()));
-        let (lo, hi) = range(all, 0.0);
-        let bound = if self.diverging { lo.abs().max(hi.abs()) } else { hi };
+        let values = |m: &faer::Mat<f64>| {
+            m.col_iter()
+                .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        let scale = |vals: Vec<f64>| {
+            let (lo, hi) = range(vals.into_iter(), 0.0);
+            (
+                lo,
+                if self.diverging {
+                    lo.abs().max(hi.abs())
+                } else {
+                    hi
+                },
+            )
+        };
+        let shared = scale(self.panels.iter().flat_map(|(_, m)| values(m)).collect());
         let areas = root.split_evenly((1, self.panels.len().max(1)));
         for (area, (title, m)) in areas.iter().zip(&self.panels) {
+            let (lo, bound) = if self.shared_scale {
+                shared
+            } else {
+                scale(values(m))
+            };
             let n = m.nrows();
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 14))
@@ -457,11 +484,15 @@ impl Figure for HeatmapGrid {
                 .build_cartesian_2d(0..n, 0..n)
                 .map_err(err)?;
             chart
-                .draw_series((0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| {
-                    let c = heat_color(m[(i, j)], lo, bound, self.diverging);
-                    // Row i at the top.
-                    Rectangle::new([(j, n - 1 - i), (j + 1, n - i)], c.filled())
-                }))
+                .draw_series(
+                    (0..n)
+                        .flat_map(|i| (0..n).map(move |j| (i, j)))
+                        .map(|(i, j)| {
+                            let c = heat_color(m[(i, j)], lo, bound, self.diverging);
+                            // Row i at the top.
+                            Rectangle::new([(j, n - 1 - i), (j + 1, n - i)], c.filled())
+                        }),
+                )
                 .map_err(err)?;
         }
         root.present().map_err(err)

@@ -57,7 +57,11 @@ pub fn mc_predictive(
     }
     let n = n_samples.max(1) as f64;
     let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-    let var = s2.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0)).collect();
+    let var = s2
+        .iter()
+        .zip(&mean)
+        .map(|(s, m)| (s / n - m * m).max(0.0))
+        .collect();
     (mean, var)
 }
 
@@ -75,7 +79,10 @@ pub fn compare(
     xs: &[f64],
     grid: MatRef<'_, f64>,
 ) -> Result<Comparison> {
-    let noise_var: Vec<f64> = net_mean.iter().map(|m| lik.observation_variance(&[*m])[0]).collect();
+    let noise_var: Vec<f64> = net_mean
+        .iter()
+        .map(|m| lik.observation_variance(&[*m])[0])
+        .collect();
     let rbf = RbfGp::fit(train_x, train_y, noise_var[0])?;
     let (rbf_mean, rbf_var_f) = rbf.predict(grid);
     Ok(Comparison {
@@ -96,7 +103,13 @@ impl Comparison {
     /// Figure panels with ±2 sd bands of y.
     /// `method` names the posterior ("Laplace", "VI"); the DNN2GP panel is centred on
     /// `dnn2gp_mean` (the network output for Laplace, the Monte Carlo mean for VI).
-    pub fn panels(&self, x_train: &[f64], y_train: &[f64], method: &str, dnn2gp_mean: &[f64]) -> Vec<BandPanel> {
+    pub fn panels(
+        &self,
+        x_train: &[f64],
+        y_train: &[f64],
+        method: &str,
+        dnn2gp_mean: &[f64],
+    ) -> Vec<BandPanel> {
         let sd = |v: &[f64]| -> Vec<f64> {
             v.iter()
                 .zip(&self.noise_var)

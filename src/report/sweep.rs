@@ -70,6 +70,7 @@ pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
             axis: Axis::Left,
             color: 0,
             dashed: i > 0,
+            mark_min: false,
         });
         curves.push(Curve {
             label: format!("test MSE{sfx}"),
@@ -77,6 +78,7 @@ pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
             axis: Axis::Left,
             color: 1,
             dashed: i > 0,
+            mark_min: true,
         });
         curves.push(Curve {
             label: format!("−log marglik{sfx}"),
@@ -84,6 +86,7 @@ pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
             axis: Axis::Right,
             color: 2 + i,
             dashed: false,
+            mark_min: true,
         });
     }
     SweepFigure {

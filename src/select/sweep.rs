@@ -34,7 +34,9 @@ impl FromStr for Method {
         match s {
             "laplace" => Ok(Method::Laplace),
             "vi" => Ok(Method::Vi),
-            other => Err(Error::Invalid(format!("unknown method '{other}' (expected laplace, vi or both)"))),
+            other => Err(Error::Invalid(format!(
+                "unknown method '{other}' (expected laplace, vi or both)"
+            ))),
         }
     }
 }
@@ -202,7 +204,16 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
         }
         Method::Vi => {
             let q = vogn::run(&obj, &w0, &spec.vogn, None)?.state;
-            let lins = converged_linearizations(&net, &lik, obj.x, obj.y, &q.mu, &q.precision, spec.vi_gp_samples, spec.vogn.seed);
+            let lins = converged_linearizations(
+                &net,
+                &lik,
+                obj.x,
+                obj.y,
+                &q.mu,
+                &q.precision,
+                spec.vi_gp_samples,
+                spec.vogn.seed,
+            );
             (q.mu, lins)
         }
     };

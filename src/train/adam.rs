@@ -71,13 +71,20 @@ pub struct AdamState {
 impl AdamState {
     /// Zero moments for P parameters.
     pub fn new(p: usize) -> Self {
-        AdamState { m: vec![0.0; p], v: vec![0.0; p], t: 0 }
+        AdamState {
+            m: vec![0.0; p],
+            v: vec![0.0; p],
+            t: 0,
+        }
     }
 
     /// One update of `w` with gradient `g` and learning rate `lr`.
     pub fn step(&mut self, a: &Adam, w: &mut [f64], g: &[f64], lr: f64) {
         self.t += 1;
-        let (c1, c2) = (1.0 - a.beta1.powi(self.t as i32), 1.0 - a.beta2.powi(self.t as i32));
+        let (c1, c2) = (
+            1.0 - a.beta1.powi(self.t as i32),
+            1.0 - a.beta2.powi(self.t as i32),
+        );
         for i in 0..w.len() {
             self.m[i] = a.beta1 * self.m[i] + (1.0 - a.beta1) * g[i];
             self.v[i] = a.beta2 * self.v[i] + (1.0 - a.beta2) * g[i] * g[i];

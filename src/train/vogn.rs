@@ -19,10 +19,10 @@ use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
 use super::{check_finite, gather_rows, Objective};
+use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 use crate::posterior::linearization::is_scaled_identity;
-use crate::error::{Error, Result};
 
 use crate::linalg::{at_b, col_sq_norms, sym_sqrt, Cholesky};
 use crate::nn::rng::{normals, permutation, seeded, Rng};
@@ -270,7 +270,13 @@ fn sqrt_curvature_rows(obj: &Objective<'_>, f: MatRef<'_, f64>, y: MatRef<'_, f6
 }
 
 /// Diagonal estimates from backward passes alone (no Jacobian is formed).
-fn diag_estimates(obj: &Objective<'_>, cfg: &VognConfig, xb: MatRef<'_, f64>, yb: MatRef<'_, f64>, samples: &[Vec<f64>]) -> Estimates {
+fn diag_estimates(
+    obj: &Objective<'_>,
+    cfg: &VognConfig,
+    xb: MatRef<'_, f64>,
+    yb: MatRef<'_, f64>,
+    samples: &[Vec<f64>],
+) -> Estimates {
     let p = samples[0].len();
     let scale = obj.n() as f64 / xb.nrows() as f64 / samples.len() as f64;
     let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
@@ -279,18 +285,42 @@ fn diag_estimates(obj: &Objective<'_>, cfg: &VognConfig, xb: MatRef<'_, f64>, yb
             loss += scale * obj.lik.nll_sum(f, yb);
             let r = obj.lik.residuals(f, yb);
             let curv = match cfg.curvature {
-                Curvature::Ggn => Cotangents { rows: sqrt_curvature_rows(obj, f, yb), rows_per_example: f.ncols(), reduce: Reduce::SumSq },
-                Curvature::SquaredGradients => Cotangents { rows: r.clone(), rows_per_example: 1, reduce: Reduce::SumSq },
+                Curvature::Ggn => Cotangents {
+                    rows: sqrt_curvature_rows(obj, f, yb),
+                    rows_per_example: f.ncols(),
+                    reduce: Reduce::SumSq,
+                },
+                Curvature::SquaredGradients => Cotangents {
+                    rows: r.clone(),
+                    rows_per_example: 1,
+                    reduce: Reduce::SumSq,
+                },
             };
-            vec![Cotangents { rows: r, rows_per_example: 1, reduce: Reduce::Sum }, curv]
+            vec![
+                Cotangents {
+                    rows: r,
+                    rows_per_example: 1,
+                    reduce: Reduce::Sum,
+                },
+                curv,
+            ]
         });
         g.iter_mut().zip(&out[0]).for_each(|(a, b)| *a += scale * b);
         h.iter_mut().zip(&out[1]).for_each(|(a, b)| *a += scale * b);
     }
-    Estimates { g, h: Hessian::Diag(h), loss }
+    Estimates {
+        g,
+        h: Hessian::Diag(h),
+        loss,
+    }
 }
 
-fn estimates(obj: &Objective<'_>, cfg: &VognConfig, idx: Option<&[usize]>, samples: &[Vec<f64>]) -> Estimates {
+fn estimates(
+    obj: &Objective<'_>,
+    cfg: &VognConfig,
+    idx: Option<&[usize]>,
+    samples: &[Vec<f64>],
+) -> Estimates {
     let gathered = idx.map(|idx| (gather_rows(obj.x, idx), gather_rows(obj.y, idx)));
     let (xb, yb) = match &gathered {
         Some((x, y)) => (x.as_ref(), y.as_ref()),
@@ -317,7 +347,11 @@ fn estimates(obj: &Objective<'_>, cfg: &VognConfig, idx: Option<&[usize]>, sampl
             Curvature::Ggn => lin.sqrt_lambda_jac(),
             Curvature::SquaredGradients => {
                 let k = lin.k;
-                Mat::from_fn(m, p, |i, c| (0..k).map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a]).sum())
+                Mat::from_fn(m, p, |i, c| {
+                    (0..k)
+                        .map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a])
+                        .sum()
+                })
             }
         });
     }
@@ -330,10 +364,16 @@ fn estimates(obj: &Objective<'_>, cfg: &VognConfig, idx: Option<&[usize]>, sampl
             r0 += r.nrows();
         }
         let mut h = at_b(all.as_ref(), all.as_ref());
-        h.as_mut().col_iter_mut().for_each(|c| c.iter_mut().for_each(|v| *v *= scale));
+        h.as_mut()
+            .col_iter_mut()
+            .for_each(|c| c.iter_mut().for_each(|v| *v *= scale));
         h
     };
-    Estimates { g, h: Hessian::Full(h_full), loss }
+    Estimates {
+        g,
+        h: Hessian::Full(h_full),
+        loss,
+    }
 }
 
 /// One VOGN step on the minibatch `idx` (`None`: all data) at the given samples of `q`;
