@@ -392,3 +392,48 @@ fn same_seed_same_numbers() {
     assert_eq!(c[1].train.y, d[1].train.y);
     assert_ne!(c[0].train.y, c[1].train.y);
 }
+
+#[test]
+fn backward_reductions_match_the_jacobian() {
+    // Σ_m J_{n(m)}ᵀ c_m and Σ_m (J_{n(m)}ᵀ c_m)² from the backward pass, for K = 3 outputs and
+    // several cotangent rows per example, against the explicit Jacobian.
+    use dnn2gp::nn::{Cotangents, Reduce};
+    let net = Mlp::new(vec![3, 7, 3], Activation::Sigmoid).unwrap();
+    let w = net.init(8);
+    let x = Mat::from_fn(9, 3, |i, j| ((i + 2 * j) as f64 * 0.41).cos());
+    let jac = net.jacobian(&w, x.as_ref());
+    for rpe in [1, 2, 3] {
+        let c = Mat::from_fn(9 * rpe, 3, |m, k| ((m * 3 + k) as f64 * 0.77).sin());
+        let (_, out) = net.forward_reduce(&w, x.as_ref(), &mut |_| {
+            vec![
+                Cotangents {
+                    rows: c.clone(),
+                    rows_per_example: rpe,
+                    reduce: Reduce::Sum,
+                },
+                Cotangents {
+                    rows: c.clone(),
+                    rows_per_example: rpe,
+                    reduce: Reduce::SumSq,
+                },
+            ]
+        });
+        for p in 0..net.n_params() {
+            let (mut sum, mut sq) = (0.0, 0.0);
+            for m in 0..9 * rpe {
+                let n = m / rpe;
+                let d: f64 = (0..3).map(|k| c[(m, k)] * jac[(n * 3 + k, p)]).sum();
+                sum += d;
+                sq += d * d;
+            }
+            assert!(
+                (out[0][p] - sum).abs() < 1e-12 * (1.0 + sum.abs()),
+                "sum p={p} rpe={rpe}"
+            );
+            assert!(
+                (out[1][p] - sq).abs() < 1e-12 * (1.0 + sq),
+                "sq p={p} rpe={rpe}"
+            );
+        }
+    }
+}

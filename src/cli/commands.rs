@@ -140,6 +140,19 @@ fn architecture(split: &Split, m: &ModelArgs) -> Result<Mlp> {
     Ok(Mlp::new(sizes, m.activation.parse::<Activation>()?)?)
 }
 
+/// The data source, its first split, the network and the likelihood of a command; checks δ.
+fn setup(data: &DataArgs, model: &ModelArgs) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
+    let src = source(data)?;
+    let split = src.load()?.remove(0);
+    let net = architecture(&split, model)?;
+    let lik = model
+        .likelihood
+        .parse::<LikelihoodKind>()?
+        .build(model.sigma)?;
+    dnn2gp::posterior::laplace::check_delta(model.delta)?;
+    Ok((src, split, net, lik))
+}
+
 /// What `train` writes to `model.json`.
 #[derive(Debug, Serialize, Deserialize)]
 struct ModelFile {
@@ -179,15 +192,7 @@ fn fit(
 }
 
 fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
-    let src = source(&a.data)?;
-    let split = src.load()?.remove(0);
-    let net = architecture(&split, &a.model)?;
-    let lik = a
-        .model
-        .likelihood
-        .parse::<LikelihoodKind>()?
-        .build(a.model.sigma)?;
-    dnn2gp::posterior::laplace::check_delta(a.model.delta)?;
+    let (src, split, net, lik) = setup(&a.data, &a.model)?;
     let cfg = map_config(&a.train)?;
     let t0 = Instant::now();
     let res = fit(
@@ -230,15 +235,19 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
 
 fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<()> {
     write_npy(&dir.join("params.npy"), &[res.w.len()], &res.w)?;
-    let rows: Vec<Vec<String>> = res
-        .history
+    write_history(&dir.join("history.csv"), "loss", &res.history)?;
+    write_json(&dir.join("model.json"), file)?;
+    Ok(())
+}
+
+/// Writes a per-epoch loss history as `epoch,<name>`.
+fn write_history(path: &Path, name: &str, history: &[f64]) -> Result<()> {
+    let rows: Vec<Vec<String>> = history
         .iter()
         .enumerate()
         .map(|(i, l)| vec![(i + 1).to_string(), num(*l)])
         .collect();
-    write_csv(&dir.join("history.csv"), &["epoch", "loss"], &rows)?;
-    write_json(&dir.join("model.json"), file)?;
-    Ok(())
+    Ok(write_csv(path, &["epoch", name], &rows)?)
 }
 
 fn load_model(dir: &Path) -> Result<(ModelFile, Vec<f64>)> {
@@ -683,16 +692,8 @@ struct ViSummary {
 
 fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let t0 = Instant::now();
-    let src = source(&a.data)?;
-    let split = src.load()?.remove(0);
-    let net = architecture(&split, &a.model)?;
-    let lik = a
-        .model
-        .likelihood
-        .parse::<LikelihoodKind>()?
-        .build(a.model.sigma)?;
+    let (src, split, net, lik) = setup(&a.data, &a.model)?;
     let delta = a.model.delta;
-    dnn2gp::posterior::laplace::check_delta(delta)?;
     let mut cfg = vogn_config(&a.vogn, a.seed)?;
     cfg.snapshot_every = a.kernel_every;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
@@ -717,13 +718,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
         full => write_npy_mat(&ppath, full.dense().as_ref())?,
     }
     let hpath = a.out.join("history.csv");
-    let rows: Vec<Vec<String>> = run
-        .history
-        .iter()
-        .enumerate()
-        .map(|(i, l)| vec![(i + 1).to_string(), num(*l)])
-        .collect();
-    write_csv(&hpath, &["epoch", "loss_estimate"], &rows)?;
+    write_history(&hpath, "loss_estimate", &run.history)?;
     files.extend([mpath, ppath, hpath]);
     // The converged GP at samples of q: log marglik and predictive averaged over the samples.
     let lins = converged_linearizations(

@@ -5,9 +5,9 @@
 
 use indicatif::ProgressBar;
 
-use super::{check_finite, MapConfig, MapResult, Objective};
+use super::{check_finite, epoch_batches, MapConfig, MapResult, Objective};
 use crate::error::Result;
-use crate::nn::rng::{permutation, seeded};
+use crate::nn::rng::seeded;
 
 /// Learning-rate decay on plateau.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -106,26 +106,18 @@ pub fn run(
     let mut state = AdamState::new(p);
     let mut lr = a.lr;
     let mut rng = seeded(cfg.seed);
-    let n = obj.n();
-    let batch = cfg.batch_size.unwrap_or(n).clamp(1, n.max(1));
     let mut history = Vec::with_capacity(cfg.epochs);
     let (mut best, mut bad) = (f64::INFINITY, 0usize);
     for _ in 0..cfg.epochs {
-        let order: Vec<usize> = if batch < n {
-            permutation(&mut rng, n)
-        } else {
-            Vec::new()
-        };
+        let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
         let mut epoch_loss = 0.0;
-        let n_batches = n.div_ceil(batch);
-        for b in 0..n_batches {
-            let (loss, g) = if batch < n {
-                obj.minibatch_value_grad(&w, &order[b * batch..((b + 1) * batch).min(n)])
-            } else {
-                obj.value_grad(&w)
+        for idx in &batches {
+            let (loss, g) = match idx {
+                Some(idx) => obj.minibatch_value_grad(&w, idx),
+                None => obj.value_grad(&w),
             };
             check_finite(loss, &g, "Adam", state.t + 1)?;
-            epoch_loss += loss / n_batches as f64;
+            epoch_loss += loss / batches.len() as f64;
             state.step(&a, &mut w, &g, lr);
         }
         history.push(epoch_loss);

@@ -1,7 +1,7 @@
 //! L-BFGS with a backtracking Armijo line search: polishes a MAP estimate to a stationary
 //! point, `‖∇L(w)‖ ≤ tol`.
 
-use super::{check_finite, Objective};
+use super::{accept, check_finite, Objective};
 use crate::error::Result;
 use crate::linalg::{dot, norm};
 
@@ -44,9 +44,14 @@ pub fn minimize(
         for _ in 0..60 {
             let wn: Vec<f64> = w.iter().zip(&d).map(|(a, b)| a + step * b).collect();
             let (fnew, gnew) = obj.value_grad(&wn);
-            // Armijo; near the optimum, where L changes below rounding, accept a smaller gradient.
-            let flat = (fnew - f).abs() <= 1e-12 * f.abs().max(1.0) && norm(&gnew) < norm(&g);
-            if fnew.is_finite() && (fnew <= f + 1e-4 * step * slope || flat) {
+
+            if accept(
+                f,
+                fnew,
+                fnew <= f + 1e-4 * step * slope,
+                norm(&g),
+                norm(&gnew),
+            ) {
                 accepted = Some((wn, fnew, gnew));
                 break;
             }

@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use crate::error::{Error, Result};
 use crate::likelihood::Likelihood;
 use crate::linalg::{dot, norm};
+use crate::nn::rng::{permutation, Rng};
 use crate::nn::Network;
 
 pub use adam::{Adam, AdamState, Plateau};
@@ -151,6 +152,29 @@ pub fn fit_map(
     run.grad_norm = norm(&g);
     run.polish_iters = iters;
     Ok(run)
+}
+
+/// The minibatches of one epoch: a fresh random permutation of `0..n` cut into batches of
+/// `batch_size`, or one `None` (the full data) when there is no batch size below `n`.
+pub(crate) fn epoch_batches(
+    rng: &mut Rng,
+    n: usize,
+    batch_size: Option<usize>,
+) -> Vec<Option<Vec<usize>>> {
+    match batch_size.map(|b| b.max(1)) {
+        Some(b) if b < n => permutation(rng, n)
+            .chunks(b)
+            .map(|c| Some(c.to_vec()))
+            .collect(),
+        _ => vec![None],
+    }
+}
+
+/// Whether a trial point is accepted by a polish: the Armijo condition, or, near the optimum
+/// where `L` changes below rounding, a smaller gradient.
+pub(crate) fn accept(f: f64, f_new: f64, armijo: bool, g_norm: f64, g_new_norm: f64) -> bool {
+    let flat = (f_new - f).abs() <= 1e-12 * f.abs().max(1.0) && g_new_norm < g_norm;
+    f_new.is_finite() && (armijo || flat)
 }
 
 /// Checks a loss value during training.

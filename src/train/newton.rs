@@ -8,7 +8,7 @@ use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use rayon::prelude::*;
 
-use super::{check_finite, Objective};
+use super::{accept, check_finite, Objective};
 use crate::error::Result;
 use crate::linalg::norm;
 
@@ -72,8 +72,8 @@ pub fn minimize(
                 .map(|(w, s)| w - s)
                 .collect();
             let (fnew, gnew) = obj.value_grad(&wn);
-            let flat = (fnew - f).abs() <= 1e-12 * f.abs().max(1.0) && norm(&gnew) < norm(&g);
-            if fnew.is_finite() && (fnew < f || flat) {
+
+            if accept(f, fnew, fnew < f, norm(&g), norm(&gnew)) {
                 w = wn;
                 f = fnew;
                 g = gnew;

@@ -18,14 +18,14 @@ use std::str::FromStr;
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
-use super::{check_finite, gather_rows, Objective};
+use super::{check_finite, epoch_batches, gather_rows, Objective};
 use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 use crate::posterior::linearization::is_scaled_identity;
 
 use crate::linalg::{at_b, col_sq_norms, sym_sqrt, Cholesky};
-use crate::nn::rng::{normals, permutation, seeded, Rng};
+use crate::nn::rng::{normals, seeded, Rng};
 use crate::posterior::Linearization;
 
 /// Form of the covariance of `q`.
@@ -468,19 +468,12 @@ pub fn run(
     }
     let mut state = VognState::new(mu0, cfg)?;
     let mut rng = seeded(cfg.seed);
-    let n = obj.n();
-    let batch = cfg.batch_size.unwrap_or(n).clamp(1, n.max(1));
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut snapshots = Vec::new();
     for _ in 0..cfg.epochs {
-        let order = if batch < n {
-            permutation(&mut rng, n)
-        } else {
-            Vec::new()
-        };
-        let n_batches = n.div_ceil(batch);
+        let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
         let mut epoch_loss = 0.0;
-        for b in 0..n_batches {
+        for idx in &batches {
             if cfg.snapshot_every > 0 && state.t % cfg.snapshot_every == 0 {
                 snapshots.push(Snapshot {
                     t: state.t,
@@ -495,8 +488,8 @@ pub fn run(
                     .map(|_| state.precision.sample(&state.mu, &mut rng))
                     .collect()
             };
-            let idx = (batch < n).then(|| &order[b * batch..((b + 1) * batch).min(n)]);
-            epoch_loss += step_at(obj, &mut state, cfg, idx, &samples)? / n_batches as f64;
+            epoch_loss +=
+                step_at(obj, &mut state, cfg, idx.as_deref(), &samples)? / batches.len() as f64;
         }
         history.push(epoch_loss);
         if let Some(pb) = progress {
