@@ -103,6 +103,29 @@ fn train_then_gp_on_toy_data() {
     ]);
     let lml2 = json(&gp2.join("gp.json"))["log_marglik"].as_f64().unwrap();
     assert!((lml - lml2).abs() < 1e-8 * lml.abs());
+    // The δ path at this MAP passes through the same value at the model's δ = 0.5.
+    let gp3 = dir.path().join("gp3");
+    ok(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--delta-grid",
+        "0.05,0.5,5",
+        "--samples",
+        "10",
+        "--out",
+        gp3.to_str().unwrap(),
+    ]);
+    let path = std::fs::read_to_string(gp3.join("marglik_path.csv")).unwrap();
+    let row: Vec<f64> = path
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(row[0], 0.5);
+    assert!((row[1] - lml).abs() < 1e-8 * lml.abs() && (row[2] - lap).abs() < 1e-8 * lap.abs());
 }
 
 #[test]

@@ -437,3 +437,41 @@ fn backward_reductions_match_the_jacobian() {
         }
     }
 }
+
+#[test]
+fn delta_path_matches_the_direct_computations() {
+    // One eigendecomposition gives, for every δ, the GP marginal likelihood and the Laplace
+    // evidence of direct factorisations; in both spaces; away from a stationary point.
+    use dnn2gp::gp::DeltaPath;
+    let split = toy();
+    let lik = Gaussian::new(0.6).unwrap();
+    for hidden in [3, 30] {
+        // P = 13 < N = 40 (weight space), P = 121 > N (function space).
+        let net = Mlp::new(vec![2, hidden, 1], Activation::Tanh).unwrap();
+        let w = net.init(2);
+        let lin = Linearization::new(
+            &net,
+            &lik,
+            split.train.x.as_ref(),
+            split.train.y.as_ref(),
+            &w,
+        );
+        for space in [Space::Auto, Space::Weight, Space::Function] {
+            let path = DeltaPath::new(&lin, space, MEM).unwrap();
+            for delta in [0.01, 0.3, 1.0, 7.0, 100.0] {
+                let gp = Dnn2Gp::new(&lin, delta, Space::Auto, MEM).unwrap();
+                let lap = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();
+                let (a, b) = (
+                    path.log_marginal_likelihood(delta).unwrap(),
+                    gp.log_marginal_likelihood().unwrap(),
+                );
+                assert!(rel(a, b) < 1e-9, "{space} δ={delta}: {a} vs {b}");
+                let (a, b) = (
+                    path.laplace_log_evidence(delta).unwrap(),
+                    lap.log_marginal_likelihood(&lin).unwrap(),
+                );
+                assert!(rel(a, b) < 1e-9, "{space} δ={delta}: {a} vs {b}");
+            }
+        }
+    }
+}

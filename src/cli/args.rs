@@ -72,7 +72,7 @@ pub struct DataArgs {
     pub sets: usize,
     /// Toy data: noise standard deviations of the three clusters (the poster's
     /// higher-variance variant: 0.3,1.5,0.3).
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.1, 1.0, 0.1])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.1, 1.0, 0.1])]
     pub toy_noise: Vec<f64>,
     /// Toy data: training points per set.
     #[arg(long, default_value_t = 100)]
@@ -225,6 +225,10 @@ pub struct GpCmd {
     /// Points on the plotting grid (1-D inputs).
     #[arg(long, default_value_t = 400)]
     pub grid_points: usize,
+    /// Also evaluate both marginal likelihoods over a δ grid at this MAP, from one
+    /// eigendecomposition (`logspace:A:B:N`, `linspace:A:B:N` or a list): `marglik_path.csv`.
+    #[arg(long)]
+    pub delta_grid: Option<String>,
     /// Output folder.
     #[arg(long, default_value = "dnn2gp-out/gp")]
     pub out: PathBuf,

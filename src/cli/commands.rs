@@ -11,7 +11,7 @@ use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
 use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
-use dnn2gp::gp::{Dnn2Gp, GpPrediction, Space};
+use dnn2gp::gp::{DeltaPath, Dnn2Gp, GpPrediction, Space};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
@@ -474,7 +474,8 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         .parse::<LikelihoodKind>()?
         .build(file.sigma)?;
     let delta = a.delta.unwrap_or(file.delta);
-    let (s, files) = gp_report(
+    let grid = a.delta_grid.as_deref().map(parse_grid).transpose()?;
+    let (s, mut files) = gp_report(
         ctx,
         &a.out,
         &net,
@@ -500,6 +501,40 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         s.grad_norm,
         s.test_mse
     );
+    if let Some(deltas) = grid {
+        let lin = Linearization::new(
+            &net,
+            lik.as_ref(),
+            split.train.x.as_ref(),
+            split.train.y.as_ref(),
+            &w,
+        );
+        let path = DeltaPath::new(&lin, a.space.parse()?, ctx.memory)?;
+        let mut rows = Vec::with_capacity(deltas.len());
+        let mut best = (f64::NAN, f64::NEG_INFINITY);
+        for d in deltas {
+            let (lml, lap) = (
+                path.log_marginal_likelihood(d)?,
+                path.laplace_log_evidence(d)?,
+            );
+            if lml > best.1 {
+                best = (d, lml);
+            }
+            rows.push(vec![num(d), num(lml), num(lap)]);
+        }
+        let mpath = a.out.join("marglik_path.csv");
+        write_csv(
+            &mpath,
+            &["delta", "log_marglik", "laplace_log_evidence"],
+            &rows,
+        )?;
+        files.push(mpath);
+        println!(
+            "at this MAP the GP marginal likelihood is largest at δ = {} ({:.4})",
+            fmt_g(best.0),
+            best.1
+        );
+    }
     print_files(&files);
     Ok(())
 }
@@ -669,7 +704,7 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         &methods,
         &splits,
         &a.out,
-        &format!("{} sweep on {}", spec.param, a.data.data),
+        &format!("{} sweep on {}", spec.param.symbol(), a.data.data),
     )?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! quantity has two forms: weight space (P×P, `A = JᵀΛJ + δI`) and function space (NK×NK,
 //! `G = δ⁻¹ J Jᵀ + Λ̃⁻¹`). They agree to rounding; [`Space::Auto`] picks the smaller.
 
+pub mod delta_path;
 pub mod kernel;
 pub mod rbf;
 pub mod variational;
@@ -19,6 +20,7 @@ use crate::linalg::{check_memory, col_sq_norms, dot, mat_bytes, mat_t_vec, mat_v
 use crate::posterior::laplace::check_delta;
 use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
 
+pub use delta_path::DeltaPath;
 pub use kernel::{kernel, kernel_diag, kernel_view, KernelView};
 
 /// Where to compute: the P×P weight space or the NK×NK function space.

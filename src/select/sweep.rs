@@ -76,6 +76,17 @@ impl FromStr for SweepParam {
     }
 }
 
+impl SweepParam {
+    /// The symbol used in titles: δ, σ or width.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            SweepParam::Delta => "δ",
+            SweepParam::Sigma => "σ",
+            SweepParam::Width => "width",
+        }
+    }
+}
+
 impl fmt::Display for SweepParam {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

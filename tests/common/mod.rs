@@ -3,12 +3,23 @@
 
 use std::path::PathBuf;
 
-/// `../shared/data` beside the repository (or `$DNN2GP_SHARED_DATA`). Returns `None` with a
-/// message when absent, unless `DNN2GP_REQUIRE_SHARED` is set (CI), where it panics.
+/// `../shared/data` beside the repository. Returns `None` with a message when absent, unless
+/// `DNN2GP_REQUIRE_SHARED` is set (CI), where it panics.
 pub fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("DNN2GP_SHARED_DATA")
+    shared("data")
+}
+
+/// The peers' baseline files, `../shared/baselines/data`.
+pub fn shared_baselines() -> Option<PathBuf> {
+    shared("baselines/data")
+}
+
+/// A folder of `../shared` beside the repository (`$DNN2GP_SHARED` overrides the root).
+fn shared(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("DNN2GP_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let dir = root.join(sub);
     if dir.is_dir() {
         return Some(dir);
     }
