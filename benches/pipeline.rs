@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
-use dnn2gp::gp::{Dnn2Gp, Space};
+use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp, Network};
@@ -89,5 +89,39 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, peers);
 criterion_main!(benches);
+
+/// B1 and B3 of the peers' workloads (`../shared/baselines/data`, skipped when absent):
+/// MLP 1-100-100-1 tanh at its MAP, N = 2000, σ = 0.2, f64.
+fn peers(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/baselines/data");
+    let Ok(w) = dnn2gp::data::snelson::read_column(&dir.join("b1_seed0_map_params.txt")) else {
+        eprintln!("SKIPPED B1/B3 benchmarks: {} not found", dir.display());
+        return;
+    };
+    let train = dnn2gp::data::csv::read_dataset(&dir.join("b1_seed0_train.csv")).unwrap();
+    let xs = faer::Mat::from_fn(1000, 1, |i, _| -4.0 + 8.0 * i as f64 / 999.0);
+    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
+    let lik = Gaussian::new(0.2).unwrap();
+    let mut group = c.benchmark_group("peers");
+    group.sample_size(10);
+    // B1: Jacobians, GP (function space, N = 2000 < P = 10,401) and the GLM predictive variance.
+    group.bench_function("B1 Laplace-GGN GLM predictive (1000 test points)", |b| {
+        b.iter(|| {
+            let lin = Linearization::new(&net, &lik, train.x.as_ref(), train.y.as_ref(), &w);
+            let gp = Dnn2Gp::new(&lin, 1.0, Space::Auto, 1 << 34).unwrap();
+            black_box(gp.predict(net.jacobian(&w, xs.as_ref()).as_ref()))
+        })
+    });
+    // B3: both marginal likelihoods over 30 δ from one eigendecomposition.
+    let lin = Linearization::new(&net, &lik, train.x.as_ref(), train.y.as_ref(), &w);
+    let deltas = dnn2gp::data::logspace(-2.0, 2.0, 30);
+    group.bench_function("B3 marglik over 30 δ (eigendecomposition included)", |b| {
+        b.iter(|| {
+            let path = DeltaPath::new(&lin, Space::Auto, 1 << 34).unwrap();
+            black_box(deltas.iter().map(|d| path.log_marginal_likelihood(*d).unwrap()).sum::<f64>())
+        })
+    });
+    group.finish();
+}
