@@ -120,7 +120,12 @@ fn peers(c: &mut Criterion) {
     group.bench_function("B3 marglik over 30 δ (eigendecomposition included)", |b| {
         b.iter(|| {
             let path = DeltaPath::new(&lin, Space::Auto, 1 << 34).unwrap();
-            black_box(deltas.iter().map(|d| path.log_marginal_likelihood(*d).unwrap()).sum::<f64>())
+            black_box(
+                deltas
+                    .iter()
+                    .map(|d| path.log_marginal_likelihood(*d).unwrap())
+                    .sum::<f64>(),
+            )
         })
     });
     group.finish();

@@ -109,3 +109,38 @@ fn uci_splits_are_standardised_on_the_training_set() {
     }
     assert!(s.y_scale > 1.0);
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Arbitrary bytes never panic the CSV reader: a data set or an error naming the file.
+        #[test]
+        fn csv_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let dir = common::tmpdir();
+            let p = write(dir.path(), "fuzz.csv", &bytes);
+            if let Err(e) = csv::read_dataset(&p) {
+                prop_assert!(e.to_string().contains("fuzz.csv"));
+            }
+        }
+
+        /// Numeric tables round-trip through the reader, with and without a header.
+        #[test]
+        fn numeric_tables_round_trip(rows in proptest::collection::vec(proptest::collection::vec(-1e6f64..1e6, 3), 1..20), header in any::<bool>()) {
+            let mut text = if header { String::from("a,b,target\n") } else { String::new() };
+            for r in &rows {
+                text.push_str(&format!("{},{},{}\n", r[0], r[1], r[2]));
+            }
+            let dir = common::tmpdir();
+            let d = csv::read_dataset(&write(dir.path(), "t.csv", text.as_bytes())).unwrap();
+            prop_assert_eq!(d.len(), rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                prop_assert_eq!(d.x[(i, 1)], r[1]);
+                prop_assert_eq!(d.y[(i, 0)], r[2]);
+            }
+        }
+    }
+}

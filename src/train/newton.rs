@@ -3,6 +3,7 @@
 //! `H e_p ≈ (∇L(w + h e_p) − ∇L(w − h e_p)) / 2h`, and symmetrised. μ shrinks after a step that
 //! lowers `L` and grows otherwise (and while `H + μI` is indefinite). Converges in a few steps
 //! to a stationary point where L-BFGS and Gauss-Newton crawl on ill-conditioned networks.
+//! Used for P ≤ [`MAX_PARAMS`]: the Hessian costs 2P gradient evaluations.
 
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
@@ -12,8 +13,8 @@ use super::{accept, check_finite, Objective};
 use crate::error::Result;
 use crate::linalg::norm;
 
-/// Largest P for which the P×P Hessian is formed.
-pub const MAX_PARAMS: usize = 2000;
+/// Largest P for which the P×P Hessian is formed (it costs 2P gradients per step).
+pub const MAX_PARAMS: usize = 300;
 
 /// `∇²L(w)` by central differences of the gradient.
 pub fn hessian(obj: &Objective<'_>, w: &[f64]) -> Mat<f64> {
