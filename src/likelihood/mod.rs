@@ -1,6 +1,8 @@
 //! Likelihoods `p(y | f)`: per-example loss `ℓ = −log p(y | f)`, residual `r = ∇_f ℓ` and
-//! curvature `Λ = ∇²_f ℓ` (the only second-order term the GGN keeps).
+//! curvature `Λ = ∇²_f ℓ` (the only second-order term the GGN keeps). Gaussian for regression;
+//! Bernoulli and categorical on logits (library only for now: the commands are regression's).
 
+pub mod classification;
 mod gaussian;
 
 use std::str::FromStr;
@@ -9,6 +11,7 @@ use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
 
+pub use classification::{Bernoulli, Categorical};
 pub use gaussian::Gaussian;
 
 /// A per-example likelihood over `K` outputs.
