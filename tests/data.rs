@@ -144,3 +144,78 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn mnist_idx_files_and_subsets() {
+    use dnn2gp::data::mnist;
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = data.join("mnist");
+    let labels = mnist::read_labels(&dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    assert_eq!(labels.len(), 10_000);
+    assert_eq!(&labels[..8], &[7, 2, 1, 0, 4, 1, 4, 9]);
+    let images = mnist::read_images(&dir.join("t10k-images-idx3-ubyte.gz")).unwrap();
+    assert_eq!((images.nrows(), images.ncols()), (10_000, 784));
+    let (lo, hi) = images
+        .col_iter()
+        .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
+        .fold((1.0f64, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    assert_eq!((lo, hi), (0.0, 1.0));
+    // The paper's subset: the first 30 of each class, sorted by class.
+    let sub = mnist::class_subset(&labels, 30, 10);
+    assert_eq!(sub.len(), 300);
+    for (j, i) in sub.iter().enumerate() {
+        assert_eq!(labels[*i], j / 30);
+    }
+    assert_eq!(sub[0], labels.iter().position(|l| *l == 0).unwrap());
+    let (idx, y) = mnist::binary(&labels, 3, 8);
+    assert!(idx
+        .iter()
+        .zip(&y)
+        .all(|(i, y)| (labels[*i] == 8) == (*y == 1.0)));
+    assert_eq!(mnist::one_hot(&[2, 0], 3)[(0, 2)], 1.0);
+}
+
+#[test]
+fn bad_idx_files_are_refused_with_the_reason() {
+    use dnn2gp::data::mnist::read_idx;
+    let dir = common::tmpdir();
+    let mut good = vec![0, 0, 8, 1, 0, 0, 0, 3, 5, 6, 7];
+    let p = write(dir.path(), "ok.idx", &good);
+    assert_eq!(read_idx(&p).unwrap().data, vec![5, 6, 7]);
+    good.pop();
+    let err = read_idx(&write(dir.path(), "short.idx", &good))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("short.idx") && err.contains("truncated"),
+        "{err}"
+    );
+    let err = read_idx(&write(dir.path(), "magic.idx", &[1, 2, 8, 1, 0, 0, 0, 0]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("magic"), "{err}");
+    let err = read_idx(&write(dir.path(), "type.idx", &[0, 0, 0x0d, 1, 0, 0, 0, 0]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("0x0d"), "{err}");
+    let err = read_idx(&write(dir.path(), "gz.idx", &[0x1f, 0x8b, 1, 2, 3]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gzip"), "{err}");
+}
+
+#[test]
+fn gzipped_csv_digits() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let d = csv::read_dataset(&data.join("digits/digits.csv.gz")).unwrap();
+    assert_eq!((d.len(), d.x.ncols()), (1797, 64));
+    assert!(d
+        .y
+        .col(0)
+        .iter()
+        .all(|v| (0.0..=9.0).contains(v) && v.fract() == 0.0));
+}

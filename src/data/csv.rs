@@ -1,5 +1,5 @@
-//! Numeric CSV files: comma-separated, an optional header row, the last column is the target.
-//! Every error names the file and the line.
+//! Numeric CSV files (gzipped or not): comma-separated, an optional header row, the last column
+//! is the target. Every error names the file and the line.
 
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 /// Reads a numeric table; returns the rows. A first row that does not parse as numbers is
 /// taken as a header.
 pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = super::read_maybe_gz(path)?;
     let text = String::from_utf8(bytes)
         .map_err(|e| Error::parse(path, 1, format!("not UTF-8 text: {e}")))?;
     let mut rows: Vec<Vec<f64>> = Vec::new();

@@ -2,14 +2,32 @@
 //! sets with their 20 standard splits.
 
 pub mod csv;
+pub mod mnist;
 pub mod snelson;
 pub mod source;
 pub mod toy;
 pub mod uci;
 
+use std::io::Read;
+use std::path::Path;
+
 use faer::Mat;
 
 use crate::error::{Error, Result};
+
+/// Reads a file, decompressing it when it starts with the gzip magic bytes.
+pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Invalid(format!("{}: corrupt gzip data: {e}", path.display())))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
 
 /// Inputs `X` (N×D) and targets `Y` (N×K).
 #[derive(Debug, Clone)]
