@@ -469,6 +469,16 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let (file, w) = load_model(&a.model)?;
     let split = file.data.load()?.remove(0);
     let net = file.architecture;
+    if net.n_inputs() != split.train.x.ncols() || net.n_outputs() != split.train.y.ncols() {
+        return Err(Error::Invalid(format!(
+            "{}: architecture {} does not fit its data ({} inputs, {} outputs)",
+            a.model.join("model.json").display(),
+            net.spec(),
+            split.train.x.ncols(),
+            split.train.y.ncols()
+        ))
+        .into());
+    }
     let lik = file
         .likelihood
         .parse::<LikelihoodKind>()?
