@@ -7,12 +7,12 @@
 //! product of an NK×out matrix with `W`.
 
 use faer::linalg::matmul::matmul;
-use faer::reborrow::ReborrowMut;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::{Accum, Mat, MatRef, Par};
 use rayon::prelude::*;
 
 use super::rng::{seeded, uniform};
-use super::{Activation, Cotangents, Network, Reduce, JACOBIAN_CHUNK};
+use super::dense::dense_param_derivs;
+use super::{Activation, Cotangents, Network, Reduce, Sink, JACOBIAN_CHUNK};
 use crate::error::{Error, Result};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
@@ -23,16 +23,6 @@ pub struct Mlp {
     pub sizes: Vec<usize>,
     /// Hidden activation.
     pub activation: Activation,
-}
-
-/// Where the backward pass puts parameter derivatives.
-enum Sink<'a> {
-    /// Summed over rows: a gradient of length P.
-    Sum(&'a mut [f64]),
-    /// Squares summed over rows: `Σ_m (∂(c_mᵀ f)/∂w)²`, length P.
-    SumSq(&'a mut [f64]),
-    /// One row per cotangent row: a Jacobian block (rows × P).
-    Rows(MatMut<'a, f64>),
 }
 
 impl Mlp {
@@ -130,63 +120,8 @@ impl Mlp {
         for l in (0..n_layers).rev() {
             let (i, o) = (self.sizes[l], self.sizes[l + 1]);
             let a_in = &acts[l];
-            let (w_off, b_off) = (off[l], off[l] + o * i);
-            match &mut sink {
-                Sink::Sum(grad) => {
-                    // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
-                    let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
-                    if rpe == 1 {
-                        matmul(gw, Accum::Add, a_in.transpose(), g.as_ref(), 1.0, Par::Seq);
-                    } else {
-                        let gsum = Mat::from_fn(a_in.nrows(), o, |e, j| {
-                            (0..rpe).map(|r| g[(e * rpe + r, j)]).sum::<f64>()
-                        });
-                        matmul(
-                            gw,
-                            Accum::Add,
-                            a_in.transpose(),
-                            gsum.as_ref(),
-                            1.0,
-                            Par::Seq,
-                        );
-                    }
-                    for j in 0..o {
-                        grad[b_off + j] += g.col(j).iter().sum::<f64>();
-                    }
-                }
-                Sink::SumSq(sq) => {
-                    // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
-                    let n = a_in.nrows();
-                    let gsq = Mat::from_fn(n, o, |e, j| {
-                        (0..rpe).map(|r| g[(e * rpe + r, j)].powi(2)).sum::<f64>()
-                    });
-                    let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
-                    let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
-                    matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
-                    for j in 0..o {
-                        sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
-                    }
-                }
-                Sink::Rows(jac) => {
-                    for j in 0..o {
-                        let gj = g.col(j);
-                        for c in 0..i {
-                            let ac = a_in.col(c);
-                            let dst = jac.rb_mut().col_mut(w_off + j * i + c);
-                            if rpe == 1 {
-                                for ((d, g), a) in dst.iter_mut().zip(gj.iter()).zip(ac.iter()) {
-                                    *d = g * a;
-                                }
-                            } else {
-                                for (m, d) in dst.iter_mut().enumerate() {
-                                    *d = gj[m] * ac[m / rpe];
-                                }
-                            }
-                        }
-                        jac.rb_mut().col_mut(b_off + j).copy_from(gj);
-                    }
-                }
-            }
+            let w_off = off[l];
+            dense_param_derivs(&mut sink, a_in.as_ref(), g.as_ref(), rpe, w_off, i, o);
             if l > 0 {
                 let mut g_in = Mat::<f64>::zeros(g.nrows(), i);
                 matmul(

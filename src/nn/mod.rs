@@ -2,6 +2,7 @@
 //! loss gradients `Σ_i J_iᵀ r_i` and exact per-example Jacobians `J(x) = ∂f_w(x)/∂w`.
 
 pub mod activation;
+mod dense;
 pub mod mlp;
 pub mod rng;
 
@@ -76,6 +77,16 @@ pub struct Cotangents {
     pub rows_per_example: usize,
     /// The reduction.
     pub reduce: Reduce,
+}
+
+/// Where a backward pass puts parameter derivatives.
+pub(crate) enum Sink<'a> {
+    /// Summed over rows: a gradient of length P.
+    Sum(&'a mut [f64]),
+    /// Squares summed over rows: `Σ_m (∂(c_mᵀ f)/∂w)²`, length P.
+    SumSq(&'a mut [f64]),
+    /// One row per cotangent row: a Jacobian block (rows × P).
+    Rows(faer::MatMut<'a, f64>),
 }
 
 /// Number of examples per parallel Jacobian chunk.

@@ -1,0 +1,68 @@
+//! Parameter derivatives of a dense layer `z = W a + b` for a batch of cotangent rows `g`
+//! (row m belongs to example `m / rpe`): `∂(gᵀz)/∂W = g aᵀ`, `∂(gᵀz)/∂b = g`.
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+
+use super::Sink;
+
+/// Adds the layer's parameter derivatives (weight at `w_off`, `o×i` row-major, then the bias)
+/// to `sink`, reduced over the rows of `g` as the sink asks.
+pub(crate) fn dense_param_derivs(
+    sink: &mut Sink<'_>,
+    a_in: MatRef<'_, f64>,
+    g: MatRef<'_, f64>,
+    rpe: usize,
+    w_off: usize,
+    i: usize,
+    o: usize,
+) {
+    let b_off = w_off + o * i;
+    let n = a_in.nrows();
+    // Per-example sums of g (or of g²) over its rpe rows.
+    let per_example = |f: fn(f64) -> f64| Mat::from_fn(n, o, |e, j| (0..rpe).map(|r| f(g[(e * rpe + r, j)])).sum::<f64>());
+    match sink {
+        Sink::Sum(grad) => {
+            // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
+            let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
+            if rpe == 1 {
+                matmul(gw, Accum::Add, a_in.transpose(), g, 1.0, Par::Seq);
+            } else {
+                matmul(gw, Accum::Add, a_in.transpose(), per_example(|v| v).as_ref(), 1.0, Par::Seq);
+            }
+            for j in 0..o {
+                grad[b_off + j] += g.col(j).iter().sum::<f64>();
+            }
+        }
+        Sink::SumSq(sq) => {
+            // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
+            let gsq = per_example(|v| v * v);
+            let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
+            let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
+            matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
+            for j in 0..o {
+                sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
+            }
+        }
+        Sink::Rows(jac) => {
+            for j in 0..o {
+                let gj = g.col(j);
+                for c in 0..i {
+                    let ac = a_in.col(c);
+                    let dst = jac.rb_mut().col_mut(w_off + j * i + c);
+                    if rpe == 1 {
+                        for ((d, g), a) in dst.iter_mut().zip(gj.iter()).zip(ac.iter()) {
+                            *d = g * a;
+                        }
+                    } else {
+                        for (m, d) in dst.iter_mut().enumerate() {
+                            *d = gj[m] * ac[m / rpe];
+                        }
+                    }
+                }
+                jac.rb_mut().col_mut(b_off + j).copy_from(gj);
+            }
+        }
+    }
+}
