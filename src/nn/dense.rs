@@ -21,7 +21,11 @@ pub(crate) fn dense_param_derivs(
     let b_off = w_off + o * i;
     let n = a_in.nrows();
     // Per-example sums of g (or of g²) over its rpe rows.
-    let per_example = |f: fn(f64) -> f64| Mat::from_fn(n, o, |e, j| (0..rpe).map(|r| f(g[(e * rpe + r, j)])).sum::<f64>());
+    let per_example = |f: fn(f64) -> f64| {
+        Mat::from_fn(n, o, |e, j| {
+            (0..rpe).map(|r| f(g[(e * rpe + r, j)])).sum::<f64>()
+        })
+    };
     match sink {
         Sink::Sum(grad) => {
             // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
@@ -29,7 +33,14 @@ pub(crate) fn dense_param_derivs(
             if rpe == 1 {
                 matmul(gw, Accum::Add, a_in.transpose(), g, 1.0, Par::Seq);
             } else {
-                matmul(gw, Accum::Add, a_in.transpose(), per_example(|v| v).as_ref(), 1.0, Par::Seq);
+                matmul(
+                    gw,
+                    Accum::Add,
+                    a_in.transpose(),
+                    per_example(|v| v).as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
             }
             for j in 0..o {
                 grad[b_off + j] += g.col(j).iter().sum::<f64>();

@@ -10,8 +10,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use rayon::prelude::*;
 
-use super::rng::{seeded, uniform};
 use super::dense::dense_param_derivs;
+use super::rng::{seeded, uniform};
 use super::{Activation, Cotangents, Network, Reduce, Sink, JACOBIAN_CHUNK};
 use crate::error::{Error, Result};
 

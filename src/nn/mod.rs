@@ -5,11 +5,13 @@ pub mod activation;
 mod dense;
 pub mod mlp;
 pub mod rng;
+pub mod sequential;
 
 use faer::{Mat, MatRef};
 
 pub use activation::Activation;
 pub use mlp::Mlp;
+pub use sequential::{Layer, Sequential};
 
 /// A differentiable network with a flat parameter vector.
 pub trait Network: Sync {

@@ -1,0 +1,586 @@
+//! A sequence of layers on flat per-example activations in PyTorch's layout (channels, height,
+//! width, row-major; flattening is implicit): dense, 2-D convolution (stride 1, no padding),
+//! 2×2 max-pooling (stride 2) and element-wise activations, with a hand-written backward pass
+//! and per-example Jacobians. LeNet-5 is [`Sequential::lenet5`].
+//!
+//! A convolution is a dense layer on image patches: with `C_n` the `(c·k·k) × (OH·OW)` patch
+//! matrix of example n (im2col), `Z_n = W C_n + b 1ᵀ`, so for a cotangent `G_m` (out × OH·OW)
+//! `∂/∂W = G_m C_nᵀ`, `∂/∂b = G_m 1`, and the input cotangent is `col2im(Wᵀ G_m)`.
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatRef, Par};
+use rayon::prelude::*;
+
+use super::dense::dense_param_derivs;
+use super::rng::{seeded, uniform};
+use super::{Activation, Cotangents, Network, Reduce, Sink, JACOBIAN_CHUNK};
+use crate::error::{Error, Result};
+
+/// One layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum Layer {
+    /// `z = W a + b`, W of shape [outputs, inputs].
+    Dense {
+        /// Input width.
+        inputs: usize,
+        /// Output width.
+        outputs: usize,
+    },
+    /// 2-D convolution, stride 1, no padding; W of shape [out, in, k, k].
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side k.
+        kernel: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// 2×2 max-pooling with stride 2 (odd edges dropped, as in PyTorch).
+    MaxPool2 {
+        /// Channels.
+        channels: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// Element-wise activation.
+    Act {
+        /// The non-linearity.
+        activation: Activation,
+        /// Width.
+        size: usize,
+    },
+}
+
+impl Layer {
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        match *self {
+            Layer::Dense { inputs, .. } => inputs,
+            Layer::Conv2d {
+                in_channels,
+                height,
+                width,
+                ..
+            } => in_channels * height * width,
+            Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+            Layer::Act { size, .. } => size,
+        }
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        match *self {
+            Layer::Dense { outputs, .. } => outputs,
+            Layer::Conv2d {
+                out_channels,
+                kernel,
+                height,
+                width,
+                ..
+            } => out_channels * (height + 1 - kernel) * (width + 1 - kernel),
+            Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            } => channels * (height / 2) * (width / 2),
+            Layer::Act { size, .. } => size,
+        }
+    }
+
+    /// Number of parameters (weights then biases).
+    pub fn n_params(&self) -> usize {
+        match *self {
+            Layer::Dense { inputs, outputs } => outputs * (inputs + 1),
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => out_channels * (in_channels * kernel * kernel + 1),
+            _ => 0,
+        }
+    }
+}
+
+/// A network of layers applied in order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sequential {
+    /// The layers.
+    pub layers: Vec<Layer>,
+}
+
+/// What the forward pass keeps for the backward pass: every layer's input and output, and the
+/// arg-max of each pooling window.
+struct Tape {
+    acts: Vec<Mat<f64>>,
+    argmax: Vec<Option<Vec<usize>>>,
+}
+
+/// Conv2d geometry: (c, out, k, h, w, oh, ow).
+type ConvShape = (usize, usize, usize, usize, usize, usize, usize);
+
+fn conv_shape(l: &Layer) -> ConvShape {
+    match *l {
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            height,
+            width,
+        } => (
+            in_channels,
+            out_channels,
+            kernel,
+            height,
+            width,
+            height + 1 - kernel,
+            width + 1 - kernel,
+        ),
+        _ => unreachable!("a convolution"),
+    }
+}
+
+/// The patch matrix (c·k·k) × (oh·ow) of one example, row-major.
+fn im2col(x: &[f64], (c, _, k, h, w, oh, ow): ConvShape) -> Vec<f64> {
+    let mut cols = vec![0.0; c * k * k * oh * ow];
+    for ci in 0..c {
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = (ci * k + ki) * k + kj;
+                for y in 0..oh {
+                    let src = &x[ci * h * w + (y + ki) * w + kj..][..ow];
+                    cols[row * oh * ow + y * ow..][..ow].copy_from_slice(src);
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]).
+fn col2im(cols: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
+    for ci in 0..c {
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = (ci * k + ki) * k + kj;
+                for y in 0..oh {
+                    for x in 0..ow {
+                        out[ci * h * w + (y + ki) * w + x + kj] += cols[(row, y * ow + x)];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `f` of one row's convolution derivatives (weight block `d`, bias `bias`) to `acc`.
+fn add_reduced(
+    acc: &mut [f64],
+    d: MatRef<'_, f64>,
+    bias: &[f64],
+    w_off: usize,
+    b_off: usize,
+    f: fn(f64) -> f64,
+) {
+    let ckk = d.ncols();
+    for (oc, b) in bias.iter().enumerate() {
+        for q in 0..ckk {
+            acc[w_off + oc * ckk + q] += f(d[(oc, q)]);
+        }
+        acc[b_off + oc] += f(*b);
+    }
+}
+
+impl Sequential {
+    /// A network from layers whose widths chain.
+    pub fn new(layers: Vec<Layer>) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::Invalid("a network needs at least one layer".into()));
+        }
+        for (l, pair) in layers.windows(2).enumerate() {
+            if pair[0].out_dim() != pair[1].in_dim() {
+                return Err(Error::Invalid(format!(
+                    "layer {} outputs {} values but layer {} takes {}",
+                    l + 1,
+                    pair[0].out_dim(),
+                    l + 2,
+                    pair[1].in_dim()
+                )));
+            }
+        }
+        if let Some(l) = layers.iter().find(|l| l.out_dim() == 0) {
+            return Err(Error::Invalid(format!("layer {l:?} has no outputs")));
+        }
+        Ok(Sequential { layers })
+    }
+
+    /// LeNet-5 as the paper uses it on `channels × side × side` images: conv 6@5×5, ReLU,
+    /// pool; conv 16@5×5, ReLU, pool; dense 120, ReLU; dense 84, ReLU; dense `classes`.
+    pub fn lenet5(channels: usize, side: usize, classes: usize) -> Result<Self> {
+        let relu = |size| Layer::Act {
+            activation: Activation::Relu,
+            size,
+        };
+        let c1 = Layer::Conv2d {
+            in_channels: channels,
+            out_channels: 6,
+            kernel: 5,
+            height: side,
+            width: side,
+        };
+        let s1 = (side - 4) / 2;
+        let c2 = Layer::Conv2d {
+            in_channels: 6,
+            out_channels: 16,
+            kernel: 5,
+            height: s1,
+            width: s1,
+        };
+        let s2 = (s1 - 4) / 2;
+        Sequential::new(vec![
+            c1,
+            relu(c1.out_dim()),
+            Layer::MaxPool2 {
+                channels: 6,
+                height: side - 4,
+                width: side - 4,
+            },
+            c2,
+            relu(c2.out_dim()),
+            Layer::MaxPool2 {
+                channels: 16,
+                height: s1 - 4,
+                width: s1 - 4,
+            },
+            Layer::Dense {
+                inputs: 16 * s2 * s2,
+                outputs: 120,
+            },
+            relu(120),
+            Layer::Dense {
+                inputs: 120,
+                outputs: 84,
+            },
+            relu(84),
+            Layer::Dense {
+                inputs: 84,
+                outputs: classes,
+            },
+        ])
+    }
+
+    fn offsets(&self) -> Vec<usize> {
+        let mut off = Vec::with_capacity(self.layers.len() + 1);
+        let mut o = 0;
+        for l in &self.layers {
+            off.push(o);
+            o += l.n_params();
+        }
+        off.push(o);
+        off
+    }
+
+    fn forward_tape(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
+        let off = self.offsets();
+        let n = x.nrows();
+        let mut acts = vec![x.to_owned()];
+        let mut argmax = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let a = acts.last().expect("input pushed");
+            let (mut out, mut arg) = (Mat::<f64>::zeros(n, layer.out_dim()), None);
+            match *layer {
+                Layer::Dense { inputs, outputs } => {
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + outputs * inputs],
+                        outputs,
+                        inputs,
+                    );
+                    matmul(
+                        out.as_mut(),
+                        Accum::Replace,
+                        a.as_ref(),
+                        wl.transpose(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    let b = &w[off[l] + outputs * inputs..off[l + 1]];
+                    for (j, b) in b.iter().enumerate() {
+                        out.col_mut(j).iter_mut().for_each(|v| *v += b);
+                    }
+                }
+                Layer::Conv2d { .. } => {
+                    let s @ (c, o, k, _, _, oh, ow) = conv_shape(layer);
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + o * c * k * k],
+                        o,
+                        c * k * k,
+                    );
+                    let b = &w[off[l] + o * c * k * k..off[l + 1]];
+                    let mut z = Mat::<f64>::zeros(o, oh * ow);
+                    for e in 0..n {
+                        let xe: Vec<f64> = a.row(e).iter().copied().collect();
+                        let cols = im2col(&xe, s);
+                        let cm = MatRef::from_row_major_slice(&cols, c * k * k, oh * ow);
+                        matmul(z.as_mut(), Accum::Replace, wl, cm, 1.0, Par::Seq);
+                        for oc in 0..o {
+                            for p in 0..oh * ow {
+                                out[(e, oc * oh * ow + p)] = z[(oc, p)] + b[oc];
+                            }
+                        }
+                    }
+                }
+                Layer::MaxPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    let (ph, pw) = (height / 2, width / 2);
+                    let mut idx = vec![0usize; n * channels * ph * pw];
+                    for e in 0..n {
+                        for ch in 0..channels {
+                            for y in 0..ph {
+                                for x in 0..pw {
+                                    let base = ch * height * width + 2 * y * width + 2 * x;
+                                    let cands = [base, base + 1, base + width, base + width + 1];
+                                    let best = cands.into_iter().fold(cands[0], |b, c| {
+                                        if a[(e, c)] > a[(e, b)] {
+                                            c
+                                        } else {
+                                            b
+                                        }
+                                    });
+                                    let q = ch * ph * pw + y * pw + x;
+                                    out[(e, q)] = a[(e, best)];
+                                    idx[e * channels * ph * pw + q] = best;
+                                }
+                            }
+                        }
+                    }
+                    arg = Some(idx);
+                }
+                Layer::Act { activation, .. } => {
+                    out = Mat::from_fn(n, a.ncols(), |i, j| activation.apply(a[(i, j)]));
+                }
+            }
+            acts.push(out);
+            argmax.push(arg);
+        }
+        Tape { acts, argmax }
+    }
+
+    /// Backpropagates cotangent rows `g` (M × K, row m of example `m / rpe`) into `sink`.
+    fn backward(&self, w: &[f64], tape: &Tape, g: Mat<f64>, rpe: usize, mut sink: Sink<'_>) {
+        let off = self.offsets();
+        let mut g = g;
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let a_in = &tape.acts[l];
+            let m_rows = g.nrows();
+            let g_in = match *layer {
+                Layer::Dense { inputs, outputs } => {
+                    dense_param_derivs(
+                        &mut sink,
+                        a_in.as_ref(),
+                        g.as_ref(),
+                        rpe,
+                        off[l],
+                        inputs,
+                        outputs,
+                    );
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + outputs * inputs],
+                        outputs,
+                        inputs,
+                    );
+                    let mut gi = Mat::<f64>::zeros(m_rows, inputs);
+                    matmul(gi.as_mut(), Accum::Replace, g.as_ref(), wl, 1.0, Par::Seq);
+                    gi
+                }
+                Layer::Conv2d { .. } => {
+                    let s @ (c, o, k, _, _, oh, ow) = conv_shape(layer);
+                    let ckk = c * k * k;
+                    let (w_off, b_off) = (off[l], off[l] + o * ckk);
+                    let wl = MatRef::from_row_major_slice(&w[w_off..b_off], o, ckk);
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    let mut d = Mat::<f64>::zeros(o, ckk);
+                    let mut back = Mat::<f64>::zeros(ckk, oh * ow);
+                    let mut cols: Option<(usize, Vec<f64>)> = None;
+                    for m in 0..m_rows {
+                        let e = m / rpe;
+                        if cols.as_ref().is_none_or(|(ce, _)| *ce != e) {
+                            let xe: Vec<f64> = a_in.row(e).iter().copied().collect();
+                            cols = Some((e, im2col(&xe, s)));
+                        }
+                        let cm = MatRef::from_row_major_slice(
+                            &cols.as_ref().expect("set above").1,
+                            ckk,
+                            oh * ow,
+                        );
+                        let gm_vec: Vec<f64> = g.row(m).iter().copied().collect();
+                        let gm = MatRef::from_row_major_slice(&gm_vec, o, oh * ow);
+                        matmul(
+                            d.as_mut(),
+                            Accum::Replace,
+                            gm,
+                            cm.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
+                        let bias: Vec<f64> = (0..o).map(|oc| gm.row(oc).iter().sum()).collect();
+                        match &mut sink {
+                            Sink::Sum(acc) => {
+                                add_reduced(acc, d.as_ref(), &bias, w_off, b_off, |v| v)
+                            }
+                            Sink::SumSq(acc) => {
+                                add_reduced(acc, d.as_ref(), &bias, w_off, b_off, |v| v * v)
+                            }
+                            Sink::Rows(jac) => {
+                                for oc in 0..o {
+                                    for q in 0..ckk {
+                                        jac[(m, w_off + oc * ckk + q)] = d[(oc, q)];
+                                    }
+                                    jac[(m, b_off + oc)] = bias[oc];
+                                }
+                            }
+                        }
+                        if l > 0 {
+                            matmul(
+                                back.as_mut(),
+                                Accum::Replace,
+                                wl.transpose(),
+                                gm,
+                                1.0,
+                                Par::Seq,
+                            );
+                            let mut row = vec![0.0; layer.in_dim()];
+                            col2im(back.as_ref(), &mut row, s);
+                            for (j, v) in row.into_iter().enumerate() {
+                                gi[(m, j)] = v;
+                            }
+                        }
+                    }
+                    gi
+                }
+                Layer::MaxPool2 { .. } => {
+                    let idx = tape.argmax[l].as_ref().expect("pooling keeps its arg-max");
+                    let od = layer.out_dim();
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    for m in 0..m_rows {
+                        let e = m / rpe;
+                        for q in 0..od {
+                            gi[(m, idx[e * od + q])] += g[(m, q)];
+                        }
+                    }
+                    gi
+                }
+                Layer::Act { activation, .. } => {
+                    let a_out = &tape.acts[l + 1];
+                    Mat::from_fn(m_rows, g.ncols(), |m, j| {
+                        g[(m, j)] * activation.derivative_from_output(a_out[(m / rpe, j)])
+                    })
+                }
+            };
+            g = g_in;
+        }
+    }
+
+    fn chunk_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+        let k = self.n_outputs();
+        let n = x.nrows();
+        let mut tape = self.forward_tape(w, x);
+        let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
+        self.backward(w, &tape, seed, k, Sink::Rows(jac.as_mut()));
+        (tape.acts.pop().expect("output"), jac)
+    }
+}
+
+impl Network for Sequential {
+    fn n_params(&self) -> usize {
+        self.layers.iter().map(Layer::n_params).sum()
+    }
+
+    fn n_inputs(&self) -> usize {
+        self.layers[0].in_dim()
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.layers.last().expect("non-empty").out_dim()
+    }
+
+    fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.forward_tape(w, x).acts.pop().expect("output")
+    }
+
+    fn forward_reduce(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+    ) -> (Mat<f64>, Vec<Vec<f64>>) {
+        let tape = self.forward_tape(w, x);
+        let f = tape.acts.last().expect("output").clone();
+        let out = requests(f.as_ref())
+            .into_iter()
+            .map(|c| {
+                let mut acc = vec![0.0; self.n_params()];
+                let sink = match c.reduce {
+                    Reduce::Sum => Sink::Sum(&mut acc),
+                    Reduce::SumSq => Sink::SumSq(&mut acc),
+                };
+                self.backward(w, &tape, c.rows, c.rows_per_example, sink);
+                acc
+            })
+            .collect();
+        (f, out)
+    }
+
+    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+        let (n, k) = (x.nrows(), self.n_outputs());
+        let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
+        let blocks: Vec<(Mat<f64>, Mat<f64>)> = starts
+            .par_iter()
+            .map(|&s| self.chunk_jacobian(w, x.subrows(s, JACOBIAN_CHUNK.min(n - s))))
+            .collect();
+        let mut f = Mat::<f64>::zeros(n, k);
+        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
+        for (s, (fb, jb)) in starts.iter().zip(&blocks) {
+            f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
+            jac.rb_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);
+        }
+        (f, jac)
+    }
+
+    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
+    fn init(&self, seed: u64) -> Vec<f64> {
+        let mut rng = seeded(seed);
+        let mut w = Vec::with_capacity(self.n_params());
+        for l in &self.layers {
+            let fan_in = match *l {
+                Layer::Dense { inputs, .. } => inputs,
+                Layer::Conv2d {
+                    in_channels,
+                    kernel,
+                    ..
+                } => in_channels * kernel * kernel,
+                _ => continue,
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            for _ in 0..l.n_params() {
+                w.push((2.0 * uniform(&mut rng) - 1.0) * bound);
+            }
+        }
+        w
+    }
+}

@@ -1,0 +1,193 @@
+//! The layered network (dense, convolution, max-pooling, activations): Jacobians against
+//! finite differences, backward reductions against the Jacobian, LeNet-5's size, and agreement
+//! with the MLP.
+#![allow(clippy::needless_range_loop)]
+
+use dnn2gp::nn::{Activation, Cotangents, Layer, Mlp, Network, Reduce, Sequential};
+use faer::Mat;
+
+/// A small CNN on 2×7×7 inputs: conv 3@3×3, tanh, pool, dense 12 → 4, sigmoid, dense 2.
+fn small_cnn() -> Sequential {
+    let conv = Layer::Conv2d {
+        in_channels: 2,
+        out_channels: 3,
+        kernel: 3,
+        height: 7,
+        width: 7,
+    };
+    Sequential::new(vec![
+        conv,
+        Layer::Act {
+            activation: Activation::Tanh,
+            size: 3 * 5 * 5,
+        },
+        Layer::MaxPool2 {
+            channels: 3,
+            height: 5,
+            width: 5,
+        },
+        Layer::Dense {
+            inputs: 12,
+            outputs: 4,
+        },
+        Layer::Act {
+            activation: Activation::Sigmoid,
+            size: 4,
+        },
+        Layer::Dense {
+            inputs: 4,
+            outputs: 2,
+        },
+    ])
+    .unwrap()
+}
+
+fn inputs(n: usize, d: usize) -> Mat<f64> {
+    Mat::from_fn(n, d, |i, j| ((i * d + j) as f64 * 0.731).sin())
+}
+
+#[test]
+fn cnn_jacobian_matches_finite_differences() {
+    let net = small_cnn();
+    assert_eq!(net.n_params(), 3 * (2 * 9 + 1) + 4 * 13 + 2 * 5);
+    let w = net.init(1);
+    let x = inputs(3, net.n_inputs());
+    let (f, jac) = net.forward_jacobian(&w, x.as_ref());
+    assert_eq!(f, net.forward(&w, x.as_ref()));
+    let h = 1e-6;
+    for p in 0..net.n_params() {
+        let (mut wp, mut wm) = (w.clone(), w.clone());
+        wp[p] += h;
+        wm[p] -= h;
+        let (fp, fm) = (net.forward(&wp, x.as_ref()), net.forward(&wm, x.as_ref()));
+        for n in 0..3 {
+            for k in 0..2 {
+                let fd = (fp[(n, k)] - fm[(n, k)]) / (2.0 * h);
+                assert!(
+                    (jac[(n * 2 + k, p)] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
+                    "J[{n},{k},{p}] {} vs {fd}",
+                    jac[(n * 2 + k, p)]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cnn_backward_reductions_match_the_jacobian() {
+    let net = small_cnn();
+    let w = net.init(2);
+    let x = inputs(4, net.n_inputs());
+    let jac = net.jacobian(&w, x.as_ref());
+    for rpe in [1, 2] {
+        let c = Mat::from_fn(4 * rpe, 2, |m, k| ((m * 2 + k) as f64 * 0.53).cos());
+        let (_, out) = net.forward_reduce(&w, x.as_ref(), &mut |_| {
+            vec![
+                Cotangents {
+                    rows: c.clone(),
+                    rows_per_example: rpe,
+                    reduce: Reduce::Sum,
+                },
+                Cotangents {
+                    rows: c.clone(),
+                    rows_per_example: rpe,
+                    reduce: Reduce::SumSq,
+                },
+            ]
+        });
+        for p in 0..net.n_params() {
+            let (mut sum, mut sq) = (0.0, 0.0);
+            for m in 0..4 * rpe {
+                let d: f64 = (0..2)
+                    .map(|k| c[(m, k)] * jac[((m / rpe) * 2 + k, p)])
+                    .sum();
+                sum += d;
+                sq += d * d;
+            }
+            assert!((out[0][p] - sum).abs() < 1e-12 * (1.0 + sum.abs()));
+            assert!((out[1][p] - sq).abs() < 1e-12 * (1.0 + sq));
+        }
+    }
+}
+
+#[test]
+fn lenet5_has_the_papers_size_and_runs() {
+    let net = Sequential::lenet5(1, 28, 10).unwrap();
+    assert_eq!(net.n_params(), 44_426);
+    assert_eq!((net.n_inputs(), net.n_outputs()), (784, 10));
+    let w = net.init(0);
+    let x = inputs(2, 784);
+    let (f, jac) = net.forward_jacobian(&w, x.as_ref());
+    assert_eq!(
+        (f.nrows(), f.ncols(), jac.nrows(), jac.ncols()),
+        (2, 10, 20, 44_426)
+    );
+    // Spot-check a few parameters of each layer by finite differences.
+    let h = 1e-6;
+    for p in [0, 155, 156, 2571, 2572, 33_411, 44_425] {
+        let (mut wp, mut wm) = (w.clone(), w.clone());
+        wp[p] += h;
+        wm[p] -= h;
+        let (fp, fm) = (net.forward(&wp, x.as_ref()), net.forward(&wm, x.as_ref()));
+        for k in 0..10 {
+            let fd = (fp[(1, k)] - fm[(1, k)]) / (2.0 * h);
+            assert!(
+                (jac[(10 + k, p)] - fd).abs() < 1e-6 * (1.0 + fd.abs()),
+                "p={p} k={k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn layers_that_do_not_chain_are_refused() {
+    let err = Sequential::new(vec![
+        Layer::Dense {
+            inputs: 3,
+            outputs: 4,
+        },
+        Layer::Dense {
+            inputs: 5,
+            outputs: 1,
+        },
+    ])
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("outputs 4") && err.to_string().contains("takes 5"),
+        "{err}"
+    );
+    assert!(Sequential::new(vec![]).is_err());
+}
+
+#[test]
+fn a_sequence_of_dense_layers_is_the_mlp() {
+    let mlp = Mlp::new(vec![3, 5, 2], Activation::Tanh).unwrap();
+    let seq = Sequential::new(vec![
+        Layer::Dense {
+            inputs: 3,
+            outputs: 5,
+        },
+        Layer::Act {
+            activation: Activation::Tanh,
+            size: 5,
+        },
+        Layer::Dense {
+            inputs: 5,
+            outputs: 2,
+        },
+    ])
+    .unwrap();
+    let w = mlp.init(4);
+    assert_eq!(seq.init(4), w);
+    let x = inputs(6, 3);
+    let (a, b) = (
+        mlp.forward_jacobian(&w, x.as_ref()),
+        seq.forward_jacobian(&w, x.as_ref()),
+    );
+    for i in 0..a.1.nrows() {
+        for j in 0..a.1.ncols() {
+            assert!((a.1[(i, j)] - b.1[(i, j)]).abs() < 1e-14);
+        }
+    }
+    assert_eq!(a.0, b.0);
+}
