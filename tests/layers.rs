@@ -191,3 +191,25 @@ fn a_sequence_of_dense_layers_is_the_mlp() {
     }
     assert_eq!(a.0, b.0);
 }
+
+#[test]
+fn architectures_from_spec_strings() {
+    let lenet = Sequential::parse(
+        "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10",
+    )
+    .unwrap();
+    assert_eq!(lenet, Sequential::lenet5(1, 28, 10).unwrap());
+    let mlp = Sequential::parse("2:dense20,tanh,dense1").unwrap();
+    assert_eq!(mlp.n_params(), 81);
+    for (spec, needle) in [
+        ("28x28:dense10", "input shape"),
+        ("1x8x8:conv4k9,dense2", "larger than"),
+        ("4:dense3,conv2k1", "already flat"),
+        ("1x4x4:pool,swish", "unknown layer 'swish'"),
+        ("1x4x4:denseX", "'X' is not a positive number"),
+        ("dense10", "INPUT:LAYERS"),
+    ] {
+        let err = Sequential::parse(spec).unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains(spec), "{spec}: {err}");
+    }
+}

@@ -281,6 +281,95 @@ impl Sequential {
         ])
     }
 
+    /// Parses `"C×H×W:layer,layer,…"` (or `"D:…"` for flat inputs; `x` may stand for `×`), with
+    /// layers `conv<out>k<k>`, `pool`, `dense<out>`, `flatten` and the activations `relu`,
+    /// `tanh`, `sigmoid`, `identity`. LeNet-5 on MNIST is
+    /// `1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,dense120,relu,dense84,relu,dense10`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |msg: String| Error::Invalid(format!("architecture '{spec}': {msg}"));
+        let (shape, body) = spec.split_once(':').ok_or_else(|| {
+            bad("expected INPUT:LAYERS, e.g. 1x28x28:conv6k5,relu,pool,dense10".into())
+        })?;
+        let dims = shape
+            .split(['x', '×'])
+            .map(|t| t.trim().parse::<usize>().ok().filter(|v| *v > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(format!("input shape '{shape}' is not D or C×H×W")))?;
+        // Current shape: Some((c, h, w)) for images, None once flat.
+        let (mut image, mut width) = match dims.as_slice() {
+            [d] => (None, *d),
+            [c, h, w] => (Some((*c, *h, *w)), c * h * w),
+            _ => return Err(bad(format!("input shape '{shape}' is not D or C×H×W"))),
+        };
+        let mut layers = Vec::new();
+        for tok in body.split(',').map(str::trim) {
+            let num = |s: &str| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad(format!("'{tok}': '{s}' is not a positive number")))
+            };
+            let layer = if let Some(rest) = tok.strip_prefix("conv") {
+                let (out, k) = rest.split_once('k').ok_or_else(|| {
+                    bad(format!(
+                        "'{tok}': expected conv<out>k<kernel>, e.g. conv6k5"
+                    ))
+                })?;
+                let (out, k) = (num(out)?, num(k)?);
+                let (c, h, w) = image.ok_or_else(|| {
+                    bad(format!(
+                        "'{tok}' needs an image input, but the values are already flat"
+                    ))
+                })?;
+                if k > h || k > w {
+                    return Err(bad(format!(
+                        "'{tok}': kernel {k} is larger than the {h}×{w} image"
+                    )));
+                }
+                image = Some((out, h + 1 - k, w + 1 - k));
+                Layer::Conv2d {
+                    in_channels: c,
+                    out_channels: out,
+                    kernel: k,
+                    height: h,
+                    width: w,
+                }
+            } else if tok == "pool" {
+                let (c, h, w) = image.ok_or_else(|| bad("'pool' needs an image input".into()))?;
+                if h < 2 || w < 2 {
+                    return Err(bad(format!("'pool' on a {h}×{w} image")));
+                }
+                image = Some((c, h / 2, w / 2));
+                Layer::MaxPool2 {
+                    channels: c,
+                    height: h,
+                    width: w,
+                }
+            } else if tok == "flatten" {
+                image = None;
+                continue;
+            } else if let Some(rest) = tok.strip_prefix("dense") {
+                let out = num(rest)?;
+                image = None;
+                Layer::Dense {
+                    inputs: width,
+                    outputs: out,
+                }
+            } else {
+                let activation = tok.parse::<Activation>().map_err(|_| {
+                    bad(format!("unknown layer '{tok}' (expected conv<out>k<k>, pool, dense<out>, flatten, relu, tanh, sigmoid or identity)"))
+                })?;
+                Layer::Act {
+                    activation,
+                    size: width,
+                }
+            };
+            width = layer.out_dim();
+            layers.push(layer);
+        }
+        Sequential::new(layers).map_err(|e| bad(e.to_string()))
+    }
+
     fn offsets(&self) -> Vec<usize> {
         let mut off = Vec::with_capacity(self.layers.len() + 1);
         let mut o = 0;
