@@ -199,6 +199,15 @@ fn architectures_from_spec_strings() {
     )
     .unwrap();
     assert_eq!(lenet, Sequential::lenet5(1, 28, 10).unwrap());
+    // Layer indices follow PyTorch's nn.Sequential numbering.
+    let with_params: Vec<usize> = lenet
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.n_params() > 0)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(with_params, vec![0, 3, 7, 9, 11]);
     let mlp = Sequential::parse("2:dense20,tanh,dense1").unwrap();
     assert_eq!(mlp.n_params(), 81);
     for (spec, needle) in [

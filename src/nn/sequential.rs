@@ -50,6 +50,12 @@ pub enum Layer {
         /// Input width.
         width: usize,
     },
+    /// Flattening (a no-op on the flat layout, kept so that layer indices match PyTorch's
+    /// `nn.Sequential` numbering).
+    Flatten {
+        /// Width.
+        size: usize,
+    },
     /// Element-wise activation.
     Act {
         /// The non-linearity.
@@ -75,7 +81,7 @@ impl Layer {
                 height,
                 width,
             } => channels * height * width,
-            Layer::Act { size, .. } => size,
+            Layer::Act { size, .. } | Layer::Flatten { size } => size,
         }
     }
 
@@ -95,7 +101,7 @@ impl Layer {
                 height,
                 width,
             } => channels * (height / 2) * (width / 2),
-            Layer::Act { size, .. } => size,
+            Layer::Act { size, .. } | Layer::Flatten { size } => size,
         }
     }
 
@@ -227,7 +233,8 @@ impl Sequential {
     }
 
     /// LeNet-5 as the paper uses it on `channels × side × side` images: conv 6@5×5, ReLU,
-    /// pool; conv 16@5×5, ReLU, pool; dense 120, ReLU; dense 84, ReLU; dense `classes`.
+    /// pool; conv 16@5×5, ReLU, pool; flatten; dense 120, ReLU; dense 84, ReLU; dense
+    /// `classes` (PyTorch indices 0, 3, 7, 9, 11 for the layers with parameters).
     pub fn lenet5(channels: usize, side: usize, classes: usize) -> Result<Self> {
         let relu = |size| Layer::Act {
             activation: Activation::Relu,
@@ -264,6 +271,7 @@ impl Sequential {
                 height: s1 - 4,
                 width: s1 - 4,
             },
+            Layer::Flatten { size: 16 * s2 * s2 },
             Layer::Dense {
                 inputs: 16 * s2 * s2,
                 outputs: 120,
@@ -347,7 +355,7 @@ impl Sequential {
                 }
             } else if tok == "flatten" {
                 image = None;
-                continue;
+                Layer::Flatten { size: width }
             } else if let Some(rest) = tok.strip_prefix("dense") {
                 let out = num(rest)?;
                 image = None;
@@ -462,6 +470,7 @@ impl Sequential {
                 Layer::Act { activation, .. } => {
                     out = Mat::from_fn(n, a.ncols(), |i, j| activation.apply(a[(i, j)]));
                 }
+                Layer::Flatten { .. } => out.copy_from(a),
             }
             acts.push(out);
             argmax.push(arg);
@@ -573,6 +582,7 @@ impl Sequential {
                     }
                     gi
                 }
+                Layer::Flatten { .. } => g,
                 Layer::Act { activation, .. } => {
                     let a_out = &tape.acts[l + 1];
                     Mat::from_fn(m_rows, g.ncols(), |m, j| {
