@@ -3,6 +3,8 @@
 
 mod common;
 
+use dnn2gp::nn::{Activation, Mlp};
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -59,9 +61,24 @@ fn train_then_gp_on_toy_data() {
         model.to_str().unwrap(),
     ]);
     assert!(s.contains("P = 41"), "{s}");
-    for f in ["model.json", "params.npy", "history.csv"] {
+    for f in [
+        "model.json",
+        "params.npy",
+        "history.csv",
+        "model.safetensors",
+    ] {
         assert!(model.join(f).exists(), "{f}");
     }
+    // The safetensors export holds the same parameters as params.npy.
+    let net = Mlp::new(vec![2, 10, 1], Activation::Tanh).unwrap();
+    let from_st =
+        dnn2gp::nn::weights::load(&model.join("model.safetensors"), &net.param_layout()).unwrap();
+    assert_eq!(
+        from_st,
+        dnn2gp::report::files::read_npy(&model.join("params.npy"))
+            .unwrap()
+            .1
+    );
     ok(&[
         "gp",
         "--model",

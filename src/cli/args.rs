@@ -196,7 +196,8 @@ pub struct TrainCmd {
     pub model: ModelArgs,
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Output folder for model.json, params.npy and history.csv.
+    /// Output folder for model.json, params.npy, model.safetensors (PyTorch state_dict keys of
+    /// `nn.Sequential(Linear, act, …)`) and history.csv.
     #[arg(long, default_value = "dnn2gp-out/model")]
     pub out: PathBuf,
 }

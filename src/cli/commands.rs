@@ -235,6 +235,13 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
 
 fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<()> {
     write_npy(&dir.join("params.npy"), &[res.w.len()], &res.w)?;
+    let layout = file.architecture.param_layout();
+    dnn2gp::nn::weights::save(
+        &dir.join("model.safetensors"),
+        &layout,
+        &res.w,
+        dnn2gp::nn::weights::StoredDtype::F64,
+    )?;
     write_history(&dir.join("history.csv"), "loss", &res.history)?;
     write_json(&dir.join("model.json"), file)?;
     Ok(())

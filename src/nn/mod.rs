@@ -6,6 +6,7 @@ mod dense;
 pub mod mlp;
 pub mod rng;
 pub mod sequential;
+pub mod weights;
 
 use faer::{Mat, MatRef};
 
