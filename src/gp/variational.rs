@@ -7,7 +7,7 @@
 //! mean function `J(x) m_t` and kernel `J(x) S_t J(x')ᵀ` at every iteration.
 //!
 //! At convergence the GP is the DNN2GP one (prior `δ⁻¹ I`, noise `Λ⁻¹`) linearised at samples
-//! `w ~ q` with targets centred at μ: see [`converged_linearization`].
+//! `w ~ q` with targets centred at μ: see [`converged_linearizations`].
 
 use faer::{Mat, MatRef};
 
