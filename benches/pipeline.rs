@@ -114,6 +114,14 @@ fn peers(c: &mut Criterion) {
             black_box(gp.predict(net.jacobian(&w, xs.as_ref()).as_ref()))
         })
     });
+    // The B1 kernel J Jᵀ (2000 × 2000): from the Jacobian, and from per-layer factors.
+    let jac = net.jacobian(&w, train.x.as_ref());
+    group.bench_function("B1 kernel J Jᵀ from J (83 GFLOP)", |b| {
+        b.iter(|| black_box(dnn2gp::linalg::a_bt(jac.as_ref(), jac.as_ref())))
+    });
+    group.bench_function("B1 kernel J Jᵀ from per-layer factors", |b| {
+        b.iter(|| black_box(net.ntk(&w, train.x.as_ref(), train.x.as_ref())))
+    });
     // B3: both marginal likelihoods over 30 δ from one eigendecomposition.
     let lin = Linearization::new(&net, &lik, train.x.as_ref(), train.y.as_ref(), &w);
     let deltas = dnn2gp::data::logspace(-2.0, 2.0, 30);

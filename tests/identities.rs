@@ -475,3 +475,34 @@ fn delta_path_matches_the_direct_computations() {
         }
     }
 }
+
+#[test]
+fn structured_ntk_equals_the_jacobian_product() {
+    // The per-layer factor form of J_a J_bᵀ (no Jacobian formed) against the explicit product.
+    for (sizes, act) in [
+        (vec![2, 7, 1], Activation::Tanh),
+        (vec![3, 6, 5, 3], Activation::Relu),
+    ] {
+        let net = Mlp::new(sizes, act).unwrap();
+        let w = net.init(6);
+        let xa = Mat::from_fn(9, net.n_inputs(), |i, j| ((i * 5 + j) as f64 * 0.29).sin());
+        let xb = Mat::from_fn(4, net.n_inputs(), |i, j| ((i * 3 + j) as f64 * 0.61).cos());
+        let direct = a_bt(
+            net.jacobian(&w, xa.as_ref()).as_ref(),
+            net.jacobian(&w, xb.as_ref()).as_ref(),
+        );
+        let structured = net.ntk(&w, xa.as_ref(), xb.as_ref());
+        assert_eq!(
+            (structured.nrows(), structured.ncols()),
+            (direct.nrows(), direct.ncols())
+        );
+        for i in 0..direct.nrows() {
+            for j in 0..direct.ncols() {
+                assert!(
+                    (structured[(i, j)] - direct[(i, j)]).abs()
+                        < 1e-12 * (1.0 + direct[(i, j)].abs())
+                );
+            }
+        }
+    }
+}

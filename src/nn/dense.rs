@@ -56,6 +56,7 @@ pub(crate) fn dense_param_derivs(
                 sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
             }
         }
+        Sink::Factors(f) => f.push((g.to_owned(), a_in.to_owned())),
         Sink::Rows(jac) => {
             for j in 0..o {
                 let gj = g.col(j);

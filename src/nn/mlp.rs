@@ -225,6 +225,40 @@ impl Network for Mlp {
         (f, jac)
     }
 
+    /// The NTK from per-layer factors, without forming J: a dense layer's Jacobian rows are
+    /// `g ⊗ a`, so it adds `(G_a G_bᵀ) ⊙ (A_a A_bᵀ + 1)` (the 1 from the bias), expanded over the
+    /// K rows of each example. Costs `N_a N_b Σ_l (out_l + in_l)` instead of `N_a N_b P`.
+    fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
+        let k = self.n_outputs();
+        let factors = |x: MatRef<'_, f64>| {
+            let acts = self.forward_all(w, x);
+            let seed = Mat::from_fn(x.nrows() * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+            let mut f = Vec::new();
+            self.backward(w, &acts, seed, k, Sink::Factors(&mut f));
+            f
+        };
+        let (fa, fb) = (factors(xa), factors(xb));
+        let mut out = Mat::<f64>::zeros(xa.nrows() * k, xb.nrows() * k);
+        for ((ga, aa), (gb, ab)) in fa.iter().zip(&fb) {
+            let gg = crate::linalg::a_bt(ga.as_ref(), gb.as_ref());
+            let aa_ab = crate::linalg::a_bt(aa.as_ref(), ab.as_ref());
+            for c in 0..out.ncols() {
+                let (g, a) = (gg.col(c), aa_ab.col(c / k));
+                let dst = out.col_mut(c);
+                if k == 1 {
+                    for ((o, g), a) in dst.iter_mut().zip(g.iter()).zip(a.iter()) {
+                        *o += g * (a + 1.0);
+                    }
+                } else {
+                    for (r, (o, g)) in dst.iter_mut().zip(g.iter()).enumerate() {
+                        *o += g * (a[r / k] + 1.0);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.
     fn init(&self, seed: u64) -> Vec<f64> {
         let mut rng = seeded(seed);

@@ -58,6 +58,11 @@ pub trait Network: Sync {
     fn jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
         self.forward_jacobian(w, x).1
     }
+
+    /// The empirical NTK `J(X_a) J(X_b)ᵀ` (N_aK × N_bK).
+    fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
+        crate::linalg::a_bt(self.jacobian(w, xa).as_ref(), self.jacobian(w, xb).as_ref())
+    }
     /// Initial parameters from a seed.
     fn init(&self, seed: u64) -> Vec<f64>;
 }
@@ -90,6 +95,9 @@ pub(crate) enum Sink<'a> {
     SumSq(&'a mut [f64]),
     /// One row per cotangent row: a Jacobian block (rows × P).
     Rows(faer::MatMut<'a, f64>),
+    /// The factors of each dense layer's rows, `(G, A)` with row m of the Jacobian block
+    /// `G_m ⊗ A_{n(m)}` (last layer first): what structured kernels need.
+    Factors(&'a mut Vec<(Mat<f64>, Mat<f64>)>),
 }
 
 /// Number of examples per parallel Jacobian chunk.

@@ -543,6 +543,7 @@ impl Sequential {
                             Sink::SumSq(acc) => {
                                 add_reduced(acc, d.as_ref(), &bias, w_off, b_off, |v| v * v)
                             }
+                            Sink::Factors(_) => unreachable!("factors are collected for MLPs only"),
                             Sink::Rows(jac) => {
                                 for oc in 0..o {
                                     for q in 0..ckk {
