@@ -8,11 +8,10 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
-use rayon::prelude::*;
 
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
-use super::{Activation, Cotangents, Network, Reduce, Sink, JACOBIAN_CHUNK};
+use super::{forward_jacobian, reduce, Activation, Backprop, Cotangents, Network, Sink};
 use crate::error::{Error, Result};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
@@ -147,16 +146,22 @@ impl Mlp {
         assert_eq!(w.len(), self.n_params(), "parameter vector length");
         assert_eq!(x.ncols(), self.sizes[0], "input width");
     }
+}
 
-    /// Outputs and Jacobian block of a chunk of examples (chunk × K, chunk·K × P).
-    fn jacobian_chunk(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        let k = self.n_outputs();
-        let n = x.nrows();
-        let mut acts = self.forward_all(w, x);
-        let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
-        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
-        self.backward(w, &acts, seed, k, Sink::Rows(jac.as_mut()));
-        (acts.pop().expect("output layer"), jac)
+impl Backprop for Mlp {
+    type Tape = Vec<Mat<f64>>;
+
+    fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
+        self.check_input(w, x);
+        self.forward_all(w, x)
+    }
+
+    fn output(tape: &Self::Tape) -> &Mat<f64> {
+        tape.last().expect("output layer")
+    }
+
+    fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>) {
+        self.backward(w, tape, g, rpe, sink)
     }
 }
 
@@ -184,45 +189,11 @@ impl Network for Mlp {
         x: MatRef<'_, f64>,
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
     ) -> (Mat<f64>, Vec<Vec<f64>>) {
-        self.check_input(w, x);
-        let acts = self.forward_all(w, x);
-        let f = acts.last().expect("output layer").clone();
-        let out = requests(f.as_ref())
-            .into_iter()
-            .map(|c| {
-                let mut acc = vec![0.0; self.n_params()];
-                let sink = match c.reduce {
-                    Reduce::Sum => Sink::Sum(&mut acc),
-                    Reduce::SumSq => Sink::SumSq(&mut acc),
-                };
-                self.backward(w, &acts, c.rows, c.rows_per_example, sink);
-                acc
-            })
-            .collect();
-        (f, out)
+        reduce(self, w, x, requests)
     }
 
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        self.check_input(w, x);
-        let (n, k) = (x.nrows(), self.n_outputs());
-        if n <= 4 * JACOBIAN_CHUNK {
-            return self.jacobian_chunk(w, x);
-        }
-        let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
-        let blocks: Vec<(Mat<f64>, Mat<f64>)> = starts
-            .par_iter()
-            .map(|&s| {
-                let len = JACOBIAN_CHUNK.min(n - s);
-                self.jacobian_chunk(w, x.subrows(s, len))
-            })
-            .collect();
-        let mut f = Mat::<f64>::zeros(n, k);
-        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
-        for (s, (fb, jb)) in starts.iter().zip(&blocks) {
-            f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
-            jac.as_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);
-        }
-        (f, jac)
+        forward_jacobian(self, w, x)
     }
 
     /// The NTK from per-layer factors, without forming J: a dense layer's Jacobian rows are

@@ -9,6 +9,7 @@ pub mod sequential;
 pub mod weights;
 
 use faer::{Mat, MatRef};
+use rayon::prelude::*;
 
 pub use activation::Activation;
 pub use mlp::Mlp;
@@ -101,4 +102,75 @@ pub(crate) enum Sink<'a> {
 }
 
 /// Number of examples per parallel Jacobian chunk.
-pub(crate) const JACOBIAN_CHUNK: usize = 64;
+const JACOBIAN_CHUNK: usize = 64;
+
+/// A network that records a forward pass and backpropagates cotangent rows through it; the
+/// reductions and Jacobians of [`Network`] are built on it once for every architecture.
+pub(crate) trait Backprop: Network {
+    /// What the forward pass keeps.
+    type Tape;
+    /// Runs the forward pass on `X`.
+    fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape;
+    /// The outputs `F` in a tape.
+    fn output(tape: &Self::Tape) -> &Mat<f64>;
+    /// Backpropagates cotangent rows `g` (row m of example `m / rpe`) into `sink`.
+    fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>);
+}
+
+/// [`Network::forward_reduce`] from one recorded forward pass.
+pub(crate) fn reduce<B: Backprop>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+) -> (Mat<f64>, Vec<Vec<f64>>) {
+    let tape = net.record(w, x);
+    let f = B::output(&tape).clone();
+    let out = requests(f.as_ref())
+        .into_iter()
+        .map(|c| {
+            let mut acc = vec![0.0; net.n_params()];
+            let sink = match c.reduce {
+                Reduce::Sum => Sink::Sum(&mut acc),
+                Reduce::SumSq => Sink::SumSq(&mut acc),
+            };
+            net.backprop(w, &tape, c.rows, c.rows_per_example, sink);
+            acc
+        })
+        .collect();
+    (f, out)
+}
+
+/// Outputs and Jacobian rows of a chunk of examples: seeds `e_k` for each of the K outputs.
+fn jacobian_chunk<B: Backprop>(net: &B, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let tape = net.record(w, x);
+    let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+    let mut jac = Mat::<f64>::zeros(n * k, net.n_params());
+    net.backprop(w, &tape, seed, k, Sink::Rows(jac.as_mut()));
+    (B::output(&tape).clone(), jac)
+}
+
+/// [`Network::forward_jacobian`]: chunks of examples in parallel above a few chunks.
+pub(crate) fn forward_jacobian<B: Backprop + Sync>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+) -> (Mat<f64>, Mat<f64>) {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    if n <= 4 * JACOBIAN_CHUNK {
+        return jacobian_chunk(net, w, x);
+    }
+    let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
+    let blocks: Vec<(Mat<f64>, Mat<f64>)> = starts
+        .par_iter()
+        .map(|&s| jacobian_chunk(net, w, x.subrows(s, JACOBIAN_CHUNK.min(n - s))))
+        .collect();
+    let mut f = Mat::<f64>::zeros(n, k);
+    let mut jac = Mat::<f64>::zeros(n * k, net.n_params());
+    for (s, (fb, jb)) in starts.iter().zip(&blocks) {
+        f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
+        jac.as_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);
+    }
+    (f, jac)
+}

@@ -8,13 +8,11 @@
 //! `∂/∂W = G_m C_nᵀ`, `∂/∂b = G_m 1`, and the input cotangent is `col2im(Wᵀ G_m)`.
 
 use faer::linalg::matmul::matmul;
-use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatRef, Par};
-use rayon::prelude::*;
 
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
-use super::{Activation, Cotangents, Network, Reduce, Sink, JACOBIAN_CHUNK};
+use super::{forward_jacobian, reduce, Activation, Backprop, Cotangents, Network, Sink};
 use crate::error::{Error, Result};
 
 /// One layer.
@@ -129,7 +127,7 @@ pub struct Sequential {
 
 /// What the forward pass keeps for the backward pass: every layer's input and output, and the
 /// arg-max of each pooling window.
-struct Tape {
+pub(crate) struct Tape {
     acts: Vec<Mat<f64>>,
     argmax: Vec<Option<Vec<usize>>>,
 }
@@ -594,15 +592,21 @@ impl Sequential {
             g = g_in;
         }
     }
+}
 
-    fn chunk_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        let k = self.n_outputs();
-        let n = x.nrows();
-        let mut tape = self.forward_tape(w, x);
-        let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
-        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
-        self.backward(w, &tape, seed, k, Sink::Rows(jac.as_mut()));
-        (tape.acts.pop().expect("output"), jac)
+impl Backprop for Sequential {
+    type Tape = Tape;
+
+    fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
+        self.forward_tape(w, x)
+    }
+
+    fn output(tape: &Self::Tape) -> &Mat<f64> {
+        tape.acts.last().expect("output")
+    }
+
+    fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>) {
+        self.backward(w, tape, g, rpe, sink)
     }
 }
 
@@ -629,37 +633,11 @@ impl Network for Sequential {
         x: MatRef<'_, f64>,
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
     ) -> (Mat<f64>, Vec<Vec<f64>>) {
-        let tape = self.forward_tape(w, x);
-        let f = tape.acts.last().expect("output").clone();
-        let out = requests(f.as_ref())
-            .into_iter()
-            .map(|c| {
-                let mut acc = vec![0.0; self.n_params()];
-                let sink = match c.reduce {
-                    Reduce::Sum => Sink::Sum(&mut acc),
-                    Reduce::SumSq => Sink::SumSq(&mut acc),
-                };
-                self.backward(w, &tape, c.rows, c.rows_per_example, sink);
-                acc
-            })
-            .collect();
-        (f, out)
+        reduce(self, w, x, requests)
     }
 
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        let (n, k) = (x.nrows(), self.n_outputs());
-        let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
-        let blocks: Vec<(Mat<f64>, Mat<f64>)> = starts
-            .par_iter()
-            .map(|&s| self.chunk_jacobian(w, x.subrows(s, JACOBIAN_CHUNK.min(n - s))))
-            .collect();
-        let mut f = Mat::<f64>::zeros(n, k);
-        let mut jac = Mat::<f64>::zeros(n * k, self.n_params());
-        for (s, (fb, jb)) in starts.iter().zip(&blocks) {
-            f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
-            jac.rb_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);
-        }
-        (f, jac)
+        forward_jacobian(self, w, x)
     }
 
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
