@@ -114,6 +114,16 @@ fn peers(c: &mut Criterion) {
             black_box(gp.predict(net.jacobian(&w, xs.as_ref()).as_ref()))
         })
     });
+    // B1 with the kernels from per-layer factors (no product of Jacobians).
+    group.bench_function("B1 GLM predictive, structured kernels", |b| {
+        b.iter(|| {
+            let x = train.x.as_ref();
+            let lin = Linearization::new(&net, &lik, x, train.y.as_ref(), &w);
+            let gp = Dnn2Gp::from_ntk(&lin, 1.0, net.ntk(&w, x, x), 1 << 34).unwrap();
+            let kss = dnn2gp::linalg::row_sq_norms(net.jacobian(&w, xs.as_ref()).as_ref());
+            black_box(gp.predict_ntk(net.ntk(&w, xs.as_ref(), x), &kss).unwrap())
+        })
+    });
     // The B1 kernel J Jᵀ (2000 × 2000): from the Jacobian, and from per-layer factors.
     let jac = net.jacobian(&w, train.x.as_ref());
     group.bench_function("B1 kernel J Jᵀ from J (83 GFLOP)", |b| {

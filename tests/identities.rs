@@ -506,3 +506,32 @@ fn structured_ntk_equals_the_jacobian_product() {
         }
     }
 }
+
+#[test]
+fn gp_from_structured_ntk_equals_gp_from_jacobians() {
+    let split = toy();
+    let net = Mlp::new(vec![2, 30, 1], Activation::Tanh).unwrap();
+    let lik = Gaussian::new(0.4).unwrap();
+    let w = net.init(12);
+    let (x, xs) = (split.train.x.as_ref(), split.test.x.as_ref());
+    let lin = Linearization::new(&net, &lik, x, split.train.y.as_ref(), &w);
+    let a = Dnn2Gp::new(&lin, 0.8, Space::Function, MEM).unwrap();
+    let b = Dnn2Gp::from_ntk(&lin, 0.8, net.ntk(&w, x, x), MEM).unwrap();
+    assert!(
+        rel(
+            a.log_marginal_likelihood().unwrap(),
+            b.log_marginal_likelihood().unwrap()
+        ) < 1e-10
+    );
+    let pa = a.predict(net.jacobian(&w, xs).as_ref());
+    let kss = net.ntk(&w, xs, xs);
+    let diag: Vec<f64> = (0..kss.nrows()).map(|i| kss[(i, i)]).collect();
+    let pb = b.predict_ntk(net.ntk(&w, xs, x), &diag).unwrap();
+    for i in 0..pa.mean.len() {
+        assert!(rel(pa.mean[i], pb.mean[i]) < 1e-9 && rel(pa.var[i], pb.var[i]) < 1e-8);
+    }
+    // A weight-space GP has no NTK predictive.
+    let c = Dnn2Gp::new(&lin, 0.8, Space::Weight, MEM).unwrap();
+    assert!(c.predict_ntk(net.ntk(&w, xs, x), &diag).is_err());
+    assert!(Dnn2Gp::from_ntk(&lin, 0.8, net.ntk(&w, xs, xs), MEM).is_err());
+}

@@ -319,7 +319,21 @@ fn gp_report(
         "use a subset of the data",
     )?;
     let lin = Linearization::new(net, lik, split.train.x.as_ref(), split.train.y.as_ref(), w);
-    let gp = Dnn2Gp::new(&lin, delta, space, ctx.memory)?;
+    check_memory(
+        "the kernel (NK×NK)",
+        3 * mat_bytes(n * k, n * k),
+        ctx.memory,
+        "use a subset of the data",
+    )?;
+    // The NTK J Jᵀ of the training inputs from per-layer factors: the kernel file, and the
+    // function-space GP without a second product of J.
+    let x = split.train.x.as_ref();
+    let ntk = net.ntk(w, x, x);
+    let gp = if space.resolve(p, n * k) == Space::Function {
+        Dnn2Gp::from_ntk(&lin, delta, ntk.clone(), ctx.memory)?
+    } else {
+        Dnn2Gp::new(&lin, delta, space, ctx.memory)?
+    };
     let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
     let lml = gp.log_marginal_likelihood()?;
     let laplace = post.log_marginal_likelihood(&lin)?;
@@ -330,15 +344,12 @@ fn gp_report(
         .map(|(g, w)| g + delta * w)
         .collect();
     let mut files = Vec::new();
-    // Kernel on the training inputs.
-    check_memory(
-        "the kernel (NK×NK)",
-        mat_bytes(n * k, n * k),
-        ctx.memory,
-        "use a subset of the data",
-    )?;
+    // The DNN2GP kernel δ⁻¹ J Jᵀ on the training inputs.
     let kpath = out.join("kernel.npy");
-    write_npy_mat(&kpath, gp.gram().as_ref())?;
+    write_npy_mat(
+        &kpath,
+        faer::Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
+    )?;
     files.push(kpath);
     // Test predictive.
     let js = net.jacobian(w, split.test.x.as_ref());

@@ -16,7 +16,9 @@ use std::str::FromStr;
 use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
-use crate::linalg::{check_memory, col_sq_norms, dot, mat_bytes, mat_t_vec, mat_vec, Cholesky};
+use crate::linalg::{
+    a_bt, check_memory, col_sq_norms, dot, mat_bytes, mat_t_vec, mat_vec, row_sq_norms, Cholesky,
+};
 use crate::posterior::laplace::check_delta;
 use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
 
@@ -106,6 +108,35 @@ impl<'a> Dnn2Gp<'a> {
         space: Space,
         memory_limit: u128,
     ) -> Result<Self> {
+        Self::build(lin, delta, space, None, memory_limit)
+    }
+
+    /// The function-space GP from a precomputed NTK `J Jᵀ` of the training inputs (for example
+    /// [`crate::nn::Network::ntk`], which forms it from per-layer factors without J).
+    pub fn from_ntk(
+        lin: &'a Linearization,
+        delta: f64,
+        ntk: Mat<f64>,
+        memory_limit: u128,
+    ) -> Result<Self> {
+        let nk = lin.n * lin.k;
+        if ntk.nrows() != nk || ntk.ncols() != nk {
+            return Err(Error::Invalid(format!(
+                "the NTK is {}×{}, the training data need {nk}×{nk}",
+                ntk.nrows(),
+                ntk.ncols()
+            )));
+        }
+        Self::build(lin, delta, Space::Function, Some(ntk), memory_limit)
+    }
+
+    fn build(
+        lin: &'a Linearization,
+        delta: f64,
+        space: Space,
+        ntk: Option<Mat<f64>>,
+        memory_limit: u128,
+    ) -> Result<Self> {
         check_delta(delta)?;
         let (p, nk) = (lin.n_params(), lin.n * lin.k);
         let space = space.resolve(p, nk);
@@ -124,7 +155,15 @@ impl<'a> Dnn2Gp<'a> {
                     memory_limit,
                     "use --space weight when P < N·K, or a subset of the data",
                 )?;
-                let mut g = kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta);
+                let mut g = match ntk {
+                    Some(mut k) => {
+                        k.as_mut()
+                            .col_iter_mut()
+                            .for_each(|c| c.iter_mut().for_each(|v| *v /= delta));
+                        k
+                    }
+                    None => kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta),
+                };
                 add_blocks(&mut g, lin.k, &lin.lambda_inv()?);
                 let chol = Cholesky::new(g.as_ref(), "GP Gram matrix δ⁻¹JJ' + Λ⁻¹")?;
                 let alpha = chol.solve_vec(&targets);
@@ -160,18 +199,34 @@ impl<'a> Dnn2Gp<'a> {
                 mean: mat_vec(jstar, &self.posterior_mean),
                 var: lap.functional_variance(jstar),
             },
-            Solver::Function { chol, alpha } => {
-                let k_sx = kernel(jstar, self.lin.jac.as_ref(), self.delta);
-                let mean = mat_vec(k_sx.as_ref(), alpha);
-                let v = chol.solve_l(k_sx.transpose());
-                let var = kernel_diag(jstar, self.delta)
-                    .iter()
-                    .zip(col_sq_norms(v.as_ref()))
-                    .map(|(a, b)| a - b)
-                    .collect();
-                GpPrediction { mean, var }
+            Solver::Function { .. } => {
+                let k_sx = a_bt(jstar, self.lin.jac.as_ref());
+                self.predict_ntk(k_sx, &row_sq_norms(jstar))
+                    .expect("function-space solver")
             }
         }
+    }
+
+    /// Function-space GP predictive from NTK blocks: `J* Jᵀ` (MK×NK) and the diagonal of
+    /// `J* J*ᵀ` (for instance from [`crate::nn::Network::ntk`]); a weight-space GP needs J*.
+    pub fn predict_ntk(&self, ntk_sx: Mat<f64>, ntk_ss_diag: &[f64]) -> Result<GpPrediction> {
+        let Solver::Function { chol, alpha } = &self.solver else {
+            return Err(Error::Invalid(
+                "predicting from NTK blocks needs the function-space GP".into(),
+            ));
+        };
+        let mut k_sx = ntk_sx;
+        k_sx.as_mut()
+            .col_iter_mut()
+            .for_each(|c| c.iter_mut().for_each(|v| *v /= self.delta));
+        let mean = mat_vec(k_sx.as_ref(), alpha);
+        let v = chol.solve_l(k_sx.transpose());
+        let var = ntk_ss_diag
+            .iter()
+            .zip(col_sq_norms(v.as_ref()))
+            .map(|(a, b)| a / self.delta - b)
+            .collect();
+        Ok(GpPrediction { mean, var })
     }
 
     /// The GP log marginal likelihood
@@ -223,11 +278,6 @@ impl<'a> Dnn2Gp<'a> {
             .map(|(w, m)| w - m)
             .collect();
         0.5 * dot(&g, &a_inv_g)
-    }
-
-    /// The training Gram matrix `δ⁻¹ J Jᵀ` (NK×NK), without noise.
-    pub fn gram(&self) -> Mat<f64> {
-        kernel(self.lin.jac.as_ref(), self.lin.jac.as_ref(), self.delta)
     }
 }
 
