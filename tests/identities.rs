@@ -1,6 +1,8 @@
 //! Every identity of the math reference (sections 1 and 3) as a test, in f64.
 #![allow(clippy::needless_range_loop)]
 
+mod common;
+
 use approx::assert_relative_eq;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{kernel, Dnn2Gp, Space};
@@ -62,27 +64,9 @@ fn jacobian_matches_finite_differences() {
         Activation::Identity,
     ] {
         let net = Mlp::new(vec![3, 5, 4, 2], act).unwrap();
-        let w = net.init(3);
         let x = Mat::from_fn(7, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
-        let jac = net.jacobian(&w, x.as_ref());
-        assert_eq!((jac.nrows(), jac.ncols()), (14, net.n_params()));
-        let h = 1e-6;
-        for p in 0..net.n_params() {
-            let (mut wp, mut wm) = (w.clone(), w.clone());
-            wp[p] += h;
-            wm[p] -= h;
-            let (fp, fm) = (net.forward(&wp, x.as_ref()), net.forward(&wm, x.as_ref()));
-            for n in 0..7 {
-                for k in 0..2 {
-                    let fd = (fp[(n, k)] - fm[(n, k)]) / (2.0 * h);
-                    assert!(
-                        (jac[(n * 2 + k, p)] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                        "{act}: J[{n},{k},{p}] = {} vs fd {fd}",
-                        jac[(n * 2 + k, p)]
-                    );
-                }
-            }
-        }
+        let all: Vec<usize> = (0..net.n_params()).collect();
+        common::assert_jacobian_matches_fd(&net, &net.init(3), x.as_ref(), &all, 1e-7);
     }
 }
 
@@ -397,45 +381,9 @@ fn same_seed_same_numbers() {
 fn backward_reductions_match_the_jacobian() {
     // Σ_m J_{n(m)}ᵀ c_m and Σ_m (J_{n(m)}ᵀ c_m)² from the backward pass, for K = 3 outputs and
     // several cotangent rows per example, against the explicit Jacobian.
-    use dnn2gp::nn::{Cotangents, Reduce};
     let net = Mlp::new(vec![3, 7, 3], Activation::Sigmoid).unwrap();
-    let w = net.init(8);
     let x = Mat::from_fn(9, 3, |i, j| ((i + 2 * j) as f64 * 0.41).cos());
-    let jac = net.jacobian(&w, x.as_ref());
-    for rpe in [1, 2, 3] {
-        let c = Mat::from_fn(9 * rpe, 3, |m, k| ((m * 3 + k) as f64 * 0.77).sin());
-        let (_, out) = net.forward_reduce(&w, x.as_ref(), &mut |_| {
-            vec![
-                Cotangents {
-                    rows: c.clone(),
-                    rows_per_example: rpe,
-                    reduce: Reduce::Sum,
-                },
-                Cotangents {
-                    rows: c.clone(),
-                    rows_per_example: rpe,
-                    reduce: Reduce::SumSq,
-                },
-            ]
-        });
-        for p in 0..net.n_params() {
-            let (mut sum, mut sq) = (0.0, 0.0);
-            for m in 0..9 * rpe {
-                let n = m / rpe;
-                let d: f64 = (0..3).map(|k| c[(m, k)] * jac[(n * 3 + k, p)]).sum();
-                sum += d;
-                sq += d * d;
-            }
-            assert!(
-                (out[0][p] - sum).abs() < 1e-12 * (1.0 + sum.abs()),
-                "sum p={p} rpe={rpe}"
-            );
-            assert!(
-                (out[1][p] - sq).abs() < 1e-12 * (1.0 + sq),
-                "sq p={p} rpe={rpe}"
-            );
-        }
-    }
+    common::assert_reductions_match_jacobian(&net, &net.init(8), x.as_ref());
 }
 
 #[test]

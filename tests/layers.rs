@@ -3,7 +3,9 @@
 //! with the MLP.
 #![allow(clippy::needless_range_loop)]
 
-use dnn2gp::nn::{Activation, Cotangents, Layer, Mlp, Network, Reduce, Sequential};
+mod common;
+
+use dnn2gp::nn::{Activation, Layer, Mlp, Network, Sequential};
 use faer::Mat;
 
 /// A small CNN on 2×7×7 inputs: conv 3@3×3, tanh, pool, dense 12 → 4, sigmoid, dense 2.
@@ -52,62 +54,22 @@ fn cnn_jacobian_matches_finite_differences() {
     assert_eq!(net.n_params(), 3 * (2 * 9 + 1) + 4 * 13 + 2 * 5);
     let w = net.init(1);
     let x = inputs(3, net.n_inputs());
-    let (f, jac) = net.forward_jacobian(&w, x.as_ref());
-    assert_eq!(f, net.forward(&w, x.as_ref()));
-    let h = 1e-6;
-    for p in 0..net.n_params() {
-        let (mut wp, mut wm) = (w.clone(), w.clone());
-        wp[p] += h;
-        wm[p] -= h;
-        let (fp, fm) = (net.forward(&wp, x.as_ref()), net.forward(&wm, x.as_ref()));
-        for n in 0..3 {
-            for k in 0..2 {
-                let fd = (fp[(n, k)] - fm[(n, k)]) / (2.0 * h);
-                assert!(
-                    (jac[(n * 2 + k, p)] - fd).abs() < 1e-7 * (1.0 + fd.abs()),
-                    "J[{n},{k},{p}] {} vs {fd}",
-                    jac[(n * 2 + k, p)]
-                );
-            }
-        }
-    }
+    assert_eq!(
+        net.forward_jacobian(&w, x.as_ref()).0,
+        net.forward(&w, x.as_ref())
+    );
+    let all: Vec<usize> = (0..net.n_params()).collect();
+    common::assert_jacobian_matches_fd(&net, &w, x.as_ref(), &all, 1e-7);
 }
 
 #[test]
 fn cnn_backward_reductions_match_the_jacobian() {
     let net = small_cnn();
-    let w = net.init(2);
-    let x = inputs(4, net.n_inputs());
-    let jac = net.jacobian(&w, x.as_ref());
-    for rpe in [1, 2] {
-        let c = Mat::from_fn(4 * rpe, 2, |m, k| ((m * 2 + k) as f64 * 0.53).cos());
-        let (_, out) = net.forward_reduce(&w, x.as_ref(), &mut |_| {
-            vec![
-                Cotangents {
-                    rows: c.clone(),
-                    rows_per_example: rpe,
-                    reduce: Reduce::Sum,
-                },
-                Cotangents {
-                    rows: c.clone(),
-                    rows_per_example: rpe,
-                    reduce: Reduce::SumSq,
-                },
-            ]
-        });
-        for p in 0..net.n_params() {
-            let (mut sum, mut sq) = (0.0, 0.0);
-            for m in 0..4 * rpe {
-                let d: f64 = (0..2)
-                    .map(|k| c[(m, k)] * jac[((m / rpe) * 2 + k, p)])
-                    .sum();
-                sum += d;
-                sq += d * d;
-            }
-            assert!((out[0][p] - sum).abs() < 1e-12 * (1.0 + sum.abs()));
-            assert!((out[1][p] - sq).abs() < 1e-12 * (1.0 + sq));
-        }
-    }
+    common::assert_reductions_match_jacobian(
+        &net,
+        &net.init(2),
+        inputs(4, net.n_inputs()).as_ref(),
+    );
 }
 
 #[test]
@@ -122,21 +84,9 @@ fn lenet5_has_the_papers_size_and_runs() {
         (f.nrows(), f.ncols(), jac.nrows(), jac.ncols()),
         (2, 10, 20, 44_426)
     );
-    // Spot-check a few parameters of each layer by finite differences.
-    let h = 1e-6;
-    for p in [0, 155, 156, 2571, 2572, 33_411, 44_425] {
-        let (mut wp, mut wm) = (w.clone(), w.clone());
-        wp[p] += h;
-        wm[p] -= h;
-        let (fp, fm) = (net.forward(&wp, x.as_ref()), net.forward(&wm, x.as_ref()));
-        for k in 0..10 {
-            let fd = (fp[(1, k)] - fm[(1, k)]) / (2.0 * h);
-            assert!(
-                (jac[(10 + k, p)] - fd).abs() < 1e-6 * (1.0 + fd.abs()),
-                "p={p} k={k}"
-            );
-        }
-    }
+    // Spot-check parameters of each layer by finite differences.
+    let spots = [0, 155, 156, 2571, 2572, 33_411, 44_425];
+    common::assert_jacobian_matches_fd(&net, &w, x.as_ref(), &spots, 1e-6);
 }
 
 #[test]

@@ -40,3 +40,77 @@ fn shared(sub: &str) -> Option<PathBuf> {
 pub fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary folder")
 }
+
+/// Asserts that `net`'s Jacobian at `w` on `x` matches central finite differences of its
+/// forward pass (step 1e-6) to `tol` relative, for the parameters `params`.
+pub fn assert_jacobian_matches_fd(
+    net: &dyn dnn2gp::nn::Network,
+    w: &[f64],
+    x: faer::MatRef<'_, f64>,
+    params: &[usize],
+    tol: f64,
+) {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let jac = net.jacobian(w, x);
+    assert_eq!((jac.nrows(), jac.ncols()), (n * k, net.n_params()));
+    let h = 1e-6;
+    for &p in params {
+        let (mut wp, mut wm) = (w.to_vec(), w.to_vec());
+        wp[p] += h;
+        wm[p] -= h;
+        let (fp, fm) = (net.forward(&wp, x), net.forward(&wm, x));
+        for e in 0..n {
+            for o in 0..k {
+                let fd = (fp[(e, o)] - fm[(e, o)]) / (2.0 * h);
+                let j = jac[(e * k + o, p)];
+                assert!(
+                    (j - fd).abs() < tol * (1.0 + fd.abs()),
+                    "J[{e},{o},{p}] = {j} vs finite difference {fd}"
+                );
+            }
+        }
+    }
+}
+
+/// Asserts that the backward reductions `Σ_m J_{n(m)}ᵀ c_m` and `Σ_m (J_{n(m)}ᵀ c_m)²` equal
+/// the sums formed from the explicit Jacobian, for 1 to 3 cotangent rows per example.
+pub fn assert_reductions_match_jacobian(
+    net: &dyn dnn2gp::nn::Network,
+    w: &[f64],
+    x: faer::MatRef<'_, f64>,
+) {
+    use dnn2gp::nn::{Cotangents, Reduce};
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let jac = net.jacobian(w, x);
+    for rpe in [1, 2, 3] {
+        let c = faer::Mat::from_fn(n * rpe, k, |m, o| ((m * k + o) as f64 * 0.77).sin());
+        let (_, out) = net.forward_reduce(w, x, &mut |_| {
+            [Reduce::Sum, Reduce::SumSq]
+                .into_iter()
+                .map(|reduce| Cotangents {
+                    rows: c.clone(),
+                    rows_per_example: rpe,
+                    reduce,
+                })
+                .collect()
+        });
+        for p in 0..net.n_params() {
+            let (mut sum, mut sq) = (0.0, 0.0);
+            for m in 0..n * rpe {
+                let d: f64 = (0..k)
+                    .map(|o| c[(m, o)] * jac[((m / rpe) * k + o, p)])
+                    .sum();
+                sum += d;
+                sq += d * d;
+            }
+            assert!(
+                (out[0][p] - sum).abs() < 1e-12 * (1.0 + sum.abs()),
+                "sum p={p} rpe={rpe}"
+            );
+            assert!(
+                (out[1][p] - sq).abs() < 1e-12 * (1.0 + sq),
+                "sum of squares p={p} rpe={rpe}"
+            );
+        }
+    }
+}
