@@ -51,11 +51,12 @@ pub fn write_sweep(dir: &Path, res: &SweepResult, title: &str) -> Result<Vec<Pat
 /// The sweep figure for one or more labelled sweeps over the same values.
 pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
     let first = sweeps[0].1;
-    let (x_label, log_x) = match first.param {
-        SweepParam::Delta => ("prior precision δ", true),
-        SweepParam::Sigma => ("noise σ", true),
-        SweepParam::Width => ("hidden width", true),
+    let x_label = match first.param {
+        SweepParam::Delta => "prior precision δ",
+        SweepParam::Sigma => "noise σ",
+        SweepParam::Width => "hidden width",
     };
+    type Column = fn(&SweepPoint) -> f64;
     let mut curves = Vec::new();
     for (i, (label, res)) in sweeps.iter().enumerate() {
         let sfx = if label.is_empty() {
@@ -63,36 +64,35 @@ pub fn figure(sweeps: &[(&str, &SweepResult)], title: &str) -> SweepFigure {
         } else {
             format!(" ({label})")
         };
-        let col = |f: fn(&SweepPoint) -> f64| res.mean.iter().map(f).collect::<Vec<_>>();
-        curves.push(Curve {
-            label: format!("train MSE{sfx}"),
-            y: col(|p| p.train_mse),
-            axis: Axis::Left,
-            color: 0,
-            dashed: i > 0,
-            mark_min: false,
-        });
-        curves.push(Curve {
-            label: format!("test MSE{sfx}"),
-            y: col(|p| p.test_mse),
-            axis: Axis::Left,
-            color: 1,
-            dashed: i > 0,
-            mark_min: true,
-        });
-        curves.push(Curve {
-            label: format!("−log marglik{sfx}"),
-            y: col(|p| p.neg_log_marglik),
-            axis: Axis::Right,
-            color: 2 + i,
-            dashed: false,
-            mark_min: true,
-        });
+        // (name, values, axis, colour, dashed, minimum marked); the MSEs share colours across
+        // sweeps (dashed after the first), each −log marglik has its own.
+        let table: [(&str, Column, Axis, usize, bool, bool); 3] = [
+            ("train MSE", |p| p.train_mse, Axis::Left, 0, i > 0, false),
+            ("test MSE", |p| p.test_mse, Axis::Left, 1, i > 0, true),
+            (
+                "−log marglik",
+                |p| p.neg_log_marglik,
+                Axis::Right,
+                2 + i,
+                false,
+                true,
+            ),
+        ];
+        for (name, f, axis, color, dashed, mark_min) in table {
+            curves.push(Curve {
+                label: format!("{name}{sfx}"),
+                y: res.mean.iter().map(f).collect(),
+                axis,
+                color,
+                dashed,
+                mark_min,
+            });
+        }
     }
     SweepFigure {
         title: title.to_string(),
         x_label: x_label.to_string(),
-        log_x,
+        log_x: true,
         x: first.mean.iter().map(|p| p.value).collect(),
         left_label: "mean squared error".into(),
         right_label: "−log marginal likelihood".into(),
