@@ -19,13 +19,7 @@ fn bench(c: &mut Criterion) {
     let lik = Gaussian::new(1.0).unwrap();
     let w = net.init(0);
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x,
-        y,
-        delta: 1.0,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, 1.0);
 
     c.bench_function("toy/jacobian N=100 P=81", |b| {
         b.iter(|| black_box(net.jacobian(&w, x)))

@@ -36,13 +36,7 @@ fn trained(delta: f64) -> (Mlp, Gaussian, dnn2gp::data::Split, Vec<f64>, f64) {
     let split = toy();
     let net = Mlp::new(vec![2, 8, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.5).unwrap();
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     let cfg = MapConfig {
         adam: Adam {
             lr: 0.05,
@@ -94,13 +88,7 @@ fn gradient_is_jacobian_transpose_residual() {
     let lik = Gaussian::new(0.7).unwrap();
     let w = net.init(2);
     let delta = 0.3;
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     let (loss, g) = obj.value_grad(&w);
     let lin = Linearization::new(&net, &lik, obj.x, obj.y, &w);
     let jr = lin.loss_gradient();

@@ -37,13 +37,7 @@ fn setup() -> (Mlp, Gaussian, dnn2gp::data::Split) {
 fn one_vogn_step_is_the_posterior_of_the_step_linear_model() {
     let (net, lik, split) = setup();
     let delta = 0.8;
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     let cfg = VognConfig {
         beta: 0.3,
         init_precision: 2.0,
@@ -105,13 +99,7 @@ fn unit_step_on_a_linear_model_is_the_exact_posterior() {
     let (_, lik, split) = setup();
     let net = Mlp::new(vec![2, 1], Activation::Identity).unwrap();
     let delta = 0.5;
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     for deterministic in [true, false] {
         let cfg = VognConfig {
             beta: 1.0,
@@ -138,13 +126,7 @@ fn unit_step_on_a_linear_model_is_the_exact_posterior() {
 fn vogn_converges_to_a_stationary_mean_on_the_toy_network() {
     // Small steps (β = 0.1) with the mean as sample: μ settles where ∇L(μ) = 0.
     let (net, lik, split) = setup();
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta: 0.5,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, 0.5);
     let cfg = VognConfig {
         beta: 0.1,
         deterministic: true,
@@ -160,13 +142,7 @@ fn vogn_converges_to_a_stationary_mean_on_the_toy_network() {
 fn curvature_sources_and_diagonal_form() {
     let (net, lik, split) = setup();
     let delta = 0.7;
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     let w = net.init(4);
     let lin = Linearization::new(&net, &lik, obj.x, obj.y, &w);
     let p = net.n_params();
@@ -215,13 +191,7 @@ fn curvature_sources_and_diagonal_form() {
 fn minibatches_are_scaled_to_the_full_data() {
     // A single minibatch holding every example gives the full-batch step.
     let (net, lik, split) = setup();
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta: 1.0,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, 1.0);
     let cfg = VognConfig {
         beta: 0.2,
         ..VognConfig::default()
@@ -253,13 +223,7 @@ fn minibatches_are_scaled_to_the_full_data() {
 #[test]
 fn same_seed_same_numbers() {
     let (net, lik, split) = setup();
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta: 1.0,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, 1.0);
     let cfg = VognConfig {
         beta: 0.05,
         mc_samples: 3,

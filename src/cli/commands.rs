@@ -178,13 +178,7 @@ fn fit(
     cfg: &MapConfig,
     seed: u64,
 ) -> Result<MapResult> {
-    let obj = Objective {
-        net,
-        lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(net, lik, &split.train, delta);
     let pb = ctx.bar(cfg.epochs as u64, "training");
     let res = fit_map(&obj, &net.init(seed), cfg, Some(&pb))?;
     pb.finish_and_clear();
@@ -760,13 +754,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let mut cfg = vogn_config(&a.vogn, a.seed)?;
     cfg.snapshot_every = a.kernel_every;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let obj = Objective {
-        net: &net,
-        lik: lik.as_ref(),
-        x,
-        y,
-        delta,
-    };
+    let obj = Objective::on(&net, lik.as_ref(), &split.train, delta);
     let pb = ctx.bar(cfg.epochs as u64, "VOGN");
     let run = vogn::run(&obj, &net.init(a.seed), &cfg, Some(&pb))?;
     pb.finish_and_clear();

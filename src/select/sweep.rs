@@ -199,13 +199,7 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
     sizes.push(split.train.y.ncols());
     let net = Mlp::new(sizes, spec.activation)?;
     let lik = Gaussian::new(sigma)?;
-    let obj = Objective {
-        net: &net,
-        lik: &lik,
-        x: split.train.x.as_ref(),
-        y: split.train.y.as_ref(),
-        delta,
-    };
+    let obj = Objective::on(&net, &lik, &split.train, delta);
     let w0 = net.init(spec.init_seed);
     let (w, lins) = match spec.method {
         Method::Laplace => {

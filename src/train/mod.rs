@@ -11,6 +11,7 @@ pub mod vogn;
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::likelihood::Likelihood;
 use crate::linalg::{dot, norm};
@@ -38,7 +39,23 @@ pub fn gather_rows(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
     Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
 }
 
-impl Objective<'_> {
+impl<'a> Objective<'a> {
+    /// `L` on a data set.
+    pub fn on(
+        net: &'a dyn Network,
+        lik: &'a dyn Likelihood,
+        data: &'a Dataset,
+        delta: f64,
+    ) -> Self {
+        Objective {
+            net,
+            lik,
+            x: data.x.as_ref(),
+            y: data.y.as_ref(),
+            delta,
+        }
+    }
+
     /// Number of examples N.
     pub fn n(&self) -> usize {
         self.x.nrows()
