@@ -28,6 +28,9 @@ pub enum Error {
     /// An allocation would exceed the memory budget.
     #[error("{0}")]
     Memory(String),
+    /// A download failed (network, server or a checksum that does not match).
+    #[error("{url}: {msg}")]
+    Download { url: String, msg: String },
 }
 
 impl Error {

@@ -17,6 +17,27 @@ pub fn par_for(flops: usize) -> Par {
     }
 }
 
+/// `Σ_c f(start_c, len_c)` over consecutive chunks of `chunk` rows out of `n`, each giving a
+/// scalar and a vector of length `len`; chunks run in parallel, a few hundred at a time, and
+/// are summed in order, so the result does not depend on the number of threads.
+pub fn par_chunk_sum<F>(n: usize, chunk: usize, len: usize, f: F) -> (f64, Vec<f64>)
+where
+    F: Fn(usize, usize) -> (f64, Vec<f64>) + Sync,
+{
+    use rayon::prelude::*;
+    let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
+    let (mut total, mut acc) = (0.0, vec![0.0; len]);
+    for group in starts.chunks(256) {
+        let parts: Vec<(f64, Vec<f64>)> =
+            group.par_iter().map(|&s| f(s, chunk.min(n - s))).collect();
+        for (t, v) in parts {
+            total += t;
+            acc.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+    }
+    (total, acc)
+}
+
 /// `C = A B` for views (the transposes are free views).
 fn product(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     let mut c = Mat::zeros(a.nrows(), b.ncols());

@@ -28,18 +28,19 @@ use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
 use super::args::{
-    Cli, Command, DataArgs, DemoArgs, GpCmd, ModelArgs, SweepCmd, TrainArgs, TrainCmd, ViCmd,
-    VognArgs,
+    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ModelArgs, ReproduceCmd, SweepCmd, TrainArgs,
+    TrainCmd, ViCmd, VognArgs,
 };
+use super::images;
 
 /// Shared settings of one invocation.
-struct Ctx {
-    quiet: bool,
-    memory: u128,
+pub(super) struct Ctx {
+    pub(super) quiet: bool,
+    pub(super) memory: u128,
 }
 
 impl Ctx {
-    fn bar(&self, len: u64, msg: &str) -> ProgressBar {
+    pub(super) fn bar(&self, len: u64, msg: &str) -> ProgressBar {
         if self.quiet {
             return ProgressBar::hidden();
         }
@@ -76,6 +77,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gp(a) => gp(&ctx, a),
         Command::Sweep(a) => sweep(&ctx, a),
         Command::Vi(a) => vi(&ctx, a),
+        Command::Reproduce(ReproduceCmd::Mnist(a)) => images::reproduce_mnist(&ctx, a),
+        Command::Reproduce(ReproduceCmd::BinaryMnist(a)) => images::reproduce_binary(&ctx, a),
+        Command::Data(DataCmd::Fetch(a)) => images::fetch(&ctx, a),
     }
 }
 
@@ -957,6 +961,7 @@ fn kernel_evolution(
             .collect(),
         diverging: true,
         shared_scale: false,
+        row_classes: None,
     };
     let mut files = vec![kpath, spath];
     files.extend(save(&fig, &out.join("kernel_evolution"))?);
@@ -998,7 +1003,7 @@ fn print_sweep_table(res: &SweepResult) {
     }
 }
 
-fn print_files(files: &[PathBuf]) {
+pub(super) fn print_files(files: &[PathBuf]) {
     for f in files {
         println!("wrote {}", f.display());
     }

@@ -1,7 +1,8 @@
-//! Command-line interface: `demo`, `train`, `gp` and `sweep`.
+//! Command-line interface: `demo`, `train`, `gp`, `vi`, `sweep`, `reproduce` and `data`.
 
 mod args;
 mod commands;
+mod images;
 
 use std::process::ExitCode;
 

@@ -145,6 +145,54 @@ pub fn load(dir: &Path) -> Result<Mnist> {
     Ok(mnist)
 }
 
+/// scikit-learn's 8×8 digits (`digits.csv.gz`: 64 pixels in 0..16, then the label) as the
+/// same four arrays, pixels scaled to [0, 1]: the first `n_train` rows for training, the rest
+/// for testing. A small real image set for quick runs and tests.
+pub fn load_digits(path: &Path, n_train: usize) -> Result<Mnist> {
+    let d = super::csv::read_dataset(path)?;
+    if d.x.ncols() != 64 {
+        return Err(Error::parse(
+            path,
+            1,
+            format!(
+                "expected 64 pixels and a label per row, found {} values",
+                d.x.ncols() + 1
+            ),
+        ));
+    }
+    let labels =
+        d.y.col(0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if (0.0..=9.0).contains(v) && v.fract() == 0.0 {
+                    Ok(*v as usize)
+                } else {
+                    Err(Error::parse(
+                        path,
+                        i + 1,
+                        format!("label {v} is not a digit 0..9"),
+                    ))
+                }
+            })
+            .collect::<Result<Vec<usize>>>()?;
+    let n = labels.len();
+    if !(1..n).contains(&n_train) {
+        return Err(Error::Invalid(format!(
+            "{}: {n} rows cannot be split into {n_train} training rows and a test set",
+            path.display()
+        )));
+    }
+    let x =
+        |r: std::ops::Range<usize>| Mat::from_fn(r.len(), 64, |i, j| d.x[(r.start + i, j)] / 16.0);
+    Ok(Mnist {
+        train_x: x(0..n_train),
+        train_y: labels[..n_train].to_vec(),
+        test_x: x(n_train..n),
+        test_y: labels[n_train..].to_vec(),
+    })
+}
+
 /// Indices of the first `per_class` examples of each class `0..k`, sorted by class (the paper's
 /// 300-image subset is `class_subset(labels, 30, 10)`).
 pub fn class_subset(labels: &[usize], per_class: usize, k: usize) -> Vec<usize> {

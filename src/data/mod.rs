@@ -2,6 +2,7 @@
 //! sets with their 20 standard splits.
 
 pub mod csv;
+pub mod fetch;
 pub mod mnist;
 pub mod snelson;
 pub mod source;
@@ -18,11 +19,15 @@ use crate::error::{Error, Result};
 /// Reads a file, decompressing it when it starts with the gzip magic bytes.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    gunzip_if_gz(raw)
+        .map_err(|e| Error::Invalid(format!("{}: corrupt gzip data: {e}", path.display())))
+}
+
+/// The bytes themselves, or their decompression when they start with the gzip magic bytes.
+pub fn gunzip_if_gz(raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Invalid(format!("{}: corrupt gzip data: {e}", path.display())))?;
+        flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out)?;
         Ok(out)
     } else {
         Ok(raw)

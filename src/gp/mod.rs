@@ -5,6 +5,7 @@
 //! quantity has two forms: weight space (P×P, `A = JᵀΛJ + δI`) and function space (NK×NK,
 //! `G = δ⁻¹ J Jᵀ + Λ̃⁻¹`). They agree to rounding; [`Space::Auto`] picks the smaller.
 
+pub mod classification;
 pub mod delta_path;
 pub mod kernel;
 pub mod rbf;
@@ -22,6 +23,7 @@ use crate::linalg::{
 use crate::posterior::laplace::check_delta;
 use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
 
+pub use classification::{data_space_predictive, DataSpacePredictive};
 pub use delta_path::DeltaPath;
 pub use kernel::{kernel, kernel_diag, kernel_view, KernelView};
 

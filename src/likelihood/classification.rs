@@ -59,6 +59,10 @@ impl Likelihood for Bernoulli {
         let p = sigmoid(f[0]);
         vec![p * (1.0 - p)]
     }
+
+    fn mean(&self, f: &[f64]) -> Vec<f64> {
+        vec![sigmoid(f[0])]
+    }
 }
 
 /// Categorical likelihood on K logits, one-hot targets.
@@ -94,6 +98,22 @@ impl Likelihood for Categorical {
     /// The data-space noise `diag(Λ) = p − p²`.
     fn observation_variance(&self, f: &[f64]) -> Vec<f64> {
         softmax(f).into_iter().map(|p| p - p * p).collect()
+    }
+
+    fn mean(&self, f: &[f64]) -> Vec<f64> {
+        softmax(f)
+    }
+
+    /// `R = diag(√p) − √p pᵀ`: `RᵀR = diag(p) − 2ppᵀ + pᵀ(Σ_a p_a)p = Λ` since `Σ p = 1`.
+    fn curvature_root(&self, f: &[f64], _y: &[f64], root: &mut [f64]) {
+        let p = softmax(f);
+        let k = p.len();
+        for a in 0..k {
+            let s = p[a].sqrt();
+            for b in 0..k {
+                root[a * k + b] = if a == b { s } else { 0.0 } - s * p[b];
+            }
+        }
     }
 }
 

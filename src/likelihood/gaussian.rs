@@ -57,6 +57,10 @@ impl Likelihood for Gaussian {
         vec![self.sigma * self.sigma; f.len()]
     }
 
+    fn mean(&self, f: &[f64]) -> Vec<f64> {
+        f.to_vec()
+    }
+
     fn nll_sum(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
         let s2 = self.sigma * self.sigma;
         let sq: f64 = f

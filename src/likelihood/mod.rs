@@ -1,6 +1,6 @@
 //! Likelihoods `p(y | f)`: per-example loss `ℓ = −log p(y | f)`, residual `r = ∇_f ℓ` and
 //! curvature `Λ = ∇²_f ℓ` (the only second-order term the GGN keeps). Gaussian for regression;
-//! Bernoulli and categorical on logits (library only for now: the commands are regression's).
+//! Bernoulli and categorical on logits for classification.
 
 pub mod classification;
 mod gaussian;
@@ -26,6 +26,23 @@ pub trait Likelihood: Sync + std::fmt::Debug {
     fn curvature(&self, f: &[f64], y: &[f64], lam: &mut [f64]);
     /// Variance added to the variance of `f` to get the predictive variance of `y`.
     fn observation_variance(&self, f: &[f64]) -> Vec<f64>;
+    /// The mean of `y` given `f` (the inverse link): `f`, `s(f)` or `softmax(f)`.
+    fn mean(&self, f: &[f64]) -> Vec<f64>;
+
+    /// A root `R` of the curvature, `RᵀR = Λ`, written row-major into `root` (K×K): its rows
+    /// are cotangents whose squared parameter derivatives sum to the GGN's diagonal. The
+    /// default is the symmetric root of [`Likelihood::curvature`].
+    fn curvature_root(&self, f: &[f64], y: &[f64], root: &mut [f64]) {
+        let k = f.len();
+        self.curvature(f, y, root);
+        if !crate::posterior::linearization::is_scaled_identity(k, root) {
+            let s = crate::linalg::sym_sqrt(Mat::from_fn(k, k, |a, c| root[a * k + c]).as_ref());
+            (0..k * k).for_each(|m| root[m] = s[(m / k, m % k)]);
+        } else {
+            let d = root[0].sqrt();
+            (0..k).for_each(|a| root[a * k + a] = d);
+        }
+    }
 
     /// `Σ_i ℓ(y_i, f_i)` over the rows of `F` and `Y`.
     fn nll_sum(&self, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> f64 {
@@ -76,12 +93,37 @@ pub fn curvatures(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) 
     out
 }
 
-/// The likelihoods users name on the command line (laplace-torch's `regression` is an alias
-/// of `gaussian`).
+/// Rows `R_i` of every example stacked (NK×K), `R_iᵀR_i = Λ_i`: cotangents for a backward
+/// pass that sums squares, `Σ_i Σ_a (∂(R_i f_i)_a/∂w)² = diag(Σ_i J_iᵀ Λ_i J_i)`.
+pub fn curvature_root_rows(
+    lik: &dyn Likelihood,
+    f: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+) -> Mat<f64> {
+    let k = f.ncols();
+    let mut rows = Mat::zeros(f.nrows() * k, k);
+    let (mut fr, mut yr, mut root) = (vec![0.0; k], vec![0.0; y.ncols()], vec![0.0; k * k]);
+    for i in 0..f.nrows() {
+        copy_row(f, i, &mut fr);
+        copy_row(y, i, &mut yr);
+        lik.curvature_root(&fr, &yr, &mut root);
+        for (m, v) in root.iter().enumerate() {
+            rows[(i * k + m / k, m % k)] = *v;
+        }
+    }
+    rows
+}
+
+/// The likelihoods users name on the command line, with laplace-torch's aliases:
+/// `regression` for the Gaussian, `classification` for the categorical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LikelihoodKind {
     /// Gaussian with noise standard deviation σ.
     Gaussian,
+    /// Bernoulli on one logit.
+    Bernoulli,
+    /// Categorical (softmax) on K logits.
+    Categorical,
 }
 
 impl FromStr for LikelihoodKind {
@@ -89,8 +131,10 @@ impl FromStr for LikelihoodKind {
     fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "gaussian" | "regression" => Ok(LikelihoodKind::Gaussian),
+            "bernoulli" | "binary" => Ok(LikelihoodKind::Bernoulli),
+            "categorical" | "softmax" | "classification" => Ok(LikelihoodKind::Categorical),
             other => Err(Error::Invalid(format!(
-                "unknown likelihood '{other}' (expected gaussian)"
+                "unknown likelihood '{other}' (expected gaussian, bernoulli or categorical)"
             ))),
         }
     }
@@ -101,6 +145,8 @@ impl LikelihoodKind {
     pub fn build(self, sigma: f64) -> Result<Box<dyn Likelihood>> {
         match self {
             LikelihoodKind::Gaussian => Ok(Box::new(Gaussian::new(sigma)?)),
+            LikelihoodKind::Bernoulli => Ok(Box::new(Bernoulli)),
+            LikelihoodKind::Categorical => Ok(Box::new(Categorical)),
         }
     }
 }

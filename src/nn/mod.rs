@@ -68,6 +68,22 @@ pub trait Network: Sync {
     fn init(&self, seed: u64) -> Vec<f64>;
 }
 
+/// Outputs `F` (N×K) of a large input batch, in parallel over chunks of rows.
+pub fn predict(net: &dyn Network, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+    const CHUNK: usize = 256;
+    let n = x.nrows();
+    let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
+    let parts: Vec<Mat<f64>> = starts
+        .par_iter()
+        .map(|&s| net.forward(w, x.subrows(s, CHUNK.min(n - s))))
+        .collect();
+    let mut f = Mat::zeros(n, net.n_outputs());
+    for (s, p) in starts.iter().zip(&parts) {
+        f.as_mut().subrows_mut(*s, p.nrows()).copy_from(p);
+    }
+    f
+}
+
 /// How a backward pass reduces the per-row parameter derivatives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reduce {

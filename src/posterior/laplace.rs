@@ -8,11 +8,14 @@ use std::fmt;
 use std::str::FromStr;
 
 use faer::{Mat, MatRef};
+use indicatif::ProgressBar;
 
 use super::Linearization;
 use crate::error::{Error, Result};
-use crate::linalg::{check_memory, dot, mat_bytes, Cholesky};
+use crate::likelihood::{curvature_root_rows, Likelihood};
+use crate::linalg::{check_memory, dot, mat_bytes, par_chunk_sum, Cholesky};
 use crate::nn::rng::{normals, Rng};
+use crate::nn::{Cotangents, Network, Reduce};
 
 /// Structure of the posterior precision, with laplace-torch's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -102,6 +105,36 @@ impl LaplaceGgn {
         })
     }
 
+    /// The diagonal posterior at `w*` from a GGN diagonal `h`: `Σ⁻¹ = diag(h) + δI`.
+    pub fn from_ggn_diagonal(mean: Vec<f64>, h: &[f64], delta: f64) -> Result<Self> {
+        check_delta(delta)?;
+        if h.len() != mean.len() {
+            return Err(Error::Invalid(format!(
+                "GGN diagonal has {} entries for {} parameters",
+                h.len(),
+                mean.len()
+            )));
+        }
+        Ok(LaplaceGgn {
+            delta,
+            mean,
+            structure: HessianStructure::Diag,
+            precision: Precision::Diag(h.iter().map(|d| d + delta).collect()),
+        })
+    }
+
+    /// The posterior variances `diag(Σ)`.
+    pub fn variances(&self) -> Vec<f64> {
+        match &self.precision {
+            Precision::Full(c) => {
+                let p = self.mean.len();
+                let inv = c.solve(Mat::<f64>::identity(p, p).as_ref());
+                (0..p).map(|i| inv[(i, i)]).collect()
+            }
+            Precision::Diag(d) => d.iter().map(|v| 1.0 / v).collect(),
+        }
+    }
+
     /// Jitter added to the precision's diagonal by the Cholesky ladder.
     pub fn jitter(&self) -> f64 {
         match &self.precision {
@@ -179,6 +212,39 @@ impl LaplaceGgn {
         }
     }
 }
+
+/// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in
+/// parallel chunks of [`GGN_CHUNK`] examples: one backward pass of the curvature-root rows
+/// `R_i` (`R_iᵀR_i = Λ_i`) per chunk, summing squared parameter derivatives; no Jacobian is
+/// formed. `progress` advances by the examples done.
+pub fn ggn_diagonal(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+    progress: Option<&ProgressBar>,
+) -> Vec<f64> {
+    let k = net.n_outputs();
+    let (_, h) = par_chunk_sum(x.nrows(), GGN_CHUNK, w.len(), |s, m| {
+        let yb = y.subrows(s, m);
+        let (_, mut out) = net.forward_reduce(w, x.subrows(s, m), &mut |f| {
+            vec![Cotangents {
+                rows: curvature_root_rows(lik, f, yb),
+                rows_per_example: k,
+                reduce: Reduce::SumSq,
+            }]
+        });
+        if let Some(pb) = progress {
+            pb.inc(m as u64);
+        }
+        (0.0, out.pop().expect("one request"))
+    });
+    h
+}
+
+/// Examples per chunk of [`ggn_diagonal`].
+pub const GGN_CHUNK: usize = 64;
 
 /// δ must be positive and finite.
 pub fn check_delta(delta: f64) -> Result<()> {

@@ -415,39 +415,83 @@ impl Figure for SweepFigure {
     }
 }
 
-/// Heatmaps side by side (e.g. a kernel at several training steps), sharing one colour scale:
-/// diverging blue–white–red around 0, or sequential white–blue.
+/// Heatmaps side by side (a kernel at several training steps, a GP mean next to its kernel),
+/// each N×M with row 0 at the top, on a diverging blue–white–red scale around 0 or a
+/// sequential white–blue one. With `row_classes`, a bar of class colours runs along the rows
+/// (and along the columns of square panels), as in the paper's kernel figures.
 #[derive(Debug, Clone)]
 pub struct HeatmapGrid {
     /// Title.
     pub title: String,
-    /// Panel titles and square matrices (row-major values with their side).
+    /// Panel titles and matrices.
     pub panels: Vec<(String, faer::Mat<f64>)>,
     /// Diverging colour scale centred on 0.
     pub diverging: bool,
     /// One colour scale for all panels (else each panel spans its own range).
     pub shared_scale: bool,
+    /// Class of each row, for the class bars.
+    pub row_classes: Option<Vec<usize>>,
 }
 
-/// Colour of `v` on a scale with bound `m` (`[-m, m]` diverging, `[lo, m]` sequential).
+/// Colour of `v` on a scale with bound `m` (`[-m, m]` diverging, `[lo, m]` sequential),
+/// quantised to 64 levels per side so that equal neighbours merge into one rectangle.
 fn heat_color(v: f64, lo: f64, m: f64, diverging: bool) -> RGBColor {
-    let lerp = |a: u8, b: u8, t: f64| (a as f64 + (b as f64 - a as f64) * t.clamp(0.0, 1.0)) as u8;
+    let q = |t: f64| (t.clamp(0.0, 1.0) * 64.0).round() / 64.0;
+    let lerp = |a: u8, b: u8, t: f64| (a as f64 + (b as f64 - a as f64) * t) as u8;
     if diverging {
         let t = if m > 0.0 { v / m } else { 0.0 };
         if t >= 0.0 {
+            let t = q(t);
             RGBColor(lerp(255, 178, t), lerp(255, 24, t), lerp(255, 43, t))
         } else {
-            RGBColor(lerp(255, 33, -t), lerp(255, 102, -t), lerp(255, 172, -t))
+            let t = q(-t);
+            RGBColor(lerp(255, 33, t), lerp(255, 102, t), lerp(255, 172, t))
         }
     } else {
-        let t = if m > lo { (v - lo) / (m - lo) } else { 0.0 };
+        let t = q(if m > lo { (v - lo) / (m - lo) } else { 0.0 });
         RGBColor(lerp(255, 8, t), lerp(255, 48, t), lerp(255, 107, t))
     }
 }
 
+/// Runs of equal colour along each row: `(row, first column, end column, colour)`.
+fn colour_runs(
+    m: &faer::Mat<f64>,
+    color: impl Fn(f64) -> RGBColor,
+) -> Vec<(usize, usize, usize, RGBColor)> {
+    let mut runs = Vec::new();
+    for i in 0..m.nrows() {
+        let mut start = 0;
+        for j in 1..=m.ncols() {
+            let c = color(m[(i, start)]);
+            if j == m.ncols() || color(m[(i, j)]) != c {
+                runs.push((i, start, j, c));
+                start = j;
+            }
+        }
+    }
+    runs
+}
+
+/// A colour per class (ten distinct hues, repeating).
+fn class_color(c: usize) -> RGBColor {
+    const HUES: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    HUES[c % HUES.len()]
+}
+
 impl Figure for HeatmapGrid {
     fn size(&self) -> (u32, u32) {
-        (300 * self.panels.len().max(1) as u32 + 40, 340)
+        (320 * self.panels.len().max(1) as u32 + 40, 360)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
@@ -477,23 +521,49 @@ impl Figure for HeatmapGrid {
             } else {
                 scale(values(m))
             };
-            let n = m.nrows();
+            let (n, cols) = (m.nrows() as f64, m.ncols() as f64);
+            let classes = self.row_classes.as_ref().filter(|c| c.len() == m.nrows());
+            // Class bars take 3% of each axis, left of column 0 and above row 0.
+            let bar = |len: f64| if classes.is_some() { 0.03 * len } else { 0.0 };
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 14))
                 .margin(10)
-                .build_cartesian_2d(0..n, 0..n)
+                .build_cartesian_2d(-bar(cols)..cols, 0.0..n + bar(n))
                 .map_err(err)?;
+            let runs = colour_runs(m, |v| heat_color(v, lo, bound, self.diverging));
             chart
-                .draw_series(
-                    (0..n)
-                        .flat_map(|i| (0..n).map(move |j| (i, j)))
-                        .map(|(i, j)| {
-                            let c = heat_color(m[(i, j)], lo, bound, self.diverging);
-                            // Row i at the top.
-                            Rectangle::new([(j, n - 1 - i), (j + 1, n - i)], c.filled())
-                        }),
-                )
+                .draw_series(runs.into_iter().map(|(i, a, b, c)| {
+                    let top = n - i as f64;
+                    Rectangle::new([(a as f64, top - 1.0), (b as f64, top)], c.filled())
+                }))
                 .map_err(err)?;
+            if let Some(classes) = classes {
+                let mut bounds = vec![0];
+                bounds.extend((1..classes.len()).filter(|&i| classes[i] != classes[i - 1]));
+                bounds.push(classes.len());
+                let blocks: Vec<(usize, usize, usize)> = bounds
+                    .windows(2)
+                    .map(|w| (w[0], w[1], classes[w[0]]))
+                    .collect();
+                chart
+                    .draw_series(blocks.iter().map(|&(a, b, c)| {
+                        Rectangle::new(
+                            [(-bar(cols), n - b as f64), (0.0, n - a as f64)],
+                            class_color(c).filled(),
+                        )
+                    }))
+                    .map_err(err)?;
+                if m.nrows() == m.ncols() {
+                    chart
+                        .draw_series(blocks.iter().map(|&(a, b, c)| {
+                            Rectangle::new(
+                                [(a as f64, n), (b as f64, n + bar(n))],
+                                class_color(c).filled(),
+                            )
+                        }))
+                        .map_err(err)?;
+                }
+            }
         }
         root.present().map_err(err)
     }

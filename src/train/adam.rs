@@ -5,7 +5,7 @@
 
 use indicatif::ProgressBar;
 
-use super::{check_finite, epoch_batches, MapConfig, MapResult, Objective};
+use super::{check_finite, epoch_batches, EpochHook, MapConfig, MapResult, Objective};
 use crate::error::Result;
 use crate::nn::rng::seeded;
 
@@ -93,12 +93,24 @@ impl AdamState {
     }
 }
 
-/// Runs Adam for `cfg.epochs` epochs from `w0`.
+/// Runs Adam for `cfg.epochs` epochs from `w0`; `progress` advances by one per step.
 pub fn run(
     obj: &Objective<'_>,
     w0: &[f64],
     cfg: &MapConfig,
     progress: Option<&ProgressBar>,
+) -> Result<MapResult> {
+    run_with(obj, w0, cfg, progress, &mut |_, _, _| Ok(()))
+}
+
+/// [`run`], calling `on_epoch(epoch, w, epoch_loss)` after each epoch (e.g. to measure test
+/// accuracy); an error from it stops training.
+pub fn run_with(
+    obj: &Objective<'_>,
+    w0: &[f64],
+    cfg: &MapConfig,
+    progress: Option<&ProgressBar>,
+    on_epoch: &mut EpochHook<'_>,
 ) -> Result<MapResult> {
     let a = cfg.adam;
     let p = w0.len();
@@ -108,7 +120,7 @@ pub fn run(
     let mut rng = seeded(cfg.seed);
     let mut history = Vec::with_capacity(cfg.epochs);
     let (mut best, mut bad) = (f64::INFINITY, 0usize);
-    for _ in 0..cfg.epochs {
+    for epoch in 0..cfg.epochs {
         let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
         let mut epoch_loss = 0.0;
         for idx in &batches {
@@ -119,7 +131,11 @@ pub fn run(
             check_finite(loss, &g, "Adam", state.t + 1)?;
             epoch_loss += loss / batches.len() as f64;
             state.step(&a, &mut w, &g, lr);
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
         }
+        on_epoch(epoch, &w, epoch_loss)?;
         history.push(epoch_loss);
         if let Some(pl) = a.plateau {
             if epoch_loss < best * (1.0 - pl.threshold.copysign(best)) {
@@ -132,9 +148,6 @@ pub fn run(
                     bad = 0;
                 }
             }
-        }
-        if let Some(pb) = progress {
-            pb.inc(1);
         }
     }
     let (loss, g) = obj.value_grad(&w);

@@ -34,6 +34,11 @@ pub struct Objective<'a> {
     pub delta: f64,
 }
 
+/// Rows per parallel chunk of a large gradient.
+pub const GRAD_CHUNK: usize = 32;
+/// Rows × parameters above which a gradient is split into chunks.
+pub(crate) const PARALLEL_GRAD_WORK: usize = 4_000_000;
+
 /// Gathers the rows `idx` of `m`.
 pub fn gather_rows(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
     Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
@@ -73,6 +78,32 @@ impl<'a> Objective<'a> {
         self.batch_value_grad(w, xb.as_ref(), yb.as_ref(), scale)
     }
 
+    /// `Σ_i ℓ_i` and `Σ_i J_iᵀ r_i` over rows, in parallel over fixed chunks of
+    /// [`GRAD_CHUNK`] rows when the batch is large (the chunks, and so the summation order, do
+    /// not depend on the number of threads).
+    pub fn data_loss_grad(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+    ) -> (f64, Vec<f64>) {
+        let n = x.nrows();
+        let one = |x: MatRef<'_, f64>, y: MatRef<'_, f64>| {
+            let mut loss = 0.0;
+            let (_, g) = self.net.forward_vjp(w, x, &mut |f| {
+                loss = self.lik.nll_sum(f, y);
+                self.lik.residuals(f, y)
+            });
+            (loss, g)
+        };
+        if n < 2 * GRAD_CHUNK || (n * w.len()) < PARALLEL_GRAD_WORK {
+            return one(x, y);
+        }
+        crate::linalg::par_chunk_sum(n, GRAD_CHUNK, w.len(), |s, m| {
+            one(x.subrows(s, m), y.subrows(s, m))
+        })
+    }
+
     fn batch_value_grad(
         &self,
         w: &[f64],
@@ -80,11 +111,7 @@ impl<'a> Objective<'a> {
         y: MatRef<'_, f64>,
         scale: f64,
     ) -> (f64, Vec<f64>) {
-        let mut data_loss = 0.0;
-        let (_, mut g) = self.net.forward_vjp(w, x, &mut |f| {
-            data_loss = self.lik.nll_sum(f, y);
-            self.lik.residuals(f, y)
-        });
+        let (data_loss, mut g) = self.data_loss_grad(w, x, y);
         for (gi, wi) in g.iter_mut().zip(w) {
             *gi = scale * *gi + self.delta * wi;
         }
@@ -169,6 +196,17 @@ pub fn fit_map(
     run.grad_norm = norm(&g);
     run.polish_iters = iters;
     Ok(run)
+}
+
+/// A hook called after each training epoch with `(epoch, parameters, epoch loss)`.
+pub type EpochHook<'a> = dyn FnMut(usize, &[f64], f64) -> Result<()> + 'a;
+
+/// Steps per epoch: `⌈n / batch_size⌉`, or 1 for full batch.
+pub fn steps_per_epoch(n: usize, batch_size: Option<usize>) -> usize {
+    match batch_size.map(|b| b.max(1)) {
+        Some(b) if b < n => n.div_ceil(b),
+        _ => 1,
+    }
 }
 
 /// The minibatches of one epoch: a fresh random permutation of `0..n` cut into batches of

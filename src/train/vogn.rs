@@ -18,13 +18,14 @@ use std::str::FromStr;
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
-use super::{check_finite, epoch_batches, gather_rows, Objective};
+use super::{
+    check_finite, epoch_batches, gather_rows, EpochHook, Objective, GRAD_CHUNK, PARALLEL_GRAD_WORK,
+};
 use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
-use crate::posterior::linearization::is_scaled_identity;
 
-use crate::linalg::{at_b, col_sq_norms, sym_sqrt, Cholesky};
+use crate::linalg::{at_b, col_sq_norms, par_chunk_sum, Cholesky};
 use crate::nn::rng::{normals, seeded, Rng};
 use crate::posterior::Linearization;
 
@@ -253,22 +254,6 @@ struct Estimates {
     loss: f64,
 }
 
-/// `Λ_i^{1/2}` rows for every example: cotangents whose squared derivatives sum to diag(GGN).
-fn sqrt_curvature_rows(obj: &Objective<'_>, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Mat<f64> {
-    let k = f.ncols();
-    let lam = likelihood::curvatures(obj.lik, f, y);
-    let mut rows = Mat::zeros(f.nrows() * k, k);
-    for (i, b) in lam.chunks(k * k).enumerate() {
-        if is_scaled_identity(k, b) {
-            (0..k).for_each(|a| rows[(i * k + a, a)] = b[0].sqrt());
-        } else {
-            let root = sym_sqrt(Mat::from_fn(k, k, |a, c| b[a * k + c]).as_ref());
-            rows.as_mut().subrows_mut(i * k, k).copy_from(&root);
-        }
-    }
-    rows
-}
-
 /// Diagonal estimates from backward passes alone (no Jacobian is formed).
 fn diag_estimates(
     obj: &Objective<'_>,
@@ -281,32 +266,49 @@ fn diag_estimates(
     let scale = obj.n() as f64 / xb.nrows() as f64 / samples.len() as f64;
     let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
     for w in samples {
-        let (_, out) = obj.net.forward_reduce(w, xb, &mut |f| {
-            loss += scale * obj.lik.nll_sum(f, yb);
-            let r = obj.lik.residuals(f, yb);
-            let curv = match cfg.curvature {
-                Curvature::Ggn => Cotangents {
-                    rows: sqrt_curvature_rows(obj, f, yb),
-                    rows_per_example: f.ncols(),
-                    reduce: Reduce::SumSq,
-                },
-                Curvature::SquaredGradients => Cotangents {
-                    rows: r.clone(),
-                    rows_per_example: 1,
-                    reduce: Reduce::SumSq,
-                },
-            };
-            vec![
-                Cotangents {
-                    rows: r,
-                    rows_per_example: 1,
-                    reduce: Reduce::Sum,
-                },
-                curv,
-            ]
-        });
-        g.iter_mut().zip(&out[0]).for_each(|(a, b)| *a += scale * b);
-        h.iter_mut().zip(&out[1]).for_each(|(a, b)| *a += scale * b);
+        // Gradient and curvature of one chunk of rows, concatenated: [g; h].
+        let chunk = |s: usize, m: usize| {
+            let (xc, yc) = (xb.subrows(s, m), yb.subrows(s, m));
+            let mut l = 0.0;
+            let (_, out) = obj.net.forward_reduce(w, xc, &mut |f| {
+                l = obj.lik.nll_sum(f, yc);
+                let r = obj.lik.residuals(f, yc);
+                let curv = match cfg.curvature {
+                    Curvature::Ggn => Cotangents {
+                        rows: likelihood::curvature_root_rows(obj.lik, f, yc),
+                        rows_per_example: f.ncols(),
+                        reduce: Reduce::SumSq,
+                    },
+                    Curvature::SquaredGradients => Cotangents {
+                        rows: r.clone(),
+                        rows_per_example: 1,
+                        reduce: Reduce::SumSq,
+                    },
+                };
+                vec![
+                    Cotangents {
+                        rows: r,
+                        rows_per_example: 1,
+                        reduce: Reduce::Sum,
+                    },
+                    curv,
+                ]
+            });
+            (l, out.concat())
+        };
+        let n = xb.nrows();
+        let (l, gh) = if n * p < PARALLEL_GRAD_WORK {
+            chunk(0, n)
+        } else {
+            par_chunk_sum(n, GRAD_CHUNK, 2 * p, chunk)
+        };
+        loss += scale * l;
+        g.iter_mut()
+            .zip(&gh[..p])
+            .for_each(|(a, b)| *a += scale * b);
+        h.iter_mut()
+            .zip(&gh[p..])
+            .for_each(|(a, b)| *a += scale * b);
     }
     Estimates {
         g,
@@ -448,12 +450,24 @@ pub struct VognResult {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// Runs VOGN from `μ₀` for `cfg.epochs` epochs.
+/// Runs VOGN from `μ₀` for `cfg.epochs` epochs; `progress` advances by one per step.
 pub fn run(
     obj: &Objective<'_>,
     mu0: &[f64],
     cfg: &VognConfig,
     progress: Option<&ProgressBar>,
+) -> Result<VognResult> {
+    run_with(obj, mu0, cfg, progress, &mut |_, _, _| Ok(()))
+}
+
+/// [`run`], calling `on_epoch(epoch, μ, epoch_loss)` after each epoch; an error from it stops
+/// training.
+pub fn run_with(
+    obj: &Objective<'_>,
+    mu0: &[f64],
+    cfg: &VognConfig,
+    progress: Option<&ProgressBar>,
+    on_epoch: &mut EpochHook<'_>,
 ) -> Result<VognResult> {
     if !(cfg.beta > 0.0 && cfg.beta <= 1.0) {
         return Err(Error::Invalid(format!(
@@ -470,7 +484,7 @@ pub fn run(
     let mut rng = seeded(cfg.seed);
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut snapshots = Vec::new();
-    for _ in 0..cfg.epochs {
+    for epoch in 0..cfg.epochs {
         let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
         let mut epoch_loss = 0.0;
         for idx in &batches {
@@ -490,11 +504,12 @@ pub fn run(
             };
             epoch_loss +=
                 step_at(obj, &mut state, cfg, idx.as_deref(), &samples)? / batches.len() as f64;
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
         }
         history.push(epoch_loss);
-        if let Some(pb) = progress {
-            pb.inc(1);
-        }
+        on_epoch(epoch, &state.mu, epoch_loss)?;
     }
     Ok(VognResult {
         state,

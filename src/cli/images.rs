@@ -1,0 +1,646 @@
+//! `reproduce mnist`, `reproduce binary-mnist` and `data fetch`: image classifiers trained at
+//! MNIST scale, then the paper's GP views on a class-sorted subset.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use faer::{Mat, MatRef};
+use serde::Serialize;
+
+use dnn2gp::data::fetch::{fetch_mnist, Fetched};
+use dnn2gp::data::mnist::{self, class_subset, one_hot, Mnist};
+use dnn2gp::data::Dataset;
+use dnn2gp::gp::classification::{argmax_rows, data_space_predictive, diag_covariance_blocks};
+use dnn2gp::gp::{kernel, kernel_view, KernelView};
+use dnn2gp::likelihood::{Bernoulli, Categorical, Likelihood};
+use dnn2gp::linalg::{check_memory, mat_bytes};
+use dnn2gp::nn::weights::{self, StoredDtype};
+use dnn2gp::nn::{predict, Network, Sequential};
+use dnn2gp::posterior::laplace::{check_delta, ggn_diagonal};
+use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::report::plot::{save, HeatmapGrid};
+use dnn2gp::train::vogn::{self, Covariance, Curvature, Precision, VognConfig};
+use dnn2gp::train::{adam, gather_rows, steps_per_epoch, Adam, MapConfig, Objective};
+use dnn2gp::Error;
+
+use super::args::{BinaryCmd, FetchCmd, ImageArgs, ImagesCmd};
+use super::commands::{print_files, Ctx};
+
+/// The images of a run: training and test sets, and the subset shown in the GP views.
+struct Images {
+    data: Mnist,
+    /// Pixels per side.
+    side: usize,
+}
+
+fn load_images(a: &ImageArgs) -> Result<Images> {
+    let mut data = match a.data.as_str() {
+        "mnist" => mnist::load(&a.data_dir.join("mnist")).map_err(|e| {
+            anyhow::Error::from(e).context(format!(
+                "MNIST not found in {} (download it with `dnn2gp data fetch mnist --dir {}`)",
+                a.data_dir.join("mnist").display(),
+                a.data_dir.join("mnist").display()
+            ))
+        })?,
+        "digits" => mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?,
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown image data '{other}' (expected mnist or digits)"
+            ))
+            .into())
+        }
+    };
+    if let Some(n) = a.train_limit {
+        if n == 0 {
+            return Err(Error::Invalid("--train-limit must be positive".into()).into());
+        }
+        let n = n.min(data.train_y.len());
+        data.train_x = data.train_x.as_ref().subrows(0, n).to_owned();
+        data.train_y.truncate(n);
+    }
+    let side = (data.train_x.ncols() as f64).sqrt().round() as usize;
+    Ok(Images { data, side })
+}
+
+/// The architecture: `--arch`, or LeNet-5 (28×28) / a small CNN (8×8) with `k` outputs.
+fn architecture(a: &ImageArgs, side: usize, k: usize) -> Result<Sequential> {
+    let net = match &a.arch {
+        Some(spec) => Sequential::parse(spec)?,
+        None if side == 28 => Sequential::lenet5(1, 28, k)?,
+        None => Sequential::parse(&format!(
+            "1x{side}x{side}:conv6k3,relu,pool,flatten,dense32,relu,dense{k}"
+        ))?,
+    };
+    if net.n_inputs() != side * side || net.n_outputs() != k {
+        return Err(Error::Invalid(format!(
+            "architecture has {} inputs and {} outputs; the images need {} inputs and {k} outputs",
+            net.n_inputs(),
+            net.n_outputs(),
+            side * side
+        ))
+        .into());
+    }
+    Ok(net)
+}
+
+/// Fraction of rows whose predicted class (arg-max, or the sign of one logit) is the label.
+fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
+    let hits = argmax_rows(f)
+        .iter()
+        .zip(labels)
+        .filter(|(a, b)| a == b)
+        .count();
+    hits as f64 / labels.len().max(1) as f64
+}
+
+/// One epoch of a training run.
+#[derive(Debug, Clone, Serialize)]
+struct EpochRecord {
+    epoch: usize,
+    loss: f64,
+    test_accuracy: f64,
+    seconds: f64,
+}
+
+/// Trains with `train_loop` (Adam or VOGN, given a per-epoch hook), printing and recording test
+/// accuracy after each epoch.
+fn with_test_accuracy(
+    ctx: &Ctx,
+    net: &Sequential,
+    test_x: MatRef<'_, f64>,
+    test_labels: &[usize],
+    train_loop: impl FnOnce(&mut dnn2gp::train::EpochHook<'_>) -> dnn2gp::Result<Vec<f64>>,
+) -> Result<(Vec<f64>, Vec<EpochRecord>)> {
+    let t0 = Instant::now();
+    let mut records = Vec::new();
+    let w = train_loop(&mut |epoch, w, loss| {
+        let acc = accuracy(predict(net, w, test_x).as_ref(), test_labels);
+        if !ctx.quiet {
+            eprintln!(
+                "epoch {:>3}: loss {:.4e}, test accuracy {:.2}% ({:.0} s)",
+                epoch + 1,
+                loss,
+                100.0 * acc,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        records.push(EpochRecord {
+            epoch: epoch + 1,
+            loss,
+            test_accuracy: acc,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    })?;
+    Ok((w, records))
+}
+
+fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.epoch.to_string(),
+                num(r.loss),
+                num(r.test_accuracy),
+                num(r.seconds),
+            ]
+        })
+        .collect();
+    Ok(write_csv(
+        path,
+        &["epoch", "loss", "test_accuracy", "seconds"],
+        &rows,
+    )?)
+}
+
+/// Loads `--model` weights for `net`.
+fn load_weights(path: &Path, net: &Sequential) -> Result<Vec<f64>> {
+    Ok(weights::load(path, &net.param_layout())?)
+}
+
+/// What the GP views found, for the summary.
+#[derive(Debug, Serialize)]
+struct ViewSummary {
+    images: usize,
+    split: String,
+    outputs: usize,
+    /// Fraction of the images where arg-max of `J(x)w*` equals the network's prediction.
+    gp_mean_agreement: f64,
+    /// The network's accuracy on the shown images.
+    accuracy: f64,
+    mean_var_f: f64,
+    mean_var_y: f64,
+    kernel_seconds: f64,
+}
+
+/// The GP views on the class-sorted subset: Jacobians, the prior kernel `δ⁻¹JJᵀ` in its three
+/// layouts, the predictive from the posterior variances `s = diag(Σ)`, `.npy` files and figures.
+#[allow(clippy::too_many_arguments)]
+fn gp_views(
+    ctx: &Ctx,
+    net: &Sequential,
+    lik: &dyn Likelihood,
+    w: &[f64],
+    variances: &[f64],
+    delta: f64,
+    x: MatRef<'_, f64>,
+    labels: &[usize],
+    split: &str,
+    title: &str,
+    out: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<ViewSummary> {
+    let t0 = Instant::now();
+    let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
+    check_memory(
+        "the Jacobians of the shown images and their kernel",
+        mat_bytes(n * k, p) + 2 * mat_bytes(n * k, n * k),
+        ctx.memory,
+        "use fewer images (--per-class)",
+    )?;
+    let (f, jac) = net.forward_jacobian(w, x);
+    let full = kernel(jac.as_ref(), jac.as_ref(), delta);
+    let blocks = diag_covariance_blocks(jac.as_ref(), k, variances);
+    let pred = data_space_predictive(lik, f.as_ref(), jac.as_ref(), w, &blocks);
+    drop(jac);
+    let kernel_seconds = t0.elapsed().as_secs_f64();
+    let net_class = argmax_rows(f.as_ref());
+    let gp_class = argmax_rows(pred.gp_mean.as_ref());
+    let agree = net_class
+        .iter()
+        .zip(&gp_class)
+        .filter(|(a, b)| a == b)
+        .count();
+    let diag = kernel_view(full.as_ref(), k, KernelView::Diag);
+    let sum = kernel_view(full.as_ref(), k, KernelView::Sum);
+    for (name, m) in [
+        ("kernel_full", full.as_ref()),
+        ("kernel_diag", diag.as_ref()),
+        ("kernel_sum", sum.as_ref()),
+        ("gp_mean", pred.gp_mean.as_ref()),
+        ("logits", f.as_ref()),
+        ("p", pred.p.as_ref()),
+        ("p_probit", pred.p_probit.as_ref()),
+        ("var_f", pred.var_f.as_ref()),
+        ("var_y", pred.var_y.as_ref()),
+    ] {
+        let path = out.join(format!("{name}.npy"));
+        write_npy_mat(&path, m)?;
+        files.push(path);
+    }
+    let path = out.join("labels.npy");
+    let lab: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
+    write_npy(&path, &[n], &lab)?;
+    files.push(path);
+    let classes = Some(labels.to_vec());
+    let kernel_title = if k > 1 {
+        "kernel Σ_k δ⁻¹ J_k(x) J_k(x')ᵀ"
+    } else {
+        "kernel δ⁻¹ J(x) J(x')ᵀ"
+    };
+    let fig = HeatmapGrid {
+        title: format!("{title}: GP posterior mean and kernel, {n} images sorted by class"),
+        panels: vec![
+            ("GP posterior mean J(x)w*".into(), pred.gp_mean.clone()),
+            (kernel_title.into(), diag),
+        ],
+        diverging: true,
+        shared_scale: false,
+        row_classes: classes.clone(),
+    };
+    files.extend(save(&fig, &out.join("gp"))?);
+    let fig = HeatmapGrid {
+        title: format!("{title}: data-space predictive (section 4), {n} images"),
+        panels: vec![
+            ("p = link(f*)".into(), pred.p.clone()),
+            ("var_f = diag(Λ J Σ Jᵀ Λ)".into(), pred.var_f.clone()),
+            ("var_y = var_f + diag(Λ)".into(), pred.var_y.clone()),
+        ],
+        diverging: false,
+        shared_scale: false,
+        row_classes: classes,
+    };
+    files.extend(save(&fig, &out.join("predictive"))?);
+    let mean = |m: &Mat<f64>| {
+        m.col_iter()
+            .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
+            .sum::<f64>()
+            / (m.nrows() * m.ncols()).max(1) as f64
+    };
+    Ok(ViewSummary {
+        images: n,
+        split: split.into(),
+        outputs: k,
+        gp_mean_agreement: agree as f64 / n.max(1) as f64,
+        accuracy: accuracy(f.as_ref(), labels),
+        mean_var_f: mean(&pred.var_f),
+        mean_var_y: mean(&pred.var_y),
+        kernel_seconds,
+    })
+}
+
+/// The shown images: the first `per_class` of each class (sorted by class) of a split.
+fn shown_images(
+    a: &ImageArgs,
+    x_train: MatRef<'_, f64>,
+    y_train: &[usize],
+    x_test: MatRef<'_, f64>,
+    y_test: &[usize],
+    classes: usize,
+) -> Result<(Mat<f64>, Vec<usize>)> {
+    let (x, y) = match a.images.as_str() {
+        "train" => (x_train, y_train),
+        "test" => (x_test, y_test),
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown --images '{other}' (expected train or test)"
+            ))
+            .into())
+        }
+    };
+    if a.per_class == 0 {
+        return Err(Error::Invalid("--per-class must be positive".into()).into());
+    }
+    let idx = class_subset(y, a.per_class, classes);
+    Ok((gather_rows(x, &idx), idx.iter().map(|&i| y[i]).collect()))
+}
+
+/// Saves the weights (safetensors, f64, PyTorch names) and the architecture.
+fn save_network(out: &Path, net: &Sequential, w: &[f64], files: &mut Vec<PathBuf>) -> Result<()> {
+    let path = out.join("model.safetensors");
+    weights::save(&path, &net.param_layout(), w, StoredDtype::F64)?;
+    files.push(path);
+    let path = out.join("architecture.json");
+    write_json(&path, net)?;
+    files.push(path);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct MnistSummary {
+    data: String,
+    n_params: usize,
+    train_images: usize,
+    delta: f64,
+    trained: bool,
+    epochs: Vec<EpochRecord>,
+    test_accuracy: f64,
+    train_seconds: f64,
+    ggn_seconds: f64,
+    views: ViewSummary,
+}
+
+/// `reproduce mnist`.
+pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
+    let ia = &a.images;
+    check_delta(a.delta)?;
+    let img = load_images(ia)?;
+    let d = &img.data;
+    let k = 10;
+    let net = architecture(ia, img.side, k)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let mut files = Vec::new();
+    let train = Dataset::new(d.train_x.clone(), one_hot(&d.train_y, k))?;
+    let lik = Categorical;
+    let t0 = Instant::now();
+    let (w, records) = match &ia.model {
+        Some(path) => (load_weights(path, &net)?, Vec::new()),
+        None => {
+            if !(a.lr.is_finite() && a.lr > 0.0) {
+                return Err(Error::Invalid(format!("--lr must be positive, got {}", a.lr)).into());
+            }
+            let obj = Objective::on(&net, &lik, &train, a.delta);
+            let cfg = MapConfig {
+                adam: Adam {
+                    lr: a.lr,
+                    plateau: None,
+                    ..Adam::default()
+                },
+                epochs: a.epochs,
+                batch_size: Some(ia.batch_size.max(1)),
+                seed: ia.seed,
+                polish_iters: 0,
+                ..MapConfig::default()
+            };
+            let pb = ctx.bar(
+                (a.epochs * steps_per_epoch(train.len(), cfg.batch_size)) as u64,
+                "Adam",
+            );
+            let res = with_test_accuracy(ctx, &net, d.test_x.as_ref(), &d.test_y, |hook| {
+                adam::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook).map(|r| r.w)
+            })?;
+            pb.finish_and_clear();
+            res
+        }
+    };
+    let train_seconds = t0.elapsed().as_secs_f64();
+    save_network(&a.out, &net, &w, &mut files)?;
+    let path = a.out.join("history.csv");
+    write_records(&path, &records)?;
+    files.push(path);
+    let test_accuracy = accuracy(predict(&net, &w, d.test_x.as_ref()).as_ref(), &d.test_y);
+    eprintln!(
+        "test accuracy {:.2}% ({} parameters, {:.0} s)",
+        100.0 * test_accuracy,
+        net.n_params(),
+        train_seconds
+    );
+
+    let t1 = Instant::now();
+    let pb = ctx.bar(train.len() as u64, "GGN diagonal");
+    let h = ggn_diagonal(
+        &net,
+        &lik,
+        &w,
+        train.x.as_ref(),
+        train.y.as_ref(),
+        Some(&pb),
+    );
+    pb.finish_and_clear();
+    let variances: Vec<f64> = h.iter().map(|h| 1.0 / (h + a.delta)).collect();
+    let path = a.out.join("posterior_variance.npy");
+    write_npy(&path, &[variances.len()], &variances)?;
+    files.push(path);
+    let ggn_seconds = t1.elapsed().as_secs_f64();
+
+    let (xs, ys) = shown_images(
+        ia,
+        d.train_x.as_ref(),
+        &d.train_y,
+        d.test_x.as_ref(),
+        &d.test_y,
+        k,
+    )?;
+    let views = gp_views(
+        ctx,
+        &net,
+        &lik,
+        &w,
+        &variances,
+        a.delta,
+        xs.as_ref(),
+        &ys,
+        &ia.images,
+        if ia.data == "digits" {
+            "Digits"
+        } else {
+            "MNIST"
+        },
+        &a.out,
+        &mut files,
+    )?;
+    eprintln!(
+        "GP posterior mean arg-max agrees with the network on {:.1}% of the {} images",
+        100.0 * views.gp_mean_agreement,
+        views.images
+    );
+    let summary = MnistSummary {
+        data: ia.data.clone(),
+        n_params: net.n_params(),
+        train_images: train.len(),
+        delta: a.delta,
+        trained: ia.model.is_none(),
+        epochs: records,
+        test_accuracy,
+        train_seconds,
+        ggn_seconds,
+        views,
+    };
+    let path = a.out.join("summary.json");
+    write_json(&path, &summary)?;
+    files.push(path);
+    print_files(&files);
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct BinarySummary {
+    data: String,
+    digits: [usize; 2],
+    n_params: usize,
+    train_images: usize,
+    delta: f64,
+    vogn: Option<VognConfig>,
+    epochs: Vec<EpochRecord>,
+    test_accuracy: f64,
+    train_seconds: f64,
+    views: ViewSummary,
+}
+
+/// The examples of digits `a` and `b` with labels 0 (a) and 1 (b).
+fn two_digits(x: MatRef<'_, f64>, labels: &[usize], a: usize, b: usize) -> (Mat<f64>, Vec<usize>) {
+    let (idx, _) = mnist::binary(labels, a, b);
+    (
+        gather_rows(x, &idx),
+        idx.iter().map(|&i| usize::from(labels[i] == b)).collect(),
+    )
+}
+
+/// `reproduce binary-mnist`.
+pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
+    let ia = &a.images;
+    check_delta(a.delta)?;
+    let (da, db) = match a.digits.as_slice() {
+        [x, y] if x != y && *x < 10 && *y < 10 => (*x, *y),
+        other => {
+            return Err(Error::Invalid(format!(
+                "--digits needs two different digits 0..9, got {other:?}"
+            ))
+            .into())
+        }
+    };
+    let img = load_images(ia)?;
+    let d = &img.data;
+    let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
+    let (xte, yte) = two_digits(d.test_x.as_ref(), &d.test_y, da, db);
+    if ytr.is_empty() || yte.is_empty() {
+        return Err(Error::Invalid(format!("no images of digits {da} and {db}")).into());
+    }
+    let net = architecture(ia, img.side, 1)?;
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let mut files = Vec::new();
+    let targets = Mat::from_fn(ytr.len(), 1, |i, _| ytr[i] as f64);
+    let train = Dataset::new(xtr, targets)?;
+    let lik = Bernoulli;
+    let t0 = Instant::now();
+    let (w, variances, records, cfg) = match &ia.model {
+        Some(path) => {
+            // Without a variational posterior, the Laplace-GGN diagonal stands in for Σ.
+            let w = load_weights(path, &net)?;
+            let h = ggn_diagonal(&net, &lik, &w, train.x.as_ref(), train.y.as_ref(), None);
+            let s: Vec<f64> = h.iter().map(|h| 1.0 / (h + a.delta)).collect();
+            (w, s, Vec::new(), None)
+        }
+        None => {
+            let cfg = VognConfig {
+                beta: a.beta,
+                lr: Some(a.vi_lr),
+                mc_samples: a.mc_samples,
+                batch_size: Some(ia.batch_size.max(1)),
+                epochs: a.vi_epochs,
+                covariance: Covariance::Diag,
+                curvature: Curvature::Ggn,
+                momentum: Some(a.momentum),
+                init_precision: a.init_precision,
+                deterministic: false,
+                seed: ia.seed,
+                snapshot_every: 0,
+            };
+            let obj = Objective::on(&net, &lik, &train, a.delta);
+            let pb = ctx.bar(
+                (a.vi_epochs * steps_per_epoch(train.len(), cfg.batch_size)) as u64,
+                "VOGN",
+            );
+            let mut state = None;
+            let (w, records) = with_test_accuracy(ctx, &net, xte.as_ref(), &yte, |hook| {
+                let run = vogn::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook)?;
+                let mu = run.state.mu.clone();
+                state = Some(run.state);
+                Ok(mu)
+            })?;
+            pb.finish_and_clear();
+            let s = match state.map(|s| s.precision) {
+                Some(Precision::Diag(d)) => d.iter().map(|v| 1.0 / v).collect(),
+                _ => unreachable!("diagonal VOGN"),
+            };
+            (w, s, records, Some(cfg))
+        }
+    };
+    let train_seconds = t0.elapsed().as_secs_f64();
+    save_network(&a.out, &net, &w, &mut files)?;
+    let path = a.out.join("posterior_variance.npy");
+    write_npy(&path, &[variances.len()], &variances)?;
+    files.push(path);
+    let path = a.out.join("history.csv");
+    write_records(&path, &records)?;
+    files.push(path);
+    let test_accuracy = accuracy(predict(&net, &w, xte.as_ref()).as_ref(), &yte);
+    eprintln!(
+        "test accuracy {:.2}% on digits {da} vs {db} ({:.0} s)",
+        100.0 * test_accuracy,
+        train_seconds
+    );
+    // The shown images: the first per_class of each digit, with labels 0/1.
+    let (xs, ys) = {
+        let (xa, la) = match ia.images.as_str() {
+            "test" => (xte.as_ref(), yte.as_slice()),
+            _ => (train.x.as_ref(), ytr.as_slice()),
+        };
+        shown_images(ia, xa, la, xa, la, 2)?
+    };
+    let views = gp_views(
+        ctx,
+        &net,
+        &lik,
+        &w,
+        &variances,
+        a.delta,
+        xs.as_ref(),
+        &ys,
+        &ia.images,
+        &format!("Binary MNIST {da} vs {db} (VOGN)"),
+        &a.out,
+        &mut files,
+    )?;
+    let summary = BinarySummary {
+        data: ia.data.clone(),
+        digits: [da, db],
+        n_params: net.n_params(),
+        train_images: train.len(),
+        delta: a.delta,
+        vogn: cfg,
+        epochs: records,
+        test_accuracy,
+        train_seconds,
+        views,
+    };
+    let path = a.out.join("summary.json");
+    write_json(&path, &summary)?;
+    files.push(path);
+    print_files(&files);
+    Ok(())
+}
+
+/// The default cache folder: `$XDG_CACHE_HOME/dnn2gp/<name>` or `~/.cache/dnn2gp/<name>`.
+fn cache_dir(name: &str) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| {
+            Error::Invalid("no cache folder: set --dir, XDG_CACHE_HOME or HOME".into())
+        })?;
+    Ok(base.join("dnn2gp").join(name))
+}
+
+/// `data fetch`.
+pub(super) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
+    if a.dataset != "mnist" {
+        return Err(
+            Error::Invalid(format!("unknown data set '{}' (expected mnist)", a.dataset)).into(),
+        );
+    }
+    let dir = match a.dir {
+        Some(d) => d,
+        None => cache_dir("mnist")?,
+    };
+    let fetched: Vec<Fetched> = fetch_mnist(&a.mirror, &dir, &mut |name| {
+        if !ctx.quiet {
+            eprintln!("downloading {name}.gz");
+        }
+    })?;
+    for f in &fetched {
+        println!(
+            "{} {} ({})",
+            f.md5,
+            f.path.display(),
+            if f.downloaded {
+                "downloaded"
+            } else {
+                "already there"
+            }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! `reproduce mnist` and `reproduce binary-mnist` end to end on small settings (the 8×8 digits,
+//! and LeNet-5 on the first MNIST images), the saved model reloaded, and bad options refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use dnn2gp::report::files::read_npy;
+
+fn dnn2gp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("runs")
+}
+
+fn ok(args: &[&str]) {
+    let out = dnn2gp(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn shape(path: &Path) -> Vec<usize> {
+    read_npy(path).unwrap().0
+}
+
+#[test]
+fn mnist_views_on_digits_and_reloading_the_model() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let out = dir.path().join("digits");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    ok(&[
+        "reproduce",
+        "mnist",
+        "--data",
+        "digits",
+        "--data-dir",
+        d,
+        "--epochs",
+        "30",
+        "--lr",
+        "0.01",
+        "--out",
+        o,
+    ]);
+    let s = json(&out.join("summary.json"));
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.85, "{s}");
+    assert_eq!(s["epochs"].as_array().unwrap().len(), 30);
+    let v = &s["views"];
+    assert_eq!(v["images"], 300);
+    assert!(v["gp_mean_agreement"].as_f64().unwrap() >= 0.95, "{v}");
+    assert_eq!(shape(&out.join("kernel_full.npy")), vec![3000, 3000]);
+    assert_eq!(shape(&out.join("kernel_diag.npy")), vec![300, 300]);
+    assert_eq!(shape(&out.join("kernel_sum.npy")), vec![300, 300]);
+    for name in ["gp_mean", "p", "p_probit", "var_f", "var_y", "logits"] {
+        assert_eq!(
+            shape(&out.join(format!("{name}.npy"))),
+            vec![300, 10],
+            "{name}"
+        );
+    }
+    let (_, labels) = read_npy(&out.join("labels.npy")).unwrap();
+    assert!(labels.windows(2).all(|w| w[0] <= w[1]), "sorted by class");
+    // The diag view is the trace over classes of the full kernel.
+    let (_, full) = read_npy(&out.join("kernel_full.npy")).unwrap();
+    let (_, diag) = read_npy(&out.join("kernel_diag.npy")).unwrap();
+    let tr: f64 = (0..10)
+        .map(|k| full[(3 * 10 + k) * 3000 + 7 * 10 + k])
+        .sum();
+    assert!((diag[3 * 300 + 7] - tr).abs() <= 1e-12 * tr.abs().max(1.0));
+    for f in [
+        "gp.png",
+        "gp.svg",
+        "predictive.png",
+        "predictive.svg",
+        "model.safetensors",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+
+    // Reloading the saved weights gives the same network outputs and no training.
+    let again = dir.path().join("again");
+    let model = out.join("model.safetensors");
+    ok(&[
+        "reproduce",
+        "mnist",
+        "--data",
+        "digits",
+        "--data-dir",
+        d,
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    let (_, a) = read_npy(&out.join("logits.npy")).unwrap();
+    let (_, b) = read_npy(&again.join("logits.npy")).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(json(&again.join("summary.json"))["trained"], false);
+}
+
+#[test]
+fn binary_vogn_on_digits() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let out = dir.path().join("bin");
+    ok(&[
+        "reproduce",
+        "binary-mnist",
+        "--data",
+        "digits",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--digits",
+        "0,1",
+        "--vi-epochs",
+        "30",
+        "--vi-lr",
+        "0.01",
+        "--beta",
+        "0.01",
+        "--batch-size",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = json(&out.join("summary.json"));
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.9, "{s}");
+    assert_eq!(s["views"]["images"], 60);
+    assert_eq!(s["views"]["outputs"], 1);
+    assert_eq!(shape(&out.join("kernel_full.npy")), vec![60, 60]);
+    assert_eq!(shape(&out.join("var_f.npy")), vec![60, 1]);
+    // VOGN's variances are positive and bounded by the prior variance 1/δ.
+    let (_, s2) = read_npy(&out.join("posterior_variance.npy")).unwrap();
+    assert!(s2.iter().all(|v| *v > 0.0 && *v <= 0.1 + 1e-12));
+}
+
+#[test]
+fn lenet5_on_the_first_mnist_images() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let out = dir.path().join("mnist");
+    ok(&[
+        "reproduce",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "2000",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.005",
+        "--per-class",
+        "3",
+        "--images",
+        "test",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["n_params"], 44426);
+    assert_eq!(s["train_images"], 2000);
+    assert!(s["test_accuracy"].as_f64().unwrap() > 0.8, "{s}");
+    assert_eq!(shape(&out.join("kernel_full.npy")), vec![300, 300]);
+    assert_eq!(shape(&out.join("gp_mean.npy")), vec![30, 10]);
+    // The weights load back under PyTorch's names.
+    let layout = dnn2gp::nn::Sequential::lenet5(1, 28, 10)
+        .unwrap()
+        .param_layout();
+    let w = dnn2gp::nn::weights::load(&out.join("model.safetensors"), &layout).unwrap();
+    assert_eq!(w.len(), 44426);
+}
+
+#[test]
+fn bad_options_are_refused_before_any_work() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let d = data.to_str().unwrap();
+    let o = dir.path().join("x");
+    let o = o.to_str().unwrap();
+    for (args, words) in [
+        (
+            vec![
+                "reproduce",
+                "binary-mnist",
+                "--data",
+                "digits",
+                "--digits",
+                "3,3",
+            ],
+            "two different digits",
+        ),
+        (
+            vec![
+                "reproduce",
+                "binary-mnist",
+                "--data",
+                "digits",
+                "--digits",
+                "3,12",
+            ],
+            "two different digits",
+        ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data",
+                "digits",
+                "--images",
+                "valid",
+            ],
+            "--images",
+        ),
+        (
+            vec!["reproduce", "mnist", "--data", "cifar"],
+            "unknown image data 'cifar'",
+        ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data",
+                "digits",
+                "--arch",
+                "1x8x8:conv6k3,relu,dense7",
+            ],
+            "outputs",
+        ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data",
+                "digits",
+                "--arch",
+                "1x8x8:conv6k9",
+            ],
+            "kernel 9",
+        ),
+        (
+            vec!["reproduce", "mnist", "--data", "digits", "--delta", "-1"],
+            "--delta",
+        ),
+        (
+            vec!["reproduce", "mnist", "--data", "digits", "--lr", "0"],
+            "--lr",
+        ),
+        (
+            vec!["reproduce", "mnist", "--data", "digits", "--per-class", "0"],
+            "--per-class",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--data-dir", d, "--out", o]);
+        if args[1] == "mnist" {
+            all.extend(["--epochs", "1"]);
+        }
+        let out = dnn2gp(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
+        assert!(
+            err.contains(words) && !err.contains("panicked"),
+            "{all:?}: {err}"
+        );
+    }
+    // A folder without MNIST says how to get it.
+    let out = dnn2gp(&["reproduce", "mnist", "--data-dir", o, "--out", o]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dnn2gp data fetch mnist"));
+}
