@@ -16,12 +16,8 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// Numerical failure that the jitter ladder could not repair.
     #[error("numerical failure: {0}")]
     Numerical(String),
@@ -47,7 +43,7 @@ impl Error {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io {
             path: path.display().to_string(),
-            source,
+            err: source,
         }
     }
 

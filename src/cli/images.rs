@@ -27,29 +27,30 @@ use dnn2gp::Error;
 use super::args::{BinaryCmd, FetchCmd, ImageArgs, ImagesCmd};
 use super::commands::{print_files, Ctx};
 
-/// The images of a run: training and test sets, and the subset shown in the GP views.
-struct Images {
-    data: Mnist,
-    /// Pixels per side.
-    side: usize,
+/// Pixels per side of the images of `--data`.
+fn image_side(data: &str) -> Result<usize> {
+    match data {
+        "mnist" => Ok(28),
+        "digits" => Ok(8),
+        other => Err(Error::Invalid(format!(
+            "unknown image data '{other}' (expected mnist or digits)"
+        ))
+        .into()),
+    }
 }
 
-fn load_images(a: &ImageArgs) -> Result<Images> {
-    let mut data = match a.data.as_str() {
-        "mnist" => mnist::load(&a.data_dir.join("mnist")).map_err(|e| {
+fn load_images(a: &ImageArgs) -> Result<Mnist> {
+    let mut data = if a.data == "digits" {
+        mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?
+    } else {
+        let dir = a.data_dir.join("mnist");
+        mnist::load(&dir).map_err(|e| {
             anyhow::Error::from(e).context(format!(
-                "MNIST not found in {} (download it with `dnn2gp data fetch mnist --dir {}`)",
-                a.data_dir.join("mnist").display(),
-                a.data_dir.join("mnist").display()
+                "could not read MNIST from {} (download it with `dnn2gp data fetch mnist --dir {}`)",
+                dir.display(),
+                dir.display()
             ))
-        })?,
-        "digits" => mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?,
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown image data '{other}' (expected mnist or digits)"
-            ))
-            .into())
-        }
+        })?
     };
     if let Some(n) = a.train_limit {
         if n == 0 {
@@ -59,8 +60,7 @@ fn load_images(a: &ImageArgs) -> Result<Images> {
         data.train_x = data.train_x.as_ref().subrows(0, n).to_owned();
         data.train_y.truncate(n);
     }
-    let side = (data.train_x.ncols() as f64).sqrt().round() as usize;
-    Ok(Images { data, side })
+    Ok(data)
 }
 
 /// The architecture: `--arch`, or LeNet-5 (28×28) / a small CNN (8×8) with `k` outputs.
@@ -175,6 +175,19 @@ struct ViewSummary {
     kernel_seconds: f64,
 }
 
+/// Refuses GP views whose Jacobians (NK×P) and kernels (NK×NK, twice with its views) would not
+/// fit in memory; called before training with the largest possible N, and again with the
+/// actual one.
+fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Result<()> {
+    let (k, p) = (net.n_outputs(), net.n_params());
+    Ok(check_memory(
+        &format!("the GP views of {n} images ({n}·{k} Jacobian rows of {p} parameters and the {}×{} kernel)", n * k, n * k),
+        mat_bytes(n * k, p) + 2 * mat_bytes(n * k, n * k),
+        ctx.memory,
+        "show fewer images (--per-class)",
+    )?)
+}
+
 /// The GP views on the class-sorted subset: Jacobians, the prior kernel `δ⁻¹JJᵀ` in its three
 /// layouts, the predictive from the posterior variances `s = diag(Σ)`, `.npy` files and figures.
 #[allow(clippy::too_many_arguments)]
@@ -193,13 +206,8 @@ fn gp_views(
     files: &mut Vec<PathBuf>,
 ) -> Result<ViewSummary> {
     let t0 = Instant::now();
-    let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
-    check_memory(
-        "the Jacobians of the shown images and their kernel",
-        mat_bytes(n * k, p) + 2 * mat_bytes(n * k, n * k),
-        ctx.memory,
-        "use fewer images (--per-class)",
-    )?;
+    let (n, k) = (x.nrows(), net.n_outputs());
+    check_views_memory(ctx, n, net)?;
     let (f, jac) = net.forward_jacobian(w, x);
     let full = kernel(jac.as_ref(), jac.as_ref(), delta);
     let blocks = diag_covariance_blocks(jac.as_ref(), k, variances);
@@ -240,11 +248,17 @@ fn gp_views(
     } else {
         "kernel δ⁻¹ J(x) J(x')ᵀ"
     };
+    // The kernel as a correlation, κ(x, x')/√(κ(x, x)κ(x', x')), shows the class blocks
+    // without the scale of the largest self-similarities.
+    let corr = Mat::from_fn(n, n, |i, j| {
+        diag[(i, j)] / (diag[(i, i)] * diag[(j, j)]).sqrt().max(f64::MIN_POSITIVE)
+    });
     let fig = HeatmapGrid {
         title: format!("{title}: GP posterior mean and kernel, {n} images sorted by class"),
         panels: vec![
             ("GP posterior mean J(x)w*".into(), pred.gp_mean.clone()),
             (kernel_title.into(), diag),
+            ("kernel as a correlation".into(), corr),
         ],
         diverging: true,
         shared_scale: false,
@@ -336,10 +350,10 @@ struct MnistSummary {
 pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     let ia = &a.images;
     check_delta(a.delta)?;
-    let img = load_images(ia)?;
-    let d = &img.data;
     let k = 10;
-    let net = architecture(ia, img.side, k)?;
+    let net = architecture(ia, image_side(&ia.data)?, k)?;
+    check_views_memory(ctx, ia.per_class * k, &net)?;
+    let d = &load_images(ia)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     let mut files = Vec::new();
     let train = Dataset::new(d.train_x.clone(), one_hot(&d.train_y, k))?;
@@ -491,14 +505,14 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
             .into())
         }
     };
-    let img = load_images(ia)?;
-    let d = &img.data;
+    let net = architecture(ia, image_side(&ia.data)?, 1)?;
+    check_views_memory(ctx, ia.per_class * 2, &net)?;
+    let d = &load_images(ia)?;
     let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
     let (xte, yte) = two_digits(d.test_x.as_ref(), &d.test_y, da, db);
     if ytr.is_empty() || yte.is_empty() {
         return Err(Error::Invalid(format!("no images of digits {da} and {db}")).into());
     }
-    let net = architecture(ia, img.side, 1)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     let mut files = Vec::new();
     let targets = Mat::from_fn(ytr.len(), 1, |i, _| ytr[i] as f64);

@@ -16,7 +16,7 @@ pub fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             let code = match e.downcast_ref::<dnn2gp::Error>() {
                 Some(err) if !err.is_input_error() => 1,
                 _ => 2,
