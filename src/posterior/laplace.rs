@@ -1,8 +1,10 @@
 //! Laplace-GGN posterior `N(w*, Σ)` with `Σ⁻¹ = A = Σ_i J_iᵀ Λ_i J_i + δ I` (full) or its
 //! diagonal (diag), and the Laplace evidence of the paper:
 //!
-//! `log p(D) ≈ −½ Σ_i r_iᵀ Λ_i⁻¹ r_i + ½ Σ_i log|Λ_i| − (NK/2) log 2π − (δ/2)‖w*‖²
-//!            + (P/2) log δ − ½ log|A|`.
+//! `log p(D) ≈ log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|`
+//!
+//! (laplace-torch's `log_marginal_likelihood`; for the Gaussian, `log p(D | w*) =
+//! −½ Σ_i r_iᵀ Λ_i⁻¹ r_i + ½ Σ_i log|Λ_i| − (NK/2) log 2π`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -187,20 +189,44 @@ impl LaplaceGgn {
             .collect()
     }
 
-    /// The Laplace evidence of the paper (see the module doc). It equals the GP marginal
-    /// likelihood when `w*` is a stationary point; otherwise it is lower by `½ gᵀ A⁻¹ g`.
+    /// The Laplace evidence of the paper (see the module doc), for every likelihood. For the
+    /// Gaussian it equals the GP marginal likelihood when `w*` is a stationary point; otherwise
+    /// it is lower by `½ gᵀ A⁻¹ g`.
     pub fn log_marginal_likelihood(&self, lin: &Linearization) -> Result<f64> {
-        let nk = (lin.n * lin.k) as f64;
         let p = self.mean.len() as f64;
-        let quad = dot(
-            &lin.resid,
-            &lin.apply_blocks(&lin.lambda_inv()?, &lin.resid),
-        );
-        Ok(-0.5 * quad + 0.5 * lin.sum_log_det_lambda()?
-            - 0.5 * nk * std::f64::consts::TAU.ln()
-            - 0.5 * self.delta * dot(&self.mean, &self.mean)
-            + 0.5 * p * self.delta.ln()
-            - 0.5 * self.log_det_precision())
+        Ok(
+            -lin.nll - 0.5 * self.delta * dot(&self.mean, &self.mean) + 0.5 * p * self.delta.ln()
+                - 0.5 * self.log_det_precision(),
+        )
+    }
+
+    /// The K×K blocks `J*_i Σ J*_iᵀ` of the functional covariance at N test inputs (stacked
+    /// Jacobians NK×P), row-major, `N·K·K` values: laplace-torch's GLM `f_var`.
+    pub fn functional_covariance_blocks(&self, jstar: MatRef<'_, f64>, k: usize) -> Vec<f64> {
+        let n = jstar.nrows() / k;
+        match &self.precision {
+            Precision::Full(c) => {
+                // V = L⁻¹ J*ᵀ, so block i is V_iᵀ V_i.
+                let v = c.solve_l(jstar.transpose());
+                (0..n)
+                    .flat_map(|i| {
+                        let v = &v;
+                        (0..k * k).map(move |m| {
+                            let (a, b) = (i * k + m / k, i * k + m % k);
+                            v.col(a)
+                                .iter()
+                                .zip(v.col(b).iter())
+                                .map(|(x, y)| x * y)
+                                .sum()
+                        })
+                    })
+                    .collect()
+            }
+            Precision::Diag(d) => {
+                let s: Vec<f64> = d.iter().map(|v| 1.0 / v).collect();
+                crate::gp::classification::diag_covariance_blocks(jstar, k, &s)
+            }
+        }
     }
 
     /// The dense covariance `Σ` (P×P); for small networks and tests.

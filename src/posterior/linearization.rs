@@ -26,6 +26,8 @@ pub struct Linearization {
     pub resid: Vec<f64>,
     /// Curvatures `Λ_i`, N blocks of K×K row-major.
     pub lambda: Vec<f64>,
+    /// The data loss `Σ_i ℓ(y_i, f_w(x_i)) = −log p(D | w)`.
+    pub nll: f64,
     /// Number of examples N.
     pub n: usize,
     /// Number of outputs K.
@@ -51,6 +53,7 @@ impl Linearization {
         let (n, k) = (f.nrows(), f.ncols());
         let resid = (0..n * k).map(|m| r[(m / k, m % k)]).collect();
         let lambda = likelihood::curvatures(lik, f.as_ref(), y);
+        let nll = lik.nll_sum(f.as_ref(), y);
         Linearization {
             w: w.to_vec(),
             center: w.to_vec(),
@@ -58,6 +61,7 @@ impl Linearization {
             jac,
             resid,
             lambda,
+            nll,
             n,
             k,
         }

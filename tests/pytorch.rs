@@ -1,0 +1,200 @@
+//! Agreement with PyTorch, laplace-torch and neural-tangents on networks trained in PyTorch and
+//! saved with `safetensors.torch.save_file(model.state_dict(), …)`. The reference values are in
+//! `tests/fixtures/pytorch/`, made by `python tests/fixtures/pytorch/make.py` (see its doc for
+//! the versions); the digits and MNIST images are read from `../shared/data`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use faer::{Mat, MatRef};
+
+use dnn2gp::data::mnist;
+use dnn2gp::likelihood::classification::probit;
+use dnn2gp::likelihood::{Categorical, Gaussian};
+use dnn2gp::nn::weights::load;
+use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
+use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use dnn2gp::report::files::read_npy;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pytorch")
+        .join(name)
+}
+
+/// A fixture array: its shape and values.
+fn npy(name: &str) -> (Vec<usize>, Vec<f64>) {
+    read_npy(&fixture(name)).unwrap()
+}
+
+/// A 2-D fixture as a matrix.
+fn npy_mat(name: &str) -> Mat<f64> {
+    let (shape, v) = npy(name);
+    let cols = shape.get(1).copied().unwrap_or(1);
+    Mat::from_fn(shape[0], cols, |i, j| v[i * cols + j])
+}
+
+/// Asserts `|a − b| ≤ tol·|b|` elementwise (plus `floor` absolute, for values near zero).
+fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64, floor: f64) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / (y.abs() + floor / tol).max(f64::MIN_POSITIVE))
+        .fold(0.0, f64::max);
+    eprintln!("{what}: largest relative difference {worst:.1e}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * y.abs() + floor,
+            "{what}[{i}]: ours {x} vs reference {y} (relative {:.2e})",
+            (x - y).abs() / y.abs()
+        );
+    }
+}
+
+/// Asserts `max|a − b| ≤ tol · max|b|`: the relative accuracy of an f32 computation.
+fn assert_close_f32(what: &str, a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let err = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "{what}: largest difference {:.1e} of the largest value",
+        err / scale
+    );
+    assert!(
+        err <= tol * scale,
+        "{what}: max error {err:.3e} is {:.2e} of max |value| {scale:.3e}",
+        err / scale
+    );
+}
+
+/// The empirical NTK (NK×NK, row n·K + k) in neural-tangents' (N, N, K, K) order.
+fn ntk_nt_order(k: MatRef<'_, f64>, n: usize, kk: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n * n * kk * kk);
+    for i in 0..n {
+        for j in 0..n {
+            for a in 0..kk {
+                for b in 0..kk {
+                    out.push(k[(i * kk + a, j * kk + b)]);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn regression_glm_predictive_and_marglik_equal_laplace_torch() {
+    let net = Mlp::new(vec![1, 16, 16, 1], Activation::Tanh).unwrap();
+    let w = load(&fixture("reg_mlp.safetensors"), &net.param_layout()).unwrap();
+    let (x, y, xt) = (
+        npy_mat("reg_x.npy"),
+        npy_mat("reg_y.npy"),
+        npy_mat("reg_xt.npy"),
+    );
+    let lik = Gaussian::new(0.3).unwrap();
+    let lin = Linearization::new(&net, &lik, x.as_ref(), y.as_ref(), &w);
+    let post = LaplaceGgn::fit(&lin, 0.5, HessianStructure::Full, 1 << 30).unwrap();
+    let (ft, jt) = net.forward_jacobian(&w, xt.as_ref());
+    let mean: Vec<f64> = ft.col(0).iter().copied().collect();
+    assert_close("GLM mean", &mean, &npy("reg_glm_mean.npy").1, 1e-6, 1e-12);
+    let var = post.functional_variance(jt.as_ref());
+    assert_close("GLM variance", &var, &npy("reg_glm_var.npy").1, 1e-6, 0.0);
+    let (_, lml) = npy("reg_lml.npy");
+    for row in lml.chunks(2) {
+        let post = LaplaceGgn::fit(&lin, row[0], HessianStructure::Full, 1 << 30).unwrap();
+        let ours = post.log_marginal_likelihood(&lin).unwrap();
+        assert_close(
+            &format!("log marglik at δ = {}", row[0]),
+            &[ours],
+            &[row[1]],
+            1e-6,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn classification_glm_predictive_marglik_and_ntk_equal_the_peers() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let d = mnist::load_digits(&data.join("digits/digits.csv.gz"), 1500).unwrap();
+    let x = d.train_x.as_ref().subrows(0, 120).to_owned();
+    let y = mnist::one_hot(&d.train_y[..120], 10);
+    let xt = d.test_x.as_ref().subrows(0, 8).to_owned();
+    let net = Sequential::parse("64:dense16,relu,dense10").unwrap();
+    let w = load(&fixture("cls_mlp.safetensors"), &net.param_layout()).unwrap();
+    let lin = Linearization::new(&net, &Categorical, x.as_ref(), y.as_ref(), &w);
+    let post = LaplaceGgn::fit(&lin, 1.0, HessianStructure::Full, 1 << 30).unwrap();
+    let (ft, jt) = net.forward_jacobian(&w, xt.as_ref());
+    let mean: Vec<f64> = (0..80).map(|m| ft[(m / 10, m % 10)]).collect();
+    assert_close("GLM f_mu", &mean, &npy("cls_glm_mean.npy").1, 1e-6, 1e-12);
+    let blocks = post.functional_covariance_blocks(jt.as_ref(), 10);
+    let (shape, cov) = npy("cls_glm_cov.npy");
+    assert_eq!(shape, vec![8, 10, 10]);
+    let scale = cov.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    assert_close("GLM f_var blocks", &blocks, &cov, 1e-6, 1e-9 * scale);
+    let probs: Vec<f64> = (0..8)
+        .flat_map(|i| {
+            let m: Vec<f64> = (0..10).map(|a| ft[(i, a)]).collect();
+            let v: Vec<f64> = (0..10).map(|a| blocks[i * 100 + a * 11]).collect();
+            probit(&m, &v)
+        })
+        .collect();
+    assert_close(
+        "probit probabilities",
+        &probs,
+        &npy("cls_probit.npy").1,
+        1e-6,
+        1e-12,
+    );
+    let (_, lml) = npy("cls_lml.npy");
+    for row in lml.chunks(2) {
+        let post = LaplaceGgn::fit(&lin, row[0], HessianStructure::Full, 1 << 30).unwrap();
+        let ours = post.log_marginal_likelihood(&lin).unwrap();
+        assert_close(
+            &format!("log marglik at δ = {}", row[0]),
+            &[ours],
+            &[row[1]],
+            1e-6,
+            0.0,
+        );
+    }
+    // neural-tangents' empirical NTK, f32 with trace_axes=().
+    let k = net.ntk(&w, xt.as_ref(), xt.as_ref());
+    let (shape, nt) = npy("cls_ntk.npy");
+    assert_eq!(shape, vec![8, 8, 10, 10]);
+    assert_close_f32("NTK", &ntk_nt_order(k.as_ref(), 8, 10), &nt, 1e-5);
+}
+
+#[test]
+fn lenet5_trained_in_pytorch_gives_the_same_logits_and_ntk() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let net = Sequential::lenet5(1, 28, 10).unwrap();
+    let w = load(&fixture("lenet5.safetensors"), &net.param_layout()).unwrap();
+    let images = mnist::read_images(&data.join("mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+    let x = images.as_ref().subrows(0, 8).to_owned();
+    let f = net.forward(&w, x.as_ref());
+    let ours: Vec<f64> = (0..80).map(|m| f[(m / 10, m % 10)]).collect();
+    let (_, torch) = npy("lenet5_logits.npy");
+    assert_close_f32("LeNet-5 logits", &ours, &torch, 1e-5);
+    let classes = |v: &[f64]| -> Vec<usize> {
+        v.chunks(10)
+            .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect()
+    };
+    assert_eq!(classes(&ours), classes(&torch));
+    let x4 = x.as_ref().subrows(0, 4);
+    let k = net.ntk(&w, x4, x4);
+    let (shape, nt) = npy("lenet5_ntk.npy");
+    assert_eq!(shape, vec![4, 4, 10, 10]);
+    assert_close_f32("LeNet-5 NTK", &ntk_nt_order(k.as_ref(), 4, 10), &nt, 1e-5);
+}
