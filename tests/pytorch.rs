@@ -198,3 +198,49 @@ fn lenet5_trained_in_pytorch_gives_the_same_logits_and_ntk() {
     assert_eq!(shape, vec![4, 4, 10, 10]);
     assert_close_f32("LeNet-5 NTK", &ntk_nt_order(k.as_ref(), 4, 10), &nt, 1e-5);
 }
+
+#[test]
+fn imported_weights_go_through_the_command_line_gp() {
+    let dir = common::tmpdir();
+    let (x, y) = (npy_mat("reg_x.npy"), npy_mat("reg_y.npy"));
+    let csv = dir.path().join("reg.csv");
+    let rows: String = (0..x.nrows())
+        .map(|i| format!("{:.17e},{:.17e}\n", x[(i, 0)], y[(i, 0)]))
+        .collect();
+    std::fs::write(&csv, rows).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+            .args(args)
+            .arg("--quiet")
+            .output()
+            .unwrap()
+    };
+    let weights = fixture("reg_mlp.safetensors");
+    let (model, gp) = (dir.path().join("model"), dir.path().join("gp"));
+    let base = [
+        "import", "--weights", weights.to_str().unwrap(), "--data", csv.to_str().unwrap(),
+        "--activation", "tanh", "--sigma", "0.3", "--delta", "1",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--hidden", "16,16", "--out", model.to_str().unwrap()]);
+    let out = run(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["gp", "--model", model.to_str().unwrap(), "--out", gp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gp.join("gp.json")).unwrap()).unwrap();
+    let (_, lml) = npy("reg_lml.npy");
+    let at_one = lml.chunks(2).find(|r| (r[0] - 1.0).abs() < 1e-12).unwrap()[1];
+    let ours = summary["laplace_log_evidence"].as_f64().unwrap();
+    assert_close("evidence through the CLI", &[ours], &[at_one], 1e-9, 0.0);
+
+    // The wrong architecture names the tensor whose shape differs.
+    let bad = dir.path().join("bad");
+    let mut args = base.to_vec();
+    args.extend(["--hidden", "16,8", "--out", bad.to_str().unwrap()]);
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("2.weight") && err.contains("shape"), "{err}");
+    assert!(!bad.exists());
+}

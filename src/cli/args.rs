@@ -39,6 +39,14 @@ pub enum Command {
         after_help = "Example:\n  dnn2gp train --data toy --hidden 20 --delta 0.6 --out model"
     )]
     Train(TrainCmd),
+    /// Make a model folder from an MLP trained elsewhere (PyTorch `nn.Sequential` weights in a
+    /// safetensors file), for `gp`: no training.
+    #[command(after_help = "Example (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
+for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
+  dnn2gp import --weights w.safetensors --data my.csv --hidden 50 --activation tanh \\
+                --sigma 0.1 --delta 1 --out imported
+  dnn2gp gp --model imported --out imported-gp")]
+    Import(ImportCmd),
     /// Laplace-GGN and the DNN2GP GP of a saved model: kernel, predictive, marginal likelihood.
     #[command(
         after_help = "Example:\n  dnn2gp gp --model model --hessian full --space auto --out gp"
@@ -337,6 +345,21 @@ pub struct TrainCmd {
     pub train: TrainArgs,
     /// Output folder for model.json, params.npy, model.safetensors (PyTorch state_dict keys of
     /// `nn.Sequential(Linear, act, …)`) and history.csv.
+    #[arg(long, default_value = "dnn2gp-out/model")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCmd {
+    /// The weights: a safetensors file with keys `0.weight`, `0.bias`, `2.weight`, … (f32 or
+    /// f64), as `nn.Sequential(nn.Linear, activation, nn.Linear, …)` names them.
+    #[arg(long)]
+    pub weights: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder (read by `dnn2gp gp --model`).
     #[arg(long, default_value = "dnn2gp-out/model")]
     pub out: PathBuf,
 }

@@ -28,7 +28,7 @@ use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
 use super::args::{
-    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ModelArgs, ReproduceCmd, SweepCmd, TrainArgs,
+    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ReproduceCmd, SweepCmd, TrainArgs,
     TrainCmd, ViCmd, VognArgs,
 };
 use super::images;
@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo(&ctx, a),
         Command::Train(a) => train(&ctx, a),
+        Command::Import(a) => import(a),
         Command::Gp(a) => gp(&ctx, a),
         Command::Sweep(a) => sweep(&ctx, a),
         Command::Vi(a) => vi(&ctx, a),
@@ -202,20 +203,7 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         &cfg,
         a.train.seed,
     )?;
-    let file = ModelFile {
-        architecture: net.clone(),
-        likelihood: lik.name().into(),
-        sigma: a.model.sigma,
-        delta: a.model.delta,
-        n_params: net.n_params(),
-        data: src,
-        loss: res.loss,
-        grad_norm: res.grad_norm,
-        epochs: res.epochs,
-        polish_iters: res.polish_iters,
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    save_model(&a.out, &file, &res)?;
+    write_model(&a.out, &net, lik.as_ref(), &a.model, src, &res, t0)?;
     println!(
         "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),
@@ -226,6 +214,63 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         res.grad_norm,
         res.epochs,
         res.polish_iters
+    );
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Writes a model folder (`model.json`, `params.npy`, `model.safetensors`, `history.csv`).
+fn write_model(
+    out: &Path,
+    net: &Mlp,
+    lik: &dyn Likelihood,
+    m: &ModelArgs,
+    data: Source,
+    res: &MapResult,
+    t0: Instant,
+) -> Result<()> {
+    let file = ModelFile {
+        architecture: net.clone(),
+        likelihood: lik.name().into(),
+        sigma: m.sigma,
+        delta: m.delta,
+        n_params: net.n_params(),
+        data,
+        loss: res.loss,
+        grad_norm: res.grad_norm,
+        epochs: res.epochs,
+        polish_iters: res.polish_iters,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    save_model(out, &file, res)
+}
+
+/// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
+fn import(a: ImportCmd) -> Result<()> {
+    let t0 = Instant::now();
+    let (src, split, net, lik) = setup(&a.data, &a.model)?;
+    let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
+    let obj = Objective::on(&net, lik.as_ref(), &split.train, a.model.delta);
+    let (loss, g) = obj.value_grad(&w);
+    let res = MapResult {
+        w,
+        loss,
+        grad_norm: dnn2gp::linalg::norm(&g),
+        epochs: 0,
+        polish_iters: 0,
+        final_lr: 0.0,
+        history: Vec::new(),
+    };
+    write_model(&a.out, &net, lik.as_ref(), &a.model, src, &res, t0)?;
+    println!(
+        "imported {} {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
+        net.spec(),
+        net.activation,
+        net.n_params(),
+        a.weights.display(),
+        res.loss,
+        split.name,
+        res.grad_norm
     );
     println!("wrote {}", a.out.display());
     Ok(())
