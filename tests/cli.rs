@@ -403,8 +403,20 @@ fn memory_limit_is_enforced_before_allocating() {
 fn help_has_examples() {
     let s = ok(&["--help"]);
     assert!(s.contains("Examples:") && s.contains("dnn2gp demo"));
-    for cmd in ["demo", "train", "gp", "sweep"] {
-        assert!(ok(&[cmd, "--help"]).contains("Example"), "{cmd}");
+    for cmd in [
+        vec!["demo"],
+        vec!["train"],
+        vec!["import"],
+        vec!["gp"],
+        vec!["vi"],
+        vec!["sweep"],
+        vec!["reproduce", "mnist"],
+        vec!["reproduce", "binary-mnist"],
+        vec!["data", "fetch"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        assert!(ok(&args).contains("Example"), "{cmd:?}");
     }
 }
 
@@ -493,4 +505,133 @@ fn sweep_with_both_methods() {
     }
     let vi = std::fs::read_to_string(out.join("vi/sweep.csv")).unwrap();
     assert_eq!(vi.lines().count(), 3);
+}
+
+#[test]
+fn malformed_inputs_everywhere_exit_2_with_the_culprit_named() {
+    let dir = common::tmpdir();
+    let d = dir.path();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = d.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let out = d.join("out");
+    let o = out.to_str().unwrap();
+    let nan = write("nan.csv", b"x,y\n1,2\n2,nan\n");
+    let ragged = write("ragged.csv", b"1,2\n3\n");
+    let empty = write("empty.csv", b"");
+    let binary = write("binary.csv", &[0xff, 0xfe, 0x00, 0x01]);
+    let garbage = write("w.safetensors", b"not a safetensors file");
+    let mnist = d.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    // Labels with the images' magic number; the images file truncated.
+    std::fs::write(
+        mnist.join("train-images-idx3-ubyte"),
+        [0u8, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28],
+    )
+    .unwrap();
+    for name in [
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(mnist.join(name), [0u8, 0, 8, 1, 0, 0, 0, 1, 7]).unwrap();
+    }
+    let dd = d.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["train", "--data", &nan, "--epochs", "1"], "nan.csv:3"),
+        (
+            vec!["train", "--data", &ragged, "--epochs", "1"],
+            "ragged.csv:2",
+        ),
+        (
+            vec!["train", "--data", &empty, "--epochs", "1"],
+            "empty.csv",
+        ),
+        (
+            vec!["train", "--data", &binary, "--epochs", "1"],
+            "binary.csv",
+        ),
+        (
+            vec!["train", "--data", "uci:nosuchset", "--data-dir", dd],
+            "nosuchset",
+        ),
+        (
+            vec![
+                "train",
+                "--data",
+                "toy",
+                "--toy-noise",
+                "0.1,1",
+                "--epochs",
+                "1",
+            ],
+            "noise",
+        ),
+        (vec!["train", "--epochs", "1", "--lr", "-0.1"], "--lr"),
+        (
+            vec!["train", "--epochs", "1", "--likelihood", "poisson"],
+            "poisson",
+        ),
+        (
+            vec!["import", "--weights", &garbage, "--hidden", "3"],
+            "w.safetensors",
+        ),
+        (vec!["gp", "--model", dd], "model.json"),
+        (
+            vec!["reproduce", "mnist", "--data-dir", dd, "--epochs", "1"],
+            "train-images-idx3-ubyte",
+        ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data-dir",
+                dd,
+                "--per-class",
+                "100000",
+            ],
+            "GiB",
+        ),
+        (
+            vec!["train", "--max-memory", "-1", "--epochs", "1"],
+            "--max-memory",
+        ),
+        (vec!["sweep", "--grid", "logspace:2:-2:0"], "--grid"),
+        (
+            vec!["vi", "--mc-samples", "0", "--vi-epochs", "1"],
+            "sample",
+        ),
+    ];
+    for (mut args, words) in cases {
+        args.extend(["--out", o]);
+        let err = fails(&args);
+        assert!(err.contains(words), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote output");
+    }
+}
+
+#[test]
+fn training_that_diverges_says_at_which_step() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("out");
+    // Finite data whose squared residuals overflow.
+    let huge = dir.path().join("huge.csv");
+    std::fs::write(&huge, "x,y\n0,1e200\n1,-1e200\n2,1e200\n").unwrap();
+    let run = dnn2gp(&[
+        "train",
+        "--data",
+        huge.to_str().unwrap(),
+        "--hidden",
+        "3",
+        "--epochs",
+        "50",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("diverged at step"), "{err}");
+    assert!(!out.exists());
 }

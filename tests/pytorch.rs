@@ -218,15 +218,38 @@ fn imported_weights_go_through_the_command_line_gp() {
     let weights = fixture("reg_mlp.safetensors");
     let (model, gp) = (dir.path().join("model"), dir.path().join("gp"));
     let base = [
-        "import", "--weights", weights.to_str().unwrap(), "--data", csv.to_str().unwrap(),
-        "--activation", "tanh", "--sigma", "0.3", "--delta", "1",
+        "import",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+        "--activation",
+        "tanh",
+        "--sigma",
+        "0.3",
+        "--delta",
+        "1",
     ];
     let mut args = base.to_vec();
     args.extend(["--hidden", "16,16", "--out", model.to_str().unwrap()]);
     let out = run(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["gp", "--model", model.to_str().unwrap(), "--out", gp.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        gp.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(gp.join("gp.json")).unwrap()).unwrap();
     let (_, lml) = npy("reg_lml.npy");

@@ -15,7 +15,7 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// Memory limit in GiB for large matrices (default: the memory available).
-    #[arg(long, global = true, value_name = "GIB")]
+    #[arg(long, global = true, value_name = "GIB", allow_negative_numbers = true)]
     pub max_memory: Option<f64>,
 }
 
@@ -41,11 +41,13 @@ pub enum Command {
     Train(TrainCmd),
     /// Make a model folder from an MLP trained elsewhere (PyTorch `nn.Sequential` weights in a
     /// safetensors file), for `gp`: no training.
-    #[command(after_help = "Example (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
+    #[command(
+        after_help = "Example (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
 for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
   dnn2gp import --weights w.safetensors --data my.csv --hidden 50 --activation tanh \\
                 --sigma 0.1 --delta 1 --out imported
-  dnn2gp gp --model imported --out imported-gp")]
+  dnn2gp gp --model imported --out imported-gp"
+    )]
     Import(ImportCmd),
     /// Laplace-GGN and the DNN2GP GP of a saved model: kernel, predictive, marginal likelihood.
     #[command(

@@ -28,8 +28,8 @@ use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
 use super::args::{
-    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ReproduceCmd, SweepCmd, TrainArgs,
-    TrainCmd, ViCmd, VognArgs,
+    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ReproduceCmd, SweepCmd,
+    TrainArgs, TrainCmd, ViCmd, VognArgs,
 };
 use super::images;
 
@@ -74,7 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(a) => demo(&ctx, a),
         Command::Train(a) => train(&ctx, a),
-        Command::Import(a) => import(a),
+        Command::Import(a) => import(&ctx, a),
         Command::Gp(a) => gp(&ctx, a),
         Command::Sweep(a) => sweep(&ctx, a),
         Command::Vi(a) => vi(&ctx, a),
@@ -145,11 +145,26 @@ fn architecture(split: &Split, m: &ModelArgs) -> Result<Mlp> {
     Ok(Mlp::new(sizes, m.activation.parse::<Activation>()?)?)
 }
 
+/// Refuses networks whose parameters and optimiser state (8 vectors of P) would not fit.
+pub(super) fn check_parameter_memory(ctx: &Ctx, p: usize) -> Result<()> {
+    Ok(check_memory(
+        &format!("a network of {p} parameters (weights, gradients, optimiser state)"),
+        8 * mat_bytes(p, 1),
+        ctx.memory,
+        "use a smaller network",
+    )?)
+}
+
 /// The data source, its first split, the network and the likelihood of a command; checks δ.
-fn setup(data: &DataArgs, model: &ModelArgs) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
+fn setup(
+    ctx: &Ctx,
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
     let src = source(data)?;
     let split = src.load()?.remove(0);
     let net = architecture(&split, model)?;
+    check_parameter_memory(ctx, net.n_params())?;
     let lik = model
         .likelihood
         .parse::<LikelihoodKind>()?
@@ -191,7 +206,7 @@ fn fit(
 }
 
 fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
-    let (src, split, net, lik) = setup(&a.data, &a.model)?;
+    let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
     let cfg = map_config(&a.train)?;
     let t0 = Instant::now();
     let res = fit(
@@ -246,9 +261,9 @@ fn write_model(
 }
 
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
-fn import(a: ImportCmd) -> Result<()> {
+fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
     let t0 = Instant::now();
-    let (src, split, net, lik) = setup(&a.data, &a.model)?;
+    let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
     let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
     let obj = Objective::on(&net, lik.as_ref(), &split.train, a.model.delta);
     let (loss, g) = obj.value_grad(&w);
@@ -798,7 +813,7 @@ struct ViSummary {
 
 fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let t0 = Instant::now();
-    let (src, split, net, lik) = setup(&a.data, &a.model)?;
+    let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
     let delta = a.model.delta;
     let mut cfg = vogn_config(&a.vogn, a.seed)?;
     cfg.snapshot_every = a.kernel_every;

@@ -64,7 +64,7 @@ fn load_images(a: &ImageArgs) -> Result<Mnist> {
 }
 
 /// The architecture: `--arch`, or LeNet-5 (28×28) / a small CNN (8×8) with `k` outputs.
-fn architecture(a: &ImageArgs, side: usize, k: usize) -> Result<Sequential> {
+fn architecture(ctx: &Ctx, a: &ImageArgs, side: usize, k: usize) -> Result<Sequential> {
     let net = match &a.arch {
         Some(spec) => Sequential::parse(spec)?,
         None if side == 28 => Sequential::lenet5(1, 28, k)?,
@@ -72,6 +72,7 @@ fn architecture(a: &ImageArgs, side: usize, k: usize) -> Result<Sequential> {
             "1x{side}x{side}:conv6k3,relu,pool,flatten,dense32,relu,dense{k}"
         ))?,
     };
+    super::commands::check_parameter_memory(ctx, net.n_params())?;
     if net.n_inputs() != side * side || net.n_outputs() != k {
         return Err(Error::Invalid(format!(
             "architecture has {} inputs and {} outputs; the images need {} inputs and {k} outputs",
@@ -351,7 +352,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     let ia = &a.images;
     check_delta(a.delta)?;
     let k = 10;
-    let net = architecture(ia, image_side(&ia.data)?, k)?;
+    let net = architecture(ctx, ia, image_side(&ia.data)?, k)?;
     check_views_memory(ctx, ia.per_class * k, &net)?;
     let d = &load_images(ia)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
@@ -505,7 +506,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
             .into())
         }
     };
-    let net = architecture(ia, image_side(&ia.data)?, 1)?;
+    let net = architecture(ctx, ia, image_side(&ia.data)?, 1)?;
     check_views_memory(ctx, ia.per_class * 2, &net)?;
     let d = &load_images(ia)?;
     let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);

@@ -73,12 +73,12 @@ impl Layer {
                 height,
                 width,
                 ..
-            } => in_channels * height * width,
+            } => in_channels.saturating_mul(height).saturating_mul(width),
             Layer::MaxPool2 {
                 channels,
                 height,
                 width,
-            } => channels * height * width,
+            } => channels.saturating_mul(height).saturating_mul(width),
             Layer::Act { size, .. } | Layer::Flatten { size } => size,
         }
     }
@@ -93,12 +93,16 @@ impl Layer {
                 height,
                 width,
                 ..
-            } => out_channels * (height + 1 - kernel) * (width + 1 - kernel),
+            } => out_channels
+                .saturating_mul((height + 1).saturating_sub(kernel))
+                .saturating_mul((width + 1).saturating_sub(kernel)),
             Layer::MaxPool2 {
                 channels,
                 height,
                 width,
-            } => channels * (height / 2) * (width / 2),
+            } => channels
+                .saturating_mul(height / 2)
+                .saturating_mul(width / 2),
             Layer::Act { size, .. } | Layer::Flatten { size } => size,
         }
     }
@@ -106,17 +110,25 @@ impl Layer {
     /// Number of parameters (weights then biases).
     pub fn n_params(&self) -> usize {
         match *self {
-            Layer::Dense { inputs, outputs } => outputs * (inputs + 1),
+            Layer::Dense { inputs, outputs } => outputs.saturating_mul(inputs.saturating_add(1)),
             Layer::Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
                 ..
-            } => out_channels * (in_channels * kernel * kernel + 1),
+            } => out_channels.saturating_mul(
+                in_channels
+                    .saturating_mul(kernel)
+                    .saturating_mul(kernel)
+                    .saturating_add(1),
+            ),
             _ => 0,
         }
     }
 }
+
+/// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
+pub const MAX_PARAMS: usize = 1 << 32;
 
 /// A network of layers applied in order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -226,6 +238,17 @@ impl Sequential {
         }
         if let Some(l) = layers.iter().find(|l| l.out_dim() == 0) {
             return Err(Error::Invalid(format!("layer {l:?} has no outputs")));
+        }
+        // Sizes saturate instead of overflowing, so anything absurd lands above these bounds.
+        let params = layers
+            .iter()
+            .fold(0usize, |a, l| a.saturating_add(l.n_params()));
+        let widest = layers.iter().map(Layer::out_dim).max().unwrap_or(0);
+        if params > MAX_PARAMS || widest > MAX_PARAMS {
+            return Err(Error::Invalid(format!(
+                "the network would have {params} parameters and a layer of {widest} values; \
+                 at most {MAX_PARAMS} of each are supported"
+            )));
         }
         Ok(Sequential { layers })
     }
