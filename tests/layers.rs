@@ -172,3 +172,48 @@ fn architectures_from_spec_strings() {
         assert!(err.contains(needle) && err.contains(spec), "{spec}: {err}");
     }
 }
+
+#[test]
+fn average_pooling_derivatives_and_structured_kernels() {
+    // Conv, average pool, conv, max pool, dense: both pooling kinds and a conv after a pool.
+    let net = Sequential::parse(
+        "2x9x9:conv3k2,tanh,avgpool,conv4k2,relu,pool,flatten,dense5,tanh,dense3",
+    )
+    .unwrap();
+    let w = net.init(3);
+    let x = inputs(5, net.n_inputs());
+    let all: Vec<usize> = (0..net.n_params()).collect();
+    common::assert_jacobian_matches_fd(&net, &w, x.as_ref(), &all, 1e-7);
+    common::assert_reductions_match_jacobian(&net, &w, x.as_ref());
+    // The NTK from per-layer factors (dense) and blocks (conv) equals J_a J_bᵀ, and its
+    // diagonal the squared row norms.
+    let xb = inputs(3, net.n_inputs());
+    let (ja, jb) = (net.jacobian(&w, x.as_ref()), net.jacobian(&w, xb.as_ref()));
+    let direct = dnn2gp::linalg::a_bt(ja.as_ref(), jb.as_ref());
+    let structured = net.ntk(&w, x.as_ref(), xb.as_ref());
+    let scale = direct
+        .col_iter()
+        .flat_map(|c| c.iter().map(|v| v.abs()).collect::<Vec<_>>())
+        .fold(0.0, f64::max);
+    for i in 0..direct.nrows() {
+        for j in 0..direct.ncols() {
+            assert!(
+                (structured[(i, j)] - direct[(i, j)]).abs() <= 1e-12 * scale,
+                "({i},{j})"
+            );
+        }
+    }
+    let diag = net.ntk_diag(&w, x.as_ref());
+    for (m, d) in diag.iter().enumerate() {
+        let r: f64 = ja.row(m).iter().map(|v| v * v).sum();
+        assert!((d - r).abs() <= 1e-12 * r.abs().max(1.0));
+    }
+    // Many examples: the factors of parallel chunks are stacked in order.
+    let big = inputs(300, net.n_inputs());
+    let k = net.ntk(&w, big.as_ref(), big.as_ref());
+    let j = net.jacobian(&w, big.as_ref());
+    let d = dnn2gp::linalg::a_bt(j.as_ref(), j.as_ref());
+    for (i, jj) in [(0, 0), (7, 899), (450, 3), (899, 899)] {
+        assert!((k[(i, jj)] - d[(i, jj)]).abs() <= 1e-11 * d[(i, jj)].abs().max(1.0));
+    }
+}

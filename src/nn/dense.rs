@@ -5,7 +5,7 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
-use super::Sink;
+use super::{Factor, Sink};
 
 /// Adds the layer's parameter derivatives (weight at `w_off`, `o×i` row-major, then the bias)
 /// to `sink`, reduced over the rows of `g` as the sink asks.
@@ -56,7 +56,10 @@ pub(crate) fn dense_param_derivs(
                 sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
             }
         }
-        Sink::Factors(f) => f.push((g.to_owned(), a_in.to_owned())),
+        Sink::Factors(f) => f.push(Factor::Dense {
+            g: g.to_owned(),
+            a: a_in.to_owned(),
+        }),
         Sink::Rows(jac) => {
             for j in 0..o {
                 let gj = g.col(j);

@@ -210,33 +210,15 @@ impl Network for Mlp {
     /// K rows of each example. Costs `N_a N_b Σ_l (out_l + in_l)` instead of `N_a N_b P`.
     fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
         let k = self.n_outputs();
-        let factors = |x: MatRef<'_, f64>| {
-            let acts = self.forward_all(w, x);
-            let seed = Mat::from_fn(x.nrows() * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
-            let mut f = Vec::new();
-            self.backward(w, &acts, seed, k, Sink::Factors(&mut f));
-            f
-        };
-        let (fa, fb) = (factors(xa), factors(xb));
-        let mut out = Mat::<f64>::zeros(xa.nrows() * k, xb.nrows() * k);
-        for ((ga, aa), (gb, ab)) in fa.iter().zip(&fb) {
-            let gg = crate::linalg::a_bt(ga.as_ref(), gb.as_ref());
-            let aa_ab = crate::linalg::a_bt(aa.as_ref(), ab.as_ref());
-            for c in 0..out.ncols() {
-                let (g, a) = (gg.col(c), aa_ab.col(c / k));
-                let dst = out.col_mut(c);
-                if k == 1 {
-                    for ((o, g), a) in dst.iter_mut().zip(g.iter()).zip(a.iter()) {
-                        *o += g * (a + 1.0);
-                    }
-                } else {
-                    for (r, (o, g)) in dst.iter_mut().zip(g.iter()).enumerate() {
-                        *o += g * (a[r / k] + 1.0);
-                    }
-                }
-            }
-        }
-        out
+        super::factor_kernel(
+            &super::forward_factors(self, w, xa),
+            &super::forward_factors(self, w, xb),
+            k,
+        )
+    }
+
+    fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
+        super::factor_kernel_diag(&super::forward_factors(self, w, x), self.n_outputs())
     }
 
     /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.

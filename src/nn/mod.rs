@@ -64,6 +64,10 @@ pub trait Network: Sync {
     fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
         crate::linalg::a_bt(self.jacobian(w, xa).as_ref(), self.jacobian(w, xb).as_ref())
     }
+    /// Its diagonal `‖J_m‖²`, one value per row `n·K + k`.
+    fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
+        crate::linalg::row_sq_norms(self.jacobian(w, x).as_ref())
+    }
     /// Initial parameters from a seed.
     fn init(&self, seed: u64) -> Vec<f64>;
 }
@@ -112,9 +116,135 @@ pub(crate) enum Sink<'a> {
     SumSq(&'a mut [f64]),
     /// One row per cotangent row: a Jacobian block (rows × P).
     Rows(faer::MatMut<'a, f64>),
-    /// The factors of each dense layer's rows, `(G, A)` with row m of the Jacobian block
-    /// `G_m ⊗ A_{n(m)}` (last layer first): what structured kernels need.
-    Factors(&'a mut Vec<(Mat<f64>, Mat<f64>)>),
+    /// Each layer's share of the Jacobian rows (last layer first): what structured kernels
+    /// need.
+    Factors(&'a mut Vec<Factor>),
+}
+
+/// One layer's share of stacked Jacobian rows, for structured kernels.
+#[derive(Debug, Clone)]
+pub(crate) enum Factor {
+    /// A dense layer: row m of its Jacobian block is `G_m ⊗ [A_{n(m)}, 1]` (weights, then the
+    /// bias), with `G` (rows × outputs) and `A` (examples × inputs).
+    Dense { g: Mat<f64>, a: Mat<f64> },
+    /// Any other layer with parameters: its Jacobian block (rows × the layer's parameters).
+    Block(Mat<f64>),
+}
+
+/// `J_a J_bᵀ` from the factors of two sets of rows, `k` rows per example: each dense layer
+/// adds `(G_a G_bᵀ) ⊙ (A_a A_bᵀ + 1)` (the second factor indexed by example), any other layer
+/// `B_a B_bᵀ`. No Jacobian is formed for dense layers.
+pub(crate) fn factor_kernel(fa: &[Factor], fb: &[Factor], k: usize) -> Mat<f64> {
+    use crate::linalg::a_bt;
+    let rows = |f: &[Factor]| match f.first() {
+        Some(Factor::Dense { g, .. }) | Some(Factor::Block(g)) => g.nrows(),
+        None => 0,
+    };
+    let mut out = Mat::<f64>::zeros(rows(fa), rows(fb));
+    for (a, b) in fa.iter().zip(fb) {
+        match (a, b) {
+            (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) => {
+                let gg = a_bt(ga.as_ref(), gb.as_ref());
+                let xx = a_bt(aa.as_ref(), ab.as_ref());
+                out.par_col_iter_mut().enumerate().for_each(|(c, dst)| {
+                    let (g, x) = (gg.col(c), xx.col(c / k));
+                    for (r, (o, g)) in dst.iter_mut().zip(g.iter()).enumerate() {
+                        *o += g * (x[r / k] + 1.0);
+                    }
+                });
+            }
+            (Factor::Block(ja), Factor::Block(jb)) => {
+                let jj = a_bt(ja.as_ref(), jb.as_ref());
+                out.par_col_iter_mut()
+                    .zip(jj.par_col_iter())
+                    .for_each(|(o, j)| o.iter_mut().zip(j.iter()).for_each(|(o, j)| *o += j));
+            }
+            _ => unreachable!("both sides come from the same network"),
+        }
+    }
+    out
+}
+
+/// The diagonal of `J Jᵀ` from factors: `Σ_dense ‖G_m‖²(‖A_{n(m)}‖² + 1) + Σ_other ‖B_m‖²`.
+pub(crate) fn factor_kernel_diag(f: &[Factor], k: usize) -> Vec<f64> {
+    use crate::linalg::row_sq_norms;
+    let mut out: Vec<f64> = Vec::new();
+    for fac in f {
+        let d: Vec<f64> = match fac {
+            Factor::Dense { g, a } => {
+                let (gn, an) = (row_sq_norms(g.as_ref()), row_sq_norms(a.as_ref()));
+                gn.iter()
+                    .enumerate()
+                    .map(|(m, v)| v * (an[m / k] + 1.0))
+                    .collect()
+            }
+            Factor::Block(j) => row_sq_norms(j.as_ref()),
+        };
+        if out.is_empty() {
+            out = d;
+        } else {
+            out.iter_mut().zip(d).for_each(|(o, v)| *o += v);
+        }
+    }
+    out
+}
+
+/// The factors of the stacked Jacobian rows (K per example, seeds `e_k`), computed in parallel
+/// over chunks of examples and stacked by rows.
+pub(crate) fn forward_factors<B: Backprop + Sync>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+) -> Vec<Factor> {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
+    let chunks: Vec<Vec<Factor>> = starts
+        .par_iter()
+        .map(|&s| {
+            let xc = x.subrows(s, JACOBIAN_CHUNK.min(n - s));
+            let tape = net.record(w, xc);
+            let seed = Mat::from_fn(xc.nrows() * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+            let mut f = Vec::new();
+            net.backprop(w, &tape, seed, k, Sink::Factors(&mut f));
+            f
+        })
+        .collect();
+    let stack = |parts: Vec<&Mat<f64>>| {
+        let rows: usize = parts.iter().map(|m| m.nrows()).sum();
+        let mut out = Mat::<f64>::zeros(rows, parts[0].ncols());
+        let mut r0 = 0;
+        for m in parts {
+            out.as_mut().subrows_mut(r0, m.nrows()).copy_from(m);
+            r0 += m.nrows();
+        }
+        out
+    };
+    (0..chunks.first().map_or(0, Vec::len))
+        .map(|l| match &chunks[0][l] {
+            Factor::Dense { .. } => {
+                let (gs, as_): (Vec<&Mat<f64>>, Vec<&Mat<f64>>) = chunks
+                    .iter()
+                    .map(|c| match &c[l] {
+                        Factor::Dense { g, a } => (g, a),
+                        Factor::Block(_) => unreachable!("same layer in every chunk"),
+                    })
+                    .unzip();
+                Factor::Dense {
+                    g: stack(gs),
+                    a: stack(as_),
+                }
+            }
+            Factor::Block(_) => Factor::Block(stack(
+                chunks
+                    .iter()
+                    .map(|c| match &c[l] {
+                        Factor::Block(b) => b,
+                        Factor::Dense { .. } => unreachable!("same layer in every chunk"),
+                    })
+                    .collect(),
+            )),
+        })
+        .collect()
 }
 
 /// Number of examples per parallel Jacobian chunk.

@@ -8,11 +8,15 @@
 //! `∂/∂W = G_m C_nᵀ`, `∂/∂b = G_m 1`, and the input cotangent is `col2im(Wᵀ G_m)`.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
-use super::{forward_jacobian, reduce, Activation, Backprop, Cotangents, Network, Sink};
+use super::{
+    factor_kernel, factor_kernel_diag, forward_factors, forward_jacobian, reduce, Activation,
+    Backprop, Cotangents, Factor, Network, Sink,
+};
 use crate::error::{Error, Result};
 
 /// One layer.
@@ -41,6 +45,15 @@ pub enum Layer {
     },
     /// 2×2 max-pooling with stride 2 (odd edges dropped, as in PyTorch).
     MaxPool2 {
+        /// Channels.
+        channels: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// 2×2 average pooling with stride 2 (odd edges dropped, as in PyTorch's `AvgPool2d(2)`).
+    AvgPool2 {
         /// Channels.
         channels: usize,
         /// Input height.
@@ -78,6 +91,11 @@ impl Layer {
                 channels,
                 height,
                 width,
+            }
+            | Layer::AvgPool2 {
+                channels,
+                height,
+                width,
             } => channels.saturating_mul(height).saturating_mul(width),
             Layer::Act { size, .. } | Layer::Flatten { size } => size,
         }
@@ -97,6 +115,11 @@ impl Layer {
                 .saturating_mul((height + 1).saturating_sub(kernel))
                 .saturating_mul((width + 1).saturating_sub(kernel)),
             Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            }
+            | Layer::AvgPool2 {
                 channels,
                 height,
                 width,
@@ -198,6 +221,41 @@ fn col2im(cols: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvS
                 }
             }
         }
+    }
+}
+
+/// The 2×2 windows (stride 2) of a `c×h×w` input: for output `q = (ch, y, x)` in C order, the
+/// four input indices.
+fn pool_windows(c: usize, h: usize, w: usize) -> Vec<[usize; 4]> {
+    let (ph, pw) = (h / 2, w / 2);
+    let mut out = Vec::with_capacity(c * ph * pw);
+    for ch in 0..c {
+        for y in 0..ph {
+            for x in 0..pw {
+                let base = ch * h * w + 2 * y * w + 2 * x;
+                out.push([base, base + 1, base + w, base + w + 1]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes one row's convolution derivatives (weights `d`, bias `bias`) into row `m` of `jac`,
+/// at `w_off` and `b_off`.
+fn write_row(
+    mut jac: MatMut<'_, f64>,
+    m: usize,
+    d: MatRef<'_, f64>,
+    bias: &[f64],
+    w_off: usize,
+    b_off: usize,
+) {
+    let ckk = d.ncols();
+    for (oc, b) in bias.iter().enumerate() {
+        for q in 0..ckk {
+            jac[(m, w_off + oc * ckk + q)] = d[(oc, q)];
+        }
+        jac[(m, b_off + oc)] = *b;
     }
 }
 
@@ -311,7 +369,7 @@ impl Sequential {
     }
 
     /// Parses `"C×H×W:layer,layer,…"` (or `"D:…"` for flat inputs; `x` may stand for `×`), with
-    /// layers `conv<out>k<k>`, `pool`, `dense<out>`, `flatten` and the activations `relu`,
+    /// layers `conv<out>k<k>`, `pool` (2×2 max), `avgpool` (2×2 mean), `dense<out>`, `flatten` and the activations `relu`,
     /// `tanh`, `sigmoid`, `identity`. LeNet-5 on MNIST is
     /// `1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,dense120,relu,dense84,relu,dense10`.
     pub fn parse(spec: &str) -> Result<Self> {
@@ -363,16 +421,26 @@ impl Sequential {
                     height: h,
                     width: w,
                 }
-            } else if tok == "pool" {
-                let (c, h, w) = image.ok_or_else(|| bad("'pool' needs an image input".into()))?;
+            } else if tok == "pool" || tok == "avgpool" {
+                let (c, h, w) =
+                    image.ok_or_else(|| bad(format!("'{tok}' needs an image input")))?;
                 if h < 2 || w < 2 {
-                    return Err(bad(format!("'pool' on a {h}×{w} image")));
+                    return Err(bad(format!("'{tok}' on a {h}×{w} image")));
                 }
                 image = Some((c, h / 2, w / 2));
-                Layer::MaxPool2 {
-                    channels: c,
-                    height: h,
-                    width: w,
+                let (channels, height, width) = (c, h, w);
+                if tok == "pool" {
+                    Layer::MaxPool2 {
+                        channels,
+                        height,
+                        width,
+                    }
+                } else {
+                    Layer::AvgPool2 {
+                        channels,
+                        height,
+                        width,
+                    }
                 }
             } else if tok == "flatten" {
                 image = None;
@@ -386,7 +454,7 @@ impl Sequential {
                 }
             } else {
                 let activation = tok.parse::<Activation>().map_err(|_| {
-                    bad(format!("unknown layer '{tok}' (expected conv<out>k<k>, pool, dense<out>, flatten, relu, tanh, sigmoid or identity)"))
+                    bad(format!("unknown layer '{tok}' (expected conv<out>k<k>, pool, avgpool, dense<out>, flatten, relu, tanh, sigmoid or identity)"))
                 })?;
                 Layer::Act {
                     activation,
@@ -464,29 +532,33 @@ impl Sequential {
                     height,
                     width,
                 } => {
-                    let (ph, pw) = (height / 2, width / 2);
-                    let mut idx = vec![0usize; n * channels * ph * pw];
+                    let windows = pool_windows(channels, height, width);
+                    let mut idx = vec![0usize; n * windows.len()];
                     for e in 0..n {
-                        for ch in 0..channels {
-                            for y in 0..ph {
-                                for x in 0..pw {
-                                    let base = ch * height * width + 2 * y * width + 2 * x;
-                                    let cands = [base, base + 1, base + width, base + width + 1];
-                                    let best = cands.into_iter().fold(cands[0], |b, c| {
-                                        if a[(e, c)] > a[(e, b)] {
-                                            c
-                                        } else {
-                                            b
-                                        }
-                                    });
-                                    let q = ch * ph * pw + y * pw + x;
-                                    out[(e, q)] = a[(e, best)];
-                                    idx[e * channels * ph * pw + q] = best;
+                        for (q, cands) in windows.iter().enumerate() {
+                            let best = cands.iter().copied().fold(cands[0], |b, c| {
+                                if a[(e, c)] > a[(e, b)] {
+                                    c
+                                } else {
+                                    b
                                 }
-                            }
+                            });
+                            out[(e, q)] = a[(e, best)];
+                            idx[e * windows.len() + q] = best;
                         }
                     }
                     arg = Some(idx);
+                }
+                Layer::AvgPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    for (q, cands) in pool_windows(channels, height, width).iter().enumerate() {
+                        for e in 0..n {
+                            out[(e, q)] = 0.25 * cands.iter().map(|&c| a[(e, c)]).sum::<f64>();
+                        }
+                    }
                 }
                 Layer::Act { activation, .. } => {
                     out = Mat::from_fn(n, a.ncols(), |i, j| activation.apply(a[(i, j)]));
@@ -532,63 +604,75 @@ impl Sequential {
                     let (w_off, b_off) = (off[l], off[l] + o * ckk);
                     let wl = MatRef::from_row_major_slice(&w[w_off..b_off], o, ckk);
                     let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
-                    let mut d = Mat::<f64>::zeros(o, ckk);
-                    let mut back = Mat::<f64>::zeros(ckk, oh * ow);
-                    let mut cols: Option<(usize, Vec<f64>)> = None;
-                    for m in 0..m_rows {
-                        let e = m / rpe;
-                        if cols.as_ref().is_none_or(|(ce, _)| *ce != e) {
-                            let xe: Vec<f64> = a_in.row(e).iter().copied().collect();
-                            cols = Some((e, im2col(&xe, s)));
-                        }
-                        let cm = MatRef::from_row_major_slice(
-                            &cols.as_ref().expect("set above").1,
-                            ckk,
-                            oh * ow,
-                        );
-                        let gm_vec: Vec<f64> = g.row(m).iter().copied().collect();
-                        let gm = MatRef::from_row_major_slice(&gm_vec, o, oh * ow);
+                    let pos = oh * ow;
+                    // For structured kernels: this layer's Jacobian block.
+                    let mut block = matches!(sink, Sink::Factors(_))
+                        .then(|| Mat::<f64>::zeros(m_rows, o * ckk + o));
+                    // The rows of one example share its patches: all of them go through one
+                    // product each way, `D = G Cᵀ` (rows·o × ckk) and `B = Wᵀ G` (ckk × rows·pos).
+                    for e in 0..m_rows.div_ceil(rpe) {
+                        let rows = e * rpe..((e + 1) * rpe).min(m_rows);
+                        let r = rows.len();
+                        let xe: Vec<f64> = a_in.row(e).iter().copied().collect();
+                        let cols = im2col(&xe, s);
+                        let cm = MatRef::from_row_major_slice(&cols, ckk, pos);
+                        // G stacked: row (i·o + oc) holds g_{m_i}[oc, ·] (rows·o × pos), and the
+                        // same values side by side as o × rows·pos for the input gradient.
+                        let gs = Mat::<f64>::from_fn(r * o, pos, |ro, p| {
+                            g[(rows.start + ro / o, (ro % o) * pos + p)]
+                        });
+                        let mut d = Mat::<f64>::zeros(r * o, ckk);
                         matmul(
                             d.as_mut(),
                             Accum::Replace,
-                            gm,
+                            gs.as_ref(),
                             cm.transpose(),
                             1.0,
                             Par::Seq,
                         );
-                        let bias: Vec<f64> = (0..o).map(|oc| gm.row(oc).iter().sum()).collect();
-                        match &mut sink {
-                            Sink::Sum(acc) => {
-                                add_reduced(acc, d.as_ref(), &bias, w_off, b_off, |v| v)
-                            }
-                            Sink::SumSq(acc) => {
-                                add_reduced(acc, d.as_ref(), &bias, w_off, b_off, |v| v * v)
-                            }
-                            Sink::Factors(_) => unreachable!("factors are collected for MLPs only"),
-                            Sink::Rows(jac) => {
-                                for oc in 0..o {
-                                    for q in 0..ckk {
-                                        jac[(m, w_off + oc * ckk + q)] = d[(oc, q)];
-                                    }
-                                    jac[(m, b_off + oc)] = bias[oc];
+                        for (i, m) in rows.clone().enumerate() {
+                            let dm = d.as_ref().subrows(i * o, o);
+                            let bias: Vec<f64> =
+                                (0..o).map(|oc| gs.row(i * o + oc).iter().sum()).collect();
+                            match &mut sink {
+                                Sink::Sum(acc) => add_reduced(acc, dm, &bias, w_off, b_off, |v| v),
+                                Sink::SumSq(acc) => {
+                                    add_reduced(acc, dm, &bias, w_off, b_off, |v| v * v)
+                                }
+                                Sink::Factors(_) => {
+                                    let b = block.as_mut().expect("made for factors");
+                                    write_row(b.as_mut(), m, dm, &bias, 0, o * ckk);
+                                }
+                                Sink::Rows(jac) => {
+                                    write_row(jac.rb_mut(), m, dm, &bias, w_off, b_off)
                                 }
                             }
                         }
                         if l > 0 {
+                            let side = Mat::<f64>::from_fn(o, r * pos, |oc, ip| {
+                                gs[((ip / pos) * o + oc, ip % pos)]
+                            });
+                            let mut back = Mat::<f64>::zeros(ckk, r * pos);
                             matmul(
                                 back.as_mut(),
                                 Accum::Replace,
                                 wl.transpose(),
-                                gm,
+                                side.as_ref(),
                                 1.0,
                                 Par::Seq,
                             );
                             let mut row = vec![0.0; layer.in_dim()];
-                            col2im(back.as_ref(), &mut row, s);
-                            for (j, v) in row.into_iter().enumerate() {
-                                gi[(m, j)] = v;
+                            for (i, m) in rows.enumerate() {
+                                row.iter_mut().for_each(|v| *v = 0.0);
+                                col2im(back.as_ref().subcols(i * pos, pos), &mut row, s);
+                                for (j, v) in row.iter().enumerate() {
+                                    gi[(m, j)] = *v;
+                                }
                             }
                         }
+                    }
+                    if let (Some(b), Sink::Factors(f)) = (block, &mut sink) {
+                        f.push(Factor::Block(b));
                     }
                     gi
                 }
@@ -600,6 +684,20 @@ impl Sequential {
                         let e = m / rpe;
                         for q in 0..od {
                             gi[(m, idx[e * od + q])] += g[(m, q)];
+                        }
+                    }
+                    gi
+                }
+                Layer::AvgPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    for (q, cands) in pool_windows(channels, height, width).iter().enumerate() {
+                        for m in 0..m_rows {
+                            let v = 0.25 * g[(m, q)];
+                            cands.iter().for_each(|&c| gi[(m, c)] += v);
                         }
                     }
                     gi
@@ -664,6 +762,18 @@ impl Network for Sequential {
     }
 
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
+    fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
+        factor_kernel(
+            &forward_factors(self, w, xa),
+            &forward_factors(self, w, xb),
+            self.n_outputs(),
+        )
+    }
+
+    fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
+        factor_kernel_diag(&forward_factors(self, w, x), self.n_outputs())
+    }
+
     fn init(&self, seed: u64) -> Vec<f64> {
         let mut rng = seeded(seed);
         let mut w = Vec::with_capacity(self.n_params());
