@@ -18,6 +18,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod gp;

@@ -68,6 +68,12 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     /// Reproduce the paper's image experiments: train, compute the GP views, draw the figures.
     #[command(subcommand)]
     Reproduce(ReproduceCmd),
+    /// Run one of the peers' workloads B1–B5 (or `gemm`, the machine's GEMM peak) on their data
+    /// files and print one JSON line with its phase timings and its agreement with the peer.
+    #[command(after_help = "Examples:
+  dnn2gp bench B1 --baselines ../shared/baselines/data
+  for w in gemm B1 B2 B3 B4 B5; do dnn2gp bench $w --baselines ../shared/baselines/data; done")]
+    Bench(BenchCmd),
     /// Data sets: download them into a cache folder.
     #[command(subcommand)]
     Data(DataCmd),
@@ -91,6 +97,22 @@ pub enum ReproduceCmd {
   dnn2gp reproduce binary-mnist --data-dir DATA --digits 4,9 --vi-epochs 5"
     )]
     BinaryMnist(BinaryCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCmd {
+    /// B1, B2, B3, B4, B5 or gemm.
+    pub workload: String,
+    /// The baselines' data folder (weights, inputs and the peers' outputs).
+    #[arg(
+        long,
+        env = "DNN2GP_BASELINES",
+        default_value = "../shared/baselines/data"
+    )]
+    pub baselines: PathBuf,
+    /// Runs; each prints its own JSON line.
+    #[arg(long, default_value_t = 1)]
+    pub reps: usize,
 }
 
 #[derive(Debug, Subcommand)]

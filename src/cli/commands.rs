@@ -81,6 +81,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(ReproduceCmd::Mnist(a)) => images::reproduce_mnist(&ctx, a),
         Command::Reproduce(ReproduceCmd::BinaryMnist(a)) => images::reproduce_binary(&ctx, a),
         Command::Data(DataCmd::Fetch(a)) => images::fetch(&ctx, a),
+        Command::Bench(a) => {
+            for _ in 0..a.reps.max(1) {
+                let run = dnn2gp::bench::run(&a.workload, &a.baselines)?;
+                println!("{}", serde_json::to_string(&run)?);
+            }
+            Ok(())
+        }
     }
 }
 

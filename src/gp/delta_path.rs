@@ -5,25 +5,35 @@
 //! - Laplace evidence: `−½ Σ rᵀΛ⁻¹r + ½ log|Λ̃| − (NK/2) log 2π − (δ/2)‖c‖² + (P/2) log δ
 //!   − ½ log|BᵀB + δI|`, with `log|BᵀB + δI| = Σ log(s_i + δ) + (P − #s) log δ` (the two
 //!   Gram matrices share their eigenvalues up to |NK − P| zeros);
-//! - GP marginal likelihood (function space, `BBᵀ = U S Uᵀ`, `z = Uᵀ Λ^{1/2} ỹ`):
-//!   `−½ Σ z_i²/(s_i/δ + 1) − ½ Σ log(s_i/δ + 1) + ½ log|Λ̃| − (NK/2) log 2π`;
+//! - GP marginal likelihood (function space): `−½ vᵀ(BBᵀ/δ + I)⁻¹v − ½ log|BBᵀ/δ + I|
+//!   + ½ log|Λ̃| − (NK/2) log 2π` with `v = Λ^{1/2} ỹ`; from the tridiagonal form
+//!   `BBᵀ = Q T Qᵀ` and `c = Qᵀv`, both terms come from the LDLᵀ of `T/δ + I`, and
+//!   `log|BᵀB + δI| = log|T/δ + I| + NK log δ + (P − NK) log δ`;
 //!   (weight space, `BᵀB = V D Vᵀ`): the Laplace evidence plus `½ Σ (Vᵀg)_i²/(d_i + δ)` with
 //!   `g = Jᵀr + δc`.
 //!
-//! Each δ then costs O(min(NK, P)).
+//! Each δ then costs O(min(NK, P)). The function space needs only a tridiagonalisation
+//! (no eigenvectors), and can start from a structured kernel ([`DeltaPath::with_ntk`]).
 
 use faer::{Mat, Side};
 
 use super::Space;
 use crate::error::{Error, Result};
-use crate::linalg::{a_bt, at_b, check_memory, dot, mat_bytes, mat_t_vec, sym_sqrt};
+use crate::linalg::{
+    a_bt, at_b, check_memory, dot, mat_bytes, mat_t_vec, sym_sqrt, tridiagonal_logdet_quad,
+    tridiagonalize,
+};
 use crate::posterior::laplace::check_delta;
 use crate::posterior::linearization::is_scaled_identity;
 use crate::posterior::Linearization;
 
 enum Form {
-    /// Eigenvalues `s` of `BBᵀ` and `z = Uᵀ Λ^{1/2} ỹ`.
-    Function { s: Vec<f64>, z: Vec<f64> },
+    /// `BBᵀ = Q T Qᵀ`: T's diagonal `d` and sub-diagonal `e`, and `c = Qᵀ Λ^{1/2} ỹ`.
+    Function {
+        d: Vec<f64>,
+        e: Vec<f64>,
+        c: Vec<f64>,
+    },
     /// Eigenvalues `d` of `BᵀB`, `Vᵀ Jᵀ r` and `Vᵀ c`.
     Weight {
         d: Vec<f64>,
@@ -61,10 +71,74 @@ fn sqrt_lambda_times(lin: &Linearization, v: &[f64]) -> Vec<f64> {
     out
 }
 
+/// The whitened Gram matrix `Λ^{1/2} K Λ^{1/2}` from an NTK `K` (blocks of K×K).
+fn whiten(lin: &Linearization, mut k: Mat<f64>) -> Mat<f64> {
+    let kk = lin.k;
+    let n = lin.n;
+    let roots: Vec<Mat<f64>> = (0..n)
+        .map(|i| {
+            let b = &lin.lambda[i * kk * kk..(i + 1) * kk * kk];
+            if is_scaled_identity(kk, b) {
+                Mat::from_fn(kk, kk, |a, c| if a == c { b[0].sqrt() } else { 0.0 })
+            } else {
+                sym_sqrt(lin.lambda_block(i).as_ref())
+            }
+        })
+        .collect();
+    if roots
+        .iter()
+        .all(|r| (0..kk).all(|a| (0..kk).all(|c| a == c || r[(a, c)] == 0.0)))
+    {
+        let s: Vec<f64> = (0..n * kk)
+            .map(|m| roots[m / kk][(m % kk, m % kk)])
+            .collect();
+        for j in 0..n * kk {
+            for i in 0..n * kk {
+                k[(i, j)] *= s[i] * s[j];
+            }
+        }
+        return k;
+    }
+    let r = Mat::from_fn(n * kk, n * kk, |i, j| {
+        if i / kk == j / kk {
+            roots[i / kk][(i % kk, j % kk)]
+        } else {
+            0.0
+        }
+    });
+    a_bt(
+        crate::linalg::a_b(r.as_ref(), k.as_ref()).as_ref(),
+        r.as_ref(),
+    )
+}
+
 impl DeltaPath {
     /// Eigendecomposes the smaller Gram matrix (`space` forces one: `Function` for NK×NK,
     /// `Weight` for P×P); refuses matrices above `memory_limit` bytes.
     pub fn new(lin: &Linearization, space: Space, memory_limit: u128) -> Result<Self> {
+        Self::build(lin, space, None, memory_limit)
+    }
+
+    /// The function-space path from a precomputed NTK `J Jᵀ` of the training inputs (e.g.
+    /// [`crate::nn::Network::ntk`], from per-layer factors).
+    pub fn with_ntk(lin: &Linearization, ntk: Mat<f64>, memory_limit: u128) -> Result<Self> {
+        let nk = lin.n * lin.k;
+        if ntk.nrows() != nk || ntk.ncols() != nk {
+            return Err(Error::Invalid(format!(
+                "the NTK is {}×{}, the training data need {nk}×{nk}",
+                ntk.nrows(),
+                ntk.ncols()
+            )));
+        }
+        Self::build(lin, Space::Function, Some(ntk), memory_limit)
+    }
+
+    fn build(
+        lin: &Linearization,
+        space: Space,
+        ntk: Option<Mat<f64>>,
+        memory_limit: u128,
+    ) -> Result<Self> {
         let (nk, p) = (lin.n * lin.k, lin.n_params());
         let space = space.resolve(p, nk);
         let side = if space == Space::Function { nk } else { p };
@@ -79,20 +153,23 @@ impl DeltaPath {
         let log_det_lambda = lin.sum_log_det_lambda()?;
         let norm_term = 0.5 * log_det_lambda - 0.5 * nk as f64 * std::f64::consts::TAU.ln();
         let quad_r = dot(&lin.resid, &lin.apply_blocks(&lam_inv, &lin.resid));
-        let b = lin.sqrt_lambda_jac();
         let eig = |m: Mat<f64>| {
             m.self_adjoint_eigen(Side::Lower).map_err(|_| {
                 Error::Numerical("eigendecomposition of the Gram matrix did not converge".into())
             })
         };
         let form = if space == Space::Function {
-            let evd = eig(a_bt(b.as_ref(), b.as_ref()))?;
-            let z = mat_t_vec(evd.U(), &sqrt_lambda_times(lin, &targets));
-            Form::Function {
-                s: (0..nk).map(|i| evd.S()[i].max(0.0)).collect(),
-                z,
-            }
+            let gram = match ntk {
+                Some(k) => whiten(lin, k),
+                None => {
+                    let b = lin.sqrt_lambda_jac();
+                    a_bt(b.as_ref(), b.as_ref())
+                }
+            };
+            let (d, e, c) = tridiagonalize(gram, &sqrt_lambda_times(lin, &targets));
+            Form::Function { d, e, c }
         } else {
+            let b = lin.sqrt_lambda_jac();
             let evd = eig(at_b(b.as_ref(), b.as_ref()))?;
             let vg = mat_t_vec(evd.U(), &lin.loss_gradient());
             let vc = mat_t_vec(evd.U(), &lin.center);
@@ -111,15 +188,27 @@ impl DeltaPath {
         })
     }
 
+    /// `(log|T/δ + I|, cᵀ(T/δ + I)⁻¹c)` of the function-space form.
+    fn shifted(d: &[f64], e: &[f64], c: &[f64], delta: f64) -> Result<(f64, f64)> {
+        tridiagonal_logdet_quad(d, e, 1.0 / delta, c).ok_or_else(|| {
+            Error::Numerical(format!(
+                "the Gram matrix δ⁻¹BBᵀ + I is not positive definite at δ = {delta}"
+            ))
+        })
+    }
+
     /// `log|BᵀB + δI|`.
-    fn log_det_precision(&self, delta: f64) -> f64 {
-        let s = match &self.form {
-            Form::Function { s, .. } => s,
-            Form::Weight { d, .. } => d,
-        };
+    fn log_det_precision(&self, delta: f64) -> Result<f64> {
         // BBᵀ and BᵀB share their eigenvalues but for |NK − P| zeros, each adding log δ.
-        s.iter().map(|v| (v + delta).ln()).sum::<f64>()
-            + (self.p as f64 - s.len() as f64) * delta.ln()
+        Ok(match &self.form {
+            Form::Function { d, e, c } => {
+                Self::shifted(d, e, c, delta)?.0 + self.p as f64 * delta.ln()
+            }
+            Form::Weight { d, .. } => {
+                d.iter().map(|v| (v + delta).ln()).sum::<f64>()
+                    + (self.p as f64 - d.len() as f64) * delta.ln()
+            }
+        })
     }
 
     /// The paper's Laplace evidence at δ.
@@ -127,7 +216,7 @@ impl DeltaPath {
         check_delta(delta)?;
         Ok(
             self.data_term - 0.5 * delta * self.c_sq + 0.5 * self.p as f64 * delta.ln()
-                - 0.5 * self.log_det_precision(delta),
+                - 0.5 * self.log_det_precision(delta)?,
         )
     }
 
@@ -135,13 +224,8 @@ impl DeltaPath {
     pub fn log_marginal_likelihood(&self, delta: f64) -> Result<f64> {
         check_delta(delta)?;
         Ok(match &self.form {
-            Form::Function { s, z } => {
-                let (mut quad, mut logdet) = (0.0, 0.0);
-                for (s, z) in s.iter().zip(z) {
-                    let e = s / delta + 1.0;
-                    quad += z * z / e;
-                    logdet += e.ln();
-                }
+            Form::Function { d, e, c } => {
+                let (logdet, quad) = Self::shifted(d, e, c, delta)?;
                 -0.5 * quad - 0.5 * logdet + self.norm_term
             }
             Form::Weight { d, vg, vc } => {

@@ -4,14 +4,15 @@
 //! math reference); and the link approximations of the predictive probability.
 
 use super::Likelihood;
+use crate::nn::activation::exp;
 use crate::nn::rng::{normals, Rng};
 
 /// `s(f) = 1/(1 + e^{−f})`, computed without overflow.
 pub fn sigmoid(f: f64) -> f64 {
     if f >= 0.0 {
-        1.0 / (1.0 + (-f).exp())
+        1.0 / (1.0 + exp(-f))
     } else {
-        let e = f.exp();
+        let e = exp(f);
         e / (1.0 + e)
     }
 }
@@ -19,7 +20,7 @@ pub fn sigmoid(f: f64) -> f64 {
 /// `softmax(f)`, shifted by the maximum.
 pub fn softmax(f: &[f64]) -> Vec<f64> {
     let m = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = f.iter().map(|v| (v - m).exp()).collect();
+    let e: Vec<f64> = f.iter().map(|v| exp(v - m)).collect();
     let z: f64 = e.iter().sum();
     e.into_iter().map(|v| v / z).collect()
 }

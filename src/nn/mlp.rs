@@ -209,12 +209,7 @@ impl Network for Mlp {
     /// `g ⊗ a`, so it adds `(G_a G_bᵀ) ⊙ (A_a A_bᵀ + 1)` (the 1 from the bias), expanded over the
     /// K rows of each example. Costs `N_a N_b Σ_l (out_l + in_l)` instead of `N_a N_b P`.
     fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
-        let k = self.n_outputs();
-        super::factor_kernel(
-            &super::forward_factors(self, w, xa),
-            &super::forward_factors(self, w, xb),
-            k,
-        )
+        super::structured_ntk(self, w, xa, xb)
     }
 
     fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {

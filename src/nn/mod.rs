@@ -8,6 +8,7 @@ pub mod rng;
 pub mod sequential;
 pub mod weights;
 
+use faer::reborrow::ReborrowMut;
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
@@ -131,37 +132,114 @@ pub(crate) enum Factor {
     Block(Mat<f64>),
 }
 
-/// `J_a J_bᵀ` from the factors of two sets of rows, `k` rows per example: each dense layer
-/// adds `(G_a G_bᵀ) ⊙ (A_a A_bᵀ + 1)` (the second factor indexed by example), any other layer
+/// The structured `J(X_a) J(X_b)ᵀ` of a network with factors; the symmetric product is
+/// recognised when `X_a` and `X_b` are the same matrix.
+pub(crate) fn structured_ntk<B: Backprop + Sync>(
+    net: &B,
+    w: &[f64],
+    xa: MatRef<'_, f64>,
+    xb: MatRef<'_, f64>,
+) -> Mat<f64> {
+    let k = net.n_outputs();
+    let fa = forward_factors(net, w, xa);
+    let same = xa.as_ptr() == xb.as_ptr()
+        && xa.nrows() == xb.nrows()
+        && xa.ncols() == xb.ncols()
+        && xa.row_stride() == xb.row_stride()
+        && xa.col_stride() == xb.col_stride();
+    if same {
+        factor_kernel(&fa, None, k)
+    } else {
+        factor_kernel(&fa, Some(&forward_factors(net, w, xb)), k)
+    }
+}
+
+/// `J_a J_bᵀ` from the factors of two sets of rows, `k` rows per example (`fb = None`: the
+/// symmetric `J_a J_aᵀ`, from one set of factors): each dense layer adds
+/// `(G_a G_bᵀ) ⊙ (A_a A_bᵀ + 1)` (the second factor indexed by example), any other layer
 /// `B_a B_bᵀ`. No Jacobian is formed for dense layers.
-pub(crate) fn factor_kernel(fa: &[Factor], fb: &[Factor], k: usize) -> Mat<f64> {
-    use crate::linalg::a_bt;
+pub(crate) fn factor_kernel(fa: &[Factor], fb: Option<&[Factor]>, k: usize) -> Mat<f64> {
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, Par};
+    let fb = fb.unwrap_or(fa);
     let rows = |f: &[Factor]| match f.first() {
         Some(Factor::Dense { g, .. }) | Some(Factor::Block(g)) => g.nrows(),
         None => 0,
     };
-    let mut out = Mat::<f64>::zeros(rows(fa), rows(fb));
-    for (a, b) in fa.iter().zip(fb) {
-        match (a, b) {
-            (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) => {
-                let gg = a_bt(ga.as_ref(), gb.as_ref());
-                let xx = a_bt(aa.as_ref(), ab.as_ref());
-                out.par_col_iter_mut().enumerate().for_each(|(c, dst)| {
-                    let (g, x) = (gg.col(c), xx.col(c / k));
-                    for (r, (o, g)) in dst.iter_mut().zip(g.iter()).enumerate() {
-                        *o += g * (x[r / k] + 1.0);
+    let (m, n) = (rows(fa), rows(fb));
+    let mut out = Mat::<f64>::zeros(m, n);
+    // Column tiles (whole examples), in parallel: each tile's products stay in cache.
+    let tile = k * 128usize.div_ceil(k);
+    out.as_mut()
+        .par_col_chunks_mut(tile)
+        .enumerate()
+        .for_each(|(t, mut dst)| {
+            let (c0, w) = (t * tile, dst.ncols());
+            for (a, b) in fa.iter().zip(fb) {
+                match (a, b) {
+                    (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) => {
+                        let mut gg = Mat::<f64>::zeros(m, w);
+                        let gb = gb.as_ref().subrows(c0, w);
+                        matmul(
+                            gg.as_mut(),
+                            Accum::Replace,
+                            ga.as_ref(),
+                            gb.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
+                        let ab = ab.as_ref().subrows(c0 / k, w / k);
+                        let mut xx = Mat::<f64>::zeros(aa.nrows(), w / k);
+                        matmul(
+                            xx.as_mut(),
+                            Accum::Replace,
+                            aa.as_ref(),
+                            ab.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
+                        for c in 0..w {
+                            let d = dst
+                                .rb_mut()
+                                .col_mut(c)
+                                .try_as_col_major_mut()
+                                .expect("contiguous")
+                                .as_slice_mut();
+                            let g = gg.col(c).try_as_col_major().expect("contiguous").as_slice();
+                            let x = xx
+                                .col(c / k)
+                                .try_as_col_major()
+                                .expect("contiguous")
+                                .as_slice();
+                            if k == 1 {
+                                d.iter_mut()
+                                    .zip(g)
+                                    .zip(x)
+                                    .for_each(|((d, g), x)| *d += g * (x + 1.0));
+                            } else {
+                                // The k rows of one example share its factor x.
+                                for ((d, g), x) in d.chunks_mut(k).zip(g.chunks(k)).zip(x) {
+                                    let xv = x + 1.0;
+                                    d.iter_mut().zip(g).for_each(|(d, g)| *d += g * xv);
+                                }
+                            }
+                        }
                     }
-                });
+                    (Factor::Block(ja), Factor::Block(jb)) => {
+                        let jb = jb.as_ref().subrows(c0, w);
+                        matmul(
+                            dst.rb_mut(),
+                            Accum::Add,
+                            ja.as_ref(),
+                            jb.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
+                    }
+                    _ => unreachable!("both sides come from the same network"),
+                }
             }
-            (Factor::Block(ja), Factor::Block(jb)) => {
-                let jj = a_bt(ja.as_ref(), jb.as_ref());
-                out.par_col_iter_mut()
-                    .zip(jj.par_col_iter())
-                    .for_each(|(o, j)| o.iter_mut().zip(j.iter()).for_each(|(o, j)| *o += j));
-            }
-            _ => unreachable!("both sides come from the same network"),
-        }
-    }
+        });
     out
 }
 

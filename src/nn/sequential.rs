@@ -14,7 +14,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
 use super::{
-    factor_kernel, factor_kernel_diag, forward_factors, forward_jacobian, reduce, Activation,
+    factor_kernel_diag, forward_factors, forward_jacobian, reduce, structured_ntk, Activation,
     Backprop, Cotangents, Factor, Network, Sink,
 };
 use crate::error::{Error, Result};
@@ -763,11 +763,7 @@ impl Network for Sequential {
 
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
     fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
-        factor_kernel(
-            &forward_factors(self, w, xa),
-            &forward_factors(self, w, xb),
-            self.n_outputs(),
-        )
+        structured_ntk(self, w, xa, xb)
     }
 
     fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
