@@ -120,17 +120,31 @@ impl Cholesky {
             (0..n).map(|i| a[(i, i)].abs()).sum::<f64>() / n as f64
         };
         let scale = if scale > 0.0 { scale } else { 1.0 };
+        use faer::dyn_stack::{MemBuffer, MemStack};
+        use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+        let par = par_for(n * n * n / 3);
+        let mut buf = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
         for rel in JITTER_LADDER {
             let jitter = rel * scale;
             let mut m = a.to_owned();
             for i in 0..n {
                 m[(i, i)] += jitter;
             }
-            if let Ok(llt) = m.llt(Side::Lower) {
-                return Ok(Cholesky {
-                    l: llt.L().to_owned(),
-                    jitter,
-                });
+            let stack = MemStack::new(&mut buf);
+            if cholesky_in_place(
+                m.as_mut(),
+                Default::default(),
+                par,
+                stack,
+                Default::default(),
+            )
+            .is_ok()
+            {
+                // The strict upper triangle still holds A's; L is the lower one.
+                for j in 1..n {
+                    m.as_mut().col_mut(j).subrows_mut(0, j).fill(0.0);
+                }
+                return Ok(Cholesky { l: m, jitter });
             }
         }
         Err(Error::Numerical(format!(

@@ -23,16 +23,19 @@ pub fn normal(rng: &mut Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// A vector of `n` standard normal draws (Box–Muller, both coordinates of each pair).
+/// A vector of `n` standard normal draws (Marsaglia's polar method: a point uniform in the
+/// unit disc gives two independent normals, without trigonometric functions).
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(n + 1);
     while out.len() < n {
-        let u1 = 1.0 - uniform(rng);
-        let u2 = uniform(rng);
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-        out.push(r * c);
-        out.push(r * s);
+        let (a, b) = (2.0 * uniform(rng) - 1.0, 2.0 * uniform(rng) - 1.0);
+        let s = a * a + b * b;
+        if s >= 1.0 || s == 0.0 {
+            continue;
+        }
+        let f = (-2.0 * s.ln() / s).sqrt();
+        out.push(a * f);
+        out.push(b * f);
     }
     out.truncate(n);
     out

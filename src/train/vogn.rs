@@ -17,6 +17,7 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
+use rayon::prelude::*;
 
 use super::{
     check_finite, epoch_batches, gather_rows, EpochHook, Objective, GRAD_CHUNK, PARALLEL_GRAD_WORK,
@@ -264,8 +265,8 @@ fn diag_estimates(
 ) -> Estimates {
     let p = samples[0].len();
     let scale = obj.n() as f64 / xb.nrows() as f64 / samples.len() as f64;
-    let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
-    for w in samples {
+    // One sample: its data loss and [g; h] concatenated, from chunks of rows.
+    let per_sample = |w: &Vec<f64>| {
         // Gradient and curvature of one chunk of rows, concatenated: [g; h].
         let chunk = |s: usize, m: usize| {
             let (xc, yc) = (xb.subrows(s, m), yb.subrows(s, m));
@@ -297,11 +298,20 @@ fn diag_estimates(
             (l, out.concat())
         };
         let n = xb.nrows();
-        let (l, gh) = if n * p < PARALLEL_GRAD_WORK {
+        if n * p < PARALLEL_GRAD_WORK {
             chunk(0, n)
         } else {
             par_chunk_sum(n, GRAD_CHUNK, 2 * p, chunk)
-        };
+        }
+    };
+    // Samples in parallel when there are several; summed in order either way.
+    let parts: Vec<(f64, Vec<f64>)> = if samples.len() > 1 {
+        samples.par_iter().map(per_sample).collect()
+    } else {
+        samples.iter().map(per_sample).collect()
+    };
+    let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
+    for (l, gh) in parts {
         loss += scale * l;
         g.iter_mut()
             .zip(&gh[..p])
