@@ -76,6 +76,32 @@ impl fmt::Display for Activation {
     }
 }
 
+/// `1/n!` for n = 0 … 21.
+const INV_FACT: [f64; 22] = [
+    1.0 / 1.0,
+    1.0 / 1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+    1.0 / 40320.0,
+    1.0 / 362880.0,
+    1.0 / 3628800.0,
+    1.0 / 39916800.0,
+    1.0 / 479001600.0,
+    1.0 / 6227020800.0,
+    1.0 / 87178291200.0,
+    1.0 / 1307674368000.0,
+    1.0 / 20922789888000.0,
+    1.0 / 355687428096000.0,
+    1.0 / 6402373705728000.0,
+    1.0 / 121645100408832000.0,
+    1.0 / 2432902008176640000.0,
+    1.0 / 51090942171709440000.0,
+];
+
 /// `e^x` in plain Rust (no libm call): `x = k ln 2 + r`, `|r| ≤ ln2/2`, `e^r` by its Taylor
 /// polynomial to `r¹³/13!` (truncation below 2e-17 relative), scaled by `2^k` through the
 /// exponent bits; within 2 ulp. glibc's `exp`, `expm1` and `tanh` run up to 20× slower right
@@ -97,23 +123,7 @@ pub fn exp(x: f64) -> f64 {
     let k = (x * std::f64::consts::LOG2_E).round();
     let r = (x - k * LN2_HI) - k * LN2_LO;
     // Horner over 1/n!, n = 13 down to 0.
-    const INV_FACT: [f64; 14] = [
-        1.0,
-        1.0,
-        1.0 / 2.0,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5040.0,
-        1.0 / 40320.0,
-        1.0 / 362_880.0,
-        1.0 / 3_628_800.0,
-        1.0 / 39_916_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 6_227_020_800.0,
-    ];
-    let p = INV_FACT.iter().rev().fold(0.0, |p, c| p * r + c);
+    let p = INV_FACT[..14].iter().rev().fold(0.0, |p, c| p * r + c);
     // 2^k in two steps, so that k down to −1074 (subnormal results) stays exact.
     let k = k as i64;
     let (k1, k2) = (k / 2, k - k / 2);
@@ -129,13 +139,9 @@ pub fn tanh(x: f64) -> f64 {
     let a = x.abs();
     if a < 0.625 {
         let u = 2.0 * x;
-        // expm1(u) = Σ_{n≥1} uⁿ/n!, to n = 20 (the tail is below 1e-17 relative for |u| < 1.25).
-        let mut term = u;
-        let mut sum = u;
-        for n in 2..=20 {
-            term *= u / n as f64;
-            sum += term;
-        }
+        // expm1(u) = Σ_{n=1}^{20} uⁿ/n! by Horner (the tail is below 1e-17 relative for
+        // |u| < 1.25).
+        let sum = u * INV_FACT[1..=20].iter().rev().fold(0.0, |p, c| p * u + c);
         sum / (sum + 2.0)
     } else if a > 22.0 {
         x.signum()
