@@ -78,8 +78,8 @@ impl fmt::Display for Activation {
 
 /// `1/n!` for n = 0 … 21.
 const INV_FACT: [f64; 22] = [
-    1.0 / 1.0,
-    1.0 / 1.0,
+    1.0,
+    1.0,
     1.0 / 2.0,
     1.0 / 6.0,
     1.0 / 24.0,
