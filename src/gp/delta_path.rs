@@ -122,14 +122,7 @@ impl DeltaPath {
     /// The function-space path from a precomputed NTK `J Jᵀ` of the training inputs (e.g.
     /// [`crate::nn::Network::ntk`], from per-layer factors).
     pub fn with_ntk(lin: &Linearization, ntk: Mat<f64>, memory_limit: u128) -> Result<Self> {
-        let nk = lin.n * lin.k;
-        if ntk.nrows() != nk || ntk.ncols() != nk {
-            return Err(Error::Invalid(format!(
-                "the NTK is {}×{}, the training data need {nk}×{nk}",
-                ntk.nrows(),
-                ntk.ncols()
-            )));
-        }
+        lin.check_ntk(&ntk)?;
         Self::build(lin, Space::Function, Some(ntk), memory_limit)
     }
 

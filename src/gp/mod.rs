@@ -121,14 +121,7 @@ impl<'a> Dnn2Gp<'a> {
         ntk: Mat<f64>,
         memory_limit: u128,
     ) -> Result<Self> {
-        let nk = lin.n * lin.k;
-        if ntk.nrows() != nk || ntk.ncols() != nk {
-            return Err(Error::Invalid(format!(
-                "the NTK is {}×{}, the training data need {nk}×{nk}",
-                ntk.nrows(),
-                ntk.ncols()
-            )));
-        }
+        lin.check_ntk(&ntk)?;
         Self::build(lin, delta, Space::Function, Some(ntk), memory_limit)
     }
 

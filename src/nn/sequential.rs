@@ -649,15 +649,18 @@ impl Sequential {
                             }
                         }
                         if l > 0 {
-                            let side = Mat::<f64>::from_fn(o, r * pos, |oc, ip| {
-                                gs[((ip / pos) * o + oc, ip % pos)]
+                            // One row: G itself is the o × pos matrix.
+                            let side = (r > 1).then(|| {
+                                Mat::<f64>::from_fn(o, r * pos, |oc, ip| {
+                                    gs[((ip / pos) * o + oc, ip % pos)]
+                                })
                             });
                             let mut back = Mat::<f64>::zeros(ckk, r * pos);
                             matmul(
                                 back.as_mut(),
                                 Accum::Replace,
                                 wl.transpose(),
-                                side.as_ref(),
+                                side.as_ref().map_or(gs.as_ref(), |m| m.as_ref()),
                                 1.0,
                                 Par::Seq,
                             );

@@ -74,6 +74,19 @@ impl Linearization {
         self
     }
 
+    /// Checks that a precomputed NTK is the NK×NK kernel of the training inputs.
+    pub fn check_ntk(&self, ntk: &Mat<f64>) -> Result<()> {
+        let nk = self.n * self.k;
+        if ntk.nrows() != nk || ntk.ncols() != nk {
+            return Err(Error::Invalid(format!(
+                "the NTK is {}×{}, the training data need {nk}×{nk}",
+                ntk.nrows(),
+                ntk.ncols()
+            )));
+        }
+        Ok(())
+    }
+
     /// Number of parameters P.
     pub fn n_params(&self) -> usize {
         self.jac.ncols()
