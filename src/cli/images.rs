@@ -18,6 +18,7 @@ use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::weights::{self, StoredDtype};
 use dnn2gp::nn::{predict, Network, Sequential};
 use dnn2gp::posterior::laplace::{check_delta, ggn_diagonal};
+use dnn2gp::posterior::LaplaceGgn;
 use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::report::plot::{save, HeatmapGrid};
 use dnn2gp::train::vogn::{self, Covariance, Curvature, Precision, VognConfig};
@@ -414,7 +415,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         Some(&pb),
     );
     pb.finish_and_clear();
-    let variances: Vec<f64> = h.iter().map(|h| 1.0 / (h + a.delta)).collect();
+    let variances = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
     let path = a.out.join("posterior_variance.npy");
     write_npy(&path, &[variances.len()], &variances)?;
     files.push(path);
@@ -525,7 +526,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
             // Without a variational posterior, the Laplace-GGN diagonal stands in for Σ.
             let w = load_weights(path, &net)?;
             let h = ggn_diagonal(&net, &lik, &w, train.x.as_ref(), train.y.as_ref(), None);
-            let s: Vec<f64> = h.iter().map(|h| 1.0 / (h + a.delta)).collect();
+            let s = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
             (w, s, Vec::new(), None)
         }
         None => {
