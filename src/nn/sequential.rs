@@ -764,7 +764,7 @@ impl Network for Sequential {
         forward_jacobian(self, w, x)
     }
 
-    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
+    /// The NTK from per-layer factors (dense layers) and Jacobian blocks (convolutions).
     fn ntk(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
         structured_ntk(self, w, xa, xb)
     }
@@ -773,6 +773,7 @@ impl Network for Sequential {
         factor_kernel_diag(&forward_factors(self, w, x), self.n_outputs())
     }
 
+    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
     fn init(&self, seed: u64) -> Vec<f64> {
         let mut rng = seeded(seed);
         let mut w = Vec::with_capacity(self.n_params());

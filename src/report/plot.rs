@@ -254,14 +254,18 @@ pub struct SweepFigure {
     pub curves: Vec<Curve>,
 }
 
-/// Colours of curves.
-pub const PALETTE: [RGBColor; 6] = [
+/// Colours of curves and classes.
+pub const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
@@ -472,21 +476,9 @@ fn colour_runs(
     runs
 }
 
-/// A colour per class (ten distinct hues, repeating).
+/// A colour per class (the ten hues of [`PALETTE`], repeating).
 fn class_color(c: usize) -> RGBColor {
-    const HUES: [RGBColor; 10] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-        RGBColor(188, 189, 34),
-        RGBColor(23, 190, 207),
-    ];
-    HUES[c % HUES.len()]
+    PALETTE[c % PALETTE.len()]
 }
 
 impl Figure for HeatmapGrid {
