@@ -84,9 +84,9 @@ pub enum ReproduceCmd {
     /// LeNet-5 on MNIST by Adam, the diagonal Laplace-GGN over the training set, then the GP on
     /// 30 images per class: kernel (full, diag, sum), GP posterior mean J(x)w*, p, var_f, var_y.
     #[command(after_help = "Examples:
-  dnn2gp reproduce mnist --data-dir DATA --out mnist            # train 5 epochs, then the GP
+  dnn2gp reproduce mnist --data-dir DATA --out mnist            # train 10 epochs, then the GP
   dnn2gp reproduce mnist --data-dir DATA --model mnist/model.safetensors --out mnist-gp
-  dnn2gp reproduce mnist --data digits --data-dir DATA --epochs 20   # 8×8 digits, seconds")]
+  dnn2gp reproduce mnist --data digits --data-dir DATA --epochs 30 --lr 0.01   # 8×8, seconds")]
     Mnist(ImagesCmd),
     /// Binary MNIST (two digits, Bernoulli likelihood) trained by VOGN with a diagonal
     /// covariance; the same GP views with the kernel `J(x) δ⁻¹ J(x')ᵀ` and `Σ` from q.
@@ -94,7 +94,7 @@ pub enum ReproduceCmd {
         name = "binary-mnist",
         after_help = "Examples:
   dnn2gp reproduce binary-mnist --data-dir DATA --digits 0,1 --out binary
-  dnn2gp reproduce binary-mnist --data-dir DATA --digits 4,9 --vi-epochs 5"
+  dnn2gp reproduce binary-mnist --data-dir DATA --digits 4,9 --vi-epochs 15"
     )]
     BinaryMnist(BinaryCmd),
 }
