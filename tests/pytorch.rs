@@ -73,6 +73,23 @@ fn assert_close_f32(what: &str, a: &[f64], b: &[f64], tol: f64) {
     );
 }
 
+/// Asserts that the full-GGN Laplace evidence at each δ of a fixture (rows `δ, log marglik`)
+/// equals laplace-torch's `log_marginal_likelihood` to 1e-6 relative.
+fn assert_marglik_over_deltas(lin: &Linearization, name: &str) {
+    let (_, lml) = npy(name);
+    for row in lml.chunks(2) {
+        let post = LaplaceGgn::fit(lin, row[0], HessianStructure::Full, 1 << 30).unwrap();
+        let ours = post.log_marginal_likelihood(lin).unwrap();
+        assert_close(
+            &format!("log marglik at δ = {}", row[0]),
+            &[ours],
+            &[row[1]],
+            1e-6,
+            0.0,
+        );
+    }
+}
+
 /// The empirical NTK (NK×NK, row n·K + k) in neural-tangents' (N, N, K, K) order.
 fn ntk_nt_order(k: MatRef<'_, f64>, n: usize, kk: usize) -> Vec<f64> {
     let mut out = Vec::with_capacity(n * n * kk * kk);
@@ -105,18 +122,7 @@ fn regression_glm_predictive_and_marglik_equal_laplace_torch() {
     assert_close("GLM mean", &mean, &npy("reg_glm_mean.npy").1, 1e-6, 1e-12);
     let var = post.functional_variance(jt.as_ref());
     assert_close("GLM variance", &var, &npy("reg_glm_var.npy").1, 1e-6, 0.0);
-    let (_, lml) = npy("reg_lml.npy");
-    for row in lml.chunks(2) {
-        let post = LaplaceGgn::fit(&lin, row[0], HessianStructure::Full, 1 << 30).unwrap();
-        let ours = post.log_marginal_likelihood(&lin).unwrap();
-        assert_close(
-            &format!("log marglik at δ = {}", row[0]),
-            &[ours],
-            &[row[1]],
-            1e-6,
-            0.0,
-        );
-    }
+    assert_marglik_over_deltas(&lin, "reg_lml.npy");
 }
 
 #[test]
@@ -154,18 +160,7 @@ fn classification_glm_predictive_marglik_and_ntk_equal_the_peers() {
         1e-6,
         1e-12,
     );
-    let (_, lml) = npy("cls_lml.npy");
-    for row in lml.chunks(2) {
-        let post = LaplaceGgn::fit(&lin, row[0], HessianStructure::Full, 1 << 30).unwrap();
-        let ours = post.log_marginal_likelihood(&lin).unwrap();
-        assert_close(
-            &format!("log marglik at δ = {}", row[0]),
-            &[ours],
-            &[row[1]],
-            1e-6,
-            0.0,
-        );
-    }
+    assert_marglik_over_deltas(&lin, "cls_lml.npy");
     // neural-tangents' empirical NTK, f32 with trace_axes=().
     let k = net.ntk(&w, xt.as_ref(), xt.as_ref());
     let (shape, nt) = npy("cls_ntk.npy");
