@@ -2,13 +2,15 @@
 //! timed phase by phase and checked against the peers' outputs; and the machine's GEMM peak.
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
-//!   test points, f64. Function space from per-layer factors: `K = δ⁻¹JJᵀ + σ²I`,
-//!   `var = k** − ‖C⁻¹ K*X‖²` (no Jacobian is formed).
-//! - B2: full empirical NTK (5000×5000) of an MLP 784-256-256-10 ReLU on 500 MNIST images.
-//! - B3: both log marginal likelihoods over 30 δ on B1's MAP, from one tridiagonalisation of
-//!   the kernel.
+//!   test points, f64. Function space from one set of per-layer factors of `[X; X*]`
+//!   ([`crate::nn::NtkBlocks`]): `G = δ⁻¹JJᵀ + σ²I = LLᵀ` and `var = δ⁻¹k** − ‖L⁻¹δ⁻¹K X*‖²`,
+//!   factorised and solved inside the kernel's own storage (no Jacobian, no copy).
+//! - B2: full empirical NTK (5000×5000, f32) of an MLP 784-256-256-10 ReLU on 500 MNIST images.
+//! - B3: both log marginal likelihoods over 30 δ on B1's MAP, from one spectral form of the
+//!   kernel (low rank when the kernel has it, else a tridiagonalisation).
 //! - B4: VOGN steps (diagonal, squared gradients, batch 64, 1 and 8 samples) on B1's network.
-//! - B5: full empirical NTK (3000×3000) of LeNet-5 with average pooling on 300 MNIST images.
+//! - B5: full empirical NTK (3000×3000, f32) of LeNet-5 with average pooling on 300 MNIST
+//!   images.
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,9 +21,8 @@ use faer::{Accum, Mat, Par};
 use crate::data::csv::{read_dataset, read_table};
 use crate::data::snelson::read_column;
 use crate::error::{Error, Result};
-use crate::gp::DeltaPath;
+use crate::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use crate::likelihood::Gaussian;
-use crate::linalg::{col_sq_norms, Cholesky};
 use crate::nn::{Activation, Mlp, Network, Sequential};
 use crate::posterior::Linearization;
 use crate::train::vogn::{self, Covariance, Curvature, VognConfig};
@@ -125,30 +126,16 @@ fn b1(dir: &Path) -> Result<BenchRun> {
     let (net, w) = (&d.net, &d.w);
     let (x, xt) = (d.train.x.as_ref(), d.test.as_ref());
     let mut t = Vec::new();
-    let (k, kx, kss) = timed(&mut t, "kernel", || {
-        let mut k = net.ntk(w, x, x);
-        for i in 0..k.nrows() {
-            for j in 0..k.ncols() {
-                k[(i, j)] /= B1_DELTA;
-            }
-            k[(i, i)] += B1_SIGMA * B1_SIGMA;
+    let mut blocks = timed(&mut t, "kernel", || net.ntk_blocks(w, x, xt));
+    let (var, jitter) = timed(&mut t, "cholesky + solve", || {
+        match gaussian_variance_in_place(&mut blocks, B1_DELTA, B1_SIGMA, 0)? {
+            Some(out) => Ok(out),
+            // The rest of the ladder, each rung from a fresh kernel.
+            None => gaussian_glm_variance(net, w, x, xt, B1_DELTA, B1_SIGMA),
         }
-        let mut kx = net.ntk(w, x, xt);
-        kx.as_mut()
-            .col_iter_mut()
-            .for_each(|c| c.iter_mut().for_each(|v| *v /= B1_DELTA));
-        let kss: Vec<f64> = net.ntk_diag(w, xt).iter().map(|v| v / B1_DELTA).collect();
-        (k, kx, kss)
-    });
-    let chol = timed(&mut t, "chol", || {
-        Cholesky::new(k.as_ref(), "B1 Gram matrix δ⁻¹JJ' + σ²I")
     })?;
-    let (mean, var) = timed(&mut t, "predict", || {
-        let v = chol.solve_l(kx.as_ref());
-        let reduce = col_sq_norms(v.as_ref());
-        let var: Vec<f64> = kss.iter().zip(reduce).map(|(a, b)| a - b).collect();
-        let mean: Vec<f64> = net.forward(w, xt).col(0).iter().copied().collect();
-        (mean, var)
+    let mean: Vec<f64> = timed(&mut t, "mean", || {
+        net.forward(w, xt).col(0).iter().copied().collect()
     });
     let peer = dir.join("b1_seed0_pred_gp.csv");
     let (pm, pv) = (column(&peer, 1)?, column(&peer, 2)?);
@@ -160,7 +147,7 @@ fn b1(dir: &Path) -> Result<BenchRun> {
         peer_file: Some(peer.display().to_string()),
         info: serde_json::json!({
             "N": x.nrows(), "N_test": xt.nrows(), "P": net.n_params(),
-            "f_var_sum": var.iter().sum::<f64>(), "jitter": chol.jitter,
+            "f_var_sum": var.iter().sum::<f64>(), "jitter": jitter,
         }),
         peak_rss_mib: None,
     })
@@ -179,7 +166,7 @@ fn b3(dir: &Path) -> Result<BenchRun> {
     let ntk = timed(&mut t, "kernel", || {
         d.net.ntk(&d.w, d.train.x.as_ref(), d.train.x.as_ref())
     });
-    let path = timed(&mut t, "tridiagonalisation", || {
+    let path = timed(&mut t, "spectral form", || {
         DeltaPath::with_ntk(&lin, ntk, u128::MAX)
     })?;
     let values = timed(&mut t, "30 deltas", || {
@@ -201,7 +188,10 @@ fn b3(dir: &Path) -> Result<BenchRun> {
         total_s: 0.0,
         max_rel_diff_vs_peer: Some(max_rel(&ours, &theirs)),
         peer_file: Some(peer.display().to_string()),
-        info: serde_json::json!({"deltas": deltas.len(), "P": d.net.n_params(), "N": d.train.len()}),
+        info: serde_json::json!({
+            "deltas": deltas.len(), "P": d.net.n_params(), "N": d.train.len(),
+            "low_rank": path.low_rank().map(|(r, tr)| serde_json::json!({"rank": r, "residual_trace": tr})),
+        }),
         peak_rss_mib: None,
     })
 }
@@ -272,13 +262,16 @@ fn ntk_workload(
     let rows = read_table(&dir.join(x_file))?;
     let x = Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j]);
     let mut t = Vec::new();
-    let k = timed(&mut t, "ntk", || net.ntk(&w, x.as_ref(), x.as_ref()));
-    let diag: Vec<f64> = (0..k.nrows()).map(|i| k[(i, i)]).collect();
+    let k = timed(&mut t, "ntk (f32)", || {
+        net.ntk_f32(&w, x.as_ref(), x.as_ref())
+    });
+    let diag: Vec<f64> = (0..k.nrows()).map(|i| f64::from(k[(i, i)])).collect();
     let peer_path = dir.join(peer);
     let theirs = column(&peer_path, 0)?;
     let (mut trace, mut sum, mut fro) = (0.0, 0.0, 0.0);
     for c in k.col_iter() {
-        for v in c.iter() {
+        for &v in c.iter() {
+            let v = f64::from(v);
             sum += v;
             fro += v * v;
         }
@@ -292,7 +285,7 @@ fn ntk_workload(
         peer_file: Some(peer_path.display().to_string()),
         info: serde_json::json!({
             "N": x.nrows(), "K": net.n_outputs(), "P": net.n_params(),
-            "theta": {"trace": trace, "sum": sum, "fro": fro.sqrt(), "t00": k[(0, 0)], "t01": k[(0, 1)]},
+            "theta": {"trace": trace, "sum": sum, "fro": fro.sqrt(), "t00": k[(0, 0)], "t01": k[(0, 1)], "precision": "f32"},
         }),
         peak_rss_mib: None,
     })

@@ -3,7 +3,8 @@
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 
@@ -98,59 +99,105 @@ pub struct Cholesky {
 /// Jitter ladder, relative to the mean diagonal: the first value that factorises is used.
 pub const JITTER_LADDER: [f64; 8] = [0.0, 1e-12, 1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2];
 
+/// One rung of the ladder in place: factorises `A + εI` (lower half of `A` read) into its lower
+/// triangle, using the strict upper one as scratch. `false` (and `A` overwritten) when it is not
+/// positive definite.
+pub fn try_cholesky_in_place(mut a: MatMut<'_, f64>, jitter: f64) -> bool {
+    use faer::dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
+    let n = a.nrows();
+    let par = par_for(n * n * n / 3);
+    let mut buf = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
+    for i in 0..n {
+        a[(i, i)] += jitter;
+    }
+    cholesky_in_place(
+        a.rb_mut(),
+        Default::default(),
+        par,
+        MemStack::new(&mut buf),
+        Default::default(),
+    )
+    .is_ok()
+}
+
+/// The jitters of [`JITTER_LADDER`] for `A`: relative to its mean absolute diagonal. Refuses a
+/// matrix that is not square or holds NaN or Inf.
+pub fn jitter_ladder(a: MatRef<'_, f64>, what: &str) -> Result<Vec<f64>> {
+    let n = a.nrows();
+    if a.ncols() != n {
+        return Err(Error::Invalid(format!(
+            "{what}: Cholesky of a non-square {}×{} matrix",
+            n,
+            a.ncols()
+        )));
+    }
+    if (0..n).any(|j| a.col(j).subrows(j, n - j).iter().any(|v| !v.is_finite())) {
+        return Err(Error::Numerical(format!(
+            "{what}: matrix contains NaN or Inf"
+        )));
+    }
+    let scale = (0..n).map(|i| a[(i, i)].abs()).sum::<f64>() / n.max(1) as f64;
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    Ok(JITTER_LADDER.iter().map(|r| r * scale).collect())
+}
+
+/// The error when every rung of the ladder failed.
+pub fn ladder_failed(what: &str) -> Error {
+    Error::Numerical(format!(
+        "{what}: Cholesky failed even with jitter {:.1e}·mean(diag); the matrix is not positive definite",
+        JITTER_LADDER[JITTER_LADDER.len() - 1]
+    ))
+}
+
+/// Copies the strict lower triangle of a square matrix into its upper one: the two diagonal
+/// quarters recursively, in parallel with the transposed copy of the off-diagonal one.
+pub fn mirror_lower<T: crate::nn::Real>(a: MatMut<'_, T>) {
+    let n = a.nrows();
+    if n <= 128 {
+        let mut a = a;
+        for j in 1..n {
+            for i in 0..j {
+                let v = a[(j, i)];
+                a[(i, j)] = v;
+            }
+        }
+        return;
+    }
+    let h = n / 2;
+    let (a11, a12, a21, a22) = a.split_at_mut(h, h);
+    rayon::join(
+        || rayon::join(|| mirror_lower(a11), || mirror_lower(a22)),
+        || transpose_into(a12, a21.rb()),
+    );
+}
+
+/// `D = Sᵀ` in 64×64 blocks, so that both sides are read and written along cache lines.
+fn transpose_into<T: crate::nn::Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
+    const B: usize = 64;
+    for j0 in (0..d.ncols()).step_by(B) {
+        for i0 in (0..d.nrows()).step_by(B) {
+            let (h, w) = (B.min(d.nrows() - i0), B.min(d.ncols() - j0));
+            d.rb_mut()
+                .submatrix_mut(i0, j0, h, w)
+                .copy_from(s.submatrix(j0, i0, w, h).transpose());
+        }
+    }
+}
+
 impl Cholesky {
     /// Factorises `A` (symmetric, lower half read), climbing [`JITTER_LADDER`] on failure.
     pub fn new(a: MatRef<'_, f64>, what: &str) -> Result<Self> {
-        let n = a.nrows();
-        if a.ncols() != n {
-            return Err(Error::Invalid(format!(
-                "{what}: Cholesky of a non-square {}×{} matrix",
-                n,
-                a.ncols()
-            )));
-        }
-        if a.col_iter().any(|c| c.iter().any(|v| !v.is_finite())) {
-            return Err(Error::Numerical(format!(
-                "{what}: matrix contains NaN or Inf"
-            )));
-        }
-        let scale = if n == 0 {
-            1.0
-        } else {
-            (0..n).map(|i| a[(i, i)].abs()).sum::<f64>() / n as f64
-        };
-        let scale = if scale > 0.0 { scale } else { 1.0 };
-        use faer::dyn_stack::{MemBuffer, MemStack};
-        use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
-        let par = par_for(n * n * n / 3);
-        let mut buf = MemBuffer::new(cholesky_in_place_scratch::<f64>(n, par, Default::default()));
-        for rel in JITTER_LADDER {
-            let jitter = rel * scale;
+        for jitter in jitter_ladder(a, what)? {
             let mut m = a.to_owned();
-            for i in 0..n {
-                m[(i, i)] += jitter;
-            }
-            let stack = MemStack::new(&mut buf);
-            if cholesky_in_place(
-                m.as_mut(),
-                Default::default(),
-                par,
-                stack,
-                Default::default(),
-            )
-            .is_ok()
-            {
-                // The strict upper triangle still holds A's; L is the lower one.
-                for j in 1..n {
+            if try_cholesky_in_place(m.as_mut(), jitter) {
+                for j in 1..m.ncols() {
                     m.as_mut().col_mut(j).subrows_mut(0, j).fill(0.0);
                 }
                 return Ok(Cholesky { l: m, jitter });
             }
         }
-        Err(Error::Numerical(format!(
-            "{what}: Cholesky failed even with jitter {:.1e}·mean(diag); the matrix is not positive definite",
-            JITTER_LADDER[JITTER_LADDER.len() - 1]
-        )))
+        Err(ladder_failed(what))
     }
 
     /// Parallelism of a triangular solve with `k` right-hand sides.
@@ -305,6 +352,101 @@ pub fn tridiagonalize(mut a: Mat<f64>, v: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f6
     let d = (0..n).map(|i| a[(i, i)]).collect();
     let e = (0..n - 1).map(|i| a[(i + 1, i)]).collect();
     (d, e, c)
+}
+
+/// A symmetric PSD matrix of low numerical rank, in the form [`tridiagonalize`] gives:
+/// `A ≈ U diag(d) Uᵀ` with `U` (n×r) orthonormal, `c = [Uᵀv, ‖v − UUᵀv‖]` and `d` padded with a
+/// zero for the last entry of `c`, so that `vᵀ(sA + I)⁻¹v` and `|sA + I|` come from
+/// [`tridiagonal_logdet_quad`] on a diagonal of length r + 1.
+#[derive(Debug, Clone)]
+pub struct LowRank {
+    /// The r eigenvalues and a trailing zero.
+    pub d: Vec<f64>,
+    /// `Uᵀv` and `‖v − UUᵀv‖`.
+    pub c: Vec<f64>,
+    /// The rank r.
+    pub rank: usize,
+    /// `tr(A − LLᵀ)`, the trace of what was dropped: `|log|sA + I| − log|sL Lᵀ + I|| ≤ s·tr`.
+    pub residual_trace: f64,
+}
+
+/// [`LowRank`] from a pivoted Cholesky `A ≈ L Lᵀ` (lower half of `A` read), stopped once the
+/// residual's trace is at most `n·ε·max_i A_ii` (the backward error of a dense
+/// tridiagonalisation), and the thin SVD `L = U S Wᵀ` (`d = S²`). O(n r²); `None` if the rank
+/// passes `max_rank`.
+pub fn low_rank_form(a: MatRef<'_, f64>, v: &[f64], max_rank: usize) -> Option<LowRank> {
+    let n = a.nrows();
+    let mut diag: Vec<f64> = (0..n).map(|i| a[(i, i)]).collect();
+    let tol = n as f64 * f64::EPSILON * diag.iter().cloned().fold(0.0, f64::max);
+    let mut l = Mat::<f64>::with_capacity(n, max_rank.min(n));
+    let mut pivoted = vec![false; n];
+    let residual_trace = loop {
+        let trace: f64 = diag.iter().sum();
+        if trace <= tol {
+            break trace;
+        }
+        let r = l.ncols();
+        if r == max_rank.min(n) {
+            return None;
+        }
+        let (p, &dp) = diag
+            .iter()
+            .enumerate()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .expect("n > 0 while the trace is positive");
+        if dp.is_nan() {
+            return None;
+        }
+        // Column r: (A[:, p] − L L[p, :]ᵀ) / √d_p on the rows not yet pivoted.
+        let root = dp.sqrt();
+        let mut col: Vec<f64> = (0..n)
+            .map(|i| if i >= p { a[(i, p)] } else { a[(p, i)] })
+            .collect();
+        for t in 0..r {
+            let f = l[(p, t)];
+            col.iter_mut()
+                .zip(l.col(t).iter())
+                .for_each(|(c, l)| *c -= f * l);
+        }
+        l.resize_with(n, r + 1, |i, _| {
+            if pivoted[i] || i == p {
+                0.0
+            } else {
+                col[i] / root
+            }
+        });
+        for i in 0..n {
+            let v = l[(i, r)];
+            diag[i] = (diag[i] - v * v).max(0.0);
+        }
+        l[(p, r)] = root;
+        diag[p] = 0.0;
+        pivoted[p] = true;
+    };
+    let rank = l.ncols();
+    let (u, d): (Mat<f64>, Vec<f64>) = if rank == 0 {
+        (Mat::zeros(n, 0), Vec::new())
+    } else {
+        let svd = l.thin_svd().ok()?;
+        let s = svd.S().column_vector();
+        (svd.U().to_owned(), (0..rank).map(|i| s[i] * s[i]).collect())
+    };
+    let mut c = mat_t_vec(u.as_ref(), v);
+    let mut rest = v.to_vec();
+    for (j, cj) in c.iter().enumerate() {
+        rest.iter_mut()
+            .zip(u.col(j).iter())
+            .for_each(|(r, u)| *r -= cj * u);
+    }
+    c.push(dot(&rest, &rest).sqrt());
+    let mut d = d;
+    d.push(0.0);
+    Some(LowRank {
+        d,
+        c,
+        rank,
+        residual_trace,
+    })
 }
 
 /// For the symmetric tridiagonal `M = s·T + I` (`T` with diagonal `d`, sub-diagonal `e`):

@@ -18,8 +18,10 @@ use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
 use crate::linalg::{
-    a_bt, check_memory, col_sq_norms, dot, mat_bytes, mat_t_vec, mat_vec, row_sq_norms, Cholesky,
+    a_bt, check_memory, col_sq_norms, dot, jitter_ladder, ladder_failed, mat_bytes, mat_t_vec,
+    mat_vec, par_for, row_sq_norms, try_cholesky_in_place, Cholesky, JITTER_LADDER,
 };
+use crate::nn::NtkBlocks;
 use crate::posterior::laplace::check_delta;
 use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
 
@@ -285,4 +287,75 @@ fn add_blocks(g: &mut Mat<f64>, k: usize, blocks: &[f64]) {
             }
         }
     }
+}
+
+/// The GLM predictive variance under a Gaussian likelihood with noise σ², computed inside the
+/// storage of [`NtkBlocks`] (no copy of the kernel) at one `rung` of
+/// [`crate::linalg::JITTER_LADDER`]: `G = δ⁻¹K + σ²I + εI = LLᵀ` in the train block,
+/// `V = δ⁻¹K*X L⁻ᵀ` in the cross block, and `var_m = δ⁻¹k**_m − ‖V_m‖²`. Returns the variances
+/// and ε, or `None` when that rung fails (the blocks are then spent).
+pub fn gaussian_variance_in_place(
+    blocks: &mut NtkBlocks,
+    delta: f64,
+    sigma: f64,
+    rung: usize,
+) -> Result<Option<(Vec<f64>, f64)>> {
+    use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
+    use faer::reborrow::Reborrow;
+    use rayon::prelude::*;
+    check_delta(delta)?;
+    if !(sigma.is_finite() && sigma > 0.0) {
+        return Err(Error::Invalid(format!(
+            "--sigma (noise) must be a positive number, got {sigma}"
+        )));
+    }
+    let n = blocks.train_rows();
+    blocks
+        .stacked
+        .as_mut()
+        .par_col_chunks_mut(64)
+        .for_each(|c| {
+            c.col_iter_mut()
+                .for_each(|c| c.iter_mut().for_each(|v| *v /= delta))
+        });
+    for i in 0..n {
+        blocks.stacked[(i, i)] += sigma * sigma;
+    }
+    let (mut top, mut bottom) = blocks.stacked.as_mut().split_at_row_mut(n);
+    let jitter = jitter_ladder(top.rb(), GAUSSIAN_GRAM)?[rung];
+    if !try_cholesky_in_place(top.as_mut(), jitter) {
+        return Ok(None);
+    }
+    let par = par_for(n * n * bottom.nrows());
+    solve_lower_triangular_in_place(top.rb(), bottom.as_mut().transpose_mut(), par);
+    let var = blocks
+        .test_diag
+        .iter()
+        .zip(row_sq_norms(bottom.rb()))
+        .map(|(k, v)| k / delta - v)
+        .collect();
+    Ok(Some((var, jitter)))
+}
+
+const GAUSSIAN_GRAM: &str = "GP Gram matrix δ⁻¹JJ' + σ²I";
+
+/// The GLM predictive variance of `net` at `X*` under a Gaussian likelihood (noise σ²) with
+/// prior precision δ, from per-layer factors ([`crate::nn::Network::ntk_blocks`]) and
+/// [`gaussian_variance_in_place`], climbing the jitter ladder; a rung that fails recomputes
+/// the kernel. Returns the variances and the jitter used.
+pub fn gaussian_glm_variance(
+    net: &dyn crate::nn::Network,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    xs: MatRef<'_, f64>,
+    delta: f64,
+    sigma: f64,
+) -> Result<(Vec<f64>, f64)> {
+    for rung in 0..JITTER_LADDER.len() {
+        let mut blocks = net.ntk_blocks(w, x, xs);
+        if let Some(out) = gaussian_variance_in_place(&mut blocks, delta, sigma, rung)? {
+            return Ok(out);
+        }
+    }
+    Err(ladder_failed(GAUSSIAN_GRAM))
 }

@@ -26,39 +26,45 @@ pub(crate) fn dense_param_derivs(
             (0..rpe).map(|r| f(g[(e * rpe + r, j)])).sum::<f64>()
         })
     };
-    match sink {
-        Sink::Sum(grad) => {
-            // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
-            let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
-            if rpe == 1 {
-                matmul(gw, Accum::Add, a_in.transpose(), g, 1.0, Par::Seq);
-            } else {
-                matmul(
-                    gw,
-                    Accum::Add,
-                    a_in.transpose(),
-                    per_example(|v| v).as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-            }
-            for j in 0..o {
-                grad[b_off + j] += g.col(j).iter().sum::<f64>();
-            }
+    let sum_into = |grad: &mut [f64]| {
+        // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
+        let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
+        if rpe == 1 {
+            matmul(gw, Accum::Add, a_in.transpose(), g, 1.0, Par::Seq);
+        } else {
+            matmul(
+                gw,
+                Accum::Add,
+                a_in.transpose(),
+                per_example(|v| v).as_ref(),
+                1.0,
+                Par::Seq,
+            );
         }
-        Sink::SumSq(sq) => {
-            // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
-            let gsq = per_example(|v| v * v);
-            let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
-            let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
-            matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
-            for j in 0..o {
-                sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
-            }
+        for j in 0..o {
+            grad[b_off + j] += g.col(j).iter().sum::<f64>();
+        }
+    };
+    let sumsq_into = |sq: &mut [f64]| {
+        // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
+        let gsq = per_example(|v| v * v);
+        let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
+        let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
+        matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
+        for j in 0..o {
+            sq[b_off + j] += gsq.col(j).iter().sum::<f64>();
+        }
+    };
+    match sink {
+        Sink::Sum(grad) => sum_into(grad),
+        Sink::SumSq(sq) => sumsq_into(sq),
+        Sink::SumAndSumSq(grad, sq) => {
+            sum_into(grad);
+            sumsq_into(sq);
         }
         Sink::Factors(f) => f.push(Factor::Dense {
             g: g.to_owned(),
-            a: a_in.to_owned(),
+            a: Mat::from_fn(n, i + 1, |e, c| if c < i { a_in[(e, c)] } else { 1.0 }),
         }),
         Sink::Rows(jac) => {
             for j in 0..o {

@@ -212,8 +212,19 @@ impl Network for Mlp {
         super::structured_ntk(self, w, xa, xb)
     }
 
+    fn ntk_f32(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f32> {
+        super::structured_ntk(self, w, xa, xb)
+    }
+
+    fn ntk_blocks(&self, w: &[f64], x: MatRef<'_, f64>, xs: MatRef<'_, f64>) -> super::NtkBlocks {
+        super::structured_ntk_blocks(self, w, x, xs)
+    }
+
     fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
-        super::factor_kernel_diag(&super::forward_factors(self, w, x), self.n_outputs())
+        super::factor_kernel_diag(
+            &super::forward_factors::<Self, f64>(self, w, x),
+            self.n_outputs(),
+        )
     }
 
     /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.

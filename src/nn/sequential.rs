@@ -14,8 +14,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
 use super::{
-    factor_kernel_diag, forward_factors, forward_jacobian, reduce, structured_ntk, Activation,
-    Backprop, Cotangents, Factor, Network, Sink,
+    factor_kernel_diag, forward_factors, forward_jacobian, reduce, structured_ntk,
+    structured_ntk_blocks, Activation, Backprop, Cotangents, Factor, Network, NtkBlocks, Sink,
 };
 use crate::error::{Error, Result};
 
@@ -639,6 +639,10 @@ impl Sequential {
                                 Sink::SumSq(acc) => {
                                     add_reduced(acc, dm, &bias, w_off, b_off, |v| v * v)
                                 }
+                                Sink::SumAndSumSq(acc, sq) => {
+                                    add_reduced(acc, dm, &bias, w_off, b_off, |v| v);
+                                    add_reduced(sq, dm, &bias, w_off, b_off, |v| v * v)
+                                }
                                 Sink::Factors(_) => {
                                     let b = block.as_mut().expect("made for factors");
                                     write_row(b.as_mut(), m, dm, &bias, 0, o * ckk);
@@ -769,8 +773,16 @@ impl Network for Sequential {
         structured_ntk(self, w, xa, xb)
     }
 
+    fn ntk_f32(&self, w: &[f64], xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f32> {
+        structured_ntk(self, w, xa, xb)
+    }
+
+    fn ntk_blocks(&self, w: &[f64], x: MatRef<'_, f64>, xs: MatRef<'_, f64>) -> NtkBlocks {
+        structured_ntk_blocks(self, w, x, xs)
+    }
+
     fn ntk_diag(&self, w: &[f64], x: MatRef<'_, f64>) -> Vec<f64> {
-        factor_kernel_diag(&forward_factors(self, w, x), self.n_outputs())
+        factor_kernel_diag(&forward_factors::<Self, f64>(self, w, x), self.n_outputs())
     }
 
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.

@@ -37,7 +37,7 @@ pub struct Objective<'a> {
 /// Rows per parallel chunk of a large gradient.
 pub const GRAD_CHUNK: usize = 32;
 /// Rows × parameters above which a gradient is split into chunks.
-pub(crate) const PARALLEL_GRAD_WORK: usize = 1_000_000;
+pub(crate) const PARALLEL_GRAD_WORK: usize = 100_000;
 
 /// Gathers the rows `idx` of `m`.
 pub fn gather_rows(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {

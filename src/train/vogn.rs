@@ -27,7 +27,7 @@ use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
 use crate::linalg::{at_b, col_sq_norms, par_chunk_sum, Cholesky};
-use crate::nn::rng::{normals, seeded, Rng};
+use crate::nn::rng::{child_seed, normals, seeded, Rng};
 use crate::posterior::Linearization;
 
 /// Form of the covariance of `q`.
@@ -274,31 +274,32 @@ fn diag_estimates(
             let (_, out) = obj.net.forward_reduce(w, xc, &mut |f| {
                 l = obj.lik.nll_sum(f, yc);
                 let r = obj.lik.residuals(f, yc);
-                let curv = match cfg.curvature {
-                    Curvature::Ggn => Cotangents {
-                        rows: likelihood::curvature_root_rows(obj.lik, f, yc),
-                        rows_per_example: f.ncols(),
-                        reduce: Reduce::SumSq,
-                    },
-                    Curvature::SquaredGradients => Cotangents {
-                        rows: r.clone(),
-                        rows_per_example: 1,
-                        reduce: Reduce::SumSq,
-                    },
-                };
-                vec![
-                    Cotangents {
+                match cfg.curvature {
+                    Curvature::Ggn => vec![
+                        Cotangents {
+                            rows: r,
+                            rows_per_example: 1,
+                            reduce: Reduce::Sum,
+                        },
+                        Cotangents {
+                            rows: likelihood::curvature_root_rows(obj.lik, f, yc),
+                            rows_per_example: f.ncols(),
+                            reduce: Reduce::SumSq,
+                        },
+                    ],
+                    // Gradient and squared gradients share their cotangents: one pass.
+                    Curvature::SquaredGradients => vec![Cotangents {
                         rows: r,
                         rows_per_example: 1,
-                        reduce: Reduce::Sum,
-                    },
-                    curv,
-                ]
+                        reduce: Reduce::SumAndSumSq,
+                    }],
+                }
             });
             (l, out.concat())
         };
+        // Several samples run in parallel already; one sample splits its rows.
         let n = xb.nrows();
-        if n * p < PARALLEL_GRAD_WORK {
+        if n * p < PARALLEL_GRAD_WORK || samples.len() > 1 {
             chunk(0, n)
         } else {
             par_chunk_sum(n, GRAD_CHUNK, 2 * p, chunk)
@@ -508,9 +509,15 @@ pub fn run_with(
             let samples: Vec<Vec<f64>> = if cfg.deterministic {
                 vec![state.mu.clone()]
             } else {
-                (0..cfg.mc_samples)
-                    .map(|_| state.precision.sample(&state.mu, &mut rng))
-                    .collect()
+                // One stream per sample, so that samples can be drawn in parallel and the
+                // numbers do not depend on the thread count.
+                let seeds: Vec<u64> = (0..cfg.mc_samples).map(|_| child_seed(&mut rng)).collect();
+                let draw = |s: &u64| state.precision.sample(&state.mu, &mut seeded(*s));
+                if seeds.len() > 1 {
+                    seeds.par_iter().map(draw).collect()
+                } else {
+                    seeds.iter().map(draw).collect()
+                }
             };
             epoch_loss +=
                 step_at(obj, &mut state, cfg, idx.as_deref(), &samples)? / batches.len() as f64;

@@ -85,7 +85,7 @@ pub fn assert_reductions_match_jacobian(
     for rpe in [1, 2, 3] {
         let c = faer::Mat::from_fn(n * rpe, k, |m, o| ((m * k + o) as f64 * 0.77).sin());
         let (_, out) = net.forward_reduce(w, x, &mut |_| {
-            [Reduce::Sum, Reduce::SumSq]
+            [Reduce::Sum, Reduce::SumSq, Reduce::SumAndSumSq]
                 .into_iter()
                 .map(|reduce| Cotangents {
                     rows: c.clone(),
@@ -111,6 +111,10 @@ pub fn assert_reductions_match_jacobian(
                 (out[1][p] - sq).abs() < 1e-12 * (1.0 + sq),
                 "sum of squares p={p} rpe={rpe}"
             );
+            // The fused pass gives both, bit for bit.
+            let np = net.n_params();
+            assert_eq!(out[2].len(), 2 * np);
+            assert_eq!((out[2][p], out[2][np + p]), (out[0][p], out[1][p]));
         }
     }
 }

@@ -1,0 +1,331 @@
+//! Structured kernels `J_a J_bᵀ` from per-layer Jacobian factors, without forming J.
+//!
+//! The stacked Jacobian rows of a dense layer `z = W a + b` are `g_m ⊗ ã_{n(m)}` with
+//! `ã = [a, 1]`, so the layer adds `(G_a G_bᵀ) ⊙ (Ã_a Ã_bᵀ)` to the kernel (the second factor
+//! indexed by example). Any other layer with parameters adds `B_a B_bᵀ` of its own Jacobian
+//! block. Kernels are computed in parallel column tiles, so that each tile's products and
+//! Hadamard updates stay in cache; a symmetric kernel computes its lower half and mirrors it.
+//! Factors come from the f64 backward pass and are rounded once to the kernel's type
+//! ([`Real`]: f64, or f32 at twice the GEMM rate).
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use super::{Backprop, Sink, JACOBIAN_CHUNK};
+
+/// The floating types kernels are computed in.
+pub trait Real: faer::traits::RealField + Copy + Send + Sync + 'static {
+    /// `v` rounded to this type.
+    fn of(v: f64) -> Self;
+}
+
+impl Real for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+impl Real for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+
+/// Columns per parallel kernel tile (rounded up to whole examples).
+const TILE: usize = 128;
+/// Rows per block of a tile's dense-layer updates (rounded up to whole examples).
+const ROW_BLOCK: usize = 512;
+
+/// One layer's share of stacked Jacobian rows.
+#[derive(Debug, Clone)]
+pub(crate) enum Factor<T = f64> {
+    /// A dense layer: row m of its Jacobian block is `G_m ⊗ Ã_{n(m)}`, with `G` (rows ×
+    /// outputs) and `Ã = [A, 1]` (examples × (inputs + 1)): weights, then the bias.
+    Dense { g: Mat<T>, a: Mat<T> },
+    /// Any other layer with parameters: its Jacobian block (rows × the layer's parameters).
+    Block(Mat<T>),
+}
+
+impl<T> Factor<T> {
+    /// Number of Jacobian rows.
+    fn rows(&self) -> usize {
+        match self {
+            Factor::Dense { g, .. } | Factor::Block(g) => g.nrows(),
+        }
+    }
+}
+
+/// The columns of a kernel.
+pub(crate) enum Cols<'a, T> {
+    /// The first `n` rows of the row factors: the leading n×n block is symmetric and its
+    /// upper half is mirrored from the lower one instead of computed.
+    Leading(usize),
+    /// The rows of other factors.
+    Of(&'a [Factor<T>]),
+}
+
+/// `J_a J_bᵀ` from factors, `k` rows per example.
+pub(crate) fn factor_kernel<T: Real>(fa: &[Factor<T>], cols: Cols<'_, T>, k: usize) -> Mat<T> {
+    let m = fa.first().map_or(0, Factor::rows);
+    let (fb, n, sym) = match cols {
+        Cols::Leading(n) => (fa, n, true),
+        Cols::Of(fb) => (fb, fb.first().map_or(0, Factor::rows), false),
+    };
+    let mut out = Mat::<T>::zeros(m, n);
+    // Column tiles of whole examples; a symmetric tile starts at its diagonal block. Dense
+    // layers go through the tile in row blocks, so that each block's products and Hadamard
+    // update stay in the core's cache.
+    let tile = k * TILE.div_ceil(k);
+    let block = k * ROW_BLOCK.div_ceil(k);
+    out.as_mut()
+        .par_col_chunks_mut(tile)
+        .enumerate()
+        .with_max_len(1)
+        .for_each(|(t, dst)| {
+            let (c0, w) = (t * tile, dst.ncols());
+            let r0 = if sym { c0 } else { 0 };
+            let mut dst = dst.subrows_mut(r0, m - r0);
+            for (a, b) in fa.iter().zip(fb) {
+                if let (Factor::Block(ja), Factor::Block(jb)) = (a, b) {
+                    matmul(
+                        dst.rb_mut(),
+                        Accum::Add,
+                        ja.as_ref().subrows(r0, m - r0),
+                        jb.as_ref().subrows(c0, w).transpose(),
+                        T::one_impl(),
+                        Par::Seq,
+                    );
+                }
+            }
+            let mut gg = Mat::<T>::zeros(block, w);
+            let mut xx = Mat::<T>::zeros(block / k, w / k);
+            let mut xe = Mat::<T>::zeros(block, w / k);
+            for b0 in (r0..m).step_by(block) {
+                let h = block.min(m - b0);
+                let mut d = dst.rb_mut().subrows_mut(b0 - r0, h);
+                for (a, b) in fa.iter().zip(fb) {
+                    let (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) = (a, b)
+                    else {
+                        continue;
+                    };
+                    let mut gg = gg.as_mut().subrows_mut(0, h);
+                    matmul(
+                        gg.rb_mut(),
+                        Accum::Replace,
+                        ga.as_ref().subrows(b0, h),
+                        gb.as_ref().subrows(c0, w).transpose(),
+                        T::one_impl(),
+                        Par::Seq,
+                    );
+                    let mut xx = xx.as_mut().subrows_mut(0, h / k);
+                    matmul(
+                        xx.rb_mut(),
+                        Accum::Replace,
+                        aa.as_ref().subrows(b0 / k, h / k),
+                        ab.as_ref().subrows(c0 / k, w / k).transpose(),
+                        T::one_impl(),
+                        Par::Seq,
+                    );
+                    // Each example's entry of Ã_a Ã_bᵀ, repeated over its k rows.
+                    let x = if k == 1 {
+                        xx.rb()
+                    } else {
+                        let mut e = xe.as_mut().subrows_mut(0, h);
+                        for j in 0..w / k {
+                            for r in 0..h {
+                                e[(r, j)] = xx[(r / k, j)];
+                            }
+                        }
+                        xe.as_ref().subrows(0, h)
+                    };
+                    hadamard_add(d.rb_mut(), gg.rb(), x, k);
+                }
+            }
+        });
+    if sym {
+        crate::linalg::mirror_lower(out.as_mut().subrows_mut(0, n));
+    }
+    out
+}
+
+/// `D += G ⊙ X`, where the k columns of one example share its column of `X`.
+fn hadamard_add<T: Real>(mut dst: MatMut<'_, T>, gg: MatRef<'_, T>, xx: MatRef<'_, T>, k: usize) {
+    fn slice<T>(c: MatRef<'_, T>, j: usize) -> &[T] {
+        c.col(j).try_as_col_major().expect("contiguous").as_slice()
+    }
+    for c in 0..dst.ncols() {
+        let d = dst
+            .rb_mut()
+            .col_mut(c)
+            .try_as_col_major_mut()
+            .expect("contiguous")
+            .as_slice_mut();
+        d.iter_mut()
+            .zip(slice(gg, c))
+            .zip(slice(xx, c / k))
+            .for_each(|((d, &g), &x)| *d += g * x);
+    }
+}
+
+/// The diagonal of `J Jᵀ` from factors: `Σ_dense ‖G_m‖² ‖Ã_{n(m)}‖² + Σ_other ‖B_m‖²`.
+pub(crate) fn factor_kernel_diag(f: &[Factor], k: usize) -> Vec<f64> {
+    use crate::linalg::row_sq_norms;
+    let mut out = vec![0.0; f.first().map_or(0, Factor::rows)];
+    for fac in f {
+        match fac {
+            Factor::Dense { g, a } => {
+                let (gn, an) = (row_sq_norms(g.as_ref()), row_sq_norms(a.as_ref()));
+                out.iter_mut()
+                    .zip(gn)
+                    .enumerate()
+                    .for_each(|(m, (o, v))| *o += v * an[m / k]);
+            }
+            Factor::Block(j) => out
+                .iter_mut()
+                .zip(row_sq_norms(j.as_ref()))
+                .for_each(|(o, v)| *o += v),
+        }
+    }
+    out
+}
+
+/// The factors of the stacked Jacobian rows (K per example, seeds `e_k`), computed in parallel
+/// over chunks of examples, stacked by rows and rounded to `T`.
+pub(crate) fn forward_factors<B: Backprop + Sync, T: Real>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+) -> Vec<Factor<T>> {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
+    let chunks: Vec<Vec<Factor>> = starts
+        .par_iter()
+        .map(|&s| {
+            let xc = x.subrows(s, JACOBIAN_CHUNK.min(n - s));
+            let tape = net.record(w, xc);
+            let seed = Mat::from_fn(xc.nrows() * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
+            let mut f = Vec::new();
+            net.backprop(w, &tape, seed, k, Sink::Factors(&mut f));
+            f
+        })
+        .collect();
+    let stack = |part: &dyn Fn(&Vec<Factor>) -> &Mat<f64>| {
+        let parts: Vec<&Mat<f64>> = chunks.iter().map(part).collect();
+        let rows = parts.iter().map(|m| m.nrows()).sum();
+        let mut out = Mat::<T>::zeros(rows, parts[0].ncols());
+        let mut r0 = 0;
+        for p in parts {
+            for j in 0..p.ncols() {
+                out.as_mut()
+                    .col_mut(j)
+                    .subrows_mut(r0, p.nrows())
+                    .iter_mut()
+                    .zip(p.col(j).iter())
+                    .for_each(|(o, &v)| *o = T::of(v));
+            }
+            r0 += p.nrows();
+        }
+        out
+    };
+    (0..chunks.first().map_or(0, Vec::len))
+        .map(|l| match &chunks[0][l] {
+            Factor::Dense { .. } => Factor::Dense {
+                g: stack(&|c| match &c[l] {
+                    Factor::Dense { g, .. } => g,
+                    Factor::Block(_) => unreachable!("same layer in every chunk"),
+                }),
+                a: stack(&|c| match &c[l] {
+                    Factor::Dense { a, .. } => a,
+                    Factor::Block(_) => unreachable!("same layer in every chunk"),
+                }),
+            },
+            Factor::Block(_) => Factor::Block(stack(&|c| match &c[l] {
+                Factor::Block(b) => b,
+                Factor::Dense { .. } => unreachable!("same layer in every chunk"),
+            })),
+        })
+        .collect()
+}
+
+/// Whether two views are the same matrix.
+fn same(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> bool {
+    a.as_ptr() == b.as_ptr()
+        && a.nrows() == b.nrows()
+        && a.ncols() == b.ncols()
+        && a.row_stride() == b.row_stride()
+        && a.col_stride() == b.col_stride()
+}
+
+/// The structured `J(X_a) J(X_b)ᵀ` in `T`; the symmetric product is recognised when `X_a` and
+/// `X_b` are the same matrix.
+pub(crate) fn structured_ntk<B: Backprop + Sync, T: Real>(
+    net: &B,
+    w: &[f64],
+    xa: MatRef<'_, f64>,
+    xb: MatRef<'_, f64>,
+) -> Mat<T> {
+    let k = net.n_outputs();
+    let fa = forward_factors::<B, T>(net, w, xa);
+    if same(xa, xb) {
+        factor_kernel(&fa, Cols::Leading(xa.nrows() * k), k)
+    } else {
+        factor_kernel(&fa, Cols::Of(&forward_factors::<B, T>(net, w, xb)), k)
+    }
+}
+
+/// The kernel blocks of a GP predictive at test inputs `X*`, from one set of factors of the
+/// stacked inputs `[X; X*]`.
+#[derive(Debug, Clone)]
+pub struct NtkBlocks {
+    /// `[J(X); J(X*)] J(X)ᵀ` ((N + N*)K × NK): the symmetric train block `J(X)J(X)ᵀ` on top of
+    /// the cross block `J(X*)J(X)ᵀ`.
+    pub stacked: Mat<f64>,
+    /// `diag J(X*)J(X*)ᵀ` (N*K).
+    pub test_diag: Vec<f64>,
+}
+
+impl NtkBlocks {
+    /// Rows of the train block.
+    pub fn train_rows(&self) -> usize {
+        self.stacked.ncols()
+    }
+
+    /// `J(X) J(X)ᵀ`.
+    pub fn train(&self) -> MatRef<'_, f64> {
+        self.stacked.as_ref().subrows(0, self.train_rows())
+    }
+
+    /// `J(X*) J(X)ᵀ`.
+    pub fn cross(&self) -> MatRef<'_, f64> {
+        let n = self.train_rows();
+        self.stacked.as_ref().subrows(n, self.stacked.nrows() - n)
+    }
+}
+
+/// [`NtkBlocks`] from factors.
+pub(crate) fn structured_ntk_blocks<B: Backprop + Sync>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    xs: MatRef<'_, f64>,
+) -> NtkBlocks {
+    let (n, k) = (x.nrows(), net.n_outputs());
+    let both = stack_rows(x, xs);
+    let f = forward_factors::<B, f64>(net, w, both.as_ref());
+    let mut test_diag = factor_kernel_diag(&f, k);
+    test_diag.drain(..n * k);
+    NtkBlocks {
+        stacked: factor_kernel(&f, Cols::Leading(n * k), k),
+        test_diag,
+    }
+}
+
+/// `[A; B]`.
+pub(crate) fn stack_rows(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(a.nrows() + b.nrows(), a.ncols());
+    out.as_mut().subrows_mut(0, a.nrows()).copy_from(a);
+    out.as_mut().subrows_mut(a.nrows(), b.nrows()).copy_from(b);
+    out
+}
