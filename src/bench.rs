@@ -23,7 +23,11 @@ use crate::data::snelson::read_column;
 use crate::error::{Error, Result};
 use crate::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use crate::likelihood::Gaussian;
-use crate::nn::{Activation, Mlp, Network, Sequential};
+use crate::linalg::mirror_lower;
+use crate::nn::{
+    factor_kernel_flops, factor_kernel_into, forward_factors, stack_rows, Activation, Backprop,
+    Cols, Mlp, Network, Sequential,
+};
 use crate::posterior::Linearization;
 use crate::train::vogn::{self, Covariance, Curvature, VognConfig};
 use crate::train::Objective;
@@ -137,6 +141,12 @@ fn b1(dir: &Path) -> Result<BenchRun> {
     let mean: Vec<f64> = timed(&mut t, "mean", || {
         net.forward(w, xt).col(0).iter().copied().collect()
     });
+    // Products counted from the same factors (outside the timings).
+    let f = forward_factors::<Mlp, f64>(net, w, stack_rows(x, xt).as_ref());
+    let kernel_gflop = factor_kernel_flops(&f, &Cols::Leading(x.nrows()), 1) / 1e9;
+    let (n, ns) = (x.nrows() as f64, xt.nrows() as f64);
+    let solve_gflop = (n * n * n / 3.0 + n * n * ns) / 1e9;
+    let (kernel_s, solve_s) = (t[0].1, t[1].1);
     let peer = dir.join("b1_seed0_pred_gp.csv");
     let (pm, pv) = (column(&peer, 1)?, column(&peer, 2)?);
     Ok(BenchRun {
@@ -148,6 +158,8 @@ fn b1(dir: &Path) -> Result<BenchRun> {
         info: serde_json::json!({
             "N": x.nrows(), "N_test": xt.nrows(), "P": net.n_params(),
             "f_var_sum": var.iter().sum::<f64>(), "jitter": jitter,
+            "kernel_gflop": kernel_gflop, "kernel_gflops": kernel_gflop / kernel_s,
+            "solve_gflop": solve_gflop, "solve_gflops": solve_gflop / solve_s,
         }),
         peak_rss_mib: None,
     })
@@ -243,9 +255,9 @@ fn b4(dir: &Path) -> Result<BenchRun> {
 }
 
 /// The full NTK of `net` on the inputs of `x_file`, compared on its diagonal with `peer`.
-fn ntk_workload(
+fn ntk_workload<B: Backprop + Sync>(
     name: &str,
-    net: &dyn Network,
+    net: &B,
     dir: &Path,
     params: &str,
     x_file: &str,
@@ -261,10 +273,20 @@ fn ntk_workload(
     }
     let rows = read_table(&dir.join(x_file))?;
     let x = Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j]);
+    // `Network::ntk_f32` phase by phase: factors, the output's memory, the products and
+    // Hadamard updates of the lower half, its mirror.
     let mut t = Vec::new();
-    let k = timed(&mut t, "ntk (f32)", || {
-        net.ntk_f32(&w, x.as_ref(), x.as_ref())
+    let nk = x.nrows() * net.n_outputs();
+    let f = timed(&mut t, "factors", || {
+        forward_factors::<B, f32>(net, &w, x.as_ref())
     });
+    let mut k = timed(&mut t, "allocate", || Mat::<f32>::zeros(nk, nk));
+    timed(&mut t, "products", || {
+        factor_kernel_into(&f, Cols::Leading(nk), net.n_outputs(), k.as_mut())
+    });
+    timed(&mut t, "mirror", || mirror_lower(k.as_mut()));
+    let gflop = factor_kernel_flops(&f, &Cols::Leading(nk), net.n_outputs()) / 1e9;
+    let products_s = t[2].1;
     let diag: Vec<f64> = (0..k.nrows()).map(|i| f64::from(k[(i, i)])).collect();
     let peer_path = dir.join(peer);
     let theirs = column(&peer_path, 0)?;
@@ -286,6 +308,7 @@ fn ntk_workload(
         info: serde_json::json!({
             "N": x.nrows(), "K": net.n_outputs(), "P": net.n_params(),
             "theta": {"trace": trace, "sum": sum, "fro": fro.sqrt(), "t00": k[(0, 0)], "t01": k[(0, 1)], "precision": "f32"},
+            "products_gflop": gflop, "products_gflops": gflop / products_s,
         }),
         peak_rss_mib: None,
     })

@@ -31,6 +31,17 @@ impl Activation {
         }
     }
 
+    /// `v_i ← φ(v_i + b)` over a slice, with the activation chosen once (so that the loop
+    /// vectorises).
+    pub fn apply_slice(self, v: &mut [f64], b: f64) {
+        match self {
+            Activation::Tanh => v.iter_mut().for_each(|v| *v = tanh(*v + b)),
+            Activation::Sigmoid => v.iter_mut().for_each(|v| *v = 1.0 / (1.0 + exp(-(*v + b)))),
+            Activation::Relu => v.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::Identity => v.iter_mut().for_each(|v| *v += b),
+        }
+    }
+
     /// `φ'(z)` expressed through `a = φ(z)`: `1 − a²`, `a(1 − a)`, `[a > 0]`, `1`.
     #[inline]
     pub fn derivative_from_output(self, a: f64) -> f64 {

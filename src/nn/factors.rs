@@ -68,18 +68,44 @@ pub(crate) enum Cols<'a, T> {
 
 /// `J_a J_bᵀ` from factors, `k` rows per example.
 pub(crate) fn factor_kernel<T: Real>(fa: &[Factor<T>], cols: Cols<'_, T>, k: usize) -> Mat<T> {
-    let m = fa.first().map_or(0, Factor::rows);
-    let (fb, n, sym) = match cols {
-        Cols::Leading(n) => (fa, n, true),
-        Cols::Of(fb) => (fb, fb.first().map_or(0, Factor::rows), false),
-    };
+    let (m, n) = kernel_shape(fa, &cols);
+    let sym = matches!(cols, Cols::Leading(_));
     let mut out = Mat::<T>::zeros(m, n);
+    factor_kernel_into(fa, cols, k, out.as_mut());
+    if sym {
+        crate::linalg::mirror_lower(out.as_mut().subrows_mut(0, n));
+    }
+    out
+}
+
+/// Rows and columns of a kernel.
+pub(crate) fn kernel_shape<T>(fa: &[Factor<T>], cols: &Cols<'_, T>) -> (usize, usize) {
+    let m = fa.first().map_or(0, Factor::rows);
+    match cols {
+        Cols::Leading(n) => (m, *n),
+        Cols::Of(fb) => (m, fb.first().map_or(0, Factor::rows)),
+    }
+}
+
+/// Adds `J_a J_bᵀ` to `out` (zeros for the kernel itself); with [`Cols::Leading`], only the
+/// lower half of the leading block, which [`crate::linalg::mirror_lower`] completes.
+pub(crate) fn factor_kernel_into<T: Real>(
+    fa: &[Factor<T>],
+    cols: Cols<'_, T>,
+    k: usize,
+    mut out: MatMut<'_, T>,
+) {
+    let (m, _) = kernel_shape(fa, &cols);
+    let (fb, sym) = match cols {
+        Cols::Leading(_) => (fa, true),
+        Cols::Of(fb) => (fb, false),
+    };
     // Column tiles of whole examples; a symmetric tile starts at its diagonal block. Dense
     // layers go through the tile in row blocks, so that each block's products and Hadamard
     // update stay in the core's cache.
     let tile = k * TILE.div_ceil(k);
     let block = k * ROW_BLOCK.div_ceil(k);
-    out.as_mut()
+    out.rb_mut()
         .par_col_chunks_mut(tile)
         .enumerate()
         .with_max_len(1)
@@ -144,10 +170,28 @@ pub(crate) fn factor_kernel<T: Real>(fa: &[Factor<T>], cols: Cols<'_, T>, k: usi
                 }
             }
         });
-    if sym {
-        crate::linalg::mirror_lower(out.as_mut().subrows_mut(0, n));
-    }
-    out
+}
+
+/// Floating-point operations of the products in [`factor_kernel_into`]: `2·(entries)·out_l`
+/// for `G_a G_bᵀ`, `2·(example pairs)·(in_l + 1)` for `Ã_a Ã_bᵀ`, `2·(entries)·P_l` for a block
+/// (entries: the whole kernel, or the lower half of a symmetric one, as its tiles cover it).
+pub(crate) fn factor_kernel_flops<T>(fa: &[Factor<T>], cols: &Cols<'_, T>, k: usize) -> f64 {
+    let (m, n) = kernel_shape(fa, cols);
+    let tile = k * TILE.div_ceil(k);
+    let entries: f64 = match cols {
+        Cols::Leading(_) => (0..n)
+            .step_by(tile)
+            .map(|c0| ((m - c0) * tile.min(n - c0)) as f64)
+            .sum(),
+        Cols::Of(_) => (m * n) as f64,
+    };
+    let pairs = entries / (k * k) as f64;
+    fa.iter()
+        .map(|f| match f {
+            Factor::Dense { g, a } => 2.0 * (entries * g.ncols() as f64 + pairs * a.ncols() as f64),
+            Factor::Block(b) => 2.0 * entries * b.ncols() as f64,
+        })
+        .sum()
 }
 
 /// `D += G ⊙ X`, where the k columns of one example share its column of `X`.

@@ -110,10 +110,14 @@ impl Mlp {
             } else {
                 Activation::Identity
             };
-            for (j, b) in bias.iter().enumerate() {
-                for v in z.col_mut(j).iter_mut() {
-                    *v = act.apply(*v + b);
-                }
+            for (j, &b) in bias.iter().enumerate() {
+                act.apply_slice(
+                    z.col_mut(j)
+                        .try_as_col_major_mut()
+                        .expect("contiguous")
+                        .as_slice_mut(),
+                    b,
+                );
             }
             acts.push(z);
         }
@@ -141,9 +145,20 @@ impl Mlp {
                     Par::Seq,
                 );
                 for c in 0..i {
-                    let ac = a_in.col(c);
-                    for (m, v) in g_in.col_mut(c).iter_mut().enumerate() {
-                        *v *= self.activation.derivative_from_output(ac[m / rpe]);
+                    let ac = a_in
+                        .col(c)
+                        .try_as_col_major()
+                        .expect("contiguous")
+                        .as_slice();
+                    let gc = g_in
+                        .col_mut(c)
+                        .try_as_col_major_mut()
+                        .expect("contiguous")
+                        .as_slice_mut();
+                    // The rpe rows of an example share its activation.
+                    for (gs, &a) in gc.chunks_mut(rpe).zip(ac) {
+                        let d = self.activation.derivative_from_output(a);
+                        gs.iter_mut().for_each(|v| *v *= d);
                     }
                 }
                 g = g_in;

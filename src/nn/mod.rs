@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 pub use activation::Activation;
 pub(crate) use factors::{
-    factor_kernel_diag, forward_factors, structured_ntk, structured_ntk_blocks, Factor,
+    factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, stack_rows,
+    structured_ntk, structured_ntk_blocks, Cols, Factor,
 };
 pub use factors::{NtkBlocks, Real};
 pub use mlp::Mlp;
@@ -82,7 +83,7 @@ pub trait Network: Sync {
     /// What a GP predictive at `X*` needs: `J(X)J(X)ᵀ`, `J(X*)J(X)ᵀ` and `diag J(X*)J(X*)ᵀ`.
     fn ntk_blocks(&self, w: &[f64], x: MatRef<'_, f64>, xs: MatRef<'_, f64>) -> NtkBlocks {
         NtkBlocks {
-            stacked: self.ntk(w, factors::stack_rows(x, xs).as_ref(), x),
+            stacked: self.ntk(w, stack_rows(x, xs).as_ref(), x),
             test_diag: self.ntk_diag(w, xs),
         }
     }
