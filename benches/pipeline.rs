@@ -51,9 +51,7 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("toy/step VOGN {cov} MC {mc}"), |b| {
             b.iter(|| {
                 let mut st = state.clone();
-                let samples: Vec<Vec<f64>> = (0..mc)
-                    .map(|_| st.precision.sample(&st.mu, &mut rng))
-                    .collect();
+                let samples = st.draw(&cfg, &mut rng);
                 black_box(vogn::step_at(&obj, &mut st, &cfg, None, &samples).unwrap())
             })
         });

@@ -55,9 +55,7 @@ fn workloads(c: &mut Criterion) {
         let mut rng = seeded(0);
         group.bench_function(format!("B4 VOGN step mc={mc}"), |b| {
             b.iter(|| {
-                let samples: Vec<Vec<f64>> = (0..mc)
-                    .map(|_| state.precision.sample(&state.mu, &mut rng))
-                    .collect();
+                let samples = state.draw(&cfg, &mut rng);
                 black_box(vogn::step_at(&obj, &mut state, &cfg, Some(&idx), &samples).unwrap())
             })
         });

@@ -20,12 +20,6 @@ pub(crate) fn dense_param_derivs(
 ) {
     let b_off = w_off + o * i;
     let n = a_in.nrows();
-    // Per-example sums of g (or of g²) over its rpe rows.
-    let per_example = |f: fn(f64) -> f64| {
-        Mat::from_fn(n, o, |e, j| {
-            (0..rpe).map(|r| f(g[(e * rpe + r, j)])).sum::<f64>()
-        })
-    };
     let sum_into = |grad: &mut [f64]| {
         // (gᵀ A)ᵀ = Aᵀ g, stored column-major (in×out) = row-major [out, in].
         let gw = MatMut::from_column_major_slice_mut(&mut grad[w_off..b_off], i, o);
@@ -36,7 +30,7 @@ pub(crate) fn dense_param_derivs(
                 gw,
                 Accum::Add,
                 a_in.transpose(),
-                per_example(|v| v).as_ref(),
+                per_example(g, n, rpe, |v| v).as_ref(),
                 1.0,
                 Par::Seq,
             );
@@ -47,8 +41,8 @@ pub(crate) fn dense_param_derivs(
     };
     let sumsq_into = |sq: &mut [f64]| {
         // Σ_m g[m,o]² a[n(m),i]² = Σ_n (Σ_{m∈n} g[m,o]²) a[n,i]²: one product.
-        let gsq = per_example(|v| v * v);
-        let asq = Mat::from_fn(n, i, |e, c| a_in[(e, c)] * a_in[(e, c)]);
+        let gsq = per_example(g, n, rpe, |v| v * v);
+        let asq = per_example(a_in, n, 1, |v| v * v);
         let sw = MatMut::from_column_major_slice_mut(&mut sq[w_off..b_off], i, o);
         matmul(sw, Accum::Add, asq.transpose(), gsq.as_ref(), 1.0, Par::Seq);
         for j in 0..o {
@@ -86,4 +80,22 @@ pub(crate) fn dense_param_derivs(
             }
         }
     }
+}
+
+/// Per-example sums `Σ_{m ∈ e} f(g_m)` over the `rpe` consecutive rows of each of the `n`
+/// examples, column by column.
+fn per_example(g: MatRef<'_, f64>, n: usize, rpe: usize, f: impl Fn(f64) -> f64) -> Mat<f64> {
+    let mut out = Mat::<f64>::zeros(n, g.ncols());
+    for j in 0..g.ncols() {
+        let dst = out.as_mut().col_mut(j);
+        let mut src = g.col(j).iter();
+        if rpe == 1 {
+            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(v));
+        } else {
+            for d in dst.iter_mut() {
+                *d = (&mut src).take(rpe).map(|&v| f(v)).sum();
+            }
+        }
+    }
+    out
 }

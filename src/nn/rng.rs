@@ -90,10 +90,34 @@ fn ziggurat_normal(rng: &mut Rng, z: &Ziggurat) -> f64 {
     }
 }
 
+/// Normals per stream: each chunk of this many draws has its own seed.
+const NORMAL_CHUNK: usize = 4096;
+
 /// A vector of `n` standard normal draws (ziggurat).
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
+    normals_with(rng, n, |_, z| z)
+}
+
+/// `v_i = f(i, z_i)` for `n` standard normal draws `z_i`: chunks of [`NORMAL_CHUNK`] draws,
+/// each from its own stream seeded from `rng`, are drawn in parallel, so that the numbers do
+/// not depend on the thread count.
+pub fn normals_with(rng: &mut Rng, n: usize, f: impl Fn(usize, f64) -> f64 + Sync) -> Vec<f64> {
+    use rayon::prelude::*;
+    let seeds: Vec<u64> = (0..n.div_ceil(NORMAL_CHUNK))
+        .map(|_| child_seed(rng))
+        .collect();
     let z = ziggurat();
-    (0..n).map(|_| ziggurat_normal(rng, z)).collect()
+    let mut out = vec![0.0; n];
+    out.par_chunks_mut(NORMAL_CHUNK)
+        .zip(seeds)
+        .enumerate()
+        .for_each(|(c, (chunk, seed))| {
+            let mut r = seeded(seed);
+            for (j, o) in chunk.iter_mut().enumerate() {
+                *o = f(c * NORMAL_CHUNK + j, ziggurat_normal(&mut r, z));
+            }
+        });
+    out
 }
 
 /// Index drawn from the discrete distribution `probs` (summing to 1).

@@ -27,7 +27,7 @@ use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
 use crate::linalg::{at_b, col_sq_norms, par_chunk_sum, Cholesky};
-use crate::nn::rng::{child_seed, normals, seeded, Rng};
+use crate::nn::rng::{child_seed, normals, normals_with, seeded, Rng};
 use crate::posterior::Linearization;
 
 /// Form of the covariance of `q`.
@@ -182,12 +182,13 @@ impl Precision {
 
     /// A draw from `N(μ, Σ)`.
     pub fn sample(&self, mu: &[f64], rng: &mut Rng) -> Vec<f64> {
-        let z = normals(rng, mu.len());
-        let e = match self {
-            Precision::Full { chol, .. } => chol.solve_lt_vec(&z),
-            Precision::Diag(d) => z.iter().zip(d).map(|(z, d)| z / d.sqrt()).collect(),
-        };
-        mu.iter().zip(&e).map(|(m, e)| m + e).collect()
+        match self {
+            Precision::Full { chol, .. } => {
+                let e = chol.solve_lt_vec(&normals(rng, mu.len()));
+                mu.iter().zip(&e).map(|(m, e)| m + e).collect()
+            }
+            Precision::Diag(d) => normals_with(rng, mu.len(), |i, z| mu[i] + z / d[i].sqrt()),
+        }
     }
 
     /// Marginal variances `diag(J Σ Jᵀ)` for the rows of `J`.
@@ -239,6 +240,24 @@ impl VognState {
             momentum: vec![0.0; p],
             t: 0,
         })
+    }
+}
+
+impl VognState {
+    /// The points of one step: `cfg.mc_samples` draws from `q`, or `μ` alone for the
+    /// deterministic OGN. One stream per sample, so that samples are drawn in parallel and the
+    /// numbers do not depend on the thread count.
+    pub fn draw(&self, cfg: &VognConfig, rng: &mut Rng) -> Vec<Vec<f64>> {
+        if cfg.deterministic {
+            return vec![self.mu.clone()];
+        }
+        let seeds: Vec<u64> = (0..cfg.mc_samples).map(|_| child_seed(rng)).collect();
+        let draw = |s: &u64| self.precision.sample(&self.mu, &mut seeded(*s));
+        if seeds.len() > 1 {
+            seeds.par_iter().map(draw).collect()
+        } else {
+            seeds.iter().map(draw).collect()
+        }
     }
 }
 
@@ -506,19 +525,7 @@ pub fn run_with(
                     precision: state.precision.clone(),
                 });
             }
-            let samples: Vec<Vec<f64>> = if cfg.deterministic {
-                vec![state.mu.clone()]
-            } else {
-                // One stream per sample, so that samples can be drawn in parallel and the
-                // numbers do not depend on the thread count.
-                let seeds: Vec<u64> = (0..cfg.mc_samples).map(|_| child_seed(&mut rng)).collect();
-                let draw = |s: &u64| state.precision.sample(&state.mu, &mut seeded(*s));
-                if seeds.len() > 1 {
-                    seeds.par_iter().map(draw).collect()
-                } else {
-                    seeds.iter().map(draw).collect()
-                }
-            };
+            let samples = state.draw(cfg, &mut rng);
             epoch_loss +=
                 step_at(obj, &mut state, cfg, idx.as_deref(), &samples)? / batches.len() as f64;
             if let Some(pb) = progress {
