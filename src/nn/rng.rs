@@ -107,16 +107,25 @@ pub fn normals_with(rng: &mut Rng, n: usize, f: impl Fn(usize, f64) -> f64 + Syn
         .map(|_| child_seed(rng))
         .collect();
     let z = ziggurat();
+    let fill = |(c, (chunk, seed)): (usize, (&mut [f64], u64))| {
+        let mut r = seeded(seed);
+        for (j, o) in chunk.iter_mut().enumerate() {
+            *o = f(c * NORMAL_CHUNK + j, ziggurat_normal(&mut r, z));
+        }
+    };
     let mut out = vec![0.0; n];
-    out.par_chunks_mut(NORMAL_CHUNK)
-        .zip(seeds)
-        .enumerate()
-        .for_each(|(c, (chunk, seed))| {
-            let mut r = seeded(seed);
-            for (j, o) in chunk.iter_mut().enumerate() {
-                *o = f(c * NORMAL_CHUNK + j, ziggurat_normal(&mut r, z));
-            }
-        });
+    // One chunk stays on this thread: a parallel dispatch would cost more than it draws.
+    if seeds.len() > 1 {
+        out.par_chunks_mut(NORMAL_CHUNK)
+            .zip(seeds)
+            .enumerate()
+            .for_each(fill);
+    } else {
+        out.chunks_mut(NORMAL_CHUNK)
+            .zip(seeds)
+            .enumerate()
+            .for_each(fill);
+    }
     out
 }
 
