@@ -37,12 +37,13 @@ fn max_diff<T: Copy + Into<f64>>(a: &Mat<T>, b: &Mat<f64>) -> f64 {
 #[test]
 fn kernels_match_the_jacobian_product_in_f64_and_f32() {
     // Enough rows for several column tiles (128), row blocks (512) and mirror recursion; dense
-    // factors (K = 1 and K = 3) and a convolution's Jacobian block.
+    // layers wide enough to keep their factors (K = 1 and K = 3) next to narrow ones turned
+    // into Jacobian blocks, and a convolution's block.
     let nets: Vec<Box<dyn Network>> = vec![
-        Box::new(Mlp::new(vec![2, 7, 1], Activation::Tanh).unwrap()),
-        Box::new(Mlp::new(vec![3, 6, 5, 3], Activation::Relu).unwrap()),
+        Box::new(Mlp::new(vec![2, 30, 30, 1], Activation::Tanh).unwrap()),
+        Box::new(Mlp::new(vec![3, 16, 16, 3], Activation::Relu).unwrap()),
         Box::new(
-            Sequential::parse("1x6x6:conv2k3,relu,avgpool,flatten,dense4,tanh,dense3").unwrap(),
+            Sequential::parse("1x6x6:conv2k3,relu,avgpool,flatten,dense16,tanh,dense3").unwrap(),
         ),
     ];
     for net in &nets {
