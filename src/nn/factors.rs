@@ -100,6 +100,14 @@ pub(crate) fn factor_kernel_into<T: Real>(
         Cols::Leading(_) => (fa, true),
         Cols::Of(fb) => (fb, false),
     };
+    assert!(
+        fa.len() == fb.len()
+            && fa.iter().zip(fb).all(|p| matches!(
+                p,
+                (Factor::Dense { .. }, Factor::Dense { .. }) | (Factor::Block(_), Factor::Block(_))
+            )),
+        "both sides of a kernel come from the same network"
+    );
     // Column tiles of whole examples; a symmetric tile starts at its diagonal block. Dense
     // layers go through the tile in row blocks, so that each block's products and Hadamard
     // update stay in the core's cache.
