@@ -113,6 +113,10 @@ const INV_FACT: [f64; 22] = [
     1.0 / 51090942171709440000.0,
 ];
 
+/// ln 2 split so that `k·LN2_HI` is exact for the `k` used here (fdlibm's constants).
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+
 /// `1.5·2⁵²`: `(v + S) − S` rounds `|v| < 2⁵¹` to the nearest integer (`f64::round` is a
 /// software routine on baseline x86-64, several times slower).
 const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
@@ -123,9 +127,6 @@ const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
 /// after AVX-512 matrix products on some CPUs (a register-state transition penalty); this stays fast.
 #[inline]
 pub fn exp(x: f64) -> f64 {
-    // ln 2 split so that k·LN2_HI is exact (fdlibm's constants).
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     if x.is_nan() {
         return x;
     }
@@ -152,8 +153,6 @@ pub fn exp(x: f64) -> f64 {
 /// `|r| ≤ ln2/2`, and `e^r − 1` by its Taylor polynomial to `r¹⁴/14!`. Within a few ulp.
 #[inline]
 pub fn tanh(x: f64) -> f64 {
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // Beyond 20, tanh rounds to ±1; the clamp keeps 2^k normal.
     let y = -2.0 * x.abs().min(20.0);
     let shifted = y * std::f64::consts::LOG2_E + ROUND_SHIFT;
@@ -183,8 +182,6 @@ pub fn tanh(x: f64) -> f64 {
 /// (truncation below 2e-17 relative); within a few ulp.
 #[inline]
 pub fn ln(x: f64) -> f64 {
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     if x.is_nan() || x < 0.0 {
         return f64::NAN;
     }
