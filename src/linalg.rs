@@ -8,6 +8,24 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 
+/// The floating types dense kernels are computed in: f64, or f32 at twice the GEMM rate.
+pub trait Real: faer::traits::RealField + Copy + Send + Sync + 'static {
+    /// `v` rounded to this type.
+    fn of(v: f64) -> Self;
+}
+
+impl Real for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+impl Real for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+
 /// Parallelism for an operation of about `flops` floating-point operations: sequential below
 /// 2·10⁶, where threads cost more than they save.
 pub fn par_for(flops: usize) -> Par {
@@ -152,7 +170,7 @@ pub fn ladder_failed(what: &str) -> Error {
 
 /// Copies the strict lower triangle of a square matrix into its upper one: the two diagonal
 /// quarters recursively, in parallel with the transposed copy of the off-diagonal one.
-pub fn mirror_lower<T: crate::nn::Real>(a: MatMut<'_, T>) {
+pub fn mirror_lower<T: Real>(a: MatMut<'_, T>) {
     let n = a.nrows();
     if n <= 128 {
         let mut a = a;
@@ -173,7 +191,7 @@ pub fn mirror_lower<T: crate::nn::Real>(a: MatMut<'_, T>) {
 }
 
 /// `D = Sᵀ` in 64×64 blocks, so that both sides are read and written along cache lines.
-fn transpose_into<T: crate::nn::Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
+fn transpose_into<T: Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
     const B: usize = 64;
     for j0 in (0..d.ncols()).step_by(B) {
         for i0 in (0..d.nrows()).step_by(B) {

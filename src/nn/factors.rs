@@ -14,24 +14,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use super::{Backprop, Sink, JACOBIAN_CHUNK};
-
-/// The floating types kernels are computed in.
-pub trait Real: faer::traits::RealField + Copy + Send + Sync + 'static {
-    /// `v` rounded to this type.
-    fn of(v: f64) -> Self;
-}
-
-impl Real for f64 {
-    fn of(v: f64) -> Self {
-        v
-    }
-}
-
-impl Real for f32 {
-    fn of(v: f64) -> Self {
-        v as f32
-    }
-}
+use crate::linalg::Real;
 
 /// Columns per parallel kernel tile (rounded up to whole examples).
 const TILE: usize = 128;

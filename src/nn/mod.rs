@@ -12,12 +12,13 @@ pub mod weights;
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
 
+pub use crate::linalg::Real;
 pub use activation::Activation;
+pub use factors::NtkBlocks;
 pub(crate) use factors::{
     factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, stack_rows,
     structured_ntk, structured_ntk_blocks, Cols, Factor,
 };
-pub use factors::{NtkBlocks, Real};
 pub use mlp::Mlp;
 pub use sequential::{Layer, Sequential};
 
