@@ -11,7 +11,7 @@ use dnn2gp::data::snelson::read_column;
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp};
-use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig, VognState};
+use dnn2gp::train::vogn::{self, VognState};
 use dnn2gp::train::Objective;
 
 fn data_dir() -> Option<PathBuf> {
@@ -40,17 +40,7 @@ fn workloads(c: &mut Criterion) {
     let obj = Objective::on(&net, &lik, &train, 1.0);
     let idx: Vec<usize> = (0..64).map(|i| (i * 31) % train.len()).collect();
     for mc in [1usize, 8] {
-        let cfg = VognConfig {
-            beta: 0.001,
-            lr: Some(0.02),
-            mc_samples: mc,
-            batch_size: Some(64),
-            covariance: Covariance::Diag,
-            curvature: Curvature::SquaredGradients,
-            momentum: Some(0.9),
-            init_precision: 2000.0,
-            ..VognConfig::default()
-        };
+        let cfg = dnn2gp::bench::b4_config(mc, train.len());
         let mut state = VognState::new(&init, &cfg).unwrap();
         let mut rng = seeded(0);
         group.bench_function(format!("B4 VOGN step mc={mc}"), |b| {

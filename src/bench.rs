@@ -235,6 +235,26 @@ fn b3(dir: &Path) -> Result<BenchRun> {
     })
 }
 
+/// B4's VOGN settings (IVON's, from the peer script) for `mc` samples on `n` examples: diagonal,
+/// squared gradients, batch 64, β = 0.001, α = 0.02, momentum 0.9, initial precision N,
+/// 63 epochs (2016 steps).
+pub fn b4_config(mc: usize, n: usize) -> VognConfig {
+    VognConfig {
+        beta: 0.001,
+        lr: Some(0.02),
+        mc_samples: mc,
+        batch_size: Some(64),
+        epochs: 63,
+        covariance: Covariance::Diag,
+        curvature: Curvature::SquaredGradients,
+        momentum: Some(0.9),
+        init_precision: n as f64,
+        deterministic: false,
+        seed: 0,
+        snapshot_every: 0,
+    }
+}
+
 fn b4(dir: &Path) -> Result<BenchRun> {
     let d = b1_data(dir)?;
     let lik = Gaussian::new(B1_SIGMA)?;
@@ -243,20 +263,7 @@ fn b4(dir: &Path) -> Result<BenchRun> {
     let mut t = Vec::new();
     let mut info = serde_json::Map::new();
     for mc in [1usize, 8] {
-        let cfg = VognConfig {
-            beta: 0.001,
-            lr: Some(0.02),
-            mc_samples: mc,
-            batch_size: Some(64),
-            epochs: 63,
-            covariance: Covariance::Diag,
-            curvature: Curvature::SquaredGradients,
-            momentum: Some(0.9),
-            init_precision: d.train.len() as f64,
-            deterministic: false,
-            seed: 0,
-            snapshot_every: 0,
-        };
+        let cfg = b4_config(mc, d.train.len());
         let steps = cfg.epochs * d.train.len().div_ceil(64);
         let res = timed(&mut t, &format!("train mc={mc}"), || {
             vogn::run(&obj, &init, &cfg, None)
