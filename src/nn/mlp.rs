@@ -155,11 +155,7 @@ impl Mlp {
                         .try_as_col_major_mut()
                         .expect("contiguous")
                         .as_slice_mut();
-                    // The rpe rows of an example share its activation.
-                    for (gs, &a) in gc.chunks_mut(rpe).zip(ac) {
-                        let d = self.activation.derivative_from_output(a);
-                        gs.iter_mut().for_each(|v| *v *= d);
-                    }
+                    self.activation.scale_by_derivative(gc, ac, rpe);
                 }
                 g = g_in;
             }
@@ -207,13 +203,14 @@ impl Network for Mlp {
         self.forward_all(w, x).pop().expect("output layer")
     }
 
-    fn forward_reduce(
+    fn forward_reduce_into(
         &self,
         w: &[f64],
         x: MatRef<'_, f64>,
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
-    ) -> (Mat<f64>, Vec<Vec<f64>>) {
-        reduce(self, w, x, requests)
+        out: &mut Vec<Vec<f64>>,
+    ) -> Mat<f64> {
+        reduce(self, w, x, requests, out)
     }
 
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {

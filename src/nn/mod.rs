@@ -41,7 +41,20 @@ pub trait Network: Sync {
         w: &[f64],
         x: MatRef<'_, f64>,
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
-    ) -> (Mat<f64>, Vec<Vec<f64>>);
+    ) -> (Mat<f64>, Vec<Vec<f64>>) {
+        let mut out = Vec::new();
+        let f = self.forward_reduce_into(w, x, requests, &mut out);
+        (f, out)
+    }
+    /// [`Network::forward_reduce`] into the vectors of `out`, reused where they exist (so that
+    /// a training loop allocates them once), one per request.
+    fn forward_reduce_into(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+        out: &mut Vec<Vec<f64>>,
+    ) -> Mat<f64>;
 
     /// Outputs `F` and the vector-Jacobian product `Σ_i J_iᵀ c_i`, where the cotangents
     /// `C` (N×K) are computed from `F` by `cot`.
@@ -161,40 +174,40 @@ pub(crate) trait Backprop: Network {
     fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>);
 }
 
-/// [`Network::forward_reduce`] from one recorded forward pass.
+/// [`Network::forward_reduce_into`] from one recorded forward pass.
 pub(crate) fn reduce<B: Backprop>(
     net: &B,
     w: &[f64],
     x: MatRef<'_, f64>,
     requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
-) -> (Mat<f64>, Vec<Vec<f64>>) {
+    out: &mut Vec<Vec<f64>>,
+) -> Mat<f64> {
     let tape = net.record(w, x);
     let f = B::output(&tape).clone();
-    let out = requests(f.as_ref())
-        .into_iter()
-        .map(|c| {
-            let p = net.n_params();
-            let mut acc = vec![
-                0.0;
-                if c.reduce == Reduce::SumAndSumSq {
-                    2 * p
-                } else {
-                    p
-                }
-            ];
-            let sink = match c.reduce {
-                Reduce::Sum => Sink::Sum(&mut acc),
-                Reduce::SumSq => Sink::SumSq(&mut acc),
-                Reduce::SumAndSumSq => {
-                    let (s, q) = acc.split_at_mut(p);
-                    Sink::SumAndSumSq(s, q)
-                }
-            };
-            net.backprop(w, &tape, c.rows, c.rows_per_example, sink);
-            acc
-        })
-        .collect();
-    (f, out)
+    let cots = requests(f.as_ref());
+    out.resize_with(cots.len(), Vec::new);
+    let p = net.n_params();
+    for (c, acc) in cots.into_iter().zip(out.iter_mut()) {
+        acc.clear();
+        acc.resize(
+            if c.reduce == Reduce::SumAndSumSq {
+                2 * p
+            } else {
+                p
+            },
+            0.0,
+        );
+        let sink = match c.reduce {
+            Reduce::Sum => Sink::Sum(acc),
+            Reduce::SumSq => Sink::SumSq(acc),
+            Reduce::SumAndSumSq => {
+                let (s, q) = acc.split_at_mut(p);
+                Sink::SumAndSumSq(s, q)
+            }
+        };
+        net.backprop(w, &tape, c.rows, c.rows_per_example, sink);
+    }
+    f
 }
 
 /// Outputs and Jacobian rows of a chunk of examples: seeds `e_k` for each of the K outputs.

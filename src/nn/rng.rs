@@ -36,11 +36,12 @@ const ZIG_LAYERS: usize = 128;
 const ZIG_R: f64 = 3.442_619_855_899;
 const ZIG_V: f64 = 9.912_563_035_262_17e-3;
 
-/// The ziggurat's layer edges `x_i` (`x_0 = V/f(R)`, `x_1 = R`, …, `x_128 = 0`) and the ratios
-/// `x_{i+1}/x_i`, for `f(x) = e^{−x²/2}`.
+/// The ziggurat's layer edges `x_i` (`x_0 = V/f(R)`, `x_1 = R`, …, `x_128 = 0`), the ratios
+/// `x_{i+1}/x_i` and the heights `f(x_i)`, for `f(x) = e^{−x²/2}`.
 struct Ziggurat {
     x: [f64; ZIG_LAYERS + 1],
     ratio: [f64; ZIG_LAYERS],
+    f: [f64; ZIG_LAYERS + 1],
 }
 
 fn ziggurat() -> &'static Ziggurat {
@@ -55,22 +56,32 @@ fn ziggurat() -> &'static Ziggurat {
             f = (-0.5 * x[i] * x[i]).exp();
         }
         let ratio = std::array::from_fn(|i| x[i + 1] / x[i]);
-        Ziggurat { x, ratio }
+        let f = x.map(|x| (-0.5 * x * x).exp());
+        Ziggurat { x, ratio, f }
     })
 }
 
 /// One standard normal draw by the ziggurat method (Marsaglia & Tsang 2000, in Doornik's
-/// form): one 64-bit draw gives the layer (its low 7 bits) and a point `u ∈ (−1, 1)` (its top
-/// 53 bits); `u x_i` is returned when it falls inside the layer's rectangle (98.8% of draws),
-/// otherwise the wedge or the tail `|z| > R` is sampled exactly.
-fn ziggurat_normal(rng: &mut Rng, z: &Ziggurat) -> f64 {
+/// form) from the 64-bit word `bits`: its low 7 bits give the layer and its top 53 bits a
+/// point `u ∈ (−1, 1)`; `u x_i` is returned when it falls inside the layer's rectangle (98.8%
+/// of draws), otherwise [`ziggurat_edge`] finishes the draw with further words of `rng`.
+#[inline]
+fn ziggurat_normal(bits: u64, rng: &mut Rng, z: &Ziggurat) -> f64 {
+    let i = (bits & (ZIG_LAYERS as u64 - 1)) as usize;
+    let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+    if u.abs() < z.ratio[i] {
+        u * z.x[i]
+    } else {
+        ziggurat_edge(i, u, rng, z)
+    }
+}
+
+/// The rest of a ziggurat draw whose point `u` in layer `i` fell outside the rectangle: the
+/// wedge under `f` is accepted exactly (one `exp`), or the tail `|z| > R` sampled (layer 0); a rejected
+/// point starts over with a new word.
+#[cold]
+fn ziggurat_edge(mut i: usize, mut u: f64, rng: &mut Rng, z: &Ziggurat) -> f64 {
     loop {
-        let bits = rng.random::<u64>();
-        let i = (bits & (ZIG_LAYERS as u64 - 1)) as usize;
-        let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
-        if u.abs() < z.ratio[i] {
-            return u * z.x[i];
-        }
         if i == 0 {
             // The tail beyond R: x = −ln(U₁)/R accepted when −2 ln U₂ > x².
             loop {
@@ -81,50 +92,47 @@ fn ziggurat_normal(rng: &mut Rng, z: &Ziggurat) -> f64 {
                 }
             }
         }
+        // A height uniform between the layer's bottom f(x_i) and top f(x_{i+1}), under f(x)?
         let x = u * z.x[i];
-        let f0 = exp(-0.5 * (z.x[i] * z.x[i] - x * x));
-        let f1 = exp(-0.5 * (z.x[i + 1] * z.x[i + 1] - x * x));
-        if f1 + uniform(rng) * (f0 - f1) < 1.0 {
+        if z.f[i] + uniform(rng) * (z.f[i + 1] - z.f[i]) < exp(-0.5 * x * x) {
             return x;
+        }
+        let bits = rng.random::<u64>();
+        i = (bits & (ZIG_LAYERS as u64 - 1)) as usize;
+        u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+        if u.abs() < z.ratio[i] {
+            return u * z.x[i];
         }
     }
 }
 
 /// Normals per stream: each chunk of this many draws has its own seed.
-const NORMAL_CHUNK: usize = 4096;
+const NORMAL_CHUNK: usize = 2048;
 
-/// A vector of `n` standard normal draws (ziggurat).
+/// A vector of `n` standard normal draws (ziggurat): chunks of [`NORMAL_CHUNK`] draws, each
+/// from its own stream seeded from `rng`, are drawn in parallel, so that the numbers do not
+/// depend on the thread count. A chunk's first words come from the stream in one block.
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
-    normals_with(rng, n, |_, z| z)
-}
-
-/// `v_i = f(i, z_i)` for `n` standard normal draws `z_i`: chunks of [`NORMAL_CHUNK`] draws,
-/// each from its own stream seeded from `rng`, are drawn in parallel, so that the numbers do
-/// not depend on the thread count.
-pub fn normals_with(rng: &mut Rng, n: usize, f: impl Fn(usize, f64) -> f64 + Sync) -> Vec<f64> {
     use rayon::prelude::*;
     let seeds: Vec<u64> = (0..n.div_ceil(NORMAL_CHUNK))
         .map(|_| child_seed(rng))
         .collect();
     let z = ziggurat();
-    let fill = |(c, (chunk, seed)): (usize, (&mut [f64], u64))| {
+    let fill = |(chunk, seed): (&mut [f64], u64)| {
         let mut r = seeded(seed);
-        for (j, o) in chunk.iter_mut().enumerate() {
-            *o = f(c * NORMAL_CHUNK + j, ziggurat_normal(&mut r, z));
+        let mut bits = [0u64; NORMAL_CHUNK];
+        let bits = &mut bits[..chunk.len()];
+        r.fill(bits);
+        for (o, &b) in chunk.iter_mut().zip(bits.iter()) {
+            *o = ziggurat_normal(b, &mut r, z);
         }
     };
     let mut out = vec![0.0; n];
     // One chunk stays on this thread: a parallel dispatch would cost more than it draws.
     if seeds.len() > 1 {
-        out.par_chunks_mut(NORMAL_CHUNK)
-            .zip(seeds)
-            .enumerate()
-            .for_each(fill);
+        out.par_chunks_mut(NORMAL_CHUNK).zip(seeds).for_each(fill);
     } else {
-        out.chunks_mut(NORMAL_CHUNK)
-            .zip(seeds)
-            .enumerate()
-            .for_each(fill);
+        out.chunks_mut(NORMAL_CHUNK).zip(seeds).for_each(fill);
     }
     out
 }

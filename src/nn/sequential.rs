@@ -755,13 +755,14 @@ impl Network for Sequential {
         self.forward_tape(w, x).acts.pop().expect("output")
     }
 
-    fn forward_reduce(
+    fn forward_reduce_into(
         &self,
         w: &[f64],
         x: MatRef<'_, f64>,
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
-    ) -> (Mat<f64>, Vec<Vec<f64>>) {
-        reduce(self, w, x, requests)
+        out: &mut Vec<Vec<f64>>,
+    ) -> Mat<f64> {
+        reduce(self, w, x, requests, out)
     }
 
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {

@@ -5,7 +5,7 @@
 
 use indicatif::ProgressBar;
 
-use super::{check_finite, epoch_batches, EpochHook, MapConfig, MapResult, Objective};
+use super::{check_finite, epoch_batches, run_epoch, EpochHook, MapConfig, MapResult, Objective};
 use crate::error::Result;
 use crate::nn::rng::seeded;
 
@@ -122,19 +122,15 @@ pub fn run_with(
     let (mut best, mut bad) = (f64::INFINITY, 0usize);
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
-        let mut epoch_loss = 0.0;
-        for idx in &batches {
+        let epoch_loss = run_epoch(&batches, progress, |idx| {
             let (loss, g) = match idx {
                 Some(idx) => obj.minibatch_value_grad(&w, idx),
                 None => obj.value_grad(&w),
             };
             check_finite(loss, &g, "Adam", state.t + 1)?;
-            epoch_loss += loss / batches.len() as f64;
             state.step(&a, &mut w, &g, lr);
-            if let Some(pb) = progress {
-                pb.inc(1);
-            }
-        }
+            Ok(loss)
+        })?;
         on_epoch(epoch, &w, epoch_loss)?;
         history.push(epoch_loss);
         if let Some(pl) = a.plateau {

@@ -225,6 +225,27 @@ pub(crate) fn epoch_batches(
     }
 }
 
+/// Runs one epoch, `step(batch) → loss` for each of `batches`, on a worker thread of the pool:
+/// the parallel sections inside a step then fork and join among the workers, where a caller
+/// outside the pool would sleep and be woken for each one. Returns the mean loss; `progress`
+/// advances by one per step.
+pub(crate) fn run_epoch(
+    batches: &[Option<Vec<usize>>],
+    progress: Option<&ProgressBar>,
+    mut step: impl FnMut(Option<&[usize]>) -> Result<f64> + Send,
+) -> Result<f64> {
+    rayon::scope(|_| {
+        let mut loss = 0.0;
+        for idx in batches {
+            loss += step(idx.as_deref())? / batches.len() as f64;
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+        }
+        Ok(loss)
+    })
+}
+
 /// Whether a trial point is accepted by a polish: the Armijo condition, or, near the optimum
 /// where `L` changes below rounding, a smaller gradient.
 pub(crate) fn accept(f: f64, f_new: f64, armijo: bool, g_norm: f64, g_new_norm: f64) -> bool {

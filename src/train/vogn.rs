@@ -20,14 +20,15 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use super::{
-    check_finite, epoch_batches, gather_rows, EpochHook, Objective, GRAD_CHUNK, PARALLEL_GRAD_WORK,
+    check_finite, epoch_batches, gather_rows, run_epoch, EpochHook, Objective, GRAD_CHUNK,
+    PARALLEL_GRAD_WORK,
 };
 use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
-use crate::linalg::{at_b, col_sq_norms, par_chunk_sum, Cholesky};
-use crate::nn::rng::{child_seed, normals, normals_with, seeded, Rng};
+use crate::linalg::{at_b, col_sq_norms, wide, Cholesky};
+use crate::nn::rng::{child_seed, normals, seeded, Rng};
 use crate::posterior::Linearization;
 
 /// Form of the covariance of `q`.
@@ -187,7 +188,15 @@ impl Precision {
                 let e = chol.solve_lt_vec(&normals(rng, mu.len()));
                 mu.iter().zip(&e).map(|(m, e)| m + e).collect()
             }
-            Precision::Diag(d) => normals_with(rng, mu.len(), |i, z| mu[i] + z / d[i].sqrt()),
+            Precision::Diag(d) => {
+                let mut e = normals(rng, mu.len());
+                wide(|| {
+                    for ((e, m), d) in e.iter_mut().zip(mu).zip(d) {
+                        *e = m + *e / d.sqrt();
+                    }
+                });
+                e
+            }
         }
     }
 
@@ -212,6 +221,8 @@ pub struct VognState {
     momentum: Vec<f64>,
     /// Steps taken.
     pub t: usize,
+    /// Buffers of the diagonal estimates, kept across steps.
+    scratch: Vec<Vec<Vec<f64>>>,
 }
 
 impl VognState {
@@ -239,6 +250,7 @@ impl VognState {
             precision,
             momentum: vec![0.0; p],
             t: 0,
+            scratch: Vec::new(),
         })
     }
 }
@@ -274,23 +286,44 @@ struct Estimates {
     loss: f64,
 }
 
-/// Diagonal estimates from backward passes alone (no Jacobian is formed).
+/// Most jobs one diagonal estimate is cut into (each holds a 2P buffer).
+const MAX_JOBS: usize = 16;
+
+/// Diagonal estimates from backward passes alone (no Jacobian is formed). The work is cut into
+/// jobs, one per sample when there are several, else row chunks of a large batch; the jobs run
+/// in parallel into the buffers of `scratch` (kept across steps) and are summed in order, so
+/// that the numbers do not depend on the thread count.
 fn diag_estimates(
     obj: &Objective<'_>,
     cfg: &VognConfig,
     xb: MatRef<'_, f64>,
     yb: MatRef<'_, f64>,
     samples: &[Vec<f64>],
+    scratch: &mut Vec<Vec<Vec<f64>>>,
 ) -> Estimates {
-    let p = samples[0].len();
-    let scale = obj.n() as f64 / xb.nrows() as f64 / samples.len() as f64;
-    // One sample: its data loss and [g; h] concatenated, from chunks of rows.
-    let per_sample = |w: &Vec<f64>| {
-        // Gradient and curvature of one chunk of rows, concatenated: [g; h].
-        let chunk = |s: usize, m: usize| {
-            let (xc, yc) = (xb.subrows(s, m), yb.subrows(s, m));
-            let mut l = 0.0;
-            let (_, out) = obj.net.forward_reduce(w, xc, &mut |f| {
+    let (n, p) = (xb.nrows(), samples[0].len());
+    let scale = obj.n() as f64 / n as f64 / samples.len() as f64;
+    // (sample, first row, rows).
+    let jobs: Vec<(usize, usize, usize)> = if samples.len() > 1 || n * p < PARALLEL_GRAD_WORK {
+        (0..samples.len()).map(|s| (s, 0, n)).collect()
+    } else {
+        let rows = GRAD_CHUNK.max(n.div_ceil(MAX_JOBS));
+        (0..n)
+            .step_by(rows)
+            .map(|r| (0, r, rows.min(n - r)))
+            .collect()
+    };
+    if scratch.len() < jobs.len() {
+        scratch.resize_with(jobs.len(), Vec::new);
+    }
+    // One job: its data loss, and [g; h] (one buffer) or g and h (two) in `out`.
+    let run = |&(s, r, m): &(usize, usize, usize), out: &mut Vec<Vec<f64>>| {
+        let (xc, yc) = (xb.subrows(r, m), yb.subrows(r, m));
+        let mut l = 0.0;
+        obj.net.forward_reduce_into(
+            &samples[s],
+            xc,
+            &mut |f| {
                 l = obj.lik.nll_sum(f, yc);
                 let r = obj.lik.residuals(f, yc);
                 match cfg.curvature {
@@ -313,37 +346,46 @@ fn diag_estimates(
                         reduce: Reduce::SumAndSumSq,
                     }],
                 }
-            });
-            (l, out.concat())
-        };
-        // Several samples run in parallel already; one sample splits its rows.
-        let n = xb.nrows();
-        if n * p < PARALLEL_GRAD_WORK || samples.len() > 1 {
-            chunk(0, n)
-        } else {
-            par_chunk_sum(n, GRAD_CHUNK, 2 * p, chunk)
-        }
+            },
+            out,
+        );
+        l
     };
-    // Samples in parallel when there are several; summed in order either way.
-    let parts: Vec<(f64, Vec<f64>)> = if samples.len() > 1 {
-        samples.par_iter().map(per_sample).collect()
+    let losses: Vec<f64> = if jobs.len() > 1 {
+        jobs.par_iter()
+            .zip(scratch.par_iter_mut())
+            .map(|(j, out)| run(j, out))
+            .collect()
     } else {
-        samples.iter().map(per_sample).collect()
+        vec![run(&jobs[0], &mut scratch[0])]
     };
-    let (mut g, mut h, mut loss) = (vec![0.0; p], vec![0.0; p], 0.0);
-    for (l, gh) in parts {
-        loss += scale * l;
-        g.iter_mut()
-            .zip(&gh[..p])
-            .for_each(|(a, b)| *a += scale * b);
-        h.iter_mut()
-            .zip(&gh[p..])
-            .for_each(|(a, b)| *a += scale * b);
+    let (g0, h0) = grad_and_curvature(&scratch[0], p);
+    let (mut g, mut h) = (g0.to_vec(), h0.to_vec());
+    for out in &scratch[1..jobs.len()] {
+        let (gj, hj) = grad_and_curvature(out, p);
+        wide(|| {
+            g.iter_mut().zip(gj).for_each(|(a, b)| *a += b);
+            h.iter_mut().zip(hj).for_each(|(a, b)| *a += b);
+        });
     }
+    let loss = scale * losses.iter().sum::<f64>();
+    wide(|| {
+        g.iter_mut().for_each(|a| *a *= scale);
+        h.iter_mut().for_each(|a| *a *= scale);
+    });
     Estimates {
         g,
         h: Hessian::Diag(h),
         loss,
+    }
+}
+
+/// A job's sums `(Σ g, Σ h)`: one buffer `[g; h]` (squared gradients) or two (GGN).
+fn grad_and_curvature(out: &[Vec<f64>], p: usize) -> (&[f64], &[f64]) {
+    match out {
+        [gh] => gh.split_at(p),
+        [g, h] => (g, h),
+        _ => unreachable!("one or two requests"),
     }
 }
 
@@ -352,6 +394,7 @@ fn estimates(
     cfg: &VognConfig,
     idx: Option<&[usize]>,
     samples: &[Vec<f64>],
+    scratch: &mut Vec<Vec<Vec<f64>>>,
 ) -> Estimates {
     let gathered = idx.map(|idx| (gather_rows(obj.x, idx), gather_rows(obj.y, idx)));
     let (xb, yb) = match &gathered {
@@ -359,7 +402,7 @@ fn estimates(
         None => (obj.x, obj.y),
     };
     if cfg.covariance == Covariance::Diag {
-        return diag_estimates(obj, cfg, xb, yb, samples);
+        return diag_estimates(obj, cfg, xb, yb, samples, scratch);
     }
     let m = xb.nrows();
     let p = samples[0].len();
@@ -417,43 +460,50 @@ pub fn step_at(
     idx: Option<&[usize]>,
     samples: &[Vec<f64>],
 ) -> Result<f64> {
-    let est = estimates(obj, cfg, idx, samples);
+    let est = estimates(obj, cfg, idx, samples, &mut state.scratch);
     state.t += 1;
     check_finite(est.loss, &est.g, "VOGN", state.t)?;
     let (beta, delta) = (cfg.beta, obj.delta);
-    state.precision = match (&state.precision, est.h) {
+    let lr = cfg.lr.unwrap_or(beta);
+    let momentum = cfg.momentum.map(|b1| (b1, 1.0 - b1.powi(state.t as i32)));
+    // The direction `ĝ + δμ`, or with momentum its bias-corrected exponential average.
+    let direction = |g: f64, mu: f64, m: &mut f64| {
+        let d = g + delta * mu;
+        match momentum {
+            Some((b1, corr)) => {
+                *m = b1 * *m + (1.0 - b1) * d;
+                *m / corr
+            }
+            None => d,
+        }
+    };
+    let (mu, mom, g) = (&mut state.mu, &mut state.momentum, &est.g);
+    match (&mut state.precision, est.h) {
         (Precision::Full { matrix, .. }, Hessian::Full(h)) => {
             let p = matrix.nrows();
-            Precision::full(Mat::from_fn(p, p, |i, j| {
+            let next = Mat::from_fn(p, p, |i, j| {
                 (1.0 - beta) * matrix[(i, j)]
                     + beta * (h[(i, j)] + if i == j { delta } else { 0.0 })
-            }))?
+            });
+            state.precision = Precision::full(next)?;
+            let dir: Vec<f64> = mu
+                .iter()
+                .zip(mom.iter_mut())
+                .zip(g)
+                .map(|((mu, m), g)| direction(*g, *mu, m))
+                .collect();
+            for (mu, s) in mu.iter_mut().zip(state.precision.cov_times(&dir)) {
+                *mu -= lr * s;
+            }
         }
-        (Precision::Diag(d), Hessian::Diag(h)) => Precision::Diag(
-            d.iter()
-                .zip(&h)
-                .map(|(d, h)| (1.0 - beta) * d + beta * (h + delta))
-                .collect(),
-        ),
+        // Precision and mean element by element, in one pass.
+        (Precision::Diag(d), Hessian::Diag(h)) => wide(|| {
+            for ((((d, h), mu), m), g) in d.iter_mut().zip(&h).zip(mu).zip(mom).zip(g) {
+                *d = (1.0 - beta) * *d + beta * (h + delta);
+                *mu -= lr * (direction(*g, *mu, m) / *d);
+            }
+        }),
         _ => unreachable!("estimates match the covariance form"),
-    };
-    let mut dir: Vec<f64> = est
-        .g
-        .iter()
-        .zip(&state.mu)
-        .map(|(g, m)| g + delta * m)
-        .collect();
-    if let Some(b1) = cfg.momentum {
-        for (m, d) in state.momentum.iter_mut().zip(&dir) {
-            *m = b1 * *m + (1.0 - b1) * d;
-        }
-        let corr = 1.0 - b1.powi(state.t as i32);
-        dir = state.momentum.iter().map(|m| m / corr).collect();
-    }
-    let lr = cfg.lr.unwrap_or(beta);
-    let step = state.precision.cov_times(&dir);
-    for (m, s) in state.mu.iter_mut().zip(&step) {
-        *m -= lr * s;
     }
     Ok(est.loss)
 }
@@ -516,8 +566,7 @@ pub fn run_with(
     let mut snapshots = Vec::new();
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
-        let mut epoch_loss = 0.0;
-        for idx in &batches {
+        let epoch_loss = run_epoch(&batches, progress, |idx| {
             if cfg.snapshot_every > 0 && state.t % cfg.snapshot_every == 0 {
                 snapshots.push(Snapshot {
                     t: state.t,
@@ -526,12 +575,8 @@ pub fn run_with(
                 });
             }
             let samples = state.draw(cfg, &mut rng);
-            epoch_loss +=
-                step_at(obj, &mut state, cfg, idx.as_deref(), &samples)? / batches.len() as f64;
-            if let Some(pb) = progress {
-                pb.inc(1);
-            }
-        }
+            step_at(obj, &mut state, cfg, idx, &samples)
+        })?;
         history.push(epoch_loss);
         on_epoch(epoch, &state.mu, epoch_loss)?;
     }

@@ -116,5 +116,25 @@ pub fn assert_reductions_match_jacobian(
             assert_eq!(out[2].len(), 2 * np);
             assert_eq!((out[2][p], out[2][np + p]), (out[0][p], out[1][p]));
         }
+        // Buffers reused from an earlier call, of other lengths and contents, give the same.
+        let mut reused = vec![vec![7.0; 3], vec![f64::NAN; 2 * net.n_params() + 5]];
+        reused.extend(std::iter::repeat_n(vec![1.0; 4], 3));
+        net.forward_reduce_into(
+            w,
+            x,
+            &mut |_| {
+                [Reduce::SumAndSumSq, Reduce::Sum]
+                    .into_iter()
+                    .map(|reduce| Cotangents {
+                        rows: c.clone(),
+                        rows_per_example: rpe,
+                        reduce,
+                    })
+                    .collect()
+            },
+            &mut reused,
+        );
+        assert_eq!(reused.len(), 2);
+        assert_eq!((&reused[0], &reused[1]), (&out[2], &out[0]));
     }
 }
