@@ -90,7 +90,7 @@ fn per_example(g: MatRef<'_, f64>, n: usize, rpe: usize, f: impl Fn(f64) -> f64)
         let dst = out.as_mut().col_mut(j);
         let mut src = g.col(j).iter();
         if rpe == 1 {
-            dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(v));
+            crate::linalg::wide(|| dst.iter_mut().zip(src).for_each(|(d, &v)| *d = f(v)));
         } else {
             for d in dst.iter_mut() {
                 *d = (&mut src).take(rpe).map(|&v| f(v)).sum();

@@ -109,16 +109,22 @@ fn ziggurat_edge(mut i: usize, mut u: f64, rng: &mut Rng, z: &Ziggurat) -> f64 {
 /// Normals per stream: each chunk of this many draws has its own seed.
 const NORMAL_CHUNK: usize = 2048;
 
-/// A vector of `n` standard normal draws (ziggurat): chunks of [`NORMAL_CHUNK`] draws, each
-/// from its own stream seeded from `rng`, are drawn in parallel, so that the numbers do not
-/// depend on the thread count. A chunk's first words come from the stream in one block.
+/// A vector of `n` standard normal draws (ziggurat).
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
+    normals_then(rng, n, |_, _| {})
+}
+
+/// `n` standard normal draws (ziggurat), each chunk of them then transformed in place by
+/// `then(offset, chunk)` while it is in cache. Chunks of [`NORMAL_CHUNK`] draws, each from its
+/// own stream seeded from `rng`, are drawn in parallel, so that the numbers do not depend on
+/// the thread count; a chunk's first words come from its stream in one block.
+pub fn normals_then(rng: &mut Rng, n: usize, then: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
     use rayon::prelude::*;
     let seeds: Vec<u64> = (0..n.div_ceil(NORMAL_CHUNK))
         .map(|_| child_seed(rng))
         .collect();
     let z = ziggurat();
-    let fill = |(chunk, seed): (&mut [f64], u64)| {
+    let fill = |(c, (chunk, seed)): (usize, (&mut [f64], u64))| {
         let mut r = seeded(seed);
         let mut bits = [0u64; NORMAL_CHUNK];
         let bits = &mut bits[..chunk.len()];
@@ -126,13 +132,20 @@ pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {
         for (o, &b) in chunk.iter_mut().zip(bits.iter()) {
             *o = ziggurat_normal(b, &mut r, z);
         }
+        then(c * NORMAL_CHUNK, chunk);
     };
     let mut out = vec![0.0; n];
     // One chunk stays on this thread: a parallel dispatch would cost more than it draws.
     if seeds.len() > 1 {
-        out.par_chunks_mut(NORMAL_CHUNK).zip(seeds).for_each(fill);
+        out.par_chunks_mut(NORMAL_CHUNK)
+            .zip(seeds)
+            .enumerate()
+            .for_each(fill);
     } else {
-        out.chunks_mut(NORMAL_CHUNK).zip(seeds).for_each(fill);
+        out.chunks_mut(NORMAL_CHUNK)
+            .zip(seeds)
+            .enumerate()
+            .for_each(fill);
     }
     out
 }

@@ -28,7 +28,7 @@ use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
 use crate::linalg::{at_b, col_sq_norms, wide, Cholesky};
-use crate::nn::rng::{child_seed, normals, seeded, Rng};
+use crate::nn::rng::{child_seed, normals, normals_then, seeded, Rng};
 use crate::posterior::Linearization;
 
 /// Form of the covariance of `q`.
@@ -188,15 +188,14 @@ impl Precision {
                 let e = chol.solve_lt_vec(&normals(rng, mu.len()));
                 mu.iter().zip(&e).map(|(m, e)| m + e).collect()
             }
-            Precision::Diag(d) => {
-                let mut e = normals(rng, mu.len());
+            Precision::Diag(d) => normals_then(rng, mu.len(), |o, e| {
+                let (mu, d) = (&mu[o..o + e.len()], &d[o..o + e.len()]);
                 wide(|| {
                     for ((e, m), d) in e.iter_mut().zip(mu).zip(d) {
                         *e = m + *e / d.sqrt();
                     }
-                });
-                e
-            }
+                })
+            }),
         }
     }
 
