@@ -84,15 +84,19 @@ pub fn assert_reductions_match_jacobian(
     let jac = net.jacobian(w, x);
     for rpe in [1, 2, 3] {
         let c = faer::Mat::from_fn(n * rpe, k, |m, o| ((m * k + o) as f64 * 0.77).sin());
-        let (_, out) = net.forward_reduce(w, x, &mut |_| {
-            [Reduce::Sum, Reduce::SumSq, Reduce::SumAndSumSq]
-                .into_iter()
-                .map(|reduce| Cotangents {
+        // The cotangents `c` under each of `reduces`.
+        let requests = |reduces: &[Reduce]| -> Vec<Cotangents> {
+            reduces
+                .iter()
+                .map(|&reduce| Cotangents {
                     rows: c.clone(),
                     rows_per_example: rpe,
                     reduce,
                 })
                 .collect()
+        };
+        let (_, out) = net.forward_reduce(w, x, &mut |_| {
+            requests(&[Reduce::Sum, Reduce::SumSq, Reduce::SumAndSumSq])
         });
         for p in 0..net.n_params() {
             let (mut sum, mut sq) = (0.0, 0.0);
@@ -122,16 +126,7 @@ pub fn assert_reductions_match_jacobian(
         net.forward_reduce_into(
             w,
             x,
-            &mut |_| {
-                [Reduce::SumAndSumSq, Reduce::Sum]
-                    .into_iter()
-                    .map(|reduce| Cotangents {
-                        rows: c.clone(),
-                        rows_per_example: rpe,
-                        reduce,
-                    })
-                    .collect()
-            },
+            &mut |_| requests(&[Reduce::SumAndSumSq, Reduce::Sum]),
             &mut reused,
         );
         assert_eq!(reused.len(), 2);
