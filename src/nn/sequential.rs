@@ -712,9 +712,13 @@ impl Sequential {
                 Layer::Flatten { .. } => g,
                 Layer::Act { activation, .. } => {
                     let a_out = &tape.acts[l + 1];
-                    Mat::from_fn(m_rows, g.ncols(), |m, j| {
-                        g[(m, j)] * activation.derivative_from_output(a_out[(m / rpe, j)])
-                    })
+                    let mut g = g;
+                    for j in 0..g.ncols() {
+                        let gc = g.col_mut(j).try_as_col_major_mut().expect("contiguous");
+                        let ac = a_out.col(j).try_as_col_major().expect("contiguous");
+                        activation.scale_by_derivative(gc.as_slice_mut(), ac.as_slice(), rpe);
+                    }
+                    g
                 }
             };
             g = g_in;
