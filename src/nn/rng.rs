@@ -77,8 +77,8 @@ fn ziggurat_normal(bits: u64, rng: &mut Rng, z: &Ziggurat) -> f64 {
 }
 
 /// The rest of a ziggurat draw whose point `u` in layer `i` fell outside the rectangle: the
-/// wedge under `f` is accepted exactly (one `exp`), or the tail `|z| > R` sampled (layer 0); a rejected
-/// point starts over with a new word.
+/// wedge under `f` is accepted exactly (one `exp`), or the tail `|z| > R` sampled (layer 0);
+/// a rejected point starts over with a new word.
 #[cold]
 fn ziggurat_edge(mut i: usize, mut u: f64, rng: &mut Rng, z: &Ziggurat) -> f64 {
     loop {
