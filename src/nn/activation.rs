@@ -59,9 +59,7 @@ impl Activation {
             Activation::Identity => 1.0,
         }
     }
-}
 
-impl Activation {
     /// `g_m ← g_m φ'(a_{⌊m/rpe⌋})` over one column of cotangent rows, the `rpe` rows of an
     /// example sharing its output `a` (vectorised as [`wide`] when `rpe = 1`).
     pub(crate) fn scale_by_derivative(self, g: &mut [f64], a: &[f64], rpe: usize) {
@@ -113,8 +111,8 @@ pub(crate) fn map_wide<F: Fn(f64) -> f64>(v: &mut [f64], f: F) {
     wide(|| v.iter_mut().for_each(|v| *v = f(*v)))
 }
 
-/// `1/n!` for n = 0 … 21.
-const INV_FACT: [f64; 22] = [
+/// `1/n!` for n = 0 … 14.
+const INV_FACT: [f64; 15] = [
     1.0,
     1.0,
     1.0 / 2.0,
@@ -130,13 +128,6 @@ const INV_FACT: [f64; 22] = [
     1.0 / 479001600.0,
     1.0 / 6227020800.0,
     1.0 / 87178291200.0,
-    1.0 / 1307674368000.0,
-    1.0 / 20922789888000.0,
-    1.0 / 355687428096000.0,
-    1.0 / 6402373705728000.0,
-    1.0 / 121645100408832000.0,
-    1.0 / 2432902008176640000.0,
-    1.0 / 51090942171709440000.0,
 ];
 
 /// ln 2 split so that `k·LN2_HI` is exact for the `k` used here (fdlibm's constants).
@@ -146,6 +137,15 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 /// `1.5·2⁵²`: `(v + S) − S` rounds `|v| < 2⁵¹` to the nearest integer (`f64::round` is a
 /// software routine on baseline x86-64, several times slower).
 const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
+
+/// `y = k ln 2 + r` with `k` an integer and `|r| ≤ ln2/2`: `(k + S, k, r)`, where `k + S`
+/// ([`ROUND_SHIFT`]) holds `k` in its low bits.
+#[inline(always)]
+fn reduce_ln2(y: f64) -> (f64, f64, f64) {
+    let shifted = y * std::f64::consts::LOG2_E + ROUND_SHIFT;
+    let k = shifted - ROUND_SHIFT;
+    (shifted, k, (y - k * LN2_HI) - k * LN2_LO)
+}
 
 /// `e^x` in plain Rust (no libm call): `x = k ln 2 + r`, `|r| ≤ ln2/2`, `e^r` by its Taylor
 /// polynomial to `r¹³/13!` (truncation below 2e-17 relative), scaled by `2^k` through the
@@ -162,8 +162,7 @@ pub fn exp(x: f64) -> f64 {
     if x < -745.133_219_101_941_1 {
         return 0.0;
     }
-    let k = (x * std::f64::consts::LOG2_E + ROUND_SHIFT) - ROUND_SHIFT;
-    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let (_, k, r) = reduce_ln2(x);
     // Horner over 1/n!, n = 13 down to 0.
     let p = INV_FACT[..14].iter().rev().fold(0.0, |p, c| p * r + c);
     // 2^k in two steps, so that k down to −1074 (subnormal results) stays exact.
@@ -181,11 +180,9 @@ pub fn exp(x: f64) -> f64 {
 pub fn tanh(x: f64) -> f64 {
     // Beyond 20, tanh rounds to ±1; the clamp keeps 2^k normal.
     let y = -2.0 * x.abs().min(20.0);
-    let shifted = y * std::f64::consts::LOG2_E + ROUND_SHIFT;
-    let k = shifted - ROUND_SHIFT;
-    let r = (y - k * LN2_HI) - k * LN2_LO;
+    let (shifted, _, r) = reduce_ln2(y);
     // e^r − 1 = r Σ_{n=0}^{13} rⁿ/(n + 1)!.
-    let q = r * INV_FACT[1..15].iter().rev().fold(0.0, |p, c| p * r + c);
+    let q = r * INV_FACT[1..].iter().rev().fold(0.0, |p, c| p * r + c);
     // 2^k from k's bits in `shifted` (integer operations only, so that loops vectorise).
     let s = f64::from_bits(
         (shifted
