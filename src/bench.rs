@@ -25,8 +25,8 @@ use crate::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use crate::likelihood::Gaussian;
 use crate::linalg::mirror_lower;
 use crate::nn::{
-    factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, stack_rows,
-    Activation, Backprop, Cols, Factor, Mlp, Network, NtkBlocks, Real, Sequential,
+    factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, kernel_shape,
+    stack_rows, Activation, Backprop, Cols, Factor, Mlp, Network, NtkBlocks, Real, Sequential,
 };
 use crate::posterior::Linearization;
 use crate::train::vogn::{self, Covariance, Curvature, VognConfig};
@@ -134,9 +134,7 @@ fn kernel_phases<T: Real>(
     n: usize,
     k: usize,
 ) -> (Mat<T>, f64) {
-    let m = f.first().map_or(0, |f| match f {
-        Factor::Dense { g, .. } | Factor::Block(g) => g.nrows(),
-    });
+    let (m, _) = kernel_shape(f, &Cols::Leading(n));
     let mut out = timed(t, "allocate", || Mat::<T>::zeros(m, n));
     let t0 = Instant::now();
     factor_kernel_into(f, Cols::Leading(n), k, out.as_mut());

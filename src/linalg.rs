@@ -36,6 +36,19 @@ pub fn par_for(flops: usize) -> Par {
     }
 }
 
+/// Column `j` of a matrix whose columns are contiguous (every owned `Mat`), as a slice.
+pub fn col<T>(m: MatRef<'_, T>, j: usize) -> &[T] {
+    m.col(j).try_as_col_major().expect("contiguous").as_slice()
+}
+
+/// [`col`], mutable.
+pub fn col_mut<T>(m: MatMut<'_, T>, j: usize) -> &mut [T] {
+    m.col_mut(j)
+        .try_as_col_major_mut()
+        .expect("contiguous")
+        .as_slice_mut()
+}
+
 /// Runs `f` compiled for the widest vector unit the CPU has: AVX-512, else AVX2, found at run
 /// time (baseline x86-64 has only 2-lane SSE2). Element-wise loops in `f` then vectorise 8 or
 /// 4 lanes wide. The code is the same, and Rust never contracts `a·b + c` into an FMA, so the

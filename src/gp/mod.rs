@@ -304,11 +304,7 @@ pub fn gaussian_variance_in_place(
     use faer::reborrow::Reborrow;
     use rayon::prelude::*;
     check_delta(delta)?;
-    if !(sigma.is_finite() && sigma > 0.0) {
-        return Err(Error::Invalid(format!(
-            "--sigma (noise) must be a positive number, got {sigma}"
-        )));
-    }
+    crate::likelihood::Gaussian::new(sigma)?;
     let n = blocks.train_rows();
     blocks
         .stacked

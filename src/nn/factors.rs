@@ -13,8 +13,8 @@ use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-use super::{Backprop, Sink, JACOBIAN_CHUNK};
-use crate::linalg::Real;
+use super::{backprop_output_seeds, Backprop, Sink, JACOBIAN_CHUNK};
+use crate::linalg::{col, col_mut, Real};
 
 /// Columns per parallel kernel tile (rounded up to whole examples).
 const TILE: usize = 128;
@@ -187,19 +187,11 @@ pub(crate) fn factor_kernel_flops<T>(fa: &[Factor<T>], cols: &Cols<'_, T>, k: us
 
 /// `D += G ⊙ X`, where the k columns of one example share its column of `X`.
 fn hadamard_add<T: Real>(mut dst: MatMut<'_, T>, gg: MatRef<'_, T>, xx: MatRef<'_, T>, k: usize) {
-    fn slice<T>(c: MatRef<'_, T>, j: usize) -> &[T] {
-        c.col(j).try_as_col_major().expect("contiguous").as_slice()
-    }
     for c in 0..dst.ncols() {
-        let d = dst
-            .rb_mut()
-            .col_mut(c)
-            .try_as_col_major_mut()
-            .expect("contiguous")
-            .as_slice_mut();
-        d.iter_mut()
-            .zip(slice(gg, c))
-            .zip(slice(xx, c / k))
+        col_mut(dst.rb_mut(), c)
+            .iter_mut()
+            .zip(col(gg, c))
+            .zip(col(xx, c / k))
             .for_each(|((d, &g), &x)| *d += g * x);
     }
 }
@@ -239,10 +231,8 @@ pub(crate) fn forward_factors<B: Backprop + Sync, T: Real>(
         .par_iter()
         .map(|&s| {
             let xc = x.subrows(s, JACOBIAN_CHUNK.min(n - s));
-            let tape = net.record(w, xc);
-            let seed = Mat::from_fn(xc.nrows() * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
             let mut f = Vec::new();
-            net.backprop(w, &tape, seed, k, Sink::Factors(&mut f));
+            backprop_output_seeds(net, w, xc, Sink::Factors(&mut f));
             f
         })
         .collect();

@@ -13,6 +13,7 @@ use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
 use super::{forward_jacobian, reduce, Activation, Backprop, Cotangents, Network, Sink};
 use crate::error::{Error, Result};
+use crate::linalg::{col, col_mut};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
 /// linear output.
@@ -111,13 +112,7 @@ impl Mlp {
                 Activation::Identity
             };
             for (j, &b) in bias.iter().enumerate() {
-                act.apply_slice(
-                    z.col_mut(j)
-                        .try_as_col_major_mut()
-                        .expect("contiguous")
-                        .as_slice_mut(),
-                    b,
-                );
+                act.apply_slice(col_mut(z.as_mut(), j), b);
             }
             acts.push(z);
         }
@@ -145,16 +140,7 @@ impl Mlp {
                     Par::Seq,
                 );
                 for c in 0..i {
-                    let ac = a_in
-                        .col(c)
-                        .try_as_col_major()
-                        .expect("contiguous")
-                        .as_slice();
-                    let gc = g_in
-                        .col_mut(c)
-                        .try_as_col_major_mut()
-                        .expect("contiguous")
-                        .as_slice_mut();
+                    let (gc, ac) = (col_mut(g_in.as_mut(), c), col(a_in.as_ref(), c));
                     self.activation.scale_by_derivative(gc, ac, rpe);
                 }
                 g = g_in;

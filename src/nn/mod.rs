@@ -16,8 +16,8 @@ pub use crate::linalg::Real;
 pub use activation::Activation;
 pub use factors::NtkBlocks;
 pub(crate) use factors::{
-    factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, stack_rows,
-    structured_ntk, structured_ntk_blocks, Cols, Factor,
+    factor_kernel_diag, factor_kernel_flops, factor_kernel_into, forward_factors, kernel_shape,
+    stack_rows, structured_ntk, structured_ntk_blocks, Cols, Factor,
 };
 pub use mlp::Mlp;
 pub use sequential::{Layer, Sequential};
@@ -210,13 +210,26 @@ pub(crate) fn reduce<B: Backprop>(
     f
 }
 
-/// Outputs and Jacobian rows of a chunk of examples: seeds `e_k` for each of the K outputs.
-fn jacobian_chunk<B: Backprop>(net: &B, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+/// Records the forward pass on `X` and backpropagates the seeds `e_k` (row `n·K + k` for
+/// output k of example n) into `sink`: the Jacobian rows, in whatever form the sink keeps them.
+/// Returns the tape.
+pub(crate) fn backprop_output_seeds<B: Backprop>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    sink: Sink<'_>,
+) -> B::Tape {
     let (n, k) = (x.nrows(), net.n_outputs());
     let tape = net.record(w, x);
     let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
-    let mut jac = Mat::<f64>::zeros(n * k, net.n_params());
-    net.backprop(w, &tape, seed, k, Sink::Rows(jac.as_mut()));
+    net.backprop(w, &tape, seed, k, sink);
+    tape
+}
+
+/// Outputs and Jacobian rows of a chunk of examples.
+fn jacobian_chunk<B: Backprop>(net: &B, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+    let mut jac = Mat::<f64>::zeros(x.nrows() * net.n_outputs(), net.n_params());
+    let tape = backprop_output_seeds(net, w, x, Sink::Rows(jac.as_mut()));
     (B::output(&tape).clone(), jac)
 }
 

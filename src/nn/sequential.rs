@@ -18,6 +18,7 @@ use super::{
     structured_ntk_blocks, Activation, Backprop, Cotangents, Factor, Network, NtkBlocks, Sink,
 };
 use crate::error::{Error, Result};
+use crate::linalg::{col, col_mut};
 
 /// One layer.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -714,9 +715,8 @@ impl Sequential {
                     let a_out = &tape.acts[l + 1];
                     let mut g = g;
                     for j in 0..g.ncols() {
-                        let gc = g.col_mut(j).try_as_col_major_mut().expect("contiguous");
-                        let ac = a_out.col(j).try_as_col_major().expect("contiguous");
-                        activation.scale_by_derivative(gc.as_slice_mut(), ac.as_slice(), rpe);
+                        let (gc, ac) = (col_mut(g.as_mut(), j), col(a_out.as_ref(), j));
+                        activation.scale_by_derivative(gc, ac, rpe);
                     }
                     g
                 }
