@@ -125,23 +125,24 @@ fn b1_data(dir: &Path) -> Result<B1Data> {
     })
 }
 
-/// A structured kernel with `n` leading columns from factors, phase by phase: the output's
-/// memory, the products and Hadamard updates of the lower half, its mirror. Returns the kernel
-/// and the GFLOP/s of the products.
+/// The structured kernel of the first `n` rows of the factors against all of them, phase by
+/// phase: the output's memory, the products and Hadamard updates (the lower half of the leading
+/// square block), its mirror. Returns the kernel and the GFLOP/s of the products.
 fn kernel_phases<T: Real>(
     t: &mut Vec<(String, f64)>,
     f: &[Factor<T>],
     n: usize,
     k: usize,
 ) -> (Mat<T>, f64) {
-    let (m, _) = kernel_shape(f, &Cols::Leading(n));
-    let mut out = timed(t, "allocate", || Mat::<T>::zeros(m, n));
+    let cols = || Cols::Same { rows: n };
+    let (_, m) = kernel_shape(f, &cols());
+    let mut out = timed(t, "allocate", || Mat::<T>::zeros(n, m));
     let t0 = Instant::now();
-    factor_kernel_into(f, Cols::Leading(n), k, out.as_mut());
+    factor_kernel_into(f, cols(), k, out.as_mut());
     let products_s = t0.elapsed().as_secs_f64();
     t.push(("products".into(), products_s));
-    timed(t, "mirror", || mirror_lower(out.as_mut().subrows_mut(0, n)));
-    let gflops = factor_kernel_flops(f, &Cols::Leading(n), k) / 1e9 / products_s;
+    timed(t, "mirror", || mirror_lower(out.as_mut().subcols_mut(0, n)));
+    let gflops = factor_kernel_flops(f, &cols(), k) / 1e9 / products_s;
     (out, gflops)
 }
 
@@ -157,8 +158,8 @@ fn b1(dir: &Path) -> Result<BenchRun> {
         diag.drain(..x.nrows());
         (f, diag)
     });
-    let (stacked, products_gflops) = kernel_phases(&mut t, &f, x.nrows(), 1);
-    let mut blocks = NtkBlocks { stacked, test_diag };
+    let (kernel, products_gflops) = kernel_phases(&mut t, &f, x.nrows(), 1);
+    let mut blocks = NtkBlocks { kernel, test_diag };
     let (var, jitter) = timed(&mut t, "cholesky + solve", || {
         match gaussian_variance_in_place(&mut blocks, B1_DELTA, B1_SIGMA, 0)? {
             Some(out) => Ok(out),

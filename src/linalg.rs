@@ -5,6 +5,7 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -197,7 +198,11 @@ pub fn jitter_ladder(a: MatRef<'_, f64>, what: &str) -> Result<Vec<f64>> {
             a.ncols()
         )));
     }
-    if (0..n).any(|j| a.col(j).subrows(j, n - j).iter().any(|v| !v.is_finite())) {
+    if (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .any(|j| a.col(j).subrows(j, n - j).iter().any(|v| !v.is_finite()))
+    {
         return Err(Error::Numerical(format!(
             "{what}: matrix contains NaN or Inf"
         )));

@@ -113,29 +113,40 @@ fn gaussian_variance_climbs_the_ladder_and_matches_the_copying_cholesky() {
     let w = net.init(5);
     let (x, xs) = (inputs(60, 1, 0.0), inputs(9, 1, 0.4));
     let sigma = 1e-15;
-    let (var, jitter) =
-        gaussian_glm_variance(&net, &w, x.as_ref(), xs.as_ref(), 1.0, sigma).unwrap();
-    assert!(jitter > 0.0);
-    // The same G through the copying Cholesky of the library.
-    let mut g = net.ntk(&w, x.as_ref(), x.as_ref());
-    for i in 0..60 {
-        g[(i, i)] += sigma * sigma;
-    }
-    let chol = Cholesky::new(g.as_ref(), "test").unwrap();
-    assert_eq!(chol.jitter, jitter);
-    let v = chol.solve_l(net.ntk(&w, x.as_ref(), xs.as_ref()).as_ref());
-    let kss = net.ntk_diag(&w, xs.as_ref());
-    for m in 0..9 {
-        let expected = kss[m] - (0..60).map(|i| v[(i, m)] * v[(i, m)]).sum::<f64>();
+    // δ ≠ 1 too: the in-place path factorises δG and divides its jitter by δ.
+    for delta in [1.0, 0.5] {
+        let (var, jitter) =
+            gaussian_glm_variance(&net, &w, x.as_ref(), xs.as_ref(), delta, sigma).unwrap();
+        assert!(jitter > 0.0);
+        // The same G = δ⁻¹K + σ²I through the copying Cholesky of the library.
+        let mut g = net.ntk(&w, x.as_ref(), x.as_ref());
+        for j in 0..60 {
+            for i in 0..60 {
+                g[(i, j)] /= delta;
+            }
+            g[(j, j)] += sigma * sigma;
+        }
+        let chol = Cholesky::new(g.as_ref(), "test").unwrap();
         assert!(
-            (var[m] - expected).abs() < 1e-9 * kss[m],
-            "{} vs {expected}",
-            var[m]
+            rel(chol.jitter, jitter) < 1e-14,
+            "{} vs {jitter}",
+            chol.jitter
         );
+        let v = chol.solve_l(net.ntk(&w, x.as_ref(), xs.as_ref()).as_ref());
+        let kss = net.ntk_diag(&w, xs.as_ref());
+        for m in 0..9 {
+            let expected = kss[m] / delta
+                - (0..60).map(|i| v[(i, m)] * v[(i, m)]).sum::<f64>() / (delta * delta);
+            assert!(
+                (var[m] - expected).abs() < 1e-9 * kss[m] / delta,
+                "{} vs {expected}",
+                var[m]
+            );
+        }
     }
     // NaN in the kernel is refused, not factorised.
     let mut blocks = net.ntk_blocks(&w, x.as_ref(), xs.as_ref());
-    blocks.stacked[(3, 3)] = f64::NAN;
+    blocks.kernel[(3, 3)] = f64::NAN;
     assert!(gaussian_variance_in_place(&mut blocks, 1.0, 0.1, 0).is_err());
 }
 

@@ -291,9 +291,11 @@ fn add_blocks(g: &mut Mat<f64>, k: usize, blocks: &[f64]) {
 
 /// The GLM predictive variance under a Gaussian likelihood with noise σ², computed inside the
 /// storage of [`NtkBlocks`] (no copy of the kernel) at one `rung` of
-/// [`crate::linalg::JITTER_LADDER`]: `G = δ⁻¹K + σ²I + εI = LLᵀ` in the train block,
-/// `V = δ⁻¹K*X L⁻ᵀ` in the cross block, and `var_m = δ⁻¹k**_m − ‖V_m‖²`. Returns the variances
-/// and ε, or `None` when that rung fails (the blocks are then spent).
+/// [`crate::linalg::JITTER_LADDER`]. For `G = δ⁻¹K + σ²I + εI` it factorises
+/// `δG = K + δ(σ² + ε)I = LLᵀ` in the train block, solves `V = L⁻¹K_{XX*}` in place of the
+/// other columns and returns `var_m = δ⁻¹(k**_m − ‖V_m‖²)` (`= δ⁻¹k**_m − δ⁻²k*_mᵀG⁻¹k*_m`,
+/// with no pass over the kernel to scale it) and ε; `None` when that rung fails (the blocks are
+/// then spent).
 pub fn gaussian_variance_in_place(
     blocks: &mut NtkBlocks,
     delta: f64,
@@ -302,35 +304,30 @@ pub fn gaussian_variance_in_place(
 ) -> Result<Option<(Vec<f64>, f64)>> {
     use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
     use faer::reborrow::Reborrow;
-    use rayon::prelude::*;
     check_delta(delta)?;
     crate::likelihood::Gaussian::new(sigma)?;
     let n = blocks.train_rows();
-    blocks
-        .stacked
-        .as_mut()
-        .par_col_chunks_mut(64)
-        .for_each(|c| {
-            c.col_iter_mut()
-                .for_each(|c| c.iter_mut().for_each(|v| *v /= delta))
-        });
+    let (mut top, mut cross) = blocks.kernel.as_mut().split_at_col_mut(n);
     for i in 0..n {
-        blocks.stacked[(i, i)] += sigma * sigma;
+        top[(i, i)] += delta * sigma * sigma;
     }
-    let (mut top, mut bottom) = blocks.stacked.as_mut().split_at_row_mut(n);
+    // The ladder of δG is δ times that of G.
     let jitter = jitter_ladder(top.rb(), GAUSSIAN_GRAM)?[rung];
     if !try_cholesky_in_place(top.as_mut(), jitter) {
         return Ok(None);
     }
-    let par = par_for(n * n * bottom.nrows());
-    solve_lower_triangular_in_place(top.rb(), bottom.as_mut().transpose_mut(), par);
+    let par = par_for(n * n * cross.ncols());
+    solve_lower_triangular_in_place(top.rb(), cross.as_mut(), par);
     let var = blocks
         .test_diag
         .iter()
-        .zip(row_sq_norms(bottom.rb()))
-        .map(|(k, v)| k / delta - v)
+        .enumerate()
+        .map(|(m, k)| {
+            let v = crate::linalg::col(cross.rb(), m);
+            (k - v.iter().map(|v| v * v).sum::<f64>()) / delta
+        })
         .collect();
-    Ok(Some((var, jitter)))
+    Ok(Some((var, jitter / delta)))
 }
 
 const GAUSSIAN_GRAM: &str = "GP Gram matrix δ⁻¹JJ' + σ²I";

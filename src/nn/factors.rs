@@ -27,6 +27,10 @@ pub(crate) enum Factor<T = f64> {
     /// A dense layer: row m of its Jacobian block is `G_m ⊗ Ã_{n(m)}`, with `G` (rows ×
     /// outputs) and `Ã = [A, 1]` (examples × (inputs + 1)): weights, then the bias.
     Dense { g: Mat<T>, a: Mat<T> },
+    /// A dense layer whose outputs are the network's `k > 1` outputs (`G_m = e_{m mod k}`):
+    /// row m of its Jacobian block is `e_{m mod k} ⊗ Ã_{n(m)}`, so it adds
+    /// `δ_{kk'} (Ã_a Ã_bᵀ)_{nn'}` to the kernel, with no `G` product and no Hadamard update.
+    Outputs { a: Mat<T>, k: usize },
     /// Any other layer with parameters: its Jacobian block (rows × the layer's parameters).
     Block(Mat<T>),
 }
@@ -36,27 +40,28 @@ impl<T> Factor<T> {
     fn rows(&self) -> usize {
         match self {
             Factor::Dense { g, .. } | Factor::Block(g) => g.nrows(),
+            Factor::Outputs { a, k } => a.nrows() * k,
         }
     }
 }
 
-/// The columns of a kernel.
+/// The rows and columns of a kernel of the row factors `fa`.
 pub(crate) enum Cols<'a, T> {
-    /// The first `n` rows of the row factors: the leading n×n block is symmetric and its
-    /// upper half is mirrored from the lower one instead of computed.
-    Leading(usize),
-    /// The rows of other factors.
+    /// `J_a[..rows] J_aᵀ`: the first `rows` rows of `fa` against all of them. The leading
+    /// square block is symmetric: its lower half is computed and its upper half mirrored.
+    Same { rows: usize },
+    /// All rows of `fa` against the rows of other factors.
     Of(&'a [Factor<T>]),
 }
 
 /// `J_a J_bᵀ` from factors, `k` rows per example.
 pub(crate) fn factor_kernel<T: Real>(fa: &[Factor<T>], cols: Cols<'_, T>, k: usize) -> Mat<T> {
     let (m, n) = kernel_shape(fa, &cols);
-    let sym = matches!(cols, Cols::Leading(_));
+    let sym = matches!(cols, Cols::Same { .. });
     let mut out = Mat::<T>::zeros(m, n);
     factor_kernel_into(fa, cols, k, out.as_mut());
     if sym {
-        crate::linalg::mirror_lower(out.as_mut().subrows_mut(0, n));
+        crate::linalg::mirror_lower(out.as_mut().subcols_mut(0, m));
     }
     out
 }
@@ -65,29 +70,32 @@ pub(crate) fn factor_kernel<T: Real>(fa: &[Factor<T>], cols: Cols<'_, T>, k: usi
 pub(crate) fn kernel_shape<T>(fa: &[Factor<T>], cols: &Cols<'_, T>) -> (usize, usize) {
     let m = fa.first().map_or(0, Factor::rows);
     match cols {
-        Cols::Leading(n) => (m, *n),
+        Cols::Same { rows } => (*rows, m),
         Cols::Of(fb) => (m, fb.first().map_or(0, Factor::rows)),
     }
 }
 
-/// Adds `J_a J_bᵀ` to `out` (zeros for the kernel itself); with [`Cols::Leading`], only the
-/// lower half of the leading block, which [`crate::linalg::mirror_lower`] completes.
+/// Adds `J_a J_bᵀ` to `out` (zeros for the kernel itself); with [`Cols::Same`], only the
+/// lower half of the leading square block, which [`crate::linalg::mirror_lower`] completes.
 pub(crate) fn factor_kernel_into<T: Real>(
     fa: &[Factor<T>],
     cols: Cols<'_, T>,
     k: usize,
-    mut out: MatMut<'_, T>,
+    out: MatMut<'_, T>,
 ) {
     let (m, _) = kernel_shape(fa, &cols);
-    let (fb, sym) = match cols {
-        Cols::Leading(_) => (fa, true),
-        Cols::Of(fb) => (fb, false),
+    // Columns before `split` are those of the symmetric block.
+    let (fb, split) = match cols {
+        Cols::Same { rows } => (fa, rows),
+        Cols::Of(fb) => (fb, 0),
     };
     assert!(
         fa.len() == fb.len()
             && fa.iter().zip(fb).all(|p| matches!(
                 p,
-                (Factor::Dense { .. }, Factor::Dense { .. }) | (Factor::Block(_), Factor::Block(_))
+                (Factor::Dense { .. }, Factor::Dense { .. })
+                    | (Factor::Outputs { .. }, Factor::Outputs { .. })
+                    | (Factor::Block(_), Factor::Block(_))
             )),
         "both sides of a kernel come from the same network"
     );
@@ -96,71 +104,92 @@ pub(crate) fn factor_kernel_into<T: Real>(
     // update stay in the core's cache.
     let tile = k * TILE.div_ceil(k);
     let block = k * ROW_BLOCK.div_ceil(k);
-    out.rb_mut()
-        .par_col_chunks_mut(tile)
-        .enumerate()
-        .with_max_len(1)
-        .for_each(|(t, dst)| {
-            let (c0, w) = (t * tile, dst.ncols());
-            let r0 = if sym { c0 } else { 0 };
-            let mut dst = dst.subrows_mut(r0, m - r0);
-            for (a, b) in fa.iter().zip(fb) {
-                if let (Factor::Block(ja), Factor::Block(jb)) = (a, b) {
-                    matmul(
-                        dst.rb_mut(),
-                        Accum::Add,
-                        ja.as_ref().subrows(r0, m - r0),
-                        jb.as_ref().subrows(c0, w).transpose(),
-                        T::one_impl(),
-                        Par::Seq,
-                    );
-                }
-            }
-            let mut gg = Mat::<T>::zeros(block, w);
-            let mut xx = Mat::<T>::zeros(block / k, w / k);
-            let mut xe = Mat::<T>::zeros(block, w / k);
-            for b0 in (r0..m).step_by(block) {
-                let h = block.min(m - b0);
-                let mut d = dst.rb_mut().subrows_mut(b0 - r0, h);
+    let (left, right) = out.split_at_col_mut(split);
+    let tiles = |dst: MatMut<'_, T>, first: usize| {
+        dst.par_col_chunks_mut(tile)
+            .enumerate()
+            .with_max_len(1)
+            .for_each(|(t, dst)| {
+                let (c0, w) = (first + t * tile, dst.ncols());
+                let r0 = if c0 < split { c0 } else { 0 };
+                let mut dst = dst.subrows_mut(r0, m - r0);
                 for (a, b) in fa.iter().zip(fb) {
-                    let (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) = (a, b)
-                    else {
-                        continue;
-                    };
-                    let mut gg = gg.as_mut().subrows_mut(0, h);
-                    matmul(
-                        gg.rb_mut(),
-                        Accum::Replace,
-                        ga.as_ref().subrows(b0, h),
-                        gb.as_ref().subrows(c0, w).transpose(),
-                        T::one_impl(),
-                        Par::Seq,
-                    );
-                    let mut xx = xx.as_mut().subrows_mut(0, h / k);
-                    matmul(
-                        xx.rb_mut(),
-                        Accum::Replace,
-                        aa.as_ref().subrows(b0 / k, h / k),
-                        ab.as_ref().subrows(c0 / k, w / k).transpose(),
-                        T::one_impl(),
-                        Par::Seq,
-                    );
-                    // Each example's entry of Ã_a Ã_bᵀ, repeated over its k rows.
-                    let x = if k == 1 {
-                        xx.rb()
-                    } else {
-                        let mut e = xe.as_mut().subrows_mut(0, h);
-                        for j in 0..w / k {
-                            for r in 0..h {
-                                e[(r, j)] = xx[(r / k, j)];
-                            }
-                        }
-                        xe.as_ref().subrows(0, h)
-                    };
-                    hadamard_add(d.rb_mut(), gg.rb(), x, k);
+                    if let (Factor::Block(ja), Factor::Block(jb)) = (a, b) {
+                        matmul(
+                            dst.rb_mut(),
+                            Accum::Add,
+                            ja.as_ref().subrows(r0, m - r0),
+                            jb.as_ref().subrows(c0, w).transpose(),
+                            T::one_impl(),
+                            Par::Seq,
+                        );
+                    }
                 }
-            }
-        });
+                let mut gg = Mat::<T>::zeros(block, w);
+                let mut xx = Mat::<T>::zeros(block / k, w / k);
+                let mut xe = Mat::<T>::zeros(block, w / k);
+                for b0 in (r0..m).step_by(block) {
+                    let h = block.min(m - b0);
+                    let mut d = dst.rb_mut().subrows_mut(b0 - r0, h);
+                    for (a, b) in fa.iter().zip(fb) {
+                        let (aa, ab, gs) = match (a, b) {
+                            (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) => {
+                                (aa, ab, Some((ga, gb)))
+                            }
+                            (Factor::Outputs { a: aa, .. }, Factor::Outputs { a: ab, .. }) => {
+                                (aa, ab, None)
+                            }
+                            _ => continue,
+                        };
+                        let mut xx = xx.as_mut().subrows_mut(0, h / k);
+                        matmul(
+                            xx.rb_mut(),
+                            Accum::Replace,
+                            aa.as_ref().subrows(b0 / k, h / k),
+                            ab.as_ref().subrows(c0 / k, w / k).transpose(),
+                            T::one_impl(),
+                            Par::Seq,
+                        );
+                        let Some((ga, gb)) = gs else {
+                            // Output o of each column's example meets output o of each row's.
+                            for c in 0..w {
+                                let x = col(xx.rb(), c / k);
+                                col_mut(d.rb_mut(), c)[c % k..]
+                                    .iter_mut()
+                                    .step_by(k)
+                                    .zip(x)
+                                    .for_each(|(d, &x)| *d += x);
+                            }
+                            continue;
+                        };
+                        let mut gg = gg.as_mut().subrows_mut(0, h);
+                        matmul(
+                            gg.rb_mut(),
+                            Accum::Replace,
+                            ga.as_ref().subrows(b0, h),
+                            gb.as_ref().subrows(c0, w).transpose(),
+                            T::one_impl(),
+                            Par::Seq,
+                        );
+                        // Each example's entry of Ã_a Ã_bᵀ, repeated over its k rows.
+                        let x = if k == 1 {
+                            xx.rb()
+                        } else {
+                            let mut e = xe.as_mut().subrows_mut(0, h);
+                            for j in 0..w / k {
+                                col_mut(e.rb_mut(), j)
+                                    .chunks_exact_mut(k)
+                                    .zip(col(xx.rb(), j))
+                                    .for_each(|(e, &x)| e.fill(x));
+                            }
+                            xe.as_ref().subrows(0, h)
+                        };
+                        hadamard_add(d.rb_mut(), gg.rb(), x, k);
+                    }
+                }
+            });
+    };
+    rayon::join(|| tiles(left, 0), || tiles(right, split));
 }
 
 /// Floating-point operations of the products in [`factor_kernel_into`]: `2·(entries)·out_l`
@@ -170,16 +199,20 @@ pub(crate) fn factor_kernel_flops<T>(fa: &[Factor<T>], cols: &Cols<'_, T>, k: us
     let (m, n) = kernel_shape(fa, cols);
     let tile = k * TILE.div_ceil(k);
     let entries: f64 = match cols {
-        Cols::Leading(_) => (0..n)
-            .step_by(tile)
-            .map(|c0| ((m - c0) * tile.min(n - c0)) as f64)
-            .sum(),
+        Cols::Same { .. } => {
+            (0..m)
+                .step_by(tile)
+                .map(|c0| ((m - c0) * tile.min(m - c0)) as f64)
+                .sum::<f64>()
+                + (m * (n - m)) as f64
+        }
         Cols::Of(_) => (m * n) as f64,
     };
     let pairs = entries / (k * k) as f64;
     fa.iter()
         .map(|f| match f {
             Factor::Dense { g, a } => 2.0 * (entries * g.ncols() as f64 + pairs * a.ncols() as f64),
+            Factor::Outputs { a, .. } => 2.0 * pairs * a.ncols() as f64,
             Factor::Block(b) => 2.0 * entries * b.ncols() as f64,
         })
         .sum()
@@ -196,7 +229,8 @@ fn hadamard_add<T: Real>(mut dst: MatMut<'_, T>, gg: MatRef<'_, T>, xx: MatRef<'
     }
 }
 
-/// The diagonal of `J Jᵀ` from factors: `Σ_dense ‖G_m‖² ‖Ã_{n(m)}‖² + Σ_other ‖B_m‖²`.
+/// The diagonal of `J Jᵀ` from factors: `Σ_dense ‖G_m‖² ‖Ã_{n(m)}‖² + Σ_other ‖B_m‖²`
+/// (`‖G_m‖ = 1` for [`Factor::Outputs`]).
 pub(crate) fn factor_kernel_diag(f: &[Factor], k: usize) -> Vec<f64> {
     use crate::linalg::row_sq_norms;
     let mut out = vec![0.0; f.first().map_or(0, Factor::rows)];
@@ -208,6 +242,12 @@ pub(crate) fn factor_kernel_diag(f: &[Factor], k: usize) -> Vec<f64> {
                     .zip(gn)
                     .enumerate()
                     .for_each(|(m, (o, v))| *o += v * an[m / k]);
+            }
+            Factor::Outputs { a, .. } => {
+                let an = row_sq_norms(a.as_ref());
+                out.iter_mut()
+                    .enumerate()
+                    .for_each(|(m, o)| *o += an[m / k]);
             }
             Factor::Block(j) => out
                 .iter_mut()
@@ -259,18 +299,19 @@ pub(crate) fn forward_factors<B: Backprop + Sync, T: Real>(
             Factor::Dense { .. } => cheaper_form(
                 stack(&|c| match &c[l] {
                     Factor::Dense { g, .. } => g,
-                    Factor::Block(_) => unreachable!("same layer in every chunk"),
+                    _ => unreachable!("same layer in every chunk"),
                 }),
                 stack(&|c| match &c[l] {
                     Factor::Dense { a, .. } => a,
-                    Factor::Block(_) => unreachable!("same layer in every chunk"),
+                    _ => unreachable!("same layer in every chunk"),
                 }),
                 k,
             ),
             Factor::Block(_) => Factor::Block(stack(&|c| match &c[l] {
                 Factor::Block(b) => b,
-                Factor::Dense { .. } => unreachable!("same layer in every chunk"),
+                _ => unreachable!("same layer in every chunk"),
             })),
+            Factor::Outputs { .. } => unreachable!("layers give dense factors or blocks"),
         })
         .collect()
 }
@@ -284,9 +325,25 @@ const MAX_BLOCK_BYTES: usize = 256 << 20;
 /// A dense layer's factors, or its Jacobian block `G_m ⊗ Ã_{n(m)}` where that is cheaper per
 /// kernel entry: `2·out·(in + 1)` flops for the block's product against
 /// `2·out + 2·(in + 1)/k² + HADAMARD_FLOPS` for the two factor products and the Hadamard update
-/// (a layer with one output, or with one input and its bias, for instance).
+/// (a layer with one output, or with one input and its bias, for instance). A layer that feeds
+/// the `k > 1` outputs directly (`G_m = e_{m mod k}`) becomes [`Factor::Outputs`]: `2·(in + 1)/k²`
+/// flops and a `1/k` share of an update, cheaper than both.
 fn cheaper_form<T: Real>(g: Mat<T>, a: Mat<T>, k: usize) -> Factor<T> {
     let (rows, out, inp) = (g.nrows(), g.ncols(), a.ncols());
+    if k > 1
+        && out == k
+        && (0..out).all(|o| {
+            col(g.as_ref(), o).iter().enumerate().all(|(m, &v)| {
+                v == if m % k == o {
+                    T::one_impl()
+                } else {
+                    T::zero_impl()
+                }
+            })
+        })
+    {
+        return Factor::Outputs { a, k };
+    }
     let block_flops = 2 * out * inp;
     let factor_flops = 2 * out + 2 * inp / (k * k) + HADAMARD_FLOPS;
     if block_flops >= factor_flops || rows * out * inp * std::mem::size_of::<T>() > MAX_BLOCK_BYTES
@@ -318,7 +375,13 @@ pub(crate) fn structured_ntk<B: Backprop + Sync, T: Real>(
     let k = net.n_outputs();
     let fa = forward_factors::<B, T>(net, w, xa);
     if same(xa, xb) {
-        factor_kernel(&fa, Cols::Leading(xa.nrows() * k), k)
+        factor_kernel(
+            &fa,
+            Cols::Same {
+                rows: xa.nrows() * k,
+            },
+            k,
+        )
     } else {
         factor_kernel(&fa, Cols::Of(&forward_factors::<B, T>(net, w, xb)), k)
     }
@@ -328,9 +391,10 @@ pub(crate) fn structured_ntk<B: Backprop + Sync, T: Real>(
 /// stacked inputs `[X; X*]`.
 #[derive(Debug, Clone)]
 pub struct NtkBlocks {
-    /// `[J(X); J(X*)] J(X)ᵀ` ((N + N*)K × NK): the symmetric train block `J(X)J(X)ᵀ` on top of
-    /// the cross block `J(X*)J(X)ᵀ`.
-    pub stacked: Mat<f64>,
+    /// `J(X) [J(X); J(X*)]ᵀ` (NK × (N + N*)K): the symmetric train block `J(X)J(X)ᵀ` beside
+    /// `J(X)J(X*)ᵀ`, whose columns (one per test row) are the right-hand sides of the
+    /// predictive's solve.
+    pub kernel: Mat<f64>,
     /// `diag J(X*)J(X*)ᵀ` (N*K).
     pub test_diag: Vec<f64>,
 }
@@ -338,18 +402,21 @@ pub struct NtkBlocks {
 impl NtkBlocks {
     /// Rows of the train block.
     pub fn train_rows(&self) -> usize {
-        self.stacked.ncols()
+        self.kernel.nrows()
     }
 
     /// `J(X) J(X)ᵀ`.
     pub fn train(&self) -> MatRef<'_, f64> {
-        self.stacked.as_ref().subrows(0, self.train_rows())
+        self.kernel.as_ref().subcols(0, self.train_rows())
     }
 
-    /// `J(X*) J(X)ᵀ`.
+    /// `J(X*) J(X)ᵀ`, a transposed view.
     pub fn cross(&self) -> MatRef<'_, f64> {
         let n = self.train_rows();
-        self.stacked.as_ref().subrows(n, self.stacked.nrows() - n)
+        self.kernel
+            .as_ref()
+            .subcols(n, self.kernel.ncols() - n)
+            .transpose()
     }
 }
 
@@ -366,7 +433,7 @@ pub(crate) fn structured_ntk_blocks<B: Backprop + Sync>(
     let mut test_diag = factor_kernel_diag(&f, k);
     test_diag.drain(..n * k);
     NtkBlocks {
-        stacked: factor_kernel(&f, Cols::Leading(n * k), k),
+        kernel: factor_kernel(&f, Cols::Same { rows: n * k }, k),
         test_diag,
     }
 }
@@ -381,7 +448,7 @@ pub(crate) fn stack_rows(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cheaper_form, Factor};
+    use super::{cheaper_form, factor_kernel, factor_kernel_diag, Cols, Factor};
     use faer::Mat;
 
     /// Narrow layers become Jacobian blocks (rows `g_m ⊗ ã_{n(m)}`); wide ones keep factors.
@@ -398,5 +465,37 @@ mod tests {
         assert_eq!(b[(5, 3)], 6.0 * 11.0);
         let wide = cheaper_form(Mat::<f64>::zeros(6, 100), Mat::<f64>::zeros(3, 101), 2);
         assert!(matches!(wide, Factor::Dense { .. }));
+    }
+
+    /// A layer feeding the outputs (`G_m = e_{m mod k}`) is recognised, and its kernel and
+    /// diagonal equal those of its dense factors, in and across the symmetric block.
+    #[test]
+    fn the_output_layer_needs_no_g_product() {
+        let (k, n) = (3, 700);
+        let g = Mat::from_fn(n * k, k, |m, o| f64::from(u8::from(m % k == o)));
+        let a = Mat::from_fn(n, 5, |e, c| ((e * 7 + c * 3) % 11) as f64 - 5.0);
+        let mut other = g.clone();
+        other[(4, 0)] = 1e-300;
+        assert!(!matches!(
+            cheaper_form(other, a.clone(), k),
+            Factor::Outputs { .. }
+        ));
+        let Factor::Outputs { .. } = cheaper_form(g.clone(), a.clone(), k) else {
+            panic!("identity G: the output form")
+        };
+        let outputs = [cheaper_form(g.clone(), a.clone(), k)];
+        let dense = [Factor::Dense { g, a }];
+        for rows in [n * k, 400 * k] {
+            let (o, d) = (
+                factor_kernel(&outputs, Cols::Same { rows }, k),
+                factor_kernel(&dense, Cols::Same { rows }, k),
+            );
+            assert_eq!((o.nrows(), o.ncols()), (rows, n * k));
+            assert_eq!(o, d);
+        }
+        assert_eq!(
+            factor_kernel_diag(&outputs, k),
+            factor_kernel_diag(&dense, k)
+        );
     }
 }

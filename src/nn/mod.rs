@@ -97,7 +97,7 @@ pub trait Network: Sync {
     /// What a GP predictive at `X*` needs: `J(X)J(X)ᵀ`, `J(X*)J(X)ᵀ` and `diag J(X*)J(X*)ᵀ`.
     fn ntk_blocks(&self, w: &[f64], x: MatRef<'_, f64>, xs: MatRef<'_, f64>) -> NtkBlocks {
         NtkBlocks {
-            stacked: self.ntk(w, stack_rows(x, xs).as_ref(), x),
+            kernel: self.ntk(w, x, stack_rows(x, xs).as_ref()),
             test_diag: self.ntk_diag(w, xs),
         }
     }
