@@ -18,8 +18,9 @@ use crate::linalg::{col, col_mut, Real};
 
 /// Columns per parallel kernel tile (rounded up to whole examples).
 const TILE: usize = 128;
-/// Rows per block of a tile's dense-layer updates (rounded up to whole examples).
-const ROW_BLOCK: usize = 512;
+/// Bytes per column of the row blocks a tile is computed in: 512 f32 or 256 f64 rows
+/// (rounded up to whole examples), so that a block's three matrices stay in the core's L2.
+const ROW_BLOCK_BYTES: usize = 2048;
 
 /// One layer's share of stacked Jacobian rows.
 #[derive(Debug, Clone)]
@@ -99,11 +100,11 @@ pub(crate) fn factor_kernel_into<T: Real>(
             )),
         "both sides of a kernel come from the same network"
     );
-    // Column tiles of whole examples; a symmetric tile starts at its diagonal block. Dense
-    // layers go through the tile in row blocks, so that each block's products and Hadamard
-    // update stay in the core's cache.
+    // Column tiles of whole examples; a symmetric tile starts at its diagonal block. Each tile
+    // goes through all layers one row block at a time, so that the block of the kernel, the
+    // block's products and its Hadamard updates stay in the core's cache.
     let tile = k * TILE.div_ceil(k);
-    let block = k * ROW_BLOCK.div_ceil(k);
+    let block = k * (ROW_BLOCK_BYTES / std::mem::size_of::<T>()).div_ceil(k);
     let (left, right) = out.split_at_col_mut(split);
     let tiles = |dst: MatMut<'_, T>, first: usize| {
         dst.par_col_chunks_mut(tile)
@@ -113,18 +114,6 @@ pub(crate) fn factor_kernel_into<T: Real>(
                 let (c0, w) = (first + t * tile, dst.ncols());
                 let r0 = if c0 < split { c0 } else { 0 };
                 let mut dst = dst.subrows_mut(r0, m - r0);
-                for (a, b) in fa.iter().zip(fb) {
-                    if let (Factor::Block(ja), Factor::Block(jb)) = (a, b) {
-                        matmul(
-                            dst.rb_mut(),
-                            Accum::Add,
-                            ja.as_ref().subrows(r0, m - r0),
-                            jb.as_ref().subrows(c0, w).transpose(),
-                            T::one_impl(),
-                            Par::Seq,
-                        );
-                    }
-                }
                 let mut gg = Mat::<T>::zeros(block, w);
                 let mut xx = Mat::<T>::zeros(block / k, w / k);
                 let mut xe = Mat::<T>::zeros(block, w / k);
@@ -133,13 +122,24 @@ pub(crate) fn factor_kernel_into<T: Real>(
                     let mut d = dst.rb_mut().subrows_mut(b0 - r0, h);
                     for (a, b) in fa.iter().zip(fb) {
                         let (aa, ab, gs) = match (a, b) {
+                            (Factor::Block(ja), Factor::Block(jb)) => {
+                                matmul(
+                                    d.rb_mut(),
+                                    Accum::Add,
+                                    ja.as_ref().subrows(b0, h),
+                                    jb.as_ref().subrows(c0, w).transpose(),
+                                    T::one_impl(),
+                                    Par::Seq,
+                                );
+                                continue;
+                            }
                             (Factor::Dense { g: ga, a: aa }, Factor::Dense { g: gb, a: ab }) => {
                                 (aa, ab, Some((ga, gb)))
                             }
                             (Factor::Outputs { a: aa, .. }, Factor::Outputs { a: ab, .. }) => {
                                 (aa, ab, None)
                             }
-                            _ => continue,
+                            _ => unreachable!("checked above"),
                         };
                         let mut xx = xx.as_mut().subrows_mut(0, h / k);
                         matmul(
