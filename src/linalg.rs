@@ -270,11 +270,6 @@ impl Cholesky {
         Err(ladder_failed(what))
     }
 
-    /// Parallelism of a triangular solve with `k` right-hand sides.
-    fn par(&self, k: usize) -> Par {
-        par_for(self.l.nrows() * self.l.nrows() * k)
-    }
-
     /// `log |A| = 2 Σ log L_ii`.
     pub fn log_det(&self) -> f64 {
         2.0 * (0..self.l.nrows())
@@ -285,20 +280,14 @@ impl Cholesky {
     /// `L⁻¹ B`.
     pub fn solve_l(&self, b: MatRef<'_, f64>) -> Mat<f64> {
         let mut x = b.to_owned();
-        let par = self.par(b.ncols());
-        solve_lower_triangular_in_place(self.l.as_ref(), x.as_mut(), par);
+        solve_triangular_in_place(self.l.as_ref(), false, x.as_mut());
         x
     }
 
     /// `A⁻¹ B = L⁻ᵀ L⁻¹ B`.
     pub fn solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
         let mut x = self.solve_l(b);
-        let par = self.par(b.ncols());
-        faer::linalg::triangular_solve::solve_upper_triangular_in_place(
-            self.l.as_ref().transpose(),
-            x.as_mut(),
-            par,
-        );
+        solve_triangular_in_place(self.l.as_ref(), true, x.as_mut());
         x
     }
 
@@ -318,6 +307,26 @@ impl Cholesky {
         );
         x.col(0).iter().copied().collect()
     }
+}
+
+/// `L⁻¹ B` (or `L⁻ᵀ B`, `transposed`) in place, for a lower triangular `L`. Many right-hand
+/// sides are split into one share per thread, each solved sequentially, so that the threads
+/// never wait on one another (faer's parallel solve synchronises them at every block).
+pub fn solve_triangular_in_place(l: MatRef<'_, f64>, transposed: bool, b: MatMut<'_, f64>) {
+    let solve = |b: MatMut<'_, f64>, par| {
+        if transposed {
+            faer::linalg::triangular_solve::solve_upper_triangular_in_place(l.transpose(), b, par)
+        } else {
+            solve_lower_triangular_in_place(l, b, par)
+        }
+    };
+    let (n, k, threads) = (l.nrows(), b.ncols(), rayon::current_num_threads());
+    let par = par_for(n * n * k);
+    if matches!(par, Par::Seq) || k < threads {
+        return solve(b, par);
+    }
+    b.par_col_chunks_mut(k.div_ceil(threads))
+        .for_each(|c| solve(c, Par::Seq));
 }
 
 /// Column sums of squares, `diag(Bᵀ B)`.

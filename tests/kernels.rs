@@ -208,3 +208,33 @@ fn delta_path_uses_the_low_rank_form_when_the_kernel_has_one() {
         assert!(rel(a, b) < 1e-9, "δ={delta}: {a} vs {b}");
     }
 }
+
+/// The triangular solves with many right-hand sides split them over the threads; every thread
+/// count gives the same bits, and `L X = B`, `Lᵀ X = B` hold.
+#[test]
+fn triangular_solves_agree_on_any_thread_count() {
+    let n = 300;
+    let b = inputs(n, 40, 0.2);
+    let mut a = a_bt(b.as_ref(), b.as_ref());
+    for i in 0..n {
+        a[(i, i)] += 1.0;
+    }
+    let chol = Cholesky::new(a.as_ref(), "test").unwrap();
+    let rhs = inputs(n, 57, 0.9);
+    let solve = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| (chol.solve_l(rhs.as_ref()), chol.solve(rhs.as_ref())))
+    };
+    let (x1, y1) = solve(1);
+    for threads in [2, 3] {
+        let (x, y) = solve(threads);
+        assert!(x == x1 && y == y1, "{threads} threads");
+    }
+    // L (L⁻¹B) = B and A (A⁻¹B) = B.
+    let l = Mat::from_fn(n, n, |i, j| if i >= j { chol.l[(i, j)] } else { 0.0 });
+    assert!(max_diff(&(&l * &x1), &rhs) < 1e-12);
+    assert!(max_diff(&(&a * &y1), &rhs) < 1e-10);
+}

@@ -19,7 +19,8 @@ use faer::{Mat, MatRef};
 use crate::error::{Error, Result};
 use crate::linalg::{
     a_bt, check_memory, col_sq_norms, dot, jitter_ladder, ladder_failed, mat_bytes, mat_t_vec,
-    mat_vec, par_for, row_sq_norms, try_cholesky_in_place, Cholesky, JITTER_LADDER,
+    mat_vec, row_sq_norms, solve_triangular_in_place, try_cholesky_in_place, Cholesky,
+    JITTER_LADDER,
 };
 use crate::nn::NtkBlocks;
 use crate::posterior::laplace::check_delta;
@@ -302,7 +303,6 @@ pub fn gaussian_variance_in_place(
     sigma: f64,
     rung: usize,
 ) -> Result<Option<(Vec<f64>, f64)>> {
-    use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
     use faer::reborrow::Reborrow;
     check_delta(delta)?;
     crate::likelihood::Gaussian::new(sigma)?;
@@ -316,8 +316,7 @@ pub fn gaussian_variance_in_place(
     if !try_cholesky_in_place(top.as_mut(), jitter) {
         return Ok(None);
     }
-    let par = par_for(n * n * cross.ncols());
-    solve_lower_triangular_in_place(top.rb(), cross.as_mut(), par);
+    solve_triangular_in_place(top.rb(), false, cross.as_mut());
     let var = blocks
         .test_diag
         .iter()
