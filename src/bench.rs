@@ -3,11 +3,13 @@
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
 //!   test points, f64. Function space from one set of per-layer factors of `[X; X*]`
-//!   ([`crate::nn::NtkBlocks`]): `G = δ⁻¹JJᵀ + σ²I = LLᵀ` and `var = δ⁻¹k** − ‖L⁻¹δ⁻¹K X*‖²`,
-//!   factorised and solved inside the kernel's own storage (no Jacobian, no copy).
+//!   ([`crate::nn::NtkBlocks`], `J(X)[J(X); J(X*)]ᵀ`): `δG = K + δσ²I = LLᵀ` and
+//!   `var = δ⁻¹(k** − ‖L⁻¹K_{XX*}‖²)`, factorised and solved inside the kernel's own storage
+//!   (no Jacobian, no copy).
 //! - B2: full empirical NTK (5000×5000, f32) of an MLP 784-256-256-10 ReLU on 500 MNIST images.
 //! - B3: both log marginal likelihoods over 30 δ on B1's MAP, from one spectral form of the
-//!   kernel (low rank when the kernel has it, else a tridiagonalisation).
+//!   kernel (low rank when the kernel has it, else a tridiagonalisation); the Jacobian for the
+//!   pseudo-targets, then the kernel from factors, phase by phase.
 //! - B4: VOGN steps (diagonal, squared gradients, batch 64, 1 and 8 samples) on B1's network.
 //! - B5: full empirical NTK (3000×3000, f32) of LeNet-5 with average pooling on 300 MNIST
 //!   images.
@@ -201,9 +203,12 @@ fn b3(dir: &Path) -> Result<BenchRun> {
     let lin = timed(&mut t, "jacobian", || {
         Linearization::new(&d.net, &lik, d.train.x.as_ref(), d.train.y.as_ref(), &d.w)
     });
-    let ntk = timed(&mut t, "kernel", || {
-        d.net.ntk(&d.w, d.train.x.as_ref(), d.train.x.as_ref())
+    // `Network::ntk` phase by phase.
+    let x = d.train.x.as_ref();
+    let f = timed(&mut t, "factors", || {
+        forward_factors::<Mlp, f64>(&d.net, &d.w, x)
     });
+    let (ntk, products_gflops) = kernel_phases(&mut t, &f, x.nrows(), 1);
     let path = timed(&mut t, "spectral form", || {
         DeltaPath::with_ntk(&lin, ntk, u128::MAX)
     })?;
@@ -228,6 +233,7 @@ fn b3(dir: &Path) -> Result<BenchRun> {
         peer_file: Some(peer.display().to_string()),
         info: serde_json::json!({
             "deltas": deltas.len(), "P": d.net.n_params(), "N": d.train.len(),
+            "products_gflops": products_gflops,
             "low_rank": path.low_rank().map(|(r, tr)| serde_json::json!({"rank": r, "residual_trace": tr})),
         }),
         peak_rss_mib: None,
