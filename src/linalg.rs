@@ -243,7 +243,7 @@ pub fn mirror_lower<T: Real>(a: MatMut<'_, T>) {
 }
 
 /// `D = Sᵀ` in 64×64 blocks, so that both sides are read and written along cache lines.
-fn transpose_into<T: Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
+pub(crate) fn transpose_into<T: Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
     const B: usize = 64;
     for j0 in (0..d.ncols()).step_by(B) {
         for i0 in (0..d.nrows()).step_by(B) {

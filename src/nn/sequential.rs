@@ -18,7 +18,7 @@ use super::{
     structured_ntk_blocks, Activation, Backprop, Cotangents, Factor, Network, NtkBlocks, Sink,
 };
 use crate::error::{Error, Result};
-use crate::linalg::{col, col_mut};
+use crate::linalg::{col, col_mut, transpose_into};
 
 /// One layer.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -209,16 +209,18 @@ fn im2col(x: &[f64], (c, _, k, h, w, oh, ow): ConvShape) -> Vec<f64> {
     cols
 }
 
-/// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]).
-fn col2im(cols: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
+/// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]), from its
+/// transpose `cols_t` (OH·OW × C·k·k, each column contiguous).
+fn col2im(cols_t: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
     for ci in 0..c {
         for ki in 0..k {
             for kj in 0..k {
-                let row = (ci * k + ki) * k + kj;
+                let src = col(cols_t, (ci * k + ki) * k + kj);
                 for y in 0..oh {
-                    for x in 0..ow {
-                        out[ci * h * w + (y + ki) * w + x + kj] += cols[(row, y * ow + x)];
-                    }
+                    out[ci * h * w + (y + ki) * w + kj..][..ow]
+                        .iter_mut()
+                        .zip(&src[y * ow..][..ow])
+                        .for_each(|(o, v)| *o += v);
                 }
             }
         }
@@ -606,35 +608,45 @@ impl Sequential {
                     let wl = MatRef::from_row_major_slice(&w[w_off..b_off], o, ckk);
                     let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
                     let pos = oh * ow;
-                    // For structured kernels: this layer's Jacobian block.
-                    let mut block = matches!(sink, Sink::Factors(_))
-                        .then(|| Mat::<f64>::zeros(m_rows, o * ckk + o));
+                    // For structured kernels: this layer's Jacobian block, transposed while it
+                    // is written (one contiguous column per row).
+                    let mut block_t = matches!(sink, Sink::Factors(_))
+                        .then(|| Mat::<f64>::zeros(o * ckk + o, m_rows));
                     // The rows of one example share its patches: all of them go through one
-                    // product each way, `D = G Cᵀ` (rows·o × ckk) and `B = Wᵀ G` (ckk × rows·pos).
+                    // product each way, `D = G Cᵀ` (rows·o × ckk) and `Bᵀ = Gᵀ W`
+                    // (rows·pos × ckk). With `g` transposed once, row m's cotangent is a
+                    // contiguous pos × o block, so an example's rows are one pos × rows·o view.
+                    let mut g_t = vec![0.0; g.ncols() * m_rows];
+                    transpose_into(
+                        MatMut::from_column_major_slice_mut(&mut g_t, g.ncols(), m_rows),
+                        g.as_ref(),
+                    );
                     for e in 0..m_rows.div_ceil(rpe) {
                         let rows = e * rpe..((e + 1) * rpe).min(m_rows);
                         let r = rows.len();
                         let xe: Vec<f64> = a_in.row(e).iter().copied().collect();
                         let cols = im2col(&xe, s);
                         let cm = MatRef::from_row_major_slice(&cols, ckk, pos);
-                        // G stacked: row (i·o + oc) holds g_{m_i}[oc, ·] (rows·o × pos), and the
-                        // same values side by side as o × rows·pos for the input gradient.
-                        let gs = Mat::<f64>::from_fn(r * o, pos, |ro, p| {
-                            g[(rows.start + ro / o, (ro % o) * pos + p)]
-                        });
+                        // `Gᵀ` (pos × rows·o): column (i·o + oc) holds g_{m_i}[oc, ·].
+                        let gs_t = MatRef::from_column_major_slice(
+                            &g_t[rows.start * o * pos..rows.end * o * pos],
+                            pos,
+                            r * o,
+                        );
                         let mut d = Mat::<f64>::zeros(r * o, ckk);
                         matmul(
                             d.as_mut(),
                             Accum::Replace,
-                            gs.as_ref(),
+                            gs_t.transpose(),
                             cm.transpose(),
                             1.0,
                             Par::Seq,
                         );
                         for (i, m) in rows.clone().enumerate() {
                             let dm = d.as_ref().subrows(i * o, o);
-                            let bias: Vec<f64> =
-                                (0..o).map(|oc| gs.row(i * o + oc).iter().sum()).collect();
+                            let bias: Vec<f64> = (0..o)
+                                .map(|oc| col(gs_t, i * o + oc).iter().sum())
+                                .collect();
                             match &mut sink {
                                 Sink::Sum(acc) => add_reduced(acc, dm, &bias, w_off, b_off, |v| v),
                                 Sink::SumSq(acc) => {
@@ -645,8 +657,15 @@ impl Sequential {
                                     add_reduced(sq, dm, &bias, w_off, b_off, |v| v * v)
                                 }
                                 Sink::Factors(_) => {
-                                    let b = block.as_mut().expect("made for factors");
-                                    write_row(b.as_mut(), m, dm, &bias, 0, o * ckk);
+                                    let b = block_t.as_mut().expect("made for factors");
+                                    let dst = col_mut(b.as_mut(), m);
+                                    for oc in 0..o {
+                                        dst[oc * ckk..][..ckk]
+                                            .iter_mut()
+                                            .zip(dm.row(oc).iter())
+                                            .for_each(|(t, v)| *t = *v);
+                                    }
+                                    dst[o * ckk..].copy_from_slice(&bias);
                                 }
                                 Sink::Rows(jac) => {
                                     write_row(jac.rb_mut(), m, dm, &bias, w_off, b_off)
@@ -654,32 +673,36 @@ impl Sequential {
                             }
                         }
                         if l > 0 {
-                            // One row: G itself is the o × pos matrix.
-                            let side = (r > 1).then(|| {
-                                Mat::<f64>::from_fn(o, r * pos, |oc, ip| {
-                                    gs[((ip / pos) * o + oc, ip % pos)]
-                                })
-                            });
-                            let mut back = Mat::<f64>::zeros(ckk, r * pos);
+                            // `Gᵀ` with the rows stacked: (rows·pos × o).
+                            let mut side_t = Mat::<f64>::zeros(r * pos, o);
+                            for i in 0..r {
+                                side_t
+                                    .as_mut()
+                                    .subrows_mut(i * pos, pos)
+                                    .copy_from(gs_t.subcols(i * o, o));
+                            }
+                            let mut back_t = Mat::<f64>::zeros(r * pos, ckk);
                             matmul(
-                                back.as_mut(),
+                                back_t.as_mut(),
                                 Accum::Replace,
-                                wl.transpose(),
-                                side.as_ref().map_or(gs.as_ref(), |m| m.as_ref()),
+                                side_t.as_ref(),
+                                wl,
                                 1.0,
                                 Par::Seq,
                             );
                             let mut row = vec![0.0; layer.in_dim()];
                             for (i, m) in rows.enumerate() {
                                 row.iter_mut().for_each(|v| *v = 0.0);
-                                col2im(back.as_ref().subcols(i * pos, pos), &mut row, s);
+                                col2im(back_t.as_ref().subrows(i * pos, pos), &mut row, s);
                                 for (j, v) in row.iter().enumerate() {
                                     gi[(m, j)] = *v;
                                 }
                             }
                         }
                     }
-                    if let (Some(b), Sink::Factors(f)) = (block, &mut sink) {
+                    if let (Some(bt), Sink::Factors(f)) = (block_t, &mut sink) {
+                        let mut b = Mat::<f64>::zeros(m_rows, bt.nrows());
+                        transpose_into(b.as_mut(), bt.as_ref());
                         f.push(Factor::Block(b));
                     }
                     gi
