@@ -123,13 +123,11 @@ pub(crate) fn factor_kernel_into<T: Real>(
                     for (a, b) in fa.iter().zip(fb) {
                         let (aa, ab, gs) = match (a, b) {
                             (Factor::Block(ja), Factor::Block(jb)) => {
-                                matmul(
+                                a_bt_seq(
                                     d.rb_mut(),
                                     Accum::Add,
                                     ja.as_ref().subrows(b0, h),
-                                    jb.as_ref().subrows(c0, w).transpose(),
-                                    T::one_impl(),
-                                    Par::Seq,
+                                    jb.as_ref().subrows(c0, w),
                                 );
                                 continue;
                             }
@@ -142,13 +140,11 @@ pub(crate) fn factor_kernel_into<T: Real>(
                             _ => unreachable!("checked above"),
                         };
                         let mut xx = xx.as_mut().subrows_mut(0, h / k);
-                        matmul(
+                        a_bt_seq(
                             xx.rb_mut(),
                             Accum::Replace,
                             aa.as_ref().subrows(b0 / k, h / k),
-                            ab.as_ref().subrows(c0 / k, w / k).transpose(),
-                            T::one_impl(),
-                            Par::Seq,
+                            ab.as_ref().subrows(c0 / k, w / k),
                         );
                         let Some((ga, gb)) = gs else {
                             // Output o of each column's example meets output o of each row's.
@@ -163,13 +159,11 @@ pub(crate) fn factor_kernel_into<T: Real>(
                             continue;
                         };
                         let mut gg = gg.as_mut().subrows_mut(0, h);
-                        matmul(
+                        a_bt_seq(
                             gg.rb_mut(),
                             Accum::Replace,
                             ga.as_ref().subrows(b0, h),
-                            gb.as_ref().subrows(c0, w).transpose(),
-                            T::one_impl(),
-                            Par::Seq,
+                            gb.as_ref().subrows(c0, w),
                         );
                         // Each example's entry of Ã_a Ã_bᵀ, repeated over its k rows.
                         let x = if k == 1 {
@@ -190,6 +184,11 @@ pub(crate) fn factor_kernel_into<T: Real>(
             });
     };
     rayon::join(|| tiles(left, 0), || tiles(right, split));
+}
+
+/// `D = A Bᵀ` (or `D += A Bᵀ`) on the calling thread.
+fn a_bt_seq<T: Real>(dst: MatMut<'_, T>, accum: Accum, a: MatRef<'_, T>, b: MatRef<'_, T>) {
+    matmul(dst, accum, a, b.transpose(), T::one_impl(), Par::Seq);
 }
 
 /// Floating-point operations of the products in [`factor_kernel_into`]: `2·(entries)·out_l`
