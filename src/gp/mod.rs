@@ -320,11 +320,8 @@ pub fn gaussian_variance_in_place(
     let var = blocks
         .test_diag
         .iter()
-        .enumerate()
-        .map(|(m, k)| {
-            let v = crate::linalg::col(cross.rb(), m);
-            (k - v.iter().map(|v| v * v).sum::<f64>()) / delta
-        })
+        .zip(col_sq_norms(cross.rb()))
+        .map(|(k, v)| (k - v) / delta)
         .collect();
     Ok(Some((var, jitter / delta)))
 }

@@ -329,18 +329,7 @@ const MAX_BLOCK_BYTES: usize = 256 << 20;
 /// flops and a `1/k` share of an update, cheaper than both.
 fn cheaper_form<T: Real>(g: Mat<T>, a: Mat<T>, k: usize) -> Factor<T> {
     let (rows, out, inp) = (g.nrows(), g.ncols(), a.ncols());
-    if k > 1
-        && out == k
-        && (0..out).all(|o| {
-            col(g.as_ref(), o).iter().enumerate().all(|(m, &v)| {
-                v == if m % k == o {
-                    T::one_impl()
-                } else {
-                    T::zero_impl()
-                }
-            })
-        })
-    {
+    if k > 1 && out == k && g == outputs_g(rows, k) {
         return Factor::Outputs { a, k };
     }
     let block_flops = 2 * out * inp;
@@ -349,9 +338,53 @@ fn cheaper_form<T: Real>(g: Mat<T>, a: Mat<T>, k: usize) -> Factor<T> {
     {
         return Factor::Dense { g, a };
     }
-    Factor::Block(Mat::from_fn(rows, out * inp, |m, c| {
+    block_form(&g, &a, k)
+}
+
+/// `G_m = e_{m mod k}` (rows × k): the factor of a layer that feeds the outputs directly.
+fn outputs_g<T: Real>(rows: usize, k: usize) -> Mat<T> {
+    Mat::from_fn(rows, k, |m, o| {
+        if m % k == o {
+            T::one_impl()
+        } else {
+            T::zero_impl()
+        }
+    })
+}
+
+/// The Jacobian block of a dense layer, rows `G_m ⊗ Ã_{n(m)}`.
+fn block_form<T: Real>(g: &Mat<T>, a: &Mat<T>, k: usize) -> Factor<T> {
+    let inp = a.ncols();
+    Factor::Block(Mat::from_fn(g.nrows(), g.ncols() * inp, |m, c| {
         g[(m, c / inp)] * a[(m / k, c % inp)]
     }))
+}
+
+/// Gives both sides of a cross kernel the same form for every layer. A side's form can depend
+/// on its data (an exact `G = e_k`, a block's size), so a layer that is [`Factor::Outputs`] on
+/// one side only is written out as factors, and one that is a block on one side becomes a
+/// block on the other.
+fn same_forms<T: Real>(fa: &mut [Factor<T>], fb: &mut [Factor<T>], k: usize) {
+    for (a, b) in fa.iter_mut().zip(fb.iter_mut()) {
+        let block = matches!(a, Factor::Block(_)) || matches!(b, Factor::Block(_));
+        if matches!((&*a, &*b), (Factor::Outputs { .. }, Factor::Outputs { .. })) {
+            continue;
+        }
+        for f in [a, b] {
+            *f = match std::mem::replace(f, Factor::Block(Mat::new())) {
+                Factor::Outputs { a, k } => {
+                    let g = outputs_g(a.nrows() * k, k);
+                    if block {
+                        block_form(&g, &a, k)
+                    } else {
+                        Factor::Dense { g, a }
+                    }
+                }
+                Factor::Dense { g, a } if block => block_form(&g, &a, k),
+                other => other,
+            };
+        }
+    }
 }
 
 /// Whether two views are the same matrix.
@@ -382,7 +415,9 @@ pub(crate) fn structured_ntk<B: Backprop + Sync, T: Real>(
             k,
         )
     } else {
-        factor_kernel(&fa, Cols::Of(&forward_factors::<B, T>(net, w, xb)), k)
+        let (mut fa, mut fb) = (fa, forward_factors::<B, T>(net, w, xb));
+        same_forms(&mut fa, &mut fb, k);
+        factor_kernel(&fa, Cols::Of(&fb), k)
     }
 }
 
@@ -447,7 +482,9 @@ pub(crate) fn stack_rows(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{cheaper_form, factor_kernel, factor_kernel_diag, Cols, Factor};
+    use super::{
+        block_form, cheaper_form, factor_kernel, factor_kernel_diag, same_forms, Cols, Factor,
+    };
     use faer::Mat;
 
     /// Narrow layers become Jacobian blocks (rows `g_m ⊗ ã_{n(m)}`); wide ones keep factors.
@@ -496,5 +533,44 @@ mod tests {
             factor_kernel_diag(&outputs, k),
             factor_kernel_diag(&dense, k)
         );
+    }
+
+    /// A cross kernel whose sides chose different forms for a layer (an exact `G = e_k` on one
+    /// side only; a block on one side only) gets one form for both, and the kernel `J_a J_bᵀ`.
+    #[test]
+    fn both_sides_of_a_cross_kernel_get_one_form() {
+        let k = 2;
+        let (na, nb) = (5, 4);
+        let ga = Mat::from_fn(na * k, k, |m, o| f64::from(u8::from(m % k == o)));
+        let gb = Mat::from_fn(nb * k, k, |m, o| ((m * 3 + o * 5) % 7) as f64 - 3.0);
+        let aa = Mat::from_fn(na, 3, |e, c| ((e * 5 + c) % 4) as f64 - 1.5);
+        let ab = Mat::from_fn(nb, 3, |e, c| ((e + c * 3) % 5) as f64 - 2.0);
+        let blocks = |g: &Mat<f64>, a: &Mat<f64>| match block_form(g, a, k) {
+            Factor::Block(j) => j,
+            _ => unreachable!("a block"),
+        };
+        let (ja, jb) = (blocks(&ga, &aa), blocks(&gb, &ab));
+        let expected = &ja * jb.transpose();
+        let outputs = || Factor::Outputs { a: aa.clone(), k };
+        let dense_b = || Factor::Dense {
+            g: gb.clone(),
+            a: ab.clone(),
+        };
+        for (fa, fb, swapped) in [
+            (outputs(), dense_b(), false),
+            (outputs(), Factor::Block(jb.clone()), false),
+            (Factor::Block(ja.clone()), dense_b(), false),
+            (dense_b(), outputs(), true),
+        ] {
+            let (mut fa, mut fb) = (vec![fa], vec![fb]);
+            same_forms(&mut fa, &mut fb, k);
+            let kernel = factor_kernel(&fa, Cols::Of(&fb), k);
+            let want = if swapped {
+                expected.transpose().to_owned()
+            } else {
+                expected.clone()
+            };
+            assert_eq!(kernel, want);
+        }
     }
 }
