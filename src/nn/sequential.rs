@@ -9,7 +9,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
 
 use super::dense::dense_param_derivs;
 use super::rng::{seeded, uniform};
@@ -243,11 +243,10 @@ fn pool_windows(c: usize, h: usize, w: usize) -> Vec<[usize; 4]> {
     out
 }
 
-/// Writes one row's convolution derivatives (weights `d`, bias `bias`) into row `m` of `jac`,
-/// at `w_off` and `b_off`.
+/// Writes one row's convolution derivatives (weights `d`, bias `bias`) into `dst` (a row of a
+/// Jacobian, or a column of its transpose), at `w_off` and `b_off`.
 fn write_row(
-    mut jac: MatMut<'_, f64>,
-    m: usize,
+    mut dst: RowMut<'_, f64>,
     d: MatRef<'_, f64>,
     bias: &[f64],
     w_off: usize,
@@ -255,10 +254,12 @@ fn write_row(
 ) {
     let ckk = d.ncols();
     for (oc, b) in bias.iter().enumerate() {
-        for q in 0..ckk {
-            jac[(m, w_off + oc * ckk + q)] = d[(oc, q)];
-        }
-        jac[(m, b_off + oc)] = *b;
+        dst.rb_mut()
+            .subcols_mut(w_off + oc * ckk, ckk)
+            .iter_mut()
+            .zip(d.row(oc).iter())
+            .for_each(|(t, v)| *t = *v);
+        dst[b_off + oc] = *b;
     }
 }
 
@@ -658,17 +659,11 @@ impl Sequential {
                                 }
                                 Sink::Factors(_) => {
                                     let b = block_t.as_mut().expect("made for factors");
-                                    let dst = col_mut(b.as_mut(), m);
-                                    for oc in 0..o {
-                                        dst[oc * ckk..][..ckk]
-                                            .iter_mut()
-                                            .zip(dm.row(oc).iter())
-                                            .for_each(|(t, v)| *t = *v);
-                                    }
-                                    dst[o * ckk..].copy_from_slice(&bias);
+                                    let dst = b.as_mut().col_mut(m).transpose_mut();
+                                    write_row(dst, dm, &bias, 0, o * ckk);
                                 }
                                 Sink::Rows(jac) => {
-                                    write_row(jac.rb_mut(), m, dm, &bias, w_off, b_off)
+                                    write_row(jac.rb_mut().row_mut(m), dm, &bias, w_off, b_off)
                                 }
                             }
                         }
