@@ -56,5 +56,26 @@ impl Error {
     }
 }
 
+/// A numerical event that did not stop the computation but changes or qualifies its result
+/// (jitter added, variances clamped, a gradient that is not zero): callers show it and record
+/// it beside the numbers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Warning {
+    /// A short stable name: `jitter`, `eigen_form`, `clamped_variance`, `not_stationary`, …
+    pub kind: String,
+    /// What happened and what it changes, in words.
+    pub message: String,
+}
+
+impl Warning {
+    /// A warning of `kind`.
+    pub fn new(kind: &str, message: String) -> Self {
+        Warning {
+            kind: kind.to_string(),
+            message,
+        }
+    }
+}
+
 /// Result with the library's error.
 pub type Result<T> = std::result::Result<T, Error>;

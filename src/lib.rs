@@ -30,4 +30,4 @@ pub mod report;
 pub mod select;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, Warning};

@@ -59,7 +59,10 @@ pub fn wide<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected;
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+        {
             // SAFETY: the CPU has every feature `avx512` is compiled for (checked just above).
             return unsafe { x86::avx512(f) };
         }
@@ -258,16 +261,29 @@ pub(crate) fn transpose_into<T: Real>(mut d: MatMut<'_, T>, s: MatRef<'_, T>) {
 impl Cholesky {
     /// Factorises `A` (symmetric, lower half read), climbing [`JITTER_LADDER`] on failure.
     pub fn new(a: MatRef<'_, f64>, what: &str) -> Result<Self> {
+        Self::with_max_jitter(a, what, f64::INFINITY)?.ok_or_else(|| ladder_failed(what))
+    }
+
+    /// [`Cholesky::new`] climbing only the rungs whose jitter is at most `max_jitter`; `None`
+    /// when none of them factorises.
+    pub fn with_max_jitter(
+        a: MatRef<'_, f64>,
+        what: &str,
+        max_jitter: f64,
+    ) -> Result<Option<Self>> {
         for jitter in jitter_ladder(a, what)? {
+            if jitter > max_jitter {
+                break;
+            }
             let mut m = a.to_owned();
             if try_cholesky_in_place(m.as_mut(), jitter) {
                 for j in 1..m.ncols() {
                     m.as_mut().col_mut(j).subrows_mut(0, j).fill(0.0);
                 }
-                return Ok(Cholesky { l: m, jitter });
+                return Ok(Some(Cholesky { l: m, jitter }));
             }
         }
-        Err(ladder_failed(what))
+        Ok(None)
     }
 
     /// `log |A| = 2 Σ log L_ii`.
@@ -306,6 +322,105 @@ impl Cholesky {
             Par::Seq,
         );
         x.col(0).iter().copied().collect()
+    }
+}
+
+/// A factor `A = M Mᵀ` of a symmetric positive-definite matrix: its Cholesky factor
+/// (`M = L`), or the eigen form `M = V diag(√s)` of `A = V diag(s) Vᵀ`, for a matrix whose
+/// rounding errors defeat the Cholesky factorisation.
+#[derive(Debug, Clone)]
+pub enum SpdFactor {
+    /// `M = L`, lower triangular.
+    Cholesky(Cholesky),
+    /// `M = V diag(root)`, V orthogonal.
+    Eigen {
+        /// Eigenvectors `V`.
+        v: Mat<f64>,
+        /// `√s`, the square roots of the eigenvalues.
+        root: Vec<f64>,
+    },
+}
+
+impl SpdFactor {
+    /// The eigen form of `H + δI` for a symmetric positive semi-definite `H`, its eigenvalues
+    /// floored at 0; also returns how many were negative (rounding) before the floor.
+    pub fn eigen_shifted(h: MatRef<'_, f64>, delta: f64, what: &str) -> Result<(Self, usize)> {
+        let evd = h.self_adjoint_eigen(Side::Lower).map_err(|_| {
+            Error::Numerical(format!("{what}: eigendecomposition did not converge"))
+        })?;
+        let s = evd.S();
+        let floored = (0..h.nrows()).filter(|&i| s[i] < 0.0).count();
+        let root = (0..h.nrows())
+            .map(|i| (s[i].max(0.0) + delta).sqrt())
+            .collect();
+        Ok((
+            SpdFactor::Eigen {
+                v: evd.U().to_owned(),
+                root,
+            },
+            floored,
+        ))
+    }
+
+    /// `M⁻¹ B`.
+    pub fn solve_l(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        match self {
+            SpdFactor::Cholesky(c) => c.solve_l(b),
+            SpdFactor::Eigen { v, root } => {
+                let mut x = at_b(v.as_ref(), b);
+                for (i, r) in root.iter().enumerate() {
+                    x.as_mut().row_mut(i).iter_mut().for_each(|e| *e /= r);
+                }
+                x
+            }
+        }
+    }
+
+    /// `A⁻¹ B = M⁻ᵀ M⁻¹ B`.
+    pub fn solve(&self, b: MatRef<'_, f64>) -> Mat<f64> {
+        match self {
+            SpdFactor::Cholesky(c) => c.solve(b),
+            SpdFactor::Eigen { v, root } => {
+                let mut x = self.solve_l(b);
+                for (i, r) in root.iter().enumerate() {
+                    x.as_mut().row_mut(i).iter_mut().for_each(|e| *e /= r);
+                }
+                a_b(v.as_ref(), x.as_ref())
+            }
+        }
+    }
+
+    /// `A⁻¹ v` for a vector `v`.
+    pub fn solve_vec(&self, v: &[f64]) -> Vec<f64> {
+        let x = self.solve(MatRef::from_column_major_slice(v, v.len(), 1));
+        x.col(0).iter().copied().collect()
+    }
+
+    /// `M⁻ᵀ z` (maps a standard normal draw to a draw with covariance `A⁻¹`).
+    pub fn solve_lt_vec(&self, z: &[f64]) -> Vec<f64> {
+        match self {
+            SpdFactor::Cholesky(c) => c.solve_lt_vec(z),
+            SpdFactor::Eigen { v, root } => {
+                let scaled: Vec<f64> = z.iter().zip(root).map(|(z, r)| z / r).collect();
+                mat_vec(v.as_ref(), &scaled)
+            }
+        }
+    }
+
+    /// `log|A|`.
+    pub fn log_det(&self) -> f64 {
+        match self {
+            SpdFactor::Cholesky(c) => c.log_det(),
+            SpdFactor::Eigen { root, .. } => 2.0 * root.iter().map(|r| r.ln()).sum::<f64>(),
+        }
+    }
+
+    /// The jitter the Cholesky ladder added (0 for the eigen form).
+    pub fn jitter(&self) -> f64 {
+        match self {
+            SpdFactor::Cholesky(c) => c.jitter,
+            SpdFactor::Eigen { .. } => 0.0,
+        }
     }
 }
 

@@ -168,7 +168,10 @@ fn sweep_writes_csv_with_the_documented_header() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("param,value,neg_log_marglik,train_mse,test_mse")
+        Some(
+            "param,value,neg_log_marglik,train_mse,test_mse,laplace_neg_log_marglik,\
+             stationarity_gap,grad_norm,grad_rel"
+        )
     );
     assert_eq!(lines.count(), 3);
     let sets = std::fs::read_to_string(out.join("sweep_sets.csv")).unwrap();

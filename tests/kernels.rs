@@ -97,7 +97,8 @@ fn in_place_gaussian_predictive_equals_the_gp() {
     let lin = Linearization::new(&net, &lik, x, split.train.y.as_ref(), &w);
     let gp = Dnn2Gp::new(&lin, delta, Space::Function, MEM).unwrap();
     let expected = gp.predict(net.jacobian(&w, xs).as_ref());
-    let (var, jitter) = gaussian_glm_variance(&net, &w, x, xs, delta, sigma).unwrap();
+    let glm = gaussian_glm_variance(&net, &w, x, xs, delta, sigma).unwrap();
+    let (var, jitter) = (glm.var, glm.jitter);
     assert_eq!(jitter, 0.0);
     for (a, b) in var.iter().zip(&expected.var) {
         assert!(rel(*a, *b) < 1e-9, "{a} vs {b}");
@@ -115,8 +116,8 @@ fn gaussian_variance_climbs_the_ladder_and_matches_the_copying_cholesky() {
     let sigma = 1e-15;
     // δ ≠ 1 too: the in-place path factorises δG and divides its jitter by δ.
     for delta in [1.0, 0.5] {
-        let (var, jitter) =
-            gaussian_glm_variance(&net, &w, x.as_ref(), xs.as_ref(), delta, sigma).unwrap();
+        let glm = gaussian_glm_variance(&net, &w, x.as_ref(), xs.as_ref(), delta, sigma).unwrap();
+        let (var, jitter) = (glm.var, glm.jitter);
         assert!(jitter > 0.0);
         // The same G = δ⁻¹K + σ²I through the copying Cholesky of the library.
         let mut g = net.ntk(&w, x.as_ref(), x.as_ref());

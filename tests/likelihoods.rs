@@ -70,10 +70,39 @@ fn the_table_of_the_math_reference() {
         assert!((lam[a * 3 + a] - (p[a] - p[a] * p[a])).abs() < 1e-15);
     }
     assert!((Categorical.nll(&f, &[0.0, 1.0, 0.0]) + p[1].ln()).abs() < 1e-14);
-    assert_eq!(
-        Categorical.observation_variance(&f),
-        p.iter().map(|p| p - p * p).collect::<Vec<_>>()
+    // diag(Λ) = p(1 − p), computed as p_a Σ_{b≠a} p_b (equal up to rounding here).
+    for (v, p) in Categorical.observation_variance(&f).iter().zip(&p) {
+        assert!((v - (p - p * p)).abs() < 1e-16, "{v} vs {}", p - p * p);
+    }
+}
+
+#[test]
+fn curvatures_stay_positive_where_p_rounds_to_one() {
+    // p − p² is exactly 0 from f ≈ 36.7 on (p rounds to 1); s(f)s(−f) ≈ e^{−f} is not.
+    for f in [36.8, 40.0, 100.0, 700.0] {
+        let mut l = [0.0];
+        Bernoulli.curvature(&[f], &[1.0], &mut l);
+        let expected = (-f).exp();
+        assert!(
+            (l[0] / expected - 1.0).abs() < 1e-12,
+            "f = {f}: {} vs {expected}",
+            l[0]
+        );
+        Bernoulli.curvature(&[-f], &[0.0], &mut l);
+        assert!((l[0] / expected - 1.0).abs() < 1e-12, "f = −{f}: {}", l[0]);
+        assert!((Bernoulli.observation_variance(&[f])[0] / expected - 1.0).abs() < 1e-12);
+    }
+    // Categorical: the diagonal of the dominant class is p_a Σ_{b≠a} p_b ≈ e^{−40}, not 0.
+    let f = [40.0, 0.0, 0.0];
+    let mut lam = vec![0.0; 9];
+    Categorical.curvature(&f, &[1.0, 0.0, 0.0], &mut lam);
+    let expected = 2.0 * (-40.0f64).exp();
+    assert!(
+        (lam[0] / expected - 1.0).abs() < 1e-12,
+        "{} vs {expected}",
+        lam[0]
     );
+    assert!((Categorical.observation_variance(&f)[0] / expected - 1.0).abs() < 1e-12);
 }
 
 #[test]

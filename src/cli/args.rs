@@ -239,22 +239,22 @@ pub struct DataArgs {
     /// Folder holding `snelson/` and `uci/NAME/`.
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Toy data: number of independent data sets.
-    #[arg(long, default_value_t = 1)]
-    pub sets: usize,
-    /// Toy data: noise standard deviations of the three clusters (the poster's
-    /// higher-variance variant: 0.3,1.5,0.3).
-    #[arg(long, value_delimiter = ',', default_values_t = [0.1, 1.0, 0.1])]
-    pub toy_noise: Vec<f64>,
-    /// Toy data: training points per set.
-    #[arg(long, default_value_t = 100)]
-    pub toy_n: usize,
-    /// Toy data: test points per set.
-    #[arg(long, default_value_t = 2000)]
-    pub toy_n_test: usize,
-    /// Seed of the toy generator.
-    #[arg(long, default_value_t = 7)]
-    pub data_seed: u64,
+    /// Toy data: number of independent data sets [default: 1].
+    #[arg(long)]
+    pub sets: Option<usize>,
+    /// Toy data: noise standard deviations of the three clusters [default: 0.1,1,0.1] (the
+    /// poster's higher-variance variant: 0.3,1.5,0.3).
+    #[arg(long, value_delimiter = ',')]
+    pub toy_noise: Option<Vec<f64>>,
+    /// Toy data: training points per set [default: 100].
+    #[arg(long)]
+    pub toy_n: Option<usize>,
+    /// Toy data: test points per set [default: 2000].
+    #[arg(long)]
+    pub toy_n_test: Option<usize>,
+    /// Seed of the toy generator [default: 7].
+    #[arg(long)]
+    pub data_seed: Option<u64>,
 }
 
 /// Architecture, likelihood and prior.
@@ -266,9 +266,13 @@ pub struct ModelArgs {
     /// Hidden activation: tanh, sigmoid, relu, identity.
     #[arg(long, default_value = "tanh")]
     pub activation: String,
-    /// Likelihood: gaussian (alias: regression).
+    /// Likelihood: gaussian (alias: regression), bernoulli (one 0/1 target column) or
+    /// categorical (alias: classification; one column of labels 0..K−1, or K one-hot columns).
     #[arg(long, default_value = "gaussian")]
     pub likelihood: String,
+    /// Categorical: the number of classes K (default: the largest training label + 1).
+    #[arg(long)]
+    pub classes: Option<usize>,
     /// Noise standard deviation σ of the Gaussian likelihood.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub sigma: f64,
@@ -352,9 +356,10 @@ pub struct DemoArgs {
     /// VOGN epochs per fit.
     #[arg(long, default_value_t = 1000)]
     pub vi_epochs: usize,
-    /// Toy data sets in the VI sweep (the first ones of the Laplace sweep).
-    #[arg(long, default_value_t = 3)]
-    pub vi_sets: usize,
+    /// Toy data sets in the VI sweep, the first ones of the Laplace sweep [default: 3, or
+    /// --sets when fewer].
+    #[arg(long)]
+    pub vi_sets: Option<usize>,
     /// Points on the δ grid, logspace(−2, 2, n).
     #[arg(long, default_value_t = 21)]
     pub grid_points: usize,

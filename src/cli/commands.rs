@@ -11,7 +11,7 @@ use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
 use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
-use dnn2gp::gp::{DeltaPath, Dnn2Gp, GpPrediction, Space};
+use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, Space};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
@@ -24,14 +24,15 @@ use dnn2gp::report::sweep::figure;
 use dnn2gp::report::sweep::write_sweep;
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
-use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
-use dnn2gp::Error;
+use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau, Stationarity};
+use dnn2gp::{Error, Warning};
 
 use super::args::{
     Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ReproduceCmd, SweepCmd,
     TrainArgs, TrainCmd, ViCmd, VognArgs,
 };
 use super::images;
+use super::outdir::OutDir;
 
 /// Shared settings of one invocation.
 pub(super) struct Ctx {
@@ -92,34 +93,59 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn source(d: &DataArgs) -> Result<Source> {
-    let noise: [f64; 3] = d
-        .toy_noise
-        .clone()
-        .try_into()
-        .map_err(|_| Error::Invalid("--toy-noise needs three values".into()))?;
+    let is_toy = d.data.split(':').next() == Some("toy");
+    let toy_options = [
+        ("--sets", d.sets.is_some()),
+        ("--toy-noise", d.toy_noise.is_some()),
+        ("--toy-n", d.toy_n.is_some()),
+        ("--toy-n-test", d.toy_n_test.is_some()),
+        ("--data-seed", d.data_seed.is_some()),
+    ];
+    if let Some((option, _)) = toy_options.iter().find(|(_, given)| *given && !is_toy) {
+        return Err(Error::Invalid(format!(
+            "{option} applies to --data toy only, not to --data {}",
+            d.data
+        ))
+        .into());
+    }
+    let is_csv = !matches!(d.data.split(':').next(), Some("toy" | "snelson" | "uci"));
+    if d.test.is_some() && !is_csv {
+        return Err(Error::Invalid(format!(
+            "--test applies to CSV data only; --data {} has its own test set",
+            d.data
+        ))
+        .into());
+    }
+    let defaults = ToyConfig::default();
+    let noise: [f64; 3] = match &d.toy_noise {
+        None => defaults.noise,
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|_| Error::Invalid("--toy-noise needs three values".into()))?,
+    };
     if noise.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
         return Err(Error::Invalid(format!(
             "--toy-noise values must be non-negative, got {noise:?}"
         ))
         .into());
     }
-    if d.toy_n == 0 || d.toy_n_test == 0 || d.sets == 0 {
-        return Err(
-            Error::Invalid("--toy-n, --toy-n-test and --sets must be positive".into()).into(),
-        );
-    }
+    let sets = d.sets.unwrap_or(1);
+    positive("--sets", sets)?;
     let toy = ToyConfig {
-        n_train: d.toy_n,
-        n_test: d.toy_n_test,
+        n_train: d.toy_n.unwrap_or(defaults.n_train),
+        n_test: d.toy_n_test.unwrap_or(defaults.n_test),
         noise,
-        seed: d.data_seed,
-        ..ToyConfig::default()
+        seed: d.data_seed.unwrap_or(defaults.seed),
+        ..defaults
     };
+    positive("--toy-n", toy.n_train)?;
+    positive("--toy-n-test", toy.n_test)?;
     Ok(Source::parse(
         &d.data,
         &d.data_dir,
         toy,
-        d.sets,
+        sets,
         d.test.clone(),
     )?)
 }
@@ -169,15 +195,39 @@ fn setup(
     model: &ModelArgs,
 ) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
     let src = source(data)?;
-    let split = src.load()?.remove(0);
+    let kind = model.likelihood.parse::<LikelihoodKind>()?;
+    if model.classes.is_some() && kind != LikelihoodKind::Categorical {
+        return Err(Error::Invalid(format!(
+            "--classes applies to --likelihood categorical, not {}",
+            model.likelihood
+        ))
+        .into());
+    }
+    let split = prepare_split(src.load()?.remove(0), kind, model.classes, &data.data)?;
     let net = architecture(&split, model)?;
     check_parameter_memory(ctx, net.n_params())?;
-    let lik = model
-        .likelihood
-        .parse::<LikelihoodKind>()?
-        .build(model.sigma)?;
+    let lik = kind.build(model.sigma)?;
     dnn2gp::posterior::laplace::check_delta(model.delta)?;
     Ok((src, split, net, lik))
+}
+
+/// The split's targets in the likelihood's form ([`LikelihoodKind::prepare_targets`]); the
+/// test targets get the training set's number of classes.
+fn prepare_split(
+    mut split: Split,
+    kind: LikelihoodKind,
+    classes: Option<usize>,
+    data: &str,
+) -> Result<Split> {
+    let take = |m: &mut faer::Mat<f64>| std::mem::replace(m, faer::Mat::zeros(0, 0));
+    split.train.y = kind.prepare_targets(take(&mut split.train.y), classes, data)?;
+    let k = (kind == LikelihoodKind::Categorical).then(|| split.train.y.ncols());
+    split.test.y = kind.prepare_targets(
+        take(&mut split.test.y),
+        k,
+        &format!("the test set of {data}"),
+    )?;
+    Ok(split)
 }
 
 /// What `train` writes to `model.json`.
@@ -215,6 +265,7 @@ fn fit(
 fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
     let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
     let cfg = map_config(&a.train)?;
+    let out = OutDir::open("--out", &a.out, &src.paths())?;
     let t0 = Instant::now();
     let res = fit(
         ctx,
@@ -225,7 +276,7 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         &cfg,
         a.train.seed,
     )?;
-    write_model(&a.out, &net, lik.as_ref(), &a.model, src, &res, t0)?;
+    let files = write_model(out.path(), &net, lik.as_ref(), &a.model, src, &res, t0)?;
     println!(
         "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),
@@ -237,8 +288,7 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         res.epochs,
         res.polish_iters
     );
-    println!("wrote {}", a.out.display());
-    Ok(())
+    out.commit(&files)
 }
 
 /// Writes a model folder (`model.json`, `params.npy`, `model.safetensors`, `history.csv`).
@@ -250,7 +300,7 @@ fn write_model(
     data: Source,
     res: &MapResult,
     t0: Instant,
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
     let file = ModelFile {
         architecture: net.clone(),
         likelihood: lik.name().into(),
@@ -271,6 +321,9 @@ fn write_model(
 fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
     let t0 = Instant::now();
     let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
+    let mut inputs = src.paths();
+    inputs.push(&a.weights);
+    let out = OutDir::open("--out", &a.out, &inputs)?;
     let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
     let obj = Objective::on(&net, lik.as_ref(), &split.train, a.model.delta);
     let (loss, g) = obj.value_grad(&w);
@@ -283,7 +336,7 @@ fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         final_lr: 0.0,
         history: Vec::new(),
     };
-    write_model(&a.out, &net, lik.as_ref(), &a.model, src, &res, t0)?;
+    let files = write_model(out.path(), &net, lik.as_ref(), &a.model, src, &res, t0)?;
     println!(
         "imported {} {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),
@@ -294,22 +347,30 @@ fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         split.name,
         res.grad_norm
     );
-    println!("wrote {}", a.out.display());
-    Ok(())
+    out.commit(&files)
 }
 
-fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<()> {
-    write_npy(&dir.join("params.npy"), &[res.w.len()], &res.w)?;
+fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<Vec<PathBuf>> {
+    let files: Vec<PathBuf> = [
+        "params.npy",
+        "model.safetensors",
+        "history.csv",
+        "model.json",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
+    write_npy(&files[0], &[res.w.len()], &res.w)?;
     let layout = file.architecture.param_layout();
     dnn2gp::nn::weights::save(
-        &dir.join("model.safetensors"),
+        &files[1],
         &layout,
         &res.w,
         dnn2gp::nn::weights::StoredDtype::F64,
     )?;
-    write_history(&dir.join("history.csv"), "loss", &res.history)?;
-    write_json(&dir.join("model.json"), file)?;
-    Ok(())
+    write_history(&files[2], "loss", &res.history)?;
+    write_json(&files[3], file)?;
+    Ok(files)
 }
 
 /// Writes a per-epoch loss history as `epoch,<name>`.
@@ -328,6 +389,14 @@ fn load_model(dir: &Path) -> Result<(ModelFile, Vec<f64>)> {
     let file: ModelFile = serde_json::from_str(&text)
         .map_err(|e| Error::parse(&path, e.line(), format!("not a dnn2gp model file: {e}")))?;
     let (shape, w) = read_npy(&dir.join("params.npy"))?;
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "{}: parameter {i} is {}; a model needs finite weights",
+            dir.join("params.npy").display(),
+            w[i]
+        ))
+        .into());
+    }
     if w.len() != file.architecture.n_params() {
         return Err(Error::Invalid(format!(
             "{}: {} parameters (shape {shape:?}), but architecture {} needs {}",
@@ -354,9 +423,11 @@ struct GpSummary {
     laplace_log_evidence: f64,
     stationarity_gap: f64,
     grad_norm: f64,
+    grad_rel: f64,
     jitter: f64,
     test_mse: f64,
     test_nll: f64,
+    warnings: Vec<Warning>,
 }
 
 /// Linearises, fits Laplace and the GP, writes kernel, predictives, figure and summary.
@@ -399,15 +470,24 @@ fn gp_report(
     } else {
         Dnn2Gp::new(&lin, delta, space, ctx.memory)?
     };
-    let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
+    // The diagonal posterior when asked for; the full one is the GP's own (in function space
+    // it is never formed as P×P).
+    let diag = match hessian {
+        HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
+        HessianStructure::Full => None,
+    };
     let lml = gp.log_marginal_likelihood()?;
-    let laplace = post.log_marginal_likelihood(&lin)?;
-    let grad: Vec<f64> = lin
-        .loss_gradient()
-        .iter()
-        .zip(w)
-        .map(|(g, w)| g + delta * w)
-        .collect();
+    let laplace = match &diag {
+        Some(post) => post.log_marginal_likelihood(&lin)?,
+        None => gp.laplace_log_evidence()?,
+    };
+    let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
+    let mut warnings = Vec::new();
+    warn(&mut warnings, gp.warnings());
+    warn(
+        &mut warnings,
+        stationarity.warning(Some(gp.stationarity_gap())),
+    );
     let mut files = Vec::new();
     // The DNN2GP kernel δ⁻¹ J Jᵀ on the training inputs.
     let kpath = out.join("kernel.npy");
@@ -416,13 +496,28 @@ fn gp_report(
         faer::Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
     )?;
     files.push(kpath);
-    // Test predictive.
-    let js = net.jacobian(w, split.test.x.as_ref());
-    let pred = gp.predict(js.as_ref());
-    let var_f = match hessian {
-        HessianStructure::Full => pred.var.clone(),
-        HessianStructure::Diag => post.functional_variance(js.as_ref()),
+    // The predictive at new inputs: from NTK blocks in function space (no J* of MK×P), from
+    // J* in weight space; the diagonal posterior's variance replaces the GP's when asked for.
+    let predict = |xs: faer::MatRef<'_, f64>| -> Result<GpPrediction> {
+        let mut pred = if gp.space == Space::Function {
+            gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
+        } else {
+            gp.predict(net.jacobian(w, xs).as_ref())
+        };
+        if let Some(post) = &diag {
+            check_memory(
+                "the Jacobian of the prediction inputs (MK×P)",
+                mat_bytes(xs.nrows() * k, p),
+                ctx.memory,
+                "use --hessian full",
+            )?;
+            pred.var = post.functional_variance(net.jacobian(w, xs).as_ref());
+        }
+        Ok(pred)
     };
+    let pred = predict(split.test.x.as_ref())?;
+    warn(&mut warnings, pred.clamped.clone());
+    let var_f = pred.var.clone();
     let f = net.forward(w, split.test.x.as_ref());
     let (mut se, mut nll) = (0.0, 0.0);
     let mut rows = Vec::new();
@@ -459,11 +554,9 @@ fn gp_report(
     // 1-D figure.
     if let Some((xs, grid)) = src.plot_grid(split, grid_points) {
         let mc_post = LaplaceGgn::fit(&lin, delta, mc_hessian, ctx.memory)?;
-        let jg = net.jacobian(w, grid.as_ref());
-        let mut gp_pred = gp.predict(jg.as_ref());
-        if hessian == HessianStructure::Diag {
-            gp_pred.var = post.functional_variance(jg.as_ref());
-        }
+        warn(&mut warnings, mc_post.warnings());
+        let gp_pred = predict(grid.as_ref())?;
+        warn(&mut warnings, gp_pred.clamped.clone());
         let net_mean: Vec<f64> = net
             .forward(w, grid.as_ref())
             .col(0)
@@ -501,10 +594,12 @@ fn gp_report(
         log_marglik: lml,
         laplace_log_evidence: laplace,
         stationarity_gap: gp.stationarity_gap(),
-        grad_norm: dnn2gp::linalg::norm(&grad),
-        jitter: gp.jitter().max(post.jitter()),
+        grad_norm: stationarity.grad_norm,
+        grad_rel: stationarity.relative,
+        jitter: gp.jitter(),
         test_mse: se / mk * scale2,
         test_nll: nll / mk,
+        warnings,
     };
     let spath = out.join("gp.json");
     write_json(&spath, &summary)?;
@@ -550,8 +645,15 @@ fn fmt_g(v: f64) -> String {
 
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let (file, w) = load_model(&a.model)?;
-    let split = file.data.load()?.remove(0);
     let net = file.architecture;
+    let kind = file.likelihood.parse::<LikelihoodKind>()?;
+    let classes = (kind == LikelihoodKind::Categorical).then(|| net.n_outputs());
+    let split = prepare_split(
+        file.data.load()?.remove(0),
+        kind,
+        classes,
+        &a.model.join("model.json").display().to_string(),
+    )?;
     if net.n_inputs() != split.train.x.ncols() || net.n_outputs() != split.train.y.ncols() {
         return Err(Error::Invalid(format!(
             "{}: architecture {} does not fit its data ({} inputs, {} outputs)",
@@ -562,24 +664,32 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         ))
         .into());
     }
-    let lik = file
-        .likelihood
-        .parse::<LikelihoodKind>()?
-        .build(file.sigma)?;
+    let lik = kind.build(file.sigma)?;
     let delta = a.delta.unwrap_or(file.delta);
-    let grid = a.delta_grid.as_deref().map(parse_grid).transpose()?;
+    let grid = a
+        .delta_grid
+        .as_deref()
+        .map(|g| parse_grid("--delta-grid", g))
+        .transpose()?;
+    let (hessian, mc_hessian, space) =
+        (a.hessian.parse()?, a.mc_hessian.parse()?, a.space.parse()?);
+    positive("--samples", a.samples)?;
+    at_least("--grid-points", a.grid_points, 2)?;
+    let mut inputs = file.data.paths();
+    inputs.push(&a.model);
+    let out = OutDir::open("--out", &a.out, &inputs)?;
     let (s, mut files) = gp_report(
         ctx,
-        &a.out,
+        out.path(),
         &net,
         lik.as_ref(),
         &file.data,
         &split,
         &w,
         delta,
-        a.hessian.parse()?,
-        a.mc_hessian.parse()?,
-        a.space.parse()?,
+        hessian,
+        mc_hessian,
+        space,
         a.samples,
         a.grid_points,
     )?;
@@ -602,7 +712,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
             split.train.y.as_ref(),
             &w,
         );
-        let path = DeltaPath::new(&lin, a.space.parse()?, ctx.memory)?;
+        let path = DeltaPath::new(&lin, space, ctx.memory)?;
         let mut rows = Vec::with_capacity(deltas.len());
         let mut best = (f64::NAN, f64::NEG_INFINITY);
         for d in deltas {
@@ -615,7 +725,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
             }
             rows.push(vec![num(d), num(lml), num(lap)]);
         }
-        let mpath = a.out.join("marglik_path.csv");
+        let mpath = out.path().join("marglik_path.csv");
         write_csv(
             &mpath,
             &["delta", "log_marglik", "laplace_log_evidence"],
@@ -628,15 +738,14 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
             best.1
         );
     }
-    print_files(&files);
-    Ok(())
+    out.commit(&files)
 }
 
-/// Parses `logspace:A:B:N`, `linspace:A:B:N` or a comma list.
-fn parse_grid(spec: &str) -> Result<Vec<f64>> {
+/// Parses `logspace:A:B:N`, `linspace:A:B:N` or a comma list given to `option`.
+fn parse_grid(option: &str, spec: &str) -> Result<Vec<f64>> {
     let bad = || {
         Error::Invalid(format!(
-            "--grid '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"
+            "{option} '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"
         ))
     };
     let parts: Vec<&str> = spec.split(':').collect();
@@ -661,13 +770,13 @@ fn parse_grid(spec: &str) -> Result<Vec<f64>> {
     };
     if vals.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
         return Err(
-            Error::Invalid(format!("--grid '{spec}': every value must be positive")).into(),
+            Error::Invalid(format!("{option} '{spec}': every value must be positive")).into(),
         );
     }
     Ok(vals)
 }
 
-fn sweep_summary(res: &SweepResult) -> serde_json::Value {
+fn sweep_summary(res: &SweepResult, warnings: &[Warning]) -> serde_json::Value {
     let best = res.argmin(|p| p.neg_log_marglik);
     let best_test = res.argmin(|p| p.test_mse);
     serde_json::json!({
@@ -675,6 +784,7 @@ fn sweep_summary(res: &SweepResult) -> serde_json::Value {
         "chosen_by_marglik": best,
         "best_by_test_mse": best_test,
         "mean": res.mean,
+        "warnings": warnings,
     })
 }
 
@@ -726,6 +836,7 @@ fn run_methods(
     splits: &[Split],
     out: &Path,
     title: &str,
+    files: &mut Vec<PathBuf>,
 ) -> Result<Vec<(Method, SweepResult)>> {
     let mut results = Vec::new();
     for &method in methods {
@@ -739,7 +850,14 @@ fn run_methods(
             out.to_path_buf()
         };
         println!("{method}:");
-        let res = run_and_report(ctx, &spec, splits, &dir, &format!("{title} ({method})"))?;
+        let res = run_and_report(
+            ctx,
+            &spec,
+            splits,
+            &dir,
+            &format!("{title} ({method})"),
+            files,
+        )?;
         let best = res.argmin(|p| p.neg_log_marglik);
         let best_test = res.argmin(|p| p.test_mse);
         println!(
@@ -758,7 +876,7 @@ fn run_methods(
             results.iter().map(|(m, r)| (label(*m), r)).collect();
         let refs: Vec<(&str, &SweepResult)> =
             labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
-        print_files(&save(&figure(&refs, title), &out.join("sweep_both"))?);
+        files.extend(save(&figure(&refs, title), &out.join("sweep_both"))?);
     }
     Ok(results)
 }
@@ -773,8 +891,15 @@ fn label(m: Method) -> String {
 fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
     let src = source(&a.data)?;
     let splits = src.load()?;
-    let values = parse_grid(&a.grid)?;
-    a.model.likelihood.parse::<LikelihoodKind>()?;
+    let values = parse_grid("--grid", &a.grid)?;
+    if a.model.likelihood.parse::<LikelihoodKind>()? != LikelihoodKind::Gaussian {
+        return Err(Error::Invalid(format!(
+            "--likelihood {}: sweep fits regression networks (gaussian) only; use `train` and \
+             `gp --delta-grid` for a classifier",
+            a.model.likelihood
+        ))
+        .into());
+    }
     let methods = parse_methods(&a.method)?;
     let spec = SweepSpec {
         param: a.param.parse::<SweepParam>()?,
@@ -791,15 +916,18 @@ fn sweep(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         space: a.space.parse()?,
         memory_limit: ctx.memory,
     };
+    let out = OutDir::open("--out", &a.out, &src.paths())?;
+    let mut files = Vec::new();
     run_methods(
         ctx,
         &spec,
         &methods,
         &splits,
-        &a.out,
+        out.path(),
         &format!("{} sweep on {}", spec.param.symbol(), a.data.data),
+        &mut files,
     )?;
-    Ok(())
+    out.commit(&files)
 }
 
 /// What `vi` writes to `vi.json`.
@@ -811,11 +939,16 @@ struct ViSummary {
     sigma: f64,
     vogn: VognConfig,
     steps: usize,
+    /// `E_q[log p(ỹ)]` estimated over the samples of q: the expected GP marginal likelihood
+    /// under q, not the evidence of q (by Jensen, `log E_q[p(ỹ)] ≥ E_q[log p(ỹ)]`, so it is
+    /// a lower bound of the log of the averaged evidence).
     log_marglik_converged: f64,
     gp_samples: usize,
     grad_norm_at_mean: f64,
+    grad_rel_at_mean: f64,
     jitter: f64,
     seconds: f64,
+    warnings: Vec<Warning>,
 }
 
 fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
@@ -824,6 +957,10 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let delta = a.model.delta;
     let mut cfg = vogn_config(&a.vogn, a.seed)?;
     cfg.snapshot_every = a.kernel_every;
+    positive("--samples", a.samples)?;
+    at_least("--grid-points", a.grid_points, 2)?;
+    at_least("--kernel-points", a.kernel_points, 2)?;
+    let out = OutDir::open("--out", &a.out, &src.paths())?;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let obj = Objective::on(&net, lik.as_ref(), &split.train, delta);
     let pb = ctx.bar(cfg.epochs as u64, "VOGN");
@@ -832,14 +969,14 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let q = &run.state;
     let mut files = Vec::new();
     let p = net.n_params();
-    let mpath = a.out.join("mu.npy");
+    let mpath = out.path().join("mu.npy");
     write_npy(&mpath, &[p], &q.mu)?;
-    let ppath = a.out.join("precision.npy");
+    let ppath = out.path().join("precision.npy");
     match &q.precision {
         Precision::Diag(d) => write_npy(&ppath, &[p], d)?,
         full => write_npy_mat(&ppath, full.dense().as_ref())?,
     }
-    let hpath = a.out.join("history.csv");
+    let hpath = out.path().join("history.csv");
     write_history(&hpath, "loss_estimate", &run.history)?;
     files.extend([mpath, ppath, hpath]);
     // The converged GP at samples of q: log marglik and predictive averaged over the samples.
@@ -857,27 +994,21 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let grid = src.plot_grid(&split, a.grid_points);
     let s = lins.len() as f64;
     let (mut lml, mut jitter) = (0.0, 0.0f64);
-    let mut pred: Option<GpPrediction> = None;
+    let mut warnings = Vec::new();
+    let mut preds: Vec<GpPrediction> = Vec::new();
     for (lin, w) in lins.iter().zip(&points) {
         let gp = Dnn2Gp::new(lin, delta, Space::Auto, ctx.memory)?;
         lml += gp.log_marginal_likelihood()? / s;
         jitter = jitter.max(gp.jitter());
+        warn(&mut warnings, gp.warnings());
         if let Some((_, g)) = &grid {
-            let more = gp.predict(net.jacobian(w, g.as_ref()).as_ref());
-            match pred.as_mut() {
-                None => pred = Some(more),
-                Some(p) => {
-                    p.mean.iter_mut().zip(&more.mean).for_each(|(a, b)| *a += b);
-                    p.var.iter_mut().zip(&more.var).for_each(|(a, b)| *a += b);
-                }
-            }
+            preds.push(gp.predict(net.jacobian(w, g.as_ref()).as_ref()));
         }
     }
-    if let (Some((xs, grid)), Some(mut pred)) = (grid, pred) {
-        pred.var
-            .iter_mut()
-            .chain(pred.mean.iter_mut())
-            .for_each(|v| *v /= s);
+    if let Some((xs, grid)) = grid {
+        // The mixture over the samples of q, by the law of total variance.
+        let pred = mixture(&preds);
+        warn(&mut warnings, pred.clamped.clone());
         let mc = mc_predictive(
             &net,
             &mut |rng| q.precision.sample(&q.mu, rng),
@@ -903,7 +1034,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
             grid.as_ref(),
         )?;
         files.extend(write_comparison(
-            &a.out,
+            out.path(),
             &cmp,
             &split,
             "VI",
@@ -914,7 +1045,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     }
     if !run.snapshots.is_empty() {
         files.extend(kernel_evolution(
-            &a.out,
+            out.path(),
             &net,
             &src,
             &split,
@@ -924,6 +1055,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
             a.kernel_points,
         )?);
     }
+    let stationarity = obj.stationarity(&q.mu);
     let summary = ViSummary {
         architecture: format!("{} {}", net.spec(), net.activation),
         n_params: p,
@@ -933,11 +1065,13 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
         steps: q.t,
         log_marglik_converged: lml,
         gp_samples: a.vogn.vi_gp_samples,
-        grad_norm_at_mean: dnn2gp::linalg::norm(&obj.value_grad(&q.mu).1),
+        grad_norm_at_mean: stationarity.grad_norm,
+        grad_rel_at_mean: stationarity.relative,
         jitter,
         seconds: t0.elapsed().as_secs_f64(),
+        warnings,
     };
-    let spath = a.out.join("vi.json");
+    let spath = out.path().join("vi.json");
     write_json(&spath, &summary)?;
     files.push(spath);
     println!(
@@ -950,8 +1084,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
         lml,
         summary.grad_norm_at_mean
     );
-    print_files(&files);
-    Ok(())
+    out.commit(&files)
 }
 
 /// The kernel `J(x) S_t J(x')ᵀ` of Theorem 2 (Jacobians at μ_t) on fixed inputs at the kept
@@ -967,7 +1100,7 @@ fn kernel_evolution(
     delta: f64,
     points: usize,
 ) -> Result<Vec<PathBuf>> {
-    let inputs = match src.plot_grid(split, points.max(2)) {
+    let inputs = match src.plot_grid(split, points) {
         Some((_, grid)) => grid,
         None => split
             .train
@@ -1041,16 +1174,18 @@ fn run_and_report(
     splits: &[Split],
     out: &Path,
     title: &str,
+    files: &mut Vec<PathBuf>,
 ) -> Result<SweepResult> {
     let pb = ctx.bar((spec.values.len() * splits.len()) as u64, "sweep");
     let res = run_sweep(spec, splits, Some(&pb))?;
     pb.finish_and_clear();
-    let mut files = write_sweep(out, &res, title)?;
+    files.extend(write_sweep(out, &res, title)?);
+    let mut warnings = Vec::new();
+    warn(&mut warnings, res.warnings());
     let jpath = out.join("sweep.json");
-    write_json(&jpath, &sweep_summary(&res))?;
+    write_json(&jpath, &sweep_summary(&res, &warnings))?;
     files.push(jpath);
     print_sweep_table(&res);
-    print_files(&files);
     Ok(res)
 }
 
@@ -1070,18 +1205,50 @@ fn print_sweep_table(res: &SweepResult) {
     }
 }
 
-pub(super) fn print_files(files: &[PathBuf]) {
-    for f in files {
-        println!("wrote {}", f.display());
+/// Shows each new warning on stderr and keeps it, once, for the JSON summary.
+pub(super) fn warn(into: &mut Vec<Warning>, new: impl IntoIterator<Item = Warning>) {
+    for w in new {
+        if !into.contains(&w) {
+            eprintln!("warning: {}", w.message);
+            into.push(w);
+        }
     }
+}
+
+/// Refuses a count of 0 for `option`.
+pub(super) fn positive(option: &str, v: usize) -> Result<()> {
+    at_least(option, v, 1)
+}
+
+/// Refuses a count below `min` for `option`.
+pub(super) fn at_least(option: &str, v: usize, min: usize) -> Result<()> {
+    if v < min {
+        return Err(Error::Invalid(format!("{option} must be at least {min}, got {v}")).into());
+    }
+    Ok(())
 }
 
 fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
+    positive("--sets", a.sets)?;
+    positive("--epochs", a.epochs)?;
+    positive("--vi-epochs", a.vi_epochs)?;
+    at_least("--grid-points", a.grid_points, 2)?;
+    let vi_sets = a.vi_sets.unwrap_or(a.sets.min(3));
+    positive("--vi-sets", vi_sets)?;
+    if vi_sets > a.sets {
+        return Err(Error::Invalid(format!(
+            "--vi-sets {vi_sets} exceeds --sets {}: VI runs on the first sets of the Laplace sweep",
+            a.sets
+        ))
+        .into());
+    }
+    let out = OutDir::open("--out", &a.out, &[])?;
+    let mut files = Vec::new();
     let toy = ToyConfig::default();
     let src = Source::Toy {
         config: toy,
-        sets: a.sets.max(1),
+        sets: a.sets,
     };
     let splits = src.load()?;
     let map = MapConfig {
@@ -1099,7 +1266,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     };
     let spec = SweepSpec {
         param: SweepParam::Delta,
-        values: logspace(-2.0, 2.0, a.grid_points.max(2)),
+        values: logspace(-2.0, 2.0, a.grid_points),
         hidden: vec![20],
         activation: Activation::Tanh,
         delta: 1.0,
@@ -1112,7 +1279,6 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         space: Space::Auto,
         memory_limit: ctx.memory,
     };
-    let vi_sets = a.vi_sets.clamp(1, splits.len());
     println!(
         "δ sweep over {} values: Laplace on {} toy data sets, VI (VOGN, full covariance, 10 MC samples) on {}; \
          MLP 2-20-1 tanh, σ = 1",
@@ -1125,8 +1291,9 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         &spec,
         &[Method::Laplace],
         &splits,
-        &a.out.join("laplace"),
+        &out.path().join("laplace"),
         "δ selection on the toy data",
+        &mut files,
     )?;
     let vi_spec = SweepSpec {
         method: Method::Vi,
@@ -1137,15 +1304,16 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         &vi_spec,
         &[Method::Vi],
         &splits[..vi_sets],
-        &a.out.join("vi"),
+        &out.path().join("vi"),
         "δ selection on the toy data",
+        &mut files,
     )?);
     let labelled: Vec<(String, &SweepResult)> =
         results.iter().map(|(m, r)| (label(*m), r)).collect();
     let refs: Vec<(&str, &SweepResult)> = labelled.iter().map(|(l, r)| (l.as_str(), *r)).collect();
-    print_files(&save(
+    files.extend(save(
         &figure(&refs, "δ selection on the toy data: Laplace and VI"),
-        &a.out.join("sweep_both"),
+        &out.path().join("sweep_both"),
     )?);
     let chosen: Vec<serde_json::Value> = results
         .iter()
@@ -1161,9 +1329,9 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let net = Mlp::new(vec![2, 20, 1], Activation::Tanh)?;
     let lik = dnn2gp::likelihood::Gaussian::new(1.0)?;
     let fitted = fit(ctx, &net, &lik, split, best.value, &map, 0)?;
-    let (gp_summary, files) = gp_report(
+    let (gp_summary, gp_files) = gp_report(
         ctx,
-        &a.out,
+        out.path(),
         &net,
         &lik,
         &src,
@@ -1176,7 +1344,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         1000,
         400,
     )?;
-    print_files(&files);
+    files.extend(gp_files);
     let summary = serde_json::json!({
         "data": "toy (paper settings), inputs [x, 1]",
         "architecture": "2-20-1 tanh",
@@ -1189,8 +1357,9 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         "gp_at_chosen_delta": gp_summary,
         "seconds": t0.elapsed().as_secs_f64(),
     });
-    let spath = a.out.join("summary.json");
+    let spath = out.path().join("summary.json");
     write_json(&spath, &summary)?;
+    files.push(spath);
     println!(
         "chosen δ: Laplace {}, VI {} (test-MSE minima at {} and {})",
         fmt_g(chosen[0]["chosen_delta"].as_f64().unwrap_or(f64::NAN)),
@@ -1206,10 +1375,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
                 .unwrap_or(f64::NAN)
         ),
     );
-    println!(
-        "wrote {} ({:.1} s)",
-        spath.display(),
-        t0.elapsed().as_secs_f64()
-    );
+    out.commit(&files)?;
+    println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -26,7 +26,8 @@ use dnn2gp::train::{adam, gather_rows, steps_per_epoch, Adam, MapConfig, Objecti
 use dnn2gp::Error;
 
 use super::args::{BinaryCmd, FetchCmd, ImageArgs, ImagesCmd};
-use super::commands::{print_files, Ctx};
+use super::commands::Ctx;
+use super::outdir::OutDir;
 
 /// Pixels per side of the images of `--data`.
 fn image_side(data: &str) -> Result<usize> {
@@ -40,7 +41,27 @@ fn image_side(data: &str) -> Result<usize> {
     }
 }
 
-fn load_images(a: &ImageArgs) -> Result<Mnist> {
+/// Loads the images of `--data` and checks that each has as many pixels as `net` has inputs
+/// (a network is never run on cropped or padded rows).
+fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
+    let data = read_images(a)?;
+    for (split, x) in [("training", &data.train_x), ("test", &data.test_x)] {
+        if x.ncols() != net.n_inputs() {
+            return Err(Error::Invalid(format!(
+                "the {split} images of --data {} in {} have {} pixels each; the architecture takes \
+                 {} inputs (set --arch for images of this size)",
+                a.data,
+                a.data_dir.display(),
+                x.ncols(),
+                net.n_inputs()
+            ))
+            .into());
+        }
+    }
+    Ok(data)
+}
+
+fn read_images(a: &ImageArgs) -> Result<Mnist> {
     let mut data = if a.data == "digits" {
         mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?
     } else {
@@ -54,9 +75,6 @@ fn load_images(a: &ImageArgs) -> Result<Mnist> {
         })?
     };
     if let Some(n) = a.train_limit {
-        if n == 0 {
-            return Err(Error::Invalid("--train-limit must be positive".into()).into());
-        }
         let n = n.min(data.train_y.len());
         data.train_x = data.train_x.as_ref().subrows(0, n).to_owned();
         data.train_y.truncate(n);
@@ -306,21 +324,21 @@ fn shown_images(
     y_test: &[usize],
     classes: usize,
 ) -> Result<(Mat<f64>, Vec<usize>)> {
-    let (x, y) = match a.images.as_str() {
-        "train" => (x_train, y_train),
-        "test" => (x_test, y_test),
-        other => {
-            return Err(Error::Invalid(format!(
-                "unknown --images '{other}' (expected train or test)"
-            ))
-            .into())
-        }
+    // `--images` is train or test (checked by `check_image_args`).
+    let (x, y) = if a.images == "test" {
+        (x_test, y_test)
+    } else {
+        (x_train, y_train)
     };
-    if a.per_class == 0 {
-        return Err(Error::Invalid("--per-class must be positive".into()).into());
-    }
     let idx = class_subset(y, a.per_class, classes);
     Ok((gather_rows(x, &idx), idx.iter().map(|&i| y[i]).collect()))
+}
+
+/// Takes `--out`, after checking it holds none of the inputs.
+fn open_out(out: &Path, a: &ImageArgs) -> Result<OutDir> {
+    let mut inputs = vec![a.data_dir.as_path()];
+    inputs.extend(a.model.as_deref());
+    Ok(OutDir::open("--out", out, &inputs)?)
 }
 
 /// Saves the weights (safetensors, f64, PyTorch names) and the architecture.
@@ -348,15 +366,40 @@ struct MnistSummary {
     views: ViewSummary,
 }
 
+/// Checks the options shared by the image experiments before any work.
+fn check_image_args(a: &ImageArgs) -> Result<()> {
+    use super::commands::positive;
+    positive("--per-class", a.per_class)?;
+    positive("--batch-size", a.batch_size)?;
+    if let Some(n) = a.train_limit {
+        positive("--train-limit", n)?;
+    }
+    if !matches!(a.images.as_str(), "train" | "test") {
+        return Err(Error::Invalid(format!(
+            "unknown --images '{}' (expected train or test)",
+            a.images
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// `reproduce mnist`.
 pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     let ia = &a.images;
+    check_image_args(ia)?;
     check_delta(a.delta)?;
+    if ia.model.is_none() {
+        super::commands::positive("--epochs", a.epochs)?;
+        if !(a.lr.is_finite() && a.lr > 0.0) {
+            return Err(Error::Invalid(format!("--lr must be positive, got {}", a.lr)).into());
+        }
+    }
     let k = 10;
     let net = architecture(ctx, ia, image_side(&ia.data)?, k)?;
     check_views_memory(ctx, ia.per_class * k, &net)?;
-    let d = &load_images(ia)?;
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let d = &load_images(ia, &net)?;
+    let out = open_out(&a.out, ia)?;
     let mut files = Vec::new();
     let train = Dataset::new(d.train_x.clone(), one_hot(&d.train_y, k))?;
     let lik = Categorical;
@@ -364,9 +407,6 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     let (w, records) = match &ia.model {
         Some(path) => (load_weights(path, &net)?, Vec::new()),
         None => {
-            if !(a.lr.is_finite() && a.lr > 0.0) {
-                return Err(Error::Invalid(format!("--lr must be positive, got {}", a.lr)).into());
-            }
             let obj = Objective::on(&net, &lik, &train, a.delta);
             let cfg = MapConfig {
                 adam: Adam {
@@ -375,7 +415,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
                     ..Adam::default()
                 },
                 epochs: a.epochs,
-                batch_size: Some(ia.batch_size.max(1)),
+                batch_size: Some(ia.batch_size),
                 seed: ia.seed,
                 polish_iters: 0,
                 ..MapConfig::default()
@@ -392,8 +432,8 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         }
     };
     let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(&a.out, &net, &w, &mut files)?;
-    let path = a.out.join("history.csv");
+    save_network(out.path(), &net, &w, &mut files)?;
+    let path = out.path().join("history.csv");
     write_records(&path, &records)?;
     files.push(path);
     let test_accuracy = accuracy(predict(&net, &w, d.test_x.as_ref()).as_ref(), &d.test_y);
@@ -416,7 +456,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     );
     pb.finish_and_clear();
     let variances = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
-    let path = a.out.join("posterior_variance.npy");
+    let path = out.path().join("posterior_variance.npy");
     write_npy(&path, &[variances.len()], &variances)?;
     files.push(path);
     let ggn_seconds = t1.elapsed().as_secs_f64();
@@ -444,7 +484,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         } else {
             "MNIST"
         },
-        &a.out,
+        out.path(),
         &mut files,
     )?;
     eprintln!(
@@ -464,11 +504,10 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         ggn_seconds,
         views,
     };
-    let path = a.out.join("summary.json");
+    let path = out.path().join("summary.json");
     write_json(&path, &summary)?;
     files.push(path);
-    print_files(&files);
-    Ok(())
+    out.commit(&files)
 }
 
 #[derive(Debug, Serialize)]
@@ -497,6 +536,7 @@ fn two_digits(x: MatRef<'_, f64>, labels: &[usize], a: usize, b: usize) -> (Mat<
 /// `reproduce binary-mnist`.
 pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     let ia = &a.images;
+    check_image_args(ia)?;
     check_delta(a.delta)?;
     let (da, db) = match a.digits.as_slice() {
         [x, y] if x != y && *x < 10 && *y < 10 => (*x, *y),
@@ -509,13 +549,13 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     };
     let net = architecture(ctx, ia, image_side(&ia.data)?, 1)?;
     check_views_memory(ctx, ia.per_class * 2, &net)?;
-    let d = &load_images(ia)?;
+    let d = &load_images(ia, &net)?;
     let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
     let (xte, yte) = two_digits(d.test_x.as_ref(), &d.test_y, da, db);
     if ytr.is_empty() || yte.is_empty() {
         return Err(Error::Invalid(format!("no images of digits {da} and {db}")).into());
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let out = open_out(&a.out, ia)?;
     let mut files = Vec::new();
     let targets = Mat::from_fn(ytr.len(), 1, |i, _| ytr[i] as f64);
     let train = Dataset::new(xtr, targets)?;
@@ -534,7 +574,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
                 beta: a.beta,
                 lr: Some(a.vi_lr),
                 mc_samples: a.mc_samples,
-                batch_size: Some(ia.batch_size.max(1)),
+                batch_size: Some(ia.batch_size),
                 epochs: a.vi_epochs,
                 covariance: Covariance::Diag,
                 curvature: Curvature::Ggn,
@@ -565,11 +605,11 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         }
     };
     let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(&a.out, &net, &w, &mut files)?;
-    let path = a.out.join("posterior_variance.npy");
+    save_network(out.path(), &net, &w, &mut files)?;
+    let path = out.path().join("posterior_variance.npy");
     write_npy(&path, &[variances.len()], &variances)?;
     files.push(path);
-    let path = a.out.join("history.csv");
+    let path = out.path().join("history.csv");
     write_records(&path, &records)?;
     files.push(path);
     let test_accuracy = accuracy(predict(&net, &w, xte.as_ref()).as_ref(), &yte);
@@ -597,7 +637,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         &ys,
         &ia.images,
         &format!("Binary MNIST {da} vs {db} (VOGN)"),
-        &a.out,
+        out.path(),
         &mut files,
     )?;
     let summary = BinarySummary {
@@ -612,11 +652,10 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         train_seconds,
         views,
     };
-    let path = a.out.join("summary.json");
+    let path = out.path().join("summary.json");
     write_json(&path, &summary)?;
     files.push(path);
-    print_files(&files);
-    Ok(())
+    out.commit(&files)
 }
 
 /// The default cache folder: `$XDG_CACHE_HOME/dnn2gp/<name>` or `~/.cache/dnn2gp/<name>`.

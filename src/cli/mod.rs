@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod images;
+mod outdir;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ pub use args::Cli;
 /// Parses the arguments, runs the command, maps errors to exit codes (2: bad input, 1: failure).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    outdir::install_signal_handler();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -52,10 +52,8 @@ impl Source {
     ) -> Result<Self> {
         let parts: Vec<&str> = spec.split(':').collect();
         match parts[0] {
-            "toy" => Ok(Source::Toy {
-                config: toy,
-                sets: sets.max(1),
-            }),
+            "toy" if sets == 0 => Err(Error::Invalid("--sets must be positive".into())),
+            "toy" => Ok(Source::Toy { config: toy, sets }),
             "snelson" => Ok(Source::Snelson {
                 dir: data_dir.join("snelson"),
             }),
@@ -90,6 +88,17 @@ impl Source {
                 train: PathBuf::from(spec),
                 test,
             }),
+        }
+    }
+
+    /// The files and folders the source reads.
+    pub fn paths(&self) -> Vec<&Path> {
+        match self {
+            Source::Toy { .. } => Vec::new(),
+            Source::Snelson { dir } | Source::Uci { dir, .. } => vec![dir.as_path()],
+            Source::Csv { train, test } => std::iter::once(train.as_path())
+                .chain(test.as_deref())
+                .collect(),
         }
     }
 

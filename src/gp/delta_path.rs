@@ -2,15 +2,16 @@
 //! eigendecomposition (no retraining: the MAP, J, r and Λ stay fixed).
 //!
 //! With `B = Λ^{1/2} J` (NK×P) and the eigenvalues `s` of the smaller of `BBᵀ`, `BᵀB`:
-//! - Laplace evidence: `−½ Σ rᵀΛ⁻¹r + ½ log|Λ̃| − (NK/2) log 2π − (δ/2)‖c‖² + (P/2) log δ
-//!   − ½ log|BᵀB + δI|`, with `log|BᵀB + δI| = Σ log(s_i + δ) + (P − #s) log δ` (the two
+//! - Laplace evidence (one definition, laplace-torch's, as [`crate::posterior::LaplaceGgn`]):
+//!   `log p(D | w*) − (δ/2)‖c‖² + (P/2) log δ − ½ log|BᵀB + δI|`, with `log|BᵀB + δI| = Σ log(s_i + δ) + (P − #s) log δ` (the two
 //!   Gram matrices share their eigenvalues up to |NK − P| zeros);
 //! - GP marginal likelihood (function space): `−½ vᵀ(BBᵀ/δ + I)⁻¹v − ½ log|BBᵀ/δ + I|
 //!   + ½ log|Λ̃| − (NK/2) log 2π` with `v = Λ^{1/2} ỹ`; from the tridiagonal form
 //!   `BBᵀ = Q T Qᵀ` and `c = Qᵀv`, both terms come from the LDLᵀ of `T/δ + I`, and
 //!   `log|BᵀB + δI| = log|T/δ + I| + NK log δ + (P − NK) log δ`;
-//!   (weight space, `BᵀB = V D Vᵀ`): the Laplace evidence plus `½ Σ (Vᵀg)_i²/(d_i + δ)` with
-//!   `g = Jᵀr + δc`.
+//!   (weight space, `BᵀB = V D Vᵀ`): the Laplace evidence with `log p(D | w*)` replaced by its
+//!   Gaussian form `−½ Σ rᵀΛ⁻¹r + ½ log|Λ̃| − (NK/2) log 2π` (the same for a Gaussian
+//!   likelihood), plus `½ Σ (Vᵀg)_i²/(d_i + δ)` with `g = Jᵀr + δc`.
 //!
 //! Each δ then costs O(min(NK, P)). The function space needs only a tridiagonalisation
 //! (no eigenvectors), and can start from a structured kernel ([`DeltaPath::with_ntk`]). When
@@ -49,7 +50,9 @@ enum Form {
 /// Marginal likelihoods as functions of δ at a fixed linearisation.
 pub struct DeltaPath {
     p: usize,
-    /// `−½ Σ rᵀΛ⁻¹r + ½ log|Λ̃| − (NK/2) log 2π`.
+    /// `log p(D | w*)`.
+    log_lik: f64,
+    /// `−½ Σ rᵀΛ⁻¹r + ½ log|Λ̃| − (NK/2) log 2π`, the Gaussian form of `log p(D | w*)`.
     data_term: f64,
     /// `½ log|Λ̃| − (NK/2) log 2π`.
     norm_term: f64,
@@ -193,6 +196,7 @@ impl DeltaPath {
         };
         Ok(DeltaPath {
             p,
+            log_lik: -lin.nll,
             data_term: -0.5 * quad_r + norm_term,
             norm_term,
             c_sq: dot(&lin.center, &lin.center),
@@ -232,13 +236,16 @@ impl DeltaPath {
         self.low_rank
     }
 
-    /// The paper's Laplace evidence at δ.
+    /// The Laplace evidence at δ, `log p(D | w*) − (δ/2)‖c‖² + (P/2) log δ − ½ log|A|`.
     pub fn laplace_log_evidence(&self, delta: f64) -> Result<f64> {
+        Ok(self.log_lik + self.prior_terms(delta)?)
+    }
+
+    /// `−(δ/2)‖c‖² + (P/2) log δ − ½ log|BᵀB + δI|`.
+    fn prior_terms(&self, delta: f64) -> Result<f64> {
         check_delta(delta)?;
-        Ok(
-            self.data_term - 0.5 * delta * self.c_sq + 0.5 * self.p as f64 * delta.ln()
-                - 0.5 * self.log_det_precision(delta)?,
-        )
+        Ok(-0.5 * delta * self.c_sq + 0.5 * self.p as f64 * delta.ln()
+            - 0.5 * self.log_det_precision(delta)?)
     }
 
     /// The GP log marginal likelihood `log p(ỹ)` at δ.
@@ -255,7 +262,7 @@ impl DeltaPath {
                     .zip(vg.iter().zip(vc))
                     .map(|(d, (g, c))| (g + delta * c).powi(2) / (d + delta))
                     .sum();
-                self.laplace_log_evidence(delta)? + 0.5 * gap
+                self.data_term + self.prior_terms(delta)? + 0.5 * gap
             }
         })
     }

@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warning};
 use crate::linalg::{
     a_bt, check_memory, col_sq_norms, dot, jitter_ladder, ladder_failed, mat_bytes, mat_t_vec,
     mat_vec, row_sq_norms, solve_triangular_in_place, try_cholesky_in_place, Cholesky,
@@ -82,8 +82,106 @@ impl Space {
 pub struct GpPrediction {
     /// GP mean `κ*X G⁻¹ ỹ = J* m` (equal to `J* w*` at a stationary point).
     pub mean: Vec<f64>,
-    /// GP variance of f, `κ** − κ*X G⁻¹ κX* = diag(J* Σ J*ᵀ)`.
+    /// GP variance of f, `κ** − κ*X G⁻¹ κX* = diag(J* Σ J*ᵀ)`, never negative.
     pub var: Vec<f64>,
+    /// Set when some variances came out negative and were clamped at 0.
+    pub clamped: Option<Warning>,
+}
+
+impl GpPrediction {
+    /// A prediction from a mean and variances computed as a difference, which can cancel below
+    /// 0: those are clamped at 0 (see [`clamp_variances`]).
+    pub fn clamping(mean: Vec<f64>, mut var: Vec<f64>) -> Self {
+        let clamped = clamp_variances(&mut var);
+        GpPrediction { mean, var, clamped }
+    }
+}
+
+/// Per-entry mean and variance of a stream of vectors, by Welford's update (no cancellation
+/// of `E[x²] − E[x]²`): `m ← m + (x − m)/n`, `M₂ ← M₂ + (x − m_old)(x − m_new)`.
+#[derive(Debug, Clone, Default)]
+pub struct RunningMoments {
+    n: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl RunningMoments {
+    /// Adds one vector (all of the same length).
+    pub fn push(&mut self, x: &[f64]) {
+        if self.n == 0 {
+            self.mean = vec![0.0; x.len()];
+            self.m2 = vec![0.0; x.len()];
+        }
+        self.n += 1;
+        let n = self.n as f64;
+        for ((m, m2), x) in self.mean.iter_mut().zip(&mut self.m2).zip(x) {
+            let d = x - *m;
+            *m += d / n;
+            *m2 += d * (x - *m);
+        }
+    }
+
+    /// The number of vectors added.
+    pub fn count(&self) -> usize {
+        self.n
+    }
+
+    /// The mean.
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// The population variance `M₂/n` (0 for fewer than two vectors).
+    pub fn variance(&self) -> Vec<f64> {
+        let n = self.n.max(1) as f64;
+        self.m2.iter().map(|v| v / n).collect()
+    }
+}
+
+/// The moments of an equal-weight mixture of GP predictives (for instance the converged VI GP
+/// at several samples of q), by the law of total variance: mean `E_s[m_s]`, variance
+/// `E_s[v_s] + Var_s[m_s]`.
+pub fn mixture(preds: &[GpPrediction]) -> GpPrediction {
+    let (mut means, mut vars) = (RunningMoments::default(), RunningMoments::default());
+    for p in preds {
+        means.push(&p.mean);
+        vars.push(&p.var);
+    }
+    let var = vars
+        .mean()
+        .iter()
+        .zip(means.variance())
+        .map(|(v, m)| v + m)
+        .collect();
+    GpPrediction {
+        mean: means.mean().to_vec(),
+        var,
+        clamped: preds.iter().find_map(|p| p.clamped.clone()),
+    }
+}
+
+/// Clamps at 0 the variances that a difference `κ** − κ*ᵀG⁻¹κ*` took below 0 (cancellation:
+/// the two terms agree to rounding where the data pin f down, and grow as δ⁻¹ and δ⁻²); the
+/// warning says how many, and how far below 0 the worst was.
+pub fn clamp_variances(var: &mut [f64]) -> Option<Warning> {
+    let (mut count, mut worst) = (0usize, 0.0f64);
+    for v in var.iter_mut().filter(|v| **v < 0.0) {
+        count += 1;
+        worst = worst.min(*v);
+        *v = 0.0;
+    }
+    (count > 0).then(|| {
+        Warning::new(
+            "clamped_variance",
+            format!(
+                "{count} of {} predictive variances came out negative (down to {worst:.3e}, \
+                 cancellation in κ** − κ*ᵀG⁻¹κ*) and were set to 0; the weight space \
+                 (--space weight) computes them as squared norms, which cannot go negative",
+                var.len()
+            ),
+        )
+    })
 }
 
 enum Solver {
@@ -190,12 +288,38 @@ impl<'a> Dnn2Gp<'a> {
         }
     }
 
+    /// The numerical events of the fit: jitter, relative to the term of the diagonal it
+    /// protects (δ in weight space, the mean noise variance `Λ⁻¹` in function space), and the
+    /// eigen form of the weight-space precision.
+    pub fn warnings(&self) -> Vec<Warning> {
+        match &self.solver {
+            Solver::Weight(l) => l.warnings(),
+            Solver::Function { chol, .. } if chol.jitter > 0.0 => {
+                let noise = self.lin.mean_noise_variance();
+                vec![Warning::new(
+                    "jitter",
+                    format!(
+                        "the Cholesky factorisation of the GP Gram matrix δ⁻¹JJ' + Λ⁻¹ (δ = {}) \
+                         added jitter {:.3e} to its diagonal, {:.2e} times the mean noise variance \
+                         {noise:.3e} it adds to: variances and the marginal likelihood are those \
+                         of a noisier model; the weight space (--space weight) needs none",
+                        self.delta,
+                        chol.jitter,
+                        chol.jitter / noise
+                    ),
+                )]
+            }
+            Solver::Function { .. } => Vec::new(),
+        }
+    }
+
     /// GP predictive of f at test Jacobians `J*` (MK×P).
     pub fn predict(&self, jstar: MatRef<'_, f64>) -> GpPrediction {
         match &self.solver {
             Solver::Weight(lap) => GpPrediction {
                 mean: mat_vec(jstar, &self.posterior_mean),
                 var: lap.functional_variance(jstar),
+                clamped: None,
             },
             Solver::Function { .. } => {
                 let k_sx = a_bt(jstar, self.lin.jac.as_ref());
@@ -224,7 +348,7 @@ impl<'a> Dnn2Gp<'a> {
             .zip(col_sq_norms(v.as_ref()))
             .map(|(a, b)| a / self.delta - b)
             .collect();
-        Ok(GpPrediction { mean, var })
+        Ok(GpPrediction::clamping(mean, var))
     }
 
     /// The GP log marginal likelihood
@@ -256,6 +380,21 @@ impl<'a> Dnn2Gp<'a> {
                     - 0.5 * lap.log_det_precision()
             }
         })
+    }
+
+    /// The Laplace evidence with the full GGN, `log p(D | w*) − (δ/2)‖c‖² + (P/2) log δ
+    /// − ½ log|A|` ([`LaplaceGgn::log_marginal_likelihood`]), in the chosen space: in function
+    /// space from `log|A| = P log δ + log|G| + Σ_i log|Λ_i|`, so that it never forms P×P:
+    /// `log p(D | w*) − (δ/2)‖c‖² − ½ log|G| − ½ Σ_i log|Λ_i|`.
+    pub fn laplace_log_evidence(&self) -> Result<f64> {
+        let lin = self.lin;
+        match &self.solver {
+            Solver::Weight(lap) => lap.log_marginal_likelihood(lin),
+            Solver::Function { chol, .. } => Ok(-lin.nll
+                - 0.5 * self.delta * dot(&lin.center, &lin.center)
+                - 0.5 * chol.log_det()
+                - 0.5 * lin.sum_log_det_lambda()?),
+        }
     }
 
     /// `½ gᵀ A⁻¹ g` with `g = Jᵀr + δc` (`= ∇L(w*)` for Laplace): the gap between this marginal
@@ -302,7 +441,7 @@ pub fn gaussian_variance_in_place(
     delta: f64,
     sigma: f64,
     rung: usize,
-) -> Result<Option<(Vec<f64>, f64)>> {
+) -> Result<Option<GaussianVariance>> {
     use faer::reborrow::Reborrow;
     check_delta(delta)?;
     crate::likelihood::Gaussian::new(sigma)?;
@@ -323,7 +462,41 @@ pub fn gaussian_variance_in_place(
         .zip(col_sq_norms(cross.rb()))
         .map(|(k, v)| (k - v) / delta)
         .collect();
-    Ok(Some((var, jitter / delta)))
+    Ok(Some(GaussianVariance::new(var, jitter / delta, sigma)))
+}
+
+/// The GLM predictive variance of [`gaussian_variance_in_place`] and
+/// [`gaussian_glm_variance`].
+#[derive(Debug, Clone)]
+pub struct GaussianVariance {
+    /// `var_f` at each test row, clamped at 0.
+    pub var: Vec<f64>,
+    /// The jitter ε added to `G`'s diagonal (0 if none).
+    pub jitter: f64,
+    /// Jitter added, and negative variances clamped.
+    pub warnings: Vec<Warning>,
+}
+
+impl GaussianVariance {
+    fn new(mut var: Vec<f64>, jitter: f64, sigma: f64) -> Self {
+        let mut warnings: Vec<Warning> = clamp_variances(&mut var).into_iter().collect();
+        if jitter > 0.0 {
+            warnings.push(Warning::new(
+                "jitter",
+                format!(
+                    "the Cholesky factorisation of the GP Gram matrix δ⁻¹JJ' + σ²I added jitter \
+                     {jitter:.3e} to its diagonal, {:.2e} times σ² = {:.3e}",
+                    jitter / (sigma * sigma),
+                    sigma * sigma
+                ),
+            ));
+        }
+        GaussianVariance {
+            var,
+            jitter,
+            warnings,
+        }
+    }
 }
 
 const GAUSSIAN_GRAM: &str = "GP Gram matrix δ⁻¹JJ' + σ²I";
@@ -331,7 +504,7 @@ const GAUSSIAN_GRAM: &str = "GP Gram matrix δ⁻¹JJ' + σ²I";
 /// The GLM predictive variance of `net` at `X*` under a Gaussian likelihood (noise σ²) with
 /// prior precision δ, from per-layer factors ([`crate::nn::Network::ntk_blocks`]) and
 /// [`gaussian_variance_in_place`], climbing the jitter ladder; a rung that fails recomputes
-/// the kernel. Returns the variances and the jitter used.
+/// the kernel.
 pub fn gaussian_glm_variance(
     net: &dyn crate::nn::Network,
     w: &[f64],
@@ -339,7 +512,7 @@ pub fn gaussian_glm_variance(
     xs: MatRef<'_, f64>,
     delta: f64,
     sigma: f64,
-) -> Result<(Vec<f64>, f64)> {
+) -> Result<GaussianVariance> {
     for rung in 0..JITTER_LADDER.len() {
         let mut blocks = net.ntk_blocks(w, x, xs);
         if let Some(out) = gaussian_variance_in_place(&mut blocks, delta, sigma, rung)? {

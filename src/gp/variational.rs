@@ -130,7 +130,7 @@ impl<'a> StepGp<'a> {
             .zip(col_sq_norms(w.as_ref()))
             .map(|(a, b)| a - b)
             .collect();
-        GpPrediction { mean, var }
+        GpPrediction::clamping(mean, var)
     }
 }
 

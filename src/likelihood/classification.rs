@@ -1,5 +1,5 @@
 //! Classification likelihoods on logits `f`:
-//! Bernoulli `p = s(f)`, `r = p − y`, `Λ = p(1 − p)`; categorical `p = softmax(f)`, `r = p − y`
+//! Bernoulli `p = s(f)`, `r = p − y`, `Λ = s(f) s(−f)`; categorical `p = softmax(f)`, `r = p − y`
 //! (one-hot y), `Λ = diag(p) − ppᵀ` (rank K − 1, so the GP works in data space, section 4 of the
 //! math reference); and the link approximations of the predictive probability.
 
@@ -15,6 +15,29 @@ pub fn sigmoid(f: f64) -> f64 {
         let e = exp(f);
         e / (1.0 + e)
     }
+}
+
+/// The Bernoulli variance `p(1 − p)` at logit f, as `s(f) s(−f)`: both factors are computed
+/// without cancellation, so it stays positive up to |f| ≈ 745 (`p − p²` is exactly 0 from
+/// f ≈ 36.7, where `p` rounds to 1).
+pub fn bernoulli_variance(f: f64) -> f64 {
+    sigmoid(f) * sigmoid(-f)
+}
+
+/// `p_a (1 − p_a)` as `p_a Σ_{b≠a} p_b`, which stays positive where `1 − p_a` rounds to 0.
+fn categorical_variances(p: &[f64]) -> Vec<f64> {
+    p.iter()
+        .enumerate()
+        .map(|(a, pa)| {
+            let rest: f64 = p
+                .iter()
+                .enumerate()
+                .filter(|&(b, _)| b != a)
+                .map(|(_, q)| q)
+                .sum();
+            pa * rest
+        })
+        .collect()
 }
 
 /// `softmax(f)`, shifted by the maximum.
@@ -50,15 +73,14 @@ impl Likelihood for Bernoulli {
         r[0] = sigmoid(f[0]) - y[0];
     }
 
+    /// `Λ = s(f) s(−f)` ([`bernoulli_variance`]).
     fn curvature(&self, f: &[f64], _y: &[f64], lam: &mut [f64]) {
-        let p = sigmoid(f[0]);
-        lam[0] = p * (1.0 - p);
+        lam[0] = bernoulli_variance(f[0]);
     }
 
-    /// The data-space noise `p(1 − p)`.
+    /// The data-space noise `s(f) s(−f)`.
     fn observation_variance(&self, f: &[f64]) -> Vec<f64> {
-        let p = sigmoid(f[0]);
-        vec![p * (1.0 - p)]
+        vec![bernoulli_variance(f[0])]
     }
 
     fn mean(&self, f: &[f64]) -> Vec<f64> {
@@ -86,19 +108,21 @@ impl Likelihood for Categorical {
         }
     }
 
+    /// `Λ = diag(p) − ppᵀ`, its diagonal as `p_a Σ_{b≠a} p_b` (no cancellation when p_a → 1).
     fn curvature(&self, f: &[f64], _y: &[f64], lam: &mut [f64]) {
         let p = softmax(f);
         let k = p.len();
+        let diag = categorical_variances(&p);
         for a in 0..k {
             for b in 0..k {
-                lam[a * k + b] = if a == b { p[a] } else { 0.0 } - p[a] * p[b];
+                lam[a * k + b] = if a == b { diag[a] } else { -p[a] * p[b] };
             }
         }
     }
 
-    /// The data-space noise `diag(Λ) = p − p²`.
+    /// The data-space noise `diag(Λ) = p_k (1 − p_k)`.
     fn observation_variance(&self, f: &[f64]) -> Vec<f64> {
-        softmax(f).into_iter().map(|p| p - p * p).collect()
+        categorical_variances(&softmax(f))
     }
 
     fn mean(&self, f: &[f64]) -> Vec<f64> {

@@ -141,6 +141,91 @@ impl FromStr for LikelihoodKind {
 }
 
 impl LikelihoodKind {
+    /// Checks targets `Y` (N rows) and brings them to this likelihood's form. Gaussian: any
+    /// finite values. Bernoulli: one column of 0/1. Categorical: one-hot rows of K columns,
+    /// from one column of integer labels `0..K−1` (K = `classes`, else the largest label + 1)
+    /// or from K columns already one-hot. `what` names the data in messages (a file, "the test
+    /// set").
+    pub fn prepare_targets(
+        self,
+        y: Mat<f64>,
+        classes: Option<usize>,
+        what: &str,
+    ) -> Result<Mat<f64>> {
+        let bad =
+            |i: usize, msg: String| Error::Invalid(format!("{what}: example {}: {msg}", i + 1));
+        let label = |i: usize, v: f64| -> Result<usize> {
+            if v >= 0.0 && v.fract() == 0.0 && v < 1e9 {
+                Ok(v as usize)
+            } else {
+                Err(bad(
+                    i,
+                    format!("target {v} is not a class label (an integer 0, 1, 2, …)"),
+                ))
+            }
+        };
+        match self {
+            LikelihoodKind::Gaussian => Ok(y),
+            LikelihoodKind::Bernoulli => {
+                if y.ncols() != 1 {
+                    return Err(Error::Invalid(format!(
+                        "{what}: the bernoulli likelihood takes one target column of 0/1, got {}",
+                        y.ncols()
+                    )));
+                }
+                for i in 0..y.nrows() {
+                    if label(i, y[(i, 0)])? > 1 {
+                        return Err(bad(i, format!("target {} is not 0 or 1", y[(i, 0)])));
+                    }
+                }
+                Ok(y)
+            }
+            LikelihoodKind::Categorical if y.ncols() == 1 => {
+                let labels = (0..y.nrows())
+                    .map(|i| label(i, y[(i, 0)]))
+                    .collect::<Result<Vec<usize>>>()?;
+                let k = classes.unwrap_or_else(|| labels.iter().max().map_or(0, |m| m + 1));
+                if k < 2 {
+                    return Err(Error::Invalid(format!(
+                        "{what}: the categorical likelihood needs at least 2 classes, got {k} \
+                         (set --classes)"
+                    )));
+                }
+                if let Some(i) = labels.iter().position(|&l| l >= k) {
+                    return Err(bad(
+                        i,
+                        format!("label {} is not below --classes {k}", labels[i]),
+                    ));
+                }
+                Ok(Mat::from_fn(y.nrows(), k, |i, c| {
+                    f64::from(u8::from(labels[i] == c))
+                }))
+            }
+            LikelihoodKind::Categorical => {
+                if let Some(k) = classes.filter(|&k| k != y.ncols()) {
+                    return Err(Error::Invalid(format!(
+                        "{what}: {} one-hot target columns, but --classes {k}",
+                        y.ncols()
+                    )));
+                }
+                for i in 0..y.nrows() {
+                    let row: Vec<f64> = y.row(i).iter().copied().collect();
+                    let ones = row.iter().filter(|&&v| v == 1.0).count();
+                    if ones != 1 || row.iter().any(|&v| v != 0.0 && v != 1.0) {
+                        return Err(bad(
+                            i,
+                            format!(
+                                "targets {row:?} are not one-hot; give one column of integer \
+                                 labels or K columns with a single 1"
+                            ),
+                        ));
+                    }
+                }
+                Ok(y)
+            }
+        }
+    }
+
     /// The likelihood with noise `sigma` (used by the Gaussian).
     pub fn build(self, sigma: f64) -> Result<Box<dyn Likelihood>> {
         match self {

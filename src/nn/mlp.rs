@@ -16,13 +16,28 @@ use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
-/// linear output.
+/// linear output. Deserialising checks the sizes as [`Mlp::new`] does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "MlpFields")]
 pub struct Mlp {
     /// Layer widths, input first, output last.
     pub sizes: Vec<usize>,
     /// Hidden activation.
     pub activation: Activation,
+}
+
+/// The fields of an [`Mlp`] as stored, before [`Mlp::new`] checks them.
+#[derive(serde::Deserialize)]
+struct MlpFields {
+    sizes: Vec<usize>,
+    activation: Activation,
+}
+
+impl TryFrom<MlpFields> for Mlp {
+    type Error = Error;
+    fn try_from(f: MlpFields) -> Result<Self> {
+        Mlp::new(f.sizes, f.activation)
+    }
 }
 
 impl Mlp {

@@ -13,9 +13,10 @@ use faer::{Mat, MatRef};
 use indicatif::ProgressBar;
 
 use super::Linearization;
+use crate::error::Warning;
 use crate::error::{Error, Result};
 use crate::likelihood::{curvature_root_rows, Likelihood};
-use crate::linalg::{check_memory, dot, mat_bytes, par_chunk_sum, Cholesky};
+use crate::linalg::{check_memory, dot, mat_bytes, par_chunk_sum, Cholesky, SpdFactor};
 use crate::nn::rng::{normals, Rng};
 use crate::nn::{Cotangents, Network, Reduce};
 
@@ -54,9 +55,14 @@ impl fmt::Display for HessianStructure {
 /// The factorised precision.
 #[derive(Debug, Clone)]
 enum Precision {
-    Full(Cholesky),
+    Full(SpdFactor),
     Diag(Vec<f64>),
 }
+
+/// The largest jitter the weight-space Cholesky may add, relative to δ: `A = JᵀΛJ + δI` has
+/// every eigenvalue ≥ δ, so a larger one would change the posterior; past it the eigen form
+/// `V diag(max(s, 0) + δ) Vᵀ` of `JᵀΛJ` is used instead.
+pub const MAX_JITTER_OVER_DELTA: f64 = 1e-3;
 
 /// A fitted Laplace-GGN posterior.
 #[derive(Debug, Clone)]
@@ -68,6 +74,8 @@ pub struct LaplaceGgn {
     /// Structure of the precision.
     pub structure: HessianStructure,
     precision: Precision,
+    /// Negative eigenvalues of `JᵀΛJ` (rounding) floored at 0 by the eigen form.
+    floored: usize,
 }
 
 impl LaplaceGgn {
@@ -81,6 +89,7 @@ impl LaplaceGgn {
     ) -> Result<Self> {
         check_delta(delta)?;
         let p = lin.n_params();
+        let mut floored = 0;
         let precision = match structure {
             HessianStructure::Full => {
                 check_memory(
@@ -89,11 +98,9 @@ impl LaplaceGgn {
                     memory_limit,
                     "use --hessian diag, or the function-space GP (--space function) when N·K < P",
                 )?;
-                let mut a = lin.ggn();
-                for i in 0..p {
-                    a[(i, i)] += delta;
-                }
-                Precision::Full(Cholesky::new(a.as_ref(), "posterior precision J'ΛJ + δI")?)
+                let (factor, f) = factor_precision(lin.ggn(), delta)?;
+                floored = f;
+                Precision::Full(factor)
             }
             HessianStructure::Diag => {
                 Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
@@ -104,7 +111,49 @@ impl LaplaceGgn {
             mean: lin.center.clone(),
             structure,
             precision,
+            floored,
         })
+    }
+
+    /// How many negative eigenvalues of `JᵀΛJ` the eigen form floored at 0 (0 when the
+    /// Cholesky factorisation succeeded).
+    pub fn floored_eigenvalues(&self) -> usize {
+        self.floored
+    }
+
+    /// Whether the precision is held in the eigen form (the Cholesky factorisation of
+    /// `JᵀΛJ + δI` failed within [`MAX_JITTER_OVER_DELTA`]).
+    pub fn is_eigen_form(&self) -> bool {
+        matches!(self.precision, Precision::Full(SpdFactor::Eigen { .. }))
+    }
+
+    /// The numerical events of the fit (jitter added, eigen form used), for warnings.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let jitter = self.jitter();
+        if jitter > 0.0 {
+            out.push(Warning::new(
+                "jitter",
+                format!(
+                    "the Cholesky factorisation of the posterior precision J'ΛJ + δI added jitter \
+                     {jitter:.3e} to its diagonal ({:.2e} of δ = {})",
+                    jitter / self.delta,
+                    self.delta
+                ),
+            ));
+        }
+        if self.is_eigen_form() {
+            out.push(Warning::new(
+                "eigen_form",
+                format!(
+                    "the posterior precision J'ΛJ + δI (δ = {}) could not be factorised by Cholesky \
+                     with jitter up to {MAX_JITTER_OVER_DELTA:.0e}·δ; its eigendecomposition was used \
+                     instead, {} negative eigenvalues of J'ΛJ (rounding) floored at 0",
+                    self.delta, self.floored
+                ),
+            ));
+        }
+        out
     }
 
     /// The diagonal posterior at `w*` from a GGN diagonal `h`: `Σ⁻¹ = diag(h) + δI`.
@@ -122,6 +171,7 @@ impl LaplaceGgn {
             mean,
             structure: HessianStructure::Diag,
             precision: Precision::Diag(h.iter().map(|d| d + delta).collect()),
+            floored: 0,
         })
     }
 
@@ -137,10 +187,11 @@ impl LaplaceGgn {
         }
     }
 
-    /// Jitter added to the precision's diagonal by the Cholesky ladder.
+    /// Jitter added to the precision's diagonal by the Cholesky ladder (at most
+    /// [`MAX_JITTER_OVER_DELTA`]·δ).
     pub fn jitter(&self) -> f64 {
         match &self.precision {
-            Precision::Full(c) => c.jitter,
+            Precision::Full(c) => c.jitter(),
             Precision::Diag(_) => 0.0,
         }
     }
@@ -237,6 +288,24 @@ impl LaplaceGgn {
             Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
         }
     }
+}
+
+/// Factorises `A = H + δI` for the GGN `H`: Cholesky with jitter at most
+/// [`MAX_JITTER_OVER_DELTA`]·δ, else the eigen form of `H` with its eigenvalues floored at 0.
+/// Returns the factor and the number of floored eigenvalues.
+pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize)> {
+    const WHAT: &str = "posterior precision J'ΛJ + δI";
+    let p = h.nrows();
+    for i in 0..p {
+        h[(i, i)] += delta;
+    }
+    if let Some(c) = Cholesky::with_max_jitter(h.as_ref(), WHAT, MAX_JITTER_OVER_DELTA * delta)? {
+        return Ok((SpdFactor::Cholesky(c), 0));
+    }
+    for i in 0..p {
+        h[(i, i)] -= delta;
+    }
+    SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
 }
 
 /// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in

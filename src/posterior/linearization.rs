@@ -103,11 +103,10 @@ impl Linearization {
         let k = self.k;
         let mut out = vec![0.0; self.lambda.len()];
         for i in 0..self.n {
-            let llt = self.lambda_block(i).llt(Side::Lower).map_err(|_| {
-                Error::Numerical(format!(
-                    "curvature Λ of example {i} is singular: this likelihood needs the data-space form"
-                ))
-            })?;
+            let llt = self
+                .lambda_block(i)
+                .llt(Side::Lower)
+                .map_err(|_| self.singular(i))?;
             let inv = llt.inverse();
             for a in 0..k {
                 for b in 0..k {
@@ -118,6 +117,36 @@ impl Linearization {
         Ok(out)
     }
 
+    /// The error for a singular `Λ_i`: the GP's noise `Λ_i⁻¹` does not exist, with what to
+    /// use instead.
+    fn singular(&self, i: usize) -> Error {
+        let f: Vec<String> = self.f.row(i).iter().map(|v| format!("{v:.4}")).collect();
+        let why = if self.k > 1 {
+            "a softmax's Λ = diag(p) − ppᵀ has rank K − 1 by construction, so the GP noise Λ⁻¹ does \
+             not exist; use the Laplace posterior (`--hessian full|diag`) or the data-space views \
+             of `dnn2gp reproduce mnist --model`"
+        } else {
+            "the likelihood's curvature is 0 here (a Bernoulli logit beyond ±745, where s(f)s(−f) \
+             underflows), so the GP noise Λ⁻¹ does not exist; retrain with a larger prior \
+             precision δ, which keeps the logits finite"
+        };
+        Error::Invalid(format!(
+            "curvature Λ of training example {i} (outputs [{}]) is singular: {why}",
+            f.join(", ")
+        ))
+    }
+
+    /// The mean noise variance of the GP, `tr(Λ̃⁻¹)/(NK)`.
+    pub fn mean_noise_variance(&self) -> f64 {
+        let k = self.k;
+        let inv = self.lambda_inv().unwrap_or_default();
+        let tr: f64 = inv
+            .chunks(k * k)
+            .map(|b| (0..k).map(|a| b[a * k + a]).sum::<f64>())
+            .sum();
+        tr / (self.n * k).max(1) as f64
+    }
+
     /// `Σ_i log |Λ_i|`.
     pub fn sum_log_det_lambda(&self) -> Result<f64> {
         let mut s = 0.0;
@@ -125,7 +154,7 @@ impl Linearization {
             let llt = self
                 .lambda_block(i)
                 .llt(Side::Lower)
-                .map_err(|_| Error::Numerical(format!("curvature Λ of example {i} is singular")))?;
+                .map_err(|_| self.singular(i))?;
             s += 2.0 * (0..self.k).map(|j| llt.L()[(j, j)].ln()).sum::<f64>();
         }
         Ok(s)

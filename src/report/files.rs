@@ -149,14 +149,23 @@ pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
                 .map_err(|_| bad(&format!("bad dimension '{t}' in shape")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let count: usize = shape.iter().product();
     let body = &bytes[start + hlen..];
-    if body.len() != count * width {
-        return Err(bad(&format!(
-            "shape {shape:?} needs {} bytes of data, the file has {}",
-            count * width,
-            body.len()
-        )));
+    match shape
+        .iter()
+        .try_fold(width, |a: usize, &d| a.checked_mul(d))
+    {
+        None => {
+            return Err(bad(&format!(
+                "shape {shape:?} of {width}-byte values is larger than any file can hold"
+            )))
+        }
+        Some(n) if n != body.len() => {
+            return Err(bad(&format!(
+                "shape {shape:?} needs {n} bytes of data, the file has {}",
+                body.len()
+            )))
+        }
+        Some(_) => {}
     }
     let data = if width == 8 {
         body.chunks_exact(8)

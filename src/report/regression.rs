@@ -6,7 +6,7 @@ use faer::MatRef;
 use super::plot::BandPanel;
 use crate::error::Result;
 use crate::gp::rbf::RbfGp;
-use crate::gp::GpPrediction;
+use crate::gp::{GpPrediction, RunningMoments};
 use crate::likelihood::Likelihood;
 use crate::nn::rng::{seeded, Rng};
 use crate::nn::Network;
@@ -46,23 +46,12 @@ pub fn mc_predictive(
     seed: u64,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut rng = seeded(seed);
-    let m = x.nrows();
-    let (mut s1, mut s2) = (vec![0.0; m], vec![0.0; m]);
+    let mut moments = RunningMoments::default();
     for _ in 0..n_samples {
         let f = net.forward(&draw(&mut rng), x);
-        for i in 0..m {
-            s1[i] += f[(i, 0)];
-            s2[i] += f[(i, 0)] * f[(i, 0)];
-        }
+        moments.push(&f.col(0).iter().copied().collect::<Vec<f64>>());
     }
-    let n = n_samples.max(1) as f64;
-    let mean: Vec<f64> = s1.iter().map(|s| s / n).collect();
-    let var = s2
-        .iter()
-        .zip(&mean)
-        .map(|(s, m)| (s / n - m * m).max(0.0))
-        .collect();
-    (mean, var)
+    (moments.mean().to_vec(), moments.variance())
 }
 
 /// Assembles the comparison on `grid` (network inputs, plot coordinates `xs`): the network mean,

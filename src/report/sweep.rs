@@ -8,8 +8,19 @@ use super::plot::{save, Axis, Curve, SweepFigure};
 use crate::error::Result;
 use crate::select::{SweepParam, SweepPoint, SweepResult};
 
-/// Header of `sweep.csv`.
-pub const SWEEP_HEADER: [&str; 5] = ["param", "value", "neg_log_marglik", "train_mse", "test_mse"];
+/// Header of `sweep.csv` (means over the data sets); `sweep_sets.csv` adds a `set` column in
+/// front. `stationarity_gap` is `½ gᵀA⁻¹g`, `grad_rel` is `‖∇L‖` relative to its scale.
+pub const SWEEP_HEADER: [&str; 9] = [
+    "param",
+    "value",
+    "neg_log_marglik",
+    "train_mse",
+    "test_mse",
+    "laplace_neg_log_marglik",
+    "stationarity_gap",
+    "grad_norm",
+    "grad_rel",
+];
 
 fn row(param: SweepParam, p: &SweepPoint) -> Vec<String> {
     vec![
@@ -18,6 +29,10 @@ fn row(param: SweepParam, p: &SweepPoint) -> Vec<String> {
         num(p.neg_log_marglik),
         num(p.train_mse),
         num(p.test_mse),
+        num(p.laplace_neg_log_marglik),
+        num(p.stationarity_gap()),
+        num(p.grad_norm),
+        num(p.grad_rel),
     ]
 }
 
@@ -29,7 +44,6 @@ pub fn write_sweep(dir: &Path, res: &SweepResult, title: &str) -> Result<Vec<Pat
     let sets = dir.join("sweep_sets.csv");
     let mut header = vec!["set"];
     header.extend(SWEEP_HEADER);
-    header.extend(["laplace_neg_log_marglik", "grad_norm"]);
     let rows: Vec<Vec<String>> = res
         .per_set
         .iter()
@@ -37,7 +51,6 @@ pub fn write_sweep(dir: &Path, res: &SweepResult, title: &str) -> Result<Vec<Pat
             pts.iter().map(move |p| {
                 let mut r = vec![name.clone()];
                 r.extend(row(res.param, p));
-                r.extend([num(p.laplace_neg_log_marglik), num(p.grad_norm)]);
                 r
             })
         })

@@ -9,14 +9,14 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::data::Split;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warning};
 use crate::gp::variational::converged_linearizations;
 use crate::gp::{Dnn2Gp, Space};
 use crate::likelihood::Gaussian;
 use crate::nn::{Activation, Mlp, Network};
 use crate::posterior::Linearization;
 use crate::train::vogn::{self, VognConfig};
-use crate::train::{fit_map, MapConfig, Objective};
+use crate::train::{fit_map, is_stationary as stationary, MapConfig, Objective, STATIONARY_RTOL};
 
 /// How the posterior of each fit is obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -145,6 +145,16 @@ pub struct SweepPoint {
     pub test_mse: f64,
     /// `‖∇L‖` at `w*` (Laplace) or at `μ` (VI).
     pub grad_norm: f64,
+    /// `‖∇L‖` relative to its scale ([`crate::train::Stationarity`]); above
+    /// [`crate::train::STATIONARY_RTOL`] the fit is not stationary.
+    pub grad_rel: f64,
+}
+
+impl SweepPoint {
+    /// `½ gᵀA⁻¹g`, the gap between the two evidences (0 at a stationary point).
+    pub fn stationarity_gap(&self) -> f64 {
+        self.laplace_neg_log_marglik - self.neg_log_marglik
+    }
 }
 
 /// All points of a sweep.
@@ -152,6 +162,8 @@ pub struct SweepPoint {
 pub struct SweepResult {
     /// The parameter swept.
     pub param: SweepParam,
+    /// How each posterior was obtained.
+    pub method: Method,
     /// Per data set: its name and one point per value.
     pub per_set: Vec<(String, Vec<SweepPoint>)>,
     /// Means over the data sets.
@@ -161,11 +173,64 @@ pub struct SweepResult {
 impl SweepResult {
     /// The mean point minimising `key`.
     pub fn argmin(&self, key: impl Fn(&SweepPoint) -> f64) -> SweepPoint {
-        *self
-            .mean
-            .iter()
-            .min_by(|a, b| key(a).total_cmp(&key(b)))
+        self.mean[self.argmin_index(key)]
+    }
+
+    /// The index of the mean point minimising `key`.
+    pub fn argmin_index(&self, key: impl Fn(&SweepPoint) -> f64) -> usize {
+        (0..self.mean.len())
+            .min_by(|&a, &b| key(&self.mean[a]).total_cmp(&key(&self.mean[b])))
             .expect("non-empty sweep")
+    }
+
+    /// The warnings of a sweep: Laplace fits that are not stationary (the rule of
+    /// [`crate::train::Stationarity`]; VOGN's mean is a stationary point of the expected loss,
+    /// not of `L`, so VI fits are not judged by it), and a −log marglik minimum at an end of
+    /// the grid.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let bad: Vec<(&str, &SweepPoint)> = self
+            .per_set
+            .iter()
+            .flat_map(|(name, pts)| pts.iter().map(move |p| (name.as_str(), p)))
+            .filter(|(_, p)| self.method == Method::Laplace && !stationary(p.grad_rel))
+            .collect();
+        if let Some((set, worst)) = bad
+            .iter()
+            .max_by(|a, b| a.1.grad_rel.total_cmp(&b.1.grad_rel))
+        {
+            let fits: usize = self.per_set.iter().map(|(_, p)| p.len()).sum();
+            out.push(Warning::new(
+                "not_stationary",
+                format!(
+                    "{} of {fits} fits did not reach a stationary point (‖∇L‖ above \
+                     {STATIONARY_RTOL:.0e} of its scale ‖Σ J_i'r_i‖ + δ‖w*‖; the worst, {} = {} \
+                     on {set}: ‖∇L‖ = {:.3e}, {:.2e} of its scale, ½gᵀA⁻¹g = {:.3e} nats). Their \
+                     marginal likelihoods are not reliable: see the grad_rel and \
+                     stationarity_gap columns, and train longer (--epochs, --polish-iters)",
+                    bad.len(),
+                    self.param,
+                    worst.value,
+                    worst.grad_norm,
+                    worst.grad_rel,
+                    worst.stationarity_gap()
+                ),
+            ));
+        }
+        let i = self.argmin_index(|p| p.neg_log_marglik);
+        if self.mean.len() > 1 && (i == 0 || i + 1 == self.mean.len()) {
+            out.push(Warning::new(
+                "minimum_at_grid_edge",
+                format!(
+                    "−log marglik is smallest at {} = {}, the {} end of the grid: the optimum may \
+                     lie beyond it; extend --grid",
+                    self.param,
+                    self.mean[i].value,
+                    if i == 0 { "lower" } else { "upper" }
+                ),
+            ));
+        }
+        out
     }
 }
 
@@ -229,13 +294,15 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
         nlml -= gp.log_marginal_likelihood()? / lins.len() as f64;
         gap += gp.stationarity_gap() / lins.len() as f64;
     }
+    let st = obj.stationarity(&w);
     Ok(SweepPoint {
         value,
         neg_log_marglik: nlml,
         laplace_neg_log_marglik: nlml + gap,
         train_mse: mse(&net, &w, &split.train, split.y_scale),
         test_mse: mse(&net, &w, &split.test, split.y_scale),
-        grad_norm: crate::linalg::norm(&obj.value_grad(&w).1),
+        grad_norm: st.grad_norm,
+        grad_rel: st.relative,
     })
 }
 
@@ -281,11 +348,13 @@ pub fn run_sweep(
                 train_mse: avg(|p| p.train_mse),
                 test_mse: avg(|p| p.test_mse),
                 grad_norm: avg(|p| p.grad_norm),
+                grad_rel: avg(|p| p.grad_rel),
             }
         })
         .collect();
     Ok(SweepResult {
         param: spec.param,
+        method: spec.method,
         per_set,
         mean,
     })

@@ -34,6 +34,75 @@ pub struct Objective<'a> {
     pub delta: f64,
 }
 
+/// Relative gradients above this mark a fit as not stationary (see [`Stationarity`]).
+pub const STATIONARY_RTOL: f64 = 1e-3;
+
+/// The rule of [`Stationarity`] on a relative gradient (NaN is not stationary).
+pub fn is_stationary(relative: f64) -> bool {
+    relative <= STATIONARY_RTOL
+}
+
+/// How far `w` is from a stationary point of `L(w) = Σ_i ℓ_i + (δ/2)‖w‖²`: the gradient
+/// `g = Σ_i J_iᵀ r_i + δw`, and its norm relative to the two forces that cancel at a minimum,
+/// `‖g‖ / (‖Σ_i J_iᵀ r_i‖ + δ‖w‖)`: 0 at a stationary point, 1 when nothing cancels. The rule:
+/// a fit is not stationary when this exceeds [`STATIONARY_RTOL`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Stationarity {
+    /// `‖∇L(w)‖`.
+    pub grad_norm: f64,
+    /// `‖∇L(w)‖ / (‖Σ_i J_iᵀ r_i‖ + δ‖w‖)`.
+    pub relative: f64,
+}
+
+impl Stationarity {
+    /// From the data part of the gradient, `Σ_i J_iᵀ r_i`, the point and δ.
+    pub fn new(data_grad: &[f64], w: &[f64], delta: f64) -> Self {
+        let g: Vec<f64> = data_grad
+            .iter()
+            .zip(w)
+            .map(|(g, w)| g + delta * w)
+            .collect();
+        let grad_norm = norm(&g);
+        let scale = norm(data_grad) + delta * norm(w);
+        Stationarity {
+            grad_norm,
+            relative: if scale > 0.0 { grad_norm / scale } else { 0.0 },
+        }
+    }
+
+    /// Whether the rule marks the fit as stationary.
+    pub fn is_stationary(&self) -> bool {
+        is_stationary(self.relative)
+    }
+
+    /// The warning for a point that is not stationary, with `½ gᵀA⁻¹g` (the amount by which
+    /// the GP marginal likelihood exceeds the Laplace evidence there) when known.
+    pub fn warning(&self, gap: Option<f64>) -> Option<crate::Warning> {
+        if self.is_stationary() {
+            return None;
+        }
+        let gap = gap
+            .map(|g| {
+                format!(
+                    "; the GP marginal likelihood exceeds the Laplace evidence by ½gᵀA⁻¹g = \
+                     {g:.4e} nats"
+                )
+            })
+            .unwrap_or_default();
+        Some(crate::Warning::new(
+            "not_stationary",
+            format!(
+                "w* is not a stationary point of the loss: ‖∇L(w*)‖ = {:.3e}, {:.2e} of its \
+                 scale ‖Σ J_i'r_i‖ + δ‖w*‖ (the rule: above {STATIONARY_RTOL:.0e}){gap}. The \
+                 Laplace-GGN and GP identities assume ∇L = 0, so neither evidence is reliable for \
+                 choosing a model: train longer (--epochs, --polish-iters), or check the \
+                 architecture and activation of imported weights",
+                self.grad_norm, self.relative
+            ),
+        ))
+    }
+}
+
 /// Rows per parallel chunk of a large gradient.
 pub const GRAD_CHUNK: usize = 32;
 /// Rows × parameters above which a gradient is split into chunks.
@@ -102,6 +171,17 @@ impl<'a> Objective<'a> {
         crate::linalg::par_chunk_sum(n, GRAD_CHUNK, w.len(), |s, m| {
             one(x.subrows(s, m), y.subrows(s, m))
         })
+    }
+
+    /// The rule of [`Stationarity`] on a relative gradient (NaN is not stationary).
+    pub fn is_stationary(relative: f64) -> bool {
+        relative <= STATIONARY_RTOL
+    }
+
+    /// How far `w` is from a stationary point of `L`.
+    pub fn stationarity(&self, w: &[f64]) -> Stationarity {
+        let (_, data) = self.data_loss_grad(w, self.x, self.y);
+        Stationarity::new(&data, w, self.delta)
     }
 
     fn batch_value_grad(
