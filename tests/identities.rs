@@ -6,7 +6,7 @@ mod common;
 use approx::assert_relative_eq;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{kernel, Dnn2Gp, Space};
-use dnn2gp::likelihood::{Gaussian, Likelihood};
+use dnn2gp::likelihood::{Bernoulli, Gaussian, Likelihood};
 use dnn2gp::linalg::{a_bt, mat_vec};
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
@@ -130,22 +130,42 @@ fn gaussian_residual_and_curvature() {
     assert_relative_eq!(r[0], (1.3 - 0.4) / 0.25, max_relative = 1e-14);
 }
 
+/// The toy targets under a Gaussian likelihood (Λ = 1/σ², the same for every example) and as
+/// 0/1 labels (y > 0) under a Bernoulli one (Λ_i = s(f_i)s(−f_i), a different one per
+/// example), so that every identity is checked with a Λ that differs per example too.
+fn likelihoods(split: &dnn2gp::data::Split, sigma: f64) -> Vec<(Box<dyn Likelihood>, Mat<f64>)> {
+    let y = &split.train.y;
+    vec![
+        (Box::new(Gaussian::new(sigma).unwrap()), y.clone()),
+        (
+            Box::new(Bernoulli),
+            Mat::from_fn(y.nrows(), 1, |i, _| f64::from(u8::from(y[(i, 0)] > 0.0))),
+        ),
+    ]
+}
+
 #[test]
 fn weight_space_equals_function_space() {
     // Not at a stationary point: the identities of the linear model hold anyway.
     let split = toy();
     let net = Mlp::new(vec![2, 10, 1], Activation::Tanh).unwrap();
-    let lik = Gaussian::new(0.3).unwrap();
     let w = net.init(9);
-    let lin = Linearization::new(
-        &net,
-        &lik,
-        split.train.x.as_ref(),
-        split.train.y.as_ref(),
-        &w,
-    );
+    for (lik, y) in likelihoods(&split, 0.3) {
+        let lin = Linearization::new(&net, lik.as_ref(), split.train.x.as_ref(), y.as_ref(), &w);
+        let lam: Vec<f64> = lin.lambda.clone();
+        assert_eq!(
+            lam.windows(2).all(|p| p[0] == p[1]),
+            lik.name() == "gaussian",
+            "Λ differs per example for the Bernoulli only"
+        );
+        weight_space_equals_function_space_at(&net, &lin, &w);
+    }
+}
+
+fn weight_space_equals_function_space_at(net: &Mlp, lin: &Linearization, w: &[f64]) {
     let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-5.0, 5.0, 33));
-    let js = net.jacobian(&w, xs.as_ref());
+    let js = net.jacobian(w, xs.as_ref());
+    let lin = lin.clone();
     for delta in [0.01, 1.0, 30.0] {
         let ws = Dnn2Gp::new(&lin, delta, Space::Weight, MEM).unwrap();
         let fs = Dnn2Gp::new(&lin, delta, Space::Function, MEM).unwrap();
@@ -155,6 +175,12 @@ fn weight_space_equals_function_space() {
                 fs.log_marginal_likelihood().unwrap()
             ) < 1e-8
         );
+        // The Laplace evidence, from log|A| in weight space and from log|G| in function space.
+        let (lw, lf) = (
+            ws.laplace_log_evidence().unwrap(),
+            fs.laplace_log_evidence().unwrap(),
+        );
+        assert!(rel(lw, lf) < 1e-8, "Laplace evidence {lw} vs {lf}");
         let (pw, pf) = (ws.predict(js.as_ref()), fs.predict(js.as_ref()));
         for i in 0..pw.mean.len() {
             assert!(
@@ -380,20 +406,22 @@ fn delta_path_matches_the_direct_computations() {
     // evidence of direct factorisations; in both spaces; away from a stationary point.
     use dnn2gp::gp::DeltaPath;
     let split = toy();
-    let lik = Gaussian::new(0.6).unwrap();
-    for hidden in [3, 30] {
+    for (li, hidden) in [(0, 3), (0, 30), (1, 3), (1, 30)] {
+        let (lik, y) = likelihoods(&split, 0.6).swap_remove(li);
         // P = 13 < N = 40 (weight space), P = 121 > N (function space).
         let net = Mlp::new(vec![2, hidden, 1], Activation::Tanh).unwrap();
         let w = net.init(2);
-        let lin = Linearization::new(
-            &net,
-            &lik,
-            split.train.x.as_ref(),
-            split.train.y.as_ref(),
-            &w,
-        );
-        for space in [Space::Auto, Space::Weight, Space::Function] {
-            let path = DeltaPath::new(&lin, space, MEM).unwrap();
+        let lin = Linearization::new(&net, lik.as_ref(), split.train.x.as_ref(), y.as_ref(), &w);
+        let x = split.train.x.as_ref();
+        let paths = [Space::Auto, Space::Weight, Space::Function]
+            .map(|space| (space, DeltaPath::new(&lin, space, MEM).unwrap()))
+            .into_iter()
+            // The function space from a structured NTK, whitened by Λ^{1/2} example by example.
+            .chain([(
+                Space::Function,
+                DeltaPath::with_ntk(&lin, net.ntk(&w, x, x), MEM).unwrap(),
+            )]);
+        for (space, path) in paths {
             for delta in [0.01, 0.3, 1.0, 7.0, 100.0] {
                 let gp = Dnn2Gp::new(&lin, delta, Space::Auto, MEM).unwrap();
                 let lap = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();

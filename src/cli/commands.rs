@@ -601,10 +601,15 @@ fn gp_report(
         test_nll: nll / mk,
         warnings,
     };
-    let spath = out.join("gp.json");
-    write_json(&spath, &summary)?;
-    files.push(spath);
     Ok((summary, files))
+}
+
+/// Writes `gp.json`.
+fn write_gp_summary(out: &Path, summary: &GpSummary, files: &mut Vec<PathBuf>) -> Result<()> {
+    let spath = out.join("gp.json");
+    write_json(&spath, summary)?;
+    files.push(spath);
+    Ok(())
 }
 
 /// Writes `predictive.csv` and the regression figure.
@@ -678,7 +683,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let mut inputs = file.data.paths();
     inputs.push(&a.model);
     let out = OutDir::open("--out", &a.out, &inputs)?;
-    let (s, mut files) = gp_report(
+    let (mut s, mut files) = gp_report(
         ctx,
         out.path(),
         &net,
@@ -714,16 +719,42 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         );
         let path = DeltaPath::new(&lin, space, ctx.memory)?;
         let mut rows = Vec::with_capacity(deltas.len());
-        let mut best = (f64::NAN, f64::NEG_INFINITY);
-        for d in deltas {
+        let mut best = (f64::NAN, f64::NEG_INFINITY, 0);
+        for (i, &d) in deltas.iter().enumerate() {
             let (lml, lap) = (
                 path.log_marginal_likelihood(d)?,
                 path.laplace_log_evidence(d)?,
             );
             if lml > best.1 {
-                best = (d, lml);
+                best = (d, lml, i);
             }
             rows.push(vec![num(d), num(lml), num(lap)]);
+        }
+        if path.floored_eigenvalues() > 0 {
+            warn(
+                &mut s.warnings,
+                [Warning::new(
+                    "floored_eigenvalues",
+                    format!(
+                        "--delta-grid: {} eigenvalues of the Gram matrix were below 0 (rounding) \
+                         and were floored at 0",
+                        path.floored_eigenvalues()
+                    ),
+                )],
+            );
+        }
+        if deltas.len() > 1 && (best.2 == 0 || best.2 + 1 == deltas.len()) {
+            warn(
+                &mut s.warnings,
+                [Warning::new(
+                    "minimum_at_grid_edge",
+                    format!(
+                        "--delta-grid: the marginal likelihood is largest at δ = {}, an end of \
+                         the grid; the optimum may lie beyond it: extend --delta-grid",
+                        best.0
+                    ),
+                )],
+            );
         }
         let mpath = out.path().join("marglik_path.csv");
         write_csv(
@@ -738,6 +769,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
             best.1
         );
     }
+    write_gp_summary(out.path(), &s, &mut files)?;
     out.commit(&files)
 }
 
@@ -1345,6 +1377,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         400,
     )?;
     files.extend(gp_files);
+    write_gp_summary(out.path(), &gp_summary, &mut files)?;
     let summary = serde_json::json!({
         "data": "toy (paper settings), inputs [x, 1]",
         "architecture": "2-20-1 tanh",

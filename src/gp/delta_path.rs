@@ -47,6 +47,17 @@ enum Form {
     },
 }
 
+/// The eigen form of the tridiagonal `T`, with its eigenvalues floored at 0: the fallback
+/// where rounding left `T/δ + I` without a positive LDLᵀ at a small δ.
+struct FlooredEigen {
+    /// `max(λ_i, 0)`.
+    lambda: Vec<f64>,
+    /// `(Uᵀc)_i²`.
+    c_sq: Vec<f64>,
+    /// How many `λ_i` were below 0.
+    floored: usize,
+}
+
 /// Marginal likelihoods as functions of δ at a fixed linearisation.
 pub struct DeltaPath {
     p: usize,
@@ -59,6 +70,9 @@ pub struct DeltaPath {
     c_sq: f64,
     form: Form,
     low_rank: Option<(usize, f64)>,
+    /// Negative eigenvalues of `BᵀB` floored at 0 (weight space).
+    floored: usize,
+    eigen: std::sync::OnceLock<Result<FlooredEigen>>,
 }
 
 /// `Λ_i^{1/2} v_i` for every example (symmetric roots).
@@ -120,6 +134,26 @@ fn whiten(lin: &Linearization, mut k: Mat<f64>) -> Mat<f64> {
     )
 }
 
+/// The eigenvalues of the tridiagonal `T` (diagonal `d`, sub-diagonal `e`) floored at 0, and
+/// the squared coordinates of `c` in its eigenvectors.
+fn floored_eigen(d: &[f64], e: &[f64], c: &[f64]) -> Result<FlooredEigen> {
+    let n = d.len();
+    let t = Mat::from_fn(n, n, |i, j| match i.abs_diff(j) {
+        0 => d[i],
+        1 => e[i.min(j)],
+        _ => 0.0,
+    });
+    let evd = t.self_adjoint_eigen(Side::Lower).map_err(|_| {
+        Error::Numerical("eigendecomposition of the tridiagonal Gram form did not converge".into())
+    })?;
+    let uc = mat_t_vec(evd.U(), c);
+    Ok(FlooredEigen {
+        lambda: (0..n).map(|i| evd.S()[i].max(0.0)).collect(),
+        c_sq: uc.iter().map(|v| v * v).collect(),
+        floored: (0..n).filter(|&i| evd.S()[i] < 0.0).count(),
+    })
+}
+
 impl DeltaPath {
     /// Eigendecomposes the smaller Gram matrix (`space` forces one: `Function` for NK×NK,
     /// `Weight` for P×P); refuses matrices above `memory_limit` bytes.
@@ -160,6 +194,7 @@ impl DeltaPath {
             })
         };
         let mut low_rank = None;
+        let mut floored = 0;
         let form = if space == Space::Function {
             let gram = match ntk {
                 Some(k) => whiten(lin, k),
@@ -188,6 +223,7 @@ impl DeltaPath {
             let evd = eig(at_b(b.as_ref(), b.as_ref()))?;
             let vg = mat_t_vec(evd.U(), &lin.loss_gradient());
             let vc = mat_t_vec(evd.U(), &lin.center);
+            floored = (0..p).filter(|&i| evd.S()[i] < 0.0).count();
             Form::Weight {
                 d: (0..p).map(|i| evd.S()[i].max(0.0)).collect(),
                 vg,
@@ -202,16 +238,44 @@ impl DeltaPath {
             c_sq: dot(&lin.center, &lin.center),
             form,
             low_rank,
+            floored,
+            eigen: std::sync::OnceLock::new(),
         })
     }
 
-    /// `(log|T/δ + I|, cᵀ(T/δ + I)⁻¹c)` of the function-space form.
-    fn shifted(d: &[f64], e: &[f64], c: &[f64], delta: f64) -> Result<(f64, f64)> {
-        tridiagonal_logdet_quad(d, e, 1.0 / delta, c).ok_or_else(|| {
-            Error::Numerical(format!(
-                "the Gram matrix δ⁻¹BBᵀ + I is not positive definite at δ = {delta}"
-            ))
-        })
+    /// `(log|T/δ + I|, cᵀ(T/δ + I)⁻¹c)` of the function-space form: by the LDLᵀ of the
+    /// tridiagonal, or, where rounding leaves it without positive pivots (T has eigenvalues
+    /// of about −ε‖T‖, which matter once δ is that small), from the eigenvalues of T floored at
+    /// 0, as the weight space floors those of `BᵀB`.
+    fn shifted(&self, d: &[f64], e: &[f64], c: &[f64], delta: f64) -> Result<(f64, f64)> {
+        if let Some(out) = tridiagonal_logdet_quad(d, e, 1.0 / delta, c) {
+            return Ok(out);
+        }
+        let eig = self
+            .eigen
+            .get_or_init(|| floored_eigen(d, e, c))
+            .as_ref()
+            .map_err(|e| Error::Numerical(e.to_string()))?;
+        Ok(eig
+            .lambda
+            .iter()
+            .zip(&eig.c_sq)
+            .fold((0.0, 0.0), |(ld, q), (l, c2)| {
+                let m = l / delta + 1.0;
+                (ld + m.ln(), q + c2 / m)
+            }))
+    }
+
+    /// How many eigenvalues of the Gram matrix were below 0 (rounding) and floored at 0: those
+    /// of `BᵀB` in weight space; in function space those of the tridiagonal form, once a δ
+    /// needed the eigen fallback.
+    pub fn floored_eigenvalues(&self) -> usize {
+        self.floored
+            + self
+                .eigen
+                .get()
+                .and_then(|e| e.as_ref().ok())
+                .map_or(0, |e| e.floored)
     }
 
     /// `log|BᵀB + δI|`.
@@ -219,7 +283,7 @@ impl DeltaPath {
         // BBᵀ and BᵀB share their eigenvalues but for |NK − P| zeros, each adding log δ.
         Ok(match &self.form {
             Form::Function { d, e, c } => {
-                Self::shifted(d, e, c, delta)?.0 + self.p as f64 * delta.ln()
+                self.shifted(d, e, c, delta)?.0 + self.p as f64 * delta.ln()
             }
             Form::Weight { d, .. } => {
                 d.iter().map(|v| (v + delta).ln()).sum::<f64>()
@@ -253,7 +317,7 @@ impl DeltaPath {
         check_delta(delta)?;
         Ok(match &self.form {
             Form::Function { d, e, c } => {
-                let (logdet, quad) = Self::shifted(d, e, c, delta)?;
+                let (logdet, quad) = self.shifted(d, e, c, delta)?;
                 -0.5 * quad - 0.5 * logdet + self.norm_term
             }
             Form::Weight { d, vg, vc } => {

@@ -299,7 +299,7 @@ impl<'a> Dnn2Gp<'a> {
                 vec![Warning::new(
                     "jitter",
                     format!(
-                        "the Cholesky factorisation of the GP Gram matrix δ⁻¹JJ' + Λ⁻¹ (δ = {}) \
+                        "the Cholesky factorisation of the GP Gram matrix δ⁻¹JJ' + Λ⁻¹ (δ = {:.3e}) \
                          added jitter {:.3e} to its diagonal, {:.2e} times the mean noise variance \
                          {noise:.3e} it adds to: variances and the marginal likelihood are those \
                          of a noisier model; the weight space (--space weight) needs none",

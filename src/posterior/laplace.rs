@@ -59,6 +59,10 @@ enum Precision {
     Diag(Vec<f64>),
 }
 
+/// A δ below this multiple of the GGN's rounding level `ε·tr(JᵀΛJ)` is warned about: the
+/// evidence there depends on eigenvalues f64 cannot resolve.
+pub const RESOLVED_DELTA: f64 = 1e3;
+
 /// The largest jitter the weight-space Cholesky may add, relative to δ: `A = JᵀΛJ + δI` has
 /// every eigenvalue ≥ δ, so a larger one would change the posterior; past it the eigen form
 /// `V diag(max(s, 0) + δ) Vᵀ` of `JᵀΛJ` is used instead.
@@ -76,6 +80,8 @@ pub struct LaplaceGgn {
     precision: Precision,
     /// Negative eigenvalues of `JᵀΛJ` (rounding) floored at 0 by the eigen form.
     floored: usize,
+    /// `τ = ε·tr(JᵀΛJ)`: eigenvalues of the GGN below about τ are rounding, not data.
+    resolution: f64,
 }
 
 impl LaplaceGgn {
@@ -90,6 +96,7 @@ impl LaplaceGgn {
         check_delta(delta)?;
         let p = lin.n_params();
         let mut floored = 0;
+        let mut resolution = 0.0;
         let precision = match structure {
             HessianStructure::Full => {
                 check_memory(
@@ -98,7 +105,9 @@ impl LaplaceGgn {
                     memory_limit,
                     "use --hessian diag, or the function-space GP (--space function) when N·K < P",
                 )?;
-                let (factor, f) = factor_precision(lin.ggn(), delta)?;
+                let h = lin.ggn();
+                resolution = f64::EPSILON * (0..p).map(|i| h[(i, i)]).sum::<f64>();
+                let (factor, f) = factor_precision(h, delta)?;
                 floored = f;
                 Precision::Full(factor)
             }
@@ -112,6 +121,7 @@ impl LaplaceGgn {
             structure,
             precision,
             floored,
+            resolution,
         })
     }
 
@@ -119,6 +129,12 @@ impl LaplaceGgn {
     /// Cholesky factorisation succeeded).
     pub fn floored_eigenvalues(&self) -> usize {
         self.floored
+    }
+
+    /// How far rounding in `JᵀΛJ` can move `½ log|A|` and so the evidence:
+    /// `(P/2)·log(1 + τ/δ)` with `τ = ε·tr(JᵀΛJ)` (0 for a diagonal posterior).
+    pub fn evidence_uncertainty(&self) -> f64 {
+        0.5 * self.mean.len() as f64 * (self.resolution / self.delta).ln_1p()
     }
 
     /// Whether the precision is held in the eigen form (the Cholesky factorisation of
@@ -136,9 +152,23 @@ impl LaplaceGgn {
                 "jitter",
                 format!(
                     "the Cholesky factorisation of the posterior precision J'ΛJ + δI added jitter \
-                     {jitter:.3e} to its diagonal ({:.2e} of δ = {})",
+                     {jitter:.3e} to its diagonal ({:.2e} of δ = {:.3e})",
                     jitter / self.delta,
                     self.delta
+                ),
+            ));
+        }
+        if self.delta < RESOLVED_DELTA * self.resolution {
+            out.push(Warning::new(
+                "unresolved_delta",
+                format!(
+                    "δ = {:.3e} is within {RESOLVED_DELTA:.0e}× of the rounding level of J'ΛJ, \
+                     τ = ε·tr(J'ΛJ) = {:.3e}: its eigenvalues below τ are not resolved in f64, so \
+                     log|J'ΛJ + δI| and the evidence are uncertain by up to (P/2)·log(1 + τ/δ) = \
+                     {:.3e} nats",
+                    self.delta,
+                    self.resolution,
+                    self.evidence_uncertainty()
                 ),
             ));
         }
@@ -146,7 +176,7 @@ impl LaplaceGgn {
             out.push(Warning::new(
                 "eigen_form",
                 format!(
-                    "the posterior precision J'ΛJ + δI (δ = {}) could not be factorised by Cholesky \
+                    "the posterior precision J'ΛJ + δI (δ = {:.3e}) could not be factorised by Cholesky \
                      with jitter up to {MAX_JITTER_OVER_DELTA:.0e}·δ; its eigendecomposition was used \
                      instead, {} negative eigenvalues of J'ΛJ (rounding) floored at 0",
                     self.delta, self.floored
@@ -172,6 +202,7 @@ impl LaplaceGgn {
             structure: HessianStructure::Diag,
             precision: Precision::Diag(h.iter().map(|d| d + delta).collect()),
             floored: 0,
+            resolution: 0.0,
         })
     }
 

@@ -1,0 +1,479 @@
+//! How the command line fails: output folders checked before any work, locked while in use,
+//! replaced as one set; signals; counts and options refused rather than replaced; targets
+//! checked; malformed model files refused with exit code 2 and never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dnn2gp"));
+    c.arg("--quiet");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `args`, expects exit code 2 and no panic; returns stderr.
+fn refused(args: &[&str]) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A long training run (no polish), for the signal and lock tests.
+const LONG: [&str; 6] = [
+    "train",
+    "--epochs",
+    "2000000",
+    "--polish-iters",
+    "0",
+    "--out",
+];
+
+/// Waits until `pred` holds (or panics after 20 s).
+fn wait_for(pred: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !pred() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_file_or_a_foreign_folder_as_out_is_refused_before_training() {
+    let dir = common::tmpdir();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "keep").unwrap();
+    let t0 = Instant::now();
+    let err = refused(&["train", "--epochs", "2000000", "--out", s(&file)]);
+    assert!(err.contains("--out") && err.contains("is a file"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "refused only after training"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+
+    // A folder holding the user's own files is never replaced.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    let err = refused(&["train", "--epochs", "5", "--out", s(&mine)]);
+    assert!(err.contains("did not write"), "{err}");
+    assert_eq!(names(&mine), ["notes.txt"]);
+
+    // Nor one that holds an input of the run.
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--epochs",
+        "5",
+        "--polish-iters",
+        "0",
+        "--out",
+        s(&model),
+    ]);
+    let err = refused(&["gp", "--model", s(&model), "--out", s(&model)]);
+    assert!(err.contains("holds the input"), "{err}");
+    assert!(model.join("model.json").exists());
+    // '.' and '..' name no folder of their own.
+    let err = refused(&["train", "--epochs", "5", "--out", "."]);
+    assert!(err.contains("--out"), "{err}");
+    assert_eq!(names(dir.path()), ["afile", "mine", "model"]);
+}
+
+#[test]
+fn a_rerun_replaces_the_folder_as_one_set_and_leaves_nothing_beside_it() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("m");
+    ok(&[
+        "train",
+        "--epochs",
+        "5",
+        "--polish-iters",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    // A stray file of an older run is gone after the next run: the folder is this run's set.
+    std::fs::write(out.join("summary.json"), "{}").unwrap();
+    let o = ok(&[
+        "train",
+        "--epochs",
+        "5",
+        "--polish-iters",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(
+        names(&out),
+        [
+            ".dnn2gp-run.json",
+            "history.csv",
+            "model.json",
+            "model.safetensors",
+            "params.npy"
+        ]
+    );
+    let marker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(".dnn2gp-run.json")).unwrap())
+            .unwrap();
+    assert_eq!(marker["files"].as_array().unwrap().len(), 4);
+    // Each file is reported under its final name, and no staging folder or lock is left.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("wrote {}", s(&out.join("model.json")))),
+        "{stdout}"
+    );
+    assert_eq!(names(dir.path()), ["m"]);
+}
+
+#[test]
+fn a_failed_run_keeps_the_previous_folder() {
+    let dir = common::tmpdir();
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&model),
+    ]);
+    let gp = dir.path().join("gp");
+    ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--samples",
+        "10",
+        "--out",
+        s(&gp),
+    ]);
+    let before = names(&gp);
+    let gp_json = std::fs::read_to_string(gp.join("gp.json")).unwrap();
+    // A failure after the run took the folder (the memory pre-flight of the Jacobian) leaves
+    // the previous set as it was.
+    let err = refused(&[
+        "--max-memory",
+        "0.000001",
+        "gp",
+        "--model",
+        s(&model),
+        "--out",
+        s(&gp),
+    ]);
+    assert!(err.contains("memory") || err.contains("GiB"), "{err}");
+    assert_eq!(names(&gp), before);
+    assert_eq!(
+        std::fs::read_to_string(gp.join("gp.json")).unwrap(),
+        gp_json
+    );
+    assert_eq!(names(dir.path()), ["gp", "model"]);
+}
+
+#[test]
+fn a_folder_in_use_is_refused_and_signals_say_what_was_kept() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("m");
+    let mut args: Vec<&str> = LONG.to_vec();
+    args.push(s(&out));
+    let child = bin()
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_for(|| dir.path().join(".m.lock").exists() && names(dir.path()).len() == 2);
+    // A second run on the same folder is refused at once.
+    let err = refused(&["train", "--epochs", "5", "--out", s(&out)]);
+    assert!(err.contains("in use by another dnn2gp run"), "{err}");
+    // SIGTERM: one line, exit 130, nothing left.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted") && err.contains("was not created"),
+        "{err}"
+    );
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+
+    // SIGKILL leaves the staging folder; the next run removes it and keeps a complete set.
+    ok(&[
+        "train",
+        "--epochs",
+        "5",
+        "--polish-iters",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    let mut child = bin().args(&args).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(|| names(dir.path()).iter().any(|n| n.contains(".partial-")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        out.join("model.json").exists(),
+        "the old set stays in place"
+    );
+    let o = ok(&[
+        "train",
+        "--epochs",
+        "5",
+        "--polish-iters",
+        "0",
+        "--out",
+        s(&out),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("left by a run that was killed"));
+    assert_eq!(names(dir.path()), ["m"]);
+}
+
+#[test]
+fn zero_and_nonsensical_counts_are_refused_not_replaced() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("o");
+    for (args, option) in [
+        (vec!["demo", "--grid-points", "0"], "--grid-points"),
+        (vec!["demo", "--grid-points", "1"], "--grid-points"),
+        (vec!["demo", "--sets", "0"], "--sets"),
+        (vec!["demo", "--sets", "2", "--vi-sets", "3"], "--vi-sets"),
+        (vec!["vi", "--kernel-points", "0"], "--kernel-points"),
+        (vec!["vi", "--grid-points", "0"], "--grid-points"),
+        (vec!["vi", "--samples", "0"], "--samples"),
+        (vec!["train", "--sets", "0"], "--sets"),
+        (vec!["train", "--toy-n", "0"], "--toy-n"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--out", s(&out)]);
+        let err = refused(&a);
+        assert!(err.contains(option), "{a:?}: {err}");
+        assert!(!out.exists(), "{a:?} wrote output");
+    }
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&model),
+    ]);
+    for (flag, value) in [("--samples", "0"), ("--grid-points", "0")] {
+        let err = refused(&["gp", "--model", s(&model), flag, value, "--out", s(&out)]);
+        assert!(err.contains(flag), "{err}");
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn options_that_do_not_apply_are_refused() {
+    let dir = common::tmpdir();
+    let csv = dir.path().join("d.csv");
+    std::fs::write(&csv, "x,y\n0,0.1\n1,0.4\n2,0.9\n").unwrap();
+    let out = dir.path().join("o");
+    for (args, option) in [
+        (vec!["train", "--data", s(&csv), "--sets", "3"], "--sets"),
+        (
+            vec!["train", "--data", s(&csv), "--toy-noise", "0.3,1.5,0.3"],
+            "--toy-noise",
+        ),
+        (vec!["train", "--data", "toy", "--test", s(&csv)], "--test"),
+        (vec!["train", "--classes", "3"], "--classes"),
+        (
+            vec!["sweep", "--likelihood", "bernoulli"],
+            "--likelihood bernoulli",
+        ),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--out", s(&out)]);
+        let err = refused(&a);
+        assert!(err.contains(option), "{a:?}: {err}");
+    }
+    assert!(!out.exists());
+}
+
+#[test]
+fn classification_targets_are_checked_and_labels_give_k_outputs() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("o");
+    let cont = dir.path().join("cont.csv");
+    std::fs::write(&cont, "x,y\n0.1,0\n0.5,1\n0.9,0.25\n").unwrap();
+    for lik in ["bernoulli", "categorical"] {
+        let err = refused(&[
+            "train",
+            "--data",
+            s(&cont),
+            "--likelihood",
+            lik,
+            "--out",
+            s(&out),
+        ]);
+        assert!(
+            err.contains("cont.csv: example 3") && err.contains("0.25"),
+            "{err}"
+        );
+    }
+    let two = dir.path().join("two.csv");
+    std::fs::write(&two, "x,y\n0.1,0\n0.5,2\n").unwrap();
+    let err = refused(&[
+        "train",
+        "--data",
+        s(&two),
+        "--likelihood",
+        "bernoulli",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("not 0 or 1"), "{err}");
+    // Three classes from one label column: the network gets 3 outputs (a 2-4-3 MLP).
+    let labels = dir.path().join("labels.csv");
+    let mut text = String::from("x1,x2,label\n");
+    for i in 0..30 {
+        let c = i % 3;
+        text += &format!(
+            "{},{},{c}\n",
+            c as f64 + 0.1 * (i as f64).sin(),
+            (i as f64).cos()
+        );
+    }
+    std::fs::write(&labels, text).unwrap();
+    ok(&[
+        "train",
+        "--data",
+        s(&labels),
+        "--likelihood",
+        "categorical",
+        "--hidden",
+        "4",
+        "--epochs",
+        "50",
+        "--out",
+        s(&out),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(m["architecture"]["sizes"], serde_json::json!([2, 4, 3]));
+    // A label beyond --classes is named.
+    let err = refused(&[
+        "train",
+        "--data",
+        s(&labels),
+        "--likelihood",
+        "categorical",
+        "--classes",
+        "2",
+        "--out",
+        s(&dir.path().join("o2")),
+    ]);
+    assert!(err.contains("label 2 is not below --classes 2"), "{err}");
+    // The GP of a softmax model needs Λ⁻¹, which does not exist: exit 2 with what to use.
+    let err = refused(&["gp", "--model", s(&out), "--out", s(&dir.path().join("g"))]);
+    assert!(
+        err.contains("singular") && err.contains("rank K − 1"),
+        "{err}"
+    );
+    assert!(!dir.path().join("g").exists());
+}
+
+#[test]
+fn malformed_model_files_are_refused_without_a_panic() {
+    let dir = common::tmpdir();
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&model),
+    ]);
+    let json = std::fs::read_to_string(model.join("model.json")).unwrap();
+    let gp = dir.path().join("gp");
+    // Sizes that make no network.
+    let empty = json.replace(
+        "\"sizes\": [\n      2,\n      3,\n      1\n    ]",
+        "\"sizes\": []",
+    );
+    assert_ne!(empty, json, "the test edits the sizes");
+    std::fs::write(model.join("model.json"), &empty).unwrap();
+    let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
+    assert!(
+        err.contains("model.json") && err.contains("architecture"),
+        "{err}"
+    );
+    // Sizes that do not fit params.npy.
+    let other = json.replace(
+        "\"sizes\": [\n      2,\n      3,\n      1\n    ]",
+        "\"sizes\": [2, 4, 1]",
+    );
+    std::fs::write(model.join("model.json"), &other).unwrap();
+    let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
+    assert!(err.contains("params.npy"), "{err}");
+    // NaN in the weights names the file.
+    std::fs::write(model.join("model.json"), &json).unwrap();
+    let mut w = dnn2gp::report::files::read_npy(&model.join("params.npy"))
+        .unwrap()
+        .1;
+    w[4] = f64::NAN;
+    dnn2gp::report::files::write_npy(&model.join("params.npy"), &[w.len()], &w).unwrap();
+    let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
+    assert!(err.contains("params.npy: parameter 4 is NaN"), "{err}");
+    // A shape whose product overflows.
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header =
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (18446744073709551615, 3), }"
+            .to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 24]);
+    std::fs::write(model.join("params.npy"), bytes).unwrap();
+    let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
+    assert!(
+        err.contains("params.npy") && err.contains("larger than any file"),
+        "{err}"
+    );
+    assert!(!gp.exists());
+}
