@@ -119,8 +119,8 @@ pub struct BenchCmd {
 pub enum DataCmd {
     /// Download a data set into a cache folder and check its checksums.
     #[command(after_help = "Examples:
-  dnn2gp data fetch mnist                          # into ~/.cache/dnn2gp/mnist
-  dnn2gp data fetch mnist --dir data/mnist         # where --data-dir data finds it
+  dnn2gp data fetch mnist                          # into data/mnist, where reproduce reads it
+  dnn2gp data fetch mnist --data-dir DATA          # into DATA/mnist (reproduce --data-dir DATA)
   dnn2gp data fetch mnist --mirror http://127.0.0.1:8000/mnist/")]
     Fetch(FetchCmd),
 }
@@ -129,8 +129,11 @@ pub enum DataCmd {
 pub struct FetchCmd {
     /// The data set: mnist.
     pub dataset: String,
-    /// Folder to put the files in (default: $XDG_CACHE_HOME/dnn2gp/mnist or
-    /// ~/.cache/dnn2gp/mnist).
+    /// Folder holding the data sets: the files go to DATA_DIR/mnist, where `reproduce mnist
+    /// --data-dir DATA_DIR` reads them.
+    #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Folder to put the files in instead of DATA_DIR/mnist.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Base URL of the mirror holding `<name>.gz`.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use dnn2gp::data::source::Source;
@@ -42,17 +42,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     pub(super) fn bar(&self, len: u64, msg: &str) -> ProgressBar {
-        if self.quiet {
-            return ProgressBar::hidden();
-        }
-        let pb = ProgressBar::new(len);
-        pb.set_style(
-            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        pb.set_message(msg.to_string());
-        pb
+        super::progress::bar(self.quiet, len, msg)
     }
 }
 
@@ -516,7 +506,7 @@ fn gp_report(
         Ok(pred)
     };
     let pred = predict(split.test.x.as_ref())?;
-    warn(&mut warnings, pred.clamped.clone());
+    warn(&mut warnings, on_inputs("the test inputs", &pred.clamped));
     let var_f = pred.var.clone();
     let f = net.forward(w, split.test.x.as_ref());
     let (mut se, mut nll) = (0.0, 0.0);
@@ -556,7 +546,10 @@ fn gp_report(
         let mc_post = LaplaceGgn::fit(&lin, delta, mc_hessian, ctx.memory)?;
         warn(&mut warnings, mc_post.warnings());
         let gp_pred = predict(grid.as_ref())?;
-        warn(&mut warnings, gp_pred.clamped.clone());
+        warn(
+            &mut warnings,
+            on_inputs("the plotting grid", &gp_pred.clamped),
+        );
         let net_mean: Vec<f64> = net
             .forward(w, grid.as_ref())
             .col(0)
@@ -1040,7 +1033,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     if let Some((xs, grid)) = grid {
         // The mixture over the samples of q, by the law of total variance.
         let pred = mixture(&preds);
-        warn(&mut warnings, pred.clamped.clone());
+        warn(&mut warnings, on_inputs("the plotting grid", &pred.clamped));
         let mc = mc_predictive(
             &net,
             &mut |rng| q.precision.sample(&q.mu, rng),
@@ -1245,6 +1238,12 @@ pub(super) fn warn(into: &mut Vec<Warning>, new: impl IntoIterator<Item = Warnin
             into.push(w);
         }
     }
+}
+
+/// A warning about a prediction, saying on which inputs.
+fn on_inputs(inputs: &str, w: &Option<Warning>) -> Option<Warning> {
+    w.as_ref()
+        .map(|w| Warning::new(&w.kind, format!("on {inputs}: {}", w.message)))
 }
 
 /// Refuses a count of 0 for `option`.

@@ -658,17 +658,6 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     out.commit(&files)
 }
 
-/// The default cache folder: `$XDG_CACHE_HOME/dnn2gp/<name>` or `~/.cache/dnn2gp/<name>`.
-fn cache_dir(name: &str) -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| {
-            Error::Invalid("no cache folder: set --dir, XDG_CACHE_HOME or HOME".into())
-        })?;
-    Ok(base.join("dnn2gp").join(name))
-}
-
 /// `data fetch`.
 pub(super) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
     if a.dataset != "mnist" {
@@ -676,10 +665,7 @@ pub(super) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
             Error::Invalid(format!("unknown data set '{}' (expected mnist)", a.dataset)).into(),
         );
     }
-    let dir = match a.dir {
-        Some(d) => d,
-        None => cache_dir("mnist")?,
-    };
+    let dir = a.dir.unwrap_or_else(|| a.data_dir.join("mnist"));
     let fetched: Vec<Fetched> = fetch_mnist(&a.mirror, &dir, &mut |name| {
         if !ctx.quiet {
             eprintln!("downloading {name}.gz");

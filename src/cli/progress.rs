@@ -1,0 +1,82 @@
+//! Progress on long work: a bar on a terminal; elsewhere (a log file, CI) one line at the start
+//! and then at most one every [`LINE_EVERY`], with the elapsed time and the estimate of what is
+//! left.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+
+/// The least time between two progress lines when stderr is not a terminal.
+pub const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// A progress bar of `len` steps named `msg`: hidden when `quiet`.
+pub fn bar(quiet: bool, len: u64, msg: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let (pb, template) = if std::io::stderr().is_terminal() {
+        (
+            ProgressBar::new(len),
+            "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
+        )
+    } else {
+        (
+            ProgressBar::with_draw_target(
+                Some(len),
+                ProgressDrawTarget::term_like(Box::new(Lines::default())),
+            ),
+            "{msg}: {pos}/{len} ({elapsed} elapsed, eta {eta})",
+        )
+    };
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// A terminal stand-in that writes each drawn state as a line on stderr, at most one per
+/// [`LINE_EVERY`].
+#[derive(Debug, Default)]
+struct Lines {
+    last: Mutex<Option<Instant>>,
+}
+
+impl TermLike for Lines {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.trim().is_empty() && last.is_none_or(|t| t.elapsed() >= LINE_EVERY) {
+            eprintln!("{}", s.trim_end());
+            *last = Some(Instant::now());
+        }
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
