@@ -477,3 +477,243 @@ fn malformed_model_files_are_refused_without_a_panic() {
     );
     assert!(!gp.exists());
 }
+
+#[test]
+fn predict_writes_the_predictive_at_new_inputs() {
+    let dir = common::tmpdir();
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "6",
+        "--epochs",
+        "200",
+        "--out",
+        s(&model),
+    ]);
+    // Inputs only (the toy's [x, 1]), then with a target column.
+    let new = dir.path().join("new.csv");
+    std::fs::write(&new, "x,one\n-2,1\n0,1\n2,1\n").unwrap();
+    let out = dir.path().join("p");
+    ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&new),
+        "--out",
+        s(&out),
+    ]);
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("example,output,mean,var_f,var_y"));
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    // var_y = var_f + σ² (σ = 1), and the same numbers from the function space.
+    for r in &rows {
+        assert!(r[3] > 0.0 && (r[4] - r[3] - 1.0).abs() < 1e-12, "{r:?}");
+    }
+    let out2 = dir.path().join("p2");
+    ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&new),
+        "--space",
+        "function",
+        "--out",
+        s(&out2),
+    ]);
+    let csv2 = std::fs::read_to_string(out2.join("predictions.csv")).unwrap();
+    for (a, b) in csv.lines().zip(csv2.lines()).skip(1) {
+        let (a, b): (Vec<f64>, Vec<f64>) = (
+            a.split(',').map(|v| v.parse().unwrap()).collect(),
+            b.split(',').map(|v| v.parse().unwrap()).collect(),
+        );
+        assert!((a[3] - b[3]).abs() < 1e-8 * a[3], "{a:?} vs {b:?}");
+    }
+    let with_y = dir.path().join("y.csv");
+    std::fs::write(&with_y, "-2,1,-0.9\n0,1,0.0\n2,1,0.9\n").unwrap();
+    let out3 = dir.path().join("p3");
+    ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&with_y),
+        "--out",
+        s(&out3),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out3.join("predict.json")).unwrap()).unwrap();
+    assert!(summary["test_mse"].as_f64().unwrap() >= 0.0);
+    assert!(summary["test_nll"].as_f64().unwrap().is_finite());
+    // Wrong width: the file and both accepted widths are named.
+    let wide = dir.path().join("wide.csv");
+    std::fs::write(&wide, "1,2,3,4\n").unwrap();
+    let err = refused(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--data",
+        s(&wide),
+        "--out",
+        s(&dir.path().join("p4")),
+    ]);
+    assert!(
+        err.contains("wide.csv: 4 columns") && err.contains("2 inputs"),
+        "{err}"
+    );
+
+    // A three-class model: probit probabilities per class summing to about 1, K×K blocks.
+    let labels = dir.path().join("labels.csv");
+    let mut text = String::new();
+    for i in 0..30 {
+        let c = i % 3;
+        text += &format!(
+            "{},{},{c}\n",
+            c as f64 + 0.2 * (i as f64).sin(),
+            (i as f64).cos()
+        );
+    }
+    std::fs::write(&labels, text).unwrap();
+    let cm = dir.path().join("cm");
+    ok(&[
+        "train",
+        "--data",
+        s(&labels),
+        "--likelihood",
+        "categorical",
+        "--hidden",
+        "5",
+        "--epochs",
+        "200",
+        "--out",
+        s(&cm),
+    ]);
+    let out5 = dir.path().join("p5");
+    ok(&[
+        "predict",
+        "--model",
+        s(&cm),
+        "--data",
+        s(&labels),
+        "--out",
+        s(&out5),
+    ]);
+    let (shape, blocks) = dnn2gp::report::files::read_npy(&out5.join("f_var.npy")).unwrap();
+    assert_eq!(shape, [30, 3, 3]);
+    for b in blocks.chunks(9) {
+        assert!((0..3).all(|a| b[a * 3 + a] > 0.0) && (b[1] - b[3]).abs() < 1e-12 * b[0].max(1.0));
+    }
+    let csv = std::fs::read_to_string(out5.join("predictions.csv")).unwrap();
+    let p: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
+        .collect();
+    for e in p.chunks(3) {
+        assert!((e.iter().sum::<f64>() - 1.0).abs() < 0.05, "{e:?}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out5.join("predict.json")).unwrap()).unwrap();
+    assert!(summary["test_accuracy"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn model_folders_work_from_any_working_directory_and_take_a_data_override() {
+    let dir = common::tmpdir();
+    let csv = dir.path().join("sep.csv");
+    let mut text = String::from("x,y\n");
+    for i in 0..30 {
+        let x = -1.0 + 2.0 * i as f64 / 29.0;
+        text += &format!("{x},{}\n", u8::from(x > 0.0));
+    }
+    std::fs::write(&csv, text).unwrap();
+    // Trained with a relative data path from the temporary folder.
+    let o = bin()
+        .current_dir(dir.path())
+        .args([
+            "train",
+            "--data",
+            "sep.csv",
+            "--likelihood",
+            "bernoulli",
+            "--hidden",
+            "4",
+        ])
+        .args(["--epochs", "200", "--out", "model"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = dir.path().join("model");
+    let gp = dir.path().join("gp");
+    // Run from the repository's folder: the model still finds its data.
+    ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--samples",
+        "10",
+        "--out",
+        s(&gp),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gp.join("gp.json")).unwrap()).unwrap();
+    // A Bernoulli model is judged by its probit probabilities, not a Gaussian density.
+    let acc = summary["test_accuracy"].as_f64().unwrap();
+    let nll = summary["test_nll"].as_f64().unwrap();
+    assert!(
+        acc > 0.9 && nll > 0.0 && nll < 0.7,
+        "accuracy {acc}, NLL {nll}"
+    );
+    // Moved data: --data points at it.
+    let moved = dir.path().join("moved.csv");
+    std::fs::rename(&csv, &moved).unwrap();
+    let err = refused(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--out",
+        s(&dir.path().join("g2")),
+    ]);
+    assert!(err.contains("sep.csv"), "{err}");
+    ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--data",
+        s(&moved),
+        "--samples",
+        "10",
+        "--out",
+        s(&dir.path().join("g3")),
+    ]);
+}
+
+#[test]
+fn csv_messages_name_the_line_and_the_separator() {
+    let dir = common::tmpdir();
+    let out = dir.path().join("o");
+    let latin1 = dir.path().join("latin1.csv");
+    std::fs::write(&latin1, b"x,y\n1,2\n3,4\n5,\xe96\n").unwrap();
+    let err = refused(&["train", "--data", s(&latin1), "--out", s(&out)]);
+    assert!(
+        err.contains("latin1.csv:4") && err.contains("0xe9"),
+        "{err}"
+    );
+    let semi = dir.path().join("semi.csv");
+    std::fs::write(&semi, "x;y\n1;2\n3;4\n").unwrap();
+    let err = refused(&["train", "--data", s(&semi), "--out", s(&out)]);
+    assert!(err.contains("';'-separated"), "{err}");
+    let tab = dir.path().join("tab.csv");
+    std::fs::write(&tab, "1,2\n3\t4\n").unwrap();
+    let err = refused(&["train", "--data", s(&tab), "--out", s(&out)]);
+    assert!(
+        err.contains("tab.csv:2") && err.contains("tab-separated"),
+        "{err}"
+    );
+}

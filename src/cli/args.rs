@@ -60,6 +60,13 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
         after_help = "Example:\n  dnn2gp vi --data snelson --data-dir DATA --hidden 32 --activation sigmoid --delta 1 \\\n            --sigma 0.286 --mc-samples 10 --vi-batch-size 20 --covariance diag --out snelson-vi"
     )]
     Vi(ViCmd),
+    /// The predictive of a saved model at new inputs: mean and variance (regression) or class
+    /// probabilities (classification), with its Laplace-GGN posterior.
+    #[command(after_help = "Examples:
+  dnn2gp predict --model model --data new.csv --out pred      # new.csv: one column per input
+  dnn2gp predict --model model --data test.csv --hessian diag # a last column of targets adds
+                                                              # MSE or accuracy and NLL")]
+    Predict(PredictCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
     #[command(
         after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep"
@@ -397,11 +404,28 @@ pub struct ImportCmd {
     pub out: PathBuf,
 }
 
+/// The training data of a saved model, when it is not where `model.json` says.
+#[derive(Debug, Args, Clone)]
+pub struct ModelDataArgs {
+    /// Training data instead of the one `model.json` records: `snelson`, `uci:NAME[:SPLIT]` or
+    /// a CSV file.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// CSV test file (with a CSV `--data`).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Folder holding `snelson/` and `uci/NAME/` (with `--data`).
+    #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct GpCmd {
     /// Folder written by `dnn2gp train`.
     #[arg(long)]
     pub model: PathBuf,
+    #[command(flatten)]
+    pub data: ModelDataArgs,
     /// Posterior precision: full or diag GGN.
     #[arg(long, default_value = "full")]
     pub hessian: String,
@@ -482,5 +506,29 @@ pub struct SweepCmd {
     pub space: String,
     /// Output folder.
     #[arg(long, default_value = "dnn2gp-out/sweep")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictCmd {
+    /// Folder written by `dnn2gp train` or `import`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// CSV of new inputs: one column per network input, or one more holding the target (then
+    /// the MSE or accuracy and the NLL are reported too).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Posterior precision: full or diag GGN.
+    #[arg(long, default_value = "full")]
+    pub hessian: String,
+    /// Where to compute the GP (Gaussian and Bernoulli): auto, weight or function.
+    #[arg(long, default_value = "auto")]
+    pub space: String,
+    /// Override the model's prior precision δ.
+    #[arg(long, allow_negative_numbers = true)]
+    pub delta: Option<f64>,
+    /// Output folder: predictions.csv, predict.json (and f_var.npy, the K×K blocks, for a
+    /// categorical model).
+    #[arg(long, default_value = "dnn2gp-out/predict")]
     pub out: PathBuf,
 }

@@ -12,6 +12,7 @@ use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
 use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
 use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, Space};
+use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
@@ -28,8 +29,8 @@ use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau, Sta
 use dnn2gp::{Error, Warning};
 
 use super::args::{
-    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ReproduceCmd, SweepCmd,
-    TrainArgs, TrainCmd, ViCmd, VognArgs,
+    Cli, Command, DataArgs, DataCmd, DemoArgs, GpCmd, ImportCmd, ModelArgs, ModelDataArgs,
+    ReproduceCmd, SweepCmd, TrainArgs, TrainCmd, ViCmd, VognArgs,
 };
 use super::images;
 use super::outdir::OutDir;
@@ -72,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(ReproduceCmd::Mnist(a)) => images::reproduce_mnist(&ctx, a),
         Command::Reproduce(ReproduceCmd::BinaryMnist(a)) => images::reproduce_binary(&ctx, a),
         Command::Data(DataCmd::Fetch(a)) => images::fetch(&ctx, a),
+        Command::Predict(a) => super::predict::predict(&ctx, a),
         Command::Bench(a) => {
             for _ in 0..a.reps.max(1) {
                 let run = dnn2gp::bench::run(&a.workload, &a.baselines)?;
@@ -222,18 +224,18 @@ fn prepare_split(
 
 /// What `train` writes to `model.json`.
 #[derive(Debug, Serialize, Deserialize)]
-struct ModelFile {
-    architecture: Mlp,
-    likelihood: String,
-    sigma: f64,
-    delta: f64,
-    n_params: usize,
-    data: Source,
-    loss: f64,
-    grad_norm: f64,
-    epochs: usize,
-    polish_iters: usize,
-    seconds: f64,
+pub(super) struct ModelFile {
+    pub(super) architecture: Mlp,
+    pub(super) likelihood: String,
+    pub(super) sigma: f64,
+    pub(super) delta: f64,
+    pub(super) n_params: usize,
+    pub(super) data: Source,
+    pub(super) loss: f64,
+    pub(super) grad_norm: f64,
+    pub(super) epochs: usize,
+    pub(super) polish_iters: usize,
+    pub(super) seconds: f64,
 }
 
 fn fit(
@@ -297,7 +299,8 @@ fn write_model(
         sigma: m.sigma,
         delta: m.delta,
         n_params: net.n_params(),
-        data,
+        // Absolute paths: the model folder can be used from any working directory.
+        data: data.absolute()?,
         loss: res.loss,
         grad_norm: res.grad_norm,
         epochs: res.epochs,
@@ -415,8 +418,14 @@ struct GpSummary {
     grad_norm: f64,
     grad_rel: f64,
     jitter: f64,
+    /// Gaussian: MSE of the network's output; Bernoulli: the Brier score of the probit
+    /// probabilities.
     test_mse: f64,
+    /// Gaussian: −log of the predictive density of y; Bernoulli: −log of the probit
+    /// probability of the label.
     test_nll: f64,
+    /// Bernoulli: the fraction of labels the probit probability gets right.
+    test_accuracy: Option<f64>,
     warnings: Vec<Warning>,
 }
 
@@ -486,30 +495,15 @@ fn gp_report(
         faer::Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
     )?;
     files.push(kpath);
-    // The predictive at new inputs: from NTK blocks in function space (no J* of MK×P), from
-    // J* in weight space; the diagonal posterior's variance replaces the GP's when asked for.
-    let predict = |xs: faer::MatRef<'_, f64>| -> Result<GpPrediction> {
-        let mut pred = if gp.space == Space::Function {
-            gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
-        } else {
-            gp.predict(net.jacobian(w, xs).as_ref())
-        };
-        if let Some(post) = &diag {
-            check_memory(
-                "the Jacobian of the prediction inputs (MK×P)",
-                mat_bytes(xs.nrows() * k, p),
-                ctx.memory,
-                "use --hessian full",
-            )?;
-            pred.var = post.functional_variance(net.jacobian(w, xs).as_ref());
-        }
-        Ok(pred)
-    };
+    let predict = |xs| gp_predict(ctx, &gp, diag.as_ref(), net, w, x, xs);
     let pred = predict(split.test.x.as_ref())?;
     warn(&mut warnings, on_inputs("the test inputs", &pred.clamped));
     let var_f = pred.var.clone();
     let f = net.forward(w, split.test.x.as_ref());
-    let (mut se, mut nll) = (0.0, 0.0);
+    // Gaussian: squared error of f and the Gaussian predictive density of y. Bernoulli: the
+    // probit probability p of y = 1, its squared error (the Brier score) and −log p(y).
+    let gaussian = lik.name() == "gaussian";
+    let (mut se, mut nll, mut hits) = (0.0, 0.0, 0usize);
     let mut rows = Vec::new();
     for i in 0..split.test.len() {
         for j in 0..k {
@@ -517,8 +511,15 @@ fn gp_report(
             let y = split.test.y[(i, j)];
             let noise = lik.observation_variance(&[f[(i, j)]])[0];
             let vy = var_f[m] + noise;
-            se += (f[(i, j)] - y).powi(2);
-            nll += 0.5 * ((f[(i, j)] - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
+            if gaussian {
+                se += (f[(i, j)] - y).powi(2);
+                nll += 0.5 * ((f[(i, j)] - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
+            } else {
+                let p = probit(&[f[(i, j)]], &[var_f[m]])[0];
+                se += (p - y).powi(2);
+                nll -= if y == 1.0 { p.ln() } else { (-p).ln_1p() };
+                hits += usize::from((p > 0.5) == (y == 1.0));
+            }
             rows.push(vec![
                 i.to_string(),
                 j.to_string(),
@@ -592,9 +593,45 @@ fn gp_report(
         jitter: gp.jitter(),
         test_mse: se / mk * scale2,
         test_nll: nll / mk,
+        test_accuracy: (!gaussian).then(|| hits as f64 / mk),
         warnings,
     };
     Ok((summary, files))
+}
+
+/// The GP predictive of `net` at new inputs `xs`: from NTK blocks in function space (no J* of
+/// MK×P), from J* in weight space; the variance of the diagonal posterior `diag` replaces the
+/// GP's when given.
+pub(super) fn gp_predict(
+    ctx: &Ctx,
+    gp: &Dnn2Gp,
+    diag: Option<&LaplaceGgn>,
+    net: &Mlp,
+    w: &[f64],
+    x: faer::MatRef<'_, f64>,
+    xs: faer::MatRef<'_, f64>,
+) -> Result<GpPrediction> {
+    let mut pred = if gp.space == Space::Function {
+        gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
+    } else {
+        check_test_jacobian(ctx, net, xs.nrows(), "use --space function")?;
+        gp.predict(net.jacobian(w, xs).as_ref())
+    };
+    if let Some(post) = diag {
+        check_test_jacobian(ctx, net, xs.nrows(), "use --hessian full")?;
+        pred.var = post.functional_variance(net.jacobian(w, xs).as_ref());
+    }
+    Ok(pred)
+}
+
+/// Refuses a Jacobian of `m` prediction inputs (MK×P) that would not fit.
+fn check_test_jacobian(ctx: &Ctx, net: &Mlp, m: usize, advice: &str) -> Result<()> {
+    Ok(check_memory(
+        "the Jacobian of the prediction inputs (MK×P)",
+        mat_bytes(m * net.n_outputs(), net.n_params()),
+        ctx.memory,
+        advice,
+    )?)
 }
 
 /// Writes `gp.json`.
@@ -641,21 +678,33 @@ fn fmt_g(v: f64) -> String {
     format!("{}", (v * 1e4).round() / 1e4)
 }
 
-fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
-    let (file, w) = load_model(&a.model)?;
-    let net = file.architecture;
+/// A saved model with its training data (from `model.json`, or `data` instead), checked
+/// against its architecture.
+pub(super) struct Fitted {
+    pub(super) file: ModelFile,
+    pub(super) w: Vec<f64>,
+    pub(super) kind: LikelihoodKind,
+    pub(super) lik: Box<dyn Likelihood>,
+    pub(super) src: Source,
+    pub(super) split: Split,
+}
+
+pub(super) fn load_fitted(dir: &Path, data: Option<Source>) -> Result<Fitted> {
+    let (file, w) = load_model(dir)?;
+    let net = &file.architecture;
     let kind = file.likelihood.parse::<LikelihoodKind>()?;
     let classes = (kind == LikelihoodKind::Categorical).then(|| net.n_outputs());
+    let src = data.unwrap_or_else(|| file.data.clone());
     let split = prepare_split(
-        file.data.load()?.remove(0),
+        src.load()?.remove(0),
         kind,
         classes,
-        &a.model.join("model.json").display().to_string(),
+        &dir.join("model.json").display().to_string(),
     )?;
     if net.n_inputs() != split.train.x.ncols() || net.n_outputs() != split.train.y.ncols() {
         return Err(Error::Invalid(format!(
             "{}: architecture {} does not fit its data ({} inputs, {} outputs)",
-            a.model.join("model.json").display(),
+            dir.join("model.json").display(),
             net.spec(),
             split.train.x.ncols(),
             split.train.y.ncols()
@@ -663,6 +712,44 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         .into());
     }
     let lik = kind.build(file.sigma)?;
+    Ok(Fitted {
+        file,
+        w,
+        kind,
+        lik,
+        src,
+        split,
+    })
+}
+
+/// The training data a model command reads: `--data` (with `--test`, `--data-dir`) instead of
+/// what `model.json` records.
+fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
+    d.data
+        .as_deref()
+        .map(|spec| {
+            if d.test.is_some() && matches!(spec.split(':').next(), Some("toy" | "snelson" | "uci"))
+            {
+                return Err(Error::Invalid(format!(
+                    "--test applies to CSV data only; --data {spec} has its own test set"
+                )));
+            }
+            Source::parse(spec, &d.data_dir, ToyConfig::default(), 1, d.test.clone())
+        })
+        .transpose()
+        .map_err(Into::into)
+}
+
+fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
+    let Fitted {
+        file,
+        w,
+        lik,
+        src,
+        split,
+        ..
+    } = load_fitted(&a.model, data_override(&a.data)?)?;
+    let net = file.architecture;
     let delta = a.delta.unwrap_or(file.delta);
     let grid = a
         .delta_grid
@@ -673,7 +760,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         (a.hessian.parse()?, a.mc_hessian.parse()?, a.space.parse()?);
     positive("--samples", a.samples)?;
     at_least("--grid-points", a.grid_points, 2)?;
-    let mut inputs = file.data.paths();
+    let mut inputs = src.paths();
     inputs.push(&a.model);
     let out = OutDir::open("--out", &a.out, &inputs)?;
     let (mut s, mut files) = gp_report(
@@ -681,7 +768,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         out.path(),
         &net,
         lik.as_ref(),
-        &file.data,
+        &src,
         &split,
         &w,
         delta,
@@ -692,7 +779,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         a.grid_points,
     )?;
     println!(
-        "GP of {} (P = {}, N = {}, {} space): log marglik {:.6} (Laplace evidence {:.6}, ‖∇L‖ = {:.2e}), test MSE {:.5}",
+        "GP of {} (P = {}, N = {}, {} space): log marglik {:.6} (Laplace evidence {:.6}, ‖∇L‖ = {:.2e}), {}",
         net.spec(),
         s.n_params,
         s.n_train,
@@ -700,7 +787,10 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         s.log_marglik,
         s.laplace_log_evidence,
         s.grad_norm,
-        s.test_mse
+        match s.test_accuracy {
+            Some(acc) => format!("test accuracy {:.2}%, NLL {:.4}", 100.0 * acc, s.test_nll),
+            None => format!("test MSE {:.5}", s.test_mse),
+        }
     );
     if let Some(deltas) = grid {
         let lin = Linearization::new(

@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod images;
 mod outdir;
+mod predict;
 mod progress;
 
 use std::process::ExitCode;

@@ -12,8 +12,24 @@ use crate::error::{Error, Result};
 /// taken as a header.
 pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
     let bytes = super::read_maybe_gz(path)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| Error::parse(path, 1, format!("not UTF-8 text: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        let col = 1 + at
+            - bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+        Error::parse(
+            path,
+            line,
+            format!(
+                "byte {col} of the line (0x{:02x}) is not UTF-8 text",
+                bytes[at]
+            ),
+        )
+    })?;
     let mut rows: Vec<Vec<f64>> = Vec::new();
     let mut width: Option<(usize, usize)> = None;
     for (idx, raw) in text.lines().enumerate() {
@@ -35,7 +51,11 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
                 return Err(Error::parse(
                     path,
                     line_no,
-                    format!("{} columns, but line {first} has {w}", fields.len()),
+                    format!(
+                        "{} columns, but line {first} has {w}{}",
+                        fields.len(),
+                        separator_hint(line)
+                    ),
                 ));
             }
         } else {
@@ -47,7 +67,11 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
                 Error::parse(
                     path,
                     line_no,
-                    format!("column {}: '{f}' is not a number", c + 1),
+                    format!(
+                        "column {}: '{f}' is not a number{}",
+                        c + 1,
+                        separator_hint(line)
+                    ),
                 )
             })?;
             if !v.is_finite() {
@@ -72,6 +96,17 @@ pub fn read_table(path: &Path) -> Result<Vec<Vec<f64>>> {
         ));
     }
     Ok(rows)
+}
+
+/// A hint for a line that looks separated by something other than commas.
+fn separator_hint(line: &str) -> &'static str {
+    if line.contains(';') {
+        " (the line looks ';'-separated; dnn2gp reads comma-separated values)"
+    } else if line.contains('\t') {
+        " (the line looks tab-separated; dnn2gp reads comma-separated values)"
+    } else {
+        ""
+    }
 }
 
 /// Reads a data set: all columns but the last are inputs, the last is the target.

@@ -91,6 +91,24 @@ impl Source {
         }
     }
 
+    /// The same source with every path made absolute, so that a model file that records it
+    /// can be read from any working directory.
+    pub fn absolute(&self) -> Result<Self> {
+        let abs = |p: &Path| p.canonicalize().map_err(|e| Error::io(p, e));
+        Ok(match self {
+            Source::Toy { .. } => self.clone(),
+            Source::Snelson { dir } => Source::Snelson { dir: abs(dir)? },
+            Source::Uci { dir, splits } => Source::Uci {
+                dir: abs(dir)?,
+                splits: splits.clone(),
+            },
+            Source::Csv { train, test } => Source::Csv {
+                train: abs(train)?,
+                test: test.as_deref().map(abs).transpose()?,
+            },
+        })
+    }
+
     /// The files and folders the source reads.
     pub fn paths(&self) -> Vec<&Path> {
         match self {
