@@ -1,5 +1,6 @@
 //! Parsers of users' bytes fed random and mutated inputs (proptest): IDX images, safetensors
-//! weights, `.npy` arrays, CSV tables and architecture specs. Each must return a value or an
+//! weights, `.npy` arrays (any shape in the header too), CSV tables, architecture specs and
+//! model folders (`model.json` through the command line). Each must return a value or an
 //! error that names the file, and never panic.
 
 mod common;
@@ -55,6 +56,98 @@ fn names_file(err: &dnn2gp::Error, path: &std::path::Path) {
 
 fn tiny_mlp() -> Mlp {
     Mlp::new(vec![2, 3, 1], Activation::Tanh).unwrap()
+}
+
+/// A model folder written by `dnn2gp train` (once per test run), as (folder, model.json bytes).
+fn trained_model() -> &'static (tempfile::TempDir, Vec<u8>) {
+    static MODEL: std::sync::OnceLock<(tempfile::TempDir, Vec<u8>)> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = common::tmpdir();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+            .args([
+                "train",
+                "--hidden",
+                "3",
+                "--epochs",
+                "5",
+                "--polish-iters",
+                "0",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(dir.path().join("model"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = std::fs::read(dir.path().join("model/model.json")).unwrap();
+        (dir, json)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// `gp` on a model folder whose `model.json` was mutated: a result or exit code 2 with a
+    /// message, never a panic (exit 101).
+    #[test]
+    fn model_json_from_mutated_bytes(
+        edits in proptest::collection::vec(
+            (0usize..600, prop::sample::select(b"0123456789-.e,[]{}\":ntruefalsgau ".to_vec())),
+            1..4,
+        ),
+        keep in 300usize..700,
+    ) {
+        let (model_dir, json) = trained_model();
+        let dir = common::tmpdir();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        for f in ["params.npy", "model.safetensors", "history.csv"] {
+            std::fs::copy(model_dir.path().join("model").join(f), model.join(f)).unwrap();
+        }
+        std::fs::write(model.join("model.json"), mutate(json, &edits, keep)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+            .args(["gp", "--quiet", "--samples", "5", "--grid-points", "20", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("gp"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        prop_assert!(matches!(out.status.code(), Some(0 | 1 | 2)), "{:?}: {}", out.status, err);
+        prop_assert!(!err.contains("panicked"), "{}", err);
+        if out.status.code() == Some(2) {
+            prop_assert!(err.starts_with("error: "), "{}", err);
+        }
+    }
+
+    /// `.npy` headers with any shape: a consistent array or an error naming the file (no
+    /// overflow in the shape's product).
+    #[test]
+    fn npy_headers_with_any_shape(dims in proptest::collection::vec(any::<u64>(), 0..4), body in 0usize..64) {
+        let shape: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+        let shape = match shape.len() {
+            1 => format!("({},)", shape[0]),
+            _ => format!("({})", shape.join(", ")),
+        };
+        let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; 8 * body]);
+        let (_d, path) = file(&bytes, "s.npy");
+        match read_npy(&path) {
+            Ok((s, v)) => prop_assert_eq!(s.iter().product::<usize>(), v.len()),
+            Err(e) => names_file(&e, &path),
+        }
+    }
 }
 
 proptest! {

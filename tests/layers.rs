@@ -84,8 +84,13 @@ fn lenet5_has_the_papers_size_and_runs() {
         (f.nrows(), f.ncols(), jac.nrows(), jac.ncols()),
         (2, 10, 20, 44_426)
     );
-    // Spot-check parameters of each layer by finite differences.
-    let spots = [0, 155, 156, 2571, 2572, 33_411, 44_425];
+    // Spot-check parameters of each layer by finite differences, the convolutions at taps
+    // away from (0, 0) too: conv1 weight [4, 0, 2, 3] (4·25 + 2·5 + 3 = 113) and [5, 0, 4, 4]
+    // (149); conv2 weight [7, 3, 4, 1] (156 + 7·150 + 3·25 + 4·5 + 1 = 1302) and
+    // [15, 5, 2, 2] (156 + 15·150 + 5·25 + 12 = 2543).
+    let spots = [
+        0, 113, 149, 155, 156, 1302, 2543, 2571, 2572, 33_411, 44_425,
+    ];
     common::assert_jacobian_matches_fd(&net, &w, x.as_ref(), &spots, 1e-6);
 }
 

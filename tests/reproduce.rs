@@ -269,6 +269,28 @@ fn bad_options_are_refused_before_any_work() {
             vec!["reproduce", "mnist", "--data", "digits", "--per-class", "0"],
             "--per-class",
         ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data",
+                "digits",
+                "--train-limit",
+                "0",
+            ],
+            "--train-limit",
+        ),
+        (
+            vec![
+                "reproduce",
+                "mnist",
+                "--data",
+                "digits",
+                "--batch-size",
+                "0",
+            ],
+            "--batch-size",
+        ),
     ] {
         let mut all = args.clone();
         all.extend(["--data-dir", d, "--out", o]);
@@ -282,9 +304,67 @@ fn bad_options_are_refused_before_any_work() {
             err.contains(words) && !err.contains("panicked"),
             "{all:?}: {err}"
         );
+        assert!(!Path::new(o).exists(), "{all:?} wrote output");
     }
     // A folder without MNIST says how to get it.
     let out = dnn2gp(&["reproduce", "mnist", "--data-dir", o, "--out", o]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dnn2gp data fetch mnist"));
+}
+
+#[test]
+fn the_saved_posterior_variance_is_the_dense_ggn_diagonal() {
+    // The streamed GGN diagonal behind posterior_variance.npy, against diag(JᵀΛJ) formed from
+    // the dense Jacobian of the saved network on the same 40 digits.
+    use dnn2gp::likelihood::Categorical;
+    use dnn2gp::nn::{Network, Sequential};
+    use dnn2gp::posterior::Linearization;
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let out = dir.path().join("digits");
+    let delta = 2.0;
+    ok(&[
+        "reproduce",
+        "mnist",
+        "--data",
+        "digits",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "40",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.01",
+        "--delta",
+        "2",
+        "--per-class",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let net = Sequential::parse("1x8x8:conv6k3,relu,pool,flatten,dense32,relu,dense10").unwrap();
+    let w = dnn2gp::nn::weights::load(&out.join("model.safetensors"), &net.param_layout()).unwrap();
+    let d = dnn2gp::data::mnist::load_digits(&data.join("digits/digits.csv.gz"), 1500).unwrap();
+    let x = d.train_x.as_ref().subrows(0, 40);
+    let y = faer::Mat::from_fn(40, 10, |i, c| f64::from(u8::from(d.train_y[i] == c)));
+    let lin = Linearization::new(&net, &Categorical, x, y.as_ref(), &w);
+    let dense = dnn2gp::linalg::col_sq_norms(lin.sqrt_lambda_jac().as_ref());
+    let (shape, saved) = read_npy(&out.join("posterior_variance.npy")).unwrap();
+    assert_eq!(shape, [net.n_params()]);
+    let mut informative = 0;
+    for (s, h) in saved.iter().zip(&dense) {
+        let expected = 1.0 / (h + delta);
+        assert!(
+            (s - expected).abs() <= 1e-10 * expected,
+            "{s} vs {expected}"
+        );
+        informative += usize::from(*h > 1e-6);
+    }
+    assert!(
+        informative > net.n_params() / 2,
+        "the data inform most weights"
+    );
 }
