@@ -20,7 +20,7 @@ use dnn2gp::nn::{predict, Network, Sequential};
 use dnn2gp::posterior::laplace::{check_delta, ggn_diagonal};
 use dnn2gp::posterior::LaplaceGgn;
 use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
-use dnn2gp::report::plot::{save, HeatmapGrid};
+use dnn2gp::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::train::vogn::{self, Covariance, Curvature, Precision, VognConfig};
 use dnn2gp::train::{adam, gather_rows, steps_per_epoch, Adam, MapConfig, Objective};
 use dnn2gp::Error;
@@ -222,6 +222,7 @@ fn gp_views(
     labels: &[usize],
     split: &str,
     title: &str,
+    class_names: &[String],
     out: &Path,
     files: &mut Vec<PathBuf>,
 ) -> Result<ViewSummary> {
@@ -264,7 +265,7 @@ fn gp_views(
     files.push(path);
     let classes = Some(labels.to_vec());
     let kernel_title = if k > 1 {
-        "kernel Σ_k δ⁻¹ J_k(x) J_k(x')ᵀ"
+        "kernel Σₖ δ⁻¹ Jₖ(x) Jₖ(x')ᵀ"
     } else {
         "kernel δ⁻¹ J(x) J(x')ᵀ"
     };
@@ -276,25 +277,28 @@ fn gp_views(
     let fig = HeatmapGrid {
         title: format!("{title}: GP posterior mean and kernel, {n} images sorted by class"),
         panels: vec![
-            ("GP posterior mean J(x)w*".into(), pred.gp_mean.clone()),
-            (kernel_title.into(), diag),
-            ("kernel as a correlation".into(), corr),
+            HeatPanel::linear("GP posterior mean J(x)w*", pred.gp_mean.clone()),
+            HeatPanel::linear(kernel_title, diag),
+            HeatPanel::linear("kernel as a correlation", corr),
         ],
         diverging: true,
         shared_scale: false,
         row_classes: classes.clone(),
+        class_names: class_names.to_vec(),
     };
     files.extend(save(&fig, &out.join("gp"))?);
+    // The variances span orders of magnitude: on a log scale, each panel its own range.
     let fig = HeatmapGrid {
         title: format!("{title}: data-space predictive (section 4), {n} images"),
         panels: vec![
-            ("p = link(f*)".into(), pred.p.clone()),
-            ("var_f = diag(Λ J Σ Jᵀ Λ)".into(), pred.var_f.clone()),
-            ("var_y = var_f + diag(Λ)".into(), pred.var_y.clone()),
+            HeatPanel::linear("p = link(f*)", pred.p.clone()),
+            HeatPanel::log("var_f = diag(Λ J Σ Jᵀ Λ), log scale", pred.var_f.clone()),
+            HeatPanel::log("var_y = var_f + diag(Λ), log scale", pred.var_y.clone()),
         ],
         diverging: false,
         shared_scale: false,
         row_classes: classes,
+        class_names: class_names.to_vec(),
     };
     files.extend(save(&fig, &out.join("predictive"))?);
     let mean = |m: &Mat<f64>| {
@@ -484,6 +488,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         } else {
             "MNIST"
         },
+        &(0..k).map(|c| c.to_string()).collect::<Vec<_>>(),
         out.path(),
         &mut files,
     )?;
@@ -637,6 +642,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         &ys,
         &ia.images,
         &format!("Binary MNIST {da} vs {db} (VOGN)"),
+        &[da.to_string(), db.to_string()],
         out.path(),
         &mut files,
     )?;

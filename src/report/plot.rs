@@ -95,6 +95,8 @@ pub struct RegressionFigure {
     pub title: String,
     /// The panels.
     pub panels: Vec<BandPanel>,
+    /// Held-out points `(x, y)` drawn in every panel (empty: none), e.g. Snelson's gap.
+    pub test: (Vec<f64>, Vec<f64>),
 }
 
 fn range(vals: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
@@ -144,12 +146,14 @@ impl Figure for RegressionFigure {
             let mut chart = ChartBuilder::on(area)
                 .caption(&p.title, ("sans-serif", 16))
                 .margin(8)
-                .x_label_area_size(30)
-                .y_label_area_size(40)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
                 .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)
                 .map_err(err)?;
             chart
                 .configure_mesh()
+                .x_desc("x")
+                .y_desc("y")
                 .light_line_style(WHITE.mix(0.0))
                 .label_style(("sans-serif", 12))
                 .draw()
@@ -193,8 +197,22 @@ impl Figure for RegressionFigure {
                         .map(|(x, y)| Circle::new((*x, *y), 2, BLACK.mix(0.6).filled())),
                 )
                 .map_err(err)?
-                .label("data")
+                .label("training data")
                 .legend(|(x, y)| Circle::new((x + 7, y), 3, BLACK.filled()));
+            let (tx, ty) = &self.test;
+            if !tx.is_empty() {
+                let orange = PALETTE[1];
+                chart
+                    .draw_series(
+                        tx.iter()
+                            .zip(ty)
+                            .filter(|(_, y)| (ys.0..=ys.1).contains(*y))
+                            .map(|(x, y)| Circle::new((*x, *y), 2, orange.stroke_width(1))),
+                    )
+                    .map_err(err)?
+                    .label("test data")
+                    .legend(move |(x, y)| Circle::new((x + 7, y), 3, orange.stroke_width(1)));
+            }
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::LowerLeft)
@@ -268,6 +286,21 @@ pub const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// A tick label: the value with at most 4 significant digits and no trailing zeros.
+fn tick(v: f64) -> String {
+    let s = format!("{:.4}", v);
+    let s = if v.abs() >= 1e-3 && v.abs() < 1e5 {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.1e}")
+    };
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
 fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
     // Split each segment into n_dash pieces and keep every other one.
     let mut out = Vec::new();
@@ -330,14 +363,19 @@ impl SweepFigure {
             chart
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 2, color.filled())))
                 .map_err(err)?;
-            if let Some(best) = pts
-                .iter()
+            if let Some(i) = (0..pts.len())
                 .filter(|_| c.mark_min)
-                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .min_by(|&a, &b| pts[a].1.total_cmp(&pts[b].1))
             {
                 chart
-                    .draw_series(std::iter::once(Cross::new(*best, 7, color.stroke_width(3))))
-                    .map_err(err)?;
+                    .draw_series(std::iter::once(Cross::new(
+                        pts[i],
+                        7,
+                        color.stroke_width(3),
+                    )))
+                    .map_err(err)?
+                    .label(format!("minimum of {} at {}", c.label, tick(self.x[i])))
+                    .legend(move |(x, y)| Cross::new((x + 7, y), 5, color.stroke_width(3)));
             }
         }
         Ok(())
@@ -346,7 +384,7 @@ impl SweepFigure {
 
 impl Figure for SweepFigure {
     fn size(&self) -> (u32, u32) {
-        (760, 480)
+        (800, 540)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
@@ -362,6 +400,13 @@ impl Figure for SweepFigure {
             .filter(|c| c.axis == Axis::Right)
             .collect();
         let xr = range(self.x.iter().copied(), 0.0);
+        // A little room at both ends, so that the ends of the grid get their tick labels.
+        let xr = if self.log_x {
+            (xr.0 / 1.08, xr.1 * 1.08)
+        } else {
+            let pad = 0.02 * (xr.1 - xr.0);
+            (xr.0 - pad, xr.1 + pad)
+        };
         let yl = range(left.iter().flat_map(|c| c.y.iter().copied()), 0.05);
         let yr = range(right.iter().flat_map(|c| c.y.iter().copied()), 0.05);
         let mut builder = ChartBuilder::on(&root);
@@ -378,6 +423,7 @@ impl Figure for SweepFigure {
                     .configure_mesh()
                     .x_desc(self.x_label.as_str())
                     .y_desc(self.left_label.as_str())
+                    .x_label_formatter(&|v| tick(*v))
                     .light_line_style(WHITE.mix(0.0))
                     .label_style(("sans-serif", 12))
                     .draw()
@@ -421,20 +467,71 @@ impl Figure for SweepFigure {
 
 /// Heatmaps side by side (a kernel at several training steps, a GP mean next to its kernel),
 /// each N×M with row 0 at the top, on a diverging blue–white–red scale around 0 or a
-/// sequential white–blue one. With `row_classes`, a bar of class colours runs along the rows
-/// (and along the columns of square panels), as in the paper's kernel figures.
+/// sequential white–blue one, each with its colour bar. With `row_classes`, a bar of class
+/// colours runs along the rows (and along the columns of square panels), as in the paper's
+/// kernel figures, and a legend of the classes runs along the bottom.
 #[derive(Debug, Clone)]
 pub struct HeatmapGrid {
     /// Title.
     pub title: String,
-    /// Panel titles and matrices.
-    pub panels: Vec<(String, faer::Mat<f64>)>,
+    /// The panels.
+    pub panels: Vec<HeatPanel>,
     /// Diverging colour scale centred on 0.
     pub diverging: bool,
     /// One colour scale for all panels (else each panel spans its own range).
     pub shared_scale: bool,
     /// Class of each row, for the class bars.
     pub row_classes: Option<Vec<usize>>,
+    /// Names of the classes in the legend (class `c` is `class_names[c]`, else `c`).
+    pub class_names: Vec<String>,
+}
+
+/// One heatmap.
+#[derive(Debug, Clone)]
+pub struct HeatPanel {
+    /// Panel title.
+    pub title: String,
+    /// The matrix.
+    pub values: faer::Mat<f64>,
+    /// Colour by `log₁₀` of the values (positive ones; the smallest shown is 10⁻⁶ of the
+    /// largest), for variances that span orders of magnitude.
+    pub log: bool,
+}
+
+impl HeatPanel {
+    /// A panel on a linear scale.
+    pub fn linear(title: impl Into<String>, values: faer::Mat<f64>) -> Self {
+        HeatPanel {
+            title: title.into(),
+            values,
+            log: false,
+        }
+    }
+
+    /// A panel on a `log₁₀` scale.
+    pub fn log(title: impl Into<String>, values: faer::Mat<f64>) -> Self {
+        HeatPanel {
+            title: title.into(),
+            values,
+            log: true,
+        }
+    }
+
+    /// The values as coloured: `log₁₀(max(v, 10⁻⁶·max))` on a log panel.
+    fn shown(&self) -> faer::Mat<f64> {
+        if !self.log {
+            return self.values.clone();
+        }
+        let max = self
+            .values
+            .col_iter()
+            .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
+            .fold(f64::MIN_POSITIVE, f64::max);
+        let floor = max * 1e-6;
+        faer::Mat::from_fn(self.values.nrows(), self.values.ncols(), |i, j| {
+            self.values[(i, j)].max(floor).log10()
+        })
+    }
 }
 
 /// Colour of `v` on a scale with bound `m` (`[-m, m]` diverging, `[lo, m]` sequential),
@@ -483,12 +580,22 @@ fn class_color(c: usize) -> RGBColor {
 
 impl Figure for HeatmapGrid {
     fn size(&self) -> (u32, u32) {
-        (320 * self.panels.len().max(1) as u32 + 40, 360)
+        let legend = if self.row_classes.is_some() { 30 } else { 0 };
+        (380 * self.panels.len().max(1) as u32 + 20, 370 + legend)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> DrawResult {
         root.fill(&WHITE).map_err(err)?;
         let root = root.titled(&self.title, ("sans-serif", 18)).map_err(err)?;
+        let (root, legend) = match &self.row_classes {
+            Some(_) => {
+                let h = root.dim_in_pixel().1 as i32;
+                let (a, b) = root.split_vertically(h - 30);
+                (a, Some(b))
+            }
+            None => (root.clone(), None),
+        };
+        let shown: Vec<faer::Mat<f64>> = self.panels.iter().map(HeatPanel::shown).collect();
         let values = |m: &faer::Mat<f64>| {
             m.col_iter()
                 .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
@@ -505,20 +612,22 @@ impl Figure for HeatmapGrid {
                 },
             )
         };
-        let shared = scale(self.panels.iter().flat_map(|(_, m)| values(m)).collect());
+        let shared = scale(shown.iter().flat_map(values).collect());
         let areas = root.split_evenly((1, self.panels.len().max(1)));
-        for (area, (title, m)) in areas.iter().zip(&self.panels) {
+        for ((area, panel), m) in areas.iter().zip(&self.panels).zip(&shown) {
             let (lo, bound) = if self.shared_scale {
                 shared
             } else {
                 scale(values(m))
             };
+            let w = area.dim_in_pixel().0 as i32;
+            let (area, bar_area) = area.split_horizontally(w - 70);
             let (n, cols) = (m.nrows() as f64, m.ncols() as f64);
             let classes = self.row_classes.as_ref().filter(|c| c.len() == m.nrows());
             // Class bars take 3% of each axis, left of column 0 and above row 0.
             let bar = |len: f64| if classes.is_some() { 0.03 * len } else { 0.0 };
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 14))
+            let mut chart = ChartBuilder::on(&area)
+                .caption(&panel.title, ("sans-serif", 14))
                 .margin(10)
                 .build_cartesian_2d(-bar(cols)..cols, 0.0..n + bar(n))
                 .map_err(err)?;
@@ -556,7 +665,103 @@ impl Figure for HeatmapGrid {
                         .map_err(err)?;
                 }
             }
+            self.colour_bar(&bar_area, lo, bound, panel.log)?;
+        }
+        if let (Some(legend), Some(classes)) = (legend, &self.row_classes) {
+            let mut present: Vec<usize> = classes.clone();
+            present.sort_unstable();
+            present.dedup();
+            let font = ("sans-serif", 13).into_font();
+            let mut x = 20;
+            legend
+                .draw(&Text::new("classes:", (x, 8), font.clone()))
+                .map_err(err)?;
+            x += 70;
+            for c in present {
+                legend
+                    .draw(&Rectangle::new(
+                        [(x, 8), (x + 14, 22)],
+                        class_color(c).filled(),
+                    ))
+                    .map_err(err)?;
+                let name = self.class_names.get(c).cloned().unwrap_or(c.to_string());
+                legend
+                    .draw(&Text::new(name.clone(), (x + 18, 8), font.clone()))
+                    .map_err(err)?;
+                x += 30 + 8 * name.chars().count() as i32;
+            }
         }
         root.present().map_err(err)
+    }
+}
+
+impl HeatmapGrid {
+    /// A vertical colour bar for the scale `[lo, bound]` (`[−bound, bound]` when diverging),
+    /// labelled in the panel's units (powers of ten on a log panel).
+    fn colour_bar<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        lo: f64,
+        bound: f64,
+        log: bool,
+    ) -> DrawResult {
+        let (a, b) = if self.diverging {
+            (-bound, bound)
+        } else {
+            (lo, bound)
+        };
+        let b = if b > a { b } else { a + 1.0 };
+        let mut chart = ChartBuilder::on(area)
+            .margin_top(34)
+            .margin_bottom(10)
+            .margin_right(4)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0.0..1.0, a..b)
+            .map_err(err)?;
+        let steps = 64;
+        chart
+            .draw_series((0..steps).map(|i| {
+                let (y0, y1) = (
+                    a + (b - a) * i as f64 / steps as f64,
+                    a + (b - a) * (i + 1) as f64 / steps as f64,
+                );
+                let c = heat_color(0.5 * (y0 + y1), lo, bound, self.diverging);
+                Rectangle::new([(0.0, y0), (1.0, y1)], c.filled())
+            }))
+            .map_err(err)?;
+        let label = |v: &f64| {
+            if log {
+                format!("1e{:.1}", v).trim_end_matches(".0").to_string()
+            } else {
+                tick_sig(*v)
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .disable_y_mesh()
+            .disable_x_axis()
+            .y_labels(5)
+            .y_label_formatter(&label)
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(err)
+    }
+}
+
+/// A colour-bar label: 3 significant digits.
+fn tick_sig(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e-2 && v.abs() < 1e4 {
+        let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+        let s = format!("{v:.digits$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    } else {
+        format!("{v:.1e}")
     }
 }
