@@ -281,6 +281,10 @@ fn bad_options_are_refused_before_any_work() {
             "--train-limit",
         ),
         (
+            vec!["reproduce", "mnist", "--data", "digits", "--first", "0"],
+            "--first",
+        ),
+        (
             vec![
                 "reproduce",
                 "mnist",
@@ -340,11 +344,17 @@ fn the_saved_posterior_variance_is_the_dense_ggn_diagonal() {
         "0.01",
         "--delta",
         "2",
-        "--per-class",
-        "1",
+        "--first",
+        "25",
         "--out",
         out.to_str().unwrap(),
     ]);
+    // --first 25: the GP views on exactly the first 25 training images.
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["views"]["images"], 25, "{s}");
+    let (shape, labels) = read_npy(&out.join("labels.npy")).unwrap();
+    assert_eq!(shape, [25]);
+    assert!(labels.windows(2).all(|p| p[0] <= p[1]), "sorted by class");
     let net = Sequential::parse("1x8x8:conv6k3,relu,pool,flatten,dense32,relu,dense10").unwrap();
     let w = dnn2gp::nn::weights::load(&out.join("model.safetensors"), &net.param_layout()).unwrap();
     let d = dnn2gp::data::mnist::load_digits(&data.join("digits/digits.csv.gz"), 1500).unwrap();

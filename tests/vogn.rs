@@ -92,6 +92,55 @@ fn one_vogn_step_is_the_posterior_of_the_step_linear_model() {
 }
 
 #[test]
+fn a_minibatch_vogn_step_is_the_posterior_of_the_batch_linear_model() {
+    // VOGN scales the batch's estimates by N/M: the step is the linear model on the batch with
+    // noise (β (N/M) Λ)⁻¹, which StepGp::minibatch builds (StepGp::new, N/M = 1, does not).
+    let (net, lik, split) = setup();
+    let delta = 0.8;
+    let obj = Objective::on(&net, &lik, &split.train, delta);
+    let cfg = VognConfig {
+        beta: 0.3,
+        init_precision: 2.0,
+        ..VognConfig::default()
+    };
+    let mut state = VognState::new(&net.init(0), &cfg).unwrap();
+    let mut rng = seeded(2);
+    let (mu_t, prec_t) = (state.mu.clone(), state.precision.dense());
+    let w_t = state.precision.sample(&state.mu, &mut rng);
+    let batch: Vec<usize> = (0..30).step_by(3).collect();
+    vogn::step_at(
+        &obj,
+        &mut state,
+        &cfg,
+        Some(&batch),
+        std::slice::from_ref(&w_t),
+    )
+    .unwrap();
+    let (xb, yb) = (
+        dnn2gp::train::gather_rows(obj.x, &batch),
+        dnn2gp::train::gather_rows(obj.y, &batch),
+    );
+    let lin = Linearization::new(&net, &lik, xb.as_ref(), yb.as_ref(), &w_t).with_center(&mu_t);
+    let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-5.0, 5.0, 13));
+    let js = net.jacobian(&w_t, xs.as_ref());
+    let mean_next = mat_vec(js.as_ref(), &state.mu);
+    let gp = StepGp::minibatch(&lin, prec_t.as_ref(), &mu_t, cfg.beta, delta, 30).unwrap();
+    let pred = gp.predict(js.as_ref());
+    for i in 0..mean_next.len() {
+        assert!(
+            rel(pred.mean[i], mean_next[i]) < 1e-8,
+            "{} vs {}",
+            pred.mean[i],
+            mean_next[i]
+        );
+    }
+    let full = StepGp::new(&lin, prec_t.as_ref(), &mu_t, cfg.beta, delta).unwrap();
+    let p = full.predict(js.as_ref());
+    assert!((0..mean_next.len()).any(|i| rel(p.mean[i], mean_next[i]) > 1e-3));
+    assert!(StepGp::minibatch(&lin, prec_t.as_ref(), &mu_t, cfg.beta, delta, 5).is_err());
+}
+
+#[test]
 fn unit_step_on_a_linear_model_is_the_exact_posterior() {
     // For f linear in w the GGN is the Hessian: one OGN step with β = 1 from any μ lands on the
     // MAP (ridge regression); with a sample the gradient is taken at the sample, but the

@@ -176,6 +176,10 @@ pub struct ImageArgs {
     /// Images per class in the GP views (the paper: the first 30 of each class).
     #[arg(long, default_value_t = 30)]
     pub per_class: usize,
+    /// The first N images of the split in the GP views instead of --per-class of each class
+    /// (sorted by class for the figures; the accuracy is on exactly these images).
+    #[arg(long, conflicts_with = "per_class")]
+    pub first: Option<usize>,
     /// Split the GP-view images come from: train (as the paper's code) or test.
     #[arg(long, default_value = "train")]
     pub images: String,

@@ -334,7 +334,14 @@ fn shown_images(
     } else {
         (x_train, y_train)
     };
-    let idx = class_subset(y, a.per_class, classes);
+    let idx = match a.first {
+        Some(n) => {
+            let mut idx: Vec<usize> = (0..n.min(y.len())).collect();
+            idx.sort_by_key(|&i| y[i]);
+            idx
+        }
+        None => class_subset(y, a.per_class, classes),
+    };
     Ok((gather_rows(x, &idx), idx.iter().map(|&i| y[i]).collect()))
 }
 
@@ -374,6 +381,9 @@ struct MnistSummary {
 fn check_image_args(a: &ImageArgs) -> Result<()> {
     use super::commands::positive;
     positive("--per-class", a.per_class)?;
+    if let Some(n) = a.first {
+        positive("--first", n)?;
+    }
     positive("--batch-size", a.batch_size)?;
     if let Some(n) = a.train_limit {
         positive("--train-limit", n)?;
@@ -401,7 +411,7 @@ pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     }
     let k = 10;
     let net = architecture(ctx, ia, image_side(&ia.data)?, k)?;
-    check_views_memory(ctx, ia.per_class * k, &net)?;
+    check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * k), &net)?;
     let d = &load_images(ia, &net)?;
     let out = open_out(&a.out, ia)?;
     let mut files = Vec::new();
@@ -553,7 +563,7 @@ pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         }
     };
     let net = architecture(ctx, ia, image_side(&ia.data)?, 1)?;
-    check_views_memory(ctx, ia.per_class * 2, &net)?;
+    check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * 2), &net)?;
     let d = &load_images(ia, &net)?;
     let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
     let (xte, yte) = two_digits(d.test_x.as_ref(), &d.test_y, da, db);

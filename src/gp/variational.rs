@@ -55,9 +55,9 @@ pub fn step_kernel(
 }
 
 impl<'a> StepGp<'a> {
-    /// The GP for the step from precision `Σ_t⁻¹` (dense) with step β and prior δ, where `lin`
-    /// holds J, r, Λ at the sample `w_t` and its centre is the point the targets are built around
-    /// (μ_t for Theorem 2).
+    /// The GP for a full-batch step from precision `Σ_t⁻¹` (dense) with step β and prior δ,
+    /// where `lin` holds J, r, Λ at the sample `w_t` on all N examples and its centre is the
+    /// point the targets are built around (μ_t for Theorem 2).
     pub fn new(
         lin: &'a Linearization,
         precision_t: MatRef<'_, f64>,
@@ -65,6 +65,27 @@ impl<'a> StepGp<'a> {
         beta: f64,
         delta: f64,
     ) -> Result<Self> {
+        Self::minibatch(lin, precision_t, mu_t, beta, delta, lin.n)
+    }
+
+    /// The GP of a minibatch step: `lin` on the M examples of the batch, out of `n_total`.
+    /// VOGN scales the batch's curvature and gradient by N/M, so the step is the posterior of
+    /// the same linear model on the batch with noise `(β (N/M) Λ_i)⁻¹`.
+    pub fn minibatch(
+        lin: &'a Linearization,
+        precision_t: MatRef<'_, f64>,
+        mu_t: &[f64],
+        beta: f64,
+        delta: f64,
+        n_total: usize,
+    ) -> Result<Self> {
+        if n_total < lin.n || lin.n == 0 {
+            return Err(crate::error::Error::Invalid(format!(
+                "a minibatch of {} examples out of {n_total}",
+                lin.n
+            )));
+        }
+        let scale = n_total as f64 / lin.n as f64;
         let s_inv = step_prior_precision(precision_t, beta, delta);
         let prior_chol = Cholesky::new(s_inv.as_ref(), "prior precision S_t⁻¹")?;
         let pm = mat_vec(precision_t, mu_t);
@@ -80,7 +101,7 @@ impl<'a> StepGp<'a> {
         for (i, b) in noise.chunks(k * k).enumerate() {
             for a in 0..k {
                 for c in 0..k {
-                    gram[(i * k + a, i * k + c)] += b[a * k + c] / beta;
+                    gram[(i * k + a, i * k + c)] += b[a * k + c] / (beta * scale);
                 }
             }
         }

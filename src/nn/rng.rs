@@ -107,7 +107,7 @@ fn ziggurat_edge(mut i: usize, mut u: f64, rng: &mut Rng, z: &Ziggurat) -> f64 {
 }
 
 /// Normals per stream: each chunk of this many draws has its own seed.
-const NORMAL_CHUNK: usize = 2048;
+pub const NORMAL_CHUNK: usize = 2048;
 
 /// A vector of `n` standard normal draws (ziggurat).
 pub fn normals(rng: &mut Rng, n: usize) -> Vec<f64> {

@@ -123,8 +123,8 @@ impl Linearization {
         let f: Vec<String> = self.f.row(i).iter().map(|v| format!("{v:.4}")).collect();
         let why = if self.k > 1 {
             "a softmax's Λ = diag(p) − ppᵀ has rank K − 1 by construction, so the GP noise Λ⁻¹ does \
-             not exist; use the Laplace posterior (`--hessian full|diag`) or the data-space views \
-             of `dnn2gp reproduce mnist --model`"
+             not exist; `dnn2gp predict` gives the Laplace-GGN (GLM) predictive of a softmax model, \
+             and `dnn2gp reproduce mnist --model` its data-space views"
         } else {
             "the likelihood's curvature is 0 here (a Bernoulli logit beyond ±745, where s(f)s(−f) \
              underflows), so the GP noise Λ⁻¹ does not exist; retrain with a larger prior \
