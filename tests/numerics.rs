@@ -272,3 +272,29 @@ fn the_stationarity_rule() {
     let g = obj.value_grad(&w).1;
     assert!(rel(polished.grad_norm, dnn2gp::linalg::norm(&g)) < 1e-12);
 }
+
+#[test]
+fn a_softmax_gp_is_refused_with_what_to_use_and_its_evidence_path_is_laplace_only() {
+    use dnn2gp::likelihood::Categorical;
+    let (x, _) = data(12);
+    let y = Mat::from_fn(12, 3, |i, c| f64::from(u8::from(i % 3 == c)));
+    let net = Mlp::new(vec![1, 4, 3], Activation::Tanh).unwrap();
+    let w = net.init(1);
+    let lin = Linearization::new(&net, &Categorical, x.as_ref(), y.as_ref(), &w);
+    let err = Dnn2Gp::new(&lin, 1.0, Space::Auto, MEM).err().unwrap();
+    assert!(err.is_input_error(), "{err}");
+    assert!(
+        err.to_string().contains("rank K − 1") && err.to_string().contains("predict"),
+        "{err}"
+    );
+    let path = DeltaPath::laplace(&lin, MEM).unwrap();
+    assert!(path.log_marginal_likelihood(1.0).is_err());
+    for delta in [0.3, 1.0, 3.0] {
+        let post = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();
+        let (a, b) = (
+            post.log_marginal_likelihood(&lin).unwrap(),
+            path.laplace_log_evidence(delta).unwrap(),
+        );
+        assert!(rel(a, b) < 1e-10, "δ = {delta}: {a} vs {b}");
+    }
+}

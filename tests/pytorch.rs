@@ -262,3 +262,101 @@ fn imported_weights_go_through_the_command_line_gp() {
     assert!(err.contains("2.weight") && err.contains("shape"), "{err}");
     assert!(!bad.exists());
 }
+
+#[test]
+fn a_softmax_network_from_pytorch_through_import_and_gp_matches_laplace_torch() {
+    // The classification fixture through the command line: a label column gives the 10
+    // outputs, and `gp` reports laplace-torch's quantities one to one: the GLM f_var blocks,
+    // the probit probabilities and the log marginal likelihood over δ.
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let d = mnist::load_digits(&data.join("digits/digits.csv.gz"), 1500).unwrap();
+    let write = |path: &Path, x: MatRef<'_, f64>, labels: &[usize]| {
+        let text: String = (0..x.nrows())
+            .map(|i| {
+                let mut row: Vec<String> = x.row(i).iter().map(|v| format!("{v:.17e}")).collect();
+                row.push(labels[i].to_string());
+                row.join(",") + "\n"
+            })
+            .collect();
+        std::fs::write(path, text).unwrap();
+    };
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    write(
+        &train,
+        d.train_x.as_ref().subrows(0, 120),
+        &d.train_y[..120],
+    );
+    write(&test, d.test_x.as_ref().subrows(0, 8), &d.test_y[..8]);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+            .args(args)
+            .arg("--quiet")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (model, gp) = (dir.path().join("model"), dir.path().join("gp"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    run(&[
+        "import",
+        "--weights",
+        &s(&fixture("cls_mlp.safetensors")),
+        "--data",
+        &s(&train),
+        "--test",
+        &s(&test),
+        "--likelihood",
+        "categorical",
+        "--classes",
+        "10",
+        "--hidden",
+        "16",
+        "--activation",
+        "relu",
+        "--delta",
+        "1",
+        "--out",
+        &s(&model),
+    ]);
+    let (_, lml) = npy("cls_lml.npy");
+    let deltas: Vec<String> = lml.chunks(2).map(|r| format!("{:e}", r[0])).collect();
+    run(&[
+        "gp",
+        "--model",
+        &s(&model),
+        "--delta-grid",
+        &deltas.join(","),
+        "--samples",
+        "100",
+        "--out",
+        &s(&gp),
+    ]);
+    let (shape, blocks) = read_npy(&gp.join("f_var.npy")).unwrap();
+    assert_eq!(shape, vec![8, 10, 10]);
+    let (_, cov) = npy("cls_glm_cov.npy");
+    let scale = cov.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    assert_close("f_var.npy", &blocks, &cov, 1e-6, 1e-9 * scale);
+    let csv = std::fs::read_to_string(gp.join("predictions.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "p_probit").unwrap();
+    let probs: Vec<f64> = lines
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect();
+    assert_close("p_probit", &probs, &npy("cls_probit.npy").1, 1e-6, 1e-12);
+    let path = std::fs::read_to_string(gp.join("marglik_path.csv")).unwrap();
+    let ours: Vec<f64> = path
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let theirs: Vec<f64> = lml.chunks(2).map(|r| r[1]).collect();
+    assert_close("log marglik over δ", &ours, &theirs, 1e-6, 0.0);
+}

@@ -404,13 +404,48 @@ fn classification_targets_are_checked_and_labels_give_k_outputs() {
         s(&dir.path().join("o2")),
     ]);
     assert!(err.contains("label 2 is not below --classes 2"), "{err}");
-    // The GP of a softmax model needs Λ⁻¹, which does not exist: exit 2 with what to use.
-    let err = refused(&["gp", "--model", s(&out), "--out", s(&dir.path().join("g"))]);
-    assert!(
-        err.contains("singular") && err.contains("rank K − 1"),
-        "{err}"
-    );
-    assert!(!dir.path().join("g").exists());
+    // gp on a softmax model: no Λ⁻¹, so the Laplace-GGN report (evidence, f_var blocks,
+    // probabilities, accuracy and NLL) instead of a GP marginal likelihood.
+    let g = dir.path().join("g");
+    ok(&[
+        "gp",
+        "--model",
+        s(&out),
+        "--samples",
+        "50",
+        "--delta-grid",
+        "0.5,1,2",
+        "--out",
+        s(&g),
+    ]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(g.join("gp.json")).unwrap()).unwrap();
+    assert_eq!(summary["classes"], 3);
+    assert!(summary["laplace_log_evidence"]
+        .as_f64()
+        .unwrap()
+        .is_finite());
+    for key in [
+        "test_accuracy_probit",
+        "test_accuracy_mc",
+        "test_nll_probit",
+        "test_nll_mc",
+    ] {
+        assert!(summary[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    let path = std::fs::read_to_string(g.join("marglik_path.csv")).unwrap();
+    let at_one: f64 = path
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let e = summary["laplace_log_evidence"].as_f64().unwrap();
+    assert!((at_one - e).abs() < 1e-9 * e.abs(), "{at_one} vs {e}");
+    assert!(g.join("f_var.npy").exists() && g.join("kernel.npy").exists());
 }
 
 #[test]

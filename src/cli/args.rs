@@ -244,7 +244,7 @@ pub struct BinaryCmd {
 /// Where the data come from.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
-    /// `toy`, `snelson`, `uci:NAME[:SPLIT|all]`, or a CSV file (last column = target).
+    /// `toy`, `snelson`, `uci:NAME[:SPLIT|A-B|all]`, or a CSV file (last column = target).
     #[arg(long, default_value = "toy")]
     pub data: String,
     /// CSV test file (for CSV data; default: the training file).
@@ -310,6 +310,12 @@ pub struct TrainArgs {
     /// Keep the learning rate fixed (no decay on plateau).
     #[arg(long)]
     pub no_plateau: bool,
+    /// Multiply the learning rate by this after a plateau (the paper's UCI runs: 0.8).
+    #[arg(long, default_value_t = 0.5, conflicts_with = "no_plateau")]
+    pub plateau_factor: f64,
+    /// Epochs without improvement that make a plateau.
+    #[arg(long, default_value_t = 200, conflicts_with = "no_plateau")]
+    pub plateau_patience: usize,
     /// L-BFGS iterations after Adam, to reach a stationary point (0: none).
     #[arg(long, default_value_t = 1000)]
     pub polish_iters: usize,
@@ -531,6 +537,9 @@ pub struct PredictCmd {
     /// Override the model's prior precision δ.
     #[arg(long, allow_negative_numbers = true)]
     pub delta: Option<f64>,
+    /// Monte Carlo draws of f per input for the categorical `p_mc`.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
     /// Output folder: predictions.csv, predict.json (and f_var.npy, the K×K blocks, for a
     /// categorical model).
     #[arg(long, default_value = "dnn2gp-out/predict")]

@@ -149,10 +149,22 @@ fn map_config(t: &TrainArgs) -> Result<MapConfig> {
     if t.batch_size == Some(0) {
         return Err(Error::Invalid("--batch-size must be positive".into()).into());
     }
+    if !(t.plateau_factor > 0.0 && t.plateau_factor < 1.0) {
+        return Err(Error::Invalid(format!(
+            "--plateau-factor must be in (0, 1), got {}",
+            t.plateau_factor
+        ))
+        .into());
+    }
+    positive("--plateau-patience", t.plateau_patience)?;
     Ok(MapConfig {
         adam: Adam {
             lr: t.lr,
-            plateau: (!t.no_plateau).then(Plateau::default),
+            plateau: (!t.no_plateau).then(|| Plateau {
+                factor: t.plateau_factor,
+                patience: t.plateau_patience,
+                ..Plateau::default()
+            }),
             ..Adam::default()
         },
         epochs: t.epochs,
@@ -750,6 +762,10 @@ fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
 }
 
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
+    let fitted = load_fitted(&a.model, data_override(&a.data)?)?;
+    if fitted.kind == LikelihoodKind::Categorical {
+        return super::predict::gp_classifier(ctx, &a, fitted);
+    }
     let Fitted {
         file,
         w,
@@ -757,7 +773,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         src,
         split,
         ..
-    } = load_fitted(&a.model, data_override(&a.data)?)?;
+    } = fitted;
     let net = file.architecture;
     let delta = a.delta.unwrap_or(file.delta);
     let grid = a
@@ -866,7 +882,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
 }
 
 /// Parses `logspace:A:B:N`, `linspace:A:B:N` or a comma list given to `option`.
-fn parse_grid(option: &str, spec: &str) -> Result<Vec<f64>> {
+pub(super) fn parse_grid(option: &str, spec: &str) -> Result<Vec<f64>> {
     let bad = || {
         Error::Invalid(format!(
             "{option} '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"

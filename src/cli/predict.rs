@@ -2,24 +2,26 @@
 //! (the DNN2GP GP for Gaussian and Bernoulli likelihoods; the weight-space GLM predictive for
 //! the categorical, whose Λ has no inverse).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use faer::Mat;
+use faer::{Mat, MatRef};
 use serde::Serialize;
 
 use dnn2gp::data::csv::read_table;
-use dnn2gp::gp::{Dnn2Gp, Space};
+use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::classification::{probit, sigmoid, softmax};
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::linalg::{check_memory, mat_bytes};
-use dnn2gp::nn::Network;
+use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
+use dnn2gp::nn::rng::{normals, seeded};
+use dnn2gp::nn::{Mlp, Network};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
-use dnn2gp::report::files::{num, write_csv, write_json, write_npy};
+use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 
-use super::args::PredictCmd;
-use super::commands::{gp_predict, load_fitted, warn, Ctx, Fitted};
+use super::args::{GpCmd, PredictCmd};
+use super::commands::{gp_predict, load_fitted, parse_grid, positive, warn, Ctx, Fitted};
 use super::outdir::OutDir;
 
 /// What `predict` writes to `predict.json`.
@@ -55,6 +57,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     dnn2gp::posterior::laplace::check_delta(delta)?;
     let hessian: HessianStructure = a.hessian.parse()?;
     let space: Space = a.space.parse()?;
+    positive("--samples", a.samples)?;
     // New inputs: D columns, or D + 1 with a target in the last one.
     let rows = read_table(&a.data)?;
     let width = rows[0].len();
@@ -94,41 +97,19 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let (mut se, mut nll, mut hits) = (0.0, 0.0, 0usize);
     let used_space;
     if kind == LikelihoodKind::Categorical {
-        // p = E[softmax f] by the probit approximation, f ~ N(f_{w*}(x), J Σ Jᵀ) blockwise.
         let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
         warn(&mut warnings, post.warnings());
         used_space = Space::Weight;
-        check_memory(
-            "the Jacobian of the prediction inputs (MK×P)",
-            mat_bytes(m * k, p),
-            ctx.memory,
-            "predict fewer inputs at a time",
-        )?;
-        let blocks = post.functional_covariance_blocks(net.jacobian(&w, xs.as_ref()).as_ref(), k);
-        let path = out.path().join("f_var.npy");
-        write_npy(&path, &[m, k, k], &blocks)?;
-        files.push(path);
-        header.extend(["example", "class", "logit", "var_f", "p_map", "p_probit"]);
-        for i in 0..m {
-            let fi: Vec<f64> = (0..k).map(|c| f[(i, c)]).collect();
-            let var: Vec<f64> = (0..k).map(|c| blocks[i * k * k + c * k + c]).collect();
-            let (pm, pp) = (softmax(&fi), probit(&fi, &var));
-            if let Some(t) = &targets {
-                let label = t[i] as usize;
-                nll -= pp[label].ln();
-                hits += usize::from(argmax(&pp) == label);
-            }
-            for c in 0..k {
-                table.push(vec![
-                    i.to_string(),
-                    c.to_string(),
-                    num(fi[c]),
-                    num(var[c]),
-                    num(pm[c]),
-                    num(pp[c]),
-                ]);
-            }
+        let cp = class_predictive(ctx, &post, net, &w, xs.as_ref(), a.samples, 0)?;
+        let labels: Option<Vec<usize>> = targets
+            .as_ref()
+            .map(|t| t.iter().map(|&v| v as usize).collect());
+        if let Some(l) = &labels {
+            let (acc, n) = scores(&cp.p_probit, l);
+            hits = (acc * m as f64).round() as usize;
+            nll = n * m as f64;
         }
+        cp.write(out.path(), labels.as_deref(), &mut files)?;
     } else {
         let gp = Dnn2Gp::new(&lin, delta, space, ctx.memory)?;
         warn(&mut warnings, gp.warnings());
@@ -183,9 +164,11 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
             }
         }
     }
-    let path = out.path().join("predictions.csv");
-    write_csv(&path, &header, &table)?;
-    files.push(path);
+    if !table.is_empty() {
+        let path = out.path().join("predictions.csv");
+        write_csv(&path, &header, &table)?;
+        files.push(path);
+    }
     let mf = m as f64;
     let regression = kind == LikelihoodKind::Gaussian;
     let summary = PredictSummary {
@@ -227,4 +210,265 @@ fn argmax(v: &[f64]) -> usize {
     (0..v.len())
         .max_by(|&a, &b| v[a].total_cmp(&v[b]))
         .unwrap_or(0)
+}
+
+/// The GLM predictive of a softmax model at new inputs: logits `f_{w*}(x)`, the K×K blocks of
+/// `J Σ Jᵀ`, and the class probabilities at the MAP, by the probit approximation and by Monte
+/// Carlo (`f ~ N(f_{w*}(x), J Σ Jᵀ)` through the softmax) — laplace-torch's `glm` predictive
+/// with its `probit` and `mc` links.
+pub(super) struct ClassPredictive {
+    logits: Mat<f64>,
+    blocks: Vec<f64>,
+    p_map: Vec<Vec<f64>>,
+    pub(super) p_probit: Vec<Vec<f64>>,
+    pub(super) p_mc: Vec<Vec<f64>>,
+}
+
+/// [`ClassPredictive`] at `xs` under the posterior `post`, with `mc_samples` draws per input.
+pub(super) fn class_predictive(
+    ctx: &Ctx,
+    post: &LaplaceGgn,
+    net: &Mlp,
+    w: &[f64],
+    xs: MatRef<'_, f64>,
+    mc_samples: usize,
+    seed: u64,
+) -> Result<ClassPredictive> {
+    let (m, k) = (xs.nrows(), net.n_outputs());
+    check_memory(
+        "the Jacobian of the prediction inputs (MK×P)",
+        mat_bytes(m * k, net.n_params()),
+        ctx.memory,
+        "predict fewer inputs at a time",
+    )?;
+    let blocks = post.functional_covariance_blocks(net.jacobian(w, xs).as_ref(), k);
+    let logits = net.forward(w, xs);
+    let mut rng = seeded(seed);
+    let (mut p_map, mut p_probit, mut p_mc) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..m {
+        let f: Vec<f64> = (0..k).map(|c| logits[(i, c)]).collect();
+        let b = Mat::from_fn(k, k, |r, c| blocks[i * k * k + r * k + c]);
+        let var: Vec<f64> = (0..k).map(|c| b[(c, c)]).collect();
+        p_map.push(softmax(&f));
+        p_probit.push(probit(&f, &var));
+        let root = sym_sqrt(b.as_ref());
+        let mut acc = vec![0.0; k];
+        for _ in 0..mc_samples {
+            let z = normals(&mut rng, k);
+            let draw: Vec<f64> = (0..k)
+                .map(|r| f[r] + (0..k).map(|c| root[(r, c)] * z[c]).sum::<f64>())
+                .collect();
+            acc.iter_mut()
+                .zip(softmax(&draw))
+                .for_each(|(a, p)| *a += p / mc_samples as f64);
+        }
+        p_mc.push(acc);
+    }
+    Ok(ClassPredictive {
+        logits,
+        blocks,
+        p_map,
+        p_probit,
+        p_mc,
+    })
+}
+
+/// Accuracy and mean negative log probability of the labels under probabilities `p`.
+pub(super) fn scores(p: &[Vec<f64>], labels: &[usize]) -> (f64, f64) {
+    let n = labels.len().max(1) as f64;
+    let hits = p
+        .iter()
+        .zip(labels)
+        .filter(|(p, &l)| argmax(p) == l)
+        .count();
+    let nll: f64 = p
+        .iter()
+        .zip(labels)
+        .map(|(p, &l)| -p[l].max(f64::MIN_POSITIVE).ln())
+        .sum();
+    (hits as f64 / n, nll / n)
+}
+
+impl ClassPredictive {
+    /// Writes `predictions.csv` (one row per input and class: logit, `var_f`, `p_map`,
+    /// `p_probit`, `p_mc`, and `y` when labels are given) and `f_var.npy` (M×K×K).
+    pub(super) fn write(
+        &self,
+        dir: &Path,
+        labels: Option<&[usize]>,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<()> {
+        let (m, k) = (self.logits.nrows(), self.logits.ncols());
+        let path = dir.join("f_var.npy");
+        write_npy(&path, &[m, k, k], &self.blocks)?;
+        files.push(path);
+        let mut header = vec!["example", "class"];
+        if labels.is_some() {
+            header.push("y");
+        }
+        header.extend(["logit", "var_f", "p_map", "p_probit", "p_mc"]);
+        let mut rows = Vec::with_capacity(m * k);
+        for i in 0..m {
+            for c in 0..k {
+                let mut r = vec![i.to_string(), c.to_string()];
+                if let Some(l) = labels {
+                    r.push(u8::from(l[i] == c).to_string());
+                }
+                r.extend([
+                    num(self.logits[(i, c)]),
+                    num(self.blocks[i * k * k + c * k + c]),
+                    num(self.p_map[i][c]),
+                    num(self.p_probit[i][c]),
+                    num(self.p_mc[i][c]),
+                ]);
+                rows.push(r);
+            }
+        }
+        let path = dir.join("predictions.csv");
+        write_csv(&path, &header, &rows)?;
+        files.push(path);
+        Ok(())
+    }
+}
+
+/// What `gp` writes to `gp.json` for a softmax model.
+#[derive(Debug, Serialize)]
+struct ClassifierSummary {
+    delta: f64,
+    hessian: HessianStructure,
+    n_train: usize,
+    n_params: usize,
+    classes: usize,
+    /// `log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|J'ΛJ + δI|`.
+    laplace_log_evidence: f64,
+    grad_norm: f64,
+    grad_rel: f64,
+    /// On the test set: accuracy and mean −log p(label) at the MAP, by probit, by Monte Carlo.
+    test_accuracy_map: f64,
+    test_nll_map: f64,
+    test_accuracy_probit: f64,
+    test_nll_probit: f64,
+    test_accuracy_mc: f64,
+    test_nll_mc: f64,
+    mc_samples: usize,
+    warnings: Vec<Warning>,
+}
+
+/// `gp` on a softmax model: its Λ has no inverse, so there are no pseudo-targets and no GP
+/// marginal likelihood; the Laplace-GGN posterior gives the kernel `δ⁻¹JJᵀ`, the GLM predictive
+/// on the test set (logits, K×K blocks, MAP, probit and Monte Carlo probabilities, accuracy and
+/// NLL) and the Laplace evidence, over `--delta-grid` too.
+pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> {
+    let Fitted {
+        file,
+        w,
+        lik,
+        src,
+        split,
+        ..
+    } = fitted;
+    let net = &file.architecture;
+    let delta = a.delta.unwrap_or(file.delta);
+    dnn2gp::posterior::laplace::check_delta(delta)?;
+    let hessian: HessianStructure = a.hessian.parse()?;
+    let grid = a
+        .delta_grid
+        .as_deref()
+        .map(|g| parse_grid("--delta-grid", g))
+        .transpose()?;
+    positive("--samples", a.samples)?;
+    let mut inputs = src.paths();
+    inputs.push(&a.model);
+    let out = OutDir::open("--out", &a.out, &inputs)?;
+    let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+    let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
+    check_memory(
+        "the training Jacobian (NK×P)",
+        mat_bytes(n * k, p),
+        ctx.memory,
+        "use a subset of the data",
+    )?;
+    check_memory(
+        "the kernel (NK×NK)",
+        mat_bytes(n * k, n * k),
+        ctx.memory,
+        "use a subset of the data",
+    )?;
+    let lin = Linearization::new(net, lik.as_ref(), x, y, &w);
+    let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
+    let stationarity = Stationarity::new(&lin.loss_gradient(), &w, delta);
+    let mut warnings = Vec::new();
+    warn(&mut warnings, post.warnings());
+    warn(&mut warnings, stationarity.warning(None));
+    let mut files = Vec::new();
+    let kpath = out.path().join("kernel.npy");
+    let ntk = net.ntk(&w, x, x);
+    write_npy_mat(
+        &kpath,
+        Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
+    )?;
+    files.push(kpath);
+    let labels = argmax_rows(split.test.y.as_ref());
+    let cp = class_predictive(ctx, &post, net, &w, split.test.x.as_ref(), a.samples, 0)?;
+    cp.write(out.path(), Some(&labels), &mut files)?;
+    let (acc_map, nll_map) = scores(&cp.p_map, &labels);
+    let (acc_probit, nll_probit) = scores(&cp.p_probit, &labels);
+    let (acc_mc, nll_mc) = scores(&cp.p_mc, &labels);
+    let evidence = post.log_marginal_likelihood(&lin)?;
+    if let Some(deltas) = grid {
+        // The Laplace evidence over δ: the GGN's eigenvalues once (full), or its diagonal.
+        let path = match hessian {
+            HessianStructure::Full => Some(DeltaPath::laplace(&lin, ctx.memory)?),
+            HessianStructure::Diag => None,
+        };
+        let h = lin.ggn_diag();
+        let mut rows = Vec::with_capacity(deltas.len());
+        for d in deltas {
+            let e = match &path {
+                Some(path) => path.laplace_log_evidence(d)?,
+                None => LaplaceGgn::from_ggn_diagonal(w.clone(), &h, d)?
+                    .log_marginal_likelihood(&lin)?,
+            };
+            rows.push(vec![num(d), num(e)]);
+        }
+        let mpath = out.path().join("marglik_path.csv");
+        write_csv(&mpath, &["delta", "laplace_log_evidence"], &rows)?;
+        files.push(mpath);
+    }
+    let summary = ClassifierSummary {
+        delta,
+        hessian,
+        n_train: n,
+        n_params: p,
+        classes: k,
+        laplace_log_evidence: evidence,
+        grad_norm: stationarity.grad_norm,
+        grad_rel: stationarity.relative,
+        test_accuracy_map: acc_map,
+        test_nll_map: nll_map,
+        test_accuracy_probit: acc_probit,
+        test_nll_probit: nll_probit,
+        test_accuracy_mc: acc_mc,
+        test_nll_mc: nll_mc,
+        mc_samples: a.samples,
+        warnings,
+    };
+    let spath = out.path().join("gp.json");
+    write_json(&spath, &summary)?;
+    files.push(spath);
+    println!(
+        "Laplace-GGN of the softmax model {} (P = {p}, N = {n}, K = {k}, {hessian}): evidence \
+         {evidence:.6}; test accuracy {:.2}% (probit), NLL {nll_probit:.4} (probit), {nll_mc:.4} \
+         (MC), {nll_map:.4} (MAP)",
+        net.spec(),
+        100.0 * acc_probit
+    );
+    out.commit(&files)
+}
+
+/// The index of the largest entry of each row.
+fn argmax_rows(m: MatRef<'_, f64>) -> Vec<usize> {
+    (0..m.nrows())
+        .map(|i| argmax(&m.row(i).iter().copied().collect::<Vec<_>>()))
+        .collect()
 }

@@ -68,14 +68,36 @@ impl Source {
                         dir.display()
                     )));
                 }
-                let splits = match parts.get(2) {
-                    None | Some(&"all") => (0..uci::n_splits(&dir)).collect(),
-                    Some(s) => vec![s.parse::<usize>().map_err(|_| {
+                let available = uci::n_splits(&dir);
+                let number = |t: &str| {
+                    t.parse::<usize>().map_err(|_| {
                         Error::Invalid(format!(
-                            "--data {spec}: split '{s}' is not a number or 'all'"
+                            "--data {spec}: split '{t}' is not a number, a range A-B or 'all'"
                         ))
-                    })?],
+                    })
                 };
+                let splits: Vec<usize> = match parts.get(2) {
+                    None | Some(&"all") => (0..available).collect(),
+                    Some(s) => match s.split_once('-') {
+                        Some((a, b)) => {
+                            let (a, b) = (number(a)?, number(b)?);
+                            if a > b {
+                                return Err(Error::Invalid(format!(
+                                    "--data {spec}: the range {a}-{b} is empty"
+                                )));
+                            }
+                            (a..=b).collect()
+                        }
+                        None => vec![number(s)?],
+                    },
+                };
+                if let Some(&s) = splits.iter().find(|&&s| s >= available) {
+                    return Err(Error::Invalid(format!(
+                        "--data {spec}: split {s} does not exist ({} has splits 0-{})",
+                        dir.display(),
+                        available.saturating_sub(1)
+                    )));
+                }
                 if splits.is_empty() {
                     return Err(Error::Invalid(format!(
                         "{}: no index_train_*.txt splits",

@@ -72,6 +72,8 @@ pub struct DeltaPath {
     low_rank: Option<(usize, f64)>,
     /// Negative eigenvalues of `BᵀB` floored at 0 (weight space).
     floored: usize,
+    /// Whether the GP terms exist (Λ invertible).
+    gp: bool,
     eigen: std::sync::OnceLock<Result<FlooredEigen>>,
 }
 
@@ -158,14 +160,21 @@ impl DeltaPath {
     /// Eigendecomposes the smaller Gram matrix (`space` forces one: `Function` for NK×NK,
     /// `Weight` for P×P); refuses matrices above `memory_limit` bytes.
     pub fn new(lin: &Linearization, space: Space, memory_limit: u128) -> Result<Self> {
-        Self::build(lin, space, None, memory_limit)
+        Self::build(lin, space, None, memory_limit, true)
+    }
+
+    /// The Laplace evidence alone, in weight space: for a likelihood whose Λ has no inverse (the
+    /// softmax), where the GP marginal likelihood does not exist
+    /// ([`DeltaPath::log_marginal_likelihood`] then refuses).
+    pub fn laplace(lin: &Linearization, memory_limit: u128) -> Result<Self> {
+        Self::build(lin, Space::Weight, None, memory_limit, false)
     }
 
     /// The function-space path from a precomputed NTK `J Jᵀ` of the training inputs (e.g.
     /// [`crate::nn::Network::ntk`], from per-layer factors).
     pub fn with_ntk(lin: &Linearization, ntk: Mat<f64>, memory_limit: u128) -> Result<Self> {
         lin.check_ntk(&ntk)?;
-        Self::build(lin, Space::Function, Some(ntk), memory_limit)
+        Self::build(lin, Space::Function, Some(ntk), memory_limit, true)
     }
 
     fn build(
@@ -173,6 +182,7 @@ impl DeltaPath {
         space: Space,
         ntk: Option<Mat<f64>>,
         memory_limit: u128,
+        gp: bool,
     ) -> Result<Self> {
         let (nk, p) = (lin.n * lin.k, lin.n_params());
         let space = space.resolve(p, nk);
@@ -183,11 +193,16 @@ impl DeltaPath {
             memory_limit,
             "use the smaller space (--space auto) or a subset of the data",
         )?;
-        let targets = lin.pseudo_targets()?;
-        let lam_inv = lin.lambda_inv()?;
-        let log_det_lambda = lin.sum_log_det_lambda()?;
-        let norm_term = 0.5 * log_det_lambda - 0.5 * nk as f64 * std::f64::consts::TAU.ln();
-        let quad_r = dot(&lin.resid, &lin.apply_blocks(&lam_inv, &lin.resid));
+        // The GP's terms need Λ⁻¹; the Laplace evidence alone does not.
+        let (targets, data_term, norm_term) = if gp {
+            let lam_inv = lin.lambda_inv()?;
+            let norm_term =
+                0.5 * lin.sum_log_det_lambda()? - 0.5 * nk as f64 * std::f64::consts::TAU.ln();
+            let quad_r = dot(&lin.resid, &lin.apply_blocks(&lam_inv, &lin.resid));
+            (lin.pseudo_targets()?, -0.5 * quad_r + norm_term, norm_term)
+        } else {
+            (Vec::new(), f64::NAN, f64::NAN)
+        };
         let eig = |m: Mat<f64>| {
             m.self_adjoint_eigen(Side::Lower).map_err(|_| {
                 Error::Numerical("eigendecomposition of the Gram matrix did not converge".into())
@@ -233,8 +248,9 @@ impl DeltaPath {
         Ok(DeltaPath {
             p,
             log_lik: -lin.nll,
-            data_term: -0.5 * quad_r + norm_term,
+            data_term,
             norm_term,
+            gp,
             c_sq: dot(&lin.center, &lin.center),
             form,
             low_rank,
@@ -315,6 +331,13 @@ impl DeltaPath {
     /// The GP log marginal likelihood `log p(ỹ)` at δ.
     pub fn log_marginal_likelihood(&self, delta: f64) -> Result<f64> {
         check_delta(delta)?;
+        if !self.gp {
+            return Err(Error::Invalid(
+                "the GP marginal likelihood needs the noise Λ⁻¹, which this likelihood's curvature \
+                 does not have; the Laplace evidence is available"
+                    .into(),
+            ));
+        }
         Ok(match &self.form {
             Form::Function { d, e, c } => {
                 let (logdet, quad) = self.shifted(d, e, c, delta)?;
