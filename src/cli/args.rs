@@ -25,8 +25,10 @@ const EXAMPLES: &str = "Examples:
                --delta 0.1 --sigma 0.286 --out snelson-model
   dnn2gp gp --model snelson-model --out snelson-gp
   dnn2gp sweep --data toy --sets 10 --param delta --grid logspace:-2:2:21 --out sweep-delta
-  dnn2gp sweep --data uci:yacht --data-dir DATA --param sigma --grid logspace:-2:0:9
-  dnn2gp data fetch mnist --dir DATA/mnist
+  dnn2gp sweep --data uci:yacht:0-4 --data-dir DATA --param sigma --grid logspace:-2:0:9 \\
+               --out sweep-sigma
+  dnn2gp predict --model snelson-model --data new-x.csv --out snelson-pred
+  dnn2gp data fetch mnist --data-dir DATA
   dnn2gp reproduce mnist --data-dir DATA --out mnist    # LeNet-5, Laplace, kernel figures";
 
 #[derive(Debug, Subcommand)]
