@@ -457,15 +457,16 @@ fn gp_report(
     space: Space,
     samples: usize,
     grid_points: usize,
-) -> Result<(GpSummary, Vec<PathBuf>)> {
+) -> Result<(GpSummary, Vec<PathBuf>, Linearization)> {
     let (n, k, p) = (split.train.len(), net.n_outputs(), net.n_params());
-    check_memory(
-        "the training Jacobian (NK×P)",
-        mat_bytes(n * k, p),
-        ctx.memory,
-        "use a subset of the data",
+    let lin = linearize(
+        ctx,
+        net,
+        lik,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        w,
     )?;
-    let lin = Linearization::new(net, lik, split.train.x.as_ref(), split.train.y.as_ref(), w);
     check_memory(
         "the kernel (NK×NK)",
         3 * mat_bytes(n * k, n * k),
@@ -608,7 +609,8 @@ fn gp_report(
         test_accuracy: (!gaussian).then(|| hits as f64 / mk),
         warnings,
     };
-    Ok((summary, files))
+    drop(gp);
+    Ok((summary, files, lin))
 }
 
 /// The GP predictive of `net` at new inputs `xs`: from NTK blocks in function space (no J* of
@@ -644,6 +646,24 @@ fn check_test_jacobian(ctx: &Ctx, net: &Mlp, m: usize, advice: &str) -> Result<(
         ctx.memory,
         advice,
     )?)
+}
+
+/// The linearisation on the training data, after checking that its Jacobian (NK×P) fits.
+pub(super) fn linearize(
+    ctx: &Ctx,
+    net: &Mlp,
+    lik: &dyn Likelihood,
+    x: faer::MatRef<'_, f64>,
+    y: faer::MatRef<'_, f64>,
+    w: &[f64],
+) -> Result<Linearization> {
+    check_memory(
+        "the training Jacobian (NK×P)",
+        mat_bytes(x.nrows() * net.n_outputs(), net.n_params()),
+        ctx.memory,
+        "use a subset of the training data",
+    )?;
+    Ok(Linearization::new(net, lik, x, y, w))
 }
 
 /// Writes `gp.json`.
@@ -788,7 +808,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let mut inputs = src.paths();
     inputs.push(&a.model);
     let out = OutDir::open("--out", &a.out, &inputs)?;
-    let (mut s, mut files) = gp_report(
+    let (mut s, mut files, lin) = gp_report(
         ctx,
         out.path(),
         &net,
@@ -818,13 +838,6 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         }
     );
     if let Some(deltas) = grid {
-        let lin = Linearization::new(
-            &net,
-            lik.as_ref(),
-            split.train.x.as_ref(),
-            split.train.y.as_ref(),
-            &w,
-        );
         let path = DeltaPath::new(&lin, space, ctx.memory)?;
         let mut rows = Vec::with_capacity(deltas.len());
         let mut best = (f64::NAN, f64::NEG_INFINITY, 0);
@@ -1471,7 +1484,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let net = Mlp::new(vec![2, 20, 1], Activation::Tanh)?;
     let lik = dnn2gp::likelihood::Gaussian::new(1.0)?;
     let fitted = fit(ctx, &net, &lik, split, best.value, &map, 0)?;
-    let (gp_summary, gp_files) = gp_report(
+    let (gp_summary, gp_files, _) = gp_report(
         ctx,
         out.path(),
         &net,

@@ -15,13 +15,15 @@ use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
 use dnn2gp::nn::rng::{normals, seeded};
 use dnn2gp::nn::{Mlp, Network};
-use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 
 use super::args::{GpCmd, PredictCmd};
-use super::commands::{gp_predict, load_fitted, parse_grid, positive, warn, Ctx, Fitted};
+use super::commands::{
+    gp_predict, linearize, load_fitted, parse_grid, positive, warn, Ctx, Fitted,
+};
 use super::outdir::OutDir;
 
 /// What `predict` writes to `predict.json`.
@@ -81,14 +83,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     inputs.extend([a.model.as_path(), a.data.as_path()]);
     let out = OutDir::open("--out", &a.out, &inputs)?;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let (n, p) = (x.nrows(), net.n_params());
-    check_memory(
-        "the training Jacobian (NK×P)",
-        mat_bytes(n * k, p),
-        ctx.memory,
-        "use a subset of the training data",
-    )?;
-    let lin = Linearization::new(net, lik.as_ref(), x, y, &w);
+    let lin = linearize(ctx, net, lik.as_ref(), x, y, &w)?;
     let f = net.forward(&w, xs.as_ref());
     let m = xs.nrows();
     let mut warnings = Vec::new();
@@ -383,18 +378,12 @@ pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> 
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
     check_memory(
-        "the training Jacobian (NK×P)",
-        mat_bytes(n * k, p),
-        ctx.memory,
-        "use a subset of the data",
-    )?;
-    check_memory(
         "the kernel (NK×NK)",
         mat_bytes(n * k, n * k),
         ctx.memory,
         "use a subset of the data",
     )?;
-    let lin = Linearization::new(net, lik.as_ref(), x, y, &w);
+    let lin = linearize(ctx, net, lik.as_ref(), x, y, &w)?;
     let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
     let stationarity = Stationarity::new(&lin.loss_gradient(), &w, delta);
     let mut warnings = Vec::new();
