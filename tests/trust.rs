@@ -752,3 +752,96 @@ fn csv_messages_name_the_line_and_the_separator() {
         "{err}"
     );
 }
+
+#[test]
+fn options_for_reproducing_the_papers_runs() {
+    let dir = common::tmpdir();
+    // A constant input column, as the paper's toy inputs [x, 1]: the network gets 2 inputs, and
+    // gp (from model.json, or with --data given anew) reads the CSV the same way.
+    let csv = dir.path().join("d.csv");
+    let rows: String = (0..20)
+        .map(|i| format!("{},{}\n", i as f64 / 10.0, (i as f64 / 10.0).sin()))
+        .collect();
+    std::fs::write(&csv, rows).unwrap();
+    let model = dir.path().join("m");
+    ok(&[
+        "train",
+        "--data",
+        s(&csv),
+        "--append-one",
+        "--hidden",
+        "4",
+        "--epochs",
+        "50",
+        "--out",
+        s(&model),
+    ]);
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
+    assert_eq!(m["architecture"]["sizes"], serde_json::json!([2, 4, 1]));
+    assert_eq!(m["data"]["ones"], true);
+    ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--samples",
+        "5",
+        "--out",
+        s(&dir.path().join("g")),
+    ]);
+    ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--data",
+        s(&csv),
+        "--samples",
+        "5",
+        "--out",
+        s(&dir.path().join("g2")),
+    ]);
+    let err = refused(&[
+        "train",
+        "--data",
+        "toy",
+        "--append-one",
+        "--out",
+        s(&dir.path().join("t")),
+    ]);
+    assert!(err.contains("--append-one"), "{err}");
+    // The plateau schedule's factor and patience are checked.
+    let err = refused(&[
+        "train",
+        "--plateau-factor",
+        "1.5",
+        "--out",
+        s(&dir.path().join("t")),
+    ]);
+    assert!(err.contains("--plateau-factor"), "{err}");
+    let err = refused(&[
+        "train",
+        "--plateau-patience",
+        "0",
+        "--out",
+        s(&dir.path().join("t")),
+    ]);
+    assert!(err.contains("--plateau-patience"), "{err}");
+    // UCI split ranges.
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let toy = dnn2gp::data::toy::ToyConfig::default();
+    let src =
+        dnn2gp::data::source::Source::parse("uci:yacht:2-4", &data, toy.clone(), 1, None, false)
+            .unwrap();
+    let names: Vec<String> = src.load().unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["yacht-split-2", "yacht-split-3", "yacht-split-4"]);
+    for (spec, words) in [
+        ("uci:yacht:4-2", "empty"),
+        ("uci:yacht:0-20", "split 20 does not exist"),
+    ] {
+        let e = dnn2gp::data::source::Source::parse(spec, &data, toy.clone(), 1, None, false);
+        let msg = e.err().unwrap().to_string();
+        assert!(msg.contains(words), "{msg}");
+    }
+}

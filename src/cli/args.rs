@@ -255,6 +255,9 @@ pub struct DataArgs {
     /// Folder holding `snelson/` and `uci/NAME/`.
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,
+    /// CSV data: append a constant input column of ones, as the paper's toy inputs `[x, 1]`.
+    #[arg(long)]
+    pub append_one: bool,
     /// Toy data: number of independent data sets [default: 1].
     #[arg(long)]
     pub sets: Option<usize>,

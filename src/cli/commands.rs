@@ -139,6 +139,7 @@ fn source(d: &DataArgs) -> Result<Source> {
         toy,
         sets,
         d.test.clone(),
+        d.append_one,
     )?)
 }
 
@@ -735,7 +736,10 @@ pub(super) fn load_fitted(dir: &Path, data: Option<Source>) -> Result<Fitted> {
     let net = &file.architecture;
     let kind = file.likelihood.parse::<LikelihoodKind>()?;
     let classes = (kind == LikelihoodKind::Categorical).then(|| net.n_outputs());
-    let src = data.unwrap_or_else(|| file.data.clone());
+    let src = match data {
+        Some(d) => d.reading_as(&file.data),
+        None => file.data.clone(),
+    };
     let split = prepare_split(
         src.load()?.remove(0),
         kind,
@@ -775,7 +779,14 @@ fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
                     "--test applies to CSV data only; --data {spec} has its own test set"
                 )));
             }
-            Source::parse(spec, &d.data_dir, ToyConfig::default(), 1, d.test.clone())
+            Source::parse(
+                spec,
+                &d.data_dir,
+                ToyConfig::default(),
+                1,
+                d.test.clone(),
+                false,
+            )
         })
         .transpose()
         .map_err(Into::into)

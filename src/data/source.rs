@@ -38,19 +38,31 @@ pub enum Source {
         train: PathBuf,
         /// Optional test file.
         test: Option<PathBuf>,
+        /// Append a constant input column of ones (the paper's toy inputs `[x, 1]`).
+        #[serde(default)]
+        ones: bool,
     },
 }
 
 impl Source {
     /// Parses a spec. `data_dir` holds `snelson/` and `uci/NAME/`.
+    /// With `ones`, CSV inputs get a constant column of ones appended (refused for the other
+    /// sources).
     pub fn parse(
         spec: &str,
         data_dir: &Path,
         toy: ToyConfig,
         sets: usize,
         test: Option<PathBuf>,
+        ones: bool,
     ) -> Result<Self> {
         let parts: Vec<&str> = spec.split(':').collect();
+        if ones && matches!(parts[0], "toy" | "snelson" | "uci") {
+            return Err(Error::Invalid(format!(
+                "--append-one applies to CSV data (the toy's inputs are [x, 1] already), not \
+                 --data {spec}"
+            )));
+        }
         match parts[0] {
             "toy" if sets == 0 => Err(Error::Invalid("--sets must be positive".into())),
             "toy" => Ok(Source::Toy { config: toy, sets }),
@@ -109,6 +121,7 @@ impl Source {
             _ => Ok(Source::Csv {
                 train: PathBuf::from(spec),
                 test,
+                ones,
             }),
         }
     }
@@ -124,11 +137,25 @@ impl Source {
                 dir: abs(dir)?,
                 splits: splits.clone(),
             },
-            Source::Csv { train, test } => Source::Csv {
+            Source::Csv { train, test, ones } => Source::Csv {
                 train: abs(train)?,
                 test: test.as_deref().map(abs).transpose()?,
+                ones: *ones,
             },
         })
+    }
+
+    /// This source reading its CSV files as `like` does: with the column of ones appended if
+    /// `like` appends it (for a model's data given anew).
+    pub fn reading_as(self, like: &Source) -> Self {
+        match (self, like) {
+            (Source::Csv { train, test, .. }, Source::Csv { ones, .. }) => Source::Csv {
+                train,
+                test,
+                ones: *ones,
+            },
+            (s, _) => s,
+        }
     }
 
     /// The files and folders the source reads.
@@ -136,7 +163,7 @@ impl Source {
         match self {
             Source::Toy { .. } => Vec::new(),
             Source::Snelson { dir } | Source::Uci { dir, .. } => vec![dir.as_path()],
-            Source::Csv { train, test } => std::iter::once(train.as_path())
+            Source::Csv { train, test, .. } => std::iter::once(train.as_path())
                 .chain(test.as_deref())
                 .collect(),
         }
@@ -148,10 +175,18 @@ impl Source {
             Source::Toy { config, sets } => Ok(toy::toy_sets(config, *sets)),
             Source::Snelson { dir } => Ok(vec![snelson::load(dir)?]),
             Source::Uci { dir, splits } => splits.iter().map(|s| uci::load(dir, *s)).collect(),
-            Source::Csv { train, test } => {
-                let tr = csv::read_dataset(train)?;
+            Source::Csv { train, test, ones } => {
+                let read = |p: &Path| -> Result<super::Dataset> {
+                    let mut d = csv::read_dataset(p)?;
+                    if *ones {
+                        let (n, c) = (d.x.nrows(), d.x.ncols());
+                        d.x = Mat::from_fn(n, c + 1, |i, j| if j < c { d.x[(i, j)] } else { 1.0 });
+                    }
+                    Ok(d)
+                };
+                let tr = read(train)?;
                 let te = match test {
-                    Some(t) => csv::read_dataset(t)?,
+                    Some(t) => read(t)?,
                     None => tr.clone(),
                 };
                 if te.x.ncols() != tr.x.ncols() {
