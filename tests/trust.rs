@@ -845,3 +845,74 @@ fn options_for_reproducing_the_papers_runs() {
         assert!(msg.contains(words), "{msg}");
     }
 }
+
+#[test]
+fn several_csv_pairs_are_averaged_by_sweep_and_refused_elsewhere() {
+    let dir = common::tmpdir();
+    let mut trains = Vec::new();
+    let mut tests = Vec::new();
+    for set in 0..3 {
+        for (kind, list) in [("train", &mut trains), ("test", &mut tests)] {
+            let path = dir.path().join(format!("{kind}{set}.csv"));
+            let rows: String = (0..15)
+                .map(|i| {
+                    let x = -1.5 + 0.2 * i as f64 + 0.05 * set as f64;
+                    format!("{x},{}\n", x.sin())
+                })
+                .collect();
+            std::fs::write(&path, rows).unwrap();
+            list.push(s(&path).to_string());
+        }
+    }
+    let out = dir.path().join("sw");
+    let (data, test) = (trains.join(","), tests.join(","));
+    ok(&[
+        "sweep",
+        "--data",
+        &data,
+        "--test",
+        &test,
+        "--grid",
+        "0.5,2",
+        "--epochs",
+        "50",
+        "--out",
+        s(&out),
+    ]);
+    let sets = std::fs::read_to_string(out.join("sweep_sets.csv")).unwrap();
+    let names: std::collections::BTreeSet<&str> = sets
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["train0", "train1", "train2"]
+    );
+    // sweep.csv holds the means over the three sets.
+    let mean = |file: &str, row: usize, col: usize| -> f64 {
+        file.lines()
+            .nth(row)
+            .unwrap()
+            .split(',')
+            .nth(col)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let main = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let per_set: f64 = (0..3).map(|k| mean(&sets, 1 + 2 * k, 3)).sum::<f64>() / 3.0;
+    assert!((mean(&main, 1, 2) - per_set).abs() < 1e-9 * per_set.abs());
+    let err = refused(&[
+        "sweep",
+        "--data",
+        &data,
+        "--test",
+        &tests[0],
+        "--out",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(err.contains("one test file per training file"), "{err}");
+    let err = refused(&["train", "--data", &data, "--out", s(&dir.path().join("x"))]);
+    assert!(err.contains("sweep"), "{err}");
+}

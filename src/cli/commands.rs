@@ -199,7 +199,7 @@ fn setup(
     data: &DataArgs,
     model: &ModelArgs,
 ) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
-    let src = source(data)?;
+    let src = one_data_set(source(data)?)?;
     let kind = model.likelihood.parse::<LikelihoodKind>()?;
     if model.classes.is_some() && kind != LikelihoodKind::Categorical {
         return Err(Error::Invalid(format!(
@@ -788,8 +788,22 @@ fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
                 false,
             )
         })
+        .transpose()?
+        .map(one_data_set)
         .transpose()
-        .map_err(Into::into)
+}
+
+/// Refuses several CSV data sets where a command fits one network.
+fn one_data_set(src: Source) -> Result<Source> {
+    if let Source::Sets { sets } = &src {
+        return Err(Error::Invalid(format!(
+            "--data names {} CSV files: `sweep` averages over several data sets; this command fits \
+             one network on one",
+            sets.len()
+        ))
+        .into());
+    }
+    Ok(src)
 }
 
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {

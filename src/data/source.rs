@@ -42,6 +42,11 @@ pub enum Source {
         #[serde(default)]
         ones: bool,
     },
+    /// Several data sets, one split each (CSV train/test pairs averaged like the toy's sets).
+    Sets {
+        /// The data sets.
+        sets: Vec<Source>,
+    },
 }
 
 impl Source {
@@ -62,6 +67,44 @@ impl Source {
                 "--append-one applies to CSV data (the toy's inputs are [x, 1] already), not \
                  --data {spec}"
             )));
+        }
+        if spec.contains(',') {
+            // Several CSV files, each with its test file in the same place of --test.
+            let trains: Vec<&str> = spec.split(',').map(str::trim).collect();
+            let tests: Vec<Option<PathBuf>> = match &test {
+                None => vec![None; trains.len()],
+                Some(t) => t
+                    .to_string_lossy()
+                    .split(',')
+                    .map(|p| Some(PathBuf::from(p.trim())))
+                    .collect(),
+            };
+            if tests.len() != trains.len() {
+                return Err(Error::Invalid(format!(
+                    "--data names {} CSV files but --test {}; give one test file per training file",
+                    trains.len(),
+                    tests.len()
+                )));
+            }
+            if let Some(t) = trains
+                .iter()
+                .find(|t| t.is_empty() || t.contains(':') || matches!(**t, "toy" | "snelson"))
+            {
+                return Err(Error::Invalid(format!(
+                    "--data {spec}: '{t}' in a list: lists are of CSV files"
+                )));
+            }
+            return Ok(Source::Sets {
+                sets: trains
+                    .into_iter()
+                    .zip(tests)
+                    .map(|(train, test)| Source::Csv {
+                        train: PathBuf::from(train),
+                        test,
+                        ones,
+                    })
+                    .collect(),
+            });
         }
         match parts[0] {
             "toy" if sets == 0 => Err(Error::Invalid("--sets must be positive".into())),
@@ -142,6 +185,9 @@ impl Source {
                 test: test.as_deref().map(abs).transpose()?,
                 ones: *ones,
             },
+            Source::Sets { sets } => Source::Sets {
+                sets: sets.iter().map(Source::absolute).collect::<Result<_>>()?,
+            },
         })
     }
 
@@ -166,6 +212,7 @@ impl Source {
             Source::Csv { train, test, .. } => std::iter::once(train.as_path())
                 .chain(test.as_deref())
                 .collect(),
+            Source::Sets { sets } => sets.iter().flat_map(Source::paths).collect(),
         }
     }
 
@@ -175,6 +222,13 @@ impl Source {
             Source::Toy { config, sets } => Ok(toy::toy_sets(config, *sets)),
             Source::Snelson { dir } => Ok(vec![snelson::load(dir)?]),
             Source::Uci { dir, splits } => splits.iter().map(|s| uci::load(dir, *s)).collect(),
+            Source::Sets { sets } => {
+                let mut out = Vec::new();
+                for s in sets {
+                    out.extend(s.load()?);
+                }
+                Ok(out)
+            }
             Source::Csv { train, test, ones } => {
                 let read = |p: &Path| -> Result<super::Dataset> {
                     let mut d = csv::read_dataset(p)?;
