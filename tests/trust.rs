@@ -88,7 +88,7 @@ fn a_file_or_a_foreign_folder_as_out_is_refused_before_training() {
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), "mine").unwrap();
     let err = refused(&["train", "--epochs", "5", "--out", s(&mine)]);
-    assert!(err.contains("did not write"), "{err}");
+    assert!(err.contains("no dnn2gp run recorded"), "{err}");
     assert_eq!(names(&mine), ["notes.txt"]);
 
     // Nor one that holds an input of the run.

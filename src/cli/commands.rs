@@ -246,6 +246,9 @@ pub(super) struct ModelFile {
     pub(super) data: Source,
     pub(super) loss: f64,
     pub(super) grad_norm: f64,
+    /// `‖∇L‖` relative to its scale (the stationarity rule); absent in older files.
+    #[serde(default)]
+    pub(super) grad_rel: f64,
     pub(super) epochs: usize,
     pub(super) polish_iters: usize,
     pub(super) seconds: f64,
@@ -281,7 +284,16 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         &cfg,
         a.train.seed,
     )?;
-    let files = write_model(out.path(), &net, lik.as_ref(), &a.model, src, &res, t0)?;
+    let files = write_model(
+        out.path(),
+        &net,
+        lik.as_ref(),
+        &a.model,
+        src,
+        &split,
+        &res,
+        t0,
+    )?;
     println!(
         "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),
@@ -296,16 +308,23 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
     out.commit(&files)
 }
 
-/// Writes a model folder (`model.json`, `params.npy`, `model.safetensors`, `history.csv`).
+/// Writes a model folder (`model.json`, `params.npy`, `model.safetensors`, `history.csv`),
+/// warning when `w` is not a stationary point of the loss on `split`.
+#[allow(clippy::too_many_arguments)]
 fn write_model(
     out: &Path,
     net: &Mlp,
     lik: &dyn Likelihood,
     m: &ModelArgs,
     data: Source,
+    split: &Split,
     res: &MapResult,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
+    let stationarity = Objective::on(net, lik, &split.train, m.delta).stationarity(&res.w);
+    if let Some(w) = stationarity.warning(None) {
+        eprintln!("warning: {}", w.message);
+    }
     let file = ModelFile {
         architecture: net.clone(),
         likelihood: lik.name().into(),
@@ -316,6 +335,7 @@ fn write_model(
         data: data.absolute()?,
         loss: res.loss,
         grad_norm: res.grad_norm,
+        grad_rel: stationarity.relative,
         epochs: res.epochs,
         polish_iters: res.polish_iters,
         seconds: t0.elapsed().as_secs_f64(),
@@ -342,7 +362,16 @@ fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         final_lr: 0.0,
         history: Vec::new(),
     };
-    let files = write_model(out.path(), &net, lik.as_ref(), &a.model, src, &res, t0)?;
+    let files = write_model(
+        out.path(),
+        &net,
+        lik.as_ref(),
+        &a.model,
+        src,
+        &split,
+        &res,
+        t0,
+    )?;
     println!(
         "imported {} {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),

@@ -52,8 +52,9 @@ impl OutDir {
             let mut entries = std::fs::read_dir(target).map_err(|e| Error::io(target, e))?;
             if entries.next().is_some() && !target.join(MARKER).exists() {
                 return Err(invalid(format!(
-                    "{option} {shown} holds files dnn2gp did not write ({MARKER} is missing), and \
-                     a run replaces the whole folder; choose a new or empty folder"
+                    "{option} {shown} holds files no dnn2gp run recorded ({MARKER} is missing; \
+                     folders from versions before it have none either), and a run replaces the \
+                     whole folder: choose a new or empty folder, or remove this one"
                 )));
             }
             let full = target.canonicalize().map_err(|e| Error::io(target, e))?;
