@@ -378,3 +378,95 @@ fn the_saved_posterior_variance_is_the_dense_ggn_diagonal() {
         "the data inform most weights"
     );
 }
+
+#[test]
+fn predict_on_idx_images_with_a_reproduced_model() {
+    // A folder written by `reproduce mnist`, the first 40 test images as an IDX file of their
+    // own: probit and Monte Carlo probabilities from the saved diagonal posterior, and the
+    // accuracy on exactly those images.
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let dir = common::tmpdir();
+    let model = dir.path().join("lenet");
+    ok(&[
+        "reproduce",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "300",
+        "--epochs",
+        "1",
+        "--per-class",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    let images =
+        dnn2gp::data::mnist::read_images(&data.join("mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+    let labels =
+        dnn2gp::data::mnist::read_labels(&data.join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
+    let n = 40usize;
+    let mut idx = vec![0u8, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        idx.extend(d.to_be_bytes());
+    }
+    for i in 0..n {
+        idx.extend(images.row(i).iter().map(|v| (v * 255.0).round() as u8));
+    }
+    let mut lab = vec![0u8, 0, 8, 1];
+    lab.extend((n as u32).to_be_bytes());
+    lab.extend(labels[..n].iter().map(|&l| l as u8));
+    let (img_path, lab_path) = (dir.path().join("x.idx"), dir.path().join("y.idx"));
+    std::fs::write(&img_path, idx).unwrap();
+    std::fs::write(&lab_path, lab).unwrap();
+    let out = dir.path().join("pred");
+    ok(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        img_path.to_str().unwrap(),
+        "--labels",
+        lab_path.to_str().unwrap(),
+        "--samples",
+        "20",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = json(&out.join("predict.json"));
+    assert_eq!(s["inputs"], 40);
+    let acc = s["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&acc) && s["test_nll"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
+    assert_eq!(shape(&out.join("f_var.npy")), vec![40, 10, 10]);
+    // The probabilities of each image sum to 1 under every link.
+    let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    let rows: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    for image in rows.chunks(10) {
+        for col in [5, 6, 7] {
+            let sum: f64 = image.iter().map(|r| r[col]).sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{sum}");
+        }
+    }
+    // --delta does not apply to a saved posterior.
+    let o = dnn2gp(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        img_path.to_str().unwrap(),
+        "--delta",
+        "2",
+        "--out",
+        dir.path().join("p2").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}

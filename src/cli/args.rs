@@ -67,7 +67,9 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     #[command(after_help = "Examples:
   dnn2gp predict --model model --data new.csv --out pred      # new.csv: one column per input
   dnn2gp predict --model model --data test.csv --hessian diag # a last column of targets adds
-                                                              # MSE or accuracy and NLL")]
+                                                              # MSE or accuracy and NLL
+  dnn2gp predict --model mnist --data DATA/mnist/t10k-images-idx3-ubyte.gz \\
+                 --labels DATA/mnist/t10k-labels-idx1-ubyte.gz --out mnist-pred")]
     Predict(PredictCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
     #[command(
@@ -529,10 +531,14 @@ pub struct PredictCmd {
     /// Folder written by `dnn2gp train` or `import`.
     #[arg(long)]
     pub model: PathBuf,
-    /// CSV of new inputs: one column per network input, or one more holding the target (then
-    /// the MSE or accuracy and the NLL are reported too).
+    /// New inputs: a CSV with one column per network input, or one more holding the target
+    /// (then the MSE or accuracy and the NLL are reported too); for a folder written by
+    /// `reproduce`, an IDX image file (gzipped or not).
     #[arg(long)]
     pub data: PathBuf,
+    /// For a folder written by `reproduce`: an IDX label file for the images (accuracy, NLL).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
     /// Posterior precision: full or diag GGN.
     #[arg(long, default_value = "full")]
     pub hessian: String,

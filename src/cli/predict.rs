@@ -9,14 +9,15 @@ use faer::{Mat, MatRef};
 use serde::Serialize;
 
 use dnn2gp::data::csv::read_table;
+use dnn2gp::data::mnist;
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::classification::{probit, sigmoid, softmax};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
 use dnn2gp::nn::rng::{normals, seeded};
-use dnn2gp::nn::{Mlp, Network};
+use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
-use dnn2gp::report::files::{num, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 
@@ -45,6 +46,17 @@ struct PredictSummary {
 
 /// `predict`.
 pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
+    if !a.model.join("model.json").exists() && a.model.join("architecture.json").exists() {
+        return predict_images(ctx, a);
+    }
+    if a.labels.is_some() {
+        return Err(Error::Invalid(
+            "--labels applies to image models (folders written by `reproduce`); a CSV's last \
+             column holds the targets"
+                .into(),
+        )
+        .into());
+    }
     let Fitted {
         file,
         w,
@@ -223,21 +235,34 @@ pub(super) struct ClassPredictive {
 pub(super) fn class_predictive(
     ctx: &Ctx,
     post: &LaplaceGgn,
-    net: &Mlp,
+    net: &dyn Network,
     w: &[f64],
     xs: MatRef<'_, f64>,
     mc_samples: usize,
     seed: u64,
 ) -> Result<ClassPredictive> {
-    let (m, k) = (xs.nrows(), net.n_outputs());
+    let (m, k, p) = (xs.nrows(), net.n_outputs(), net.n_params());
+    // The Jacobian a block of inputs at a time (256 MiB or one input).
+    let rows = ((256usize << 20) / mat_bytes(k, p).max(1) as usize).clamp(1, m.max(1));
     check_memory(
-        "the Jacobian of the prediction inputs (MK×P)",
-        mat_bytes(m * k, net.n_params()),
+        "the Jacobian of one input (K×P)",
+        mat_bytes(rows * k, p),
         ctx.memory,
-        "predict fewer inputs at a time",
+        "use a smaller network",
     )?;
-    let blocks = post.functional_covariance_blocks(net.jacobian(w, xs).as_ref(), k);
-    let logits = net.forward(w, xs);
+    let mut blocks = Vec::with_capacity(m * k * k);
+    for s in (0..m).step_by(rows) {
+        let j = net.jacobian(w, xs.subrows(s, rows.min(m - s)));
+        blocks.extend(post.functional_covariance_blocks(j.as_ref(), k));
+    }
+    let mut logits = net.forward(w, xs);
+    // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]]: the same
+    // probabilities (1 − s(f), s(f)), by every link, for the two classes.
+    if k == 1 {
+        logits = Mat::from_fn(m, 2, |i, c| if c == 1 { logits[(i, 0)] } else { 0.0 });
+        blocks = blocks.iter().flat_map(|&v| [0.0, 0.0, 0.0, v]).collect();
+    }
+    let k = logits.ncols();
     let mut rng = seeded(seed);
     let (mut p_map, mut p_probit, mut p_mc) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..m {
@@ -460,4 +485,125 @@ fn argmax_rows(m: MatRef<'_, f64>) -> Vec<usize> {
     (0..m.nrows())
         .map(|i| argmax(&m.row(i).iter().copied().collect::<Vec<_>>()))
         .collect()
+}
+
+/// `predict` for a folder written by `reproduce mnist` or `reproduce binary-mnist`: the network
+/// from `architecture.json` and `model.safetensors`, its saved diagonal posterior
+/// (`posterior_variance.npy`), images from an IDX file, labels (for accuracy and NLL) from
+/// another.
+fn predict_images(ctx: &Ctx, a: PredictCmd) -> Result<()> {
+    let dir = &a.model;
+    if a.delta.is_some() {
+        return Err(Error::Invalid(format!(
+            "--delta applies to models from `train` or `import`; {} holds its posterior \
+             variances already",
+            dir.display()
+        ))
+        .into());
+    }
+    positive("--samples", a.samples)?;
+    let arch = dir.join("architecture.json");
+    let text = std::fs::read_to_string(&arch).map_err(|e| Error::io(&arch, e))?;
+    let net: Sequential = serde_json::from_str(&text)
+        .map_err(|e| Error::parse(&arch, e.line(), format!("not an architecture: {e}")))?;
+    let w = dnn2gp::nn::weights::load(&dir.join("model.safetensors"), &net.param_layout())?;
+    let var_path = dir.join("posterior_variance.npy");
+    let (_, variances) = read_npy(&var_path)?;
+    let summary_path = dir.join("summary.json");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?,
+    )
+    .map_err(|e| Error::parse(&summary_path, e.line(), e.to_string()))?;
+    let delta = summary["delta"].as_f64().ok_or_else(|| {
+        Error::parse(
+            &summary_path,
+            1,
+            "no \"delta\" (not written by `reproduce`)",
+        )
+    })?;
+    let post = LaplaceGgn::from_variances(w.clone(), &variances, delta)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", var_path.display())))?;
+    let xs = mnist::read_images(&a.data)?;
+    if xs.ncols() != net.n_inputs() {
+        return Err(Error::Invalid(format!(
+            "{}: images of {} pixels; the network takes {}",
+            a.data.display(),
+            xs.ncols(),
+            net.n_inputs()
+        ))
+        .into());
+    }
+    // Labels: digits; a binary model's two digits become 0 and 1.
+    let labels = match &a.labels {
+        None => None,
+        Some(path) => {
+            let raw = mnist::read_labels(path)?;
+            if raw.len() != xs.nrows() {
+                return Err(Error::Invalid(format!(
+                    "{}: {} labels for {} images",
+                    path.display(),
+                    raw.len(),
+                    xs.nrows()
+                ))
+                .into());
+            }
+            let digits: Option<Vec<usize>> = summary["digits"].as_array().map(|d| {
+                d.iter()
+                    .filter_map(|v| v.as_u64().map(|v| v as usize))
+                    .collect()
+            });
+            Some(match digits {
+                Some(d) if d.len() == 2 => raw
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        d.iter().position(|x| x == l).ok_or_else(|| {
+                            Error::Invalid(format!(
+                                "{}: image {i} is a {l}, not one of the model's digits {} and {}",
+                                path.display(),
+                                d[0],
+                                d[1]
+                            ))
+                        })
+                    })
+                    .collect::<dnn2gp::Result<Vec<usize>>>()?,
+                _ => raw,
+            })
+        }
+    };
+    let mut inputs = vec![dir.as_path(), a.data.as_path()];
+    inputs.extend(a.labels.as_deref());
+    let out = OutDir::open("--out", &a.out, &inputs)?;
+    let cp = class_predictive(ctx, &post, &net, &w, xs.as_ref(), a.samples, 0)?;
+    let mut files = Vec::new();
+    cp.write(out.path(), labels.as_deref(), &mut files)?;
+    let scored = labels.as_ref().map(|l| scores(&cp.p_probit, l));
+    let summary = PredictSummary {
+        inputs: xs.nrows(),
+        likelihood: if net.n_outputs() == 1 {
+            "bernoulli"
+        } else {
+            "categorical"
+        }
+        .into(),
+        delta,
+        hessian: HessianStructure::Diag,
+        space: Space::Weight,
+        test_mse: None,
+        test_accuracy: scored.map(|s| s.0),
+        test_nll: scored.map(|s| s.1),
+        warnings: Vec::new(),
+    };
+    let path = out.path().join("predict.json");
+    write_json(&path, &summary)?;
+    files.push(path);
+    println!(
+        "predicted {} images with {} parameters (diagonal posterior){}",
+        xs.nrows(),
+        net.n_params(),
+        scored
+            .map(|(acc, nll)| format!(": accuracy {:.2}%, NLL {nll:.4}", 100.0 * acc))
+            .unwrap_or_default()
+    );
+    out.commit(&files)
 }

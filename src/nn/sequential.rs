@@ -154,11 +154,26 @@ impl Layer {
 /// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
 pub const MAX_PARAMS: usize = 1 << 32;
 
-/// A network of layers applied in order.
+/// A network of layers applied in order. Deserialising checks the layers as
+/// [`Sequential::new`] does.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "SequentialFields")]
 pub struct Sequential {
     /// The layers.
     pub layers: Vec<Layer>,
+}
+
+/// The fields of a [`Sequential`] as stored, before [`Sequential::new`] checks them.
+#[derive(serde::Deserialize)]
+struct SequentialFields {
+    layers: Vec<Layer>,
+}
+
+impl TryFrom<SequentialFields> for Sequential {
+    type Error = Error;
+    fn try_from(f: SequentialFields) -> Result<Self> {
+        Sequential::new(f.layers)
+    }
 }
 
 /// What the forward pass keeps for the backward pass: every layer's input and output, and the
