@@ -470,3 +470,62 @@ fn predict_on_idx_images_with_a_reproduced_model() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn idx_images_of_another_size_are_refused_not_cropped() {
+    // 10×10 images in the MNIST file names: LeNet-5 takes 28×28, so the run stops before
+    // training, naming the sizes (before, a conv-first network cropped them silently).
+    let dir = common::tmpdir();
+    let mnist = dir.path().join("mnist");
+    std::fs::create_dir(&mnist).unwrap();
+    let n = 12u32;
+    for (name, magic, dims, body) in [
+        (
+            "train-images-idx3-ubyte",
+            3u8,
+            vec![n, 10, 10],
+            vec![7u8; 1200],
+        ),
+        (
+            "t10k-images-idx3-ubyte",
+            3,
+            vec![n, 10, 10],
+            vec![7u8; 1200],
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            1,
+            vec![n],
+            (0..12u8).map(|i| i % 10).collect(),
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            1,
+            vec![n],
+            (0..12u8).map(|i| i % 10).collect(),
+        ),
+    ] {
+        let mut bytes = vec![0u8, 0, 8, magic];
+        for d in dims {
+            bytes.extend(d.to_be_bytes());
+        }
+        bytes.extend(body);
+        std::fs::write(mnist.join(name), bytes).unwrap();
+    }
+    let out = dir.path().join("o");
+    let o = dnn2gp(&[
+        "reproduce",
+        "mnist",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("have 100 pixels each") && err.contains("784 inputs"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
