@@ -42,17 +42,15 @@ pub fn diagonal_blocks(kernel: MatRef<'_, f64>, k: usize) -> Vec<f64> {
 pub fn diag_covariance_blocks(jac: MatRef<'_, f64>, k: usize, s: &[f64]) -> Vec<f64> {
     use rayon::prelude::*;
     let n = jac.nrows() / k;
+    // Per example, `C_i = (J_i diag(s)) J_iᵀ` as one K×P by P×K product: J_i's K rows are
+    // adjacent in each (column-major) column, so both operands are read along memory.
     (0..n)
         .into_par_iter()
         .flat_map_iter(|i| {
-            (0..k * k).map(move |m| {
-                let (a, b) = (jac.row(i * k + m / k), jac.row(i * k + m % k));
-                a.iter()
-                    .zip(b.iter())
-                    .zip(s)
-                    .map(|((x, y), s)| x * s * y)
-                    .sum::<f64>()
-            })
+            let ji = jac.subrows(i * k, k);
+            let scaled = Mat::from_fn(k, ji.ncols(), |r, c| ji[(r, c)] * s[c]);
+            let c = crate::linalg::a_bt(scaled.as_ref(), ji);
+            (0..k * k).map(move |m| c[(m / k, m % k)])
         })
         .collect()
 }
