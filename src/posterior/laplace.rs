@@ -189,37 +189,27 @@ impl LaplaceGgn {
     /// The diagonal posterior `N(mean, diag(variances))` (a saved one, or VOGN's q), with
     /// prior precision δ.
     pub fn from_variances(mean: Vec<f64>, variances: &[f64], delta: f64) -> Result<Self> {
-        check_delta(delta)?;
-        if variances.len() != mean.len() {
-            return Err(Error::Invalid(format!(
-                "{} posterior variances for {} parameters",
-                variances.len(),
-                mean.len()
-            )));
-        }
         if let Some(i) = variances.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
             return Err(Error::Invalid(format!(
                 "posterior variance {i} is {}, not a positive number",
                 variances[i]
             )));
         }
-        Ok(LaplaceGgn {
-            delta,
-            mean,
-            structure: HessianStructure::Diag,
-            precision: Precision::Diag(variances.iter().map(|v| 1.0 / v).collect()),
-            floored: 0,
-            resolution: 0.0,
-        })
+        Self::diagonal(mean, variances.iter().map(|v| 1.0 / v).collect(), delta)
     }
 
     /// The diagonal posterior at `w*` from a GGN diagonal `h`: `Σ⁻¹ = diag(h) + δI`.
     pub fn from_ggn_diagonal(mean: Vec<f64>, h: &[f64], delta: f64) -> Result<Self> {
+        Self::diagonal(mean, h.iter().map(|d| d + delta).collect(), delta)
+    }
+
+    /// `N(mean, diag(precision)⁻¹)` with prior precision δ.
+    fn diagonal(mean: Vec<f64>, precision: Vec<f64>, delta: f64) -> Result<Self> {
         check_delta(delta)?;
-        if h.len() != mean.len() {
+        if precision.len() != mean.len() {
             return Err(Error::Invalid(format!(
-                "GGN diagonal has {} entries for {} parameters",
-                h.len(),
+                "a diagonal posterior of {} entries for {} parameters",
+                precision.len(),
                 mean.len()
             )));
         }
@@ -227,7 +217,7 @@ impl LaplaceGgn {
             delta,
             mean,
             structure: HessianStructure::Diag,
-            precision: Precision::Diag(h.iter().map(|d| d + delta).collect()),
+            precision: Precision::Diag(precision),
             floored: 0,
             resolution: 0.0,
         })
