@@ -318,7 +318,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_plateau: bool,
     /// Multiply the learning rate by this after a plateau (the paper's UCI runs: 0.8).
-    #[arg(long, default_value_t = 0.5, conflicts_with = "no_plateau")]
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        conflicts_with = "no_plateau",
+        allow_negative_numbers = true
+    )]
     pub plateau_factor: f64,
     /// Epochs without improvement that make a plateau.
     #[arg(long, default_value_t = 200, conflicts_with = "no_plateau")]
