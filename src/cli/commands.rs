@@ -531,13 +531,7 @@ fn gp_report(
         stationarity.warning(Some(gp.stationarity_gap())),
     );
     let mut files = Vec::new();
-    // The DNN2GP kernel δ⁻¹ J Jᵀ on the training inputs.
-    let kpath = out.join("kernel.npy");
-    write_npy_mat(
-        &kpath,
-        faer::Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
-    )?;
-    files.push(kpath);
+    write_kernel(out, &ntk, delta, &mut files)?;
     let predict = |xs| gp_predict(ctx, &gp, diag.as_ref(), net, w, x, xs);
     let pred = predict(split.test.x.as_ref())?;
     warn(&mut warnings, on_inputs("the test inputs", &pred.clamped));
@@ -676,6 +670,23 @@ fn check_test_jacobian(ctx: &Ctx, net: &Mlp, m: usize, advice: &str) -> Result<(
         ctx.memory,
         advice,
     )?)
+}
+
+/// Writes `kernel.npy`, the DNN2GP kernel `δ⁻¹ J Jᵀ` on the training inputs, from the NTK.
+pub(super) fn write_kernel(
+    out: &Path,
+    ntk: &faer::Mat<f64>,
+    delta: f64,
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let path = out.join("kernel.npy");
+    let m = ntk.nrows();
+    write_npy_mat(
+        &path,
+        faer::Mat::from_fn(m, m, |i, j| ntk[(i, j)] / delta).as_ref(),
+    )?;
+    files.push(path);
+    Ok(())
 }
 
 /// The linearisation on the training data, after checking that its Jacobian (NK×P) fits.
@@ -835,10 +846,36 @@ fn one_data_set(src: Source) -> Result<Source> {
     Ok(src)
 }
 
+/// The options of `gp`, checked before any work.
+pub(super) struct GpOptions {
+    pub(super) delta: f64,
+    pub(super) grid: Option<Vec<f64>>,
+    pub(super) hessian: HessianStructure,
+    mc_hessian: HessianStructure,
+    space: Space,
+}
+
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let fitted = load_fitted(&a.model, data_override(&a.data)?)?;
+    let opts = GpOptions {
+        delta: a.delta.unwrap_or(fitted.file.delta),
+        grid: a
+            .delta_grid
+            .as_deref()
+            .map(|g| parse_grid("--delta-grid", g))
+            .transpose()?,
+        hessian: a.hessian.parse()?,
+        mc_hessian: a.mc_hessian.parse()?,
+        space: a.space.parse()?,
+    };
+    dnn2gp::posterior::laplace::check_delta(opts.delta)?;
+    positive("--samples", a.samples)?;
+    at_least("--grid-points", a.grid_points, 2)?;
+    let mut inputs = fitted.src.paths();
+    inputs.push(&a.model);
+    let out = OutDir::open("--out", &a.out, &inputs)?;
     if fitted.kind == LikelihoodKind::Categorical {
-        return super::predict::gp_classifier(ctx, &a, fitted);
+        return super::predict::gp_classifier(ctx, &a, fitted, &opts, out);
     }
     let Fitted {
         file,
@@ -849,19 +886,13 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         ..
     } = fitted;
     let net = file.architecture;
-    let delta = a.delta.unwrap_or(file.delta);
-    let grid = a
-        .delta_grid
-        .as_deref()
-        .map(|g| parse_grid("--delta-grid", g))
-        .transpose()?;
-    let (hessian, mc_hessian, space) =
-        (a.hessian.parse()?, a.mc_hessian.parse()?, a.space.parse()?);
-    positive("--samples", a.samples)?;
-    at_least("--grid-points", a.grid_points, 2)?;
-    let mut inputs = src.paths();
-    inputs.push(&a.model);
-    let out = OutDir::open("--out", &a.out, &inputs)?;
+    let GpOptions {
+        delta,
+        grid,
+        hessian,
+        mc_hessian,
+        space,
+    } = opts;
     let (mut s, mut files, lin) = gp_report(
         ctx,
         out.path(),

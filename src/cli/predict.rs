@@ -17,13 +17,13 @@ use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
 use dnn2gp::nn::rng::{normals, seeded};
 use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
-use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy};
 use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 
 use super::args::{GpCmd, PredictCmd};
 use super::commands::{
-    gp_predict, linearize, load_fitted, parse_grid, positive, warn, Ctx, Fitted,
+    gp_predict, linearize, load_fitted, positive, warn, write_kernel, Ctx, Fitted, GpOptions,
 };
 use super::outdir::OutDir;
 
@@ -378,28 +378,22 @@ struct ClassifierSummary {
 /// marginal likelihood; the Laplace-GGN posterior gives the kernel `δ⁻¹JJᵀ`, the GLM predictive
 /// on the test set (logits, K×K blocks, MAP, probit and Monte Carlo probabilities, accuracy and
 /// NLL) and the Laplace evidence, over `--delta-grid` too.
-pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> {
+pub(super) fn gp_classifier(
+    ctx: &Ctx,
+    a: &GpCmd,
+    fitted: Fitted,
+    opts: &GpOptions,
+    out: OutDir,
+) -> Result<()> {
     let Fitted {
         file,
         w,
         lik,
-        src,
         split,
         ..
     } = fitted;
     let net = &file.architecture;
-    let delta = a.delta.unwrap_or(file.delta);
-    dnn2gp::posterior::laplace::check_delta(delta)?;
-    let hessian: HessianStructure = a.hessian.parse()?;
-    let grid = a
-        .delta_grid
-        .as_deref()
-        .map(|g| parse_grid("--delta-grid", g))
-        .transpose()?;
-    positive("--samples", a.samples)?;
-    let mut inputs = src.paths();
-    inputs.push(&a.model);
-    let out = OutDir::open("--out", &a.out, &inputs)?;
+    let (delta, hessian) = (opts.delta, opts.hessian);
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
     check_memory(
@@ -415,13 +409,7 @@ pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> 
     warn(&mut warnings, post.warnings());
     warn(&mut warnings, stationarity.warning(None));
     let mut files = Vec::new();
-    let kpath = out.path().join("kernel.npy");
-    let ntk = net.ntk(&w, x, x);
-    write_npy_mat(
-        &kpath,
-        Mat::from_fn(n * k, n * k, |i, j| ntk[(i, j)] / delta).as_ref(),
-    )?;
-    files.push(kpath);
+    write_kernel(out.path(), &net.ntk(&w, x, x), delta, &mut files)?;
     let labels = argmax_rows(split.test.y.as_ref());
     let cp = class_predictive(ctx, &post, net, &w, split.test.x.as_ref(), a.samples, 0)?;
     cp.write(out.path(), Some(&labels), &mut files)?;
@@ -429,7 +417,7 @@ pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> 
     let (acc_probit, nll_probit) = scores(&cp.p_probit, &labels);
     let (acc_mc, nll_mc) = scores(&cp.p_mc, &labels);
     let evidence = post.log_marginal_likelihood(&lin)?;
-    if let Some(deltas) = grid {
+    if let Some(deltas) = &opts.grid {
         // The Laplace evidence over δ: the GGN's eigenvalues once (full), or its diagonal.
         let path = match hessian {
             HessianStructure::Full => Some(DeltaPath::laplace(&lin, ctx.memory)?),
@@ -437,7 +425,7 @@ pub(super) fn gp_classifier(ctx: &Ctx, a: &GpCmd, fitted: Fitted) -> Result<()> 
         };
         let h = lin.ggn_diag();
         let mut rows = Vec::with_capacity(deltas.len());
-        for d in deltas {
+        for &d in deltas {
             let e = match &path {
                 Some(path) => path.laplace_log_evidence(d)?,
                 None => LaplaceGgn::from_ggn_diagonal(w.clone(), &h, d)?
