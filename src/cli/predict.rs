@@ -101,7 +101,8 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let mut warnings = Vec::new();
     let mut files: Vec<PathBuf> = Vec::new();
     let (mut header, mut table): (Vec<&str>, Vec<Vec<String>>) = (Vec::new(), Vec::new());
-    let (mut se, mut nll, mut hits) = (0.0, 0.0, 0usize);
+    // With targets: (MSE or accuracy, mean NLL).
+    let scored: Option<(f64, f64)>;
     let used_space;
     if kind == LikelihoodKind::Categorical {
         let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
@@ -111,11 +112,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         let labels: Option<Vec<usize>> = targets
             .as_ref()
             .map(|t| t.iter().map(|&v| v as usize).collect());
-        if let Some(l) = &labels {
-            let (acc, n) = scores(&cp.p_probit, l);
-            hits = (acc * m as f64).round() as usize;
-            nll = n * m as f64;
-        }
+        scored = labels.as_ref().map(|l| scores(&cp.p_probit, l));
         cp.write(out.path(), labels.as_deref(), &mut files)?;
     } else {
         let gp = Dnn2Gp::new(&lin, delta, space, ctx.memory)?;
@@ -130,6 +127,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         if kind == LikelihoodKind::Gaussian {
             header.extend(["example", "output", "mean", "var_f", "var_y"]);
             let noise = file.sigma * file.sigma;
+            let (mut se, mut nll) = (0.0, 0.0);
             for i in 0..m {
                 for c in 0..k {
                     let (mean, vf) = (f[(i, c)], pred.var[i * k + c]);
@@ -148,8 +146,12 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
                     ]);
                 }
             }
+            scored = targets
+                .as_ref()
+                .map(|_| (se / (m * k) as f64, nll / m as f64));
         } else {
             header.extend(["example", "logit", "var_f", "p_map", "p_probit"]);
+            let (mut hits, mut nll) = (0usize, 0.0);
             for i in 0..m {
                 let (fi, vf) = (f[(i, 0)], pred.var[i]);
                 let pp = probit(&[fi], &[vf])[0];
@@ -169,6 +171,9 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
                     num(pp),
                 ]);
             }
+            scored = targets
+                .as_ref()
+                .map(|_| (hits as f64 / m as f64, nll / m as f64));
         }
     }
     if !table.is_empty() {
@@ -176,7 +181,6 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         write_csv(&path, &header, &table)?;
         files.push(path);
     }
-    let mf = m as f64;
     let regression = kind == LikelihoodKind::Gaussian;
     let summary = PredictSummary {
         inputs: m,
@@ -184,15 +188,9 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         delta,
         hessian,
         space: used_space,
-        test_mse: targets
-            .as_ref()
-            .filter(|_| regression)
-            .map(|_| se / (mf * k as f64)),
-        test_accuracy: targets
-            .as_ref()
-            .filter(|_| !regression)
-            .map(|_| hits as f64 / mf),
-        test_nll: targets.as_ref().map(|_| nll / mf),
+        test_mse: scored.filter(|_| regression).map(|s| s.0),
+        test_accuracy: scored.filter(|_| !regression).map(|s| s.0),
+        test_nll: scored.map(|s| s.1),
         warnings,
     };
     let path = out.path().join("predict.json");
