@@ -100,14 +100,6 @@ fn source(d: &DataArgs) -> Result<Source> {
         ))
         .into());
     }
-    let is_csv = !matches!(d.data.split(':').next(), Some("toy" | "snelson" | "uci"));
-    if d.test.is_some() && !is_csv {
-        return Err(Error::Invalid(format!(
-            "--test applies to CSV data only; --data {} has its own test set",
-            d.data
-        ))
-        .into());
-    }
     let defaults = ToyConfig::default();
     let noise: [f64; 3] = match &d.toy_noise {
         None => defaults.noise,
@@ -813,12 +805,6 @@ fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
     d.data
         .as_deref()
         .map(|spec| {
-            if d.test.is_some() && matches!(spec.split(':').next(), Some("toy" | "snelson" | "uci"))
-            {
-                return Err(Error::Invalid(format!(
-                    "--test applies to CSV data only; --data {spec} has its own test set"
-                )));
-            }
             Source::parse(
                 spec,
                 &d.data_dir,

@@ -62,6 +62,11 @@ impl Source {
         ones: bool,
     ) -> Result<Self> {
         let parts: Vec<&str> = spec.split(':').collect();
+        if test.is_some() && matches!(parts[0], "toy" | "snelson" | "uci") {
+            return Err(Error::Invalid(format!(
+                "--test applies to CSV data only; --data {spec} has its own test set"
+            )));
+        }
         if ones && matches!(parts[0], "toy" | "snelson" | "uci") {
             return Err(Error::Invalid(format!(
                 "--append-one applies to CSV data (the toy's inputs are [x, 1] already), not \
