@@ -1,6 +1,8 @@
-//! The `dnn2gp` command-line tool.
+//! The `dnn2gp` command-line tool: parses, calls the core library, renders.
 
 mod cli;
+mod fetch;
+mod report;
 
 fn main() -> std::process::ExitCode {
     // Output piped into a reader that stops early (`| head`) ends the program quietly, as it

@@ -1,6 +1,7 @@
 //! The command line: each command end to end on small settings, and bad input refused with
 //! exit code 2, a message naming the culprit, and no output written.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use dnn2gp::nn::{Activation, Mlp};
@@ -75,9 +76,7 @@ fn train_then_gp_on_toy_data() {
         dnn2gp::nn::weights::load(&model.join("model.safetensors"), &net.param_layout()).unwrap();
     assert_eq!(
         from_st,
-        dnn2gp::report::files::read_npy(&model.join("params.npy"))
-            .unwrap()
-            .1
+        dnn2gp::io::read_npy(&model.join("params.npy")).unwrap().1
     );
     ok(&[
         "gp",
@@ -456,7 +455,7 @@ fn vi_command_writes_predictives_and_kernel_evolution() {
         .as_f64()
         .unwrap()
         .is_finite());
-    let (shape, kernels) = dnn2gp::report::files::read_npy(&out.join("kernels.npy")).unwrap();
+    let (shape, kernels) = dnn2gp::io::read_npy(&out.join("kernels.npy")).unwrap();
     assert_eq!(shape, vec![4, 12, 12], "snapshots at steps 0, 10, 20, 30");
     // Each kernel is symmetric positive semi-definite on its diagonal.
     assert!((0..12).all(|i| kernels[i * 12 + i] >= 0.0));

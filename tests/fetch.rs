@@ -1,6 +1,7 @@
 //! `data fetch mnist` against a local HTTP server on 127.0.0.1 that serves `../shared/data/mnist`:
 //! good files are kept, a corrupted or substituted file is refused and nothing of it is written.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -10,9 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use dnn2gp::data::fetch::fetch_mnist;
 use dnn2gp::data::mnist::FILES;
-use dnn2gp::Error;
 
 /// Serves `files` (URL path → body) on a free port until the test process ends; other paths
 /// get 404. Returns the base URL.
@@ -80,6 +79,17 @@ fn mirror(mnist: &Path) -> String {
     serve(files)
 }
 
+/// `dnn2gp data fetch mnist --mirror URL --dir DIR --quiet`.
+fn fetch(mirror: &str, dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+        .args([
+            "data", "fetch", "mnist", "--quiet", "--mirror", mirror, "--dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn fetch_keeps_good_files_and_refuses_bad_ones() {
     let Some(data) = common::shared_data() else {
@@ -89,31 +99,39 @@ fn fetch_keeps_good_files_and_refuses_bad_ones() {
     let dir = common::tmpdir();
 
     let cache = dir.path().join("good");
-    let got = fetch_mnist(&format!("{base}/good/"), &cache, &mut |_| {}).unwrap();
-    assert_eq!(got.len(), 4);
-    assert!(got.iter().all(|f| f.downloaded));
-    for (f, name) in got.iter().zip(FILES) {
+    let got = fetch(&format!("{base}/good/"), &cache);
+    assert!(got.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout)
+            .matches("(downloaded)")
+            .count(),
+        4
+    );
+    for name in FILES {
         assert_eq!(
-            std::fs::read(&f.path).unwrap(),
+            std::fs::read(cache.join(format!("{name}.gz"))).unwrap(),
             std::fs::read(data.join(format!("mnist/{name}.gz"))).unwrap()
         );
     }
     // Loadable, and a second fetch finds every file valid and downloads nothing.
     let m = dnn2gp::data::mnist::load(&cache).unwrap();
     assert_eq!((m.train_x.nrows(), m.test_y.len()), (60_000, 10_000));
-    let again = fetch_mnist(&format!("{base}/nothing-here/"), &cache, &mut |_| {
-        panic!("nothing should be downloaded")
-    })
-    .unwrap();
-    assert!(again.iter().all(|f| !f.downloaded));
+    let again = fetch(&format!("{base}/nothing-here/"), &cache);
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("(already there)")
+            .count(),
+        4
+    );
 
     for (route, words) in [("corrupt", "gzip"), ("wrong", "checksum mismatch")] {
         let target = dir.path().join(route);
-        let err = fetch_mnist(&format!("{base}/{route}"), &target, &mut |_| {}).unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, Error::Download { .. }), "{msg}");
+        let out = fetch(&format!("{base}/{route}"), &target);
+        let msg = String::from_utf8_lossy(&out.stderr);
+        // A download failure, not bad input: exit 1.
+        assert_eq!(out.status.code(), Some(1), "{msg}");
         assert!(msg.contains(words) && msg.contains(FILES[1]), "{msg}");
-        assert!(!err.is_input_error());
         assert!(!target.join(format!("{}.gz", FILES[1])).exists());
         // No temporary files are left behind either.
         let left: Vec<_> = std::fs::read_dir(&target)
@@ -123,13 +141,8 @@ fn fetch_keeps_good_files_and_refuses_bad_ones() {
         assert_eq!(left, vec![format!("{}.gz", FILES[0])], "{route}");
     }
 
-    let err = fetch_mnist(
-        &format!("{base}/missing/"),
-        &dir.path().join("m"),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let out = fetch(&format!("{base}/missing/"), &dir.path().join("m"));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("/missing/train-images-idx3-ubyte.gz") && err.contains("404"),
         "{err}"

@@ -3,6 +3,7 @@
 //! model folders (`model.json` through the command line). Each must return a value or an
 //! error that names the file, and never panic.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -10,9 +11,9 @@ use std::io::Write;
 use proptest::prelude::*;
 
 use dnn2gp::data::{csv, mnist};
+use dnn2gp::io::{read_npy, write_npy};
 use dnn2gp::nn::weights::{load, save, StoredDtype};
 use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
-use dnn2gp::report::files::{read_npy, write_npy};
 
 /// A valid 3×2×2 IDX image file.
 fn idx_bytes() -> Vec<u8> {

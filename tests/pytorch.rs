@@ -3,6 +3,7 @@
 //! `tests/fixtures/pytorch/`, made by `python tests/fixtures/pytorch/make.py` (see its doc for
 //! the versions); the digits and MNIST images are read from `../shared/data`.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -10,12 +11,12 @@ use std::path::{Path, PathBuf};
 use faer::{Mat, MatRef};
 
 use dnn2gp::data::mnist;
+use dnn2gp::io::read_npy;
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Categorical, Gaussian};
 use dnn2gp::nn::weights::load;
 use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
-use dnn2gp::report::files::read_npy;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

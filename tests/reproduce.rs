@@ -1,12 +1,13 @@
 //! `reproduce mnist` and `reproduce binary-mnist` end to end on small settings (the 8×8 digits,
 //! and LeNet-5 on the first MNIST images), the saved model reloaded, and bad options refused.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use dnn2gp::report::files::read_npy;
+use dnn2gp::io::read_npy;
 
 fn dnn2gp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dnn2gp"))

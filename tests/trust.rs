@@ -2,6 +2,7 @@
 //! replaced as one set; signals; counts and options refused rather than replaced; targets
 //! checked; malformed model files refused with exit code 2 and never a panic.
 
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
@@ -485,11 +486,9 @@ fn malformed_model_files_are_refused_without_a_panic() {
     assert!(err.contains("params.npy"), "{err}");
     // NaN in the weights names the file.
     std::fs::write(model.join("model.json"), &json).unwrap();
-    let mut w = dnn2gp::report::files::read_npy(&model.join("params.npy"))
-        .unwrap()
-        .1;
+    let mut w = dnn2gp::io::read_npy(&model.join("params.npy")).unwrap().1;
     w[4] = f64::NAN;
-    dnn2gp::report::files::write_npy(&model.join("params.npy"), &[w.len()], &w).unwrap();
+    dnn2gp::io::write_npy(&model.join("params.npy"), &[w.len()], &w).unwrap();
     let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
     assert!(err.contains("params.npy: parameter 4 is NaN"), "{err}");
     // A shape whose product overflows.
@@ -639,7 +638,7 @@ fn predict_writes_the_predictive_at_new_inputs() {
         "--out",
         s(&out5),
     ]);
-    let (shape, blocks) = dnn2gp::report::files::read_npy(&out5.join("f_var.npy")).unwrap();
+    let (shape, blocks) = dnn2gp::io::read_npy(&out5.join("f_var.npy")).unwrap();
     assert_eq!(shape, [30, 3, 3]);
     for b in blocks.chunks(9) {
         assert!((0..3).all(|a| b[a * 3 + a] > 0.0) && (b[1] - b[3]).abs() < 1e-12 * b[0].max(1.0));

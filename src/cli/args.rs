@@ -148,7 +148,7 @@ pub struct FetchCmd {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Base URL of the mirror holding `<name>.gz`.
-    #[arg(long, default_value = dnn2gp::data::fetch::MNIST_MIRROR)]
+    #[arg(long, default_value = crate::fetch::MNIST_MIRROR)]
     pub mirror: String,
 }
 

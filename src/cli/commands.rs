@@ -4,25 +4,25 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
+use crate::report::plot::{save, RegressionFigure};
+use crate::report::plot::{HeatPanel, HeatmapGrid};
+use crate::report::regression::panels;
+use crate::report::sweep::figure;
+use crate::report::sweep::write_sweep;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
+use dnn2gp::experiments::regression::{compare, mc_predictive, Comparison};
 use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
 use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, Space};
+use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
-use dnn2gp::report::files::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
-use dnn2gp::report::plot::{save, RegressionFigure};
-use dnn2gp::report::plot::{HeatPanel, HeatmapGrid};
-use dnn2gp::report::regression::{compare, mc_predictive, Comparison};
-use dnn2gp::report::sweep::figure;
-use dnn2gp::report::sweep::write_sweep;
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau, Stationarity};
@@ -42,7 +42,7 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
-    pub(super) fn bar(&self, len: u64, msg: &str) -> ProgressBar {
+    pub(super) fn bar(&self, len: u64, msg: &str) -> super::progress::Bar {
         super::progress::bar(self.quiet, len, msg)
     }
 }
@@ -76,7 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => super::predict::predict(&ctx, a),
         Command::Bench(a) => {
             for _ in 0..a.reps.max(1) {
-                let run = dnn2gp::bench::run(&a.workload, &a.baselines)?;
+                let run = dnn2gp_bench::run(&a.workload, &a.baselines)?;
                 println!("{}", serde_json::to_string(&run)?);
             }
             Ok(())
@@ -727,7 +727,8 @@ fn write_comparison(
             fmt_g(delta),
             fmt_g(lik.observation_variance(&[0.0])[0].sqrt())
         ),
-        panels: cmp.panels(
+        panels: panels(
+            cmp,
             &Source::plot_x(split),
             &split.train.y_vec(),
             method,

@@ -121,7 +121,7 @@ impl OutDir {
             .filter_map(|f| f.strip_prefix(&self.staging).ok())
             .map(|f| f.display().to_string())
             .collect();
-        dnn2gp::report::files::write_json(
+        dnn2gp::io::write_json(
             &self.staging.join(MARKER),
             &serde_json::json!({ "tool": "dnn2gp", "version": env!("CARGO_PKG_VERSION"),
                                  "files": listed }),

@@ -6,15 +6,33 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dnn2gp::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 /// The least time between two progress lines when stderr is not a terminal.
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
 
+/// A progress bar that renders the core's [`Progress`] reports.
+#[derive(Debug, Clone)]
+pub struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn advance(&self, steps: u64) {
+        self.0.inc(steps);
+    }
+}
+
+impl std::ops::Deref for Bar {
+    type Target = ProgressBar;
+    fn deref(&self) -> &ProgressBar {
+        &self.0
+    }
+}
+
 /// A progress bar of `len` steps named `msg`: hidden when `quiet`.
-pub fn bar(quiet: bool, len: u64, msg: &str) -> ProgressBar {
+pub fn bar(quiet: bool, len: u64, msg: &str) -> Bar {
     if quiet {
-        return ProgressBar::hidden();
+        return Bar(ProgressBar::hidden());
     }
     let (pb, template) = if std::io::stderr().is_terminal() {
         (
@@ -36,7 +54,7 @@ pub fn bar(quiet: bool, len: u64, msg: &str) -> ProgressBar {
             .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
-    pb
+    Bar(pb)
 }
 
 /// A terminal stand-in that writes each drawn state as a line on stderr, at most one per

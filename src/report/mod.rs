@@ -1,6 +1,6 @@
-//! Output: files written atomically (CSV, JSON, `.npy`) and figures (PNG and SVG).
+//! Output: figures (PNG and SVG) and the tables the commands write, rendered from the core's
+//! result structs.
 
-pub mod files;
 pub mod plot;
 pub mod regression;
 pub mod sweep;

@@ -7,8 +7,8 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::files::{commit, temp_path, write_atomic};
-use crate::error::{Error, Result};
+use dnn2gp::error::{Error, Result};
+use dnn2gp::io::{commit, temp_path, write_atomic};
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();

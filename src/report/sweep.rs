@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::files::{num, write_csv};
 use super::plot::{save, Axis, Curve, SweepFigure};
-use crate::error::Result;
-use crate::select::{SweepParam, SweepPoint, SweepResult};
+use dnn2gp::error::Result;
+use dnn2gp::io::{num, write_csv};
+use dnn2gp::select::{SweepParam, SweepPoint, SweepResult};
 
 /// Header of `sweep.csv` (means over the data sets); `sweep_sets.csv` adds a `set` column in
 /// front. `stationarity_gap` is `½ gᵀA⁻¹g`, `grad_rel` is `‖∇L‖` relative to its scale.

@@ -1,0 +1,35 @@
+//! # dnn2gp
+//!
+//! Turns a trained deep network into a Gaussian process (Khan, Immer, Abedi, Korzepa,
+//! "Approximate Inference Turns Deep Networks into Gaussian Processes", NeurIPS 2019).
+//!
+//! The modules follow the pipeline:
+//! [`data`] → [`nn`] (layers, per-example Jacobians) → [`likelihood`] (residual `r`,
+//! curvature `Λ`) → [`train`] (MAP by Adam, L-BFGS polish) → [`posterior`] (Laplace-GGN) →
+//! [`gp`] (kernel `δ⁻¹ J Jᵀ`, pseudo-targets, predictive, marginal likelihood) →
+//! [`select`] (hyperparameter sweeps) → [`report`] (plots, files) → `cli`.
+//!
+//! Conventions: a network's parameters are one flat `f64` vector in PyTorch order (per layer
+//! the weight `[out, in]` row-major, then the bias). Per-example arrays are `faer` matrices with
+//! one row per example; a Jacobian stacks `J(x_n) ∈ R^{K×P}` so that row `n·K + k` is
+//! `∂f_k(x_n)/∂w`. The loss is a sum over examples: `L(w) = Σ_i ℓ(y_i, f_w(x_i)) + δ/2 ‖w‖²`.
+
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+pub mod data;
+pub mod error;
+pub mod experiments;
+pub mod gp;
+pub mod io;
+pub mod likelihood;
+pub mod linalg;
+pub mod nn;
+pub mod posterior;
+pub mod progress;
+pub mod select;
+pub mod train;
+
+pub use error::{Error, Result, Warning};
+pub use progress::Progress;

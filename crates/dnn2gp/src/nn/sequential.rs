@@ -1,0 +1,838 @@
+//! A sequence of layers on flat per-example activations in PyTorch's layout (channels, height,
+//! width, row-major; flattening is implicit): dense, 2-D convolution (stride 1, no padding),
+//! 2×2 max-pooling (stride 2) and element-wise activations, with a hand-written backward pass
+//! and per-example Jacobians. LeNet-5 is [`Sequential::lenet5`].
+//!
+//! A convolution is a dense layer on image patches: with `C_n` the `(c·k·k) × (OH·OW)` patch
+//! matrix of example n (im2col), `Z_n = W C_n + b 1ᵀ`, so for a cotangent `G_m` (out × OH·OW)
+//! `∂/∂W = G_m C_nᵀ`, `∂/∂b = G_m 1`, and the input cotangent is `col2im(Wᵀ G_m)`.
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
+
+use super::dense::dense_param_derivs;
+use super::rng::{seeded, uniform};
+use super::{
+    forward_jacobian, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
+    Sink,
+};
+use crate::error::{Error, Result};
+use crate::linalg::{col, col_mut, transpose_into};
+
+/// One layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type")]
+pub enum Layer {
+    /// `z = W a + b`, W of shape [outputs, inputs].
+    Dense {
+        /// Input width.
+        inputs: usize,
+        /// Output width.
+        outputs: usize,
+    },
+    /// 2-D convolution, stride 1, no padding; W of shape [out, in, k, k].
+    Conv2d {
+        /// Input channels.
+        in_channels: usize,
+        /// Output channels.
+        out_channels: usize,
+        /// Kernel side k.
+        kernel: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// 2×2 max-pooling with stride 2 (odd edges dropped, as in PyTorch).
+    MaxPool2 {
+        /// Channels.
+        channels: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// 2×2 average pooling with stride 2 (odd edges dropped, as in PyTorch's `AvgPool2d(2)`).
+    AvgPool2 {
+        /// Channels.
+        channels: usize,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+    },
+    /// Flattening (a no-op on the flat layout, kept so that layer indices match PyTorch's
+    /// `nn.Sequential` numbering).
+    Flatten {
+        /// Width.
+        size: usize,
+    },
+    /// Element-wise activation.
+    Act {
+        /// The non-linearity.
+        activation: Activation,
+        /// Width.
+        size: usize,
+    },
+}
+
+impl Layer {
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        match *self {
+            Layer::Dense { inputs, .. } => inputs,
+            Layer::Conv2d {
+                in_channels,
+                height,
+                width,
+                ..
+            } => in_channels.saturating_mul(height).saturating_mul(width),
+            Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            }
+            | Layer::AvgPool2 {
+                channels,
+                height,
+                width,
+            } => channels.saturating_mul(height).saturating_mul(width),
+            Layer::Act { size, .. } | Layer::Flatten { size } => size,
+        }
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        match *self {
+            Layer::Dense { outputs, .. } => outputs,
+            Layer::Conv2d {
+                out_channels,
+                kernel,
+                height,
+                width,
+                ..
+            } => out_channels
+                .saturating_mul((height + 1).saturating_sub(kernel))
+                .saturating_mul((width + 1).saturating_sub(kernel)),
+            Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            }
+            | Layer::AvgPool2 {
+                channels,
+                height,
+                width,
+            } => channels
+                .saturating_mul(height / 2)
+                .saturating_mul(width / 2),
+            Layer::Act { size, .. } | Layer::Flatten { size } => size,
+        }
+    }
+
+    /// Number of parameters (weights then biases).
+    pub fn n_params(&self) -> usize {
+        match *self {
+            Layer::Dense { inputs, outputs } => outputs.saturating_mul(inputs.saturating_add(1)),
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => out_channels.saturating_mul(
+                in_channels
+                    .saturating_mul(kernel)
+                    .saturating_mul(kernel)
+                    .saturating_add(1),
+            ),
+            _ => 0,
+        }
+    }
+}
+
+/// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
+pub const MAX_PARAMS: usize = 1 << 32;
+
+/// A network of layers applied in order. Deserialising checks the layers as
+/// [`Sequential::new`] does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "SequentialFields")]
+pub struct Sequential {
+    /// The layers.
+    pub layers: Vec<Layer>,
+}
+
+/// The fields of a [`Sequential`] as stored, before [`Sequential::new`] checks them.
+#[derive(serde::Deserialize)]
+struct SequentialFields {
+    layers: Vec<Layer>,
+}
+
+impl TryFrom<SequentialFields> for Sequential {
+    type Error = Error;
+    fn try_from(f: SequentialFields) -> Result<Self> {
+        Sequential::new(f.layers)
+    }
+}
+
+/// What the forward pass keeps for the backward pass: every layer's input and output, and the
+/// arg-max of each pooling window.
+pub(crate) struct Tape {
+    acts: Vec<Mat<f64>>,
+    argmax: Vec<Option<Vec<usize>>>,
+}
+
+/// Conv2d geometry: (c, out, k, h, w, oh, ow).
+type ConvShape = (usize, usize, usize, usize, usize, usize, usize);
+
+fn conv_shape(l: &Layer) -> ConvShape {
+    match *l {
+        Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            height,
+            width,
+        } => (
+            in_channels,
+            out_channels,
+            kernel,
+            height,
+            width,
+            height + 1 - kernel,
+            width + 1 - kernel,
+        ),
+        _ => unreachable!("a convolution"),
+    }
+}
+
+/// The patch matrix (c·k·k) × (oh·ow) of one example, row-major.
+fn im2col(x: &[f64], (c, _, k, h, w, oh, ow): ConvShape) -> Vec<f64> {
+    let mut cols = vec![0.0; c * k * k * oh * ow];
+    for ci in 0..c {
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = (ci * k + ki) * k + kj;
+                for y in 0..oh {
+                    let src = &x[ci * h * w + (y + ki) * w + kj..][..ow];
+                    cols[row * oh * ow + y * ow..][..ow].copy_from_slice(src);
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]), from its
+/// transpose `cols_t` (OH·OW × C·k·k, each column contiguous).
+fn col2im(cols_t: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
+    for ci in 0..c {
+        for ki in 0..k {
+            for kj in 0..k {
+                let src = col(cols_t, (ci * k + ki) * k + kj);
+                for y in 0..oh {
+                    out[ci * h * w + (y + ki) * w + kj..][..ow]
+                        .iter_mut()
+                        .zip(&src[y * ow..][..ow])
+                        .for_each(|(o, v)| *o += v);
+                }
+            }
+        }
+    }
+}
+
+/// The 2×2 windows (stride 2) of a `c×h×w` input: for output `q = (ch, y, x)` in C order, the
+/// four input indices.
+fn pool_windows(c: usize, h: usize, w: usize) -> Vec<[usize; 4]> {
+    let (ph, pw) = (h / 2, w / 2);
+    let mut out = Vec::with_capacity(c * ph * pw);
+    for ch in 0..c {
+        for y in 0..ph {
+            for x in 0..pw {
+                let base = ch * h * w + 2 * y * w + 2 * x;
+                out.push([base, base + 1, base + w, base + w + 1]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes one row's convolution derivatives (weights `d`, bias `bias`) into `dst` (a row of a
+/// Jacobian, or a column of its transpose), at `w_off` and `b_off`.
+fn write_row(
+    mut dst: RowMut<'_, f64>,
+    d: MatRef<'_, f64>,
+    bias: &[f64],
+    w_off: usize,
+    b_off: usize,
+) {
+    let ckk = d.ncols();
+    for (oc, b) in bias.iter().enumerate() {
+        dst.rb_mut()
+            .subcols_mut(w_off + oc * ckk, ckk)
+            .iter_mut()
+            .zip(d.row(oc).iter())
+            .for_each(|(t, v)| *t = *v);
+        dst[b_off + oc] = *b;
+    }
+}
+
+/// Adds `f` of one row's convolution derivatives (weight block `d`, bias `bias`) to `acc`.
+fn add_reduced(
+    acc: &mut [f64],
+    d: MatRef<'_, f64>,
+    bias: &[f64],
+    w_off: usize,
+    b_off: usize,
+    f: fn(f64) -> f64,
+) {
+    let ckk = d.ncols();
+    for (oc, b) in bias.iter().enumerate() {
+        for q in 0..ckk {
+            acc[w_off + oc * ckk + q] += f(d[(oc, q)]);
+        }
+        acc[b_off + oc] += f(*b);
+    }
+}
+
+impl Sequential {
+    /// A network from layers whose widths chain.
+    pub fn new(layers: Vec<Layer>) -> Result<Self> {
+        if layers.is_empty() {
+            return Err(Error::Invalid("a network needs at least one layer".into()));
+        }
+        for (l, pair) in layers.windows(2).enumerate() {
+            if pair[0].out_dim() != pair[1].in_dim() {
+                return Err(Error::Invalid(format!(
+                    "layer {} outputs {} values but layer {} takes {}",
+                    l + 1,
+                    pair[0].out_dim(),
+                    l + 2,
+                    pair[1].in_dim()
+                )));
+            }
+        }
+        if let Some(l) = layers.iter().find(|l| l.out_dim() == 0) {
+            return Err(Error::Invalid(format!("layer {l:?} has no outputs")));
+        }
+        // Sizes saturate instead of overflowing, so anything absurd lands above these bounds.
+        let params = layers
+            .iter()
+            .fold(0usize, |a, l| a.saturating_add(l.n_params()));
+        let widest = layers.iter().map(Layer::out_dim).max().unwrap_or(0);
+        if params > MAX_PARAMS || widest > MAX_PARAMS {
+            return Err(Error::Invalid(format!(
+                "the network would have {params} parameters and a layer of {widest} values; \
+                 at most {MAX_PARAMS} of each are supported"
+            )));
+        }
+        Ok(Sequential { layers })
+    }
+
+    /// LeNet-5 as the paper uses it on `channels × side × side` images: conv 6@5×5, ReLU,
+    /// pool; conv 16@5×5, ReLU, pool; flatten; dense 120, ReLU; dense 84, ReLU; dense
+    /// `classes` (PyTorch indices 0, 3, 7, 9, 11 for the layers with parameters).
+    pub fn lenet5(channels: usize, side: usize, classes: usize) -> Result<Self> {
+        let relu = |size| Layer::Act {
+            activation: Activation::Relu,
+            size,
+        };
+        let c1 = Layer::Conv2d {
+            in_channels: channels,
+            out_channels: 6,
+            kernel: 5,
+            height: side,
+            width: side,
+        };
+        let s1 = (side - 4) / 2;
+        let c2 = Layer::Conv2d {
+            in_channels: 6,
+            out_channels: 16,
+            kernel: 5,
+            height: s1,
+            width: s1,
+        };
+        let s2 = (s1 - 4) / 2;
+        Sequential::new(vec![
+            c1,
+            relu(c1.out_dim()),
+            Layer::MaxPool2 {
+                channels: 6,
+                height: side - 4,
+                width: side - 4,
+            },
+            c2,
+            relu(c2.out_dim()),
+            Layer::MaxPool2 {
+                channels: 16,
+                height: s1 - 4,
+                width: s1 - 4,
+            },
+            Layer::Flatten { size: 16 * s2 * s2 },
+            Layer::Dense {
+                inputs: 16 * s2 * s2,
+                outputs: 120,
+            },
+            relu(120),
+            Layer::Dense {
+                inputs: 120,
+                outputs: 84,
+            },
+            relu(84),
+            Layer::Dense {
+                inputs: 84,
+                outputs: classes,
+            },
+        ])
+    }
+
+    /// Parses `"C×H×W:layer,layer,…"` (or `"D:…"` for flat inputs; `x` may stand for `×`), with
+    /// layers `conv<out>k<k>`, `pool` (2×2 max), `avgpool` (2×2 mean), `dense<out>`, `flatten` and the activations `relu`,
+    /// `tanh`, `sigmoid`, `identity`. LeNet-5 on MNIST is
+    /// `1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,dense120,relu,dense84,relu,dense10`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |msg: String| Error::Invalid(format!("architecture '{spec}': {msg}"));
+        let (shape, body) = spec.split_once(':').ok_or_else(|| {
+            bad("expected INPUT:LAYERS, e.g. 1x28x28:conv6k5,relu,pool,dense10".into())
+        })?;
+        let dims = shape
+            .split(['x', '×'])
+            .map(|t| t.trim().parse::<usize>().ok().filter(|v| *v > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(format!("input shape '{shape}' is not D or C×H×W")))?;
+        // Current shape: Some((c, h, w)) for images, None once flat.
+        let (mut image, mut width) = match dims.as_slice() {
+            [d] => (None, *d),
+            [c, h, w] => (Some((*c, *h, *w)), c * h * w),
+            _ => return Err(bad(format!("input shape '{shape}' is not D or C×H×W"))),
+        };
+        let mut layers = Vec::new();
+        for tok in body.split(',').map(str::trim) {
+            let num = |s: &str| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .ok_or_else(|| bad(format!("'{tok}': '{s}' is not a positive number")))
+            };
+            let layer = if let Some(rest) = tok.strip_prefix("conv") {
+                let (out, k) = rest.split_once('k').ok_or_else(|| {
+                    bad(format!(
+                        "'{tok}': expected conv<out>k<kernel>, e.g. conv6k5"
+                    ))
+                })?;
+                let (out, k) = (num(out)?, num(k)?);
+                let (c, h, w) = image.ok_or_else(|| {
+                    bad(format!(
+                        "'{tok}' needs an image input, but the values are already flat"
+                    ))
+                })?;
+                if k > h || k > w {
+                    return Err(bad(format!(
+                        "'{tok}': kernel {k} is larger than the {h}×{w} image"
+                    )));
+                }
+                image = Some((out, h + 1 - k, w + 1 - k));
+                Layer::Conv2d {
+                    in_channels: c,
+                    out_channels: out,
+                    kernel: k,
+                    height: h,
+                    width: w,
+                }
+            } else if tok == "pool" || tok == "avgpool" {
+                let (c, h, w) =
+                    image.ok_or_else(|| bad(format!("'{tok}' needs an image input")))?;
+                if h < 2 || w < 2 {
+                    return Err(bad(format!("'{tok}' on a {h}×{w} image")));
+                }
+                image = Some((c, h / 2, w / 2));
+                let (channels, height, width) = (c, h, w);
+                if tok == "pool" {
+                    Layer::MaxPool2 {
+                        channels,
+                        height,
+                        width,
+                    }
+                } else {
+                    Layer::AvgPool2 {
+                        channels,
+                        height,
+                        width,
+                    }
+                }
+            } else if tok == "flatten" {
+                image = None;
+                Layer::Flatten { size: width }
+            } else if let Some(rest) = tok.strip_prefix("dense") {
+                let out = num(rest)?;
+                image = None;
+                Layer::Dense {
+                    inputs: width,
+                    outputs: out,
+                }
+            } else {
+                let activation = tok.parse::<Activation>().map_err(|_| {
+                    bad(format!("unknown layer '{tok}' (expected conv<out>k<k>, pool, avgpool, dense<out>, flatten, relu, tanh, sigmoid or identity)"))
+                })?;
+                Layer::Act {
+                    activation,
+                    size: width,
+                }
+            };
+            width = layer.out_dim();
+            layers.push(layer);
+        }
+        Sequential::new(layers).map_err(|e| bad(e.to_string()))
+    }
+
+    fn offsets(&self) -> Vec<usize> {
+        let mut off = Vec::with_capacity(self.layers.len() + 1);
+        let mut o = 0;
+        for l in &self.layers {
+            off.push(o);
+            o += l.n_params();
+        }
+        off.push(o);
+        off
+    }
+
+    fn forward_tape(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
+        let off = self.offsets();
+        let n = x.nrows();
+        let mut acts = vec![x.to_owned()];
+        let mut argmax = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let a = acts.last().expect("input pushed");
+            let (mut out, mut arg) = (Mat::<f64>::zeros(n, layer.out_dim()), None);
+            match *layer {
+                Layer::Dense { inputs, outputs } => {
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + outputs * inputs],
+                        outputs,
+                        inputs,
+                    );
+                    matmul(
+                        out.as_mut(),
+                        Accum::Replace,
+                        a.as_ref(),
+                        wl.transpose(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    let b = &w[off[l] + outputs * inputs..off[l + 1]];
+                    for (j, b) in b.iter().enumerate() {
+                        out.col_mut(j).iter_mut().for_each(|v| *v += b);
+                    }
+                }
+                Layer::Conv2d { .. } => {
+                    let s @ (c, o, k, _, _, oh, ow) = conv_shape(layer);
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + o * c * k * k],
+                        o,
+                        c * k * k,
+                    );
+                    let b = &w[off[l] + o * c * k * k..off[l + 1]];
+                    let mut z = Mat::<f64>::zeros(o, oh * ow);
+                    for e in 0..n {
+                        let xe: Vec<f64> = a.row(e).iter().copied().collect();
+                        let cols = im2col(&xe, s);
+                        let cm = MatRef::from_row_major_slice(&cols, c * k * k, oh * ow);
+                        matmul(z.as_mut(), Accum::Replace, wl, cm, 1.0, Par::Seq);
+                        for oc in 0..o {
+                            for p in 0..oh * ow {
+                                out[(e, oc * oh * ow + p)] = z[(oc, p)] + b[oc];
+                            }
+                        }
+                    }
+                }
+                Layer::MaxPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    let windows = pool_windows(channels, height, width);
+                    let mut idx = vec![0usize; n * windows.len()];
+                    for e in 0..n {
+                        for (q, cands) in windows.iter().enumerate() {
+                            let best = cands.iter().copied().fold(cands[0], |b, c| {
+                                if a[(e, c)] > a[(e, b)] {
+                                    c
+                                } else {
+                                    b
+                                }
+                            });
+                            out[(e, q)] = a[(e, best)];
+                            idx[e * windows.len() + q] = best;
+                        }
+                    }
+                    arg = Some(idx);
+                }
+                Layer::AvgPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    for (q, cands) in pool_windows(channels, height, width).iter().enumerate() {
+                        for e in 0..n {
+                            out[(e, q)] = 0.25 * cands.iter().map(|&c| a[(e, c)]).sum::<f64>();
+                        }
+                    }
+                }
+                Layer::Act { activation, .. } => {
+                    out = Mat::from_fn(n, a.ncols(), |i, j| activation.apply(a[(i, j)]));
+                }
+                Layer::Flatten { .. } => out.copy_from(a),
+            }
+            acts.push(out);
+            argmax.push(arg);
+        }
+        Tape { acts, argmax }
+    }
+
+    /// Backpropagates cotangent rows `g` (M × K, row m of example `m / rpe`) into `sink`.
+    fn backward(&self, w: &[f64], tape: &Tape, g: Mat<f64>, rpe: usize, mut sink: Sink<'_>) {
+        let off = self.offsets();
+        let mut g = g;
+        for (l, layer) in self.layers.iter().enumerate().rev() {
+            let a_in = &tape.acts[l];
+            let m_rows = g.nrows();
+            let g_in = match *layer {
+                Layer::Dense { inputs, outputs } => {
+                    dense_param_derivs(
+                        &mut sink,
+                        a_in.as_ref(),
+                        g.as_ref(),
+                        rpe,
+                        off[l],
+                        inputs,
+                        outputs,
+                    );
+                    let wl = MatRef::from_row_major_slice(
+                        &w[off[l]..off[l] + outputs * inputs],
+                        outputs,
+                        inputs,
+                    );
+                    let mut gi = Mat::<f64>::zeros(m_rows, inputs);
+                    matmul(gi.as_mut(), Accum::Replace, g.as_ref(), wl, 1.0, Par::Seq);
+                    gi
+                }
+                Layer::Conv2d { .. } => {
+                    let s @ (c, o, k, _, _, oh, ow) = conv_shape(layer);
+                    let ckk = c * k * k;
+                    let (w_off, b_off) = (off[l], off[l] + o * ckk);
+                    let wl = MatRef::from_row_major_slice(&w[w_off..b_off], o, ckk);
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    let pos = oh * ow;
+                    // For structured kernels: this layer's Jacobian block, transposed while it
+                    // is written (one contiguous column per row).
+                    let mut block_t = matches!(sink, Sink::Factors(_))
+                        .then(|| Mat::<f64>::zeros(o * ckk + o, m_rows));
+                    // The rows of one example share its patches: all of them go through one
+                    // product each way, `D = G Cᵀ` (rows·o × ckk) and `Bᵀ = Gᵀ W`
+                    // (rows·pos × ckk). With `g` transposed once, row m's cotangent is a
+                    // contiguous pos × o block, so an example's rows are one pos × rows·o view.
+                    let mut g_t = vec![0.0; g.ncols() * m_rows];
+                    transpose_into(
+                        MatMut::from_column_major_slice_mut(&mut g_t, g.ncols(), m_rows),
+                        g.as_ref(),
+                    );
+                    for e in 0..m_rows.div_ceil(rpe) {
+                        let rows = e * rpe..((e + 1) * rpe).min(m_rows);
+                        let r = rows.len();
+                        let xe: Vec<f64> = a_in.row(e).iter().copied().collect();
+                        let cols = im2col(&xe, s);
+                        let cm = MatRef::from_row_major_slice(&cols, ckk, pos);
+                        // `Gᵀ` (pos × rows·o): column (i·o + oc) holds g_{m_i}[oc, ·].
+                        let gs_t = MatRef::from_column_major_slice(
+                            &g_t[rows.start * o * pos..rows.end * o * pos],
+                            pos,
+                            r * o,
+                        );
+                        let mut d = Mat::<f64>::zeros(r * o, ckk);
+                        matmul(
+                            d.as_mut(),
+                            Accum::Replace,
+                            gs_t.transpose(),
+                            cm.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
+                        for (i, m) in rows.clone().enumerate() {
+                            let dm = d.as_ref().subrows(i * o, o);
+                            let bias: Vec<f64> = (0..o)
+                                .map(|oc| col(gs_t, i * o + oc).iter().sum())
+                                .collect();
+                            match &mut sink {
+                                Sink::Sum(acc) => add_reduced(acc, dm, &bias, w_off, b_off, |v| v),
+                                Sink::SumSq(acc) => {
+                                    add_reduced(acc, dm, &bias, w_off, b_off, |v| v * v)
+                                }
+                                Sink::SumAndSumSq(acc, sq) => {
+                                    add_reduced(acc, dm, &bias, w_off, b_off, |v| v);
+                                    add_reduced(sq, dm, &bias, w_off, b_off, |v| v * v)
+                                }
+                                Sink::Factors(_) => {
+                                    let b = block_t.as_mut().expect("made for factors");
+                                    let dst = b.as_mut().col_mut(m).transpose_mut();
+                                    write_row(dst, dm, &bias, 0, o * ckk);
+                                }
+                                Sink::Rows(jac) => {
+                                    write_row(jac.rb_mut().row_mut(m), dm, &bias, w_off, b_off)
+                                }
+                            }
+                        }
+                        if l > 0 {
+                            // `Gᵀ` with the rows stacked: (rows·pos × o).
+                            let mut side_t = Mat::<f64>::zeros(r * pos, o);
+                            for i in 0..r {
+                                side_t
+                                    .as_mut()
+                                    .subrows_mut(i * pos, pos)
+                                    .copy_from(gs_t.subcols(i * o, o));
+                            }
+                            let mut back_t = Mat::<f64>::zeros(r * pos, ckk);
+                            matmul(
+                                back_t.as_mut(),
+                                Accum::Replace,
+                                side_t.as_ref(),
+                                wl,
+                                1.0,
+                                Par::Seq,
+                            );
+                            let mut row = vec![0.0; layer.in_dim()];
+                            for (i, m) in rows.enumerate() {
+                                row.iter_mut().for_each(|v| *v = 0.0);
+                                col2im(back_t.as_ref().subrows(i * pos, pos), &mut row, s);
+                                for (j, v) in row.iter().enumerate() {
+                                    gi[(m, j)] = *v;
+                                }
+                            }
+                        }
+                    }
+                    if let (Some(bt), Sink::Factors(f)) = (block_t, &mut sink) {
+                        let mut b = Mat::<f64>::zeros(m_rows, bt.nrows());
+                        transpose_into(b.as_mut(), bt.as_ref());
+                        f.push(Factor::Block(b));
+                    }
+                    gi
+                }
+                Layer::MaxPool2 { .. } => {
+                    let idx = tape.argmax[l].as_ref().expect("pooling keeps its arg-max");
+                    let od = layer.out_dim();
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    for m in 0..m_rows {
+                        let e = m / rpe;
+                        for q in 0..od {
+                            gi[(m, idx[e * od + q])] += g[(m, q)];
+                        }
+                    }
+                    gi
+                }
+                Layer::AvgPool2 {
+                    channels,
+                    height,
+                    width,
+                } => {
+                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    for (q, cands) in pool_windows(channels, height, width).iter().enumerate() {
+                        for m in 0..m_rows {
+                            let v = 0.25 * g[(m, q)];
+                            cands.iter().for_each(|&c| gi[(m, c)] += v);
+                        }
+                    }
+                    gi
+                }
+                Layer::Flatten { .. } => g,
+                Layer::Act { activation, .. } => {
+                    let a_out = &tape.acts[l + 1];
+                    let mut g = g;
+                    for j in 0..g.ncols() {
+                        let (gc, ac) = (col_mut(g.as_mut(), j), col(a_out.as_ref(), j));
+                        activation.scale_by_derivative(gc, ac, rpe);
+                    }
+                    g
+                }
+            };
+            g = g_in;
+        }
+    }
+}
+
+impl Backprop for Sequential {
+    type Tape = Tape;
+
+    fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
+        self.forward_tape(w, x)
+    }
+
+    fn output(tape: &Self::Tape) -> &Mat<f64> {
+        tape.acts.last().expect("output")
+    }
+
+    fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>) {
+        self.backward(w, tape, g, rpe, sink)
+    }
+}
+
+impl Network for Sequential {
+    fn n_params(&self) -> usize {
+        self.layers.iter().map(Layer::n_params).sum()
+    }
+
+    fn n_inputs(&self) -> usize {
+        self.layers[0].in_dim()
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.layers.last().expect("non-empty").out_dim()
+    }
+
+    fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.forward_tape(w, x).acts.pop().expect("output")
+    }
+
+    fn forward_reduce_into(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+        out: &mut Vec<Vec<f64>>,
+    ) -> Mat<f64> {
+        reduce(self, w, x, requests, out)
+    }
+
+    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+        forward_jacobian(self, w, x)
+    }
+
+    fn jacobian_factors(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f64> {
+        JacobianFactors::new(self, w, x)
+    }
+
+    fn jacobian_factors_f32(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f32> {
+        JacobianFactors::new(self, w, x)
+    }
+
+    /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
+    fn init(&self, seed: u64) -> Vec<f64> {
+        let mut rng = seeded(seed);
+        let mut w = Vec::with_capacity(self.n_params());
+        for l in &self.layers {
+            let fan_in = match *l {
+                Layer::Dense { inputs, .. } => inputs,
+                Layer::Conv2d {
+                    in_channels,
+                    kernel,
+                    ..
+                } => in_channels * kernel * kernel,
+                _ => continue,
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            for _ in 0..l.n_params() {
+                w.push((2.0 * uniform(&mut rng) - 1.0) * bound);
+            }
+        }
+        w
+    }
+}

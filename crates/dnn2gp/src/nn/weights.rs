@@ -1,0 +1,192 @@
+//! Parameters as PyTorch `state_dict` tensors in safetensors files: `"<index>.weight"`,
+//! `"<index>.bias"` with the layer's index in the equivalent `nn.Sequential`, weights of
+//! shape `[out, in]` (dense) or `[out, in, k, k]` (conv). Files written by
+//! `safetensors.torch.save_file(model.state_dict(), path)` load directly (f32 or f64), and
+//! ours load back into PyTorch with `model.load_state_dict(load_file(path))`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::{Layer, Mlp, Sequential};
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+
+/// One tensor of the flat parameter vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamTensor {
+    /// `state_dict` key.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Offset in the flat vector.
+    pub offset: usize,
+}
+
+impl ParamTensor {
+    fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Weight and bias tensors of a layer at `index` whose weight has `shape`, from `offset`.
+fn pair(index: usize, shape: Vec<usize>, offset: usize) -> [ParamTensor; 2] {
+    let n: usize = shape.iter().product();
+    let out = shape[0];
+    [
+        ParamTensor {
+            name: format!("{index}.weight"),
+            shape,
+            offset,
+        },
+        ParamTensor {
+            name: format!("{index}.bias"),
+            shape: vec![out],
+            offset: offset + n,
+        },
+    ]
+}
+
+impl Mlp {
+    /// Tensors as in `nn.Sequential(Linear, act, Linear, act, …, Linear)`: indices 0, 2, 4, ….
+    pub fn param_layout(&self) -> Vec<ParamTensor> {
+        let mut off = 0;
+        (0..self.sizes.len() - 1)
+            .flat_map(|l| {
+                let (i, o) = (self.sizes[l], self.sizes[l + 1]);
+                let p = pair(2 * l, vec![o, i], off);
+                off += o * (i + 1);
+                p
+            })
+            .collect()
+    }
+}
+
+impl Sequential {
+    /// Tensors keyed by layer index (the layer list mirrors `nn.Sequential`, flatten included).
+    pub fn param_layout(&self) -> Vec<ParamTensor> {
+        let mut off = 0;
+        let mut out = Vec::new();
+        for (index, l) in self.layers.iter().enumerate() {
+            let shape = match *l {
+                Layer::Dense { inputs, outputs } => vec![outputs, inputs],
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    ..
+                } => vec![out_channels, in_channels, kernel, kernel],
+                _ => continue,
+            };
+            out.extend(pair(index, shape, off));
+            off += l.n_params();
+        }
+        out
+    }
+}
+
+/// Floating-point width of a saved file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDtype {
+    /// float32 (PyTorch's default).
+    F32,
+    /// float64.
+    F64,
+}
+
+/// Writes `w` (laid out as `layout`) to a safetensors file, atomically.
+pub fn save(path: &Path, layout: &[ParamTensor], w: &[f64], dtype: StoredDtype) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = layout
+        .iter()
+        .map(|t| {
+            let vals = &w[t.offset..t.offset + t.len()];
+            match dtype {
+                StoredDtype::F32 => vals
+                    .iter()
+                    .flat_map(|v| (*v as f32).to_le_bytes())
+                    .collect(),
+                StoredDtype::F64 => vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            }
+        })
+        .collect();
+    let dtype = match dtype {
+        StoredDtype::F32 => Dtype::F32,
+        StoredDtype::F64 => Dtype::F64,
+    };
+    let views: BTreeMap<String, TensorView<'_>> = layout
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            Ok((
+                t.name.clone(),
+                TensorView::new(dtype, t.shape.clone(), b)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", t.name)))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let meta = [("format".to_string(), "pt".to_string())];
+    let out = safetensors::tensor::serialize(views, Some(meta.into_iter().collect()))
+        .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
+    write_atomic(path, &out)
+}
+
+/// Reads a safetensors file into a flat vector laid out as `layout`; refuses missing or extra
+/// keys, wrong shapes and dtypes other than f32 and f64, naming the key.
+pub fn load(path: &Path, layout: &[ParamTensor]) -> Result<Vec<f64>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let expected: Vec<&str> = layout.iter().map(|t| t.name.as_str()).collect();
+    let mut extra: Vec<&str> = st
+        .names()
+        .into_iter()
+        .filter(|n| !expected.contains(n))
+        .collect();
+    if !extra.is_empty() {
+        extra.sort_unstable();
+        return Err(bad(format!(
+            "unexpected tensors {extra:?} for this architecture (expected {expected:?})"
+        )));
+    }
+    let total = layout.iter().map(ParamTensor::len).sum();
+    let mut w = vec![0.0; total];
+    for t in layout {
+        let view = st
+            .tensor(&t.name)
+            .map_err(|_| bad(format!("missing tensor '{}' (shape {:?})", t.name, t.shape)))?;
+        if view.shape() != t.shape.as_slice() {
+            return Err(bad(format!(
+                "tensor '{}' has shape {:?}, the architecture needs {:?}",
+                t.name,
+                view.shape(),
+                t.shape
+            )));
+        }
+        let dst = &mut w[t.offset..t.offset + t.len()];
+        match view.dtype() {
+            Dtype::F64 => dst
+                .iter_mut()
+                .zip(view.data().chunks_exact(8))
+                .for_each(|(d, c)| *d = f64::from_le_bytes(c.try_into().expect("8 bytes"))),
+            Dtype::F32 => dst
+                .iter_mut()
+                .zip(view.data().chunks_exact(4))
+                .for_each(|(d, c)| *d = f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64),
+            other => {
+                return Err(bad(format!(
+                    "tensor '{}' has dtype {other:?}; expected F32 or F64",
+                    t.name
+                )))
+            }
+        }
+        if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "tensor '{}' holds a non-finite value at flat index {i}",
+                t.name
+            )));
+        }
+    }
+    Ok(w)
+}

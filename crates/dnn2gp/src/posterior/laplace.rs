@@ -1,0 +1,401 @@
+//! Laplace-GGN posterior `N(w*, Σ)` with `Σ⁻¹ = A = Σ_i J_iᵀ Λ_i J_i + δ I` (full) or its
+//! diagonal (diag), and the Laplace evidence of the paper:
+//!
+//! `log p(D) ≈ log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|`
+//!
+//! (laplace-torch's `log_marginal_likelihood`; for the Gaussian, `log p(D | w*) =
+//! −½ Σ_i r_iᵀ Λ_i⁻¹ r_i + ½ Σ_i log|Λ_i| − (NK/2) log 2π`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::progress::Progress;
+use faer::{Mat, MatRef};
+
+use super::Linearization;
+use crate::error::Warning;
+use crate::error::{Error, Result};
+use crate::likelihood::{curvature_root_rows, Likelihood};
+use crate::linalg::{check_memory, dot, mat_bytes, par_chunk_sum, Cholesky, SpdFactor};
+use crate::nn::rng::{normals, Rng};
+use crate::nn::{Cotangents, Network, Reduce};
+
+/// Structure of the posterior precision, with laplace-torch's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HessianStructure {
+    /// The full P×P GGN.
+    Full,
+    /// Its diagonal.
+    Diag,
+}
+
+impl FromStr for HessianStructure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(HessianStructure::Full),
+            "diag" | "diagonal" => Ok(HessianStructure::Diag),
+            other => Err(Error::Invalid(format!(
+                "unknown hessian structure '{other}' (expected full or diag)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for HessianStructure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HessianStructure::Full => "full",
+            HessianStructure::Diag => "diag",
+        })
+    }
+}
+
+/// The factorised precision.
+#[derive(Debug, Clone)]
+enum Precision {
+    Full(SpdFactor),
+    Diag(Vec<f64>),
+}
+
+/// A δ below this multiple of the GGN's rounding level `ε·tr(JᵀΛJ)` is warned about: the
+/// evidence there depends on eigenvalues f64 cannot resolve.
+pub const RESOLVED_DELTA: f64 = 1e3;
+
+/// The largest jitter the weight-space Cholesky may add, relative to δ: `A = JᵀΛJ + δI` has
+/// every eigenvalue ≥ δ, so a larger one would change the posterior; past it the eigen form
+/// `V diag(max(s, 0) + δ) Vᵀ` of `JᵀΛJ` is used instead.
+pub const MAX_JITTER_OVER_DELTA: f64 = 1e-3;
+
+/// A fitted Laplace-GGN posterior.
+#[derive(Debug, Clone)]
+pub struct LaplaceGgn {
+    /// Prior precision δ.
+    pub delta: f64,
+    /// Mean `w*`.
+    pub mean: Vec<f64>,
+    /// Structure of the precision.
+    pub structure: HessianStructure,
+    precision: Precision,
+    /// Negative eigenvalues of `JᵀΛJ` (rounding) floored at 0 by the eigen form.
+    floored: usize,
+    /// `τ = ε·tr(JᵀΛJ)`: eigenvalues of the GGN below about τ are rounding, not data.
+    resolution: f64,
+}
+
+impl LaplaceGgn {
+    /// Fits the posterior at the linearisation point, refusing a P×P matrix above
+    /// `memory_limit` bytes.
+    pub fn fit(
+        lin: &Linearization,
+        delta: f64,
+        structure: HessianStructure,
+        memory_limit: u128,
+    ) -> Result<Self> {
+        check_delta(delta)?;
+        let p = lin.n_params();
+        let mut floored = 0;
+        let mut resolution = 0.0;
+        let precision = match structure {
+            HessianStructure::Full => {
+                check_memory(
+                    "the full P×P GGN",
+                    3 * mat_bytes(p, p),
+                    memory_limit,
+                    "use --hessian diag, or the function-space GP (--space function) when N·K < P",
+                )?;
+                let h = lin.ggn();
+                resolution = f64::EPSILON * (0..p).map(|i| h[(i, i)]).sum::<f64>();
+                let (factor, f) = factor_precision(h, delta)?;
+                floored = f;
+                Precision::Full(factor)
+            }
+            HessianStructure::Diag => {
+                Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
+            }
+        };
+        Ok(LaplaceGgn {
+            delta,
+            mean: lin.center.clone(),
+            structure,
+            precision,
+            floored,
+            resolution,
+        })
+    }
+
+    /// How many negative eigenvalues of `JᵀΛJ` the eigen form floored at 0 (0 when the
+    /// Cholesky factorisation succeeded).
+    pub fn floored_eigenvalues(&self) -> usize {
+        self.floored
+    }
+
+    /// How far rounding in `JᵀΛJ` can move `½ log|A|` and so the evidence:
+    /// `(P/2)·log(1 + τ/δ)` with `τ = ε·tr(JᵀΛJ)` (0 for a diagonal posterior).
+    pub fn evidence_uncertainty(&self) -> f64 {
+        0.5 * self.mean.len() as f64 * (self.resolution / self.delta).ln_1p()
+    }
+
+    /// Whether the precision is held in the eigen form (the Cholesky factorisation of
+    /// `JᵀΛJ + δI` failed within [`MAX_JITTER_OVER_DELTA`]).
+    pub fn is_eigen_form(&self) -> bool {
+        matches!(self.precision, Precision::Full(SpdFactor::Eigen { .. }))
+    }
+
+    /// The numerical events of the fit (jitter added, eigen form used), for warnings.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let jitter = self.jitter();
+        if jitter > 0.0 {
+            out.push(Warning::new(
+                "jitter",
+                format!(
+                    "the Cholesky factorisation of the posterior precision J'ΛJ + δI added jitter \
+                     {jitter:.3e} to its diagonal ({:.2e} of δ = {:.3e})",
+                    jitter / self.delta,
+                    self.delta
+                ),
+            ));
+        }
+        if self.delta < RESOLVED_DELTA * self.resolution {
+            out.push(Warning::new(
+                "unresolved_delta",
+                format!(
+                    "δ = {:.3e} is within {RESOLVED_DELTA:.0e}× of the rounding level of J'ΛJ, \
+                     τ = ε·tr(J'ΛJ) = {:.3e}: its eigenvalues below τ are not resolved in f64, so \
+                     log|J'ΛJ + δI| and the evidence are uncertain by up to (P/2)·log(1 + τ/δ) = \
+                     {:.3e} nats",
+                    self.delta,
+                    self.resolution,
+                    self.evidence_uncertainty()
+                ),
+            ));
+        }
+        if self.is_eigen_form() {
+            out.push(Warning::new(
+                "eigen_form",
+                format!(
+                    "the posterior precision J'ΛJ + δI (δ = {:.3e}) could not be factorised by Cholesky \
+                     with jitter up to {MAX_JITTER_OVER_DELTA:.0e}·δ; its eigendecomposition was used \
+                     instead, {} negative eigenvalues of J'ΛJ (rounding) floored at 0",
+                    self.delta, self.floored
+                ),
+            ));
+        }
+        out
+    }
+
+    /// The diagonal posterior `N(mean, diag(variances))` (a saved one, or VOGN's q), with
+    /// prior precision δ.
+    pub fn from_variances(mean: Vec<f64>, variances: &[f64], delta: f64) -> Result<Self> {
+        if let Some(i) = variances.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "posterior variance {i} is {}, not a positive number",
+                variances[i]
+            )));
+        }
+        Self::diagonal(mean, variances.iter().map(|v| 1.0 / v).collect(), delta)
+    }
+
+    /// The diagonal posterior at `w*` from a GGN diagonal `h`: `Σ⁻¹ = diag(h) + δI`.
+    pub fn from_ggn_diagonal(mean: Vec<f64>, h: &[f64], delta: f64) -> Result<Self> {
+        Self::diagonal(mean, h.iter().map(|d| d + delta).collect(), delta)
+    }
+
+    /// `N(mean, diag(precision)⁻¹)` with prior precision δ.
+    fn diagonal(mean: Vec<f64>, precision: Vec<f64>, delta: f64) -> Result<Self> {
+        check_delta(delta)?;
+        if precision.len() != mean.len() {
+            return Err(Error::Invalid(format!(
+                "a diagonal posterior of {} entries for {} parameters",
+                precision.len(),
+                mean.len()
+            )));
+        }
+        Ok(LaplaceGgn {
+            delta,
+            mean,
+            structure: HessianStructure::Diag,
+            precision: Precision::Diag(precision),
+            floored: 0,
+            resolution: 0.0,
+        })
+    }
+
+    /// The posterior variances `diag(Σ)`.
+    pub fn variances(&self) -> Vec<f64> {
+        match &self.precision {
+            Precision::Full(c) => {
+                let p = self.mean.len();
+                let inv = c.solve(Mat::<f64>::identity(p, p).as_ref());
+                (0..p).map(|i| inv[(i, i)]).collect()
+            }
+            Precision::Diag(d) => d.iter().map(|v| 1.0 / v).collect(),
+        }
+    }
+
+    /// Jitter added to the precision's diagonal by the Cholesky ladder (at most
+    /// [`MAX_JITTER_OVER_DELTA`]·δ).
+    pub fn jitter(&self) -> f64 {
+        match &self.precision {
+            Precision::Full(c) => c.jitter(),
+            Precision::Diag(_) => 0.0,
+        }
+    }
+
+    /// `log |Σ⁻¹|`.
+    pub fn log_det_precision(&self) -> f64 {
+        match &self.precision {
+            Precision::Full(c) => c.log_det(),
+            Precision::Diag(d) => d.iter().map(|v| v.ln()).sum(),
+        }
+    }
+
+    /// `Σ v = A⁻¹ v`.
+    pub fn covariance_times(&self, v: &[f64]) -> Vec<f64> {
+        match &self.precision {
+            Precision::Full(c) => c.solve_vec(v),
+            Precision::Diag(d) => v.iter().zip(d).map(|(a, b)| a / b).collect(),
+        }
+    }
+
+    /// Marginal variances `diag(J* Σ J*ᵀ)` of the linearised outputs, one per row of `J*`.
+    pub fn functional_variance(&self, jstar: MatRef<'_, f64>) -> Vec<f64> {
+        match &self.precision {
+            Precision::Full(c) => {
+                let v = c.solve_l(jstar.transpose());
+                crate::linalg::col_sq_norms(v.as_ref())
+            }
+            Precision::Diag(d) => (0..jstar.nrows())
+                .map(|m| jstar.row(m).iter().zip(d).map(|(j, a)| j * j / a).sum())
+                .collect(),
+        }
+    }
+
+    /// `n` draws `w ~ N(w*, Σ)`.
+    pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
+        let p = self.mean.len();
+        (0..n)
+            .map(|_| {
+                let z = normals(rng, p);
+                let e = match &self.precision {
+                    Precision::Full(c) => c.solve_lt_vec(&z),
+                    Precision::Diag(d) => z.iter().zip(d).map(|(z, a)| z / a.sqrt()).collect(),
+                };
+                self.mean.iter().zip(&e).map(|(m, e)| m + e).collect()
+            })
+            .collect()
+    }
+
+    /// The Laplace evidence of the paper (see the module doc), for every likelihood. For the
+    /// Gaussian it equals the GP marginal likelihood when `w*` is a stationary point; otherwise
+    /// it is lower by `½ gᵀ A⁻¹ g`.
+    pub fn log_marginal_likelihood(&self, lin: &Linearization) -> Result<f64> {
+        let p = self.mean.len() as f64;
+        Ok(
+            -lin.nll - 0.5 * self.delta * dot(&self.mean, &self.mean) + 0.5 * p * self.delta.ln()
+                - 0.5 * self.log_det_precision(),
+        )
+    }
+
+    /// The K×K blocks `J*_i Σ J*_iᵀ` of the functional covariance at N test inputs (stacked
+    /// Jacobians NK×P), row-major, `N·K·K` values: laplace-torch's GLM `f_var`.
+    pub fn functional_covariance_blocks(&self, jstar: MatRef<'_, f64>, k: usize) -> Vec<f64> {
+        let n = jstar.nrows() / k;
+        match &self.precision {
+            Precision::Full(c) => {
+                // V = L⁻¹ J*ᵀ, so block i is V_iᵀ V_i.
+                let v = c.solve_l(jstar.transpose());
+                (0..n)
+                    .flat_map(|i| {
+                        let v = &v;
+                        (0..k * k).map(move |m| {
+                            let (a, b) = (i * k + m / k, i * k + m % k);
+                            v.col(a)
+                                .iter()
+                                .zip(v.col(b).iter())
+                                .map(|(x, y)| x * y)
+                                .sum()
+                        })
+                    })
+                    .collect()
+            }
+            Precision::Diag(d) => {
+                let s: Vec<f64> = d.iter().map(|v| 1.0 / v).collect();
+                crate::gp::classification::diag_covariance_blocks(jstar, k, &s)
+            }
+        }
+    }
+
+    /// The dense covariance `Σ` (P×P); for small networks and tests.
+    pub fn covariance(&self) -> Mat<f64> {
+        let p = self.mean.len();
+        match &self.precision {
+            Precision::Full(c) => c.solve(Mat::<f64>::identity(p, p).as_ref()),
+            Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
+        }
+    }
+}
+
+/// Factorises `A = H + δI` for the GGN `H`: Cholesky with jitter at most
+/// [`MAX_JITTER_OVER_DELTA`]·δ, else the eigen form of `H` with its eigenvalues floored at 0.
+/// Returns the factor and the number of floored eigenvalues.
+pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize)> {
+    const WHAT: &str = "posterior precision J'ΛJ + δI";
+    let p = h.nrows();
+    for i in 0..p {
+        h[(i, i)] += delta;
+    }
+    if let Some(c) = Cholesky::with_max_jitter(h.as_ref(), WHAT, MAX_JITTER_OVER_DELTA * delta)? {
+        return Ok((SpdFactor::Cholesky(c), 0));
+    }
+    for i in 0..p {
+        h[(i, i)] -= delta;
+    }
+    SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
+}
+
+/// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in
+/// parallel chunks of [`GGN_CHUNK`] examples: one backward pass of the curvature-root rows
+/// `R_i` (`R_iᵀR_i = Λ_i`) per chunk, summing squared parameter derivatives; no Jacobian is
+/// formed. `progress` advances by the examples done.
+pub fn ggn_diagonal(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+    progress: Option<&dyn Progress>,
+) -> Vec<f64> {
+    let k = net.n_outputs();
+    let (_, h) = par_chunk_sum(x.nrows(), GGN_CHUNK, w.len(), |s, m| {
+        let yb = y.subrows(s, m);
+        let (_, mut out) = net.forward_reduce(w, x.subrows(s, m), &mut |f| {
+            vec![Cotangents {
+                rows: curvature_root_rows(lik, f, yb),
+                rows_per_example: k,
+                reduce: Reduce::SumSq,
+            }]
+        });
+        if let Some(pb) = progress {
+            pb.advance(m as u64);
+        }
+        (0.0, out.pop().expect("one request"))
+    });
+    h
+}
+
+/// Examples per chunk of [`ggn_diagonal`].
+pub const GGN_CHUNK: usize = 64;
+
+/// δ must be positive and finite.
+pub fn check_delta(delta: f64) -> Result<()> {
+    if delta.is_finite() && delta > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "--delta (prior precision) must be a positive number, got {delta}"
+        )))
+    }
+}

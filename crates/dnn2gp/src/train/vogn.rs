@@ -1,0 +1,587 @@
+//! VOGN: variational online Gauss-Newton (Khan et al. 2018; Theorem 2 of DNN2GP).
+//!
+//! The variational posterior is `q(w) = N(μ, Σ)`. Each step draws `w_t ~ q` (or `w_t = μ` for
+//! the deterministic OGN), takes a minibatch B of size M, and with estimates scaled to the full
+//! data set (the update is written for the **sum** of per-example losses over all N examples)
+//!
+//! `ĝ = (N/M) Σ_B J_iᵀ r_i`, `Ĥ = (N/M) Σ_B J_iᵀ Λ_i J_i` (GGN) or `(N/M) Σ_B g_i g_iᵀ`
+//! (squared per-example gradients, what the official code uses), all at `w_t`, updates
+//!
+//! `Σ⁻¹ ← (1 − β) Σ⁻¹ + β (Ĥ + δ I)`, `μ ← μ − α Σ (ĝ + δ μ)` with `α = β` by default.
+//!
+//! With S Monte Carlo samples, ĝ and Ĥ are averaged over the samples. Optional momentum
+//! replaces `ĝ + δμ` by its bias-corrected exponential average. `Σ` is full (P×P) or diagonal.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::progress::Progress;
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+use super::{
+    check_finite, epoch_batches, gather_rows, run_epoch, EpochHook, Objective, GRAD_CHUNK,
+    PARALLEL_GRAD_WORK,
+};
+use crate::error::{Error, Result};
+use crate::likelihood;
+use crate::nn::{Cotangents, Reduce};
+
+use crate::linalg::{at_b, col_sq_norms, wide, Cholesky};
+use crate::nn::rng::{child_seed, normals, normals_then, seeded, Rng};
+use crate::posterior::Linearization;
+
+/// Form of the covariance of `q`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Covariance {
+    /// Full P×P (small networks).
+    Full,
+    /// Diagonal.
+    Diag,
+}
+
+/// Source of the curvature estimate Ĥ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Curvature {
+    /// The generalised Gauss-Newton `Σ J_iᵀ Λ_i J_i` (the paper's VOGGN).
+    Ggn,
+    /// Squared per-example gradients `Σ g_i g_iᵀ` (empirical Fisher; the official VOGN code).
+    SquaredGradients,
+}
+
+impl FromStr for Covariance {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "full" => Ok(Covariance::Full),
+            "diag" | "diagonal" => Ok(Covariance::Diag),
+            o => Err(Error::Invalid(format!(
+                "unknown covariance '{o}' (expected full or diag)"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Curvature {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ggn" => Ok(Curvature::Ggn),
+            "squared-gradients" | "sqgrad" | "ef" => Ok(Curvature::SquaredGradients),
+            o => Err(Error::Invalid(format!(
+                "unknown curvature '{o}' (expected ggn or squared-gradients)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Covariance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Covariance::Full => "full",
+            Covariance::Diag => "diag",
+        })
+    }
+}
+
+impl fmt::Display for Curvature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Curvature::Ggn => "ggn",
+            Curvature::SquaredGradients => "squared-gradients",
+        })
+    }
+}
+
+/// Settings of VOGN.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VognConfig {
+    /// Step β of the precision update.
+    pub beta: f64,
+    /// Step α of the mean update (`None`: α = β, the form of Theorem 2).
+    pub lr: Option<f64>,
+    /// Monte Carlo samples per step.
+    pub mc_samples: usize,
+    /// Minibatch size (`None`: full batch).
+    pub batch_size: Option<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Full or diagonal covariance.
+    pub covariance: Covariance,
+    /// GGN or squared gradients.
+    pub curvature: Curvature,
+    /// Momentum β₁ on the gradient (`None`: no momentum).
+    pub momentum: Option<f64>,
+    /// Initial precision `Σ₀⁻¹ = s I`.
+    pub init_precision: f64,
+    /// OGN: use `w_t = μ_t` instead of a sample.
+    pub deterministic: bool,
+    /// Seed of the samples and minibatches.
+    pub seed: u64,
+    /// Keep `(μ_t, Σ_t⁻¹)` every this many steps (0: never).
+    pub snapshot_every: usize,
+}
+
+impl Default for VognConfig {
+    fn default() -> Self {
+        VognConfig {
+            beta: 0.1,
+            lr: None,
+            mc_samples: 1,
+            batch_size: None,
+            epochs: 1000,
+            covariance: Covariance::Full,
+            curvature: Curvature::Ggn,
+            momentum: None,
+            init_precision: 1.0,
+            deterministic: false,
+            seed: 0,
+            snapshot_every: 0,
+        }
+    }
+}
+
+/// The precision `Σ⁻¹` of `q`, with the Cholesky factor of a full one.
+#[derive(Debug, Clone)]
+pub enum Precision {
+    /// Full, with `Σ⁻¹ = L Lᵀ`.
+    Full {
+        /// `Σ⁻¹`.
+        matrix: Mat<f64>,
+        /// Its Cholesky factor.
+        chol: Cholesky,
+    },
+    /// Diagonal entries of `Σ⁻¹`.
+    Diag(Vec<f64>),
+}
+
+impl Precision {
+    fn full(matrix: Mat<f64>) -> Result<Self> {
+        let chol = Cholesky::new(matrix.as_ref(), "VOGN precision")?;
+        Ok(Precision::Full { matrix, chol })
+    }
+
+    /// `Σ⁻¹` as a dense matrix.
+    pub fn dense(&self) -> Mat<f64> {
+        match self {
+            Precision::Full { matrix, .. } => matrix.clone(),
+            Precision::Diag(d) => {
+                Mat::from_fn(d.len(), d.len(), |i, j| if i == j { d[i] } else { 0.0 })
+            }
+        }
+    }
+
+    /// `Σ v`.
+    pub fn cov_times(&self, v: &[f64]) -> Vec<f64> {
+        match self {
+            Precision::Full { chol, .. } => chol.solve_vec(v),
+            Precision::Diag(d) => v.iter().zip(d).map(|(v, d)| v / d).collect(),
+        }
+    }
+
+    /// A draw from `N(μ, Σ)`.
+    pub fn sample(&self, mu: &[f64], rng: &mut Rng) -> Vec<f64> {
+        match self {
+            Precision::Full { chol, .. } => {
+                let e = chol.solve_lt_vec(&normals(rng, mu.len()));
+                mu.iter().zip(&e).map(|(m, e)| m + e).collect()
+            }
+            Precision::Diag(d) => normals_then(rng, mu.len(), |o, e| {
+                let (mu, d) = (&mu[o..o + e.len()], &d[o..o + e.len()]);
+                wide(|| {
+                    for ((e, m), d) in e.iter_mut().zip(mu).zip(d) {
+                        *e = m + *e / d.sqrt();
+                    }
+                })
+            }),
+        }
+    }
+
+    /// Marginal variances `diag(J Σ Jᵀ)` for the rows of `J`.
+    pub fn functional_variance(&self, j: faer::MatRef<'_, f64>) -> Vec<f64> {
+        match self {
+            Precision::Full { chol, .. } => col_sq_norms(chol.solve_l(j.transpose()).as_ref()),
+            Precision::Diag(d) => (0..j.nrows())
+                .map(|m| j.row(m).iter().zip(d).map(|(j, d)| j * j / d).sum())
+                .collect(),
+        }
+    }
+}
+
+/// The state of `q = N(μ, Σ)` and the momentum.
+#[derive(Debug, Clone)]
+pub struct VognState {
+    /// Mean μ.
+    pub mu: Vec<f64>,
+    /// Precision `Σ⁻¹`.
+    pub precision: Precision,
+    momentum: Vec<f64>,
+    /// Steps taken.
+    pub t: usize,
+    /// Buffers of the diagonal estimates, kept across steps.
+    scratch: Vec<Vec<Vec<f64>>>,
+}
+
+impl VognState {
+    /// `q₀ = N(μ₀, s⁻¹ I)`.
+    pub fn new(mu0: &[f64], cfg: &VognConfig) -> Result<Self> {
+        let p = mu0.len();
+        if !(cfg.init_precision.is_finite() && cfg.init_precision > 0.0) {
+            return Err(Error::Invalid(format!(
+                "initial precision must be positive, got {}",
+                cfg.init_precision
+            )));
+        }
+        let precision = match cfg.covariance {
+            Covariance::Full => Precision::full(Mat::from_fn(p, p, |i, j| {
+                if i == j {
+                    cfg.init_precision
+                } else {
+                    0.0
+                }
+            }))?,
+            Covariance::Diag => Precision::Diag(vec![cfg.init_precision; p]),
+        };
+        Ok(VognState {
+            mu: mu0.to_vec(),
+            precision,
+            momentum: vec![0.0; p],
+            t: 0,
+            scratch: Vec::new(),
+        })
+    }
+}
+
+impl VognState {
+    /// The points of one step: `cfg.mc_samples` draws from `q`, or `μ` alone for the
+    /// deterministic OGN. One stream per sample, so that samples are drawn in parallel and the
+    /// numbers do not depend on the thread count.
+    pub fn draw(&self, cfg: &VognConfig, rng: &mut Rng) -> Vec<Vec<f64>> {
+        if cfg.deterministic {
+            return vec![self.mu.clone()];
+        }
+        let seeds: Vec<u64> = (0..cfg.mc_samples).map(|_| child_seed(rng)).collect();
+        let draw = |s: &u64| self.precision.sample(&self.mu, &mut seeded(*s));
+        if seeds.len() > 1 {
+            seeds.par_iter().map(draw).collect()
+        } else {
+            seeds.iter().map(draw).collect()
+        }
+    }
+}
+
+/// A curvature estimate Ĥ in the form of the covariance.
+enum Hessian {
+    Full(Mat<f64>),
+    Diag(Vec<f64>),
+}
+
+/// Full-data-scaled gradient and curvature estimates at the samples.
+struct Estimates {
+    g: Vec<f64>,
+    h: Hessian,
+    loss: f64,
+}
+
+/// Most jobs one diagonal estimate is cut into (each holds a 2P buffer).
+const MAX_JOBS: usize = 16;
+
+/// Diagonal estimates from backward passes alone (no Jacobian is formed). The work is cut into
+/// jobs, one per sample when there are several, else row chunks of a large batch; the jobs run
+/// in parallel into the buffers of `scratch` (kept across steps) and are summed in order, so
+/// that the numbers do not depend on the thread count.
+fn diag_estimates(
+    obj: &Objective<'_>,
+    cfg: &VognConfig,
+    xb: MatRef<'_, f64>,
+    yb: MatRef<'_, f64>,
+    samples: &[Vec<f64>],
+    scratch: &mut Vec<Vec<Vec<f64>>>,
+) -> Estimates {
+    let (n, p) = (xb.nrows(), samples[0].len());
+    let scale = obj.n() as f64 / n as f64 / samples.len() as f64;
+    // (sample, first row, rows).
+    let jobs: Vec<(usize, usize, usize)> = if samples.len() > 1 || n * p < PARALLEL_GRAD_WORK {
+        (0..samples.len()).map(|s| (s, 0, n)).collect()
+    } else {
+        let rows = GRAD_CHUNK.max(n.div_ceil(MAX_JOBS));
+        (0..n)
+            .step_by(rows)
+            .map(|r| (0, r, rows.min(n - r)))
+            .collect()
+    };
+    if scratch.len() < jobs.len() {
+        scratch.resize_with(jobs.len(), Vec::new);
+    }
+    // One job: its data loss, and [g; h] (one buffer) or g and h (two) in `out`.
+    let run = |&(s, r, m): &(usize, usize, usize), out: &mut Vec<Vec<f64>>| {
+        let (xc, yc) = (xb.subrows(r, m), yb.subrows(r, m));
+        let mut l = 0.0;
+        obj.net.forward_reduce_into(
+            &samples[s],
+            xc,
+            &mut |f| {
+                l = obj.lik.nll_sum(f, yc);
+                let r = obj.lik.residuals(f, yc);
+                match cfg.curvature {
+                    Curvature::Ggn => vec![
+                        Cotangents {
+                            rows: r,
+                            rows_per_example: 1,
+                            reduce: Reduce::Sum,
+                        },
+                        Cotangents {
+                            rows: likelihood::curvature_root_rows(obj.lik, f, yc),
+                            rows_per_example: f.ncols(),
+                            reduce: Reduce::SumSq,
+                        },
+                    ],
+                    // Gradient and squared gradients share their cotangents: one pass.
+                    Curvature::SquaredGradients => vec![Cotangents {
+                        rows: r,
+                        rows_per_example: 1,
+                        reduce: Reduce::SumAndSumSq,
+                    }],
+                }
+            },
+            out,
+        );
+        l
+    };
+    let losses: Vec<f64> = if jobs.len() > 1 {
+        jobs.par_iter()
+            .zip(scratch.par_iter_mut())
+            .map(|(j, out)| run(j, out))
+            .collect()
+    } else {
+        vec![run(&jobs[0], &mut scratch[0])]
+    };
+    let (g0, h0) = grad_and_curvature(&scratch[0], p);
+    let (mut g, mut h) = (g0.to_vec(), h0.to_vec());
+    for out in &scratch[1..jobs.len()] {
+        let (gj, hj) = grad_and_curvature(out, p);
+        wide(|| {
+            g.iter_mut().zip(gj).for_each(|(a, b)| *a += b);
+            h.iter_mut().zip(hj).for_each(|(a, b)| *a += b);
+        });
+    }
+    let loss = scale * losses.iter().sum::<f64>();
+    wide(|| {
+        g.iter_mut().for_each(|a| *a *= scale);
+        h.iter_mut().for_each(|a| *a *= scale);
+    });
+    Estimates {
+        g,
+        h: Hessian::Diag(h),
+        loss,
+    }
+}
+
+/// A job's sums `(Σ g, Σ h)`: one buffer `[g; h]` (squared gradients) or two (GGN).
+fn grad_and_curvature(out: &[Vec<f64>], p: usize) -> (&[f64], &[f64]) {
+    match out {
+        [gh] => gh.split_at(p),
+        [g, h] => (g, h),
+        _ => unreachable!("one or two requests"),
+    }
+}
+
+fn estimates(
+    obj: &Objective<'_>,
+    cfg: &VognConfig,
+    idx: Option<&[usize]>,
+    samples: &[Vec<f64>],
+    scratch: &mut Vec<Vec<Vec<f64>>>,
+) -> Estimates {
+    let gathered = idx.map(|idx| (gather_rows(obj.x, idx), gather_rows(obj.y, idx)));
+    let (xb, yb) = match &gathered {
+        Some((x, y)) => (x.as_ref(), y.as_ref()),
+        None => (obj.x, obj.y),
+    };
+    if cfg.covariance == Covariance::Diag {
+        return diag_estimates(obj, cfg, xb, yb, samples, scratch);
+    }
+    let m = xb.nrows();
+    let p = samples[0].len();
+    let scale = obj.n() as f64 / m as f64 / samples.len() as f64;
+    let mut g = vec![0.0; p];
+    let mut loss = 0.0;
+    // Rows whose outer products sum to Ĥ, all samples stacked: Λ^{1/2} J (GGN) or the
+    // per-example gradients g_i = J_iᵀ r_i.
+    let mut stacked: Vec<Mat<f64>> = Vec::new();
+    for w in samples {
+        let lin = Linearization::new(obj.net, obj.lik, xb, yb, w);
+        loss += scale * obj.lik.nll_sum(lin.f.as_ref(), yb);
+        for (g, v) in g.iter_mut().zip(lin.loss_gradient()) {
+            *g += scale * v;
+        }
+        stacked.push(match cfg.curvature {
+            Curvature::Ggn => lin.sqrt_lambda_jac(),
+            Curvature::SquaredGradients => {
+                let k = lin.k;
+                Mat::from_fn(m, p, |i, c| {
+                    (0..k)
+                        .map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a])
+                        .sum()
+                })
+            }
+        });
+    }
+    let h_full = {
+        let total: usize = stacked.iter().map(|r| r.nrows()).sum();
+        let mut all = Mat::<f64>::zeros(total, p);
+        let mut r0 = 0;
+        for r in &stacked {
+            all.as_mut().subrows_mut(r0, r.nrows()).copy_from(r);
+            r0 += r.nrows();
+        }
+        let mut h = at_b(all.as_ref(), all.as_ref());
+        h.as_mut()
+            .col_iter_mut()
+            .for_each(|c| c.iter_mut().for_each(|v| *v *= scale));
+        h
+    };
+    Estimates {
+        g,
+        h: Hessian::Full(h_full),
+        loss,
+    }
+}
+
+/// One VOGN step on the minibatch `idx` (`None`: all data) at the given samples of `q`;
+/// returns the minibatch estimate of the data loss.
+pub fn step_at(
+    obj: &Objective<'_>,
+    state: &mut VognState,
+    cfg: &VognConfig,
+    idx: Option<&[usize]>,
+    samples: &[Vec<f64>],
+) -> Result<f64> {
+    let est = estimates(obj, cfg, idx, samples, &mut state.scratch);
+    state.t += 1;
+    check_finite(est.loss, &est.g, "VOGN", state.t)?;
+    let (beta, delta) = (cfg.beta, obj.delta);
+    let lr = cfg.lr.unwrap_or(beta);
+    let momentum = cfg.momentum.map(|b1| (b1, 1.0 - b1.powi(state.t as i32)));
+    // The direction `ĝ + δμ`, or with momentum its bias-corrected exponential average.
+    let direction = |g: f64, mu: f64, m: &mut f64| {
+        let d = g + delta * mu;
+        match momentum {
+            Some((b1, corr)) => {
+                *m = b1 * *m + (1.0 - b1) * d;
+                *m / corr
+            }
+            None => d,
+        }
+    };
+    let (mu, mom, g) = (&mut state.mu, &mut state.momentum, &est.g);
+    match (&mut state.precision, est.h) {
+        (Precision::Full { matrix, .. }, Hessian::Full(h)) => {
+            let p = matrix.nrows();
+            let next = Mat::from_fn(p, p, |i, j| {
+                (1.0 - beta) * matrix[(i, j)]
+                    + beta * (h[(i, j)] + if i == j { delta } else { 0.0 })
+            });
+            state.precision = Precision::full(next)?;
+            let dir: Vec<f64> = mu
+                .iter()
+                .zip(mom.iter_mut())
+                .zip(g)
+                .map(|((mu, m), g)| direction(*g, *mu, m))
+                .collect();
+            for (mu, s) in mu.iter_mut().zip(state.precision.cov_times(&dir)) {
+                *mu -= lr * s;
+            }
+        }
+        // Precision and mean element by element, in one pass.
+        (Precision::Diag(d), Hessian::Diag(h)) => wide(|| {
+            for ((((d, h), mu), m), g) in d.iter_mut().zip(&h).zip(mu).zip(mom).zip(g) {
+                *d = (1.0 - beta) * *d + beta * (h + delta);
+                *mu -= lr * (direction(*g, *mu, m) / *d);
+            }
+        }),
+        _ => unreachable!("estimates match the covariance form"),
+    }
+    Ok(est.loss)
+}
+
+/// A kept state of the run.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Step index t (the state before step t+1).
+    pub t: usize,
+    /// μ_t.
+    pub mu: Vec<f64>,
+    /// Σ_t⁻¹.
+    pub precision: Precision,
+}
+
+/// Outcome of a VOGN run.
+#[derive(Debug, Clone)]
+pub struct VognResult {
+    /// The final state.
+    pub state: VognState,
+    /// Mean minibatch loss estimate per epoch.
+    pub history: Vec<f64>,
+    /// Snapshots every `snapshot_every` steps.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Runs VOGN from `μ₀` for `cfg.epochs` epochs; `progress` advances by one per step.
+pub fn run(
+    obj: &Objective<'_>,
+    mu0: &[f64],
+    cfg: &VognConfig,
+    progress: Option<&dyn Progress>,
+) -> Result<VognResult> {
+    run_with(obj, mu0, cfg, progress, &mut |_, _, _| Ok(()))
+}
+
+/// [`run`], calling `on_epoch(epoch, μ, epoch_loss)` after each epoch; an error from it stops
+/// training.
+pub fn run_with(
+    obj: &Objective<'_>,
+    mu0: &[f64],
+    cfg: &VognConfig,
+    progress: Option<&dyn Progress>,
+    on_epoch: &mut EpochHook<'_>,
+) -> Result<VognResult> {
+    if !(cfg.beta > 0.0 && cfg.beta <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "VOGN step β must be in (0, 1], got {}",
+            cfg.beta
+        )));
+    }
+    if cfg.mc_samples == 0 {
+        return Err(Error::Invalid(
+            "VOGN needs at least one Monte Carlo sample".into(),
+        ));
+    }
+    let mut state = VognState::new(mu0, cfg)?;
+    let mut rng = seeded(cfg.seed);
+    let mut history = Vec::with_capacity(cfg.epochs);
+    let mut snapshots = Vec::new();
+    for epoch in 0..cfg.epochs {
+        let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
+        let epoch_loss = run_epoch(&batches, progress, |idx| {
+            if cfg.snapshot_every > 0 && state.t % cfg.snapshot_every == 0 {
+                snapshots.push(Snapshot {
+                    t: state.t,
+                    mu: state.mu.clone(),
+                    precision: state.precision.clone(),
+                });
+            }
+            let samples = state.draw(cfg, &mut rng);
+            step_at(obj, &mut state, cfg, idx, &samples)
+        })?;
+        history.push(epoch_loss);
+        on_epoch(epoch, &state.mu, epoch_loss)?;
+    }
+    Ok(VognResult {
+        state,
+        history,
+        snapshots,
+    })
+}
