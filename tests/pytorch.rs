@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 
 use faer::{Mat, MatRef};
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::mnist;
 use dnn2gp::io::read_npy;
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Categorical, Gaussian};
 use dnn2gp::nn::weights::load;
 use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
-use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

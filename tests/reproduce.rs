@@ -321,9 +321,9 @@ fn bad_options_are_refused_before_any_work() {
 fn the_saved_posterior_variance_is_the_dense_ggn_diagonal() {
     // The streamed GGN diagonal behind posterior_variance.npy, against diag(JᵀΛJ) formed from
     // the dense Jacobian of the saved network on the same 40 digits.
+    use dnn2gp::curvature::Linearization;
     use dnn2gp::likelihood::Categorical;
     use dnn2gp::nn::{Network, Sequential};
-    use dnn2gp::posterior::Linearization;
     let Some(data) = common::shared_data() else {
         return;
     };

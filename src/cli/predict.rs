@@ -15,9 +15,9 @@ use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy};
 use dnn2gp::likelihood::classification::{probit, sigmoid, softmax};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
-use dnn2gp::nn::rng::{normals, seeded};
 use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
+use dnn2gp::rng::{normals, seeded};
 use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 

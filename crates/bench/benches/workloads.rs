@@ -9,8 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dnn2gp::data::csv::read_dataset;
 use dnn2gp::data::snelson::read_column;
 use dnn2gp::likelihood::Gaussian;
-use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp};
+use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, VognState};
 use dnn2gp::train::Objective;
 

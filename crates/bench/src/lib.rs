@@ -20,6 +20,7 @@ use std::time::Instant;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::csv::{read_dataset, read_table};
 use dnn2gp::data::snelson::read_column;
 use dnn2gp::error::{Error, Result};
@@ -28,7 +29,6 @@ use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::mirror_lower;
 use dnn2gp::linalg::stack_rows;
 use dnn2gp::nn::{Activation, JacobianFactors, Mlp, Network, NtkBlocks, Real, Sequential};
-use dnn2gp::posterior::Linearization;
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
 use dnn2gp::train::Objective;
 

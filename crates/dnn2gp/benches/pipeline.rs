@@ -4,12 +4,12 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
-use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp, Network};
-use dnn2gp::posterior::Linearization;
+use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, Covariance, VognConfig, VognState};
 use dnn2gp::train::{fit_map, Adam, AdamState, MapConfig, Objective};
 

@@ -18,6 +18,7 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub mod curvature;
 pub mod data;
 pub mod error;
 pub mod experiments;
@@ -25,9 +26,11 @@ pub mod gp;
 pub mod io;
 pub mod likelihood;
 pub mod linalg;
+pub mod math;
 pub mod nn;
 pub mod posterior;
 pub mod progress;
+pub mod rng;
 pub mod select;
 pub mod train;
 

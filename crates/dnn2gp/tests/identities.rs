@@ -4,12 +4,13 @@
 mod common;
 
 use approx::assert_relative_eq;
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{kernel, Dnn2Gp, Space};
 use dnn2gp::likelihood::{Bernoulli, Gaussian, Likelihood};
 use dnn2gp::linalg::{a_bt, mat_vec};
 use dnn2gp::nn::{Activation, Mlp, Network};
-use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::{fit_map, Adam, MapConfig, Objective};
 use faer::Mat;
 
@@ -370,7 +371,7 @@ fn laplace_samples_have_the_posterior_covariance() {
     );
     let lap = LaplaceGgn::fit(&lin, 1.0, HessianStructure::Full, MEM).unwrap();
     let cov = lap.covariance();
-    let mut rng = dnn2gp::nn::rng::seeded(0);
+    let mut rng = dnn2gp::rng::seeded(0);
     let s = lap.sample(20_000, &mut rng);
     for p in [0, 3, w.len() - 1] {
         let mean: f64 = s.iter().map(|v| v[p]).sum::<f64>() / s.len() as f64;

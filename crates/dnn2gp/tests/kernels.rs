@@ -3,12 +3,12 @@
 //! the δ path: each against its dense definition.
 #![allow(clippy::needless_range_loop)]
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::{a_bt, low_rank_form, tridiagonal_logdet_quad, tridiagonalize, Cholesky};
 use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
-use dnn2gp::posterior::Linearization;
 use faer::Mat;
 
 const MEM: u128 = 1 << 32;

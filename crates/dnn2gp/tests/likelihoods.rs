@@ -3,7 +3,7 @@
 
 use dnn2gp::likelihood::classification::{mc_link, probit, softmax};
 use dnn2gp::likelihood::{Bernoulli, Categorical, Gaussian, Likelihood};
-use dnn2gp::nn::rng::seeded;
+use dnn2gp::rng::seeded;
 
 /// Checks `r = ∇ℓ` and `Λ = ∇²ℓ` by central differences at `(f, y)`.
 fn check_derivatives(lik: &dyn Likelihood, f: &[f64], y: &[f64]) {

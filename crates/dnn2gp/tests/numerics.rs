@@ -2,13 +2,14 @@
 //! and counted, curvatures without cancellation, one Laplace evidence, moments without
 //! cancellation, the law of total variance, and the stationarity rule.
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::linspace;
 use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, RunningMoments, Space};
 use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::{Bernoulli, Gaussian};
 use dnn2gp::nn::{Activation, Mlp, Network};
 use dnn2gp::posterior::laplace::MAX_JITTER_OVER_DELTA;
-use dnn2gp::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::{fit_map, Adam, MapConfig, Objective, STATIONARY_RTOL};
 use faer::Mat;
 

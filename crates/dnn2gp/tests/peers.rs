@@ -5,11 +5,11 @@
 
 mod common;
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::{csv, snelson};
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::nn::{Activation, Mlp, Network};
-use dnn2gp::posterior::Linearization;
 use faer::Mat;
 
 const MEM: u128 = 8 << 30;

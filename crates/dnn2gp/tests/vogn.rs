@@ -2,13 +2,13 @@
 //! determinism.
 #![allow(clippy::needless_range_loop)]
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::variational::StepGp;
 use dnn2gp::likelihood::{Gaussian, Likelihood};
 use dnn2gp::linalg::{a_b, a_bt, mat_vec, norm};
-use dnn2gp::nn::rng::seeded;
 use dnn2gp::nn::{Activation, Mlp, Network};
-use dnn2gp::posterior::Linearization;
+use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig, VognState};
 use dnn2gp::train::Objective;
 

@@ -5,7 +5,7 @@
 use faer::Mat;
 
 use super::{Dataset, Split};
-use crate::nn::rng::{categorical, normal, seeded, uniform, Rng};
+use crate::rng::{categorical, normal, seeded, uniform, Rng};
 
 /// Settings of the toy generator.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

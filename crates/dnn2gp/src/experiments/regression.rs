@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::gp::rbf::RbfGp;
 use crate::gp::{GpPrediction, RunningMoments};
 use crate::likelihood::Likelihood;
-use crate::nn::rng::{seeded, Rng};
 use crate::nn::Network;
+use crate::rng::{seeded, Rng};
 
 /// Predictive columns on a grid; variances are for y (f plus observation noise).
 #[derive(Debug, Clone)]

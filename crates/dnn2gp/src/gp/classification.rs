@@ -37,24 +37,6 @@ pub fn diagonal_blocks(kernel: MatRef<'_, f64>, k: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The same blocks for a diagonal covariance `Σ = diag(s)`, from the stacked Jacobians alone:
-/// `(C_i)_ab = Σ_p J_ia,p s_p J_ib,p`, `N·K²·P` operations instead of `N²K²P`.
-pub fn diag_covariance_blocks(jac: MatRef<'_, f64>, k: usize, s: &[f64]) -> Vec<f64> {
-    use rayon::prelude::*;
-    let n = jac.nrows() / k;
-    // Per example, `C_i = (J_i diag(s)) J_iᵀ` as one K×P by P×K product: J_i's K rows are
-    // adjacent in each (column-major) column, so both operands are read along memory.
-    (0..n)
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let ji = jac.subrows(i * k, k);
-            let scaled = Mat::from_fn(k, ji.ncols(), |r, c| ji[(r, c)] * s[c]);
-            let c = crate::linalg::a_bt(scaled.as_ref(), ji);
-            (0..k * k).map(move |m| c[(m / k, m % k)])
-        })
-        .collect()
-}
-
 /// The predictive from the outputs `F = f*(X)` (N×K), the stacked Jacobians (NK×P), the
 /// weights `w*` and the diagonal blocks of the posterior kernel `J Σ Jᵀ`
 /// ([`diagonal_blocks`]).

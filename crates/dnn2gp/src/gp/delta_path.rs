@@ -23,14 +23,14 @@
 use faer::{Mat, Side};
 
 use super::Space;
+use crate::curvature::Linearization;
 use crate::error::{Error, Result};
+use crate::likelihood::is_scaled_identity;
 use crate::linalg::{
     a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, sym_sqrt,
     tridiagonal_logdet_quad, tridiagonalize,
 };
 use crate::posterior::laplace::check_delta;
-use crate::posterior::linearization::is_scaled_identity;
-use crate::posterior::Linearization;
 
 enum Form {
     /// `BBᵀ = Q T Qᵀ`: T's diagonal `d` and sub-diagonal `e`, and `c = Qᵀ Λ^{1/2} ỹ`.

@@ -16,6 +16,7 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
+use crate::curvature::Linearization;
 use crate::error::{Error, Result, Warning};
 use crate::linalg::{
     a_bt, check_memory, col_sq_norms, dot, jitter_ladder, ladder_failed, mat_bytes, mat_t_vec,
@@ -24,7 +25,7 @@ use crate::linalg::{
 };
 use crate::nn::NtkBlocks;
 use crate::posterior::laplace::check_delta;
-use crate::posterior::{HessianStructure, LaplaceGgn, Linearization};
+use crate::posterior::{HessianStructure, LaplaceGgn};
 
 pub use classification::{data_space_predictive, DataSpacePredictive};
 pub use delta_path::DeltaPath;

@@ -4,8 +4,8 @@
 //! math reference); and the link approximations of the predictive probability.
 
 use super::Likelihood;
-use crate::nn::activation::exp;
-use crate::nn::rng::{normals, Rng};
+use crate::math::exp;
+use crate::rng::{normals, Rng};
 
 /// `s(f) = 1/(1 + e^{−f})`, computed without overflow.
 pub fn sigmoid(f: f64) -> f64 {

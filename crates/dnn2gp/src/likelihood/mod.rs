@@ -35,7 +35,7 @@ pub trait Likelihood: Sync + std::fmt::Debug {
     fn curvature_root(&self, f: &[f64], y: &[f64], root: &mut [f64]) {
         let k = f.len();
         self.curvature(f, y, root);
-        if !crate::posterior::linearization::is_scaled_identity(k, root) {
+        if !is_scaled_identity(k, root) {
             let s = crate::linalg::sym_sqrt(Mat::from_fn(k, k, |a, c| root[a * k + c]).as_ref());
             (0..k * k).for_each(|m| root[m] = s[(m / k, m % k)]);
         } else {
@@ -234,4 +234,17 @@ impl LikelihoodKind {
             LikelihoodKind::Categorical => Ok(Box::new(Categorical)),
         }
     }
+}
+
+/// Whether a K×K block is `c I`.
+pub fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
+    (0..k).all(|i| {
+        (0..k).all(|j| {
+            if i == j {
+                b[i * k + j] == b[0]
+            } else {
+                b[i * k + j] == 0.0
+            }
+        })
+    })
 }

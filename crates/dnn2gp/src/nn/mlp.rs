@@ -10,12 +10,12 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::dense::dense_param_derivs;
-use super::rng::{seeded, uniform};
 use super::{
     forward_jacobian, reduce, Activation, Backprop, Cotangents, JacobianFactors, Network, Sink,
 };
 use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut};
+use crate::rng::{seeded, uniform};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
 /// linear output. Deserialising checks the sizes as [`Mlp::new`] does.

@@ -5,7 +5,6 @@ pub mod activation;
 mod dense;
 mod factors;
 pub mod mlp;
-pub mod rng;
 pub mod sequential;
 pub mod weights;
 

@@ -12,13 +12,13 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
 
 use super::dense::dense_param_derivs;
-use super::rng::{seeded, uniform};
 use super::{
     forward_jacobian, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
     Sink,
 };
 use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut, transpose_into};
+use crate::rng::{seeded, uniform};
 
 /// One layer.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -9,16 +9,13 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::progress::Progress;
 use faer::{Mat, MatRef};
 
-use super::Linearization;
+use crate::curvature::Linearization;
 use crate::error::Warning;
 use crate::error::{Error, Result};
-use crate::likelihood::{curvature_root_rows, Likelihood};
-use crate::linalg::{check_memory, dot, mat_bytes, par_chunk_sum, Cholesky, SpdFactor};
-use crate::nn::rng::{normals, Rng};
-use crate::nn::{Cotangents, Network, Reduce};
+use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
+use crate::rng::{normals, Rng};
 
 /// Structure of the posterior precision, with laplace-torch's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -323,7 +320,7 @@ impl LaplaceGgn {
             }
             Precision::Diag(d) => {
                 let s: Vec<f64> = d.iter().map(|v| 1.0 / v).collect();
-                crate::gp::classification::diag_covariance_blocks(jstar, k, &s)
+                diag_covariance_blocks(jstar, k, &s)
             }
         }
     }
@@ -356,39 +353,6 @@ pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize
     SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
 }
 
-/// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in
-/// parallel chunks of [`GGN_CHUNK`] examples: one backward pass of the curvature-root rows
-/// `R_i` (`R_iᵀR_i = Λ_i`) per chunk, summing squared parameter derivatives; no Jacobian is
-/// formed. `progress` advances by the examples done.
-pub fn ggn_diagonal(
-    net: &dyn Network,
-    lik: &dyn Likelihood,
-    w: &[f64],
-    x: MatRef<'_, f64>,
-    y: MatRef<'_, f64>,
-    progress: Option<&dyn Progress>,
-) -> Vec<f64> {
-    let k = net.n_outputs();
-    let (_, h) = par_chunk_sum(x.nrows(), GGN_CHUNK, w.len(), |s, m| {
-        let yb = y.subrows(s, m);
-        let (_, mut out) = net.forward_reduce(w, x.subrows(s, m), &mut |f| {
-            vec![Cotangents {
-                rows: curvature_root_rows(lik, f, yb),
-                rows_per_example: k,
-                reduce: Reduce::SumSq,
-            }]
-        });
-        if let Some(pb) = progress {
-            pb.advance(m as u64);
-        }
-        (0.0, out.pop().expect("one request"))
-    });
-    h
-}
-
-/// Examples per chunk of [`ggn_diagonal`].
-pub const GGN_CHUNK: usize = 64;
-
 /// δ must be positive and finite.
 pub fn check_delta(delta: f64) -> Result<()> {
     if delta.is_finite() && delta > 0.0 {
@@ -398,4 +362,23 @@ pub fn check_delta(delta: f64) -> Result<()> {
             "--delta (prior precision) must be a positive number, got {delta}"
         )))
     }
+}
+
+/// The K×K blocks `C_i = J_i Σ J_iᵀ` of a diagonal covariance `Σ = diag(s)`, from the stacked
+/// Jacobians alone:
+/// `(C_i)_ab = Σ_p J_ia,p s_p J_ib,p`, `N·K²·P` operations instead of `N²K²P`.
+pub fn diag_covariance_blocks(jac: MatRef<'_, f64>, k: usize, s: &[f64]) -> Vec<f64> {
+    use rayon::prelude::*;
+    let n = jac.nrows() / k;
+    // Per example, `C_i = (J_i diag(s)) J_iᵀ` as one K×P by P×K product: J_i's K rows are
+    // adjacent in each (column-major) column, so both operands are read along memory.
+    (0..n)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let ji = jac.subrows(i * k, k);
+            let scaled = Mat::from_fn(k, ji.ncols(), |r, c| ji[(r, c)] * s[c]);
+            let c = crate::linalg::a_bt(scaled.as_ref(), ji);
+            (0..k * k).map(move |m| c[(m / k, m % k)])
+        })
+        .collect()
 }

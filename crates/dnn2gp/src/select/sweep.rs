@@ -8,13 +8,13 @@ use std::str::FromStr;
 use crate::progress::Progress;
 use rayon::prelude::*;
 
+use crate::curvature::Linearization;
 use crate::data::Split;
 use crate::error::{Error, Result, Warning};
 use crate::gp::variational::converged_linearizations;
 use crate::gp::{Dnn2Gp, Space};
 use crate::likelihood::Gaussian;
 use crate::nn::{Activation, Mlp, Network};
-use crate::posterior::Linearization;
 use crate::train::vogn::{self, VognConfig};
 use crate::train::{fit_map, is_stationary as stationary, MapConfig, Objective, STATIONARY_RTOL};
 

@@ -7,7 +7,7 @@ use crate::progress::Progress;
 
 use super::{check_finite, epoch_batches, run_epoch, EpochHook, MapConfig, MapResult, Objective};
 use crate::error::Result;
-use crate::nn::rng::seeded;
+use crate::rng::seeded;
 
 /// Learning-rate decay on plateau.
 #[derive(Debug, Clone, Copy, serde::Serialize)]

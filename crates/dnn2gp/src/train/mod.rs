@@ -15,8 +15,8 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::likelihood::Likelihood;
 use crate::linalg::{dot, norm};
-use crate::nn::rng::{permutation, Rng};
 use crate::nn::Network;
+use crate::rng::{permutation, Rng};
 
 pub use adam::{Adam, AdamState, Plateau};
 

@@ -27,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
+use crate::curvature::Linearization;
 use crate::linalg::{at_b, col_sq_norms, wide, Cholesky};
-use crate::nn::rng::{child_seed, normals, normals_then, seeded, Rng};
-use crate::posterior::Linearization;
+use crate::rng::{child_seed, normals, normals_then, seeded, Rng};
 
 /// Form of the covariance of `q`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -7,7 +7,7 @@ use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, MatRef, Side};
 
 use crate::error::{Error, Result};
-use crate::likelihood::{self, Likelihood};
+use crate::likelihood::{self, is_scaled_identity, Likelihood};
 use crate::linalg::{a_b, at_b};
 use crate::nn::Network;
 
@@ -230,17 +230,4 @@ impl Linearization {
     pub fn loss_gradient(&self) -> Vec<f64> {
         crate::linalg::mat_t_vec(self.jac.as_ref(), &self.resid)
     }
-}
-
-/// Whether a K×K block is `c I`.
-pub fn is_scaled_identity(k: usize, b: &[f64]) -> bool {
-    (0..k).all(|i| {
-        (0..k).all(|j| {
-            if i == j {
-                b[i * k + j] == b[0]
-            } else {
-                b[i * k + j] == 0.0
-            }
-        })
-    })
 }

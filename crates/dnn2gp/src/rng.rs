@@ -3,7 +3,7 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::activation::{exp, ln};
+use crate::math::{exp, ln};
 
 /// The generator used throughout the crate.
 pub type Rng = ChaCha8Rng;
