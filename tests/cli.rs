@@ -4,7 +4,7 @@
 #[path = "../crates/dnn2gp/tests/common/mod.rs"]
 mod common;
 
-use dnn2gp::nn::{Activation, Mlp};
+use dnn2gp::nn::{Activation, Sequential};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -71,7 +71,7 @@ fn train_then_gp_on_toy_data() {
         assert!(model.join(f).exists(), "{f}");
     }
     // The safetensors export holds the same parameters as params.npy.
-    let net = Mlp::new(vec![2, 10, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 10, 1], Activation::Tanh).unwrap();
     let from_st =
         dnn2gp::nn::weights::load(&model.join("model.safetensors"), &net.param_layout()).unwrap();
     assert_eq!(

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use dnn2gp::data::{csv, mnist};
 use dnn2gp::io::{read_npy, write_npy};
 use dnn2gp::nn::weights::{load, save, StoredDtype};
-use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
+use dnn2gp::nn::{Activation, Network, Sequential};
 
 /// A valid 3×2×2 IDX image file.
 fn idx_bytes() -> Vec<u8> {
@@ -55,8 +55,8 @@ fn names_file(err: &dnn2gp::Error, path: &std::path::Path) {
     assert!(err.is_input_error(), "{err}");
 }
 
-fn tiny_mlp() -> Mlp {
-    Mlp::new(vec![2, 3, 1], Activation::Tanh).unwrap()
+fn tiny_mlp() -> Sequential {
+    Sequential::mlp(vec![2, 3, 1], Activation::Tanh).unwrap()
 }
 
 /// A model folder written by `dnn2gp train` (once per test run), as (folder, model.json bytes).

@@ -16,7 +16,7 @@ use dnn2gp::io::read_npy;
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Categorical, Gaussian};
 use dnn2gp::nn::weights::load;
-use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 
 fn fixture(name: &str) -> PathBuf {
@@ -109,7 +109,7 @@ fn ntk_nt_order(k: MatRef<'_, f64>, n: usize, kk: usize) -> Vec<f64> {
 
 #[test]
 fn regression_glm_predictive_and_marglik_equal_laplace_torch() {
-    let net = Mlp::new(vec![1, 16, 16, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 16, 16, 1], Activation::Tanh).unwrap();
     let w = load(&fixture("reg_mlp.safetensors"), &net.param_layout()).unwrap();
     let (x, y, xt) = (
         npy_mat("reg_x.npy"),

@@ -391,7 +391,7 @@ fn classification_targets_are_checked_and_labels_give_k_outputs() {
     ]);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
-    assert_eq!(m["architecture"]["sizes"], serde_json::json!([2, 4, 3]));
+    assert_eq!(m["architecture"], "2:dense4,tanh,dense3");
     // A label beyond --classes is named.
     let err = refused(&[
         "train",
@@ -464,23 +464,17 @@ fn malformed_model_files_are_refused_without_a_panic() {
     ]);
     let json = std::fs::read_to_string(model.join("model.json")).unwrap();
     let gp = dir.path().join("gp");
-    // Sizes that make no network.
-    let empty = json.replace(
-        "\"sizes\": [\n      2,\n      3,\n      1\n    ]",
-        "\"sizes\": []",
-    );
-    assert_ne!(empty, json, "the test edits the sizes");
+    // An architecture that makes no network.
+    let empty = json.replace("\"2:dense3,tanh,dense1\"", "\"2:\"");
+    assert_ne!(empty, json, "the test edits the architecture");
     std::fs::write(model.join("model.json"), &empty).unwrap();
     let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
     assert!(
         err.contains("model.json") && err.contains("architecture"),
         "{err}"
     );
-    // Sizes that do not fit params.npy.
-    let other = json.replace(
-        "\"sizes\": [\n      2,\n      3,\n      1\n    ]",
-        "\"sizes\": [2, 4, 1]",
-    );
+    // An architecture that does not fit params.npy.
+    let other = json.replace("\"2:dense3,tanh,dense1\"", "\"2:dense4,tanh,dense1\"");
     std::fs::write(model.join("model.json"), &other).unwrap();
     let err = refused(&["gp", "--model", s(&model), "--out", s(&gp)]);
     assert!(err.contains("params.npy"), "{err}");
@@ -726,6 +720,63 @@ fn model_folders_work_from_any_working_directory_and_take_a_data_override() {
         "--out",
         s(&dir.path().join("g3")),
     ]);
+    // The model file alone, moved anywhere, with its data: the same GP. Other data is warned
+    // about (by the file's fingerprint of its training data), and the data is required.
+    let file = dir.path().join("elsewhere.safetensors");
+    std::fs::copy(model.join("model.safetensors"), &file).unwrap();
+    let g4 = dir.path().join("g4");
+    let o = ok(&[
+        "gp",
+        "--model",
+        s(&file),
+        "--data",
+        s(&moved),
+        "--samples",
+        "10",
+        "--out",
+        s(&g4),
+    ]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+    let read = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("gp.json")).unwrap()).unwrap()
+    };
+    let (from_folder, from_file) = (read(&dir.path().join("g3")), read(&g4));
+    assert_eq!(from_folder["log_marglik"], from_file["log_marglik"]);
+    assert_eq!(from_folder["test_nll"], from_file["test_nll"]);
+    let err = refused(&[
+        "gp",
+        "--model",
+        s(&file),
+        "--out",
+        s(&dir.path().join("g5")),
+    ]);
+    assert!(
+        err.contains("elsewhere.safetensors") && err.contains("--data"),
+        "{err}"
+    );
+    let other = dir.path().join("other.csv");
+    let text = std::fs::read_to_string(&moved)
+        .unwrap()
+        .replace("\n1,1", "\n1,0");
+    std::fs::write(&other, text).unwrap();
+    let g6 = dir.path().join("g6");
+    let o = ok(&[
+        "gp",
+        "--model",
+        s(&file),
+        "--data",
+        s(&other),
+        "--samples",
+        "10",
+        "--out",
+        s(&g6),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the model's training data"));
+    let warnings = read(&g6)["warnings"].as_array().unwrap().clone();
+    assert!(
+        warnings.iter().any(|w| w["kind"] == "other_data"),
+        "{warnings:?}"
+    );
 }
 
 #[test]
@@ -777,7 +828,7 @@ fn options_for_reproducing_the_papers_runs() {
     ]);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
-    assert_eq!(m["architecture"]["sizes"], serde_json::json!([2, 4, 1]));
+    assert_eq!(m["architecture"], "2:dense4,tanh,dense1");
     assert_eq!(m["data"]["ones"], true);
     ok(&[
         "gp",

@@ -443,7 +443,7 @@ pub struct ModelDataArgs {
 
 #[derive(Debug, Args)]
 pub struct GpCmd {
-    /// Folder written by `dnn2gp train`.
+    /// Folder written by `dnn2gp train`, or a model file (`model.safetensors`) with `--data`.
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
@@ -533,9 +533,14 @@ pub struct SweepCmd {
 
 #[derive(Debug, Args)]
 pub struct PredictCmd {
-    /// Folder written by `dnn2gp train` or `import`.
+    /// Folder written by `dnn2gp train` or `import`, or a model file (`model.safetensors`)
+    /// with `--train-data`.
     #[arg(long)]
     pub model: PathBuf,
+    /// The training data of a model file: `snelson`, `uci:NAME[:SPLIT]` (under `$DNN2GP_DATA`,
+    /// default `data`) or a CSV file.
+    #[arg(long)]
+    pub train_data: Option<String>,
     /// New inputs: a CSV with one column per network input, or one more holding the target
     /// (then the MSE or accuracy and the NLL are reported too); for a folder written by
     /// `reproduce`, an IDX image file (gzipped or not).

@@ -22,9 +22,10 @@ use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat}
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
+use dnn2gp::train::model::{fingerprint, Model};
 use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau, Stationarity};
 use dnn2gp::{Error, Warning};
@@ -169,11 +170,11 @@ fn map_config(t: &TrainArgs) -> Result<MapConfig> {
     })
 }
 
-fn architecture(split: &Split, m: &ModelArgs) -> Result<Mlp> {
+fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
     let mut sizes = vec![split.train.x.ncols()];
     sizes.extend(&m.hidden);
     sizes.push(split.train.y.ncols());
-    Ok(Mlp::new(sizes, m.activation.parse::<Activation>()?)?)
+    Ok(Sequential::mlp(sizes, m.activation.parse::<Activation>()?)?)
 }
 
 /// Refuses networks whose parameters and optimiser state (8 vectors of P) would not fit.
@@ -191,7 +192,7 @@ fn setup(
     ctx: &Ctx,
     data: &DataArgs,
     model: &ModelArgs,
-) -> Result<(Source, Split, Mlp, Box<dyn Likelihood>)> {
+) -> Result<(Source, Split, Sequential, Box<dyn Likelihood>)> {
     let src = one_data_set(source(data)?)?;
     let kind = model.likelihood.parse::<LikelihoodKind>()?;
     if model.classes.is_some() && kind != LikelihoodKind::Categorical {
@@ -205,7 +206,7 @@ fn setup(
     let net = architecture(&split, model)?;
     check_parameter_memory(ctx, net.n_params())?;
     let lik = kind.build(model.sigma)?;
-    dnn2gp::posterior::laplace::check_delta(model.delta)?;
+    dnn2gp::train::check_delta(model.delta)?;
     Ok((src, split, net, lik))
 }
 
@@ -231,7 +232,8 @@ fn prepare_split(
 /// What `train` writes to `model.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct ModelFile {
-    pub(super) architecture: Mlp,
+    /// The architecture spec ([`Sequential::parse`]).
+    pub(super) architecture: String,
     pub(super) likelihood: String,
     pub(super) sigma: f64,
     pub(super) delta: f64,
@@ -249,7 +251,7 @@ pub(super) struct ModelFile {
 
 fn fit(
     ctx: &Ctx,
-    net: &Mlp,
+    net: &Sequential,
     lik: &dyn Likelihood,
     split: &Split,
     delta: f64,
@@ -288,9 +290,8 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         t0,
     )?;
     println!(
-        "trained {} {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
+        "trained {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),
-        net.activation,
         net.n_params(),
         split.name,
         res.loss,
@@ -306,7 +307,7 @@ fn train(ctx: &Ctx, a: TrainCmd) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn write_model(
     out: &Path,
-    net: &Mlp,
+    net: &Sequential,
     lik: &dyn Likelihood,
     m: &ModelArgs,
     data: Source,
@@ -319,7 +320,7 @@ fn write_model(
         eprintln!("warning: {}", w.message);
     }
     let file = ModelFile {
-        architecture: net.clone(),
+        architecture: net.spec(),
         likelihood: lik.name().into(),
         sigma: m.sigma,
         delta: m.delta,
@@ -333,7 +334,7 @@ fn write_model(
         polish_iters: res.polish_iters,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    save_model(out, &file, res)
+    save_model(out, &file, res, split)
 }
 
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
@@ -366,9 +367,8 @@ fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         t0,
     )?;
     println!(
-        "imported {} {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
+        "imported {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),
-        net.activation,
         net.n_params(),
         a.weights.display(),
         res.loss,
@@ -378,7 +378,12 @@ fn import(ctx: &Ctx, a: ImportCmd) -> Result<()> {
     out.commit(&files)
 }
 
-fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<Vec<PathBuf>> {
+fn save_model(
+    dir: &Path,
+    file: &ModelFile,
+    res: &MapResult,
+    split: &Split,
+) -> Result<Vec<PathBuf>> {
     let files: Vec<PathBuf> = [
         "params.npy",
         "model.safetensors",
@@ -389,13 +394,15 @@ fn save_model(dir: &Path, file: &ModelFile, res: &MapResult) -> Result<Vec<PathB
     .map(|f| dir.join(f))
     .collect();
     write_npy(&files[0], &[res.w.len()], &res.w)?;
-    let layout = file.architecture.param_layout();
-    dnn2gp::nn::weights::save(
-        &files[1],
-        &layout,
-        &res.w,
-        dnn2gp::nn::weights::StoredDtype::F64,
+    let mut model = Model::new(
+        Sequential::parse(&file.architecture)?,
+        res.w.clone(),
+        file.likelihood.parse()?,
+        file.sigma,
+        file.delta,
     )?;
+    model.data = Some(fingerprint(split.train.x.as_ref(), split.train.y.as_ref()));
+    model.save(&files[1], dnn2gp::nn::weights::StoredDtype::F64)?;
     write_history(&files[2], "loss", &res.history)?;
     write_json(&files[3], file)?;
     Ok(files)
@@ -411,31 +418,20 @@ fn write_history(path: &Path, name: &str, history: &[f64]) -> Result<()> {
     Ok(write_csv(path, &["epoch", name], &rows)?)
 }
 
-fn load_model(dir: &Path) -> Result<(ModelFile, Vec<f64>)> {
+/// A model folder's record (`model.json`) and its [`Model`] (architecture and hyperparameters
+/// from the record, weights from `params.npy`).
+fn load_model(dir: &Path) -> Result<(ModelFile, Model)> {
     let path = dir.join("model.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let file: ModelFile = serde_json::from_str(&text)
         .map_err(|e| Error::parse(&path, e.line(), format!("not a dnn2gp model file: {e}")))?;
-    let (shape, w) = read_npy(&dir.join("params.npy"))?;
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!(
-            "{}: parameter {i} is {}; a model needs finite weights",
-            dir.join("params.npy").display(),
-            w[i]
-        ))
-        .into());
-    }
-    if w.len() != file.architecture.n_params() {
-        return Err(Error::Invalid(format!(
-            "{}: {} parameters (shape {shape:?}), but architecture {} needs {}",
-            dir.join("params.npy").display(),
-            w.len(),
-            file.architecture.spec(),
-            file.architecture.n_params()
-        ))
-        .into());
-    }
-    Ok((file, w))
+    let params = dir.join("params.npy");
+    let net = Sequential::parse(&file.architecture)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    let (shape, w) = read_npy(&params)?;
+    let model = Model::new(net, w, file.likelihood.parse()?, file.sigma, file.delta)
+        .map_err(|e| Error::Invalid(format!("{}: {e} (shape {shape:?})", params.display())))?;
+    Ok((file, model))
 }
 
 /// Summary of a GP fit, written as JSON.
@@ -469,7 +465,7 @@ struct GpSummary {
 fn gp_report(
     ctx: &Ctx,
     out: &Path,
-    net: &Mlp,
+    net: &Sequential,
     lik: &dyn Likelihood,
     src: &Source,
     split: &Split,
@@ -637,7 +633,7 @@ pub(super) fn gp_predict(
     ctx: &Ctx,
     gp: &Dnn2Gp,
     diag: Option<&LaplaceGgn>,
-    net: &Mlp,
+    net: &Sequential,
     w: &[f64],
     x: faer::MatRef<'_, f64>,
     xs: faer::MatRef<'_, f64>,
@@ -656,7 +652,7 @@ pub(super) fn gp_predict(
 }
 
 /// Refuses a Jacobian of `m` prediction inputs (MK×P) that would not fit.
-fn check_test_jacobian(ctx: &Ctx, net: &Mlp, m: usize, advice: &str) -> Result<()> {
+fn check_test_jacobian(ctx: &Ctx, net: &Sequential, m: usize, advice: &str) -> Result<()> {
     Ok(check_memory(
         "the Jacobian of the prediction inputs (MK×P)",
         mat_bytes(m * net.n_outputs(), net.n_params()),
@@ -685,7 +681,7 @@ pub(super) fn write_kernel(
 /// The linearisation on the training data, after checking that its Jacobian (NK×P) fits.
 pub(super) fn linearize(
     ctx: &Ctx,
-    net: &Mlp,
+    net: &Sequential,
     lik: &dyn Likelihood,
     x: faer::MatRef<'_, f64>,
     y: faer::MatRef<'_, f64>,
@@ -757,47 +753,72 @@ fn fmt_g(v: f64) -> String {
 /// A saved model with its training data (from `model.json`, or `data` instead), checked
 /// against its architecture.
 pub(super) struct Fitted {
-    pub(super) file: ModelFile,
-    pub(super) w: Vec<f64>,
+    pub(super) model: Model,
     pub(super) kind: LikelihoodKind,
     pub(super) lik: Box<dyn Likelihood>,
     pub(super) src: Source,
     pub(super) split: Split,
+    /// Warnings about the model and its data, for the command's JSON.
+    pub(super) warnings: Vec<Warning>,
 }
 
-pub(super) fn load_fitted(dir: &Path, data: Option<Source>) -> Result<Fitted> {
-    let (file, w) = load_model(dir)?;
-    let net = &file.architecture;
-    let kind = file.likelihood.parse::<LikelihoodKind>()?;
-    let classes = (kind == LikelihoodKind::Categorical).then(|| net.n_outputs());
-    let src = match data {
-        Some(d) => d.reading_as(&file.data),
-        None => file.data.clone(),
+/// The model of `--model` (a model folder, or a model file with `--data`) and its training
+/// data, prepared for its likelihood. Data other than the model's training data (by the model
+/// file's fingerprint) is warned about: the GP is then not the model's Laplace posterior.
+pub(super) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) -> Result<Fitted> {
+    let (model, src, what) = if path.is_file() {
+        let model = Model::load(path)?;
+        let src = data.ok_or_else(|| {
+            Error::Invalid(format!(
+                "--model {}: a model file records its training data's fingerprint, not where the \
+                 data is; give the data with {data_option}",
+                path.display()
+            ))
+        })?;
+        (model, src, path.display().to_string())
+    } else {
+        let (file, model) = load_model(path)?;
+        let src = match data {
+            Some(d) => d.reading_as(&file.data),
+            None => file.data,
+        };
+        (model, src, path.join("model.json").display().to_string())
     };
-    let split = prepare_split(
-        src.load()?.remove(0),
-        kind,
-        classes,
-        &dir.join("model.json").display().to_string(),
-    )?;
+    let net = &model.net;
+    let kind = model.likelihood;
+    let classes = (kind == LikelihoodKind::Categorical).then(|| net.n_outputs());
+    let split = prepare_split(src.load()?.remove(0), kind, classes, &what)?;
     if net.n_inputs() != split.train.x.ncols() || net.n_outputs() != split.train.y.ncols() {
         return Err(Error::Invalid(format!(
-            "{}: architecture {} does not fit its data ({} inputs, {} outputs)",
-            dir.join("model.json").display(),
+            "{what}: architecture {} does not fit its data ({} inputs, {} outputs)",
             net.spec(),
             split.train.x.ncols(),
             split.train.y.ncols()
         ))
         .into());
     }
-    let lik = kind.build(file.sigma)?;
+    let mut warnings = Vec::new();
+    let seen = fingerprint(split.train.x.as_ref(), split.train.y.as_ref());
+    if let Some(trained) = model.data.as_ref().filter(|t| **t != seen) {
+        warn(
+            &mut warnings,
+            [Warning::new(
+                "other_data",
+                format!(
+                    "the data ({seen}) is not the model's training data ({trained}): w* is not \
+                     a MAP estimate on it, so the GP is not the model's Laplace posterior"
+                ),
+            )],
+        );
+    }
+    let lik = model.likelihood();
     Ok(Fitted {
-        file,
-        w,
+        model,
         kind,
         lik,
         src,
         split,
+        warnings,
     })
 }
 
@@ -822,7 +843,7 @@ fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
 }
 
 /// Refuses several CSV data sets where a command fits one network.
-fn one_data_set(src: Source) -> Result<Source> {
+pub(super) fn one_data_set(src: Source) -> Result<Source> {
     if let Source::Sets { sets } = &src {
         return Err(Error::Invalid(format!(
             "--data names {} CSV files: `sweep` averages over several data sets; this command fits \
@@ -844,9 +865,9 @@ pub(super) struct GpOptions {
 }
 
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
-    let fitted = load_fitted(&a.model, data_override(&a.data)?)?;
+    let fitted = load_fitted(&a.model, data_override(&a.data)?, "--data")?;
     let opts = GpOptions {
-        delta: a.delta.unwrap_or(fitted.file.delta),
+        delta: a.delta.unwrap_or(fitted.model.delta),
         grid: a
             .delta_grid
             .as_deref()
@@ -856,7 +877,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         mc_hessian: a.mc_hessian.parse()?,
         space: a.space.parse()?,
     };
-    dnn2gp::posterior::laplace::check_delta(opts.delta)?;
+    dnn2gp::train::check_delta(opts.delta)?;
     positive("--samples", a.samples)?;
     at_least("--grid-points", a.grid_points, 2)?;
     let mut inputs = fitted.src.paths();
@@ -866,14 +887,14 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         return super::predict::gp_classifier(ctx, &a, fitted, &opts, out);
     }
     let Fitted {
-        file,
-        w,
+        model,
         lik,
         src,
         split,
+        warnings,
         ..
     } = fitted;
-    let net = file.architecture;
+    let (net, w) = (model.net, model.w);
     let GpOptions {
         delta,
         grid,
@@ -896,6 +917,7 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
         a.samples,
         a.grid_points,
     )?;
+    s.warnings.extend(warnings);
     println!(
         "GP of {} (P = {}, N = {}, {} space): log marglik {:.6} (Laplace evidence {:.6}, ‖∇L‖ = {:.2e}), {}",
         net.spec(),
@@ -1283,7 +1305,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     }
     let stationarity = obj.stationarity(&q.mu);
     let summary = ViSummary {
-        architecture: format!("{} {}", net.spec(), net.activation),
+        architecture: net.spec(),
         n_params: p,
         delta,
         sigma: a.model.sigma,
@@ -1301,10 +1323,9 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     write_json(&spath, &summary)?;
     files.push(spath);
     println!(
-        "VOGN on {} ({} {}, P = {}): {} steps, converged GP log marglik {:.4}, ‖∇L(μ)‖ = {:.2e}",
+        "VOGN on {} ({}, P = {}): {} steps, converged GP log marglik {:.4}, ‖∇L(μ)‖ = {:.2e}",
         split.name,
         net.spec(),
-        net.activation,
         p,
         q.t,
         lml,
@@ -1321,7 +1342,7 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn kernel_evolution(
     out: &Path,
-    net: &Mlp,
+    net: &Sequential,
     src: &Source,
     split: &Split,
     snapshots: &[Snapshot],
@@ -1554,7 +1575,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let best = results[0].1.argmin(|p| p.neg_log_marglik);
     // The Laplace GP at the chosen δ on the first data set.
     let split = &splits[0];
-    let net = Mlp::new(vec![2, 20, 1], Activation::Tanh)?;
+    let net = Sequential::mlp(vec![2, 20, 1], Activation::Tanh)?;
     let lik = dnn2gp::likelihood::Gaussian::new(1.0)?;
     let fitted = fit(ctx, &net, &lik, split, best.value, &map, 0)?;
     let (gp_summary, gp_files, _) = gp_report(
@@ -1576,7 +1597,7 @@ fn demo(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     write_gp_summary(out.path(), &gp_summary, &mut files)?;
     let summary = serde_json::json!({
         "data": "toy (paper settings), inputs [x, 1]",
-        "architecture": "2-20-1 tanh",
+        "architecture": net.spec(),
         "sigma": 1.0,
         "sets": splits.len(),
         "chosen_delta": best.value,

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use dnn2gp::data::csv::read_table;
 use dnn2gp::data::mnist;
+use dnn2gp::data::source::Source;
+use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy};
 use dnn2gp::likelihood::classification::{probit, sigmoid, softmax};
@@ -23,7 +25,8 @@ use dnn2gp::{Error, Warning};
 
 use super::args::{GpCmd, PredictCmd};
 use super::commands::{
-    gp_predict, linearize, load_fitted, positive, warn, write_kernel, Ctx, Fitted, GpOptions,
+    gp_predict, linearize, load_fitted, one_data_set, positive, warn, write_kernel, Ctx, Fitted,
+    GpOptions,
 };
 use super::outdir::OutDir;
 
@@ -58,17 +61,21 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         .into());
     }
     let Fitted {
-        file,
-        w,
+        model,
         kind,
         lik,
         src,
         split,
-    } = load_fitted(&a.model, None)?;
-    let net = &file.architecture;
+        warnings: model_warnings,
+    } = load_fitted(
+        &a.model,
+        train_data(a.train_data.as_deref())?,
+        "--train-data",
+    )?;
+    let (net, w) = (&model.net, &model.w);
     let (d, k) = (net.n_inputs(), net.n_outputs());
-    let delta = a.delta.unwrap_or(file.delta);
-    dnn2gp::posterior::laplace::check_delta(delta)?;
+    let delta = a.delta.unwrap_or(model.delta);
+    dnn2gp::train::check_delta(delta)?;
     let hessian: HessianStructure = a.hessian.parse()?;
     let space: Space = a.space.parse()?;
     positive("--samples", a.samples)?;
@@ -95,10 +102,10 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     inputs.extend([a.model.as_path(), a.data.as_path()]);
     let out = OutDir::open("--out", &a.out, &inputs)?;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let lin = linearize(ctx, net, lik.as_ref(), x, y, &w)?;
-    let f = net.forward(&w, xs.as_ref());
+    let lin = linearize(ctx, net, lik.as_ref(), x, y, w)?;
+    let f = net.forward(w, xs.as_ref());
     let m = xs.nrows();
-    let mut warnings = Vec::new();
+    let mut warnings = model_warnings;
     let mut files: Vec<PathBuf> = Vec::new();
     let (mut header, mut table): (Vec<&str>, Vec<Vec<String>>) = (Vec::new(), Vec::new());
     // With targets: (MSE or accuracy, mean NLL).
@@ -108,7 +115,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
         warn(&mut warnings, post.warnings());
         used_space = Space::Weight;
-        let cp = class_predictive(ctx, &post, net, &w, xs.as_ref(), a.samples, 0)?;
+        let cp = class_predictive(ctx, &post, net, w, xs.as_ref(), a.samples, 0)?;
         let labels: Option<Vec<usize>> = targets
             .as_ref()
             .map(|t| t.iter().map(|&v| v as usize).collect());
@@ -122,11 +129,11 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
             HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
             HessianStructure::Full => None,
         };
-        let pred = gp_predict(ctx, &gp, diag.as_ref(), net, &w, x, xs.as_ref())?;
+        let pred = gp_predict(ctx, &gp, diag.as_ref(), net, w, x, xs.as_ref())?;
         warn(&mut warnings, pred.clamped.clone());
         if kind == LikelihoodKind::Gaussian {
             header.extend(["example", "output", "mean", "var_f", "var_y"]);
-            let noise = file.sigma * file.sigma;
+            let noise = model.sigma * model.sigma;
             let (mut se, mut nll) = (0.0, 0.0);
             for i in 0..m {
                 for c in 0..k {
@@ -184,7 +191,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let regression = kind == LikelihoodKind::Gaussian;
     let summary = PredictSummary {
         inputs: m,
-        likelihood: file.likelihood.clone(),
+        likelihood: model.likelihood.to_string(),
         delta,
         hessian,
         space: used_space,
@@ -199,7 +206,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     println!(
         "predicted {m} inputs with {} {} (δ = {delta}, {hessian} posterior, {} space){}",
         net.spec(),
-        file.likelihood,
+        model.likelihood,
         used_space,
         match (summary.test_mse, summary.test_accuracy, summary.test_nll) {
             (Some(mse), _, Some(nll)) => format!(": MSE {mse:.5}, NLL {nll:.4}"),
@@ -208,6 +215,23 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         }
     );
     out.commit(&files)
+}
+
+/// `--train-data`: one training set, read from `$DNN2GP_DATA` (default `data`) for the named
+/// data sets.
+fn train_data(spec: Option<&str>) -> Result<Option<Source>> {
+    let dir = std::env::var_os("DNN2GP_DATA").map_or_else(|| "data".into(), PathBuf::from);
+    spec.map(|s| {
+        one_data_set(Source::parse(
+            s,
+            &dir,
+            ToyConfig::default(),
+            1,
+            None,
+            false,
+        )?)
+    })
+    .transpose()
 }
 
 /// The index of the largest entry.
@@ -384,13 +408,13 @@ pub(super) fn gp_classifier(
     out: OutDir,
 ) -> Result<()> {
     let Fitted {
-        file,
-        w,
+        model,
         lik,
         split,
+        warnings: model_warnings,
         ..
     } = fitted;
-    let net = &file.architecture;
+    let (net, w) = (&model.net, &model.w);
     let (delta, hessian) = (opts.delta, opts.hessian);
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
@@ -400,16 +424,16 @@ pub(super) fn gp_classifier(
         ctx.memory,
         "use a subset of the data",
     )?;
-    let lin = linearize(ctx, net, lik.as_ref(), x, y, &w)?;
+    let lin = linearize(ctx, net, lik.as_ref(), x, y, w)?;
     let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
-    let stationarity = Stationarity::new(&lin.loss_gradient(), &w, delta);
-    let mut warnings = Vec::new();
+    let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
+    let mut warnings = model_warnings;
     warn(&mut warnings, post.warnings());
     warn(&mut warnings, stationarity.warning(None));
     let mut files = Vec::new();
-    write_kernel(out.path(), &net.ntk(&w, x, x), delta, &mut files)?;
+    write_kernel(out.path(), &net.ntk(w, x, x), delta, &mut files)?;
     let labels = argmax_rows(split.test.y.as_ref());
-    let cp = class_predictive(ctx, &post, net, &w, split.test.x.as_ref(), a.samples, 0)?;
+    let cp = class_predictive(ctx, &post, net, w, split.test.x.as_ref(), a.samples, 0)?;
     cp.write(out.path(), Some(&labels), &mut files)?;
     let (acc_map, nll_map) = scores(&cp.p_map, &labels);
     let (acc_probit, nll_probit) = scores(&cp.p_probit, &labels);

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dnn2gp::data::csv::read_dataset;
 use dnn2gp::data::snelson::read_column;
 use dnn2gp::likelihood::Gaussian;
-use dnn2gp::nn::{Activation, Mlp};
+use dnn2gp::nn::{Activation, Sequential};
 use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, VognState};
 use dnn2gp::train::Objective;
@@ -33,7 +33,7 @@ fn workloads(c: &mut Criterion) {
             b.iter(|| black_box(dnn2gp_bench::run(w, &dir).unwrap()))
         });
     }
-    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
     let train = read_dataset(&dir.join("b1_seed0_train.csv")).unwrap();
     let init = read_column(&dir.join("b1_seed0_init_params.txt")).unwrap();
     let lik = Gaussian::new(0.2).unwrap();

@@ -28,7 +28,7 @@ use dnn2gp::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::mirror_lower;
 use dnn2gp::linalg::stack_rows;
-use dnn2gp::nn::{Activation, JacobianFactors, Mlp, Network, NtkBlocks, Real, Sequential};
+use dnn2gp::nn::{Activation, JacobianFactors, Network, NtkBlocks, Real, Sequential};
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
 use dnn2gp::train::Objective;
 
@@ -106,14 +106,14 @@ fn column(path: &Path, c: usize) -> Result<Vec<f64>> {
 
 /// B1's network, MAP weights and data.
 struct B1Data {
-    net: Mlp,
+    net: Sequential,
     w: Vec<f64>,
     train: dnn2gp::data::Dataset,
     test: Mat<f64>,
 }
 
 fn b1_data(dir: &Path) -> Result<B1Data> {
-    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh)?;
+    let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh)?;
     let w = read_column(&dir.join("b1_seed0_map_params.txt"))?;
     let train = read_dataset(&dir.join("b1_seed0_train.csv"))?;
     let t = column(&dir.join("b1_seed0_test.csv"), 0)?;
@@ -341,7 +341,7 @@ fn ntk_workload<B: Network>(
 }
 
 fn b2(dir: &Path) -> Result<BenchRun> {
-    let net = Mlp::new(vec![784, 256, 256, 10], Activation::Relu)?;
+    let net = Sequential::mlp(vec![784, 256, 256, 10], Activation::Relu)?;
     ntk_workload(
         "B2",
         &net,

@@ -8,14 +8,14 @@ use dnn2gp::curvature::Linearization;
 use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, Covariance, VognConfig, VognState};
 use dnn2gp::train::{fit_map, Adam, AdamState, MapConfig, Objective};
 
 fn bench(c: &mut Criterion) {
     let split = toy_sets(&ToyConfig::default(), 1).remove(0);
-    let net = Mlp::new(vec![2, 20, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 20, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(1.0).unwrap();
     let w = net.init(0);
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
@@ -95,7 +95,7 @@ fn peers(c: &mut Criterion) {
     };
     let train = dnn2gp::data::csv::read_dataset(&dir.join("b1_seed0_train.csv")).unwrap();
     let xs = faer::Mat::from_fn(1000, 1, |i, _| -4.0 + 8.0 * i as f64 / 999.0);
-    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.2).unwrap();
     let mut group = c.benchmark_group("peers");
     group.sample_size(10);

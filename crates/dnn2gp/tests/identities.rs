@@ -9,7 +9,7 @@ use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{kernel, Dnn2Gp, Space};
 use dnn2gp::likelihood::{Bernoulli, Gaussian, Likelihood};
 use dnn2gp::linalg::{a_bt, mat_vec};
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::{fit_map, Adam, MapConfig, Objective};
 use faer::Mat;
@@ -33,9 +33,9 @@ fn toy() -> dnn2gp::data::Split {
 }
 
 /// A network trained to a stationary point on the toy data.
-fn trained(delta: f64) -> (Mlp, Gaussian, dnn2gp::data::Split, Vec<f64>, f64) {
+fn trained(delta: f64) -> (Sequential, Gaussian, dnn2gp::data::Split, Vec<f64>, f64) {
     let split = toy();
-    let net = Mlp::new(vec![2, 8, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 8, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.5).unwrap();
     let obj = Objective::on(&net, &lik, &split.train, delta);
     let cfg = MapConfig {
@@ -58,7 +58,7 @@ fn jacobian_matches_finite_differences() {
         Activation::Relu,
         Activation::Identity,
     ] {
-        let net = Mlp::new(vec![3, 5, 4, 2], act).unwrap();
+        let net = Sequential::mlp(vec![3, 5, 4, 2], act).unwrap();
         let x = Mat::from_fn(7, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
         let all: Vec<usize> = (0..net.n_params()).collect();
         common::assert_jacobian_matches_fd(&net, &net.init(3), x.as_ref(), &all, 1e-7);
@@ -68,7 +68,7 @@ fn jacobian_matches_finite_differences() {
 #[test]
 fn jacobian_chunks_agree_with_single_examples() {
     // More examples than one parallel chunk.
-    let net = Mlp::new(vec![2, 6, 3], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 6, 3], Activation::Tanh).unwrap();
     let w = net.init(5);
     let x = Mat::from_fn(150, 2, |i, j| (i as f64 * 0.1 + j as f64).cos());
     let jac = net.jacobian(&w, x.as_ref());
@@ -85,7 +85,7 @@ fn jacobian_chunks_agree_with_single_examples() {
 #[test]
 fn gradient_is_jacobian_transpose_residual() {
     let split = toy();
-    let net = Mlp::new(vec![2, 6, 1], Activation::Sigmoid).unwrap();
+    let net = Sequential::mlp(vec![2, 6, 1], Activation::Sigmoid).unwrap();
     let lik = Gaussian::new(0.7).unwrap();
     let w = net.init(2);
     let delta = 0.3;
@@ -149,7 +149,7 @@ fn likelihoods(split: &dnn2gp::data::Split, sigma: f64) -> Vec<(Box<dyn Likeliho
 fn weight_space_equals_function_space() {
     // Not at a stationary point: the identities of the linear model hold anyway.
     let split = toy();
-    let net = Mlp::new(vec![2, 10, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 10, 1], Activation::Tanh).unwrap();
     let w = net.init(9);
     for (lik, y) in likelihoods(&split, 0.3) {
         let lin = Linearization::new(&net, lik.as_ref(), split.train.x.as_ref(), y.as_ref(), &w);
@@ -163,7 +163,7 @@ fn weight_space_equals_function_space() {
     }
 }
 
-fn weight_space_equals_function_space_at(net: &Mlp, lin: &Linearization, w: &[f64]) {
+fn weight_space_equals_function_space_at(net: &Sequential, lin: &Linearization, w: &[f64]) {
     let xs = dnn2gp::data::toy::features(&dnn2gp::data::linspace(-5.0, 5.0, 33));
     let js = net.jacobian(w, xs.as_ref());
     let lin = lin.clone();
@@ -207,7 +207,7 @@ fn weight_space_equals_function_space_at(net: &Mlp, lin: &Linearization, w: &[f6
 fn function_space_marglik_is_gaussian_density_of_pseudo_targets() {
     // log N(ỹ | 0, δ⁻¹JJᵀ + Λ⁻¹) computed directly from the definition.
     let split = toy();
-    let net = Mlp::new(vec![2, 4, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 4, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.8).unwrap();
     let w = net.init(4);
     let lin = Linearization::new(
@@ -309,7 +309,7 @@ fn linear_model_posterior_is_laplace_posterior() {
 fn laplace_evidence_gap_off_stationarity() {
     // Away from a stationary point the two differ by exactly ½ gᵀA⁻¹g.
     let split = toy();
-    let net = Mlp::new(vec![2, 5, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 5, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.4).unwrap();
     let w = net.init(11);
     let delta = 2.0;
@@ -396,7 +396,7 @@ fn same_seed_same_numbers() {
 fn backward_reductions_match_the_jacobian() {
     // Σ_m J_{n(m)}ᵀ c_m and Σ_m (J_{n(m)}ᵀ c_m)² from the backward pass, for K = 3 outputs and
     // several cotangent rows per example, against the explicit Jacobian.
-    let net = Mlp::new(vec![3, 7, 3], Activation::Sigmoid).unwrap();
+    let net = Sequential::mlp(vec![3, 7, 3], Activation::Sigmoid).unwrap();
     let x = Mat::from_fn(9, 3, |i, j| ((i + 2 * j) as f64 * 0.41).cos());
     common::assert_reductions_match_jacobian(&net, &net.init(8), x.as_ref());
 }
@@ -410,7 +410,7 @@ fn delta_path_matches_the_direct_computations() {
     for (li, hidden) in [(0, 3), (0, 30), (1, 3), (1, 30)] {
         let (lik, y) = likelihoods(&split, 0.6).swap_remove(li);
         // P = 13 < N = 40 (weight space), P = 121 > N (function space).
-        let net = Mlp::new(vec![2, hidden, 1], Activation::Tanh).unwrap();
+        let net = Sequential::mlp(vec![2, hidden, 1], Activation::Tanh).unwrap();
         let w = net.init(2);
         let lin = Linearization::new(&net, lik.as_ref(), split.train.x.as_ref(), y.as_ref(), &w);
         let x = split.train.x.as_ref();
@@ -448,7 +448,7 @@ fn structured_ntk_equals_the_jacobian_product() {
         (vec![2, 7, 1], Activation::Tanh),
         (vec![3, 6, 5, 3], Activation::Relu),
     ] {
-        let net = Mlp::new(sizes, act).unwrap();
+        let net = Sequential::mlp(sizes, act).unwrap();
         let w = net.init(6);
         let xa = Mat::from_fn(9, net.n_inputs(), |i, j| ((i * 5 + j) as f64 * 0.29).sin());
         let xb = Mat::from_fn(4, net.n_inputs(), |i, j| ((i * 3 + j) as f64 * 0.61).cos());
@@ -475,7 +475,7 @@ fn structured_ntk_equals_the_jacobian_product() {
 #[test]
 fn gp_from_structured_ntk_equals_gp_from_jacobians() {
     let split = toy();
-    let net = Mlp::new(vec![2, 30, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 30, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.4).unwrap();
     let w = net.init(12);
     let (x, xs) = (split.train.x.as_ref(), split.test.x.as_ref());

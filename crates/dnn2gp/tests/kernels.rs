@@ -8,7 +8,7 @@ use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::{a_bt, low_rank_form, tridiagonal_logdet_quad, tridiagonalize, Cholesky};
-use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use faer::Mat;
 
 const MEM: u128 = 1 << 32;
@@ -40,8 +40,8 @@ fn kernels_match_the_jacobian_product_in_f64_and_f32() {
     // layers wide enough to keep their factors (K = 1 and K = 3) next to narrow ones turned
     // into Jacobian blocks, and a convolution's block.
     let nets: Vec<Box<dyn Network>> = vec![
-        Box::new(Mlp::new(vec![2, 30, 30, 1], Activation::Tanh).unwrap()),
-        Box::new(Mlp::new(vec![3, 16, 16, 3], Activation::Relu).unwrap()),
+        Box::new(Sequential::mlp(vec![2, 30, 30, 1], Activation::Tanh).unwrap()),
+        Box::new(Sequential::mlp(vec![3, 16, 16, 3], Activation::Relu).unwrap()),
         Box::new(
             Sequential::parse("1x6x6:conv2k3,relu,avgpool,flatten,dense16,tanh,dense3").unwrap(),
         ),
@@ -89,7 +89,7 @@ fn in_place_gaussian_predictive_equals_the_gp() {
         1,
     )
     .remove(0);
-    let net = Mlp::new(vec![2, 20, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 20, 1], Activation::Tanh).unwrap();
     let (sigma, delta) = (0.3, 0.7);
     let lik = Gaussian::new(sigma).unwrap();
     let w = net.init(3);
@@ -110,7 +110,7 @@ fn in_place_gaussian_predictive_equals_the_gp() {
 #[test]
 fn gaussian_variance_climbs_the_ladder_and_matches_the_copying_cholesky() {
     // Noise so small that G = δ⁻¹JJᵀ + σ²I (rank ≤ P = 7 plus 1e-30) needs jitter.
-    let net = Mlp::new(vec![1, 2, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 2, 1], Activation::Tanh).unwrap();
     let w = net.init(5);
     let (x, xs) = (inputs(60, 1, 0.0), inputs(9, 1, 0.4));
     let sigma = 1e-15;
@@ -186,7 +186,7 @@ fn delta_path_uses_the_low_rank_form_when_the_kernel_has_one() {
     .remove(0);
     let lik = Gaussian::new(0.6).unwrap();
     // P = 13: the 400×400 kernel has rank ≤ 13 < 400/8.
-    let net = Mlp::new(vec![2, 3, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![2, 3, 1], Activation::Tanh).unwrap();
     let w = net.init(2);
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let lin = Linearization::new(&net, &lik, x, y, &w);

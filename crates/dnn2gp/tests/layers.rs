@@ -5,7 +5,7 @@
 
 mod common;
 
-use dnn2gp::nn::{Activation, Layer, Mlp, Network, Sequential};
+use dnn2gp::nn::{Activation, Layer, Network, Sequential};
 use faer::Mat;
 
 /// A small CNN on 2×7×7 inputs: conv 3@3×3, tanh, pool, dense 12 → 4, sigmoid, dense 2.
@@ -114,9 +114,10 @@ fn layers_that_do_not_chain_are_refused() {
     assert!(Sequential::new(vec![]).is_err());
 }
 
+/// `Sequential::mlp` is the layer list `dense, act, …, dense`, and every spec reads back.
 #[test]
 fn a_sequence_of_dense_layers_is_the_mlp() {
-    let mlp = Mlp::new(vec![3, 5, 2], Activation::Tanh).unwrap();
+    let mlp = Sequential::mlp(vec![3, 5, 2], Activation::Tanh).unwrap();
     let seq = Sequential::new(vec![
         Layer::Dense {
             inputs: 3,
@@ -132,19 +133,14 @@ fn a_sequence_of_dense_layers_is_the_mlp() {
         },
     ])
     .unwrap();
-    let w = mlp.init(4);
-    assert_eq!(seq.init(4), w);
-    let x = inputs(6, 3);
-    let (a, b) = (
-        mlp.forward_jacobian(&w, x.as_ref()),
-        seq.forward_jacobian(&w, x.as_ref()),
-    );
-    for i in 0..a.1.nrows() {
-        for j in 0..a.1.ncols() {
-            assert!((a.1[(i, j)] - b.1[(i, j)]).abs() < 1e-14);
-        }
+    assert_eq!(mlp, seq);
+    assert_eq!(mlp.spec(), "3:dense5,tanh,dense2");
+    assert_eq!(mlp.as_mlp(), Some((&[3, 5, 2][..], Activation::Tanh)));
+    let lenet = Sequential::lenet5(1, 28, 10).unwrap();
+    assert_eq!(lenet.as_mlp(), None);
+    for net in [mlp, lenet] {
+        assert_eq!(Sequential::parse(&net.spec()).unwrap(), net);
     }
-    assert_eq!(a.0, b.0);
 }
 
 #[test]
@@ -156,7 +152,7 @@ fn architectures_from_spec_strings() {
     assert_eq!(lenet, Sequential::lenet5(1, 28, 10).unwrap());
     // Layer indices follow PyTorch's nn.Sequential numbering.
     let with_params: Vec<usize> = lenet
-        .layers
+        .layers()
         .iter()
         .enumerate()
         .filter(|(_, l)| l.n_params() > 0)

@@ -7,7 +7,7 @@ use dnn2gp::data::linspace;
 use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, RunningMoments, Space};
 use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::{Bernoulli, Gaussian};
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::posterior::laplace::MAX_JITTER_OVER_DELTA;
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::{fit_map, Adam, MapConfig, Objective, STATIONARY_RTOL};
@@ -31,10 +31,10 @@ fn data(n: usize) -> (Mat<f64>, Mat<f64>) {
 
 /// A 1-50-1 tanh network fitted with σ = 0.01 (Λ = 10⁴), the setting of the trust issue; fitted
 /// once and shared by the tests.
-fn sharp_fit() -> (Mlp, Gaussian, Mat<f64>, Mat<f64>, Vec<f64>) {
+fn sharp_fit() -> (Sequential, Gaussian, Mat<f64>, Mat<f64>, Vec<f64>) {
     static FIT: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
     let (x, y) = data(60);
-    let net = Mlp::new(vec![1, 50, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 50, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.01).unwrap();
     let w = FIT
         .get_or_init(|| {
@@ -175,7 +175,7 @@ fn a_separable_bernoulli_training_set_still_gives_a_gp() {
     let xs = linspace(-1.0, 1.0, 30);
     let x = Mat::from_fn(30, 1, |i, _| xs[i]);
     let y = Mat::from_fn(30, 1, |i, _| f64::from(u8::from(xs[i] > 0.0)));
-    let net = Mlp::new(vec![1, 4, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 4, 1], Activation::Tanh).unwrap();
     // w = [W1 (4), b1 (4), W2 (4), b2]: tanh(20x) in every unit, 15 per unit out.
     let mut w = vec![20.0; 4];
     w.extend([0.0; 4]);
@@ -196,7 +196,7 @@ fn the_bernoulli_laplace_evidence_is_the_same_from_the_posterior_and_the_delta_p
     // One definition: log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|.
     let (x, y) = data(40);
     let y = Mat::from_fn(40, 1, |i, _| f64::from(u8::from(y[(i, 0)] > 0.0)));
-    let net = Mlp::new(vec![1, 6, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 6, 1], Activation::Tanh).unwrap();
     let w = net.init(3);
     let lin = Linearization::new(&net, &Bernoulli, x.as_ref(), y.as_ref(), &w);
     for space in [Space::Weight, Space::Function] {
@@ -279,7 +279,7 @@ fn a_softmax_gp_is_refused_with_what_to_use_and_its_evidence_path_is_laplace_onl
     use dnn2gp::likelihood::Categorical;
     let (x, _) = data(12);
     let y = Mat::from_fn(12, 3, |i, c| f64::from(u8::from(i % 3 == c)));
-    let net = Mlp::new(vec![1, 4, 3], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 4, 3], Activation::Tanh).unwrap();
     let w = net.init(1);
     let lin = Linearization::new(&net, &Categorical, x.as_ref(), y.as_ref(), &w);
     let err = Dnn2Gp::new(&lin, 1.0, Space::Auto, MEM).err().unwrap();

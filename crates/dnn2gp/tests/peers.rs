@@ -9,7 +9,7 @@ use dnn2gp::curvature::Linearization;
 use dnn2gp::data::{csv, snelson};
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::likelihood::Gaussian;
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use faer::Mat;
 
 const MEM: u128 = 8 << 30;
@@ -23,7 +23,7 @@ fn b1_predictive_and_b3_marginal_likelihoods_agree_with_the_peers() {
     let Some(dir) = common::shared_baselines() else {
         return;
     };
-    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
     let w = snelson::read_column(&dir.join("b1_seed0_map_params.txt")).unwrap();
     assert_eq!(w.len(), net.n_params());
     let train = csv::read_dataset(&dir.join("b1_seed0_train.csv")).unwrap();

@@ -7,7 +7,7 @@ use dnn2gp::data::toy::{toy_sets, ToyConfig};
 use dnn2gp::gp::variational::StepGp;
 use dnn2gp::likelihood::{Gaussian, Likelihood};
 use dnn2gp::linalg::{a_b, a_bt, mat_vec, norm};
-use dnn2gp::nn::{Activation, Mlp, Network};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::rng::seeded;
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig, VognState};
 use dnn2gp::train::Objective;
@@ -16,7 +16,7 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
 }
 
-fn setup() -> (Mlp, Gaussian, dnn2gp::data::Split) {
+fn setup() -> (Sequential, Gaussian, dnn2gp::data::Split) {
     let split = toy_sets(
         &ToyConfig {
             n_train: 30,
@@ -27,7 +27,7 @@ fn setup() -> (Mlp, Gaussian, dnn2gp::data::Split) {
     )
     .remove(0);
     (
-        Mlp::new(vec![2, 6, 1], Activation::Tanh).unwrap(),
+        Sequential::mlp(vec![2, 6, 1], Activation::Tanh).unwrap(),
         Gaussian::new(0.5).unwrap(),
         split,
     )
@@ -146,7 +146,7 @@ fn unit_step_on_a_linear_model_is_the_exact_posterior() {
     // MAP (ridge regression); with a sample the gradient is taken at the sample, but the
     // precision is J'ΛJ + δI either way.
     let (_, lik, split) = setup();
-    let net = Mlp::new(vec![2, 1], Activation::Identity).unwrap();
+    let net = Sequential::mlp(vec![2, 1], Activation::Identity).unwrap();
     let delta = 0.5;
     let obj = Objective::on(&net, &lik, &split.train, delta);
     for deterministic in [true, false] {
@@ -295,7 +295,7 @@ fn same_seed_same_numbers() {
 /// three (one job each); and the same numbers on one thread as on several.
 #[test]
 fn diagonal_step_matches_per_example_gradients_on_any_thread_count() {
-    let net = Mlp::new(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
+    let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.3).unwrap();
     let n = 200;
     let x = faer::Mat::from_fn(n, 1, |i, _| (i as f64 * 0.37).sin() * 2.0);

@@ -5,13 +5,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use dnn2gp::nn::weights::{load, save, StoredDtype};
-use dnn2gp::nn::{Activation, Mlp, Network, Sequential};
+use dnn2gp::nn::{Activation, Network, Sequential};
 use safetensors::tensor::{Dtype, TensorView};
 
 #[test]
 fn mlp_and_lenet_round_trip() {
     let dir = common::tmpdir();
-    let mlp = Mlp::new(vec![2, 20, 1], Activation::Tanh).unwrap();
+    let mlp = Sequential::mlp(vec![2, 20, 1], Activation::Tanh).unwrap();
     let layout = mlp.param_layout();
     let names: Vec<&str> = layout.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias"]);
@@ -56,7 +56,7 @@ fn write_tensors(path: &std::path::Path, tensors: &[(&str, Dtype, Vec<usize>, Ve
 #[test]
 fn bad_files_are_refused_naming_the_key() {
     let dir = common::tmpdir();
-    let mlp = Mlp::new(vec![1, 2, 1], Activation::Tanh).unwrap();
+    let mlp = Sequential::mlp(vec![1, 2, 1], Activation::Tanh).unwrap();
     let layout = mlp.param_layout();
     let f = |n: usize| vec![0u8; 4 * n];
     let full = || {
@@ -109,4 +109,68 @@ fn bad_files_are_refused_naming_the_key() {
         .unwrap_err()
         .to_string()
         .contains("not a safetensors file"));
+}
+
+/// A model file rebuilds the model from itself alone: architecture, weights, likelihood, σ, δ
+/// and the data fingerprint; a file without them, or with a bad one, is refused naming the key.
+#[test]
+fn a_model_file_describes_itself() {
+    use dnn2gp::likelihood::LikelihoodKind;
+    use dnn2gp::nn::weights::{save, StoredDtype};
+    use dnn2gp::train::model::{fingerprint, Model};
+    let dir = common::tmpdir();
+    let net = Sequential::parse("1x6x6:conv2k3,relu,pool,flatten,dense3").unwrap();
+    let w = net.init(3);
+    let x = faer::Mat::from_fn(4, 36, |i, j| (i * 36 + j) as f64 * 0.01);
+    let y = faer::Mat::from_fn(4, 3, |i, j| f64::from(u8::from(i % 3 == j)));
+    let mut model = Model::new(
+        net.clone(),
+        w.clone(),
+        LikelihoodKind::Categorical,
+        1.0,
+        0.5,
+    )
+    .unwrap();
+    model.data = Some(fingerprint(x.as_ref(), y.as_ref()));
+    let path = dir.path().join("model.safetensors");
+    model.save(&path, StoredDtype::F64).unwrap();
+    assert_eq!(Model::load(&path).unwrap(), model);
+    assert!(model
+        .data
+        .as_deref()
+        .unwrap()
+        .starts_with("n=4 d=36 k=3 crc32="));
+    let mut other = y.clone();
+    other[(0, 0)] = 0.5;
+    assert_ne!(
+        fingerprint(x.as_ref(), other.as_ref()),
+        model.data.clone().unwrap()
+    );
+    // The weights are a state_dict under nn.Sequential's names.
+    assert_eq!(
+        dnn2gp::nn::weights::load(&path, &net.param_layout()).unwrap(),
+        w
+    );
+    // A bare state_dict is not a model file.
+    let bare = dir.path().join("bare.safetensors");
+    save(&bare, &net.param_layout(), &w, StoredDtype::F32).unwrap();
+    let err = Model::load(&bare).unwrap_err().to_string();
+    assert!(
+        err.contains("bare.safetensors") && err.contains("dnn2gp.architecture"),
+        "{err}"
+    );
+    // Bad hyperparameters are refused on the way in and out.
+    assert!(Model::new(net.clone(), w.clone(), LikelihoodKind::Gaussian, -1.0, 0.5).is_err());
+    assert!(Model::new(
+        net.clone(),
+        w[1..].to_vec(),
+        LikelihoodKind::Gaussian,
+        1.0,
+        0.5
+    )
+    .is_err());
+    let mut nan = w.clone();
+    nan[2] = f64::NAN;
+    let err = Model::new(net, nan, LikelihoodKind::Gaussian, 1.0, 0.5).unwrap_err();
+    assert!(err.to_string().contains("parameter 2 is NaN"), "{err}");
 }

@@ -30,7 +30,7 @@ use crate::linalg::{
     a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, sym_sqrt,
     tridiagonal_logdet_quad, tridiagonalize,
 };
-use crate::posterior::laplace::check_delta;
+use crate::train::check_delta;
 
 enum Form {
     /// `BBᵀ = Q T Qᵀ`: T's diagonal `d` and sub-diagonal `e`, and `c = Qᵀ Λ^{1/2} ỹ`.

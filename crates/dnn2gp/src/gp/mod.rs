@@ -24,8 +24,8 @@ use crate::linalg::{
     JITTER_LADDER,
 };
 use crate::nn::NtkBlocks;
-use crate::posterior::laplace::check_delta;
 use crate::posterior::{HessianStructure, LaplaceGgn};
+use crate::train::check_delta;
 
 pub use classification::{data_space_predictive, DataSpacePredictive};
 pub use delta_path::DeltaPath;

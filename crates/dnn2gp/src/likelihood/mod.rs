@@ -140,6 +140,16 @@ impl FromStr for LikelihoodKind {
     }
 }
 
+impl std::fmt::Display for LikelihoodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LikelihoodKind::Gaussian => "gaussian",
+            LikelihoodKind::Bernoulli => "bernoulli",
+            LikelihoodKind::Categorical => "categorical",
+        })
+    }
+}
+
 impl LikelihoodKind {
     /// Checks targets `Y` (N rows) and brings them to this likelihood's form. Gaussian: any
     /// finite values. Bernoulli: one column of 0/1. Categorical: one-hot rows of K columns,

@@ -18,28 +18,13 @@ use crate::linalg::{col, col_mut};
 use crate::rng::{seeded, uniform};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
-/// linear output. Deserialising checks the sizes as [`Mlp::new`] does.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "MlpFields")]
-pub struct Mlp {
+/// linear output: the fused dense path of a [`super::Sequential`] that is one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Mlp {
     /// Layer widths, input first, output last.
-    pub sizes: Vec<usize>,
+    pub(crate) sizes: Vec<usize>,
     /// Hidden activation.
-    pub activation: Activation,
-}
-
-/// The fields of an [`Mlp`] as stored, before [`Mlp::new`] checks them.
-#[derive(serde::Deserialize)]
-struct MlpFields {
-    sizes: Vec<usize>,
-    activation: Activation,
-}
-
-impl TryFrom<MlpFields> for Mlp {
-    type Error = Error;
-    fn try_from(f: MlpFields) -> Result<Self> {
-        Mlp::new(f.sizes, f.activation)
-    }
+    pub(crate) activation: Activation,
 }
 
 impl Mlp {
@@ -75,15 +60,6 @@ impl Mlp {
             })
             .collect::<Result<Vec<_>>>()?;
         Mlp::new(sizes, activation)
-    }
-
-    /// The spec string `"2-20-1"`.
-    pub fn spec(&self) -> String {
-        self.sizes
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("-")
     }
 
     /// Offset of layer `l`'s weight in the flat vector.

@@ -4,7 +4,7 @@
 pub mod activation;
 mod dense;
 mod factors;
-pub mod mlp;
+mod mlp;
 pub mod sequential;
 pub mod weights;
 
@@ -17,7 +17,7 @@ pub use crate::linalg::Real;
 pub use activation::Activation;
 pub(crate) use factors::Factor;
 pub use factors::{JacobianFactors, NtkBlocks};
-pub use mlp::Mlp;
+pub(crate) use mlp::Mlp;
 pub use sequential::{Layer, Sequential};
 
 /// A differentiable network with a flat parameter vector.

@@ -12,6 +12,7 @@ use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
 
 use super::dense::dense_param_derivs;
+use super::Mlp;
 use super::{
     forward_jacobian, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
     Sink,
@@ -154,13 +155,17 @@ impl Layer {
 /// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
 pub const MAX_PARAMS: usize = 1 << 32;
 
-/// A network of layers applied in order. Deserialising checks the layers as
-/// [`Sequential::new`] does.
+/// A network of layers applied in order, PyTorch's `nn.Sequential`. Deserialising checks the
+/// layers as [`Sequential::new`] does. A multi-layer perceptron (dense layers with one hidden
+/// activation) runs on a fused dense path with the same numbers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "SequentialFields")]
 pub struct Sequential {
     /// The layers.
-    pub layers: Vec<Layer>,
+    layers: Vec<Layer>,
+    /// The fused dense path of an MLP.
+    #[serde(skip)]
+    fused: Option<Mlp>,
 }
 
 /// The fields of a [`Sequential`] as stored, before [`Sequential::new`] checks them.
@@ -296,6 +301,25 @@ fn add_reduced(
     }
 }
 
+/// The MLP of `dense, act, dense, …, dense` with one activation, if the layers are one.
+fn fused_mlp(layers: &[Layer]) -> Option<Mlp> {
+    let mut sizes = vec![layers[0].in_dim()];
+    let mut activation = None;
+    for (i, l) in layers.iter().enumerate() {
+        match (*l, i % 2) {
+            (Layer::Dense { outputs, .. }, 0) => sizes.push(outputs),
+            (Layer::Act { activation: a, .. }, 1) if activation.is_none_or(|b| b == a) => {
+                activation = Some(a)
+            }
+            _ => return None,
+        }
+    }
+    if layers.len().is_multiple_of(2) {
+        return None;
+    }
+    Mlp::new(sizes, activation.unwrap_or(Activation::Identity)).ok()
+}
+
 impl Sequential {
     /// A network from layers whose widths chain.
     pub fn new(layers: Vec<Layer>) -> Result<Self> {
@@ -327,7 +351,85 @@ impl Sequential {
                  at most {MAX_PARAMS} of each are supported"
             )));
         }
-        Ok(Sequential { layers })
+        let fused = fused_mlp(&layers);
+        Ok(Sequential { layers, fused })
+    }
+
+    /// The MLP `[D, h_1, …, K]` with `activation` on every hidden layer and a linear output:
+    /// `dense h_1, act, …, dense K`.
+    pub fn mlp(sizes: Vec<usize>, activation: Activation) -> Result<Self> {
+        let mlp = Mlp::new(sizes, activation)?;
+        let n = mlp.sizes.len() - 1;
+        let layers = (0..n)
+            .flat_map(|l| {
+                let (inputs, outputs) = (mlp.sizes[l], mlp.sizes[l + 1]);
+                let act = (l + 1 < n).then_some(Layer::Act {
+                    activation,
+                    size: outputs,
+                });
+                std::iter::once(Layer::Dense { inputs, outputs }).chain(act)
+            })
+            .collect();
+        Sequential::new(layers)
+    }
+
+    /// The MLP of widths `"2-20-1"` (separated by `-`, `x` or `,`) with `activation`.
+    pub fn parse_mlp(widths: &str, activation: Activation) -> Result<Self> {
+        let m = Mlp::parse(widths, activation)?;
+        Sequential::mlp(m.sizes, activation)
+    }
+
+    /// The layers, in PyTorch's `nn.Sequential` order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The spec string [`Sequential::parse`] reads back: `"2:dense20,tanh,dense1"`,
+    /// `"1x28x28:conv6k5,relu,pool,…"`.
+    pub fn spec(&self) -> String {
+        let input = match self.layers[0] {
+            Layer::Conv2d {
+                in_channels: c,
+                height: h,
+                width: w,
+                ..
+            }
+            | Layer::MaxPool2 {
+                channels: c,
+                height: h,
+                width: w,
+            }
+            | Layer::AvgPool2 {
+                channels: c,
+                height: h,
+                width: w,
+            } => format!("{c}x{h}x{w}"),
+            ref l => l.in_dim().to_string(),
+        };
+        let layers: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| match *l {
+                Layer::Dense { outputs, .. } => format!("dense{outputs}"),
+                Layer::Conv2d {
+                    out_channels,
+                    kernel,
+                    ..
+                } => format!("conv{out_channels}k{kernel}"),
+                Layer::MaxPool2 { .. } => "pool".into(),
+                Layer::AvgPool2 { .. } => "avgpool".into(),
+                Layer::Flatten { .. } => "flatten".into(),
+                Layer::Act { activation, .. } => activation.to_string(),
+            })
+            .collect();
+        format!("{input}:{}", layers.join(","))
+    }
+
+    /// The widths `[D, h_1, …, K]` and hidden activation of an MLP; `None` for other networks.
+    pub fn as_mlp(&self) -> Option<(&[usize], Activation)> {
+        self.fused
+            .as_ref()
+            .map(|m| (m.sizes.as_slice(), m.activation))
     }
 
     /// LeNet-5 as the paper uses it on `channels × side × side` images: conv 6@5×5, ReLU,
@@ -789,7 +891,10 @@ impl Network for Sequential {
     }
 
     fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
-        self.forward_tape(w, x).acts.pop().expect("output")
+        match &self.fused {
+            Some(m) => m.forward(w, x),
+            None => self.forward_tape(w, x).acts.pop().expect("output"),
+        }
     }
 
     fn forward_reduce_into(
@@ -799,19 +904,31 @@ impl Network for Sequential {
         requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
         out: &mut Vec<Vec<f64>>,
     ) -> Mat<f64> {
-        reduce(self, w, x, requests, out)
+        match &self.fused {
+            Some(m) => reduce(m, w, x, requests, out),
+            None => reduce(self, w, x, requests, out),
+        }
     }
 
     fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        forward_jacobian(self, w, x)
+        match &self.fused {
+            Some(m) => forward_jacobian(m, w, x),
+            None => forward_jacobian(self, w, x),
+        }
     }
 
     fn jacobian_factors(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f64> {
-        JacobianFactors::new(self, w, x)
+        match &self.fused {
+            Some(m) => JacobianFactors::new(m, w, x),
+            None => JacobianFactors::new(self, w, x),
+        }
     }
 
     fn jacobian_factors_f32(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f32> {
-        JacobianFactors::new(self, w, x)
+        match &self.fused {
+            Some(m) => JacobianFactors::new(m, w, x),
+            None => JacobianFactors::new(self, w, x),
+        }
     }
 
     /// PyTorch's default for `nn.Linear` and `nn.Conv2d`: uniform in `±1/√fan_in`.
@@ -834,5 +951,78 @@ impl Network for Sequential {
             }
         }
         w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Layer, Sequential};
+    use crate::nn::{Activation, Network};
+    use faer::Mat;
+
+    /// The fused dense path of an MLP gives the layered path's numbers: initial weights,
+    /// outputs, Jacobians, kernels from factors and gradients.
+    #[test]
+    fn the_fused_mlp_path_equals_the_layered_one() {
+        for act in [Activation::Tanh, Activation::Relu, Activation::Sigmoid] {
+            let fused = Sequential::mlp(vec![3, 7, 5, 2], act).unwrap();
+            assert!(fused.fused.is_some());
+            let layered = Sequential {
+                layers: fused.layers.clone(),
+                fused: None,
+            };
+            let w = fused.init(4);
+            assert_eq!(layered.init(4), w);
+            let x = Mat::from_fn(9, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
+            let (a, b) = (
+                fused.forward_jacobian(&w, x.as_ref()),
+                layered.forward_jacobian(&w, x.as_ref()),
+            );
+            assert_eq!(a.0, b.0);
+            let close = |p: &Mat<f64>, q: &Mat<f64>| {
+                (0..p.nrows())
+                    .all(|i| (0..p.ncols()).all(|j| (p[(i, j)] - q[(i, j)]).abs() < 1e-13))
+            };
+            assert!(close(&a.1, &b.1), "{act}");
+            let (ka, kb) = (
+                fused.ntk(&w, x.as_ref(), x.as_ref()),
+                layered.ntk(&w, x.as_ref(), x.as_ref()),
+            );
+            assert!(close(&ka, &kb), "{act}");
+            let cot = |f: faer::MatRef<'_, f64>| f.to_owned();
+            let (ga, gb) = (
+                fused.forward_vjp(&w, x.as_ref(), &mut |f| cot(f)).1,
+                layered.forward_vjp(&w, x.as_ref(), &mut |f| cot(f)).1,
+            );
+            assert!(
+                ga.iter().zip(&gb).all(|(p, q)| (p - q).abs() < 1e-13),
+                "{act}"
+            );
+        }
+        // Two activations, or a trailing activation, are not an MLP.
+        let mixed = Sequential::new(vec![
+            Layer::Dense {
+                inputs: 2,
+                outputs: 3,
+            },
+            Layer::Act {
+                activation: Activation::Tanh,
+                size: 3,
+            },
+            Layer::Dense {
+                inputs: 3,
+                outputs: 3,
+            },
+            Layer::Act {
+                activation: Activation::Relu,
+                size: 3,
+            },
+            Layer::Dense {
+                inputs: 3,
+                outputs: 1,
+            },
+        ])
+        .unwrap();
+        assert!(mixed.fused.is_none());
     }
 }

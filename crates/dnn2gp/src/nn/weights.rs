@@ -9,7 +9,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::{Layer, Mlp, Sequential};
+use super::{Layer, Sequential};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 
@@ -48,27 +48,12 @@ fn pair(index: usize, shape: Vec<usize>, offset: usize) -> [ParamTensor; 2] {
     ]
 }
 
-impl Mlp {
-    /// Tensors as in `nn.Sequential(Linear, act, Linear, act, …, Linear)`: indices 0, 2, 4, ….
-    pub fn param_layout(&self) -> Vec<ParamTensor> {
-        let mut off = 0;
-        (0..self.sizes.len() - 1)
-            .flat_map(|l| {
-                let (i, o) = (self.sizes[l], self.sizes[l + 1]);
-                let p = pair(2 * l, vec![o, i], off);
-                off += o * (i + 1);
-                p
-            })
-            .collect()
-    }
-}
-
 impl Sequential {
     /// Tensors keyed by layer index (the layer list mirrors `nn.Sequential`, flatten included).
     pub fn param_layout(&self) -> Vec<ParamTensor> {
         let mut off = 0;
         let mut out = Vec::new();
-        for (index, l) in self.layers.iter().enumerate() {
+        for (index, l) in self.layers().iter().enumerate() {
             let shape = match *l {
                 Layer::Dense { inputs, outputs } => vec![outputs, inputs],
                 Layer::Conv2d {
@@ -97,6 +82,17 @@ pub enum StoredDtype {
 
 /// Writes `w` (laid out as `layout`) to a safetensors file, atomically.
 pub fn save(path: &Path, layout: &[ParamTensor], w: &[f64], dtype: StoredDtype) -> Result<()> {
+    save_with_metadata(path, layout, w, dtype, &BTreeMap::new())
+}
+
+/// [`save`] with string `metadata` in the file's `__metadata__` header (beside `format: pt`).
+pub fn save_with_metadata(
+    path: &Path,
+    layout: &[ParamTensor],
+    w: &[f64],
+    dtype: StoredDtype,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let bytes: Vec<Vec<u8>> = layout
         .iter()
         .map(|t| {
@@ -125,8 +121,11 @@ pub fn save(path: &Path, layout: &[ParamTensor], w: &[f64], dtype: StoredDtype) 
             ))
         })
         .collect::<Result<_>>()?;
-    let meta = [("format".to_string(), "pt".to_string())];
-    let out = safetensors::tensor::serialize(views, Some(meta.into_iter().collect()))
+    let meta = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([("format".to_string(), "pt".to_string())]);
+    let out = safetensors::tensor::serialize(views, Some(meta.collect()))
         .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
     write_atomic(path, &out)
 }
@@ -134,8 +133,27 @@ pub fn save(path: &Path, layout: &[ParamTensor], w: &[f64], dtype: StoredDtype) 
 /// Reads a safetensors file into a flat vector laid out as `layout`; refuses missing or extra
 /// keys, wrong shapes and dtypes other than f32 and f64, naming the key.
 pub fn load(path: &Path, layout: &[ParamTensor]) -> Result<Vec<f64>> {
+    Ok(load_with_metadata(path, |_| Ok(layout.to_vec()))?.1)
+}
+
+/// The file's `__metadata__` and its parameters, laid out as `layout_of(metadata)` says (the
+/// architecture may be named in the metadata itself); the checks of [`load`].
+pub fn load_with_metadata(
+    path: &Path,
+    layout_of: impl FnOnce(&BTreeMap<String, String>) -> Result<Vec<ParamTensor>>,
+) -> Result<(BTreeMap<String, String>, Vec<f64>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let layout = layout_of(&metadata)?;
+    let layout = layout.as_slice();
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let expected: Vec<&str> = layout.iter().map(|t| t.name.as_str()).collect();
@@ -188,5 +206,5 @@ pub fn load(path: &Path, layout: &[ParamTensor]) -> Result<Vec<f64>> {
             )));
         }
     }
-    Ok(w)
+    Ok((metadata, w))
 }

@@ -16,6 +16,7 @@ use crate::error::Warning;
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
 use crate::rng::{normals, Rng};
+use crate::train::check_delta;
 
 /// Structure of the posterior precision, with laplace-torch's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -351,17 +352,6 @@ pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize
         h[(i, i)] -= delta;
     }
     SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
-}
-
-/// δ must be positive and finite.
-pub fn check_delta(delta: f64) -> Result<()> {
-    if delta.is_finite() && delta > 0.0 {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "--delta (prior precision) must be a positive number, got {delta}"
-        )))
-    }
 }
 
 /// The K×K blocks `C_i = J_i Σ J_iᵀ` of a diagonal covariance `Σ = diag(s)`, from the stacked

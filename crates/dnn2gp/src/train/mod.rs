@@ -5,6 +5,7 @@
 
 pub mod adam;
 pub mod lbfgs;
+pub mod model;
 pub mod newton;
 pub mod vogn;
 
@@ -341,6 +342,17 @@ pub(crate) fn check_finite(loss: f64, grad: &[f64], what: &str, step: usize) -> 
         Err(Error::Numerical(format!(
             "{what} diverged at step {step}: the loss or its gradient is NaN or infinite \
              (lower the learning rate or check the data for extreme values)"
+        )))
+    }
+}
+
+/// δ must be positive and finite.
+pub fn check_delta(delta: f64) -> Result<()> {
+    if delta.is_finite() && delta > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "--delta (prior precision) must be a positive number, got {delta}"
         )))
     }
 }

@@ -1,0 +1,152 @@
+//! A trained model in one self-describing safetensors file: the weights under PyTorch's
+//! `nn.Sequential` names (`"0.weight"`, `"0.bias"`, …; `model.load_state_dict(load_file(path))`
+//! reads them), and in the file's `__metadata__` the architecture spec, the likelihood, σ, δ
+//! and the training data's fingerprint, so that the file alone rebuilds the model.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use faer::MatRef;
+
+use crate::error::{Error, Result};
+use crate::likelihood::{Likelihood, LikelihoodKind};
+use crate::nn::weights::{self, StoredDtype};
+use crate::nn::{Network, Sequential};
+
+/// Metadata keys of a model file.
+const ARCHITECTURE: &str = "dnn2gp.architecture";
+const LIKELIHOOD: &str = "dnn2gp.likelihood";
+const SIGMA: &str = "dnn2gp.sigma";
+const DELTA: &str = "dnn2gp.delta";
+const DATA: &str = "dnn2gp.data";
+
+/// A network, its weights and the hyperparameters it was trained with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// The architecture.
+    pub net: Sequential,
+    /// The weights `w*` (P), in PyTorch order.
+    pub w: Vec<f64>,
+    /// The likelihood.
+    pub likelihood: LikelihoodKind,
+    /// The Gaussian noise standard deviation σ (1 for the classification likelihoods).
+    pub sigma: f64,
+    /// The prior precision δ.
+    pub delta: f64,
+    /// The training data's [`fingerprint`], when known.
+    pub data: Option<String>,
+}
+
+impl Model {
+    /// The model, checked: `w` has the network's P entries, all finite; σ and δ positive.
+    pub fn new(
+        net: Sequential,
+        w: Vec<f64>,
+        likelihood: LikelihoodKind,
+        sigma: f64,
+        delta: f64,
+    ) -> Result<Self> {
+        if w.len() != net.n_params() {
+            return Err(Error::Invalid(format!(
+                "{} weights for architecture {}, which has {} parameters",
+                w.len(),
+                net.spec(),
+                net.n_params()
+            )));
+        }
+        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "parameter {i} is {}; a model needs finite weights",
+                w[i]
+            )));
+        }
+        crate::train::check_delta(delta)?;
+        likelihood.build(sigma)?;
+        Ok(Model {
+            net,
+            w,
+            likelihood,
+            sigma,
+            delta,
+            data: None,
+        })
+    }
+
+    /// The likelihood with the model's σ.
+    pub fn likelihood(&self) -> Box<dyn Likelihood> {
+        self.likelihood
+            .build(self.sigma)
+            .expect("σ was checked when the model was made")
+    }
+
+    /// Writes the model file (weights in `dtype`, metadata as strings).
+    pub fn save(&self, path: &Path, dtype: StoredDtype) -> Result<()> {
+        let mut meta = BTreeMap::from([
+            (ARCHITECTURE.to_string(), self.net.spec()),
+            (LIKELIHOOD.to_string(), self.likelihood.to_string()),
+            (SIGMA.to_string(), format!("{:?}", self.sigma)),
+            (DELTA.to_string(), format!("{:?}", self.delta)),
+        ]);
+        if let Some(d) = &self.data {
+            meta.insert(DATA.to_string(), d.clone());
+        }
+        weights::save_with_metadata(path, &self.net.param_layout(), &self.w, dtype, &meta)
+    }
+
+    /// Reads a model file written by [`Model::save`], checking every field and naming the file
+    /// and the key of anything wrong.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
+        let mut net = None;
+        let (meta, w) = weights::load_with_metadata(path, |meta| {
+            let spec = meta.get(ARCHITECTURE).ok_or_else(|| {
+                bad(format!(
+                    "no '{ARCHITECTURE}' in its metadata: not a dnn2gp model file (a bare \
+                     state_dict loads with an architecture given separately)"
+                ))
+            })?;
+            let n = Sequential::parse(spec).map_err(|e| bad(format!("{ARCHITECTURE}: {e}")))?;
+            let layout = n.param_layout();
+            net = Some(n);
+            Ok(layout)
+        })?;
+        let get = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| bad(format!("no '{key}' in its metadata")))
+        };
+        let number = |key: &str| -> Result<f64> {
+            let v = get(key)?;
+            v.parse::<f64>()
+                .map_err(|_| bad(format!("{key}: '{v}' is not a number")))
+        };
+        let likelihood = get(LIKELIHOOD)?
+            .parse::<LikelihoodKind>()
+            .map_err(|e| bad(format!("{LIKELIHOOD}: {e}")))?;
+        let net = net.expect("the layout was read from the architecture");
+        let mut model = Model::new(net, w, likelihood, number(SIGMA)?, number(DELTA)?)
+            .map_err(|e| bad(e.to_string()))?;
+        model.data = meta.get(DATA).cloned();
+        Ok(model)
+    }
+}
+
+/// A fingerprint of a training set: its shape and the CRC-32 of its values' bits (inputs row
+/// by row, then targets), `"n=200 d=2 k=1 crc32=1a2b3c4d"`. Two data sets with the same
+/// fingerprint are, with overwhelming probability, the same numbers.
+pub fn fingerprint(x: MatRef<'_, f64>, y: MatRef<'_, f64>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for m in [x, y] {
+        for i in 0..m.nrows() {
+            for j in 0..m.ncols() {
+                h.update(&m[(i, j)].to_bits().to_le_bytes());
+            }
+        }
+    }
+    format!(
+        "n={} d={} k={} crc32={:08x}",
+        x.nrows(),
+        x.ncols(),
+        y.ncols(),
+        h.finalize()
+    )
+}
