@@ -14,12 +14,13 @@ use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
 use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy};
-use dnn2gp::likelihood::classification::{probit, sigmoid, softmax};
+use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::linalg::{check_memory, mat_bytes, sym_sqrt};
+use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::posterior::fitted::class_probabilities;
+use dnn2gp::posterior::Link;
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
-use dnn2gp::rng::{normals, seeded};
 use dnn2gp::train::Stationarity;
 use dnn2gp::{Error, Warning};
 
@@ -284,28 +285,22 @@ pub(super) fn class_predictive(
         logits = Mat::from_fn(m, 2, |i, c| if c == 1 { logits[(i, 0)] } else { 0.0 });
         blocks = blocks.iter().flat_map(|&v| [0.0, 0.0, 0.0, v]).collect();
     }
-    let k = logits.ncols();
-    let mut rng = seeded(seed);
-    let (mut p_map, mut p_probit, mut p_mc) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..m {
-        let f: Vec<f64> = (0..k).map(|c| logits[(i, c)]).collect();
-        let b = Mat::from_fn(k, k, |r, c| blocks[i * k * k + r * k + c]);
-        let var: Vec<f64> = (0..k).map(|c| b[(c, c)]).collect();
-        p_map.push(softmax(&f));
-        p_probit.push(probit(&f, &var));
-        let root = sym_sqrt(b.as_ref());
-        let mut acc = vec![0.0; k];
-        for _ in 0..mc_samples {
-            let z = normals(&mut rng, k);
-            let draw: Vec<f64> = (0..k)
-                .map(|r| f[r] + (0..k).map(|c| root[(r, c)] * z[c]).sum::<f64>())
-                .collect();
-            acc.iter_mut()
-                .zip(softmax(&draw))
-                .for_each(|(a, p)| *a += p / mc_samples as f64);
-        }
-        p_mc.push(acc);
-    }
+    let rows = |p: Mat<f64>| -> Vec<Vec<f64>> {
+        (0..p.nrows())
+            .map(|i| (0..p.ncols()).map(|c| p[(i, c)]).collect())
+            .collect()
+    };
+    let zero = vec![0.0; blocks.len()];
+    let p_map = rows(class_probabilities(&logits, &zero, Link::Probit)?);
+    let p_probit = rows(class_probabilities(&logits, &blocks, Link::Probit)?);
+    let p_mc = rows(class_probabilities(
+        &logits,
+        &blocks,
+        Link::MonteCarlo {
+            samples: mc_samples,
+            seed,
+        },
+    )?);
     Ok(ClassPredictive {
         logits,
         blocks,

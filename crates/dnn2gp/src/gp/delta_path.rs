@@ -30,6 +30,7 @@ use crate::linalg::{
     a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, sym_sqrt,
     tridiagonal_logdet_quad, tridiagonalize,
 };
+use crate::posterior::laplace::laplace_evidence;
 use crate::train::check_delta;
 
 enum Form {
@@ -324,8 +325,8 @@ impl DeltaPath {
     /// `−(δ/2)‖c‖² + (P/2) log δ − ½ log|BᵀB + δI|`.
     fn prior_terms(&self, delta: f64) -> Result<f64> {
         check_delta(delta)?;
-        Ok(-0.5 * delta * self.c_sq + 0.5 * self.p as f64 * delta.ln()
-            - 0.5 * self.log_det_precision(delta)?)
+        let log_det = self.log_det_precision(delta)?;
+        Ok(laplace_evidence(0.0, delta, self.c_sq, self.p, log_det))
     }
 
     /// The GP log marginal likelihood `log p(ỹ)` at δ.

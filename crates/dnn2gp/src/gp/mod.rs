@@ -24,6 +24,7 @@ use crate::linalg::{
     JITTER_LADDER,
 };
 use crate::nn::NtkBlocks;
+use crate::posterior::laplace::laplace_evidence;
 use crate::posterior::{HessianStructure, LaplaceGgn};
 use crate::train::check_delta;
 
@@ -391,10 +392,19 @@ impl<'a> Dnn2Gp<'a> {
         let lin = self.lin;
         match &self.solver {
             Solver::Weight(lap) => lap.log_marginal_likelihood(lin),
-            Solver::Function { chol, .. } => Ok(-lin.nll
-                - 0.5 * self.delta * dot(&lin.center, &lin.center)
-                - 0.5 * chol.log_det()
-                - 0.5 * lin.sum_log_det_lambda()?),
+            // `log|A| = P log δ + log|G| + Σ_i log|Λ_i|`.
+            Solver::Function { chol, .. } => {
+                let p = lin.n_params();
+                let log_det_a =
+                    p as f64 * self.delta.ln() + chol.log_det() + lin.sum_log_det_lambda()?;
+                Ok(laplace_evidence(
+                    -lin.nll,
+                    self.delta,
+                    dot(&lin.center, &lin.center),
+                    p,
+                    log_det_a,
+                ))
+            }
         }
     }
 

@@ -93,8 +93,6 @@ impl LaplaceGgn {
     ) -> Result<Self> {
         check_delta(delta)?;
         let p = lin.n_params();
-        let mut floored = 0;
-        let mut resolution = 0.0;
         let precision = match structure {
             HessianStructure::Full => {
                 check_memory(
@@ -103,11 +101,7 @@ impl LaplaceGgn {
                     memory_limit,
                     "use --hessian diag, or the function-space GP (--space function) when N·K < P",
                 )?;
-                let h = lin.ggn();
-                resolution = f64::EPSILON * (0..p).map(|i| h[(i, i)]).sum::<f64>();
-                let (factor, f) = factor_precision(h, delta)?;
-                floored = f;
-                Precision::Full(factor)
+                return Self::from_ggn(lin.center.clone(), lin.ggn(), delta);
             }
             HessianStructure::Diag => {
                 Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
@@ -118,6 +112,30 @@ impl LaplaceGgn {
             mean: lin.center.clone(),
             structure,
             precision,
+            floored: 0,
+            resolution: 0.0,
+        })
+    }
+
+    /// The full posterior at `mean` from the GGN `H` (P×P): `A = H + δI` factorised by
+    /// [`factor_precision`].
+    pub fn from_ggn(mean: Vec<f64>, h: Mat<f64>, delta: f64) -> Result<Self> {
+        check_delta(delta)?;
+        let p = mean.len();
+        if h.nrows() != p || h.ncols() != p {
+            return Err(Error::Invalid(format!(
+                "a {}×{} GGN for {p} parameters",
+                h.nrows(),
+                h.ncols()
+            )));
+        }
+        let resolution = f64::EPSILON * (0..p).map(|i| h[(i, i)]).sum::<f64>();
+        let (factor, floored) = factor_precision(h, delta)?;
+        Ok(LaplaceGgn {
+            delta,
+            mean,
+            structure: HessianStructure::Full,
+            precision: Precision::Full(factor),
             floored,
             resolution,
         })
@@ -290,11 +308,27 @@ impl LaplaceGgn {
     /// Gaussian it equals the GP marginal likelihood when `w*` is a stationary point; otherwise
     /// it is lower by `½ gᵀ A⁻¹ g`.
     pub fn log_marginal_likelihood(&self, lin: &Linearization) -> Result<f64> {
-        let p = self.mean.len() as f64;
-        Ok(
-            -lin.nll - 0.5 * self.delta * dot(&self.mean, &self.mean) + 0.5 * p * self.delta.ln()
-                - 0.5 * self.log_det_precision(),
-        )
+        Ok(laplace_evidence(
+            -lin.nll,
+            self.delta,
+            dot(&self.mean, &self.mean),
+            self.mean.len(),
+            self.log_det_precision(),
+        ))
+    }
+
+    /// The posterior kernel `J_a Σ J_bᵀ` for stacked Jacobians.
+    pub fn kernel(&self, ja: MatRef<'_, f64>, jb: MatRef<'_, f64>) -> Mat<f64> {
+        match &self.precision {
+            Precision::Full(c) => {
+                let (va, vb) = (c.solve_l(ja.transpose()), c.solve_l(jb.transpose()));
+                crate::linalg::at_b(va.as_ref(), vb.as_ref())
+            }
+            Precision::Diag(d) => {
+                let scaled = Mat::from_fn(ja.nrows(), ja.ncols(), |r, c| ja[(r, c)] / d[c]);
+                crate::linalg::a_bt(scaled.as_ref(), jb)
+            }
+        }
     }
 
     /// The K×K blocks `J*_i Σ J*_iᵀ` of the functional covariance at N test inputs (stacked
@@ -334,6 +368,13 @@ impl LaplaceGgn {
             Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
         }
     }
+}
+
+/// The Laplace evidence of the paper, the one definition every path uses:
+/// `log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|`, from `log p(D | w*)`, δ, `‖w*‖²`, P
+/// and `log|A|`.
+pub fn laplace_evidence(log_lik: f64, delta: f64, w_sq: f64, p: usize, log_det_a: f64) -> f64 {
+    log_lik - 0.5 * delta * w_sq + 0.5 * p as f64 * delta.ln() - 0.5 * log_det_a
 }
 
 /// Factorises `A = H + δI` for the GGN `H`: Cholesky with jitter at most

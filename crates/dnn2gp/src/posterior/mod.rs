@@ -1,6 +1,8 @@
 //! Posteriors over the weights: the Laplace-GGN
 //! Gaussian `N(w*, Σ)` with `Σ⁻¹ = Σ_i J_iᵀ Λ_i J_i + δ I`.
 
+pub mod fitted;
 pub mod laplace;
 
+pub use fitted::{FitOptions, Laplace, Link, Posterior, Predictive};
 pub use laplace::{HessianStructure, LaplaceGgn};

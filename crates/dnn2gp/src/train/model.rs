@@ -81,6 +81,17 @@ impl Model {
 
     /// Writes the model file (weights in `dtype`, metadata as strings).
     pub fn save(&self, path: &Path, dtype: StoredDtype) -> Result<()> {
+        weights::save_with_metadata(
+            path,
+            &self.net.param_layout(),
+            &self.w,
+            dtype,
+            &self.metadata(),
+        )
+    }
+
+    /// The metadata of a model file.
+    pub(crate) fn metadata(&self) -> BTreeMap<String, String> {
         let mut meta = BTreeMap::from([
             (ARCHITECTURE.to_string(), self.net.spec()),
             (LIKELIHOOD.to_string(), self.likelihood.to_string()),
@@ -90,43 +101,48 @@ impl Model {
         if let Some(d) = &self.data {
             meta.insert(DATA.to_string(), d.clone());
         }
-        weights::save_with_metadata(path, &self.net.param_layout(), &self.w, dtype, &meta)
+        meta
+    }
+
+    /// The architecture a model file's metadata names.
+    pub(crate) fn architecture_in(meta: &BTreeMap<String, String>) -> Result<Sequential> {
+        let spec = meta.get(ARCHITECTURE).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no '{ARCHITECTURE}' in its metadata: not a dnn2gp model file (a bare state_dict \
+                 loads with an architecture given separately)"
+            ))
+        })?;
+        Sequential::parse(spec).map_err(|e| Error::Invalid(format!("{ARCHITECTURE}: {e}")))
+    }
+
+    /// The model from a file's metadata and its weights.
+    pub(crate) fn from_metadata(meta: &BTreeMap<String, String>, w: Vec<f64>) -> Result<Self> {
+        let get = |key: &str| {
+            meta.get(key)
+                .ok_or_else(|| Error::Invalid(format!("no '{key}' in its metadata")))
+        };
+        let number = |key: &str| -> Result<f64> {
+            let v = get(key)?;
+            v.parse::<f64>()
+                .map_err(|_| Error::Invalid(format!("{key}: '{v}' is not a number")))
+        };
+        let likelihood = get(LIKELIHOOD)?
+            .parse::<LikelihoodKind>()
+            .map_err(|e| Error::Invalid(format!("{LIKELIHOOD}: {e}")))?;
+        let net = Self::architecture_in(meta)?;
+        let mut model = Model::new(net, w, likelihood, number(SIGMA)?, number(DELTA)?)?;
+        model.data = meta.get(DATA).cloned();
+        Ok(model)
     }
 
     /// Reads a model file written by [`Model::save`], checking every field and naming the file
     /// and the key of anything wrong.
     pub fn load(path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
-        let mut net = None;
+        let bad = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
         let (meta, w) = weights::load_with_metadata(path, |meta| {
-            let spec = meta.get(ARCHITECTURE).ok_or_else(|| {
-                bad(format!(
-                    "no '{ARCHITECTURE}' in its metadata: not a dnn2gp model file (a bare \
-                     state_dict loads with an architecture given separately)"
-                ))
-            })?;
-            let n = Sequential::parse(spec).map_err(|e| bad(format!("{ARCHITECTURE}: {e}")))?;
-            let layout = n.param_layout();
-            net = Some(n);
-            Ok(layout)
+            Ok(Self::architecture_in(meta).map_err(bad)?.param_layout())
         })?;
-        let get = |key: &str| {
-            meta.get(key)
-                .ok_or_else(|| bad(format!("no '{key}' in its metadata")))
-        };
-        let number = |key: &str| -> Result<f64> {
-            let v = get(key)?;
-            v.parse::<f64>()
-                .map_err(|_| bad(format!("{key}: '{v}' is not a number")))
-        };
-        let likelihood = get(LIKELIHOOD)?
-            .parse::<LikelihoodKind>()
-            .map_err(|e| bad(format!("{LIKELIHOOD}: {e}")))?;
-        let net = net.expect("the layout was read from the architecture");
-        let mut model = Model::new(net, w, likelihood, number(SIGMA)?, number(DELTA)?)
-            .map_err(|e| bad(e.to_string()))?;
-        model.data = meta.get(DATA).cloned();
-        Ok(model)
+        Self::from_metadata(&meta, w).map_err(bad)
     }
 }
 
