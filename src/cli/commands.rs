@@ -16,8 +16,7 @@ use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
 use dnn2gp::experiments::regression::{compare, mc_predictive, Comparison};
-use dnn2gp::gp::variational::{converged_linearizations, posterior_points, step_kernel};
-use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, Space};
+use dnn2gp::gp::{DeltaPath, Dnn2Gp, GpPrediction, Space};
 use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
@@ -1228,34 +1227,24 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     write_history(&hpath, "loss_estimate", &run.history)?;
     files.extend([mpath, ppath, hpath]);
     // The converged GP at samples of q: log marglik and predictive averaged over the samples.
-    let lins = converged_linearizations(
+    let grid = src.plot_grid(&split, a.grid_points);
+    let converged = dnn2gp::experiments::vi::converged_gp(
         &net,
         lik.as_ref(),
         x,
         y,
         &q.mu,
         &q.precision,
+        delta,
         a.vogn.vi_gp_samples,
         cfg.seed,
-    );
-    let points = posterior_points(&q.mu, &q.precision, a.vogn.vi_gp_samples, cfg.seed);
-    let grid = src.plot_grid(&split, a.grid_points);
-    let s = lins.len() as f64;
-    let (mut lml, mut jitter) = (0.0, 0.0f64);
+        grid.as_ref().map(|(_, g)| g.as_ref()),
+        ctx.memory,
+    )?;
+    let (lml, jitter) = (converged.log_marglik, converged.jitter);
     let mut warnings = Vec::new();
-    let mut preds: Vec<GpPrediction> = Vec::new();
-    for (lin, w) in lins.iter().zip(&points) {
-        let gp = Dnn2Gp::new(lin, delta, Space::Auto, ctx.memory)?;
-        lml += gp.log_marginal_likelihood()? / s;
-        jitter = jitter.max(gp.jitter());
-        warn(&mut warnings, gp.warnings());
-        if let Some((_, g)) = &grid {
-            preds.push(gp.predict(net.jacobian(w, g.as_ref()).as_ref()));
-        }
-    }
-    if let Some((xs, grid)) = grid {
-        // The mixture over the samples of q, by the law of total variance.
-        let pred = mixture(&preds);
+    warn(&mut warnings, converged.warnings);
+    if let (Some((xs, grid)), Some(pred)) = (grid, converged.prediction) {
         warn(&mut warnings, on_inputs("the plotting grid", &pred.clamped));
         let mc = mc_predictive(
             &net,
@@ -1360,22 +1349,14 @@ fn kernel_evolution(
             .to_owned(),
     };
     let m = inputs.nrows() * net.n_outputs();
-    check_memory(
-        "the kernels during training",
-        mat_bytes(snapshots.len() * m, m),
+    let kernels = dnn2gp::experiments::vi::kernel_evolution(
+        net,
+        snapshots,
+        inputs.as_ref(),
+        beta,
+        delta,
         u128::MAX,
-        "",
     )?;
-    let mut kernels = Vec::with_capacity(snapshots.len());
-    for s in snapshots {
-        let j = net.jacobian(&s.mu, inputs.as_ref());
-        kernels.push(step_kernel(
-            j.as_ref(),
-            s.precision.dense().as_ref(),
-            beta,
-            delta,
-        )?);
-    }
     let flat: Vec<f64> = kernels
         .iter()
         .flat_map(|k| (0..m).flat_map(move |i| (0..m).map(move |j| k[(i, j)])))

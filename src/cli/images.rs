@@ -13,14 +13,12 @@ use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::curvature::ggn_diagonal;
 use dnn2gp::data::mnist::{self, class_subset, one_hot, Mnist};
 use dnn2gp::data::Dataset;
-use dnn2gp::gp::classification::{argmax_rows, data_space_predictive};
-use dnn2gp::gp::{kernel, kernel_view, KernelView};
+use dnn2gp::gp::classification::argmax_rows;
 use dnn2gp::io::{num, write_csv, write_json, write_npy, write_npy_mat};
 use dnn2gp::likelihood::{Bernoulli, Categorical, Likelihood};
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::weights::{self, StoredDtype};
 use dnn2gp::nn::{predict, Network, Sequential};
-use dnn2gp::posterior::laplace::diag_covariance_blocks;
 use dnn2gp::posterior::LaplaceGgn;
 use dnn2gp::train::check_delta;
 use dnn2gp::train::vogn::{self, Covariance, Curvature, Precision, VognConfig};
@@ -231,25 +229,13 @@ fn gp_views(
     let t0 = Instant::now();
     let (n, k) = (x.nrows(), net.n_outputs());
     check_views_memory(ctx, n, net)?;
-    let (f, jac) = net.forward_jacobian(w, x);
-    let full = kernel(jac.as_ref(), jac.as_ref(), delta);
-    let blocks = diag_covariance_blocks(jac.as_ref(), k, variances);
-    let pred = data_space_predictive(lik, f.as_ref(), jac.as_ref(), w, &blocks);
-    drop(jac);
+    let v = dnn2gp::experiments::images::gp_views(net, lik, w, variances, delta, x);
     let kernel_seconds = t0.elapsed().as_secs_f64();
-    let net_class = argmax_rows(f.as_ref());
-    let gp_class = argmax_rows(pred.gp_mean.as_ref());
-    let agree = net_class
-        .iter()
-        .zip(&gp_class)
-        .filter(|(a, b)| a == b)
-        .count();
-    let diag = kernel_view(full.as_ref(), k, KernelView::Diag);
-    let sum = kernel_view(full.as_ref(), k, KernelView::Sum);
+    let (pred, f, diag) = (&v.predictive, &v.logits, &v.kernel_diag);
     for (name, m) in [
-        ("kernel_full", full.as_ref()),
+        ("kernel_full", v.kernel_full.as_ref()),
         ("kernel_diag", diag.as_ref()),
-        ("kernel_sum", sum.as_ref()),
+        ("kernel_sum", v.kernel_sum.as_ref()),
         ("gp_mean", pred.gp_mean.as_ref()),
         ("logits", f.as_ref()),
         ("p", pred.p.as_ref()),
@@ -280,7 +266,7 @@ fn gp_views(
         title: format!("{title}: GP posterior mean and kernel, {n} images sorted by class"),
         panels: vec![
             HeatPanel::linear("GP posterior mean J(x)w*", pred.gp_mean.clone()),
-            HeatPanel::linear(kernel_title, diag),
+            HeatPanel::linear(kernel_title, diag.clone()),
             HeatPanel::linear("kernel as a correlation", corr),
         ],
         diverging: true,
@@ -313,7 +299,7 @@ fn gp_views(
         images: n,
         split: split.into(),
         outputs: k,
-        gp_mean_agreement: agree as f64 / n.max(1) as f64,
+        gp_mean_agreement: v.gp_mean_agreement,
         accuracy: accuracy(f.as_ref(), labels),
         mean_var_f: mean(&pred.var_f),
         mean_var_y: mean(&pred.var_y),

@@ -1,4 +1,6 @@
 //! The paper's experiments as library functions that return result structs; the command line
 //! renders them.
 
+pub mod images;
 pub mod regression;
+pub mod vi;
