@@ -15,18 +15,18 @@ use dnn2gp::curvature::Linearization;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
-use dnn2gp::experiments::regression::{compare, mc_predictive, Comparison};
-use dnn2gp::gp::{DeltaPath, Dnn2Gp, GpPrediction, Space};
+use dnn2gp::experiments;
+use dnn2gp::experiments::regression::{compare, mc_predictive, Comparison, GpReportOptions};
+use dnn2gp::gp::{DeltaPath, Space};
 use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat};
-use dnn2gp::likelihood::classification::probit;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Network, Sequential};
-use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
+use dnn2gp::posterior::HessianStructure;
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::model::{fingerprint, Model};
 use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
-use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau, Stationarity};
+use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::{Error, Warning};
 
 use super::args::{
@@ -228,10 +228,34 @@ fn prepare_split(
     Ok(split)
 }
 
+/// An architecture as `model.json` holds it: a spec string, or (older folders) an MLP's
+/// `{"sizes": [...], "activation": "..."}`, read as the spec of that MLP.
+fn architecture_spec<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Spec(String),
+        Mlp {
+            sizes: Vec<usize>,
+            activation: Activation,
+        },
+    }
+    match Stored::deserialize(d)? {
+        Stored::Spec(s) => Ok(s),
+        Stored::Mlp { sizes, activation } => Sequential::mlp(sizes, activation)
+            .map(|n| n.spec())
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 /// What `train` writes to `model.json`.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct ModelFile {
-    /// The architecture spec ([`Sequential::parse`]).
+    /// The architecture spec ([`Sequential::parse`]); folders written before spec strings
+    /// hold an MLP's widths and activation.
+    #[serde(deserialize_with = "architecture_spec")]
     pub(super) architecture: String,
     pub(super) likelihood: String,
     pub(super) sigma: f64,
@@ -459,7 +483,8 @@ struct GpSummary {
     warnings: Vec<Warning>,
 }
 
-/// Linearises, fits Laplace and the GP, writes kernel, predictives, figure and summary.
+/// Fits the GP ([`dnn2gp::experiments::regression::gp_report`]) and writes kernel, test
+/// predictive, figure and summary.
 #[allow(clippy::too_many_arguments)]
 fn gp_report(
     ctx: &Ctx,
@@ -476,86 +501,41 @@ fn gp_report(
     samples: usize,
     grid_points: usize,
 ) -> Result<(GpSummary, Vec<PathBuf>, Linearization)> {
-    let (n, k, p) = (split.train.len(), net.n_outputs(), net.n_params());
-    let lin = linearize(
-        ctx,
+    let grid = src.plot_grid(split, grid_points);
+    let opts = GpReportOptions {
+        delta,
+        hessian,
+        mc_hessian,
+        space,
+        samples,
+        memory_limit: ctx.memory,
+    };
+    let (r, lin) = experiments::regression::gp_report(
         net,
         lik,
-        split.train.x.as_ref(),
-        split.train.y.as_ref(),
+        split,
         w,
+        grid.as_ref().map(|(xs, g)| (xs.as_slice(), g.as_ref())),
+        &opts,
     )?;
-    check_memory(
-        "the kernel (NK×NK)",
-        3 * mat_bytes(n * k, n * k),
-        ctx.memory,
-        "use a subset of the data",
-    )?;
-    // The NTK J Jᵀ of the training inputs from per-layer factors: the kernel file, and the
-    // function-space GP without a second product of J.
-    let x = split.train.x.as_ref();
-    let ntk = net.ntk(w, x, x);
-    let gp = if space.resolve(p, n * k) == Space::Function {
-        Dnn2Gp::from_ntk(&lin, delta, ntk.clone(), ctx.memory)?
-    } else {
-        Dnn2Gp::new(&lin, delta, space, ctx.memory)?
-    };
-    // The diagonal posterior when asked for; the full one is the GP's own (in function space
-    // it is never formed as P×P).
-    let diag = match hessian {
-        HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
-        HessianStructure::Full => None,
-    };
-    let lml = gp.log_marginal_likelihood()?;
-    let laplace = match &diag {
-        Some(post) => post.log_marginal_likelihood(&lin)?,
-        None => gp.laplace_log_evidence()?,
-    };
-    let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
     let mut warnings = Vec::new();
-    warn(&mut warnings, gp.warnings());
-    warn(
-        &mut warnings,
-        stationarity.warning(Some(gp.stationarity_gap())),
-    );
+    warn(&mut warnings, r.warnings);
     let mut files = Vec::new();
-    write_kernel(out, &ntk, delta, &mut files)?;
-    let predict = |xs| gp_predict(ctx, &gp, diag.as_ref(), net, w, x, xs);
-    let pred = predict(split.test.x.as_ref())?;
-    warn(&mut warnings, on_inputs("the test inputs", &pred.clamped));
-    let var_f = pred.var.clone();
-    let f = net.forward(w, split.test.x.as_ref());
-    // Gaussian: squared error of f and the Gaussian predictive density of y. Bernoulli: the
-    // probit probability p of y = 1, its squared error (the Brier score) and −log p(y).
-    let gaussian = lik.name() == "gaussian";
-    let (mut se, mut nll, mut hits) = (0.0, 0.0, 0usize);
-    let mut rows = Vec::new();
-    for i in 0..split.test.len() {
-        for j in 0..k {
-            let m = i * k + j;
-            let y = split.test.y[(i, j)];
-            let noise = lik.observation_variance(&[f[(i, j)]])[0];
-            let vy = var_f[m] + noise;
-            if gaussian {
-                se += (f[(i, j)] - y).powi(2);
-                nll += 0.5 * ((f[(i, j)] - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
-            } else {
-                let p = probit(&[f[(i, j)]], &[var_f[m]])[0];
-                se += (p - y).powi(2);
-                nll -= if y == 1.0 { p.ln() } else { (-p).ln_1p() };
-                hits += usize::from((p > 0.5) == (y == 1.0));
-            }
-            rows.push(vec![
-                i.to_string(),
-                j.to_string(),
-                num(y),
-                num(f[(i, j)]),
-                num(pred.mean[m]),
-                num(var_f[m]),
-                num(vy),
-            ]);
-        }
-    }
+    write_kernel(out, &r.ntk, delta, &mut files)?;
+    let (t, k) = (&r.test, net.n_outputs());
+    let rows: Vec<Vec<String>> = (0..t.y.len())
+        .map(|m| {
+            vec![
+                (m / k).to_string(),
+                (m % k).to_string(),
+                num(t.y[m]),
+                num(t.net_mean[m]),
+                num(t.gp_mean[m]),
+                num(t.var_f[m]),
+                num(t.var_y[m]),
+            ]
+        })
+        .collect();
     let tpath = out.join("test_predictive.csv");
     write_csv(
         &tpath,
@@ -565,99 +545,36 @@ fn gp_report(
         &rows,
     )?;
     files.push(tpath);
-    let scale2 = split.y_scale * split.y_scale;
-    let mk = (split.test.len() * k) as f64;
-    // 1-D figure.
-    if let Some((xs, grid)) = src.plot_grid(split, grid_points) {
-        let mc_post = LaplaceGgn::fit(&lin, delta, mc_hessian, ctx.memory)?;
-        warn(&mut warnings, mc_post.warnings());
-        let gp_pred = predict(grid.as_ref())?;
-        warn(
-            &mut warnings,
-            on_inputs("the plotting grid", &gp_pred.clamped),
-        );
-        let net_mean: Vec<f64> = net
-            .forward(w, grid.as_ref())
-            .col(0)
-            .iter()
-            .copied()
-            .collect();
-        let mc = mc_predictive(
-            net,
-            &mut |rng| mc_post.sample(1, rng).remove(0),
-            grid.as_ref(),
-            samples,
-            0,
-        );
-        let cmp = compare(
-            net_mean.clone(),
-            gp_pred,
-            mc,
-            lik,
-            split.train.x.as_ref(),
-            &split.train.y_vec(),
-            &xs,
-            grid.as_ref(),
-        )?;
+    if let Some(cmp) = &r.comparison {
         files.extend(write_comparison(
-            out, &cmp, split, "Laplace", &net_mean, delta, lik,
+            out,
+            cmp,
+            split,
+            "Laplace",
+            &cmp.net_mean,
+            delta,
+            lik,
         )?);
     }
     let summary = GpSummary {
         delta,
         sigma: lik.observation_variance(&[0.0])[0].sqrt(),
         hessian,
-        space: gp.space,
-        n_train: n,
-        n_params: p,
-        log_marglik: lml,
-        laplace_log_evidence: laplace,
-        stationarity_gap: gp.stationarity_gap(),
-        grad_norm: stationarity.grad_norm,
-        grad_rel: stationarity.relative,
-        jitter: gp.jitter(),
-        test_mse: se / mk * scale2,
-        test_nll: nll / mk,
-        test_accuracy: (!gaussian).then(|| hits as f64 / mk),
+        space: r.space,
+        n_train: split.train.len(),
+        n_params: net.n_params(),
+        log_marglik: r.log_marglik,
+        laplace_log_evidence: r.laplace_log_evidence,
+        stationarity_gap: r.stationarity_gap,
+        grad_norm: r.stationarity.grad_norm,
+        grad_rel: r.stationarity.relative,
+        jitter: r.jitter,
+        test_mse: t.mse,
+        test_nll: t.nll,
+        test_accuracy: t.accuracy,
         warnings,
     };
-    drop(gp);
     Ok((summary, files, lin))
-}
-
-/// The GP predictive of `net` at new inputs `xs`: from NTK blocks in function space (no J* of
-/// MK×P), from J* in weight space; the variance of the diagonal posterior `diag` replaces the
-/// GP's when given.
-pub(super) fn gp_predict(
-    ctx: &Ctx,
-    gp: &Dnn2Gp,
-    diag: Option<&LaplaceGgn>,
-    net: &Sequential,
-    w: &[f64],
-    x: faer::MatRef<'_, f64>,
-    xs: faer::MatRef<'_, f64>,
-) -> Result<GpPrediction> {
-    let mut pred = if gp.space == Space::Function {
-        gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
-    } else {
-        check_test_jacobian(ctx, net, xs.nrows(), "use --space function")?;
-        gp.predict(net.jacobian(w, xs).as_ref())
-    };
-    if let Some(post) = diag {
-        check_test_jacobian(ctx, net, xs.nrows(), "use --hessian full")?;
-        pred.var = post.functional_variance(net.jacobian(w, xs).as_ref());
-    }
-    Ok(pred)
-}
-
-/// Refuses a Jacobian of `m` prediction inputs (MK×P) that would not fit.
-fn check_test_jacobian(ctx: &Ctx, net: &Sequential, m: usize, advice: &str) -> Result<()> {
-    Ok(check_memory(
-        "the Jacobian of the prediction inputs (MK×P)",
-        mat_bytes(m * net.n_outputs(), net.n_params()),
-        ctx.memory,
-        advice,
-    )?)
 }
 
 /// Writes `kernel.npy`, the DNN2GP kernel `δ⁻¹ J Jᵀ` on the training inputs, from the NTK.
@@ -675,24 +592,6 @@ pub(super) fn write_kernel(
     )?;
     files.push(path);
     Ok(())
-}
-
-/// The linearisation on the training data, after checking that its Jacobian (NK×P) fits.
-pub(super) fn linearize(
-    ctx: &Ctx,
-    net: &Sequential,
-    lik: &dyn Likelihood,
-    x: faer::MatRef<'_, f64>,
-    y: faer::MatRef<'_, f64>,
-    w: &[f64],
-) -> Result<Linearization> {
-    check_memory(
-        "the training Jacobian (NK×P)",
-        mat_bytes(x.nrows() * net.n_outputs(), net.n_params()),
-        ctx.memory,
-        "use a subset of the training data",
-    )?;
-    Ok(Linearization::new(net, lik, x, y, w))
 }
 
 /// Writes `gp.json`.
@@ -1245,7 +1144,10 @@ fn vi(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let mut warnings = Vec::new();
     warn(&mut warnings, converged.warnings);
     if let (Some((xs, grid)), Some(pred)) = (grid, converged.prediction) {
-        warn(&mut warnings, on_inputs("the plotting grid", &pred.clamped));
+        warn(
+            &mut warnings,
+            pred.clamped.as_ref().map(|w| w.on("the plotting grid")),
+        );
         let mc = mc_predictive(
             &net,
             &mut |rng| q.precision.sample(&q.mu, rng),
@@ -1437,12 +1339,6 @@ pub(super) fn warn(into: &mut Vec<Warning>, new: impl IntoIterator<Item = Warnin
             into.push(w);
         }
     }
-}
-
-/// A warning about a prediction, saying on which inputs.
-fn on_inputs(inputs: &str, w: &Option<Warning>) -> Option<Warning> {
-    w.as_ref()
-        .map(|w| Warning::new(&w.kind, format!("on {inputs}: {}", w.message)))
 }
 
 /// Refuses a count of 0 for `option`.

@@ -8,11 +8,12 @@ use anyhow::Result;
 use faer::{Mat, MatRef};
 use serde::Serialize;
 
+use dnn2gp::curvature::Linearization;
 use dnn2gp::data::csv::read_table;
 use dnn2gp::data::mnist;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
-use dnn2gp::gp::{DeltaPath, Dnn2Gp, Space};
+use dnn2gp::gp::{predict_at, DeltaPath, Dnn2Gp, Space};
 use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy};
 use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::LikelihoodKind;
@@ -26,8 +27,7 @@ use dnn2gp::{Error, Warning};
 
 use super::args::{GpCmd, PredictCmd};
 use super::commands::{
-    gp_predict, linearize, load_fitted, one_data_set, positive, warn, write_kernel, Ctx, Fitted,
-    GpOptions,
+    load_fitted, one_data_set, positive, warn, write_kernel, Ctx, Fitted, GpOptions,
 };
 use super::outdir::OutDir;
 
@@ -103,7 +103,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     inputs.extend([a.model.as_path(), a.data.as_path()]);
     let out = OutDir::open("--out", &a.out, &inputs)?;
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
-    let lin = linearize(ctx, net, lik.as_ref(), x, y, w)?;
+    let lin = Linearization::checked(net, lik.as_ref(), x, y, w, ctx.memory)?;
     let f = net.forward(w, xs.as_ref());
     let m = xs.nrows();
     let mut warnings = model_warnings;
@@ -130,7 +130,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
             HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
             HessianStructure::Full => None,
         };
-        let pred = gp_predict(ctx, &gp, diag.as_ref(), net, w, x, xs.as_ref())?;
+        let pred = predict_at(&gp, diag.as_ref(), net, w, x, xs.as_ref(), ctx.memory)?;
         warn(&mut warnings, pred.clamped.clone());
         if kind == LikelihoodKind::Gaussian {
             header.extend(["example", "output", "mean", "var_f", "var_y"]);
@@ -419,7 +419,7 @@ pub(super) fn gp_classifier(
         ctx.memory,
         "use a subset of the data",
     )?;
-    let lin = linearize(ctx, net, lik.as_ref(), x, y, w)?;
+    let lin = Linearization::checked(net, lik.as_ref(), x, y, w, ctx.memory)?;
     let post = LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?;
     let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
     let mut warnings = model_warnings;

@@ -75,6 +75,11 @@ impl Warning {
             message,
         }
     }
+
+    /// The same warning about a prediction, saying on which `inputs`.
+    pub fn on(&self, inputs: &str) -> Self {
+        Warning::new(&self.kind, format!("on {inputs}: {}", self.message))
+    }
 }
 
 /// Result with the library's error.

@@ -40,6 +40,25 @@ fn block(k: usize, b: &[f64]) -> Mat<f64> {
 }
 
 impl Linearization {
+    /// [`Linearization::new`] after checking that its Jacobian (NK×P) fits in `memory_limit`
+    /// bytes.
+    pub fn checked(
+        net: &dyn Network,
+        lik: &dyn Likelihood,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        w: &[f64],
+        memory_limit: u128,
+    ) -> Result<Self> {
+        crate::linalg::check_memory(
+            "the training Jacobian (NK×P)",
+            crate::linalg::mat_bytes(x.nrows() * net.n_outputs(), net.n_params()),
+            memory_limit,
+            "use a subset of the training data",
+        )?;
+        Ok(Self::new(net, lik, x, y, w))
+    }
+
     /// Linearises `net` at `w` on the data `(X, Y)` under `lik`.
     pub fn new(
         net: &dyn Network,

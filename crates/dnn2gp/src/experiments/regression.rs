@@ -1,14 +1,21 @@
 //! The 1-D regression comparison of the paper: DNN-Laplace (Monte Carlo through the network),
 //! DNN2GP-Laplace (network mean, GP variance) and a plain RBF GP, on a grid.
 
-use faer::MatRef;
+use faer::{Mat, MatRef};
 
-use crate::error::Result;
+use crate::curvature::Linearization;
+use crate::data::Split;
+use crate::error::{Result, Warning};
 use crate::gp::rbf::RbfGp;
+use crate::gp::{predict_at, Dnn2Gp, Space};
 use crate::gp::{GpPrediction, RunningMoments};
+use crate::likelihood::classification::probit;
 use crate::likelihood::Likelihood;
+use crate::linalg::{check_memory, mat_bytes};
 use crate::nn::Network;
+use crate::posterior::{HessianStructure, LaplaceGgn};
 use crate::rng::{seeded, Rng};
+use crate::train::Stationarity;
 
 /// Predictive columns on a grid; variances are for y (f plus observation noise).
 #[derive(Debug, Clone)]
@@ -121,4 +128,231 @@ impl Comparison {
             .collect();
         (header, rows)
     }
+}
+
+/// What the DNN2GP GP of a Gaussian or Bernoulli model gives on its data (the paper's
+/// section 3 and the `gp` command): evidences, stationarity, the test predictive and its
+/// scores, and the 1-D comparison on a grid.
+#[derive(Debug, Clone)]
+pub struct GpReport {
+    /// The NTK `J(X)J(X)ᵀ` of the training inputs (the kernel is this over δ).
+    pub ntk: Mat<f64>,
+    /// Where the GP was computed.
+    pub space: Space,
+    /// The GP log marginal likelihood.
+    pub log_marglik: f64,
+    /// The Laplace evidence (of the diagonal posterior when asked for).
+    pub laplace_log_evidence: f64,
+    /// `‖∇L(w)‖` and its relative size.
+    pub stationarity: Stationarity,
+    /// `½ gᵀA⁻¹g`, the gap between the two evidences.
+    pub stationarity_gap: f64,
+    /// Jitter the GP added.
+    pub jitter: f64,
+    /// Numerical warnings, each once.
+    pub warnings: Vec<Warning>,
+    /// The test predictive, one entry per test example and output (row `i·K + k`).
+    pub test: TestPredictive,
+    /// The comparison on the plotting grid, with the network's mean there.
+    pub comparison: Option<Comparison>,
+}
+
+/// A predictive at test inputs with its scores.
+#[derive(Debug, Clone)]
+pub struct TestPredictive {
+    /// Targets y.
+    pub y: Vec<f64>,
+    /// The network's outputs `f_{w*}(x)`.
+    pub net_mean: Vec<f64>,
+    /// The GP mean.
+    pub gp_mean: Vec<f64>,
+    /// The functional variance.
+    pub var_f: Vec<f64>,
+    /// `var_f` plus the observation noise.
+    pub var_y: Vec<f64>,
+    /// Gaussian: mean squared error of f; Bernoulli: the Brier score of the probit
+    /// probabilities (in the data's standardised units).
+    pub mse: f64,
+    /// Gaussian: mean −log predictive density of y; Bernoulli: mean −log probit probability of
+    /// the label.
+    pub nll: f64,
+    /// Bernoulli: the share of labels the probit probability gets right.
+    pub accuracy: Option<f64>,
+}
+
+/// The hyperparameters and options of [`gp_report`].
+#[derive(Debug, Clone, Copy)]
+pub struct GpReportOptions {
+    /// Prior precision δ.
+    pub delta: f64,
+    /// The posterior whose evidence and variance are reported: full (the GP's) or diag.
+    pub hessian: HessianStructure,
+    /// The posterior the Monte Carlo predictive samples from.
+    pub mc_hessian: HessianStructure,
+    /// Where to compute the GP.
+    pub space: Space,
+    /// Monte Carlo draws of the comparison.
+    pub samples: usize,
+    /// Bytes that may be allocated at once.
+    pub memory_limit: u128,
+}
+
+/// Linearises `net` at `w` on the split's training data, fits the GP (and the diagonal
+/// posterior when asked), predicts at the test inputs and, with `grid` (plot coordinates and
+/// network inputs), compares the Monte Carlo, DNN2GP and RBF predictives. Returns the
+/// linearisation too, for δ paths.
+pub fn gp_report(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    split: &Split,
+    w: &[f64],
+    grid: Option<(&[f64], MatRef<'_, f64>)>,
+    o: &GpReportOptions,
+) -> Result<(GpReport, Linearization)> {
+    let (delta, memory) = (o.delta, o.memory_limit);
+    let (n, k, p) = (split.train.len(), net.n_outputs(), net.n_params());
+    let x = split.train.x.as_ref();
+    let lin = Linearization::checked(net, lik, x, split.train.y.as_ref(), w, memory)?;
+    check_memory(
+        "the kernel (NK×NK)",
+        3 * mat_bytes(n * k, n * k),
+        memory,
+        "use a subset of the data",
+    )?;
+    // The NTK from per-layer factors: the kernel, and the function-space GP without a second
+    // product of J.
+    let ntk = net.ntk(w, x, x);
+    let gp = if o.space.resolve(p, n * k) == Space::Function {
+        Dnn2Gp::from_ntk(&lin, delta, ntk.clone(), memory)?
+    } else {
+        Dnn2Gp::new(&lin, delta, o.space, memory)?
+    };
+    // The diagonal posterior when asked for; the full one is the GP's own.
+    let diag = match o.hessian {
+        HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, o.hessian, memory)?),
+        HessianStructure::Full => None,
+    };
+    let log_marglik = gp.log_marginal_likelihood()?;
+    let laplace_log_evidence = match &diag {
+        Some(post) => post.log_marginal_likelihood(&lin)?,
+        None => gp.laplace_log_evidence()?,
+    };
+    let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
+    let stationarity_gap = gp.stationarity_gap();
+    let mut warnings = Vec::new();
+    let mut warn = |new: &mut dyn Iterator<Item = Warning>| {
+        for w in new {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    };
+    warn(&mut gp.warnings().into_iter());
+    warn(&mut stationarity.warning(Some(stationarity_gap)).into_iter());
+    let predict = |xs| predict_at(&gp, diag.as_ref(), net, w, x, xs, memory);
+    let pred = predict(split.test.x.as_ref())?;
+    warn(
+        &mut pred
+            .clamped
+            .as_ref()
+            .map(|w| w.on("the test inputs"))
+            .into_iter(),
+    );
+    let test = score(net, lik, split, w, pred);
+    let comparison = match grid {
+        Some((xs, grid)) => {
+            let mc_post = LaplaceGgn::fit(&lin, delta, o.mc_hessian, memory)?;
+            warn(&mut mc_post.warnings().into_iter());
+            let gp_pred = predict(grid)?;
+            warn(
+                &mut gp_pred
+                    .clamped
+                    .as_ref()
+                    .map(|w| w.on("the plotting grid"))
+                    .into_iter(),
+            );
+            let net_mean: Vec<f64> = net.forward(w, grid).col(0).iter().copied().collect();
+            let mc = mc_predictive(
+                net,
+                &mut |rng| mc_post.sample(1, rng).remove(0),
+                grid,
+                o.samples,
+                0,
+            );
+            Some(compare(
+                net_mean,
+                gp_pred,
+                mc,
+                lik,
+                x,
+                &split.train.y_vec(),
+                xs,
+                grid,
+            )?)
+        }
+        None => None,
+    };
+    let report = GpReport {
+        ntk,
+        space: gp.space,
+        log_marglik,
+        laplace_log_evidence,
+        stationarity,
+        stationarity_gap,
+        jitter: gp.jitter(),
+        warnings,
+        test,
+        comparison,
+    };
+    drop(gp);
+    Ok((report, lin))
+}
+
+/// The test predictive and its scores. Gaussian: squared error of f and the Gaussian
+/// predictive density of y. Bernoulli: the probit probability p of y = 1, its squared error
+/// (the Brier score) and −log p(y).
+fn score(
+    net: &dyn Network,
+    lik: &dyn Likelihood,
+    split: &Split,
+    w: &[f64],
+    pred: GpPrediction,
+) -> TestPredictive {
+    let k = net.n_outputs();
+    let f = net.forward(w, split.test.x.as_ref());
+    let gaussian = lik.name() == "gaussian";
+    let (mut se, mut nll, mut hits) = (0.0, 0.0, 0usize);
+    let mut t = TestPredictive {
+        y: Vec::new(),
+        net_mean: Vec::new(),
+        gp_mean: pred.mean,
+        var_f: pred.var,
+        var_y: Vec::new(),
+        mse: 0.0,
+        nll: 0.0,
+        accuracy: None,
+    };
+    for i in 0..split.test.len() {
+        for j in 0..k {
+            let (m, y, fm) = (i * k + j, split.test.y[(i, j)], f[(i, j)]);
+            let vy = t.var_f[m] + lik.observation_variance(&[fm])[0];
+            if gaussian {
+                se += (fm - y).powi(2);
+                nll += 0.5 * ((fm - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
+            } else {
+                let p = probit(&[fm], &[t.var_f[m]])[0];
+                se += (p - y).powi(2);
+                nll -= if y == 1.0 { p.ln() } else { (-p).ln_1p() };
+                hits += usize::from((p > 0.5) == (y == 1.0));
+            }
+            t.y.push(y);
+            t.net_mean.push(fm);
+            t.var_y.push(vy);
+        }
+    }
+    let mk = (split.test.len() * k) as f64;
+    t.mse = se / mk * split.y_scale * split.y_scale;
+    t.nll = nll / mk;
+    t.accuracy = (!gaussian).then(|| hits as f64 / mk);
+    t
 }

@@ -23,7 +23,7 @@ use crate::linalg::{
     mat_vec, row_sq_norms, solve_triangular_in_place, try_cholesky_in_place, Cholesky,
     JITTER_LADDER,
 };
-use crate::nn::NtkBlocks;
+use crate::nn::{Network, NtkBlocks};
 use crate::posterior::laplace::laplace_evidence;
 use crate::posterior::{HessianStructure, LaplaceGgn};
 use crate::train::check_delta;
@@ -531,4 +531,37 @@ pub fn gaussian_glm_variance(
         }
     }
     Err(ladder_failed(GAUSSIAN_GRAM))
+}
+
+/// The GP predictive of `net` at new inputs `X*`: from NTK blocks in function space (no J* of
+/// MK×P), from J* in weight space (checked against `memory_limit`); the variance of the
+/// diagonal posterior `diag` replaces the GP's when given.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_at(
+    gp: &Dnn2Gp<'_>,
+    diag: Option<&LaplaceGgn>,
+    net: &dyn Network,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    xs: MatRef<'_, f64>,
+    memory_limit: u128,
+) -> Result<GpPrediction> {
+    let jacobian = |advice: &str| -> Result<Mat<f64>> {
+        crate::linalg::check_memory(
+            "the Jacobian of the prediction inputs (MK×P)",
+            crate::linalg::mat_bytes(xs.nrows() * net.n_outputs(), net.n_params()),
+            memory_limit,
+            advice,
+        )?;
+        Ok(net.jacobian(w, xs))
+    };
+    let mut pred = if gp.space == Space::Function {
+        gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
+    } else {
+        gp.predict(jacobian("use --space function")?.as_ref())
+    };
+    if let Some(post) = diag {
+        pred.var = post.functional_variance(jacobian("use --hessian full")?.as_ref());
+    }
+    Ok(pred)
 }
