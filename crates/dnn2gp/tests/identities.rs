@@ -153,7 +153,7 @@ fn weight_space_equals_function_space() {
     let w = net.init(9);
     for (lik, y) in likelihoods(&split, 0.3) {
         let lin = Linearization::new(&net, lik.as_ref(), split.train.x.as_ref(), y.as_ref(), &w);
-        let lam: Vec<f64> = lin.lambda.clone();
+        let lam: Vec<f64> = lin.curvature().values().to_vec();
         assert_eq!(
             lam.windows(2).all(|p| p[0] == p[1]),
             lik.name() == "gaussian",
@@ -218,7 +218,7 @@ fn function_space_marglik_is_gaussian_density_of_pseudo_targets() {
         &w,
     );
     let delta = 0.7;
-    let mut g = kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta);
+    let mut g = kernel(lin.jacobian(), lin.jacobian(), delta);
     for i in 0..g.nrows() {
         g[(i, i)] += 0.64;
     }
@@ -278,7 +278,7 @@ fn gp_at_stationary_point_is_the_linearised_laplace() {
     assert!(rel(lml, laplace) < 1e-8, "{lml} vs {laplace}");
     // Gaussian form: log N(y|f*,σ²) + log N(w*|0,δ⁻¹I) + (P/2) log 2π − ½ log|Σ⁻¹|.
     let p = w.len() as f64;
-    let log_lik = -lik.nll_sum(lin.f.as_ref(), split.train.y.as_ref());
+    let log_lik = -lik.nll_sum(lin.outputs(), split.train.y.as_ref());
     let log_prior =
         -0.5 * delta * dnn2gp::linalg::dot(&w, &w) + 0.5 * p * (delta / std::f64::consts::TAU).ln();
     let gauss =

@@ -184,7 +184,7 @@ fn a_separable_bernoulli_training_set_still_gives_a_gp() {
     let f = net.forward(&w, x.as_ref());
     assert!(f[(0, 0)] < -50.0 && f[(29, 0)] > 50.0);
     let lin = Linearization::new(&net, &Bernoulli, x.as_ref(), y.as_ref(), &w);
-    assert!(lin.lambda.iter().all(|l| *l > 0.0));
+    assert!(lin.curvature().values().iter().all(|l| *l > 0.0));
     for space in [Space::Weight, Space::Function] {
         let gp = Dnn2Gp::new(&lin, 1.0, space, MEM).unwrap();
         assert!(gp.log_marginal_likelihood().unwrap().is_finite());
@@ -203,7 +203,7 @@ fn the_bernoulli_laplace_evidence_is_the_same_from_the_posterior_and_the_delta_p
         let path = DeltaPath::new(&lin, space, MEM).unwrap();
         for delta in [0.1, 1.0, 10.0] {
             let post = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, MEM).unwrap();
-            let direct = -lin.nll - 0.5 * delta * dnn2gp::linalg::dot(&w, &w)
+            let direct = -lin.nll() - 0.5 * delta * dnn2gp::linalg::dot(&w, &w)
                 + 0.5 * w.len() as f64 * delta.ln()
                 - 0.5 * post.log_det_precision();
             let (a, b) = (

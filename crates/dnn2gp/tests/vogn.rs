@@ -213,11 +213,17 @@ fn curvature_sources_and_diagonal_form() {
         for i in 0..p {
             for j in 0..p {
                 let h = match curv {
-                    Curvature::Ggn => (0..lin.n)
-                        .map(|n| lin.jac[(n, i)] * lin.jac[(n, j)] * lin.lambda[n])
+                    Curvature::Ggn => (0..lin.n())
+                        .map(|n| {
+                            let j_ = lin.jacobian();
+                            j_[(n, i)] * j_[(n, j)] * lin.curvature().values()[n]
+                        })
                         .sum::<f64>(),
-                    Curvature::SquaredGradients => (0..lin.n)
-                        .map(|n| lin.jac[(n, i)] * lin.resid[n] * lin.jac[(n, j)] * lin.resid[n])
+                    Curvature::SquaredGradients => (0..lin.n())
+                        .map(|n| {
+                            let (j_, r) = (lin.jacobian(), lin.residuals());
+                            j_[(n, i)] * r[n] * j_[(n, j)] * r[n]
+                        })
                         .sum::<f64>(),
                 };
                 let expect = if i == j {
@@ -332,7 +338,7 @@ fn diagonal_step_matches_per_example_gradients_on_any_thread_count() {
             let lin = Linearization::new(&net, &lik, xb.as_ref(), yb.as_ref(), w);
             for i in 0..idx.len() {
                 for c in 0..p {
-                    let gi = lin.jac[(i, c)] * lin.resid[i];
+                    let gi = lin.jacobian()[(i, c)] * lin.residuals()[i];
                     g[c] += scale * gi;
                     h[c] += scale * gi * gi;
                 }

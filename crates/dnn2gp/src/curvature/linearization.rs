@@ -3,11 +3,10 @@
 //! `ε_i ~ N(0, Λ_i⁻¹)`, whose targets are built around a centre `c` (`c = w` for Laplace; the
 //! variational mean `μ` for VI, with `w` a sample from `q`).
 
-use faer::linalg::solvers::DenseSolveCore;
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
-use crate::likelihood::{self, is_scaled_identity, Likelihood};
+use crate::likelihood::{BlockDiag, Likelihood};
 use crate::linalg::{a_b, at_b};
 use crate::nn::Network;
 
@@ -15,28 +14,19 @@ use crate::nn::Network;
 #[derive(Debug, Clone)]
 pub struct Linearization {
     /// The point `w` (P) where J, r and Λ are evaluated.
-    pub w: Vec<f64>,
-    /// The centre `c` of the pseudo-targets (P); `w` unless set by [`Linearization::with_center`].
-    pub center: Vec<f64>,
+    w: Vec<f64>,
+    /// The centre `c` of the pseudo-targets (P).
+    center: Vec<f64>,
     /// Network outputs `f_w(x_i)` (N×K).
-    pub f: Mat<f64>,
+    f: Mat<f64>,
     /// Stacked Jacobians (NK×P), row `i·K + k`.
-    pub jac: Mat<f64>,
+    jac: Mat<f64>,
     /// Residuals `r_i` stacked (NK).
-    pub resid: Vec<f64>,
-    /// Curvatures `Λ_i`, N blocks of K×K row-major.
-    pub lambda: Vec<f64>,
-    /// The data loss `Σ_i ℓ(y_i, f_w(x_i)) = −log p(D | w)`.
-    pub nll: f64,
-    /// Number of examples N.
-    pub n: usize,
-    /// Number of outputs K.
-    pub k: usize,
-}
-
-/// A small symmetric K×K block as a faer matrix.
-fn block(k: usize, b: &[f64]) -> Mat<f64> {
-    Mat::from_fn(k, k, |i, j| b[i * k + j])
+    resid: Vec<f64>,
+    /// Curvatures `Λ = blockdiag(Λ_i)`.
+    lambda: BlockDiag,
+    /// `−log p(D | w)`.
+    nll: f64,
 }
 
 impl Linearization {
@@ -71,7 +61,7 @@ impl Linearization {
         let r = lik.residuals(f.as_ref(), y);
         let (n, k) = (f.nrows(), f.ncols());
         let resid = (0..n * k).map(|m| r[(m / k, m % k)]).collect();
-        let lambda = likelihood::curvatures(lik, f.as_ref(), y);
+        let lambda = BlockDiag::curvatures(lik, f.as_ref(), y);
         let nll = lik.nll_sum(f.as_ref(), y);
         Linearization {
             w: w.to_vec(),
@@ -81,9 +71,52 @@ impl Linearization {
             resid,
             lambda,
             nll,
-            n,
-            k,
         }
+    }
+
+    /// The point `w` where J, r and Λ are evaluated.
+    pub fn point(&self) -> &[f64] {
+        &self.w
+    }
+
+    /// The centre `c` of the pseudo-targets (`w` unless set by [`Linearization::with_center`]).
+    pub fn center(&self) -> &[f64] {
+        &self.center
+    }
+
+    /// The network's outputs `f_w(x_i)` (N×K).
+    pub fn outputs(&self) -> MatRef<'_, f64> {
+        self.f.as_ref()
+    }
+
+    /// The stacked Jacobians `J` (NK×P), row `i·K + k` = `∂f_k(x_i)/∂w`.
+    pub fn jacobian(&self) -> MatRef<'_, f64> {
+        self.jac.as_ref()
+    }
+
+    /// The residuals `r_i = ∂ℓ/∂f` stacked (NK).
+    pub fn residuals(&self) -> &[f64] {
+        &self.resid
+    }
+
+    /// The curvatures `Λ = blockdiag(Λ_i)`.
+    pub fn curvature(&self) -> &BlockDiag {
+        &self.lambda
+    }
+
+    /// The data loss `Σ_i ℓ(y_i, f_w(x_i)) = −log p(D | w)`.
+    pub fn nll(&self) -> f64 {
+        self.nll
+    }
+
+    /// The number of examples N.
+    pub fn n(&self) -> usize {
+        self.f.nrows()
+    }
+
+    /// The number of outputs K.
+    pub fn k(&self) -> usize {
+        self.f.ncols()
     }
 
     /// The same linearisation with pseudo-targets centred at `c` (Theorem 2: `c = μ`).
@@ -95,7 +128,7 @@ impl Linearization {
 
     /// Checks that a precomputed NTK is the NK×NK kernel of the training inputs.
     pub fn check_ntk(&self, ntk: &Mat<f64>) -> Result<()> {
-        let nk = self.n * self.k;
+        let nk = self.n() * self.k();
         if ntk.nrows() != nk || ntk.ncols() != nk {
             return Err(Error::Invalid(format!(
                 "the NTK is {}×{}, the training data need {nk}×{nk}",
@@ -111,36 +144,17 @@ impl Linearization {
         self.jac.ncols()
     }
 
-    /// `Λ_i` as a matrix.
-    pub fn lambda_block(&self, i: usize) -> Mat<f64> {
-        let kk = self.k * self.k;
-        block(self.k, &self.lambda[i * kk..(i + 1) * kk])
-    }
-
-    /// `Λ_i⁻¹` for every example (N blocks, row-major); fails where `Λ_i` is singular.
-    pub fn lambda_inv(&self) -> Result<Vec<f64>> {
-        let k = self.k;
-        let mut out = vec![0.0; self.lambda.len()];
-        for i in 0..self.n {
-            let llt = self
-                .lambda_block(i)
-                .llt(Side::Lower)
-                .map_err(|_| self.singular(i))?;
-            let inv = llt.inverse();
-            for a in 0..k {
-                for b in 0..k {
-                    out[i * k * k + a * k + b] = inv[(a, b)];
-                }
-            }
-        }
-        Ok(out)
+    /// The GP noise `Λ⁻¹`; fails, saying why and what to use instead, where a `Λ_i` is
+    /// singular.
+    pub fn lambda_inv(&self) -> Result<BlockDiag> {
+        self.lambda.inverse().map_err(|i| self.singular(i))
     }
 
     /// The error for a singular `Λ_i`: the GP's noise `Λ_i⁻¹` does not exist, with what to
     /// use instead.
     fn singular(&self, i: usize) -> Error {
         let f: Vec<String> = self.f.row(i).iter().map(|v| format!("{v:.4}")).collect();
-        let why = if self.k > 1 {
+        let why = if self.k() > 1 {
             "a softmax's Λ = diag(p) − ppᵀ has rank K − 1 by construction, so the GP noise Λ⁻¹ does \
              not exist; `dnn2gp predict` gives the Laplace-GGN (GLM) predictive of a softmax model, \
              and `dnn2gp reproduce mnist --model` its data-space views"
@@ -155,69 +169,41 @@ impl Linearization {
         ))
     }
 
-    /// The mean noise variance of the GP, `tr(Λ̃⁻¹)/(NK)`.
+    /// The mean noise variance of the GP, `tr(Λ⁻¹)/(NK)`.
     pub fn mean_noise_variance(&self) -> f64 {
-        let k = self.k;
-        let inv = self.lambda_inv().unwrap_or_default();
-        let tr: f64 = inv
-            .chunks(k * k)
-            .map(|b| (0..k).map(|a| b[a * k + a]).sum::<f64>())
-            .sum();
-        tr / (self.n * k).max(1) as f64
+        let tr = self.lambda_inv().map_or(0.0, |inv| inv.trace());
+        tr / (self.n() * self.k()).max(1) as f64
     }
 
     /// `Σ_i log |Λ_i|`.
     pub fn sum_log_det_lambda(&self) -> Result<f64> {
-        let mut s = 0.0;
-        for i in 0..self.n {
-            let llt = self
-                .lambda_block(i)
-                .llt(Side::Lower)
-                .map_err(|_| self.singular(i))?;
-            s += 2.0 * (0..self.k).map(|j| llt.L()[(j, j)].ln()).sum::<f64>();
-        }
-        Ok(s)
-    }
-
-    /// Applies the block-diagonal `Λ̃` (or any N blocks `b`) to a stacked NK vector.
-    pub fn apply_blocks(&self, blocks: &[f64], v: &[f64]) -> Vec<f64> {
-        let k = self.k;
-        let mut out = vec![0.0; v.len()];
-        for i in 0..self.n {
-            for a in 0..k {
-                out[i * k + a] = (0..k)
-                    .map(|b| blocks[i * k * k + a * k + b] * v[i * k + b])
-                    .sum();
-            }
-        }
-        out
+        self.lambda.log_det().map_err(|i| self.singular(i))
     }
 
     /// Pseudo-targets `ỹ_i = J_i c − Λ_i⁻¹ r_i` (c = w for Laplace).
     pub fn pseudo_targets(&self) -> Result<Vec<f64>> {
         let jw = crate::linalg::mat_vec(self.jac.as_ref(), &self.center);
-        let lr = self.apply_blocks(&self.lambda_inv()?, &self.resid);
+        let lr = self.lambda_inv()?.apply(&self.resid);
         Ok(jw.iter().zip(&lr).map(|(a, b)| a - b).collect())
     }
 
     /// `Λ_i^{1/2} J_i` stacked (NK×P), with `(Λ^{1/2})ᵀ Λ^{1/2} = Λ` (symmetric square root).
     pub fn sqrt_lambda_jac(&self) -> Mat<f64> {
-        let k = self.k;
-        if self.lambda.chunks(k * k).all(|b| is_scaled_identity(k, b)) {
-            let mut out = self.jac.clone();
-            for m in 0..self.n * k {
-                let s = self.lambda[(m / k) * k * k].sqrt();
+        let k = self.k();
+        let mut out = self.jac.clone();
+        if self.lambda.is_scaled_identity() {
+            for m in 0..self.n() * k {
+                let s = self.lambda.block(m / k)[0].sqrt();
                 out.as_mut().row_mut(m).iter_mut().for_each(|v| *v *= s);
             }
             return out;
         }
-        let mut out = Mat::zeros(self.jac.nrows(), self.jac.ncols());
-        for i in 0..self.n {
-            let root = crate::linalg::sym_sqrt(self.lambda_block(i).as_ref());
+        let root = self.lambda.sqrt();
+        for i in 0..self.n() {
             let ji = self.jac.as_ref().subrows(i * k, k);
             out.as_mut()
                 .subrows_mut(i * k, k)
-                .copy_from(a_b(root.as_ref(), ji));
+                .copy_from(a_b(root.block_mat(i).as_ref(), ji));
         }
         out
     }
@@ -230,8 +216,8 @@ impl Linearization {
 
     /// The diagonal of the GGN, `Σ_m λ_m J_m²` when every `Λ_i` is a multiple of the identity.
     pub fn ggn_diag(&self) -> Vec<f64> {
-        let k = self.k;
-        if !self.lambda.chunks(k * k).all(|b| is_scaled_identity(k, b)) {
+        let k = self.k();
+        if !self.lambda.is_scaled_identity() {
             return crate::linalg::col_sq_norms(self.sqrt_lambda_jac().as_ref());
         }
         self.jac
@@ -239,7 +225,7 @@ impl Linearization {
             .map(|c| {
                 c.iter()
                     .enumerate()
-                    .map(|(m, j)| self.lambda[(m / k) * k * k] * j * j)
+                    .map(|(m, j)| self.lambda.block(m / k)[0] * j * j)
                     .sum()
             })
             .collect()

@@ -25,10 +25,9 @@ use faer::{Mat, Side};
 use super::Space;
 use crate::curvature::Linearization;
 use crate::error::{Error, Result};
-use crate::likelihood::is_scaled_identity;
 use crate::linalg::{
-    a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, sym_sqrt,
-    tridiagonal_logdet_quad, tridiagonalize,
+    a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, tridiagonal_logdet_quad,
+    tridiagonalize,
 };
 use crate::posterior::laplace::laplace_evidence;
 use crate::train::check_delta;
@@ -78,55 +77,22 @@ pub struct DeltaPath {
     eigen: std::sync::OnceLock<Result<FlooredEigen>>,
 }
 
-/// `Λ_i^{1/2} v_i` for every example (symmetric roots).
-fn sqrt_lambda_times(lin: &Linearization, v: &[f64]) -> Vec<f64> {
-    let k = lin.k;
-    let mut out = vec![0.0; v.len()];
-    for i in 0..lin.n {
-        let b = &lin.lambda[i * k * k..(i + 1) * k * k];
-        if is_scaled_identity(k, b) {
-            (0..k).for_each(|a| out[i * k + a] = b[0].sqrt() * v[i * k + a]);
-        } else {
-            let root = sym_sqrt(lin.lambda_block(i).as_ref());
-            for a in 0..k {
-                out[i * k + a] = (0..k).map(|c| root[(a, c)] * v[i * k + c]).sum();
-            }
-        }
-    }
-    out
-}
-
 /// The whitened Gram matrix `Λ^{1/2} K Λ^{1/2}` from an NTK `K` (blocks of K×K).
 fn whiten(lin: &Linearization, mut k: Mat<f64>) -> Mat<f64> {
-    let kk = lin.k;
-    let n = lin.n;
-    let roots: Vec<Mat<f64>> = (0..n)
-        .map(|i| {
-            let b = &lin.lambda[i * kk * kk..(i + 1) * kk * kk];
-            if is_scaled_identity(kk, b) {
-                Mat::from_fn(kk, kk, |a, c| if a == c { b[0].sqrt() } else { 0.0 })
-            } else {
-                sym_sqrt(lin.lambda_block(i).as_ref())
-            }
-        })
-        .collect();
-    if roots
-        .iter()
-        .all(|r| (0..kk).all(|a| (0..kk).all(|c| a == c || r[(a, c)] == 0.0)))
-    {
-        let s: Vec<f64> = (0..n * kk)
-            .map(|m| roots[m / kk][(m % kk, m % kk)])
-            .collect();
-        for j in 0..n * kk {
-            for i in 0..n * kk {
+    let roots = lin.curvature().sqrt();
+    let (kk, nk) = (roots.k(), lin.n() * lin.k());
+    if roots.is_diagonal() {
+        let s = roots.diagonal();
+        for j in 0..nk {
+            for i in 0..nk {
                 k[(i, j)] *= s[i] * s[j];
             }
         }
         return k;
     }
-    let r = Mat::from_fn(n * kk, n * kk, |i, j| {
+    let r = Mat::from_fn(nk, nk, |i, j| {
         if i / kk == j / kk {
-            roots[i / kk][(i % kk, j % kk)]
+            roots.block(i / kk)[(i % kk) * kk + j % kk]
         } else {
             0.0
         }
@@ -185,7 +151,7 @@ impl DeltaPath {
         memory_limit: u128,
         gp: bool,
     ) -> Result<Self> {
-        let (nk, p) = (lin.n * lin.k, lin.n_params());
+        let (nk, p) = (lin.n() * lin.k(), lin.n_params());
         let space = space.resolve(p, nk);
         let side = if space == Space::Function { nk } else { p };
         check_memory(
@@ -199,7 +165,7 @@ impl DeltaPath {
             let lam_inv = lin.lambda_inv()?;
             let norm_term =
                 0.5 * lin.sum_log_det_lambda()? - 0.5 * nk as f64 * std::f64::consts::TAU.ln();
-            let quad_r = dot(&lin.resid, &lin.apply_blocks(&lam_inv, &lin.resid));
+            let quad_r = dot(lin.residuals(), &lam_inv.apply(lin.residuals()));
             (lin.pseudo_targets()?, -0.5 * quad_r + norm_term, norm_term)
         } else {
             (Vec::new(), f64::NAN, f64::NAN)
@@ -219,7 +185,7 @@ impl DeltaPath {
                     a_bt(b.as_ref(), b.as_ref())
                 }
             };
-            let v = sqrt_lambda_times(lin, &targets);
+            let v = lin.curvature().sqrt().apply(&targets);
             match low_rank_form(gram.as_ref(), &v, nk / 8) {
                 Some(lr) => {
                     low_rank = Some((lr.rank, lr.residual_trace));
@@ -238,7 +204,7 @@ impl DeltaPath {
             let b = lin.sqrt_lambda_jac();
             let evd = eig(at_b(b.as_ref(), b.as_ref()))?;
             let vg = mat_t_vec(evd.U(), &lin.loss_gradient());
-            let vc = mat_t_vec(evd.U(), &lin.center);
+            let vc = mat_t_vec(evd.U(), lin.center());
             floored = (0..p).filter(|&i| evd.S()[i] < 0.0).count();
             Form::Weight {
                 d: (0..p).map(|i| evd.S()[i].max(0.0)).collect(),
@@ -248,11 +214,11 @@ impl DeltaPath {
         };
         Ok(DeltaPath {
             p,
-            log_lik: -lin.nll,
+            log_lik: -lin.nll(),
             data_term,
             norm_term,
             gp,
-            c_sq: dot(&lin.center, &lin.center),
+            c_sq: dot(lin.center(), lin.center()),
             form,
             low_rank,
             floored,

@@ -18,6 +18,7 @@ use faer::{Mat, MatRef};
 
 use crate::curvature::Linearization;
 use crate::error::{Error, Result, Warning};
+use crate::likelihood::BlockDiag;
 use crate::linalg::{
     a_bt, check_memory, col_sq_norms, dot, jitter_ladder, ladder_failed, mat_bytes, mat_t_vec,
     mat_vec, row_sq_norms, solve_triangular_in_place, try_cholesky_in_place, Cholesky,
@@ -236,14 +237,14 @@ impl<'a> Dnn2Gp<'a> {
         memory_limit: u128,
     ) -> Result<Self> {
         check_delta(delta)?;
-        let (p, nk) = (lin.n_params(), lin.n * lin.k);
+        let (p, nk) = (lin.n_params(), lin.n() * lin.k());
         let space = space.resolve(p, nk);
         let targets = lin.pseudo_targets()?;
         let (solver, posterior_mean) = match space {
             Space::Weight => {
                 let lap = LaplaceGgn::fit(lin, delta, HessianStructure::Full, memory_limit)?;
-                let lam_t = lin.apply_blocks(&lin.lambda, &targets);
-                let m = lap.covariance_times(&mat_t_vec(lin.jac.as_ref(), &lam_t));
+                let lam_t = lin.curvature().apply(&targets);
+                let m = lap.covariance_times(&mat_t_vec(lin.jacobian(), &lam_t));
                 (Solver::Weight(lap), m)
             }
             _ => {
@@ -260,12 +261,12 @@ impl<'a> Dnn2Gp<'a> {
                             .for_each(|c| c.iter_mut().for_each(|v| *v /= delta));
                         k
                     }
-                    None => kernel(lin.jac.as_ref(), lin.jac.as_ref(), delta),
+                    None => kernel(lin.jacobian(), lin.jacobian(), delta),
                 };
-                add_blocks(&mut g, lin.k, &lin.lambda_inv()?);
+                add_blocks(&mut g, &lin.lambda_inv()?, 1.0);
                 let chol = Cholesky::new(g.as_ref(), "GP Gram matrix δ⁻¹JJ' + Λ⁻¹")?;
                 let alpha = chol.solve_vec(&targets);
-                let m: Vec<f64> = mat_t_vec(lin.jac.as_ref(), &alpha)
+                let m: Vec<f64> = mat_t_vec(lin.jacobian(), &alpha)
                     .into_iter()
                     .map(|v| v / delta)
                     .collect();
@@ -324,7 +325,7 @@ impl<'a> Dnn2Gp<'a> {
                 clamped: None,
             },
             Solver::Function { .. } => {
-                let k_sx = a_bt(jstar, self.lin.jac.as_ref());
+                let k_sx = a_bt(jstar, self.lin.jacobian());
                 self.predict_ntk(k_sx, &row_sq_norms(jstar))
                     .expect("function-space solver")
             }
@@ -359,7 +360,7 @@ impl<'a> Dnn2Gp<'a> {
     /// + (P/2) log δ − ½ log|A|`).
     pub fn log_marginal_likelihood(&self) -> Result<f64> {
         let lin = self.lin;
-        let nk = (lin.n * lin.k) as f64;
+        let nk = (lin.n() * lin.k()) as f64;
         let log2pi = std::f64::consts::TAU.ln();
         Ok(match &self.solver {
             Solver::Function { chol, alpha } => {
@@ -370,12 +371,11 @@ impl<'a> Dnn2Gp<'a> {
                 let e: Vec<f64> = self
                     .targets
                     .iter()
-                    .zip(mat_vec(lin.jac.as_ref(), m))
+                    .zip(mat_vec(lin.jacobian(), m))
                     .map(|(t, jm)| t - jm)
                     .collect();
                 let p = m.len() as f64;
-                -0.5 * dot(&e, &lin.apply_blocks(&lin.lambda, &e))
-                    + 0.5 * lin.sum_log_det_lambda()?
+                -0.5 * dot(&e, &lin.curvature().apply(&e)) + 0.5 * lin.sum_log_det_lambda()?
                     - 0.5 * nk * log2pi
                     - 0.5 * self.delta * dot(m, m)
                     + 0.5 * p * self.delta.ln()
@@ -398,9 +398,9 @@ impl<'a> Dnn2Gp<'a> {
                 let log_det_a =
                     p as f64 * self.delta.ln() + chol.log_det() + lin.sum_log_det_lambda()?;
                 Ok(laplace_evidence(
-                    -lin.nll,
+                    -lin.nll(),
                     self.delta,
-                    dot(&lin.center, &lin.center),
+                    dot(lin.center(), lin.center()),
                     p,
                     log_det_a,
                 ))
@@ -416,11 +416,11 @@ impl<'a> Dnn2Gp<'a> {
         let g: Vec<f64> = lin
             .loss_gradient()
             .iter()
-            .zip(&lin.center)
+            .zip(lin.center())
             .map(|(g, w)| g + self.delta * w)
             .collect();
         let a_inv_g: Vec<f64> = lin
-            .center
+            .center()
             .iter()
             .zip(&self.posterior_mean)
             .map(|(w, m)| w - m)
@@ -429,12 +429,14 @@ impl<'a> Dnn2Gp<'a> {
     }
 }
 
-/// Adds N K×K blocks to the diagonal blocks of `g`.
-fn add_blocks(g: &mut Mat<f64>, k: usize, blocks: &[f64]) {
-    for (i, b) in blocks.chunks(k * k).enumerate() {
+/// `G += B/d` for a block-diagonal `B` on the diagonal blocks of `G`.
+pub(crate) fn add_blocks(g: &mut Mat<f64>, blocks: &BlockDiag, d: f64) {
+    let k = blocks.k();
+    for i in 0..blocks.len() {
+        let b = blocks.block(i);
         for a in 0..k {
-            for c in 0..k {
-                g[(i * k + a, i * k + c)] += b[a * k + c];
+            for e in 0..k {
+                g[(i * k + a, i * k + e)] += b[a * k + e] / d;
             }
         }
     }

@@ -65,7 +65,7 @@ impl<'a> StepGp<'a> {
         beta: f64,
         delta: f64,
     ) -> Result<Self> {
-        Self::minibatch(lin, precision_t, mu_t, beta, delta, lin.n)
+        Self::minibatch(lin, precision_t, mu_t, beta, delta, lin.n())
     }
 
     /// The GP of a minibatch step: `lin` on the M examples of the batch, out of `n_total`.
@@ -79,13 +79,13 @@ impl<'a> StepGp<'a> {
         delta: f64,
         n_total: usize,
     ) -> Result<Self> {
-        if n_total < lin.n || lin.n == 0 {
+        if n_total < lin.n() || lin.n() == 0 {
             return Err(crate::error::Error::Invalid(format!(
                 "a minibatch of {} examples out of {n_total}",
-                lin.n
+                lin.n()
             )));
         }
-        let scale = n_total as f64 / lin.n as f64;
+        let scale = n_total as f64 / lin.n() as f64;
         let s_inv = step_prior_precision(precision_t, beta, delta);
         let prior_chol = Cholesky::new(s_inv.as_ref(), "prior precision S_t⁻¹")?;
         let pm = mat_vec(precision_t, mu_t);
@@ -94,20 +94,12 @@ impl<'a> StepGp<'a> {
             .into_iter()
             .map(|v| (1.0 - beta) * v)
             .collect();
-        let v = prior_chol.solve_l(lin.jac.transpose());
+        let v = prior_chol.solve_l(lin.jacobian().transpose());
         let mut gram = at_b(v.as_ref(), v.as_ref());
-        let noise = lin.lambda_inv()?;
-        let k = lin.k;
-        for (i, b) in noise.chunks(k * k).enumerate() {
-            for a in 0..k {
-                for c in 0..k {
-                    gram[(i * k + a, i * k + c)] += b[a * k + c] / (beta * scale);
-                }
-            }
-        }
+        super::add_blocks(&mut gram, &lin.lambda_inv()?, beta * scale);
         let gram_chol = Cholesky::new(gram.as_ref(), "step GP Gram matrix")?;
         let targets = lin.pseudo_targets()?;
-        let jm = mat_vec(lin.jac.as_ref(), &prior_mean);
+        let jm = mat_vec(lin.jacobian(), &prior_mean);
         let e: Vec<f64> = targets.iter().zip(&jm).map(|(t, m)| t - m).collect();
         let alpha = gram_chol.solve_vec(&e);
         Ok(StepGp {
@@ -137,7 +129,7 @@ impl<'a> StepGp<'a> {
     /// GP posterior at test Jacobians `J*` (taken at the same `w_t`).
     pub fn predict(&self, jstar: MatRef<'_, f64>) -> GpPrediction {
         let vs = self.prior_chol.solve_l(jstar.transpose());
-        let vx = self.prior_chol.solve_l(self.lin.jac.transpose());
+        let vx = self.prior_chol.solve_l(self.lin.jacobian().transpose());
         let k_sx = at_b(vs.as_ref(), vx.as_ref());
         let prior = mat_vec(jstar, &self.prior_mean);
         let mean = prior

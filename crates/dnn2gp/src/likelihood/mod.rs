@@ -7,6 +7,7 @@ mod gaussian;
 
 use std::str::FromStr;
 
+use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
@@ -91,6 +92,149 @@ pub fn curvatures(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) 
         lik.curvature(&fr, &yr, block);
     }
     out
+}
+
+/// A block-diagonal matrix `blockdiag(B_1, …, B_N)` of K×K blocks: the curvature
+/// `Λ = blockdiag(Λ_i)` and its inverse and root, applied to stacked NK vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockDiag {
+    k: usize,
+    /// N blocks, each K×K row-major.
+    values: Vec<f64>,
+}
+
+impl BlockDiag {
+    /// From N blocks of K×K values, row-major, one after the other.
+    pub fn new(k: usize, values: Vec<f64>) -> Self {
+        assert!(
+            k > 0 && values.len().is_multiple_of(k * k),
+            "whole K×K blocks"
+        );
+        BlockDiag { k, values }
+    }
+
+    /// The curvatures `Λ_i` of `lik` at outputs `F` and targets `Y`.
+    pub fn curvatures(lik: &dyn Likelihood, f: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Self {
+        Self::new(f.ncols(), curvatures(lik, f, y))
+    }
+
+    /// The block size K.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The number of blocks N.
+    pub fn len(&self) -> usize {
+        self.values.len() / (self.k * self.k)
+    }
+
+    /// Whether there are no blocks.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Block i, row-major.
+    pub fn block(&self, i: usize) -> &[f64] {
+        let kk = self.k * self.k;
+        &self.values[i * kk..(i + 1) * kk]
+    }
+
+    /// Block i as a matrix.
+    pub fn block_mat(&self, i: usize) -> Mat<f64> {
+        let (k, b) = (self.k, self.block(i));
+        Mat::from_fn(k, k, |r, c| b[r * k + c])
+    }
+
+    /// All blocks, row-major, one after the other.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Whether every block is a multiple of the identity, `B_i = c_i I`.
+    pub fn is_scaled_identity(&self) -> bool {
+        self.values
+            .chunks(self.k * self.k)
+            .all(|b| is_scaled_identity(self.k, b))
+    }
+
+    /// `B v` for a stacked NK vector.
+    pub fn apply(&self, v: &[f64]) -> Vec<f64> {
+        let k = self.k;
+        (0..v.len())
+            .map(|m| {
+                let (i, a) = (m / k, m % k);
+                let b = self.block(i);
+                (0..k).map(|c| b[a * k + c] * v[i * k + c]).sum()
+            })
+            .collect()
+    }
+
+    /// `B⁻¹`, block by block; `Err(i)` names the first block that is not positive definite.
+    pub fn inverse(&self) -> std::result::Result<BlockDiag, usize> {
+        let mut values = Vec::with_capacity(self.values.len());
+        for i in 0..self.len() {
+            let inv = self
+                .block_mat(i)
+                .llt(faer::Side::Lower)
+                .map_err(|_| i)?
+                .inverse();
+            values.extend((0..self.k * self.k).map(|m| inv[(m / self.k, m % self.k)]));
+        }
+        Ok(BlockDiag::new(self.k, values))
+    }
+
+    /// `log |B| = Σ_i log |B_i|`; `Err(i)` names the first block that is not positive definite.
+    pub fn log_det(&self) -> std::result::Result<f64, usize> {
+        let mut s = 0.0;
+        for i in 0..self.len() {
+            let llt = self.block_mat(i).llt(faer::Side::Lower).map_err(|_| i)?;
+            s += 2.0 * (0..self.k).map(|j| llt.L()[(j, j)].ln()).sum::<f64>();
+        }
+        Ok(s)
+    }
+
+    /// The symmetric square roots `B_i^{1/2}` (`√c I` for `B_i = c I`; negative eigenvalues
+    /// from rounding clipped).
+    pub fn sqrt(&self) -> BlockDiag {
+        let k = self.k;
+        let values = (0..self.len())
+            .flat_map(|i| {
+                let b = self.block(i);
+                let r = if is_scaled_identity(k, b) {
+                    Mat::from_fn(k, k, |a, c| if a == c { b[0].sqrt() } else { 0.0 })
+                } else {
+                    crate::linalg::sym_sqrt(self.block_mat(i).as_ref())
+                };
+                (0..k * k).map(move |m| r[(m / k, m % k)])
+            })
+            .collect();
+        BlockDiag::new(k, values)
+    }
+
+    /// Whether every block is diagonal.
+    pub fn is_diagonal(&self) -> bool {
+        let k = self.k;
+        self.values
+            .chunks(k * k)
+            .all(|b| (0..k * k).all(|m| m / k == m % k || b[m] == 0.0))
+    }
+
+    /// The diagonal entries of all blocks (NK).
+    pub fn diagonal(&self) -> Vec<f64> {
+        let k = self.k;
+        (0..self.len() * k)
+            .map(|m| self.block(m / k)[(m % k) * (k + 1)])
+            .collect()
+    }
+
+    /// `tr B`.
+    pub fn trace(&self) -> f64 {
+        let k = self.k;
+        self.values
+            .chunks(k * k)
+            .map(|b| (0..k).map(|a| b[a * k + a]).sum::<f64>())
+            .sum()
+    }
 }
 
 /// Rows `R_i` of every example stacked (NK×K), `R_iᵀR_i = Λ_i`: cotangents for a backward

@@ -101,7 +101,7 @@ impl LaplaceGgn {
                     memory_limit,
                     "use --hessian diag, or the function-space GP (--space function) when N·K < P",
                 )?;
-                return Self::from_ggn(lin.center.clone(), lin.ggn(), delta);
+                return Self::from_ggn(lin.center().to_vec(), lin.ggn(), delta);
             }
             HessianStructure::Diag => {
                 Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
@@ -109,7 +109,7 @@ impl LaplaceGgn {
         };
         Ok(LaplaceGgn {
             delta,
-            mean: lin.center.clone(),
+            mean: lin.center().to_vec(),
             structure,
             precision,
             floored: 0,
@@ -309,7 +309,7 @@ impl LaplaceGgn {
     /// it is lower by `½ gᵀ A⁻¹ g`.
     pub fn log_marginal_likelihood(&self, lin: &Linearization) -> Result<f64> {
         Ok(laplace_evidence(
-            -lin.nll,
+            -lin.nll(),
             self.delta,
             dot(&self.mean, &self.mean),
             self.mean.len(),

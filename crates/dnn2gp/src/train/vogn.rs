@@ -413,17 +413,17 @@ fn estimates(
     let mut stacked: Vec<Mat<f64>> = Vec::new();
     for w in samples {
         let lin = Linearization::new(obj.net, obj.lik, xb, yb, w);
-        loss += scale * obj.lik.nll_sum(lin.f.as_ref(), yb);
+        loss += scale * obj.lik.nll_sum(lin.outputs(), yb);
         for (g, v) in g.iter_mut().zip(lin.loss_gradient()) {
             *g += scale * v;
         }
         stacked.push(match cfg.curvature {
             Curvature::Ggn => lin.sqrt_lambda_jac(),
             Curvature::SquaredGradients => {
-                let k = lin.k;
+                let k = lin.k();
                 Mat::from_fn(m, p, |i, c| {
                     (0..k)
-                        .map(|a| lin.jac[(i * k + a, c)] * lin.resid[i * k + a])
+                        .map(|a| lin.jacobian()[(i * k + a, c)] * lin.residuals()[i * k + a])
                         .sum()
                 })
             }
