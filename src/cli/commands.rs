@@ -12,6 +12,7 @@ use crate::report::regression::panels;
 use crate::report::sweep::figure;
 use crate::report::sweep::write_sweep;
 use dnn2gp::curvature::Linearization;
+use dnn2gp::curvature::Precision;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::data::{linspace, logspace, Split};
@@ -25,7 +26,7 @@ use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::posterior::HessianStructure;
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::model::{fingerprint, Model};
-use dnn2gp::train::vogn::{self, Precision, Snapshot, VognConfig};
+use dnn2gp::train::vogn::{self, Snapshot, VognConfig};
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::{Error, Warning};
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::fetch::{fetch_mnist, Fetched};
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::curvature::ggn_diagonal;
+use dnn2gp::curvature::Precision;
 use dnn2gp::data::mnist::{self, class_subset, one_hot, Mnist};
 use dnn2gp::data::Dataset;
 use dnn2gp::gp::classification::argmax_rows;
@@ -21,7 +22,7 @@ use dnn2gp::nn::weights::{self, StoredDtype};
 use dnn2gp::nn::{predict, Network, Sequential};
 use dnn2gp::posterior::LaplaceGgn;
 use dnn2gp::train::check_delta;
-use dnn2gp::train::vogn::{self, Covariance, Curvature, Precision, VognConfig};
+use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
 use dnn2gp::train::{adam, gather_rows, steps_per_epoch, Adam, MapConfig, Objective};
 use dnn2gp::Error;
 

@@ -407,6 +407,25 @@ impl SpdFactor {
         }
     }
 
+    /// The dimension of A.
+    pub fn dim(&self) -> usize {
+        match self {
+            SpdFactor::Cholesky(c) => c.l.nrows(),
+            SpdFactor::Eigen { root, .. } => root.len(),
+        }
+    }
+
+    /// `A = M Mᵀ`.
+    pub fn matrix(&self) -> Mat<f64> {
+        match self {
+            SpdFactor::Cholesky(c) => a_bt(c.l.as_ref(), c.l.as_ref()),
+            SpdFactor::Eigen { v, root } => {
+                let m = Mat::from_fn(v.nrows(), v.ncols(), |i, j| v[(i, j)] * root[j]);
+                a_bt(m.as_ref(), m.as_ref())
+            }
+        }
+    }
+
     /// `log|A|`.
     pub fn log_det(&self) -> f64 {
         match self {

@@ -9,6 +9,7 @@ use approx::assert_relative_eq;
 use faer::Mat;
 
 use dnn2gp::curvature::ggn_diagonal;
+use dnn2gp::curvature::precision::diag_covariance_blocks;
 use dnn2gp::curvature::Linearization;
 use dnn2gp::data::mnist::{self, class_subset, one_hot};
 use dnn2gp::data::Dataset;
@@ -16,7 +17,6 @@ use dnn2gp::gp::classification::{argmax_rows, data_space_predictive, diagonal_bl
 use dnn2gp::likelihood::{curvature_root_rows, Bernoulli, Categorical, Gaussian, Likelihood};
 use dnn2gp::linalg::{a_bt, at_b};
 use dnn2gp::nn::{predict, Network, Sequential};
-use dnn2gp::posterior::laplace::diag_covariance_blocks;
 use dnn2gp::train::{adam, gather_rows, Adam, MapConfig, Objective};
 
 /// The first `n` digits (8×8, pixels in [0, 1]) and a small CNN for them.

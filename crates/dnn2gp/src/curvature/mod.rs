@@ -2,6 +2,7 @@
 //! `Λ_i`) and the GGN `Σ_i J_iᵀ Λ_i J_i` in the structures a posterior needs (full, diagonal).
 
 pub mod linearization;
+pub mod precision;
 
 use faer::MatRef;
 
@@ -11,6 +12,7 @@ use crate::nn::{Cotangents, Network, Reduce};
 use crate::progress::Progress;
 
 pub use linearization::Linearization;
+pub use precision::Precision;
 
 /// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in
 /// parallel chunks of [`GGN_CHUNK`] examples: one backward pass of the curvature-root rows

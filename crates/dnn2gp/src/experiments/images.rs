@@ -3,11 +3,11 @@
 
 use faer::{Mat, MatRef};
 
+use crate::curvature::precision::diag_covariance_blocks;
 use crate::gp::classification::{argmax_rows, data_space_predictive, DataSpacePredictive};
 use crate::gp::kernel::{kernel, kernel_view, KernelView};
 use crate::likelihood::Likelihood;
 use crate::nn::Network;
-use crate::posterior::laplace::diag_covariance_blocks;
 
 /// The views of one set of images.
 #[derive(Debug, Clone)]

@@ -2,13 +2,14 @@
 
 use faer::{Mat, MatRef};
 
+use crate::curvature::Precision;
 use crate::error::{Result, Warning};
 use crate::gp::variational::{converged_linearizations, posterior_points, step_kernel};
 use crate::gp::{mixture, Dnn2Gp, GpPrediction, Space};
 use crate::likelihood::Likelihood;
 use crate::linalg::{check_memory, mat_bytes};
 use crate::nn::Network;
-use crate::train::vogn::{Precision, Snapshot};
+use crate::train::vogn::Snapshot;
 
 /// The GP kernels `J(x) S_t J(x')ᵀ` of the recorded steps on `inputs` (J at each step's mean
 /// `μ_t`, `S_t⁻¹ = (1 − β) Σ_t⁻¹ + β δ I`), one `MK×MK` matrix per snapshot, refused above

@@ -13,12 +13,12 @@ use faer::{Mat, MatRef};
 
 use super::GpPrediction;
 use crate::curvature::Linearization;
+use crate::curvature::Precision;
 use crate::error::Result;
 use crate::likelihood::Likelihood;
 use crate::linalg::{at_b, col_sq_norms, mat_vec, Cholesky};
 use crate::nn::Network;
 use crate::rng::seeded;
-use crate::train::vogn::Precision;
 
 /// The GP of one VOGN step.
 pub struct StepGp<'a> {

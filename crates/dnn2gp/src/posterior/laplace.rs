@@ -11,11 +11,11 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
-use crate::curvature::Linearization;
+use crate::curvature::{Linearization, Precision};
 use crate::error::Warning;
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
-use crate::rng::{normals, Rng};
+use crate::rng::Rng;
 use crate::train::check_delta;
 
 /// Structure of the posterior precision, with laplace-torch's names.
@@ -48,13 +48,6 @@ impl fmt::Display for HessianStructure {
             HessianStructure::Diag => "diag",
         })
     }
-}
-
-/// The factorised precision.
-#[derive(Debug, Clone)]
-enum Precision {
-    Full(SpdFactor),
-    Diag(Vec<f64>),
 }
 
 /// A δ below this multiple of the GGN's rounding level `ε·tr(JᵀΛJ)` is warned about: the
@@ -135,7 +128,10 @@ impl LaplaceGgn {
             delta,
             mean,
             structure: HessianStructure::Full,
-            precision: Precision::Full(factor),
+            precision: Precision::Full {
+                factor,
+                matrix: None,
+            },
             floored,
             resolution,
         })
@@ -156,7 +152,13 @@ impl LaplaceGgn {
     /// Whether the precision is held in the eigen form (the Cholesky factorisation of
     /// `JᵀΛJ + δI` failed within [`MAX_JITTER_OVER_DELTA`]).
     pub fn is_eigen_form(&self) -> bool {
-        matches!(self.precision, Precision::Full(SpdFactor::Eigen { .. }))
+        matches!(
+            self.precision,
+            Precision::Full {
+                factor: SpdFactor::Eigen { .. },
+                ..
+            }
+        )
     }
 
     /// The numerical events of the fit (jitter added, eigen form used), for warnings.
@@ -241,66 +243,39 @@ impl LaplaceGgn {
 
     /// The posterior variances `diag(Σ)`.
     pub fn variances(&self) -> Vec<f64> {
-        match &self.precision {
-            Precision::Full(c) => {
-                let p = self.mean.len();
-                let inv = c.solve(Mat::<f64>::identity(p, p).as_ref());
-                (0..p).map(|i| inv[(i, i)]).collect()
-            }
-            Precision::Diag(d) => d.iter().map(|v| 1.0 / v).collect(),
-        }
+        self.precision.variances()
+    }
+
+    /// The factorised precision `A = Σ⁻¹`.
+    pub fn precision(&self) -> &Precision {
+        &self.precision
     }
 
     /// Jitter added to the precision's diagonal by the Cholesky ladder (at most
     /// [`MAX_JITTER_OVER_DELTA`]·δ).
     pub fn jitter(&self) -> f64 {
-        match &self.precision {
-            Precision::Full(c) => c.jitter(),
-            Precision::Diag(_) => 0.0,
-        }
+        self.precision.jitter()
     }
 
     /// `log |Σ⁻¹|`.
     pub fn log_det_precision(&self) -> f64 {
-        match &self.precision {
-            Precision::Full(c) => c.log_det(),
-            Precision::Diag(d) => d.iter().map(|v| v.ln()).sum(),
-        }
+        self.precision.log_det()
     }
 
     /// `Σ v = A⁻¹ v`.
     pub fn covariance_times(&self, v: &[f64]) -> Vec<f64> {
-        match &self.precision {
-            Precision::Full(c) => c.solve_vec(v),
-            Precision::Diag(d) => v.iter().zip(d).map(|(a, b)| a / b).collect(),
-        }
+        self.precision.covariance_times(v)
     }
 
     /// Marginal variances `diag(J* Σ J*ᵀ)` of the linearised outputs, one per row of `J*`.
     pub fn functional_variance(&self, jstar: MatRef<'_, f64>) -> Vec<f64> {
-        match &self.precision {
-            Precision::Full(c) => {
-                let v = c.solve_l(jstar.transpose());
-                crate::linalg::col_sq_norms(v.as_ref())
-            }
-            Precision::Diag(d) => (0..jstar.nrows())
-                .map(|m| jstar.row(m).iter().zip(d).map(|(j, a)| j * j / a).sum())
-                .collect(),
-        }
+        self.precision.functional_variance(jstar)
     }
 
     /// `n` draws `w ~ N(w*, Σ)`.
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<Vec<f64>> {
-        let p = self.mean.len();
         (0..n)
-            .map(|_| {
-                let z = normals(rng, p);
-                let e = match &self.precision {
-                    Precision::Full(c) => c.solve_lt_vec(&z),
-                    Precision::Diag(d) => z.iter().zip(d).map(|(z, a)| z / a.sqrt()).collect(),
-                };
-                self.mean.iter().zip(&e).map(|(m, e)| m + e).collect()
-            })
+            .map(|_| self.precision.sample(&self.mean, rng))
             .collect()
     }
 
@@ -319,54 +294,18 @@ impl LaplaceGgn {
 
     /// The posterior kernel `J_a Σ J_bᵀ` for stacked Jacobians.
     pub fn kernel(&self, ja: MatRef<'_, f64>, jb: MatRef<'_, f64>) -> Mat<f64> {
-        match &self.precision {
-            Precision::Full(c) => {
-                let (va, vb) = (c.solve_l(ja.transpose()), c.solve_l(jb.transpose()));
-                crate::linalg::at_b(va.as_ref(), vb.as_ref())
-            }
-            Precision::Diag(d) => {
-                let scaled = Mat::from_fn(ja.nrows(), ja.ncols(), |r, c| ja[(r, c)] / d[c]);
-                crate::linalg::a_bt(scaled.as_ref(), jb)
-            }
-        }
+        self.precision.kernel(ja, jb)
     }
 
     /// The K×K blocks `J*_i Σ J*_iᵀ` of the functional covariance at N test inputs (stacked
     /// Jacobians NK×P), row-major, `N·K·K` values: laplace-torch's GLM `f_var`.
     pub fn functional_covariance_blocks(&self, jstar: MatRef<'_, f64>, k: usize) -> Vec<f64> {
-        let n = jstar.nrows() / k;
-        match &self.precision {
-            Precision::Full(c) => {
-                // V = L⁻¹ J*ᵀ, so block i is V_iᵀ V_i.
-                let v = c.solve_l(jstar.transpose());
-                (0..n)
-                    .flat_map(|i| {
-                        let v = &v;
-                        (0..k * k).map(move |m| {
-                            let (a, b) = (i * k + m / k, i * k + m % k);
-                            v.col(a)
-                                .iter()
-                                .zip(v.col(b).iter())
-                                .map(|(x, y)| x * y)
-                                .sum()
-                        })
-                    })
-                    .collect()
-            }
-            Precision::Diag(d) => {
-                let s: Vec<f64> = d.iter().map(|v| 1.0 / v).collect();
-                diag_covariance_blocks(jstar, k, &s)
-            }
-        }
+        self.precision.covariance_blocks(jstar, k)
     }
 
     /// The dense covariance `Σ` (P×P); for small networks and tests.
     pub fn covariance(&self) -> Mat<f64> {
-        let p = self.mean.len();
-        match &self.precision {
-            Precision::Full(c) => c.solve(Mat::<f64>::identity(p, p).as_ref()),
-            Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
-        }
+        self.precision.covariance()
     }
 }
 
@@ -393,23 +332,4 @@ pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize
         h[(i, i)] -= delta;
     }
     SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
-}
-
-/// The K×K blocks `C_i = J_i Σ J_iᵀ` of a diagonal covariance `Σ = diag(s)`, from the stacked
-/// Jacobians alone:
-/// `(C_i)_ab = Σ_p J_ia,p s_p J_ib,p`, `N·K²·P` operations instead of `N²K²P`.
-pub fn diag_covariance_blocks(jac: MatRef<'_, f64>, k: usize, s: &[f64]) -> Vec<f64> {
-    use rayon::prelude::*;
-    let n = jac.nrows() / k;
-    // Per example, `C_i = (J_i diag(s)) J_iᵀ` as one K×P by P×K product: J_i's K rows are
-    // adjacent in each (column-major) column, so both operands are read along memory.
-    (0..n)
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let ji = jac.subrows(i * k, k);
-            let scaled = Mat::from_fn(k, ji.ncols(), |r, c| ji[(r, c)] * s[c]);
-            let c = crate::linalg::a_bt(scaled.as_ref(), ji);
-            (0..k * k).map(move |m| c[(m / k, m % k)])
-        })
-        .collect()
 }

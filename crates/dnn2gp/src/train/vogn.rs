@@ -27,9 +27,9 @@ use crate::error::{Error, Result};
 use crate::likelihood;
 use crate::nn::{Cotangents, Reduce};
 
-use crate::curvature::Linearization;
-use crate::linalg::{at_b, col_sq_norms, wide, Cholesky};
-use crate::rng::{child_seed, normals, normals_then, seeded, Rng};
+use crate::curvature::{Linearization, Precision};
+use crate::linalg::{at_b, wide};
+use crate::rng::{child_seed, seeded, Rng};
 
 /// Form of the covariance of `q`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -143,73 +143,6 @@ impl Default for VognConfig {
     }
 }
 
-/// The precision `Σ⁻¹` of `q`, with the Cholesky factor of a full one.
-#[derive(Debug, Clone)]
-pub enum Precision {
-    /// Full, with `Σ⁻¹ = L Lᵀ`.
-    Full {
-        /// `Σ⁻¹`.
-        matrix: Mat<f64>,
-        /// Its Cholesky factor.
-        chol: Cholesky,
-    },
-    /// Diagonal entries of `Σ⁻¹`.
-    Diag(Vec<f64>),
-}
-
-impl Precision {
-    fn full(matrix: Mat<f64>) -> Result<Self> {
-        let chol = Cholesky::new(matrix.as_ref(), "VOGN precision")?;
-        Ok(Precision::Full { matrix, chol })
-    }
-
-    /// `Σ⁻¹` as a dense matrix.
-    pub fn dense(&self) -> Mat<f64> {
-        match self {
-            Precision::Full { matrix, .. } => matrix.clone(),
-            Precision::Diag(d) => {
-                Mat::from_fn(d.len(), d.len(), |i, j| if i == j { d[i] } else { 0.0 })
-            }
-        }
-    }
-
-    /// `Σ v`.
-    pub fn cov_times(&self, v: &[f64]) -> Vec<f64> {
-        match self {
-            Precision::Full { chol, .. } => chol.solve_vec(v),
-            Precision::Diag(d) => v.iter().zip(d).map(|(v, d)| v / d).collect(),
-        }
-    }
-
-    /// A draw from `N(μ, Σ)`.
-    pub fn sample(&self, mu: &[f64], rng: &mut Rng) -> Vec<f64> {
-        match self {
-            Precision::Full { chol, .. } => {
-                let e = chol.solve_lt_vec(&normals(rng, mu.len()));
-                mu.iter().zip(&e).map(|(m, e)| m + e).collect()
-            }
-            Precision::Diag(d) => normals_then(rng, mu.len(), |o, e| {
-                let (mu, d) = (&mu[o..o + e.len()], &d[o..o + e.len()]);
-                wide(|| {
-                    for ((e, m), d) in e.iter_mut().zip(mu).zip(d) {
-                        *e = m + *e / d.sqrt();
-                    }
-                })
-            }),
-        }
-    }
-
-    /// Marginal variances `diag(J Σ Jᵀ)` for the rows of `J`.
-    pub fn functional_variance(&self, j: faer::MatRef<'_, f64>) -> Vec<f64> {
-        match self {
-            Precision::Full { chol, .. } => col_sq_norms(chol.solve_l(j.transpose()).as_ref()),
-            Precision::Diag(d) => (0..j.nrows())
-                .map(|m| j.row(m).iter().zip(d).map(|(j, d)| j * j / d).sum())
-                .collect(),
-        }
-    }
-}
-
 /// The state of `q = N(μ, Σ)` and the momentum.
 #[derive(Debug, Clone)]
 pub struct VognState {
@@ -235,13 +168,10 @@ impl VognState {
             )));
         }
         let precision = match cfg.covariance {
-            Covariance::Full => Precision::full(Mat::from_fn(p, p, |i, j| {
-                if i == j {
-                    cfg.init_precision
-                } else {
-                    0.0
-                }
-            }))?,
+            Covariance::Full => Precision::full(
+                Mat::from_fn(p, p, |i, j| if i == j { cfg.init_precision } else { 0.0 }),
+                "VOGN precision",
+            )?,
             Covariance::Diag => Precision::Diag(vec![cfg.init_precision; p]),
         };
         Ok(VognState {
@@ -478,20 +408,26 @@ pub fn step_at(
     };
     let (mu, mom, g) = (&mut state.mu, &mut state.momentum, &est.g);
     match (&mut state.precision, est.h) {
-        (Precision::Full { matrix, .. }, Hessian::Full(h)) => {
+        (
+            Precision::Full {
+                matrix: Some(matrix),
+                ..
+            },
+            Hessian::Full(h),
+        ) => {
             let p = matrix.nrows();
             let next = Mat::from_fn(p, p, |i, j| {
                 (1.0 - beta) * matrix[(i, j)]
                     + beta * (h[(i, j)] + if i == j { delta } else { 0.0 })
             });
-            state.precision = Precision::full(next)?;
+            state.precision = Precision::full(next, "VOGN precision")?;
             let dir: Vec<f64> = mu
                 .iter()
                 .zip(mom.iter_mut())
                 .zip(g)
                 .map(|((mu, m), g)| direction(*g, *mu, m))
                 .collect();
-            for (mu, s) in mu.iter_mut().zip(state.precision.cov_times(&dir)) {
+            for (mu, s) in mu.iter_mut().zip(state.precision.covariance_times(&dir)) {
                 *mu -= lr * s;
             }
         }
