@@ -3,7 +3,7 @@
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
 //!   test points, f64. Function space from one set of per-layer factors of `[X; X*]`
-//!   ([`crate::nn::NtkBlocks`], `J(X)[J(X); J(X*)]ᵀ`): `δG = K + δσ²I = LLᵀ` and
+//!   ([`dnn2gp::nn::NtkBlocks`], `J(X)[J(X); J(X*)]ᵀ`): `δG = K + δσ²I = LLᵀ` and
 //!   `var = δ⁻¹(k** − ‖L⁻¹K_{XX*}‖²)`, factorised and solved inside the kernel's own storage
 //!   (no Jacobian, no copy).
 //! - B2: full empirical NTK (5000×5000, f32) of an MLP 784-256-256-10 ReLU on 500 MNIST images.

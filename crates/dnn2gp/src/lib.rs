@@ -3,11 +3,14 @@
 //! Turns a trained deep network into a Gaussian process (Khan, Immer, Abedi, Korzepa,
 //! "Approximate Inference Turns Deep Networks into Gaussian Processes", NeurIPS 2019).
 //!
-//! The modules follow the pipeline:
-//! [`data`] → [`nn`] (layers, per-example Jacobians) → [`likelihood`] (residual `r`,
-//! curvature `Λ`) → [`train`] (MAP by Adam, L-BFGS polish) → [`posterior`] (Laplace-GGN) →
-//! [`gp`] (kernel `δ⁻¹ J Jᵀ`, pseudo-targets, predictive, marginal likelihood) →
-//! [`select`] (hyperparameter sweeps) → [`report`] (plots, files) → `cli`.
+//! The modules follow the pipeline, each importing only those before it: the utilities
+//! [`error`], [`linalg`], [`math`], [`progress`], [`io`], [`rng`] → [`data`] → [`nn`]
+//! (`Sequential`, per-example Jacobians, `JacobianFactors`) → [`likelihood`] (residual `r`,
+//! curvature `Λ`) → [`curvature`] (the linearisation, the GGN, the precision of a Gaussian) →
+//! [`train`] (MAP by Adam, L-BFGS polish, VOGN; the model file) → [`posterior`] (the
+//! [`posterior::Posterior`] interface; Laplace-GGN) → [`gp`] (kernel `δ⁻¹ J Jᵀ`,
+//! pseudo-targets, predictive, marginal likelihood) → [`select`] (hyperparameter sweeps) →
+//! [`experiments`] (the paper's runs as result structs). The `dnn2gp` command renders them.
 //!
 //! Conventions: a network's parameters are one flat `f64` vector in PyTorch order (per layer
 //! the weight `[out, in]` row-major, then the bias). Per-example arrays are `faer` matrices with
