@@ -257,3 +257,74 @@ fn classification_predictives_by_both_links() {
         )
         .is_err());
 }
+
+/// The function-space member (NK×NK, Woodbury) gives the weight-space full posterior's
+/// numbers: evidence at any (δ, σ), `Σv`, covariance blocks, kernel, predictive; its exact
+/// pathwise samples have mean w* and covariance Σ.
+#[test]
+fn the_function_space_member_equals_the_weight_space_one() {
+    use dnn2gp::gp::FunctionSpace;
+    let (model, split) = trained(0.8, 0.5);
+    let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+    let la = fit(model.clone(), &split, HessianStructure::Full);
+    let fs = FunctionSpace::fit(model.clone(), x, y, u128::MAX).unwrap();
+    assert_eq!(fs.structure(), HessianStructure::Full);
+    for (d, s) in [
+        (None, None),
+        (Some(2.0), None),
+        (Some(0.05), Some(1.7)),
+        (None, Some(0.3)),
+    ] {
+        assert_relative_eq!(
+            fs.log_marginal_likelihood(d, s).unwrap(),
+            la.log_marginal_likelihood(d, s).unwrap(),
+            max_relative = 1e-8
+        );
+    }
+    let v: Vec<f64> = (0..model.w.len()).map(|i| (i as f64 * 0.7).sin()).collect();
+    for (a, b) in fs.covariance_times(&v).iter().zip(la.covariance_times(&v)) {
+        assert_relative_eq!(*a, b, epsilon = 1e-12, max_relative = 1e-8);
+    }
+    let xs = split.test.x.as_ref().subrows(0, 13);
+    for (a, b) in fs
+        .functional_variance(xs)
+        .iter()
+        .zip(la.functional_variance(xs))
+    {
+        assert_relative_eq!(*a, b, epsilon = 1e-12, max_relative = 1e-8);
+    }
+    let (kf, kl) = (
+        fs.kernel(xs, x.subrows(0, 7)),
+        la.kernel(xs, x.subrows(0, 7)),
+    );
+    for i in 0..kf.nrows() {
+        for j in 0..kf.ncols() {
+            assert_relative_eq!(kf[(i, j)], kl[(i, j)], epsilon = 1e-12, max_relative = 1e-8);
+        }
+    }
+    let (pf, pl) = (
+        fs.predict(xs, Link::Probit).unwrap(),
+        la.predict(xs, Link::Probit).unwrap(),
+    );
+    assert_eq!(pf.mean, pl.mean);
+    // Samples: mean and covariance within Monte Carlo error of w* and Σ.
+    let n = 20_000;
+    let draws = fs.sample(n, 11);
+    assert_eq!(draws, fs.sample(n, 11));
+    let cov = la.weight_posterior().covariance();
+    let p = model.w.len();
+    for i in [0, p / 2, p - 1] {
+        let mean = draws.iter().map(|w| w[i]).sum::<f64>() / n as f64;
+        let sd = cov[(i, i)].sqrt();
+        assert!(
+            (mean - model.w[i]).abs() < 5.0 * sd / (n as f64).sqrt(),
+            "mean {i}"
+        );
+        let var = draws.iter().map(|w| (w[i] - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        assert!(
+            (var / cov[(i, i)] - 1.0).abs() < 0.05,
+            "variance {i}: {var} vs {}",
+            cov[(i, i)]
+        );
+    }
+}

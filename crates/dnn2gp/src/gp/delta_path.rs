@@ -261,8 +261,8 @@ impl DeltaPath {
                 .map_or(0, |e| e.floored)
     }
 
-    /// `log|BᵀB + δI|`.
-    fn log_det_precision(&self, delta: f64) -> Result<f64> {
+    /// `log|BᵀB + δI|`, the log-determinant of the posterior precision at δ.
+    pub fn log_det_precision(&self, delta: f64) -> Result<f64> {
         // BBᵀ and BᵀB share their eigenvalues but for |NK − P| zeros, each adding log δ.
         Ok(match &self.form {
             Form::Function { d, e, c } => {

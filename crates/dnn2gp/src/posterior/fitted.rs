@@ -1,7 +1,9 @@
 //! One posterior interface in laplace-torch's shape ([`Posterior`]): fit from a network, a
 //! likelihood and data with a structure; `log_marginal_likelihood(δ, σ)`; the functional
 //! variance and covariance at new inputs; `predict(x, link)`; `sample`; the kernel
-//! `J(x) Σ J(x')ᵀ`; save and load. [`Laplace`] is the Laplace-GGN member, full or diagonal:
+//! `J(x) Σ J(x')ᵀ`; save and load. [`Laplace`] is the Laplace-GGN member, full or diagonal;
+//! [`crate::gp::FunctionSpace`] holds the same full posterior through the NK×NK GP Gram matrix
+//! (no P×P matrix, for P ≫ NK):
 //!
 //! `q(w) = N(w*, Σ)`, `Σ⁻¹ = A = H + δI`, `H = Σ_i J_iᵀ Λ_i J_i` at the MAP `w*`.
 //!
