@@ -259,7 +259,7 @@ fn forward_factors<B: Backprop + Sync, T: Real>(
     w: &[f64],
     x: MatRef<'_, f64>,
 ) -> Vec<Factor<T>> {
-    let (n, k) = (x.nrows(), net.n_outputs());
+    let (n, k) = (x.nrows(), net.outputs());
     let starts: Vec<usize> = (0..n).step_by(JACOBIAN_CHUNK).collect();
     let chunks: Vec<Vec<Factor>> = starts
         .par_iter()
@@ -432,7 +432,7 @@ impl<T: Real> JacobianFactors<T> {
     pub(crate) fn new<B: Backprop + Sync>(net: &B, w: &[f64], x: MatRef<'_, f64>) -> Self {
         Self {
             layers: forward_factors::<B, T>(net, w, x),
-            k: net.n_outputs(),
+            k: net.outputs(),
         }
     }
 

@@ -10,12 +10,9 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::dense::dense_param_derivs;
-use super::{
-    forward_jacobian, reduce, Activation, Backprop, Cotangents, JacobianFactors, Network, Sink,
-};
+use super::{Activation, Backprop, Sink};
 use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut};
-use crate::rng::{seeded, uniform};
 
 /// An MLP with layer sizes `[D, h_1, …, K]`, one activation on every hidden layer and a
 /// linear output: the fused dense path of a [`super::Sequential`] that is one.
@@ -141,14 +138,28 @@ impl Mlp {
         }
     }
 
+    /// Outputs `F` (N×K) for inputs `X` (N×D).
+    pub(crate) fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.check_input(w, x);
+        self.forward_all(w, x).pop().expect("output layer")
+    }
+
     fn check_input(&self, w: &[f64], x: MatRef<'_, f64>) {
-        assert_eq!(w.len(), self.n_params(), "parameter vector length");
+        assert_eq!(w.len(), self.params(), "parameter vector length");
         assert_eq!(x.ncols(), self.sizes[0], "input width");
     }
 }
 
 impl Backprop for Mlp {
     type Tape = Vec<Mat<f64>>;
+
+    fn params(&self) -> usize {
+        *self.offsets().last().expect("offsets end with P")
+    }
+
+    fn outputs(&self) -> usize {
+        *self.sizes.last().expect("sizes non-empty")
+    }
 
     fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
         self.check_input(w, x);
@@ -161,60 +172,5 @@ impl Backprop for Mlp {
 
     fn backprop(&self, w: &[f64], tape: &Self::Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>) {
         self.backward(w, tape, g, rpe, sink)
-    }
-}
-
-impl Network for Mlp {
-    fn n_params(&self) -> usize {
-        *self.offsets().last().expect("offsets end with P")
-    }
-
-    fn n_inputs(&self) -> usize {
-        self.sizes[0]
-    }
-
-    fn n_outputs(&self) -> usize {
-        *self.sizes.last().expect("sizes non-empty")
-    }
-
-    fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
-        self.check_input(w, x);
-        self.forward_all(w, x).pop().expect("output layer")
-    }
-
-    fn forward_reduce_into(
-        &self,
-        w: &[f64],
-        x: MatRef<'_, f64>,
-        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
-        out: &mut Vec<Vec<f64>>,
-    ) -> Mat<f64> {
-        reduce(self, w, x, requests, out)
-    }
-
-    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-        forward_jacobian(self, w, x)
-    }
-
-    fn jacobian_factors(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f64> {
-        JacobianFactors::new(self, w, x)
-    }
-
-    fn jacobian_factors_f32(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f32> {
-        JacobianFactors::new(self, w, x)
-    }
-
-    /// PyTorch's `nn.Linear` default: weights and biases uniform in `±1/√fan_in`.
-    fn init(&self, seed: u64) -> Vec<f64> {
-        let mut rng = seeded(seed);
-        let mut w = Vec::with_capacity(self.n_params());
-        for l in 0..self.sizes.len() - 1 {
-            let (i, o) = (self.sizes[l], self.sizes[l + 1]);
-            let bound = 1.0 / (i as f64).sqrt();
-            for _ in 0..o * i + o {
-                w.push((2.0 * uniform(&mut rng) - 1.0) * bound);
-            }
-        }
-        w
     }
 }

@@ -192,7 +192,11 @@ pub(crate) const JACOBIAN_CHUNK: usize = 64;
 
 /// A network that records a forward pass and backpropagates cotangent rows through it; the
 /// reductions and Jacobians of [`Network`] are built on it once for every architecture.
-pub(crate) trait Backprop: Network {
+pub(crate) trait Backprop: Sync {
+    /// Number of parameters P.
+    fn params(&self) -> usize;
+    /// Number of outputs K.
+    fn outputs(&self) -> usize;
     /// What the forward pass keeps.
     type Tape;
     /// Runs the forward pass on `X`.
@@ -215,7 +219,7 @@ pub(crate) fn reduce<B: Backprop>(
     let f = B::output(&tape).clone();
     let cots = requests(f.as_ref());
     out.resize_with(cots.len(), Vec::new);
-    let p = net.n_params();
+    let p = net.params();
     for (c, acc) in cots.into_iter().zip(out.iter_mut()) {
         acc.clear();
         acc.resize(
@@ -248,7 +252,7 @@ pub(crate) fn backprop_output_seeds<B: Backprop>(
     x: MatRef<'_, f64>,
     sink: Sink<'_>,
 ) -> B::Tape {
-    let (n, k) = (x.nrows(), net.n_outputs());
+    let (n, k) = (x.nrows(), net.outputs());
     let tape = net.record(w, x);
     let seed = Mat::from_fn(n * k, k, |m, j| if m % k == j { 1.0 } else { 0.0 });
     net.backprop(w, &tape, seed, k, sink);
@@ -257,7 +261,7 @@ pub(crate) fn backprop_output_seeds<B: Backprop>(
 
 /// Outputs and Jacobian rows of a chunk of examples.
 fn jacobian_chunk<B: Backprop>(net: &B, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
-    let mut jac = Mat::<f64>::zeros(x.nrows() * net.n_outputs(), net.n_params());
+    let mut jac = Mat::<f64>::zeros(x.nrows() * net.outputs(), net.params());
     let tape = backprop_output_seeds(net, w, x, Sink::Rows(jac.as_mut()));
     (B::output(&tape).clone(), jac)
 }
@@ -268,7 +272,7 @@ pub(crate) fn forward_jacobian<B: Backprop + Sync>(
     w: &[f64],
     x: MatRef<'_, f64>,
 ) -> (Mat<f64>, Mat<f64>) {
-    let (n, k) = (x.nrows(), net.n_outputs());
+    let (n, k) = (x.nrows(), net.outputs());
     if n <= 4 * JACOBIAN_CHUNK {
         return jacobian_chunk(net, w, x);
     }
@@ -278,7 +282,7 @@ pub(crate) fn forward_jacobian<B: Backprop + Sync>(
         .map(|&s| jacobian_chunk(net, w, x.subrows(s, JACOBIAN_CHUNK.min(n - s))))
         .collect();
     let mut f = Mat::<f64>::zeros(n, k);
-    let mut jac = Mat::<f64>::zeros(n * k, net.n_params());
+    let mut jac = Mat::<f64>::zeros(n * k, net.params());
     for (s, (fb, jb)) in starts.iter().zip(&blocks) {
         f.as_mut().subrows_mut(*s, fb.nrows()).copy_from(fb);
         jac.as_mut().subrows_mut(s * k, jb.nrows()).copy_from(jb);

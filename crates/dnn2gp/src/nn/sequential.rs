@@ -864,6 +864,14 @@ impl Sequential {
 impl Backprop for Sequential {
     type Tape = Tape;
 
+    fn params(&self) -> usize {
+        self.n_params()
+    }
+
+    fn outputs(&self) -> usize {
+        self.n_outputs()
+    }
+
     fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
         self.forward_tape(w, x)
     }

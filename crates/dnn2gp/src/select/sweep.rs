@@ -14,7 +14,7 @@ use crate::error::{Error, Result, Warning};
 use crate::gp::variational::converged_linearizations;
 use crate::gp::{Dnn2Gp, Space};
 use crate::likelihood::Gaussian;
-use crate::nn::{Activation, Mlp, Network};
+use crate::nn::{Activation, Network, Sequential};
 use crate::train::vogn::{self, VognConfig};
 use crate::train::{fit_map, is_stationary as stationary, MapConfig, Objective, STATIONARY_RTOL};
 
@@ -234,7 +234,7 @@ impl SweepResult {
     }
 }
 
-fn mse(net: &Mlp, w: &[f64], d: &crate::data::Dataset, scale: f64) -> f64 {
+fn mse(net: &Sequential, w: &[f64], d: &crate::data::Dataset, scale: f64) -> f64 {
     let f = net.forward(w, d.x.as_ref());
     let n = (f.nrows() * f.ncols()) as f64;
     let se: f64 = (0..f.nrows())
@@ -262,7 +262,7 @@ pub fn evaluate(spec: &SweepSpec, split: &Split, value: f64) -> Result<SweepPoin
     let mut sizes = vec![split.train.x.ncols()];
     sizes.extend(hidden);
     sizes.push(split.train.y.ncols());
-    let net = Mlp::new(sizes, spec.activation)?;
+    let net = Sequential::mlp(sizes, spec.activation)?;
     let lik = Gaussian::new(sigma)?;
     let obj = Objective::on(&net, &lik, &split.train, delta);
     let w0 = net.init(spec.init_seed);
