@@ -754,6 +754,15 @@ fn model_folders_work_from_any_working_directory_and_take_a_data_override() {
         err.contains("elsewhere.safetensors") && err.contains("--data"),
         "{err}"
     );
+    let missing = dir.path().join("missing.safetensors");
+    let err = refused(&[
+        "gp",
+        "--model",
+        s(&missing),
+        "--out",
+        s(&dir.path().join("g7")),
+    ]);
+    assert!(err.contains("no such model folder or model file"), "{err}");
     let other = dir.path().join("other.csv");
     let text = std::fs::read_to_string(&moved)
         .unwrap()

@@ -665,6 +665,13 @@ pub(super) struct Fitted {
 /// data, prepared for its likelihood. Data other than the model's training data (by the model
 /// file's fingerprint) is warned about: the GP is then not the model's Laplace posterior.
 pub(super) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) -> Result<Fitted> {
+    if !path.exists() {
+        return Err(Error::Invalid(format!(
+            "--model {}: no such model folder or model file",
+            path.display()
+        ))
+        .into());
+    }
     let (model, src, what) = if path.is_file() {
         let model = Model::load(path)?;
         let src = data.ok_or_else(|| {

@@ -689,3 +689,16 @@ pub fn stack_rows(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     out.as_mut().subrows_mut(a.nrows(), b.nrows()).copy_from(b);
     out
 }
+
+/// `‖A − B‖²_F`, the sum of squared differences of two matrices of one shape.
+pub fn sq_diff(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
+    a.col_iter()
+        .zip(b.col_iter())
+        .map(|(x, y)| {
+            x.iter()
+                .zip(y.iter())
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f64>()
+        })
+        .sum()
+}

@@ -12,10 +12,11 @@ use faer::{Mat, MatRef};
 
 use super::delta_path::DeltaPath;
 use crate::curvature::Linearization;
-use crate::error::{Error, Result};
-use crate::likelihood::{BlockDiag, LikelihoodKind};
+use crate::error::Result;
+use crate::likelihood::BlockDiag;
 use crate::linalg::{a_bt, at_b, check_memory, dot, mat_bytes, mat_t_vec, mat_vec, Cholesky};
 use crate::nn::Network;
+use crate::posterior::fitted::at_sigma;
 use crate::posterior::laplace::laplace_evidence;
 use crate::posterior::{HessianStructure, Posterior};
 use crate::rng::{normals, seeded};
@@ -64,10 +65,7 @@ impl FunctionSpace {
         let gram = Cholesky::new(g.as_ref(), "GP Gram matrix δ⁻¹JJ' + Λ⁻¹")?;
         let path = DeltaPath::with_ntk(&lin, ntk, memory_limit)?;
         let f = lin.outputs();
-        let sse = (0..n)
-            .flat_map(|i| (0..k).map(move |j| (i, j)))
-            .map(|(i, j)| (f[(i, j)] - y[(i, j)]).powi(2))
-            .sum();
+        let sse = crate::linalg::sq_diff(f, y);
         Ok(FunctionSpace {
             model,
             lin,
@@ -105,25 +103,9 @@ impl Posterior for FunctionSpace {
         let m = &self.model;
         let delta = delta.unwrap_or(m.delta);
         crate::train::check_delta(delta)?;
-        let nk = (self.lin.n() * self.lin.k()) as f64;
+        let nk = self.lin.n() * self.lin.k();
         let p = m.w.len();
-        let (nll, c) = match (sigma, m.likelihood) {
-            (None, _) => (self.lin.nll(), 1.0),
-            (Some(s), LikelihoodKind::Gaussian) if s.is_finite() && s > 0.0 => (
-                0.5 * self.sse / (s * s) + 0.5 * nk * (std::f64::consts::TAU * s * s).ln(),
-                (m.sigma / s).powi(2),
-            ),
-            (Some(s), LikelihoodKind::Gaussian) => {
-                return Err(Error::Invalid(format!(
-                    "σ must be a positive number, got {s}"
-                )))
-            }
-            (Some(_), other) => {
-                return Err(Error::Invalid(format!(
-                    "σ applies to the Gaussian likelihood, not the {other}"
-                )))
-            }
-        };
+        let (nll, c) = at_sigma(m, self.lin.nll(), self.sse, nk, sigma)?;
         let log_det = p as f64 * c.ln() + self.path.log_det_precision(delta / c)?;
         Ok(laplace_evidence(-nll, delta, dot(&m.w, &m.w), p, log_det))
     }

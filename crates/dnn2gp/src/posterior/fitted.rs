@@ -259,6 +259,32 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
     Ok(out)
 }
 
+/// `−log p(D | w*)` and the GGN's scale `c = σ²/σ′²` at another Gaussian noise σ′ (`None`:
+/// the fitted σ, `c = 1`), from the fitted data term and `SSE = Σ_i ‖f(x_i) − y_i‖²` over NK
+/// outputs: `−log p(D | w*) = SSE/(2σ′²) + (NK/2) log 2πσ′²` and `H ∝ σ′⁻²`. The
+/// classification likelihoods have no σ.
+pub(crate) fn at_sigma(
+    m: &Model,
+    nll: f64,
+    sse: f64,
+    nk: usize,
+    sigma: Option<f64>,
+) -> Result<(f64, f64)> {
+    match (sigma, m.likelihood) {
+        (None, _) => Ok((nll, 1.0)),
+        (Some(s), LikelihoodKind::Gaussian) if s.is_finite() && s > 0.0 => Ok((
+            0.5 * sse / (s * s) + 0.5 * nk as f64 * (std::f64::consts::TAU * s * s).ln(),
+            (m.sigma / s).powi(2),
+        )),
+        (Some(s), LikelihoodKind::Gaussian) => Err(Error::Invalid(format!(
+            "σ must be a positive number, got {s}"
+        ))),
+        (Some(_), other) => Err(Error::Invalid(format!(
+            "σ applies to the Gaussian likelihood, not the {other}"
+        ))),
+    }
+}
+
 /// What [`Laplace::fit`] may use.
 pub struct FitOptions<'a> {
     /// Bytes the fit may allocate at once (the Jacobian and the P×P GGN of a full fit).
@@ -336,10 +362,7 @@ impl Laplace {
         let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
         let f = crate::nn::predict(net, &model.w, x);
         let nll = lik.nll_sum(f.as_ref(), y);
-        let sse = (0..n)
-            .flat_map(|i| (0..k).map(move |j| (i, j)))
-            .map(|(i, j)| (f[(i, j)] - y[(i, j)]).powi(2))
-            .sum();
+        let sse = crate::linalg::sq_diff(f.as_ref(), y);
         let ggn = match structure {
             HessianStructure::Full => {
                 check_memory(
@@ -486,30 +509,12 @@ impl Posterior for Laplace {
         self.posterior.structure
     }
 
-    /// For the Gaussian, `H ∝ σ⁻²` and `−log p(D | w*) = SSE/(2σ²) + (NK/2) log 2πσ²`; the
-    /// classification likelihoods have no σ.
+    /// At another σ see [`at_sigma`].
     fn log_marginal_likelihood(&self, delta: Option<f64>, sigma: Option<f64>) -> Result<f64> {
         let m = &self.model;
         let delta = delta.unwrap_or(m.delta);
         crate::train::check_delta(delta)?;
-        let (nll, c) = match (sigma, m.likelihood) {
-            (None, _) => (self.nll, 1.0),
-            (Some(s), LikelihoodKind::Gaussian) if s.is_finite() && s > 0.0 => (
-                0.5 * self.sse / (s * s)
-                    + 0.5 * self.nk as f64 * (std::f64::consts::TAU * s * s).ln(),
-                (m.sigma / s).powi(2),
-            ),
-            (Some(s), LikelihoodKind::Gaussian) => {
-                return Err(Error::Invalid(format!(
-                    "σ must be a positive number, got {s}"
-                )))
-            }
-            (Some(_), other) => {
-                return Err(Error::Invalid(format!(
-                    "σ applies to the Gaussian likelihood, not the {other}"
-                )))
-            }
-        };
+        let (nll, c) = at_sigma(m, self.nll, self.sse, self.nk, sigma)?;
         Ok(laplace_evidence(
             -nll,
             delta,
