@@ -19,7 +19,7 @@ use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::{Network, Sequential};
-use dnn2gp::posterior::fitted::class_probabilities;
+use dnn2gp::posterior::fitted::{blocks_by_input_block, class_probabilities, inputs_per_block};
 use dnn2gp::posterior::Link;
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::Stationarity;
@@ -266,18 +266,14 @@ pub(super) fn class_predictive(
 ) -> Result<ClassPredictive> {
     let (m, k, p) = (xs.nrows(), net.n_outputs(), net.n_params());
     // The Jacobian a block of inputs at a time (256 MiB or one input).
-    let rows = ((256usize << 20) / mat_bytes(k, p).max(1) as usize).clamp(1, m.max(1));
     check_memory(
         "the Jacobian of one input (K×P)",
-        mat_bytes(rows * k, p),
+        mat_bytes(inputs_per_block(k, p, m) * k, p),
         ctx.memory,
         "use a smaller network",
     )?;
-    let mut blocks = Vec::with_capacity(m * k * k);
-    for s in (0..m).step_by(rows) {
-        let j = net.jacobian(w, xs.subrows(s, rows.min(m - s)));
-        blocks.extend(post.functional_covariance_blocks(j.as_ref(), k));
-    }
+    let mut blocks =
+        blocks_by_input_block(net, w, xs, &|j| post.functional_covariance_blocks(j, k));
     let mut logits = net.forward(w, xs);
     // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]]: the same
     // probabilities (1 − s(f), s(f)), by every link, for the two classes.

@@ -125,6 +125,32 @@ fn diagonals(blocks: &[f64], k: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Inputs per block of [`blocks_by_input_block`]: at most 256 MiB of Jacobian (K×P each), at
+/// least one, at most the `m` inputs.
+pub fn inputs_per_block(k: usize, p: usize, m: usize) -> usize {
+    ((256usize << 20) / mat_bytes(k, p).max(1) as usize).clamp(1, m.max(1))
+}
+
+/// The K×K blocks `J(x_m) Σ J(x_m)ᵀ` at the rows of `x`, `blocks` applied to the stacked
+/// Jacobians of [`inputs_per_block`] inputs at a time.
+pub fn blocks_by_input_block(
+    net: &dyn Network,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    blocks: &dyn Fn(MatRef<'_, f64>) -> Vec<f64>,
+) -> Vec<f64> {
+    let rows = inputs_per_block(net.n_outputs(), net.n_params(), x.nrows());
+    (0..x.nrows())
+        .step_by(rows)
+        .flat_map(|s| {
+            blocks(
+                net.jacobian(w, x.subrows(s, rows.min(x.nrows() - s)))
+                    .as_ref(),
+            )
+        })
+        .collect()
+}
+
 /// A Gaussian posterior `N(μ, Σ)` over a network's weights and what it gives, in the shape of
 /// laplace-torch's `BaseLaplace`. The structures (full, diag; next KFAC, low-rank, last layer)
 /// are members; the command line and the examples call only this.
@@ -156,15 +182,7 @@ pub trait Posterior {
     /// (M·K·K), a block of inputs at a time (at most 256 MiB of Jacobian).
     fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
         let m = self.model();
-        let (k, p) = (m.net.n_outputs(), m.net.n_params());
-        let rows = ((256usize << 20) / mat_bytes(k, p).max(1) as usize).clamp(1, x.nrows().max(1));
-        (0..x.nrows())
-            .step_by(rows)
-            .flat_map(|s| {
-                let j = m.net.jacobian(&m.w, x.subrows(s, rows.min(x.nrows() - s)));
-                self.covariance_blocks(j.as_ref())
-            })
-            .collect()
+        blocks_by_input_block(&m.net, &m.w, x, &|j| self.covariance_blocks(j))
     }
 
     /// The functional variance `diag J(x) Σ J(x)ᵀ` (M·K, row `m·K + k`).
