@@ -717,7 +717,7 @@ pub(super) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) 
             )],
         );
     }
-    let lik = model.likelihood();
+    let lik = model.likelihood()?;
     Ok(Fitted {
         model,
         kind,

@@ -76,6 +76,15 @@ impl Warning {
         }
     }
 
+    /// Appends the warnings of `new` that `into` does not hold yet, each once.
+    pub fn add_new(into: &mut Vec<Warning>, new: impl IntoIterator<Item = Warning>) {
+        for w in new {
+            if !into.contains(&w) {
+                into.push(w);
+            }
+        }
+    }
+
     /// The same warning about a prediction, saying on which `inputs`.
     pub fn on(&self, inputs: &str) -> Self {
         Warning::new(&self.kind, format!("on {inputs}: {}", self.message))

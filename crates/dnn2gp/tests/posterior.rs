@@ -52,7 +52,7 @@ fn the_evidence_at_other_delta_and_sigma_equals_a_fresh_fit() {
         // At the fitted values: the weight-space posterior's own evidence.
         let lin = Linearization::new(
             &model.net,
-            model.likelihood().as_ref(),
+            model.likelihood().unwrap().as_ref(),
             split.train.x.as_ref(),
             split.train.y.as_ref(),
             &model.w,
@@ -87,7 +87,7 @@ fn the_evidence_at_other_delta_and_sigma_equals_a_fresh_fit() {
     let la = fit(model.clone(), &split, HessianStructure::Full);
     let lin = Linearization::new(
         &model.net,
-        model.likelihood().as_ref(),
+        model.likelihood().unwrap().as_ref(),
         split.train.x.as_ref(),
         split.train.y.as_ref(),
         &model.w,

@@ -240,36 +240,23 @@ pub fn gp_report(
     let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
     let stationarity_gap = gp.stationarity_gap();
     let mut warnings = Vec::new();
-    let mut warn = |new: &mut dyn Iterator<Item = Warning>| {
-        for w in new {
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
-        }
-    };
-    warn(&mut gp.warnings().into_iter());
-    warn(&mut stationarity.warning(Some(stationarity_gap)).into_iter());
+    Warning::add_new(&mut warnings, gp.warnings());
+    Warning::add_new(&mut warnings, stationarity.warning(Some(stationarity_gap)));
     let predict = |xs| predict_at(&gp, diag.as_ref(), net, w, x, xs, memory);
     let pred = predict(split.test.x.as_ref())?;
-    warn(
-        &mut pred
-            .clamped
-            .as_ref()
-            .map(|w| w.on("the test inputs"))
-            .into_iter(),
+    Warning::add_new(
+        &mut warnings,
+        pred.clamped.as_ref().map(|w| w.on("the test inputs")),
     );
     let test = score(net, lik, split, w, pred);
     let comparison = match grid {
         Some((xs, grid)) => {
             let mc_post = LaplaceGgn::fit(&lin, delta, o.mc_hessian, memory)?;
-            warn(&mut mc_post.warnings().into_iter());
+            Warning::add_new(&mut warnings, mc_post.warnings());
             let gp_pred = predict(grid)?;
-            warn(
-                &mut gp_pred
-                    .clamped
-                    .as_ref()
-                    .map(|w| w.on("the plotting grid"))
-                    .into_iter(),
+            Warning::add_new(
+                &mut warnings,
+                gp_pred.clamped.as_ref().map(|w| w.on("the plotting grid")),
             );
             let net_mean: Vec<f64> = net.forward(w, grid).col(0).iter().copied().collect();
             let mc = mc_predictive(

@@ -4,7 +4,7 @@ use faer::{Mat, MatRef};
 
 use crate::curvature::Precision;
 use crate::error::{Result, Warning};
-use crate::gp::variational::{converged_linearizations, posterior_points, step_kernel};
+use crate::gp::variational::{converged_linearizations, step_kernel};
 use crate::gp::{mixture, Dnn2Gp, GpPrediction, Space};
 use crate::likelihood::Likelihood;
 use crate::linalg::{check_memory, mat_bytes};
@@ -69,22 +69,17 @@ pub fn converged_gp(
     memory_limit: u128,
 ) -> Result<ConvergedGp> {
     let lins = converged_linearizations(net, lik, x, y, mu, precision, samples, seed);
-    let points = posterior_points(mu, precision, samples, seed);
     let s = lins.len() as f64;
     let (mut log_marglik, mut jitter) = (0.0, 0.0f64);
     let mut warnings: Vec<Warning> = Vec::new();
     let mut preds = Vec::new();
-    for (lin, w) in lins.iter().zip(&points) {
+    for lin in &lins {
         let gp = Dnn2Gp::new(lin, delta, Space::Auto, memory_limit)?;
         log_marglik += gp.log_marginal_likelihood()? / s;
         jitter = jitter.max(gp.jitter());
-        for w in gp.warnings() {
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
-        }
+        Warning::add_new(&mut warnings, gp.warnings());
         if let Some(g) = grid {
-            preds.push(gp.predict(net.jacobian(w, g).as_ref()));
+            preds.push(gp.predict(net.jacobian(lin.point(), g).as_ref()));
         }
     }
     Ok(ConvergedGp {

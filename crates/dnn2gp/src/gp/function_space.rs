@@ -53,7 +53,7 @@ impl FunctionSpace {
             memory_limit,
             "use the weight-space Laplace posterior when P < N·K",
         )?;
-        let lik = model.likelihood();
+        let lik = model.likelihood()?;
         let lin = Linearization::checked(&model.net, lik.as_ref(), x, y, &model.w, memory_limit)?;
         let noise = lin.lambda_inv()?;
         let ntk = model.net.ntk(&model.w, x, x);

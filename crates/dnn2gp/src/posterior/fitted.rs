@@ -341,8 +341,9 @@ pub struct Laplace {
     /// another σ.
     sse: f64,
     nk: usize,
-    /// The eigenvalues of a full H, for the evidence at other δ and σ (computed once).
-    eigenvalues: OnceLock<Vec<f64>>,
+    /// The eigenvalues of a full H, for the evidence at other δ and σ (computed once; `None`
+    /// when the eigendecomposition did not converge).
+    eigenvalues: OnceLock<Option<Vec<f64>>>,
 }
 
 /// Metadata keys of a saved posterior.
@@ -364,7 +365,7 @@ impl Laplace {
         structure: HessianStructure,
         opts: &FitOptions<'_>,
     ) -> Result<Self> {
-        let (net, lik) = (&model.net, model.likelihood());
+        let (net, lik) = (&model.net, model.likelihood()?);
         if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != net.n_outputs() {
             return Err(Error::Invalid(format!(
                 "data of {} inputs × {} columns and {} targets × {} columns for a network of {} \
@@ -426,18 +427,25 @@ impl Laplace {
 
     /// `log|c H + δI|`, from the fitted factor at the fitted (δ, c = 1), else from H's
     /// eigenvalues (floored at 0) or its diagonal.
-    fn log_det_precision(&self, delta: f64, c: f64) -> f64 {
+    fn log_det_precision(&self, delta: f64, c: f64) -> Result<f64> {
         if delta == self.model.delta && c == 1.0 {
-            return self.posterior.log_det_precision();
+            return Ok(self.posterior.log_det_precision());
         }
         let terms = |s: &[f64]| s.iter().map(|s| (c * s.max(0.0) + delta).ln()).sum();
         match &self.ggn {
-            Ggn::Diag(h) => terms(h),
-            Ggn::Full(h) => terms(self.eigenvalues.get_or_init(|| {
-                h.as_ref()
-                    .self_adjoint_eigenvalues(Side::Lower)
-                    .unwrap_or_else(|_| vec![f64::NAN; h.nrows()])
-            })),
+            Ggn::Diag(h) => Ok(terms(h)),
+            Ggn::Full(h) => self
+                .eigenvalues
+                .get_or_init(|| h.as_ref().self_adjoint_eigenvalues(Side::Lower).ok())
+                .as_deref()
+                .map(terms)
+                .ok_or_else(|| {
+                    Error::Numerical(
+                        "the eigendecomposition of the GGN did not converge: the evidence at \
+                         another δ or σ is not available"
+                            .into(),
+                    )
+                }),
         }
     }
 
@@ -538,7 +546,7 @@ impl Posterior for Laplace {
             delta,
             dot(&m.w, &m.w),
             m.w.len(),
-            self.log_det_precision(delta, c),
+            self.log_det_precision(delta, c)?,
         ))
     }
 

@@ -72,11 +72,10 @@ impl Model {
         })
     }
 
-    /// The likelihood with the model's σ.
-    pub fn likelihood(&self) -> Box<dyn Likelihood> {
-        self.likelihood
-            .build(self.sigma)
-            .expect("σ was checked when the model was made")
+    /// The likelihood with the model's σ (refused when σ, a public field, was set to a value
+    /// that is not a positive number).
+    pub fn likelihood(&self) -> Result<Box<dyn Likelihood>> {
+        self.likelihood.build(self.sigma)
     }
 
     /// Writes the model file (weights in `dtype`, metadata as strings).
