@@ -78,8 +78,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => super::predict::predict(&ctx, a),
         Command::Bench(a) => {
             for _ in 0..a.reps.max(1) {
-                let run = dnn2gp_bench::run(&a.workload, &a.baselines)?;
-                println!("{}", serde_json::to_string(&run)?);
+                for run in dnn2gp_bench::run(&a.workload, &a.baselines)? {
+                    println!("{}", serde_json::to_string(&run)?);
+                }
             }
             Ok(())
         }
@@ -770,6 +771,19 @@ pub(super) struct GpOptions {
     space: Space,
 }
 
+/// A `--hessian` of the GP report (`gp`, `predict`): full or diag; KFAC posteriors come from
+/// `evaluate`.
+pub(super) fn full_or_diag(option: &str, value: &str) -> Result<HessianStructure> {
+    match value.parse()? {
+        HessianStructure::Kron => Err(Error::Invalid(format!(
+            "{option} kron: this command's GP takes full or diag; KFAC (and last-layer) \
+             posteriors are fitted by `dnn2gp evaluate --hessian kron`"
+        ))
+        .into()),
+        h => Ok(h),
+    }
+}
+
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let fitted = load_fitted(&a.model, data_override(&a.data)?, "--data")?;
     let opts = GpOptions {
@@ -779,8 +793,8 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
             .as_deref()
             .map(|g| parse_grid("--delta-grid", g))
             .transpose()?,
-        hessian: a.hessian.parse()?,
-        mc_hessian: a.mc_hessian.parse()?,
+        hessian: full_or_diag("--hessian", &a.hessian)?,
+        mc_hessian: full_or_diag("--mc-hessian", &a.mc_hessian)?,
         space: a.space.parse()?,
     };
     dnn2gp::train::check_delta(opts.delta)?;

@@ -27,7 +27,7 @@ use dnn2gp::{Error, Warning};
 
 use super::args::{GpCmd, PredictCmd};
 use super::commands::{
-    load_fitted, one_data_set, positive, warn, write_kernel, Ctx, Fitted, GpOptions,
+    full_or_diag, load_fitted, one_data_set, positive, warn, write_kernel, Ctx, Fitted, GpOptions,
 };
 use super::outdir::OutDir;
 
@@ -77,7 +77,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let (d, k) = (net.n_inputs(), net.n_outputs());
     let delta = a.delta.unwrap_or(model.delta);
     dnn2gp::train::check_delta(delta)?;
-    let hessian: HessianStructure = a.hessian.parse()?;
+    let hessian = full_or_diag("--hessian", &a.hessian)?;
     let space: Space = a.space.parse()?;
     positive("--samples", a.samples)?;
     // New inputs: D columns, or D + 1 with a target in the last one.
@@ -127,8 +127,8 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         warn(&mut warnings, gp.warnings());
         used_space = gp.space;
         let diag = match hessian {
-            HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
             HessianStructure::Full => None,
+            _ => Some(LaplaceGgn::fit(&lin, delta, hessian, ctx.memory)?),
         };
         let pred = predict_at(&gp, diag.as_ref(), net, w, x, xs.as_ref(), ctx.memory)?;
         warn(&mut warnings, pred.clamped.clone());
@@ -273,7 +273,9 @@ pub(super) fn class_predictive(
         "use a smaller network",
     )?;
     let mut blocks =
-        blocks_by_input_block(net, w, xs, &|j| post.functional_covariance_blocks(j, k));
+        blocks_by_input_block((k, p), xs, &|x| net.jacobian(w, x), &|j| {
+            post.functional_covariance_blocks(j, k)
+        });
     let mut logits = net.forward(w, xs);
     // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]]: the same
     // probabilities (1 − s(f), s(f)), by every link, for the two classes.
@@ -434,7 +436,7 @@ pub(super) fn gp_classifier(
         // The Laplace evidence over δ: the GGN's eigenvalues once (full), or its diagonal.
         let path = match hessian {
             HessianStructure::Full => Some(DeltaPath::laplace(&lin, ctx.memory)?),
-            HessianStructure::Diag => None,
+            _ => None,
         };
         let h = lin.ggn_diag();
         let mut rows = Vec::with_capacity(deltas.len());

@@ -1,4 +1,4 @@
-//! The peers' workloads B1–B5 (`../shared/baselines/`), run on the same data and weights files,
+//! The peers' workloads B1–B6 (`../shared/baselines/`), run on the same data and weights files,
 //! timed phase by phase and checked against the peers' outputs; and the machine's GEMM peak.
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
@@ -13,6 +13,11 @@
 //! - B4: VOGN steps (diagonal, squared gradients, batch 64, 1 and 8 samples) on B1's network.
 //! - B5: full empirical NTK (3000×3000, f32) of LeNet-5 with average pooling on 300 MNIST
 //!   images.
+//! - B6: post-hoc Laplace (last-layer and all-weights; kron, diag, full) on a LeNet-5 trained
+//!   on all of MNIST, the prior by the evidence, the probit predictive on rotated test images
+//!   ([`b6`]).
+
+pub mod b6;
 
 use std::path::Path;
 use std::time::Instant;
@@ -55,9 +60,19 @@ pub struct BenchRun {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// Runs `name` (`B1`–`B5`, `gemm`) on the baselines' data folder.
-pub fn run(name: &str, data: &Path) -> Result<BenchRun> {
-    let mut run = match name.to_ascii_uppercase().as_str() {
+/// Runs `name` on the baselines' data folder: `B1`–`B5`, `gemm`, `B6` (each of
+/// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`).
+pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
+    if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
+        return Ok(vec![finish(b6::b6(data, variant)?)]);
+    }
+    if name.eq_ignore_ascii_case("B6") {
+        return b6::VARIANTS
+            .iter()
+            .map(|v| b6::b6(data, v).map(finish))
+            .collect();
+    }
+    let run = match name.to_ascii_uppercase().as_str() {
         "B1" => b1(data)?,
         "B2" => b2(data)?,
         "B3" => b3(data)?,
@@ -66,13 +81,19 @@ pub fn run(name: &str, data: &Path) -> Result<BenchRun> {
         "GEMM" => gemm_peak(),
         other => {
             return Err(Error::Invalid(format!(
-                "unknown workload '{other}' (expected B1, B2, B3, B4, B5 or gemm)"
+                "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET \
+                 or gemm)"
             )))
         }
     };
+    Ok(vec![finish(run)])
+}
+
+/// The total of the phases and the peak memory.
+fn finish(mut run: BenchRun) -> BenchRun {
     run.total_s = run.timings_s.iter().map(|(_, t)| t).sum();
     run.peak_rss_mib = peak_rss_mib();
-    Ok(run)
+    run
 }
 
 /// `VmHWM` of `/proc/self/status` in MiB.

@@ -1,6 +1,7 @@
 //! Curvature at a point `w`: the network linearised there ([`Linearization`]: `J_i`, `r_i`,
 //! `Λ_i`) and the GGN `Σ_i J_iᵀ Λ_i J_i` in the structures a posterior needs (full, diagonal).
 
+pub mod kron;
 pub mod linearization;
 pub mod precision;
 
@@ -11,6 +12,7 @@ use crate::linalg::par_chunk_sum;
 use crate::nn::{Cotangents, Network, Reduce};
 use crate::progress::Progress;
 
+pub use kron::{kron_factors, Kron};
 pub use linearization::Linearization;
 pub use precision::Precision;
 

@@ -1,14 +1,15 @@
-//! The precision `A = Σ⁻¹` of a Gaussian `N(μ, Σ)` over the weights, factorised, full or
-//! diagonal: what the Laplace posterior and VOGN's `q` both hold, with the sampling and
+//! The precision `A = Σ⁻¹` of a Gaussian `N(μ, Σ)` over the weights, factorised, full,
+//! diagonal or Kronecker-factored (KFAC): what the Laplace posterior and VOGN's `q` both hold, with the sampling and
 //! variance code they share.
 
 use faer::{Mat, MatRef};
 
+use super::Kron;
 use crate::error::Result;
 use crate::linalg::{at_b, col_sq_norms, wide, Cholesky, SpdFactor};
 use crate::rng::{normals, normals_then, Rng};
 
-/// `A = Σ⁻¹`, full or diagonal.
+/// `A = Σ⁻¹`, full, diagonal or KFAC.
 #[derive(Debug, Clone)]
 pub enum Precision {
     /// A full precision `A = M Mᵀ`.
@@ -20,6 +21,8 @@ pub enum Precision {
     },
     /// The diagonal entries of A.
     Diag(Vec<f64>),
+    /// Kronecker blocks per layer, eigendecomposed.
+    Kron(Kron),
 }
 
 impl Precision {
@@ -37,6 +40,7 @@ impl Precision {
         match self {
             Precision::Full { factor, .. } => factor.dim(),
             Precision::Diag(d) => d.len(),
+            Precision::Kron(k) => k.dim(),
         }
     }
 
@@ -50,6 +54,7 @@ impl Precision {
             Precision::Diag(d) => {
                 Mat::from_fn(d.len(), d.len(), |i, j| if i == j { d[i] } else { 0.0 })
             }
+            Precision::Kron(k) => k.dense(),
         }
     }
 
@@ -58,6 +63,7 @@ impl Precision {
         match self {
             Precision::Full { factor, .. } => factor.solve_vec(v),
             Precision::Diag(d) => v.iter().zip(d).map(|(v, d)| v / d).collect(),
+            Precision::Kron(k) => k.covariance_times(v),
         }
     }
 
@@ -76,6 +82,7 @@ impl Precision {
                     }
                 })
             }),
+            Precision::Kron(k) => k.sample(mu, rng),
         }
     }
 
@@ -86,6 +93,7 @@ impl Precision {
             Precision::Diag(d) => (0..j.nrows())
                 .map(|m| j.row(m).iter().zip(d).map(|(j, d)| j * j / d).sum())
                 .collect(),
+            Precision::Kron(k) => crate::linalg::row_sq_norms(k.whiten(j).as_ref()),
         }
     }
 
@@ -103,6 +111,7 @@ impl Precision {
                 let scaled = Mat::from_fn(ja.nrows(), ja.ncols(), |r, c| ja[(r, c)] / d[c]);
                 crate::linalg::a_bt(scaled.as_ref(), jb)
             }
+            Precision::Kron(k) => crate::linalg::a_bt(k.whiten(ja).as_ref(), k.whiten(jb).as_ref()),
         }
     }
 
@@ -131,6 +140,9 @@ impl Precision {
                 let s: Vec<f64> = d.iter().map(|v| 1.0 / v).collect();
                 diag_covariance_blocks(j, k, &s)
             }
+            Precision::Kron(kron) => {
+                diag_covariance_blocks(kron.whiten(j).as_ref(), k, &vec![1.0; kron.dim()])
+            }
         }
     }
 
@@ -139,6 +151,7 @@ impl Precision {
         match self {
             Precision::Full { factor, .. } => factor.log_det(),
             Precision::Diag(d) => d.iter().map(|v| v.ln()).sum(),
+            Precision::Kron(k) => k.log_det(),
         }
     }
 
@@ -150,6 +163,7 @@ impl Precision {
                 (0..c.nrows()).map(|i| c[(i, i)]).collect()
             }
             Precision::Diag(d) => d.iter().map(|v| 1.0 / v).collect(),
+            Precision::Kron(k) => k.variances(),
         }
     }
 
@@ -159,6 +173,7 @@ impl Precision {
         match self {
             Precision::Full { factor, .. } => factor.solve(Mat::<f64>::identity(p, p).as_ref()),
             Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
+            Precision::Kron(k) => k.covariance(),
         }
     }
 
@@ -166,7 +181,7 @@ impl Precision {
     pub fn jitter(&self) -> f64 {
         match self {
             Precision::Full { factor, .. } => factor.jitter(),
-            Precision::Diag(_) => 0.0,
+            Precision::Diag(_) | Precision::Kron(_) => 0.0,
         }
     }
 }

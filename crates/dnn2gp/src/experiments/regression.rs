@@ -229,8 +229,8 @@ pub fn gp_report(
     };
     // The diagonal posterior when asked for; the full one is the GP's own.
     let diag = match o.hessian {
-        HessianStructure::Diag => Some(LaplaceGgn::fit(&lin, delta, o.hessian, memory)?),
         HessianStructure::Full => None,
+        _ => Some(LaplaceGgn::fit(&lin, delta, o.hessian, memory)?),
     };
     let log_marglik = gp.log_marginal_likelihood()?;
     let laplace_log_evidence = match &diag {

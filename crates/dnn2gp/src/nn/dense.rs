@@ -5,7 +5,8 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
-use super::{Factor, Sink};
+use super::{Factor, KronSums, Sink};
+use crate::linalg::at_b;
 
 /// Adds the layer's parameter derivatives (weight at `w_off`, `o×i` row-major, then the bias)
 /// to `sink`, reduced over the rows of `g` as the sink asks.
@@ -56,6 +57,11 @@ pub(crate) fn dense_param_derivs(
             sum_into(grad);
             sumsq_into(sq);
         }
+        Sink::Kron(f) => f.push(KronSums {
+            a: at_b(a_in, a_in),
+            g: at_b(g, g),
+            positions: 1,
+        }),
         Sink::Factors(f) => f.push(Factor::Dense {
             g: g.to_owned(),
             a: Mat::from_fn(n, i + 1, |e, c| if c < i { a_in[(e, c)] } else { 1.0 }),

@@ -347,11 +347,16 @@ fn outputs_g<T: Real>(rows: usize, k: usize) -> Mat<T> {
     })
 }
 
-/// The Jacobian block of a dense layer, rows `G_m ⊗ Ã_{n(m)}`.
+/// The Jacobian block of a dense layer, rows `G_m ⊗ Ã_{n(m)}`, in the parameter order (the
+/// weight row-major, then the bias).
 fn block_form<T: Real>(g: &Mat<T>, a: &Mat<T>, k: usize) -> Factor<T> {
-    let inp = a.ncols();
-    Factor::Block(Mat::from_fn(g.nrows(), g.ncols() * inp, |m, c| {
-        g[(m, c / inp)] * a[(m / k, c % inp)]
+    let (out, inp) = (g.ncols(), a.ncols() - 1);
+    Factor::Block(Mat::from_fn(g.nrows(), out * (inp + 1), |m, c| {
+        if c < out * inp {
+            g[(m, c / inp)] * a[(m / k, c % inp)]
+        } else {
+            g[(m, c - out * inp)]
+        }
     }))
 }
 
@@ -434,6 +439,16 @@ impl<T: Real> JacobianFactors<T> {
             layers: forward_factors::<B, T>(net, w, x),
             k: net.outputs(),
         }
+    }
+
+    /// Each layer's factor, last layer first.
+    pub(crate) fn layers(&self) -> &[Factor<T>] {
+        &self.layers
+    }
+
+    /// Rows per example K.
+    pub fn k(&self) -> usize {
+        self.k
     }
 
     /// Rows `NK` of `J`.

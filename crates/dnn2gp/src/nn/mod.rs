@@ -113,6 +113,31 @@ pub trait Network: Sync {
     }
     /// Initial parameters from a seed.
     fn init(&self, seed: u64) -> Vec<f64>;
+    /// Each layer's [`KronSums`] (first layer first) for the cotangent rows `roots(F)`
+    /// (`rpe` rows per example) backpropagated from one forward pass on `X`.
+    fn kron_sums(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        roots: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
+        rpe: usize,
+    ) -> Vec<KronSums>;
+}
+
+/// [`Network::kron_sums`] from one recorded forward pass.
+pub(crate) fn kron_sums<B: Backprop>(
+    net: &B,
+    w: &[f64],
+    x: MatRef<'_, f64>,
+    roots: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
+    rpe: usize,
+) -> Vec<KronSums> {
+    let tape = net.record(w, x);
+    let g = roots(B::output(&tape).as_ref());
+    let mut out = Vec::new();
+    net.backprop(w, &tape, g, rpe, Sink::Kron(&mut out));
+    out.reverse();
+    out
 }
 
 /// `J(X_a) J(X_b)ᵀ` from the factors `of` each side; one set and the symmetric product when
@@ -185,6 +210,29 @@ pub(crate) enum Sink<'a> {
     /// Each layer's share of the Jacobian rows (last layer first): what structured kernels
     /// need.
     Factors(&'a mut Vec<Factor>),
+    /// Each layer's Kronecker sums `Σ ã ãᵀ` and `Σ g gᵀ` (last layer first): what KFAC needs.
+    Kron(&'a mut Vec<KronSums>),
+}
+
+/// One layer's Kronecker sums over a batch, for KFAC: `A = Σ_{n,t} a_{nt} a_{nt}ᵀ` over the
+/// layer's inputs (a conv layer's patches, `t` over its output positions) and
+/// `G = Σ_{m,t} g_{mt} g_{mtᵀ}` over the cotangent rows backpropagated to its outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KronSums {
+    /// `Σ a aᵀ` (inputs × inputs; the bias is kept apart).
+    pub a: Mat<f64>,
+    /// `Σ g gᵀ` (outputs × outputs).
+    pub g: Mat<f64>,
+    /// Weight-sharing positions per example (1 for a dense layer, `oh·ow` for a conv layer).
+    pub positions: usize,
+}
+
+impl KronSums {
+    /// Adds another batch's sums.
+    pub fn add(&mut self, other: &KronSums) {
+        self.a += &other.a;
+        self.g += &other.g;
+    }
 }
 
 /// Number of examples per parallel Jacobian chunk.

@@ -14,7 +14,7 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
 use super::dense::dense_param_derivs;
 use super::Mlp;
 use super::{
-    forward_jacobian, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
+    forward_jacobian, kron_sums, reduce, KronSums, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
     Sink,
 };
 use crate::error::{Error, Result};
@@ -730,6 +730,9 @@ impl Sequential {
                     // is written (one contiguous column per row).
                     let mut block_t = matches!(sink, Sink::Factors(_))
                         .then(|| Mat::<f64>::zeros(o * ckk + o, m_rows));
+                    // For KFAC: the sums of patch and position-cotangent outer products.
+                    let mut kron = matches!(sink, Sink::Kron(_))
+                        .then(|| (Mat::<f64>::zeros(ckk, ckk), Mat::<f64>::zeros(o, o)));
                     // The rows of one example share its patches: all of them go through one
                     // product each way, `D = G Cᵀ` (rows·o × ckk) and `Bᵀ = Gᵀ W`
                     // (rows·pos × ckk). With `g` transposed once, row m's cotangent is a
@@ -751,8 +754,16 @@ impl Sequential {
                             pos,
                             r * o,
                         );
+                        if let Some((ka, kg)) = kron.as_mut() {
+                            matmul(ka.as_mut(), Accum::Add, cm, cm.transpose(), 1.0, Par::Seq);
+                            for i in 0..r {
+                                let gi = gs_t.subcols(i * o, o);
+                                matmul(kg.as_mut(), Accum::Add, gi.transpose(), gi, 1.0, Par::Seq);
+                            }
+                        }
                         let mut d = Mat::<f64>::zeros(r * o, ckk);
-                        matmul(
+                        if kron.is_none() {
+                            matmul(
                             d.as_mut(),
                             Accum::Replace,
                             gs_t.transpose(),
@@ -760,6 +771,7 @@ impl Sequential {
                             1.0,
                             Par::Seq,
                         );
+                        }
                         for (i, m) in rows.clone().enumerate() {
                             let dm = d.as_ref().subrows(i * o, o);
                             let bias: Vec<f64> = (0..o)
@@ -782,6 +794,7 @@ impl Sequential {
                                 Sink::Rows(jac) => {
                                     write_row(jac.rb_mut().row_mut(m), dm, &bias, w_off, b_off)
                                 }
+                                Sink::Kron(_) => {}
                             }
                         }
                         if l > 0 {
@@ -811,6 +824,13 @@ impl Sequential {
                                 }
                             }
                         }
+                    }
+                    if let (Some((a, g)), Sink::Kron(f)) = (kron, &mut sink) {
+                        f.push(KronSums {
+                            a,
+                            g,
+                            positions: pos,
+                        });
                     }
                     if let (Some(bt), Sink::Factors(f)) = (block_t, &mut sink) {
                         let mut b = Mat::<f64>::zeros(m_rows, bt.nrows());
@@ -936,6 +956,19 @@ impl Network for Sequential {
         match &self.fused {
             Some(m) => JacobianFactors::new(m, w, x),
             None => JacobianFactors::new(self, w, x),
+        }
+    }
+
+    fn kron_sums(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        roots: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
+        rpe: usize,
+    ) -> Vec<KronSums> {
+        match &self.fused {
+            Some(m) => kron_sums(m, w, x, roots, rpe),
+            None => kron_sums(self, w, x, roots, rpe),
         }
     }
 

@@ -61,23 +61,28 @@ use std::sync::OnceLock;
 use faer::{Mat, MatRef, Side};
 
 use super::laplace::{laplace_evidence, HessianStructure, LaplaceGgn};
-use crate::curvature::{ggn_diagonal, Linearization};
+use crate::curvature::{ggn_diagonal, kron_factors, Kron, Linearization, Precision};
 use crate::error::{Error, Result};
 use crate::likelihood::classification::{probit, softmax};
 use crate::likelihood::LikelihoodKind;
 use crate::linalg::{check_memory, dot, mat_bytes, sym_sqrt};
 use crate::nn::weights::{self, ParamTensor, StoredDtype};
-use crate::nn::Network;
+use crate::nn::{KronSums, Layer, Network, Sequential};
 use crate::progress::Progress;
 use crate::rng::{normals, seeded};
 use crate::train::model::Model;
 
 /// How class probabilities come from the Gaussian over the logits `f ~ N(f*(x), J Σ Jᵀ)`:
-/// laplace-torch's `link_approx`.
+/// laplace-torch's `link_approx` (`probit`, `mc`, `bridge`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     /// `softmax(f*_k / √(1 + π v_k / 8))` (the sigmoid for one logit).
     Probit,
+    /// The Laplace bridge (Hobbhahn et al. 2022): the mean of the Dirichlet matched to the
+    /// Gaussian after the zero-sum correction `f̃ = f − Σ1 (1ᵀf)/(1ᵀΣ1)`,
+    /// `Σ̃ = Σ − Σ11ᵀΣ/(1ᵀΣ1)`: `α_k = (1 − 2/K + e^{f̃_k} Σ_l e^{−f̃_l} / K²) / Σ̃_kk`,
+    /// `p = α / Σα` (two or more classes).
+    Bridge,
     /// The mean of `softmax(f)` over `samples` draws of f, from `seed`.
     MonteCarlo {
         /// Draws per input.
@@ -132,28 +137,56 @@ pub fn inputs_per_block(k: usize, p: usize, m: usize) -> usize {
 }
 
 /// The K×K blocks `J(x_m) Σ J(x_m)ᵀ` at the rows of `x`, `blocks` applied to the stacked
-/// Jacobians of [`inputs_per_block`] inputs at a time.
+/// Jacobians `jacobian(x_block)` (K×P per input) of [`inputs_per_block`] inputs at a time.
 pub fn blocks_by_input_block(
-    net: &dyn Network,
-    w: &[f64],
+    (k, p): (usize, usize),
     x: MatRef<'_, f64>,
+    jacobian: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
     blocks: &dyn Fn(MatRef<'_, f64>) -> Vec<f64>,
 ) -> Vec<f64> {
-    let rows = inputs_per_block(net.n_outputs(), net.n_params(), x.nrows());
+    let rows = inputs_per_block(k, p, x.nrows());
     (0..x.nrows())
         .step_by(rows)
-        .flat_map(|s| {
-            blocks(
-                net.jacobian(w, x.subrows(s, rows.min(x.nrows() - s)))
-                    .as_ref(),
-            )
-        })
+        .flat_map(|s| blocks(jacobian(x.subrows(s, rows.min(x.nrows() - s))).as_ref()))
         .collect()
 }
 
-/// A Gaussian posterior `N(μ, Σ)` over a network's weights and what it gives, in the shape of
-/// laplace-torch's `BaseLaplace`. The structures (full, diag; next KFAC, low-rank, last layer)
-/// are members; the command line and the examples call only this.
+/// Which weights the posterior covers, with laplace-torch's names (`all`, `last_layer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subset {
+    /// Every weight.
+    All,
+    /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
+    /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
+    LastLayer,
+}
+
+impl FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "all" => Ok(Subset::All),
+            "last-layer" | "last_layer" => Ok(Subset::LastLayer),
+            other => Err(Error::Invalid(format!(
+                "unknown subset of weights '{other}' (expected all or last-layer)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Subset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Subset::All => "all",
+            Subset::LastLayer => "last_layer",
+        })
+    }
+}
+
+/// A Gaussian posterior `N(μ, Σ)` over a network's weights (all, or a subset) and what it
+/// gives, in the shape of laplace-torch's `BaseLaplace`. The structures (full, diag, kron) and
+/// subsets (all, last layer) are members; the command line and the examples call only this.
 pub trait Posterior {
     /// The model: network, `μ = w*`, likelihood, σ, δ.
     fn model(&self) -> &Model;
@@ -161,12 +194,24 @@ pub trait Posterior {
     /// The curvature structure.
     fn structure(&self) -> HessianStructure;
 
+    /// The weights the posterior covers.
+    fn subset(&self) -> Subset {
+        Subset::All
+    }
+
+    /// The stacked Jacobians `∂f(x_m)/∂θ` (MK × P_θ) with respect to the weights θ the
+    /// posterior covers.
+    fn jacobian(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        let m = self.model();
+        m.net.jacobian(&m.w, x)
+    }
+
     /// The Laplace evidence `log p(D) ≈ log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|` at
     /// prior precision `delta` and Gaussian noise `sigma` (`None`: the fitted values), from one
     /// fit: laplace-torch's `log_marginal_likelihood(prior_precision, sigma_noise)`.
     fn log_marginal_likelihood(&self, delta: Option<f64>, sigma: Option<f64>) -> Result<f64>;
 
-    /// `Σ v`.
+    /// `Σ v` (v over the covered weights).
     fn covariance_times(&self, v: &[f64]) -> Vec<f64>;
 
     /// The K×K blocks `J_m Σ J_mᵀ` for stacked Jacobians `J` (MK×P), row-major.
@@ -175,14 +220,21 @@ pub trait Posterior {
     /// `J_a Σ J_bᵀ` for stacked Jacobians.
     fn covariance_between(&self, ja: MatRef<'_, f64>, jb: MatRef<'_, f64>) -> Mat<f64>;
 
-    /// `n` draws `w ~ N(μ, Σ)` from `seed` (laplace-torch's `sample`).
+    /// `n` draws `w ~ N(μ, Σ)` from `seed` (laplace-torch's `sample`), each a full weight
+    /// vector (weights outside the subset at `w*`).
     fn sample(&self, n: usize, seed: u64) -> Vec<Vec<f64>>;
 
     /// The functional covariance: K×K blocks `J(x_m) Σ J(x_m)ᵀ` at the rows of `x`, row-major
     /// (M·K·K), a block of inputs at a time (at most 256 MiB of Jacobian).
     fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
         let m = self.model();
-        blocks_by_input_block(&m.net, &m.w, x, &|j| self.covariance_blocks(j))
+        let p = self.jacobian(x.subrows(0, x.nrows().min(1))).ncols();
+        blocks_by_input_block(
+            (m.net.n_outputs(), p),
+            x,
+            &|x| self.jacobian(x),
+            &|j| self.covariance_blocks(j),
+        )
     }
 
     /// The functional variance `diag J(x) Σ J(x)ᵀ` (M·K, row `m·K + k`).
@@ -192,8 +244,7 @@ pub trait Posterior {
 
     /// The posterior kernel `κ(x, x') = J(x) Σ J(x')ᵀ` (M_aK × M_bK).
     fn kernel(&self, xa: MatRef<'_, f64>, xb: MatRef<'_, f64>) -> Mat<f64> {
-        let m = self.model();
-        let (ja, jb) = (m.net.jacobian(&m.w, xa), m.net.jacobian(&m.w, xb));
+        let (ja, jb) = (self.jacobian(xa), self.jacobian(xb));
         self.covariance_between(ja.as_ref(), jb.as_ref())
     }
 
@@ -236,7 +287,13 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
             ))
         }
         Link::MonteCarlo { seed, .. } => Some(seeded(seed)),
-        Link::Probit => None,
+        Link::Bridge if k == 1 => {
+            return Err(Error::Invalid(
+                "the Laplace bridge needs two or more classes; use probit or mc for one logit"
+                    .into(),
+            ))
+        }
+        Link::Probit | Link::Bridge => None,
     };
     let mut out = Mat::zeros(m, c);
     for i in 0..m {
@@ -268,6 +325,7 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
                 }
                 acc
             }
+            (_, Link::Bridge) => bridge(&f, &cov),
             _ => probit(&f, &(0..c).map(|a| cov[(a, a)]).collect::<Vec<_>>()),
         };
         for (a, v) in p.into_iter().enumerate() {
@@ -275,6 +333,28 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
         }
     }
     Ok(out)
+}
+
+/// The Laplace bridge of [`Link::Bridge`]; where the corrected variance of a class is 0 (no
+/// uncertainty) the bridge is undefined and the softmax of the mean is returned.
+fn bridge(f: &[f64], cov: &Mat<f64>) -> Vec<f64> {
+    let k = f.len();
+    let row: Vec<f64> = (0..k).map(|a| (0..k).map(|b| cov[(a, b)]).sum()).collect();
+    let total: f64 = row.iter().sum();
+    let fsum: f64 = f.iter().sum();
+    let mu: Vec<f64> = (0..k).map(|a| f[a] - row[a] * fsum / total).collect();
+    let var: Vec<f64> = (0..k).map(|a| cov[(a, a)] - row[a] * row[a] / total).collect();
+    let sum_exp: f64 = mu.iter().map(|m| (-m).exp()).sum();
+    let kf = k as f64;
+    let alpha: Vec<f64> = (0..k)
+        .map(|a| (1.0 - 2.0 / kf + mu[a].exp() / (kf * kf) * sum_exp) / var[a])
+        .collect();
+    let norm: f64 = alpha.iter().sum();
+    if alpha.iter().all(|a| a.is_finite() && *a > 0.0) && norm.is_finite() {
+        alpha.iter().map(|a| a / norm).collect()
+    } else {
+        softmax(f)
+    }
 }
 
 /// `−log p(D | w*)` and the GGN's scale `c = σ²/σ′²` at another Gaussian noise σ′ (`None`:
@@ -321,18 +401,61 @@ impl Default for FitOptions<'_> {
     }
 }
 
-/// The GGN `H` as fitted: P×P, or its diagonal.
+/// The GGN `H` as fitted over the covered weights: P×P, its diagonal, or its per-layer
+/// Kronecker factors.
 #[derive(Debug, Clone)]
 enum Ggn {
     Full(Mat<f64>),
     Diag(Vec<f64>),
+    Kron(Vec<KronSums>),
+}
+
+/// The last-layer split of a network: the layers below (the features φ) and the last dense
+/// layer, whose weights start at `offset` in `w`.
+#[derive(Debug, Clone)]
+struct LastLayer {
+    body: Option<Sequential>,
+    head: Sequential,
+    offset: usize,
+}
+
+impl LastLayer {
+    fn of(net: &Sequential) -> Result<Self> {
+        let layers = net.layers();
+        let last = layers.last().expect("a network has layers");
+        if !matches!(last, Layer::Dense { .. }) {
+            return Err(Error::Invalid(format!(
+                "a last-layer posterior needs a network whose last layer is dense; {} ends in \
+                 {last:?}",
+                net.spec()
+            )));
+        }
+        let body = (layers.len() > 1)
+            .then(|| Sequential::new(layers[..layers.len() - 1].to_vec()))
+            .transpose()?;
+        Ok(LastLayer {
+            head: Sequential::new(vec![last.clone()])?,
+            offset: net.n_params() - last.n_params(),
+            body,
+        })
+    }
+
+    /// The features φ(x) (the inputs themselves for a one-layer network).
+    fn features(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        match &self.body {
+            Some(b) => crate::nn::predict(b, &w[..self.offset], x),
+            None => x.to_owned(),
+        }
+    }
 }
 
 /// The Laplace-GGN posterior of a model on its training data: laplace-torch's `Laplace(model,
-/// likelihood, subset_of_weights="all", hessian_structure="full" | "diag")` after `fit`.
+/// likelihood, subset_of_weights="all" | "last_layer", hessian_structure="full" | "diag" |
+/// "kron")` after `fit`.
 #[derive(Debug, Clone)]
 pub struct Laplace {
     model: Model,
+    last_layer: Option<LastLayer>,
     ggn: Ggn,
     posterior: LaplaceGgn,
     /// `−log p(D | w*)` at the fitted σ.
@@ -341,28 +464,73 @@ pub struct Laplace {
     /// another σ.
     sse: f64,
     nk: usize,
-    /// The eigenvalues of a full H, for the evidence at other δ and σ (computed once; `None`
-    /// when the eigendecomposition did not converge).
+    /// The eigenvalues of H (of a full H computed once; `None` when the eigendecomposition did
+    /// not converge), for the evidence at other δ and σ.
     eigenvalues: OnceLock<Option<Vec<f64>>>,
 }
 
 /// Metadata keys of a saved posterior.
 const STRUCTURE: &str = "dnn2gp.posterior.structure";
+const SUBSET: &str = "dnn2gp.posterior.subset";
 const NLL: &str = "dnn2gp.posterior.nll";
 const SSE: &str = "dnn2gp.posterior.sse";
 const NK: &str = "dnn2gp.posterior.nk";
-/// The tensor holding H.
+/// The tensor holding H (full or diag), or the prefix of the Kronecker factors
+/// (`posterior.ggn.{l}.a`, `.g`).
 const GGN: &str = "posterior.ggn";
+
+/// The shapes `(inputs, outputs)` of the Kronecker factors of a network's layers with weights
+/// (a conv layer's inputs are its `c·k·k` patch entries).
+fn kron_shapes(net: &Sequential) -> Vec<(usize, usize)> {
+    net.layers()
+        .iter()
+        .filter_map(|l| match *l {
+            Layer::Dense { inputs, outputs } => Some((inputs, outputs)),
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => Some((in_channels * kernel * kernel, out_channels)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The prior precision chosen by the evidence ([`Laplace::optimize_prior_precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PriorFit {
+    /// δ* maximising the evidence.
+    pub delta: f64,
+    /// The evidence there.
+    pub log_marglik: f64,
+    /// `∂ log p(D)/∂ log δ` there (0 up to the search's tolerance).
+    pub gradient: f64,
+}
 
 impl Laplace {
     /// Fits the posterior of `model` on its training data `(X, Y)` (targets in the
-    /// likelihood's form): the full GGN from the stacked Jacobians (memory checked first), or
-    /// its diagonal streamed without forming J.
+    /// likelihood's form) over all weights: see [`Laplace::fit_subset`].
     pub fn fit(
         model: Model,
         x: MatRef<'_, f64>,
         y: MatRef<'_, f64>,
         structure: HessianStructure,
+        opts: &FitOptions<'_>,
+    ) -> Result<Self> {
+        Self::fit_subset(model, x, y, structure, Subset::All, opts)
+    }
+
+    /// Fits the posterior over `subset` of the weights: the full GGN from the stacked
+    /// Jacobians (memory checked first), its diagonal streamed without forming J, or its KFAC
+    /// factors streamed layer by layer. For the last layer, the network below is run once to
+    /// give the features φ(x) and the GGN is that of the last layer on them.
+    pub fn fit_subset(
+        model: Model,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        structure: HessianStructure,
+        subset: Subset,
         opts: &FitOptions<'_>,
     ) -> Result<Self> {
         let (net, lik) = (&model.net, model.likelihood()?);
@@ -378,8 +546,20 @@ impl Laplace {
                 net.n_outputs()
             )));
         }
-        let (n, k, p) = (x.nrows(), net.n_outputs(), net.n_params());
-        let f = crate::nn::predict(net, &model.w, x);
+        let last_layer = match subset {
+            Subset::All => None,
+            Subset::LastLayer => Some(LastLayer::of(net)?),
+        };
+        let features;
+        let (sub, w, inputs) = match &last_layer {
+            None => (net, &model.w[..], x),
+            Some(ll) => {
+                features = ll.features(&model.w, x);
+                (&ll.head, &model.w[ll.offset..], features.as_ref())
+            }
+        };
+        let (n, k, p) = (x.nrows(), net.n_outputs(), sub.n_params());
+        let f = crate::nn::predict(sub, w, inputs);
         let nll = lik.nll_sum(f.as_ref(), y);
         let sse = crate::linalg::sq_diff(f.as_ref(), y);
         let ggn = match structure {
@@ -388,29 +568,47 @@ impl Laplace {
                     "the Jacobian (NK×P) and the full P×P GGN",
                     mat_bytes(n * k, p) + 3 * mat_bytes(p, p),
                     opts.memory_limit,
-                    "use HessianStructure::Diag (--hessian diag)",
+                    "use --hessian kron or diag, or --subset last-layer",
                 )?;
-                Ggn::Full(Linearization::new(net, lik.as_ref(), x, y, &model.w).ggn())
+                Ggn::Full(Linearization::new(sub, lik.as_ref(), inputs, y, w).ggn())
             }
             HessianStructure::Diag => Ggn::Diag(ggn_diagonal(
-                net,
+                sub,
                 lik.as_ref(),
-                &model.w,
-                x,
+                w,
+                inputs,
+                y,
+                opts.progress,
+            )),
+            HessianStructure::Kron => Ggn::Kron(kron_factors(
+                sub,
+                lik.as_ref(),
+                w,
+                inputs,
                 y,
                 opts.progress,
             )),
         };
-        Self::from_ggn(model, ggn, nll, sse, n * k)
+        Self::from_ggn(model, last_layer, ggn, nll, sse, n * k)
     }
 
-    fn from_ggn(model: Model, ggn: Ggn, nll: f64, sse: f64, nk: usize) -> Result<Self> {
+    fn from_ggn(
+        model: Model,
+        last_layer: Option<LastLayer>,
+        ggn: Ggn,
+        nll: f64,
+        sse: f64,
+        nk: usize,
+    ) -> Result<Self> {
+        let mean = model.w[last_layer.as_ref().map_or(0, |l| l.offset)..].to_vec();
         let posterior = match &ggn {
-            Ggn::Full(h) => LaplaceGgn::from_ggn(model.w.clone(), h.clone(), model.delta)?,
-            Ggn::Diag(h) => LaplaceGgn::from_ggn_diagonal(model.w.clone(), h, model.delta)?,
+            Ggn::Full(h) => LaplaceGgn::from_ggn(mean, h.clone(), model.delta)?,
+            Ggn::Diag(h) => LaplaceGgn::from_ggn_diagonal(mean, h, model.delta)?,
+            Ggn::Kron(f) => LaplaceGgn::from_kron(mean, Kron::new(f, model.delta)?)?,
         };
         Ok(Laplace {
             model,
+            last_layer,
             ggn,
             posterior,
             nll,
@@ -420,25 +618,39 @@ impl Laplace {
         })
     }
 
-    /// The fitted weight-space posterior (its factor, jitter, warnings).
+    /// The network the posterior covers (the last layer alone, or all of it) and its weights.
+    fn covered(&self) -> (&Sequential, &[f64]) {
+        match &self.last_layer {
+            None => (&self.model.net, &self.model.w),
+            Some(ll) => (&ll.head, &self.model.w[ll.offset..]),
+        }
+    }
+
+    /// `f` of the covered network's inputs at `x`: x itself, or the features φ(x).
+    fn with_inputs<R>(&self, x: MatRef<'_, f64>, f: impl FnOnce(MatRef<'_, f64>) -> R) -> R {
+        match &self.last_layer {
+            None => f(x),
+            Some(ll) => f(ll.features(&self.model.w, x).as_ref()),
+        }
+    }
+
+    /// The fitted weight-space posterior over the covered weights (its factor, jitter,
+    /// warnings).
     pub fn weight_posterior(&self) -> &LaplaceGgn {
         &self.posterior
     }
 
-    /// `log|c H + δI|`, from the fitted factor at the fitted (δ, c = 1), else from H's
-    /// eigenvalues (floored at 0) or its diagonal.
-    fn log_det_precision(&self, delta: f64, c: f64) -> Result<f64> {
-        if delta == self.model.delta && c == 1.0 {
-            return Ok(self.posterior.log_det_precision());
-        }
-        let terms = |s: &[f64]| s.iter().map(|s| (c * s.max(0.0) + delta).ln()).sum();
-        match &self.ggn {
-            Ggn::Diag(h) => Ok(terms(h)),
-            Ggn::Full(h) => self
+    /// The eigenvalues of H (floored at 0 where they are used): a full H's, computed once;
+    /// the diagonal; the products `λ_G ⊗ λ_A` of the Kronecker factors.
+    fn ggn_eigenvalues(&self) -> Result<std::borrow::Cow<'_, [f64]>> {
+        match (&self.ggn, self.posterior.precision()) {
+            (Ggn::Diag(h), _) => Ok(h.into()),
+            (Ggn::Kron(_), Precision::Kron(k)) => Ok(k.ggn_eigenvalues().into()),
+            (Ggn::Full(h), _) => self
                 .eigenvalues
                 .get_or_init(|| h.as_ref().self_adjoint_eigenvalues(Side::Lower).ok())
                 .as_deref()
-                .map(terms)
+                .map(Into::into)
                 .ok_or_else(|| {
                     Error::Numerical(
                         "the eigendecomposition of the GGN did not converge: the evidence at \
@@ -446,36 +658,124 @@ impl Laplace {
                             .into(),
                     )
                 }),
+            (Ggn::Kron(_), _) => unreachable!("a KFAC fit holds a KFAC precision"),
         }
     }
 
+    /// `log|c H + δI|`, from the fitted factor at the fitted (δ, c = 1), else from H's
+    /// eigenvalues `Σ log(c max(λ, 0) + δ)`.
+    fn log_det_precision(&self, delta: f64, c: f64) -> Result<f64> {
+        if delta == self.posterior.delta && c == 1.0 {
+            return Ok(self.posterior.log_det_precision());
+        }
+        Ok(self
+            .ggn_eigenvalues()?
+            .iter()
+            .map(|s| (c * s.max(0.0) + delta).ln())
+            .sum())
+    }
+
+    /// `‖θ*‖²` of the covered weights.
+    fn mean_sq(&self) -> f64 {
+        dot(&self.posterior.mean, &self.posterior.mean)
+    }
+
+    /// The prior precision maximising the evidence (laplace-torch's
+    /// `optimize_prior_precision(method="marglik")`, scalar δ), found exactly: with H's
+    /// eigenvalues λ, `∂ log p(D)/∂ log δ = ½ Σ λ/(λ + δ) − ½ δ ‖θ*‖²` falls strictly in δ,
+    /// so its one root is bracketed and bisected in log δ to machine precision. The posterior
+    /// is then refitted at δ* (the model's δ becomes δ*).
+    pub fn optimize_prior_precision(&mut self) -> Result<PriorFit> {
+        let lambda = self.ggn_eigenvalues()?.into_owned();
+        let w2 = self.mean_sq();
+        let grad = |t: f64| {
+            let d = t.exp();
+            0.5 * lambda.iter().map(|l| l.max(0.0) / (l.max(0.0) + d)).sum::<f64>()
+                - 0.5 * d * w2
+        };
+        let (mut lo, mut hi) = (-40.0_f64, 40.0_f64);
+        if !(grad(lo) > 0.0 && grad(hi) < 0.0) {
+            return Err(Error::Numerical(format!(
+                "the evidence has no maximum in δ ∈ [e^-40, e^40] (‖θ*‖² = {w2:.3e}, {} positive \
+                 GGN eigenvalues)",
+                lambda.iter().filter(|l| **l > 0.0).count()
+            )));
+        }
+        while hi - lo > 1e-13 * hi.abs().max(1.0) {
+            let mid = 0.5 * (lo + hi);
+            if grad(mid) > 0.0 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let t = 0.5 * (lo + hi);
+        self.set_prior_precision(t.exp())?;
+        Ok(PriorFit {
+            delta: self.model.delta,
+            log_marglik: self.log_marginal_likelihood(None, None)?,
+            gradient: grad(t),
+        })
+    }
+
+    /// Refits the posterior at prior precision δ from the same curvature (no data pass).
+    pub fn set_prior_precision(&mut self, delta: f64) -> Result<()> {
+        crate::train::check_delta(delta)?;
+        self.posterior = match (&self.ggn, self.posterior.precision()) {
+            (Ggn::Kron(_), Precision::Kron(k)) => {
+                LaplaceGgn::from_kron(self.posterior.mean.clone(), k.at(delta, 1.0))?
+            }
+            (Ggn::Full(h), _) => {
+                LaplaceGgn::from_ggn(self.posterior.mean.clone(), h.clone(), delta)?
+            }
+            (Ggn::Diag(h), _) => {
+                LaplaceGgn::from_ggn_diagonal(self.posterior.mean.clone(), h, delta)?
+            }
+            (Ggn::Kron(_), _) => unreachable!("a KFAC fit holds a KFAC precision"),
+        };
+        self.model.delta = delta;
+        Ok(())
+    }
+
     /// Writes the posterior to one safetensors file: the model's weights and metadata
-    /// ([`Model::save`]), the structure, the data terms of the evidence, and `H` as the tensor
-    /// `posterior.ggn` (P×P or P). PyTorch reads the weights with `load_state_dict(…,
-    /// strict=False)`.
+    /// ([`Model::save`]), the structure and subset, the data terms of the evidence, and `H` as
+    /// the tensor `posterior.ggn` (P×P or P), or its Kronecker factors `posterior.ggn.{l}.a`
+    /// and `.g`. PyTorch reads the weights with `load_state_dict(…, strict=False)`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let p = self.model.w.len();
-        let (shape, values) = match &self.ggn {
-            Ggn::Full(h) => (
-                vec![p, p],
-                (0..p)
-                    .flat_map(|i| (0..p).map(move |j| (i, j)))
-                    .map(|(i, j)| h[(i, j)])
-                    .collect::<Vec<f64>>(),
-            ),
-            Ggn::Diag(h) => (vec![p], h.clone()),
-        };
         let mut layout = self.model.net.param_layout();
-        layout.push(ParamTensor {
-            name: GGN.into(),
-            shape,
-            offset: p,
-        });
         let mut flat = self.model.w.clone();
-        flat.extend(values);
+        let mut push = |name: String, shape: Vec<usize>, values: &mut dyn Iterator<Item = f64>| {
+            layout.push(ParamTensor {
+                name,
+                shape,
+                offset: flat.len(),
+            });
+            flat.extend(values);
+        };
+        let row_major = |m: &Mat<f64>| {
+            let (r, c) = (m.nrows(), m.ncols());
+            (0..r * c).map(move |i| m[(i / c, i % c)]).collect::<Vec<f64>>()
+        };
+        match &self.ggn {
+            Ggn::Full(h) => {
+                let q = h.nrows();
+                push(GGN.into(), vec![q, q], &mut row_major(h).into_iter())
+            }
+            Ggn::Diag(h) => push(GGN.into(), vec![h.len()], &mut h.iter().copied()),
+            Ggn::Kron(f) => {
+                for (l, s) in f.iter().enumerate() {
+                    let (i, o) = (s.a.nrows(), s.g.nrows());
+                    push(format!("{GGN}.{l}.a"), vec![i, i], &mut row_major(&s.a).into_iter());
+                    push(format!("{GGN}.{l}.g"), vec![o, o], &mut row_major(&s.g).into_iter());
+                }
+            }
+        }
+        debug_assert!(flat.len() >= p);
         let mut meta = self.model.metadata();
         meta.extend([
             (STRUCTURE.to_string(), self.structure().to_string()),
+            (SUBSET.to_string(), self.subset().to_string()),
             (NLL.to_string(), format!("{:?}", self.nll)),
             (SSE.to_string(), format!("{:?}", self.sse)),
             (NK.to_string(), self.nk.to_string()),
@@ -487,25 +787,51 @@ impl Laplace {
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
         let mut p = 0;
-        let mut full = false;
+        let mut structure = HessianStructure::Full;
+        let mut subset = Subset::All;
+        let mut shapes = Vec::new();
         let (meta, flat) = weights::load_with_metadata(path, |meta| {
             let net = Model::architecture_in(meta).map_err(|e| bad(e.to_string()))?;
-            let structure = meta
-                .get(STRUCTURE)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "no '{STRUCTURE}' in its metadata: not a saved posterior"
-                    ))
+            let parse = |key: &str| {
+                meta.get(key).ok_or_else(|| {
+                    bad(format!("no '{key}' in its metadata: not a saved posterior"))
                 })
-                .and_then(|s| HessianStructure::from_str(s).map_err(|e| bad(e.to_string())))?;
+            };
+            structure =
+                HessianStructure::from_str(parse(STRUCTURE)?).map_err(|e| bad(e.to_string()))?;
+            // Posteriors saved before subsets existed cover all weights.
+            subset = meta
+                .get(SUBSET)
+                .map_or(Ok(Subset::All), |s| Subset::from_str(s))
+                .map_err(|e| bad(e.to_string()))?;
             p = net.n_params();
-            full = structure == HessianStructure::Full;
+            let sub = match subset {
+                Subset::All => net.clone(),
+                Subset::LastLayer => LastLayer::of(&net).map_err(|e| bad(e.to_string()))?.head,
+            };
+            let q = sub.n_params();
             let mut layout = net.param_layout();
-            layout.push(ParamTensor {
-                name: GGN.into(),
-                shape: if full { vec![p, p] } else { vec![p] },
-                offset: p,
-            });
+            let mut offset = p;
+            let mut add = |name: String, shape: Vec<usize>| {
+                let len = shape.iter().product::<usize>();
+                layout.push(ParamTensor {
+                    name,
+                    shape,
+                    offset,
+                });
+                offset += len;
+            };
+            match structure {
+                HessianStructure::Full => add(GGN.into(), vec![q, q]),
+                HessianStructure::Diag => add(GGN.into(), vec![q]),
+                HessianStructure::Kron => {
+                    shapes = kron_shapes(&sub);
+                    for (l, (i, o)) in shapes.iter().enumerate() {
+                        add(format!("{GGN}.{l}.a"), vec![*i, *i]);
+                        add(format!("{GGN}.{l}.g"), vec![*o, *o]);
+                    }
+                }
+            }
             Ok(layout)
         })?;
         let number = |key: &str| -> Result<f64> {
@@ -516,13 +842,38 @@ impl Laplace {
         let (nll, sse, nk) = (number(NLL)?, number(SSE)?, number(NK)? as usize);
         let model =
             Model::from_metadata(&meta, flat[..p].to_vec()).map_err(|e| bad(e.to_string()))?;
-        let h = &flat[p..];
-        let ggn = if full {
-            Ggn::Full(Mat::from_fn(p, p, |i, j| h[i * p + j]))
-        } else {
-            Ggn::Diag(h.to_vec())
+        let last_layer = match subset {
+            Subset::All => None,
+            Subset::LastLayer => Some(LastLayer::of(&model.net)?),
         };
-        Self::from_ggn(model, ggn, nll, sse, nk)
+        let h = &flat[p..];
+        let square = |v: &[f64], n: usize| Mat::from_fn(n, n, |i, j| v[i * n + j]);
+        let ggn = match structure {
+            HessianStructure::Full => {
+                let q = (h.len() as f64).sqrt() as usize;
+                Ggn::Full(square(h, q))
+            }
+            HessianStructure::Diag => Ggn::Diag(h.to_vec()),
+            HessianStructure::Kron => {
+                let mut at = 0;
+                let mut take = |n: usize| {
+                    let m = square(&h[at..at + n * n], n);
+                    at += n * n;
+                    m
+                };
+                Ggn::Kron(
+                    shapes
+                        .iter()
+                        .map(|&(i, o)| KronSums {
+                            a: take(i),
+                            g: take(o),
+                            positions: 1,
+                        })
+                        .collect(),
+                )
+            }
+        };
+        Self::from_ggn(model, last_layer, ggn, nll, sse, nk)
     }
 }
 
@@ -535,6 +886,46 @@ impl Posterior for Laplace {
         self.posterior.structure
     }
 
+    fn subset(&self) -> Subset {
+        match self.last_layer {
+            None => Subset::All,
+            Some(_) => Subset::LastLayer,
+        }
+    }
+
+    /// For the last layer: the head's Jacobian at the features, `I_K ⊗ [φ(x)ᵀ, 1]`.
+    fn jacobian(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        let (sub, w) = self.covered();
+        self.with_inputs(x, |x| sub.jacobian(w, x))
+    }
+
+    /// KFAC: from the per-layer Jacobian factors ([`Kron::factor_blocks`]), a block of inputs
+    /// at a time, without forming J; the other structures through J.
+    fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
+        let (sub, w) = self.covered();
+        let k = sub.n_outputs();
+        match self.posterior.precision() {
+            Precision::Kron(kron) => {
+                let rows = inputs_per_block(k, sub.n_params(), x.nrows());
+                (0..x.nrows())
+                    .step_by(rows)
+                    .flat_map(|s| {
+                        let xb = x.subrows(s, rows.min(x.nrows() - s));
+                        self.with_inputs(xb, |x| {
+                            kron.factor_blocks(&sub.jacobian_factors(w, x))
+                        })
+                    })
+                    .collect()
+            }
+            _ => blocks_by_input_block(
+                (k, sub.n_params()),
+                x,
+                &|x| self.jacobian(x),
+                &|j| self.covariance_blocks(j),
+            ),
+        }
+    }
+
     /// At another σ see [`at_sigma`].
     fn log_marginal_likelihood(&self, delta: Option<f64>, sigma: Option<f64>) -> Result<f64> {
         let m = &self.model;
@@ -544,8 +935,8 @@ impl Posterior for Laplace {
         Ok(laplace_evidence(
             -nll,
             delta,
-            dot(&m.w, &m.w),
-            m.w.len(),
+            self.mean_sq(),
+            self.posterior.mean.len(),
             self.log_det_precision(delta, c)?,
         ))
     }
@@ -564,6 +955,15 @@ impl Posterior for Laplace {
     }
 
     fn sample(&self, n: usize, seed: u64) -> Vec<Vec<f64>> {
-        self.posterior.sample(n, &mut seeded(seed))
+        let offset = self.last_layer.as_ref().map_or(0, |l| l.offset);
+        self.posterior
+            .sample(n, &mut seeded(seed))
+            .into_iter()
+            .map(|draw| {
+                let mut w = self.model.w[..offset].to_vec();
+                w.extend(draw);
+                w
+            })
+            .collect()
     }
 }

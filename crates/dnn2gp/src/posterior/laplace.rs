@@ -1,5 +1,6 @@
-//! Laplace-GGN posterior `N(w*, Σ)` with `Σ⁻¹ = A = Σ_i J_iᵀ Λ_i J_i + δ I` (full) or its
-//! diagonal (diag), and the Laplace evidence of the paper:
+//! Laplace-GGN posterior `N(w*, Σ)` with `Σ⁻¹ = A = Σ_i J_iᵀ Λ_i J_i + δ I` (full), its
+//! diagonal (diag) or its per-layer Kronecker factors (kron), and the Laplace evidence of the
+//! paper:
 //!
 //! `log p(D) ≈ log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|`
 //!
@@ -11,7 +12,7 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
-use crate::curvature::{Linearization, Precision};
+use crate::curvature::{Kron, Linearization, Precision};
 use crate::error::Warning;
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
@@ -26,6 +27,8 @@ pub enum HessianStructure {
     Full,
     /// Its diagonal.
     Diag,
+    /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
+    Kron,
 }
 
 impl FromStr for HessianStructure {
@@ -34,8 +37,9 @@ impl FromStr for HessianStructure {
         match s {
             "full" => Ok(HessianStructure::Full),
             "diag" | "diagonal" => Ok(HessianStructure::Diag),
+            "kron" | "kfac" => Ok(HessianStructure::Kron),
             other => Err(Error::Invalid(format!(
-                "unknown hessian structure '{other}' (expected full or diag)"
+                "unknown hessian structure '{other}' (expected full, diag or kron)"
             ))),
         }
     }
@@ -46,6 +50,7 @@ impl fmt::Display for HessianStructure {
         f.write_str(match self {
             HessianStructure::Full => "full",
             HessianStructure::Diag => "diag",
+            HessianStructure::Kron => "kron",
         })
     }
 }
@@ -99,6 +104,13 @@ impl LaplaceGgn {
             HessianStructure::Diag => {
                 Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
             }
+            HessianStructure::Kron => {
+                return Err(Error::Invalid(
+                    "a KFAC posterior is fitted from the network's layers (posterior::Laplace), \
+                     not from a linearisation"
+                        .into(),
+                ))
+            }
         };
         Ok(LaplaceGgn {
             delta,
@@ -134,6 +146,26 @@ impl LaplaceGgn {
             },
             floored,
             resolution,
+        })
+    }
+
+    /// The KFAC posterior at `mean`: `Σ⁻¹ = c (G ⊗ A) + δI` per layer.
+    pub fn from_kron(mean: Vec<f64>, kron: Kron) -> Result<Self> {
+        check_delta(kron.delta)?;
+        if kron.dim() != mean.len() {
+            return Err(Error::Invalid(format!(
+                "Kronecker factors for {} parameters and a mean of {}",
+                kron.dim(),
+                mean.len()
+            )));
+        }
+        Ok(LaplaceGgn {
+            delta: kron.delta,
+            mean,
+            structure: HessianStructure::Kron,
+            floored: kron.floored_eigenvalues(),
+            precision: Precision::Kron(kron),
+            resolution: 0.0,
         })
     }
 
@@ -187,6 +219,15 @@ impl LaplaceGgn {
                     self.delta,
                     self.resolution,
                     self.evidence_uncertainty()
+                ),
+            ));
+        }
+        if self.structure == HessianStructure::Kron && self.floored > 0 {
+            out.push(Warning::new(
+                "floored_eigenvalues",
+                format!(
+                    "{} negative eigenvalues of the KFAC factors (rounding) were floored at 0",
+                    self.floored
                 ),
             ));
         }

@@ -1,0 +1,189 @@
+//! B6: post-hoc Laplace on the peer's LeNet-5 trained on all of MNIST, as laplace-torch's
+//! standard workflow runs it (`b6_laplace_mnist.py`): fit the GGN on all 60,000 training
+//! images, the prior precision by the evidence, the GLM probit predictive on the 2,000 test
+//! images at 8 rotations; per angle the calibration metrics, and the first 200 probabilities of
+//! each angle against the peer's where the peer finished.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use faer::Mat;
+
+use dnn2gp::data::mnist;
+use dnn2gp::error::{Error, Result};
+use dnn2gp::experiments::calibration::metrics;
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::{weights, Sequential};
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
+use dnn2gp::train::model::Model;
+
+use super::{peak_rss_mib, BenchRun};
+
+/// The rotations of the peer's test file, angle-major.
+pub const ANGLES: [u32; 8] = [0, 15, 30, 45, 60, 90, 120, 180];
+/// Test images per angle.
+const N_TEST: usize = 2000;
+/// Probabilities per angle in the peer's files.
+const PEER_ROWS: usize = 200;
+/// The peer's LeNet-5 (max pooling), PyTorch's `nn.Sequential` numbering.
+pub const LENET5: &str =
+    "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
+
+/// The variants: `map`, or a structure over a subset (`kron:last_layer`, …).
+pub const VARIANTS: [&str; 6] = [
+    "map",
+    "kron:last_layer",
+    "full:last_layer",
+    "diag:last_layer",
+    "kron:all",
+    "diag:all",
+];
+
+/// MNIST's folder: `$DNN2GP_DATA/mnist`, else `data/mnist` beside the baselines.
+fn mnist_dir(baselines_data: &Path) -> PathBuf {
+    std::env::var_os("DNN2GP_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| baselines_data.join("../../data"))
+        .join("mnist")
+}
+
+/// Runs one variant of [`VARIANTS`].
+pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
+    let t_start = Instant::now();
+    let net = Sequential::parse(LENET5)?;
+    let w = weights::load(&dir.join("b6_seed0_lenet5.safetensors"), &net.param_layout())?;
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0)?;
+    let xr = mnist::read_images(&dir.join("b6_seed0_rotated-images.idx.gz"))?;
+    let yr = mnist::read_labels(&dir.join("b6_seed0_rotated-labels.idx.gz"))?;
+    if xr.nrows() != ANGLES.len() * N_TEST || yr.len() != xr.nrows() {
+        return Err(Error::Invalid(format!(
+            "the rotated test set has {} images and {} labels; expected {}",
+            xr.nrows(),
+            yr.len(),
+            ANGLES.len() * N_TEST
+        )));
+    }
+    let mut timings = Vec::new();
+    let mut info = serde_json::Map::new();
+    let (probs, peer) = if variant == "map" {
+        let t0 = Instant::now();
+        let f = dnn2gp::nn::predict(&model.net, &model.w, xr.as_ref());
+        let p = Mat::from_fn(f.nrows(), f.ncols(), |i, c| {
+            let m = (0..f.ncols()).map(|j| f[(i, j)]).fold(f64::MIN, f64::max);
+            let z: f64 = (0..f.ncols()).map(|j| (f[(i, j)] - m).exp()).sum();
+            (f[(i, c)] - m).exp() / z
+        });
+        timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
+        (p, Some("b6_seed0_probs_map.csv".to_string()))
+    } else {
+        let (structure, subset) = variant
+            .split_once(':')
+            .ok_or_else(|| Error::Invalid(format!("B6 variant '{variant}'")))?;
+        let structure: HessianStructure = structure.parse()?;
+        let subset: Subset = subset.parse()?;
+        let t0 = Instant::now();
+        let train = mnist::load(&mnist_dir(dir))?;
+        let y = mnist::one_hot(&train.train_y, 10);
+        info.insert("load_s".into(), t0.elapsed().as_secs_f64().into());
+        let t0 = Instant::now();
+        let mut la = Laplace::fit_subset(
+            model,
+            train.train_x.as_ref(),
+            y.as_ref(),
+            structure,
+            subset,
+            &FitOptions::default(),
+        )?;
+        timings.push(("fit".to_string(), t0.elapsed().as_secs_f64()));
+        let t0 = Instant::now();
+        let prior = la.optimize_prior_precision()?;
+        timings.push(("marglik".to_string(), t0.elapsed().as_secs_f64()));
+        info.insert("prior_precision".into(), prior.delta.into());
+        info.insert("log_marglik".into(), prior.log_marglik.into());
+        info.insert("P".into(), la.weight_posterior().mean.len().into());
+        let t0 = Instant::now();
+        let pred = la.predict(xr.as_ref(), Link::Probit)?;
+        timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
+        let name = format!("laplace_{subset}_{structure}");
+        // The peer's probabilities came at its own prior precision: compare there too.
+        if let Some(delta) = peer_prior_precision(dir, &name) {
+            la.set_prior_precision(delta)?;
+            let first = Mat::from_fn(ANGLES.len() * PEER_ROWS, xr.ncols(), |i, j| {
+                xr[((i / PEER_ROWS) * N_TEST + i % PEER_ROWS, j)]
+            });
+            let p = la.predict(first.as_ref(), Link::Probit)?;
+            let p = p.probabilities.expect("categorical");
+            let theirs = peer_probs(&dir.join(format!("b6_seed0_probs_{name}.csv")))?;
+            info.insert("peer_prior_precision".into(), delta.into());
+            info.insert(
+                "max_abs_dp_vs_peer_at_its_prior".into(),
+                max_abs_diff(&rows_of(p.as_ref(), 0..p.nrows()), &theirs).into(),
+            );
+        }
+        let peer = format!("b6_seed0_probs_{name}.csv");
+        (
+            pred.probabilities.expect("categorical"),
+            dir.join(&peer).exists().then_some(peer),
+        )
+    };
+    let mut per_angle = serde_json::Map::new();
+    let mut ours = Vec::new();
+    for (a, angle) in ANGLES.iter().enumerate() {
+        let rows = probs.as_ref().subrows(a * N_TEST, N_TEST);
+        let m = metrics(rows, &yr[a * N_TEST..(a + 1) * N_TEST])?;
+        per_angle.insert(angle.to_string(), serde_json::to_value(m).expect("plain"));
+        ours.extend(rows_of(rows, 0..PEER_ROWS));
+    }
+    info.insert("metrics".into(), per_angle.into());
+    if let Some(peer) = &peer {
+        let theirs = peer_probs(&dir.join(peer))?;
+        info.insert("max_abs_dp_vs_peer".into(), max_abs_diff(&ours, &theirs).into());
+    }
+    info.insert(
+        "wall_s".into(),
+        t_start.elapsed().as_secs_f64().into(),
+    );
+    Ok(BenchRun {
+        workload: format!("B6 {variant}"),
+        timings_s: timings,
+        total_s: 0.0,
+        max_rel_diff_vs_peer: None,
+        peer_file: peer.map(|p| dir.join(p).display().to_string()),
+        info: info.into(),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// The rows `range` of a matrix, row-major.
+fn rows_of(m: faer::MatRef<'_, f64>, range: std::ops::Range<usize>) -> Vec<f64> {
+    range
+        .flat_map(|i| (0..m.ncols()).map(move |c| m[(i, c)]))
+        .collect()
+}
+
+/// A peer's probabilities file, row-major.
+fn peer_probs(path: &Path) -> Result<Vec<f64>> {
+    Ok(dnn2gp::data::csv::read_table(path)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// `max |a − b|`.
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The prior precision of the peer's last recorded run `name` (`results/b6.jsonl` beside the
+/// data folder), if any.
+fn peer_prior_precision(dir: &Path, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join("../results/b6.jsonl")).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["peer"] == name)
+        .filter_map(|v| v["prior_precision"].as_f64())
+        .last()
+}

@@ -1,0 +1,220 @@
+//! Calibration of class probabilities, as Laplace Redux (Daxberger et al. 2021) reports it:
+//! accuracy, NLL, ECE over equal-width confidence bins, Brier score and mean confidence on a
+//! test set; reliability diagrams; out-of-distribution detection by the maximum probability
+//! (AUROC, FPR at 95% TPR); and the rotated-MNIST shift (images rotated about their centre).
+
+use faer::{Mat, MatRef};
+
+use crate::error::{Error, Result};
+
+/// Confidence bins of the ECE (Laplace Redux's and laplace-torch's 15).
+pub const ECE_BINS: usize = 15;
+
+/// Calibration metrics of class probabilities against labels.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Metrics {
+    /// Fraction of arg-max predictions equal to the label.
+    pub acc: f64,
+    /// Mean `−log p_y` (probabilities floored at 1e-12).
+    pub nll: f64,
+    /// `Σ_b (n_b/N) |acc_b − conf_b|` over [`ECE_BINS`] equal-width bins `(lo, hi]` of the
+    /// confidence `max_c p_c`.
+    pub ece: f64,
+    /// Mean `Σ_c (p_c − [c = y])²`.
+    pub brier: f64,
+    /// Mean confidence `max_c p_c`.
+    pub conf: f64,
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Bin {
+    /// Confidence range `(lo, hi]`.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+    /// Predictions in the bin.
+    pub count: usize,
+    /// Their accuracy (0 when empty).
+    pub accuracy: f64,
+    /// Their mean confidence (0 when empty).
+    pub confidence: f64,
+}
+
+/// Checks that `p` (M × C) has one row per label and every label names a column.
+fn check(p: MatRef<'_, f64>, labels: &[usize]) -> Result<()> {
+    if p.nrows() != labels.len() {
+        return Err(Error::Invalid(format!(
+            "{} rows of probabilities for {} labels",
+            p.nrows(),
+            labels.len()
+        )));
+    }
+    if let Some(i) = labels.iter().position(|&y| y >= p.ncols()) {
+        return Err(Error::Invalid(format!(
+            "label {i} is {}, but there are {} classes",
+            labels[i],
+            p.ncols()
+        )));
+    }
+    Ok(())
+}
+
+/// The arg-max class and the confidence `max_c p_c` of each row.
+fn predictions(p: MatRef<'_, f64>) -> Vec<(usize, f64)> {
+    (0..p.nrows())
+        .map(|i| {
+            (0..p.ncols()).fold((0, f64::NEG_INFINITY), |best, c| {
+                if p[(i, c)] > best.1 {
+                    (c, p[(i, c)])
+                } else {
+                    best
+                }
+            })
+        })
+        .collect()
+}
+
+/// The reliability diagram: `bins` equal-width bins `(lo, hi]` of the confidence.
+pub fn reliability(p: MatRef<'_, f64>, labels: &[usize], bins: usize) -> Result<Vec<Bin>> {
+    check(p, labels)?;
+    let mut out: Vec<Bin> = (0..bins)
+        .map(|b| Bin {
+            lo: b as f64 / bins as f64,
+            hi: (b + 1) as f64 / bins as f64,
+            count: 0,
+            accuracy: 0.0,
+            confidence: 0.0,
+        })
+        .collect();
+    for ((c, conf), &y) in predictions(p).into_iter().zip(labels) {
+        // (lo, hi]: the bin whose upper end is the first at or above the confidence.
+        let b = ((conf * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        out[b].count += 1;
+        out[b].accuracy += f64::from(u8::from(c == y));
+        out[b].confidence += conf;
+    }
+    for b in &mut out {
+        if b.count > 0 {
+            b.accuracy /= b.count as f64;
+            b.confidence /= b.count as f64;
+        }
+    }
+    Ok(out)
+}
+
+/// [`Metrics`] of probabilities `p` (M × C, rows summing to 1) against labels.
+pub fn metrics(p: MatRef<'_, f64>, labels: &[usize]) -> Result<Metrics> {
+    let bins = reliability(p, labels, ECE_BINS)?;
+    let m = labels.len().max(1) as f64;
+    let preds = predictions(p);
+    let acc = preds
+        .iter()
+        .zip(labels)
+        .filter(|((c, _), y)| c == *y)
+        .count() as f64
+        / m;
+    let nll = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| -p[(i, y)].max(1e-12).ln())
+        .sum::<f64>()
+        / m;
+    let brier = labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| {
+            (0..p.ncols())
+                .map(|c| (p[(i, c)] - f64::from(u8::from(c == y))).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / m;
+    let ece = bins
+        .iter()
+        .map(|b| b.count as f64 / m * (b.accuracy - b.confidence).abs())
+        .sum();
+    let conf = preds.iter().map(|(_, c)| c).sum::<f64>() / m;
+    Ok(Metrics {
+        acc,
+        nll,
+        ece,
+        brier,
+        conf,
+    })
+}
+
+/// Out-of-distribution detection by the confidence `max_c p_c` (in-distribution positive).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Ood {
+    /// Area under the ROC curve (ties count one half).
+    pub auroc: f64,
+    /// The fraction of out-of-distribution inputs at or above the confidence threshold that
+    /// keeps 95% of the in-distribution inputs.
+    pub fpr95: f64,
+}
+
+/// [`Ood`] from the probabilities on in- and out-of-distribution inputs.
+pub fn ood(p_in: MatRef<'_, f64>, p_out: MatRef<'_, f64>) -> Result<Ood> {
+    if p_in.nrows() == 0 || p_out.nrows() == 0 {
+        return Err(Error::Invalid(
+            "OOD detection needs in- and out-of-distribution inputs".into(),
+        ));
+    }
+    let conf = |p| predictions(p).into_iter().map(|(_, c)| c).collect::<Vec<f64>>();
+    let (mut s_in, s_out) = (conf(p_in), conf(p_out));
+    // AUROC = P(s_in > s_out) + ½ P(s_in = s_out), by sorting the out scores once.
+    let mut sorted = s_out.clone();
+    sorted.sort_by(f64::total_cmp);
+    let below = |v: f64| sorted.partition_point(|s| *s < v);
+    let at_or_below = |v: f64| sorted.partition_point(|s| *s <= v);
+    let auroc = s_in
+        .iter()
+        .map(|&v| (below(v) + at_or_below(v)) as f64 / 2.0)
+        .sum::<f64>()
+        / (s_in.len() * s_out.len()) as f64;
+    // The threshold keeping 95% of the in-distribution scores: their 5% quantile.
+    s_in.sort_by(f64::total_cmp);
+    let t = s_in[((0.05 * s_in.len() as f64).floor() as usize).min(s_in.len() - 1)];
+    let fpr95 = s_out.iter().filter(|&&s| s >= t).count() as f64 / s_out.len() as f64;
+    Ok(Ood { auroc, fpr95 })
+}
+
+/// Square images (rows of `side²` pixels, row-major) rotated counter-clockwise by `degrees`
+/// about the image centre `((side − 1)/2, (side − 1)/2)`, bilinear, zero outside: each output
+/// pixel takes the input at its inverse-rotated position.
+pub fn rotate(images: MatRef<'_, f64>, side: usize, degrees: f64) -> Result<Mat<f64>> {
+    if images.ncols() != side * side {
+        return Err(Error::Invalid(format!(
+            "images of {} pixels are not {side}×{side}",
+            images.ncols()
+        )));
+    }
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let c = (side as f64 - 1.0) / 2.0;
+    // For each output pixel: the four input pixels and their weights.
+    let taps: Vec<Vec<(usize, f64)>> = (0..side * side)
+        .map(|o| {
+            let (r, q) = ((o / side) as f64 - c, (o % side) as f64 - c);
+            // Counter-clockwise on screen (rows grow downwards): the inverse rotation.
+            let x = cos * q - sin * r + c;
+            let y = sin * q + cos * r + c;
+            let (x0, y0) = (x.floor(), y.floor());
+            let (fx, fy) = (x - x0, y - y0);
+            let mut t = Vec::with_capacity(4);
+            for (dy, wy) in [(0.0, 1.0 - fy), (1.0, fy)] {
+                for (dx, wx) in [(0.0, 1.0 - fx), (1.0, fx)] {
+                    let (yy, xx) = (y0 + dy, x0 + dx);
+                    let w = wy * wx;
+                    if w > 0.0 && yy >= 0.0 && xx >= 0.0 && yy < side as f64 && xx < side as f64 {
+                        t.push((yy as usize * side + xx as usize, w));
+                    }
+                }
+            }
+            t
+        })
+        .collect();
+    Ok(Mat::from_fn(images.nrows(), side * side, |i, o| {
+        taps[o].iter().map(|&(s, w)| w * images[(i, s)]).sum()
+    }))
+}
