@@ -71,6 +71,18 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
   dnn2gp predict --model mnist --data DATA/mnist/t10k-images-idx3-ubyte.gz \\
                  --labels DATA/mnist/t10k-labels-idx1-ubyte.gz --out mnist-pred")]
     Predict(PredictCmd),
+    /// Calibration of a classifier and its Laplace posteriors (kron, diag, full; last layer or
+    /// all weights) on clean and rotated test images and against out-of-distribution images:
+    /// accuracy, NLL, ECE, Brier, confidence, AUROC, FPR95; reliability diagrams.
+    #[command(after_help = "Examples:
+  dnn2gp evaluate --model model.safetensors --data-dir DATA --angles 0,30,60,90,180 --out eval
+  dnn2gp evaluate --model lenet5.safetensors --arch \
+        1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10 \
+        --hessian kron,diag --subset last-layer,all --link probit --data-dir DATA --out eval
+  dnn2gp evaluate --model model.safetensors --test-images rotated-images.idx.gz \
+        --test-labels rotated-labels.idx.gz --rotated --angles 0,15,30,45,60,90,120,180 \
+        --ood-images fashion-t10k-images-idx3-ubyte.gz --out eval")]
+    Evaluate(EvaluateCmd),
     /// Retrain over a grid of δ, σ or width and record −log marglik, train and test MSE.
     #[command(
         after_help = "Example:\n  dnn2gp sweep --data toy --param delta --grid logspace:-2:2:21 --out sweep"
@@ -564,5 +576,65 @@ pub struct PredictCmd {
     /// Output folder: predictions.csv, predict.json (and f_var.npy, the K×K blocks, for a
     /// categorical model).
     #[arg(long, default_value = "dnn2gp-out/predict")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvaluateCmd {
+    /// A dnn2gp model file (`model.safetensors`), or a PyTorch `state_dict` in safetensors with
+    /// `--arch`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The architecture of a bare `state_dict` (a classifier: categorical for K > 1 outputs,
+    /// Bernoulli for one), e.g. `1x28x28:conv6k5,relu,pool,flatten,dense10`.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Training images (IDX, gzipped or not); default: MNIST's in `--data-dir`/mnist.
+    #[arg(long)]
+    pub train_images: Option<PathBuf>,
+    /// Training labels (IDX).
+    #[arg(long)]
+    pub train_labels: Option<PathBuf>,
+    /// Test images (IDX); default: MNIST's test set.
+    #[arg(long)]
+    pub test_images: Option<PathBuf>,
+    /// Test labels (IDX).
+    #[arg(long)]
+    pub test_labels: Option<PathBuf>,
+    /// Rotations of the test images in degrees (counter-clockwise, bilinear), comma-separated.
+    #[arg(long, default_value = "0", allow_hyphen_values = true)]
+    pub angles: String,
+    /// The test files already hold the rotated images, angle-major (one block per angle of
+    /// `--angles`, as the B6 baseline writes them).
+    #[arg(long)]
+    pub rotated: bool,
+    /// Test images per angle: the first N.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Out-of-distribution images (IDX), repeatable: AUROC and FPR95 of the confidence against
+    /// the first test set.
+    #[arg(long)]
+    pub ood_images: Vec<PathBuf>,
+    /// Posterior structures, comma-separated: kron, diag, full.
+    #[arg(long, default_value = "kron")]
+    pub hessian: String,
+    /// Weights the posteriors cover, comma-separated: last-layer, all.
+    #[arg(long, default_value = "last-layer")]
+    pub subset: String,
+    /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number.
+    #[arg(long, default_value = "marglik")]
+    pub prior: String,
+    /// Predictive link: probit, mc or bridge.
+    #[arg(long, default_value = "probit")]
+    pub link: String,
+    /// Monte Carlo draws per input for `--link mc`.
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// Folder holding `mnist/` (for the default training and test files).
+    #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Output folder: evaluate.json, metrics.csv, reliability.csv, ood.csv, reliability and
+    /// shift figures (PNG and SVG).
+    #[arg(long, default_value = "dnn2gp-out/evaluate")]
     pub out: PathBuf,
 }

@@ -76,6 +76,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(ReproduceCmd::BinaryMnist(a)) => images::reproduce_binary(&ctx, a),
         Command::Data(DataCmd::Fetch(a)) => images::fetch(&ctx, a),
         Command::Predict(a) => super::predict::predict(&ctx, a),
+        Command::Evaluate(a) => super::evaluate::evaluate(&ctx, a),
         Command::Bench(a) => {
             for _ in 0..a.reps.max(1) {
                 for run in dnn2gp_bench::run(&a.workload, &a.baselines)? {

@@ -1,7 +1,9 @@
-//! Command-line interface: `demo`, `train`, `gp`, `vi`, `sweep`, `reproduce` and `data`.
+//! Command-line interface: `demo`, `train`, `gp`, `vi`, `sweep`, `predict`, `evaluate`,
+//! `reproduce`, `data` and `bench`.
 
 mod args;
 mod commands;
+mod evaluate;
 mod images;
 mod outdir;
 mod predict;

@@ -26,9 +26,9 @@ fn register_font() {
     });
 }
 
-type DrawResult = std::result::Result<(), String>;
+pub(crate) type DrawResult = std::result::Result<(), String>;
 
-fn err<E: std::fmt::Debug>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("{e:?}")
 }
 
@@ -99,7 +99,7 @@ pub struct RegressionFigure {
     pub test: (Vec<f64>, Vec<f64>),
 }
 
-fn range(vals: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+pub(crate) fn range(vals: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     let (lo, hi) = vals
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -287,7 +287,10 @@ pub const PALETTE: [RGBColor; 10] = [
 ];
 
 /// A tick label: the value with at most 4 significant digits and no trailing zeros.
-fn tick(v: f64) -> String {
+pub(crate) fn tick(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
     let s = format!("{:.4}", v);
     let s = if v.abs() >= 1e-3 && v.abs() < 1e5 {
         s.trim_end_matches('0').trim_end_matches('.').to_string()

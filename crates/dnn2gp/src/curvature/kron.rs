@@ -20,8 +20,9 @@ use crate::nn::{Factor, JacobianFactors, KronSums, Network};
 use crate::progress::Progress;
 use crate::rng::{normals, Rng};
 
-/// Examples per parallel chunk of [`kron_factors`].
-const CHUNK: usize = 256;
+/// Examples per parallel chunk of [`kron_factors`]: small enough that a chunk's backward
+/// matrices (K rows per example) stay below the allocator's mmap threshold and are reused.
+const CHUNK: usize = 64;
 
 /// The layers' [`KronSums`] of the GGN over a data set of any size, streamed in parallel
 /// chunks (summed in a fixed order: the same bytes on any thread count), with each `A`
@@ -111,6 +112,18 @@ impl Block {
     }
 }
 
+/// One row of `J Σ^{½}` over `blocks` into `out`, for a row whose entry 0 is parameter `base`.
+fn whiten_row(blocks: &[Block], base: usize, row: &[f64], delta: f64, c: f64, out: &mut [f64]) {
+    for b in blocks {
+        let o = b.offset - base;
+        let z = b.rotate(&row[o..o + b.len()]);
+        let cols = b.la.len();
+        for (i, d) in b.eigenvalues(delta, c).enumerate() {
+            out[o + i] = z[(i / cols, i % cols)] / d.sqrt();
+        }
+    }
+}
+
 /// `J Σ^{½}` over `blocks`, for rows `J` whose column 0 is parameter `base`.
 fn whiten_with(blocks: &[Block], base: usize, j: MatRef<'_, f64>, delta: f64, c: f64) -> Mat<f64> {
     let rows: Vec<Vec<f64>> = (0..j.nrows())
@@ -118,22 +131,21 @@ fn whiten_with(blocks: &[Block], base: usize, j: MatRef<'_, f64>, delta: f64, c:
         .map(|r| {
             let row: Vec<f64> = j.row(r).iter().copied().collect();
             let mut out = vec![0.0; row.len()];
-            for b in blocks {
-                let o = b.offset - base;
-                let z = b.rotate(&row[o..o + b.len()]);
-                let cols = b.la.len();
-                for (i, d) in b.eigenvalues(delta, c).enumerate() {
-                    out[o + i] = z[(i / cols, i % cols)] / d.sqrt();
-                }
-            }
+            whiten_row(blocks, base, &row, delta, c, &mut out);
             out
         })
         .collect();
-    Mat::from_fn(j.nrows(), j.ncols(), |r, c| rows[r][c])
+    let mut out = Mat::zeros(j.nrows(), j.ncols());
+    for (r, row) in rows.iter().enumerate() {
+        out.as_mut().row_mut(r).iter_mut().zip(row).for_each(|(o, v)| *o = *v);
+    }
+    out
 }
 
-/// The eigendecomposition `Q diag(λ) Qᵀ` of a symmetric factor, eigenvalues floored at 0
-/// (rounding); also returns how many were negative.
+/// The eigendecomposition `Q diag(λ) Qᵀ` of a symmetric factor (a sum of outer products, so
+/// positive semi-definite), eigenvalues floored at 0; also returns how many were negative
+/// beyond the eigensolver's rounding `64 n ε max|λ|` (the ones below it are floored silently:
+/// they are zeros of a rank-deficient factor).
 fn eigen(m: &Mat<f64>, what: &str) -> Result<(Mat<f64>, Vec<f64>, usize)> {
     let evd = m
         .as_ref()
@@ -141,7 +153,9 @@ fn eigen(m: &Mat<f64>, what: &str) -> Result<(Mat<f64>, Vec<f64>, usize)> {
         .map_err(|_| Error::Numerical(format!("{what}: eigendecomposition did not converge")))?;
     let s = evd.S();
     let l: Vec<f64> = (0..m.nrows()).map(|i| s[i]).collect();
-    let negative = l.iter().filter(|v| **v < 0.0).count();
+    let top = l.iter().fold(0.0_f64, |a, v| a.max(v.abs()));
+    let rounding = 64.0 * l.len() as f64 * f64::EPSILON * top;
+    let negative = l.iter().filter(|v| **v < -rounding).count();
     Ok((
         evd.U().to_owned(),
         l.into_iter().map(|v| v.max(0.0)).collect(),
@@ -212,7 +226,7 @@ impl Kron {
         self.dim
     }
 
-    /// Negative factor eigenvalues (rounding) floored at 0.
+    /// Negative factor eigenvalues beyond rounding floored at 0.
     pub fn floored_eigenvalues(&self) -> usize {
         self.floored
     }
@@ -333,20 +347,24 @@ impl Kron {
                     add(&mut out, &|m, c| wb.qg[(m % k, c)], &scales(a.as_ref()));
                 }
                 Factor::Block(jb) => {
-                    let z = whiten_with(
-                        &self.blocks[2 * l..2 * l + 2],
-                        wb.offset,
-                        jb.as_ref(),
-                        self.delta,
-                        self.scale,
-                    );
+                    // Example by example: its K rows whitened (row-major), then their Gram.
+                    let blocks = &self.blocks[2 * l..2 * l + 2];
+                    let p = jb.ncols();
                     out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
+                        let mut z = vec![0.0; k * p];
+                        let mut row = vec![0.0; p];
+                        for r in 0..k {
+                            row.iter_mut()
+                                .zip(jb.row(e * k + r).iter())
+                                .for_each(|(d, v)| *d = *v);
+                            let dst = &mut z[r * p..(r + 1) * p];
+                            whiten_row(blocks, wb.offset, &row, self.delta, self.scale, dst);
+                        }
                         for r in 0..k {
                             for q in 0..k {
-                                c[r * k + q] += z
-                                    .row(e * k + r)
+                                c[r * k + q] += z[r * p..(r + 1) * p]
                                     .iter()
-                                    .zip(z.row(e * k + q).iter())
+                                    .zip(&z[q * p..(q + 1) * p])
                                     .map(|(a, b)| a * b)
                                     .sum::<f64>();
                             }

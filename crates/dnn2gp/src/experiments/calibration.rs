@@ -3,9 +3,14 @@
 //! test set; reliability diagrams; out-of-distribution detection by the maximum probability
 //! (AUROC, FPR at 95% TPR); and the rotated-MNIST shift (images rotated about their centre).
 
+use std::time::Instant;
+
 use faer::{Mat, MatRef};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warning};
+use crate::likelihood::classification::softmax;
+use crate::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
+use crate::train::model::Model;
 
 /// Confidence bins of the ECE (Laplace Redux's and laplace-torch's 15).
 pub const ECE_BINS: usize = 15;
@@ -217,4 +222,217 @@ pub fn rotate(images: MatRef<'_, f64>, side: usize, degrees: f64) -> Result<Mat<
     Ok(Mat::from_fn(images.nrows(), side * side, |i, o| {
         taps[o].iter().map(|&(s, w)| w * images[(i, s)]).sum()
     }))
+}
+
+/// A posterior to evaluate: a structure over a subset of the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {
+    /// The curvature structure.
+    pub structure: HessianStructure,
+    /// The weights it covers.
+    pub subset: Subset,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.structure, self.subset)
+    }
+}
+
+/// Where the prior precision comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Prior {
+    /// The model's δ.
+    Model,
+    /// The evidence's maximum ([`Laplace::optimize_prior_precision`]).
+    Marglik,
+    /// A given δ.
+    Fixed(f64),
+}
+
+/// Inputs with labels (a test set), or without (an out-of-distribution set: labels empty).
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// Name in reports (`rotated 30°`, a file's name).
+    pub name: String,
+    /// The inputs (M × D).
+    pub x: Mat<f64>,
+    /// Their classes.
+    pub labels: Vec<usize>,
+}
+
+/// One set's numbers for one method.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SetReport {
+    /// The set's name.
+    pub name: String,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// The reliability diagram ([`ECE_BINS`] bins).
+    pub reliability: Vec<Bin>,
+}
+
+/// OOD detection against the first test set.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OodReport {
+    /// The out-of-distribution set's name.
+    pub name: String,
+    /// The in-distribution set it is told apart from.
+    pub against: String,
+    /// AUROC and FPR95.
+    #[serde(flatten)]
+    pub ood: Ood,
+}
+
+/// Everything measured for one method (the MAP network, or a posterior).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MethodReport {
+    /// `map`, or `laplace STRUCTURE SUBSET`.
+    pub method: String,
+    /// The posterior's structure and subset (none for the MAP).
+    pub structure: Option<HessianStructure>,
+    /// The subset.
+    pub subset: Option<Subset>,
+    /// Parameters the posterior covers.
+    pub params: Option<usize>,
+    /// The prior precision used.
+    pub prior_precision: Option<f64>,
+    /// The evidence there.
+    pub log_marglik: Option<f64>,
+    /// Seconds: fit, marglik, predict.
+    pub timings_s: Vec<(String, f64)>,
+    /// The test sets.
+    pub sets: Vec<SetReport>,
+    /// The OOD sets.
+    pub ood: Vec<OodReport>,
+    /// Numerical events of the fit.
+    pub warnings: Vec<Warning>,
+}
+
+/// Probabilities of the MAP network: the softmax of its outputs (`[1 − σ(f), σ(f)]` for one
+/// logit).
+pub fn map_probabilities(model: &Model, x: MatRef<'_, f64>) -> Mat<f64> {
+    let f = crate::nn::predict(&model.net, &model.w, x);
+    let k = f.ncols();
+    let c = if k == 1 { 2 } else { k };
+    let mut p = Mat::zeros(f.nrows(), c);
+    for i in 0..f.nrows() {
+        let row: Vec<f64> = if k == 1 {
+            vec![0.0, f[(i, 0)]]
+        } else {
+            (0..k).map(|j| f[(i, j)]).collect()
+        };
+        for (j, v) in softmax(&row).into_iter().enumerate() {
+            p[(i, j)] = v;
+        }
+    }
+    p
+}
+
+/// The reports of one method from its probability function on each set.
+fn report(
+    tests: &[Inputs],
+    ood_sets: &[Inputs],
+    probs: &dyn Fn(MatRef<'_, f64>) -> Result<Mat<f64>>,
+) -> Result<(Vec<SetReport>, Vec<OodReport>)> {
+    let mut sets = Vec::with_capacity(tests.len());
+    let mut first = None;
+    for t in tests {
+        let p = probs(t.x.as_ref())?;
+        sets.push(SetReport {
+            name: t.name.clone(),
+            metrics: metrics(p.as_ref(), &t.labels)?,
+            reliability: reliability(p.as_ref(), &t.labels, ECE_BINS)?,
+        });
+        first.get_or_insert(p);
+    }
+    let mut oods = Vec::with_capacity(ood_sets.len());
+    if let (Some(p_in), Some(t)) = (&first, tests.first()) {
+        for o in ood_sets {
+            oods.push(OodReport {
+                name: o.name.clone(),
+                against: t.name.clone(),
+                ood: ood(p_in.as_ref(), probs(o.x.as_ref())?.as_ref())?,
+            });
+        }
+    }
+    Ok((sets, oods))
+}
+
+/// Calibration of the MAP network and of each posterior `methods` of `model` fitted on its
+/// training data `(x, y)` (one-hot targets), on `tests` (the first also the in-distribution
+/// set of the OOD scores) and `ood_sets`, with the predictive `link`; each posterior's prior
+/// precision from `prior`. `done` is told each method's report as it finishes.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Model,
+    x: MatRef<'_, f64>,
+    y: MatRef<'_, f64>,
+    methods: &[Method],
+    prior: Prior,
+    link: Link,
+    tests: &[Inputs],
+    ood_sets: &[Inputs],
+    fit: &FitOptions<'_>,
+    done: &mut dyn FnMut(&MethodReport),
+) -> Result<Vec<MethodReport>> {
+    for m in methods {
+        Laplace::check_memory(&model.net, x.nrows(), m.structure, m.subset, fit.memory_limit)?;
+    }
+    let mut out = Vec::with_capacity(methods.len() + 1);
+    let t0 = Instant::now();
+    let (sets, ood) = report(tests, ood_sets, &|x| Ok(map_probabilities(model, x)))?;
+    let map = MethodReport {
+        method: "map".into(),
+        structure: None,
+        subset: None,
+        params: None,
+        prior_precision: None,
+        log_marglik: None,
+        timings_s: vec![("predict".into(), t0.elapsed().as_secs_f64())],
+        sets,
+        ood,
+        warnings: Vec::new(),
+    };
+    done(&map);
+    out.push(map);
+    for m in methods {
+        let mut timings = Vec::new();
+        let t0 = Instant::now();
+        let mut la = Laplace::fit_subset(model.clone(), x, y, m.structure, m.subset, fit)?;
+        timings.push(("fit".to_string(), t0.elapsed().as_secs_f64()));
+        let t0 = Instant::now();
+        match prior {
+            Prior::Model => {}
+            Prior::Marglik => {
+                la.optimize_prior_precision()?;
+            }
+            Prior::Fixed(d) => la.set_prior_precision(d)?,
+        }
+        let log_marglik = la.log_marginal_likelihood(None, None)?;
+        timings.push(("marglik".to_string(), t0.elapsed().as_secs_f64()));
+        let t0 = Instant::now();
+        let (sets, ood) = report(tests, ood_sets, &|x| {
+            Ok(la
+                .predict(x, link)?
+                .probabilities
+                .expect("a classification likelihood"))
+        })?;
+        timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
+        let r = MethodReport {
+            method: format!("laplace {m}"),
+            structure: Some(m.structure),
+            subset: Some(m.subset),
+            params: Some(la.weight_posterior().mean.len()),
+            prior_precision: Some(la.model().delta),
+            log_marglik: Some(log_marglik),
+            timings_s: timings,
+            sets,
+            ood,
+            warnings: la.weight_posterior().warnings(),
+        };
+        done(&r);
+        out.push(r);
+    }
+    Ok(out)
 }

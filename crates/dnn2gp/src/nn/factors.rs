@@ -355,7 +355,7 @@ fn block_form<T: Real>(g: &Mat<T>, a: &Mat<T>, k: usize) -> Factor<T> {
         if c < out * inp {
             g[(m, c / inp)] * a[(m / k, c % inp)]
         } else {
-            g[(m, c - out * inp)]
+            g[(m, c - out * inp)] * a[(m / k, inp)]
         }
     }))
 }

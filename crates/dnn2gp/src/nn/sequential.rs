@@ -229,6 +229,9 @@ fn im2col(x: &[f64], (c, _, k, h, w, oh, ow): ConvShape) -> Vec<f64> {
     cols
 }
 
+/// Examples per batched product of a conv layer's forward pass.
+const CONV_BATCH: usize = 32;
+
 /// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]), from its
 /// transpose `cols_t` (OH·OW × C·k·k, each column contiguous).
 fn col2im(cols_t: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
@@ -635,15 +638,41 @@ impl Sequential {
                         c * k * k,
                     );
                     let b = &w[off[l] + o * c * k * k..off[l + 1]];
-                    let mut z = Mat::<f64>::zeros(o, oh * ow);
-                    for e in 0..n {
-                        let xe: Vec<f64> = a.row(e).iter().copied().collect();
-                        let cols = im2col(&xe, s);
-                        let cm = MatRef::from_row_major_slice(&cols, c * k * k, oh * ow);
-                        matmul(z.as_mut(), Accum::Replace, wl, cm, 1.0, Par::Seq);
+                    // A batch of examples at a time, one product: the patch matrix C with
+                    // columns (position p, example e), each run of examples a contiguous slice
+                    // of an input column, then `Zᵀ = Cᵀ Wᵀ` (p·nb+e × o), whose runs are the
+                    // output columns' slices.
+                    let (pos, ckk) = (oh * ow, c * k * k);
+                    let (h, wd) = (s.3, s.4);
+                    for e0 in (0..n).step_by(CONV_BATCH) {
+                        let nb = CONV_BATCH.min(n - e0);
+                        let mut cols = vec![0.0; ckk * pos * nb];
+                        for (r, dst) in cols.chunks_mut(pos * nb).enumerate() {
+                            let (ci, ki, kj) = (r / (k * k), (r / k) % k, r % k);
+                            for y in 0..oh {
+                                for x in 0..ow {
+                                    let src = col(a.as_ref(), ci * h * wd + (y + ki) * wd + x + kj);
+                                    dst[(y * ow + x) * nb..][..nb].copy_from_slice(&src[e0..e0 + nb]);
+                                }
+                            }
+                        }
+                        let cm = MatRef::from_row_major_slice(&cols, ckk, pos * nb);
+                        let mut zt = Mat::<f64>::zeros(pos * nb, o);
+                        matmul(
+                            zt.as_mut(),
+                            Accum::Replace,
+                            cm.transpose(),
+                            wl.transpose(),
+                            1.0,
+                            Par::Seq,
+                        );
                         for oc in 0..o {
-                            for p in 0..oh * ow {
-                                out[(e, oc * oh * ow + p)] = z[(oc, p)] + b[oc];
+                            let z = col(zt.as_ref(), oc);
+                            for p in 0..pos {
+                                let dst = &mut col_mut(out.as_mut(), oc * pos + p)[e0..e0 + nb];
+                                dst.iter_mut()
+                                    .zip(&z[p * nb..(p + 1) * nb])
+                                    .for_each(|(d, v)| *d = v + b[oc]);
                             }
                         }
                     }
@@ -653,19 +682,22 @@ impl Sequential {
                     height,
                     width,
                 } => {
+                    // Window by window over contiguous columns; the arg-max of output q for
+                    // example e at `idx[q·N + e]`.
                     let windows = pool_windows(channels, height, width);
                     let mut idx = vec![0usize; n * windows.len()];
-                    for e in 0..n {
-                        for (q, cands) in windows.iter().enumerate() {
-                            let best = cands.iter().copied().fold(cands[0], |b, c| {
-                                if a[(e, c)] > a[(e, b)] {
-                                    c
-                                } else {
-                                    b
+                    for (q, cands) in windows.iter().enumerate() {
+                        let src = cands.map(|c| col(a.as_ref(), c));
+                        let dst = col_mut(out.as_mut(), q);
+                        for e in 0..n {
+                            let mut best = 0;
+                            for (j, s) in src.iter().enumerate().skip(1) {
+                                if s[e] > src[best][e] {
+                                    best = j;
                                 }
-                            });
-                            out[(e, q)] = a[(e, best)];
-                            idx[e * windows.len() + q] = best;
+                            }
+                            dst[e] = src[best][e];
+                            idx[q * n + e] = cands[best];
                         }
                     }
                     arg = Some(idx);
@@ -843,10 +875,11 @@ impl Sequential {
                     let idx = tape.argmax[l].as_ref().expect("pooling keeps its arg-max");
                     let od = layer.out_dim();
                     let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
-                    for m in 0..m_rows {
-                        let e = m / rpe;
-                        for q in 0..od {
-                            gi[(m, idx[e * od + q])] += g[(m, q)];
+                    let n = a_in.nrows();
+                    for q in 0..od {
+                        let gq = col(g.as_ref(), q);
+                        for (m, v) in gq.iter().enumerate() {
+                            gi[(m, idx[q * n + m / rpe])] += v;
                         }
                     }
                     gi

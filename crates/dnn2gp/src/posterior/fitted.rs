@@ -383,6 +383,12 @@ pub(crate) fn at_sigma(
     }
 }
 
+/// `∂ log p(D)/∂ log δ = ½ Σ λ/(λ + δ) − ½ δ ‖θ‖²` for GGN eigenvalues λ (floored at 0).
+fn evidence_gradient(lambda: &[f64], w2: f64, delta: f64) -> f64 {
+    let l = |l: &f64| l.max(0.0);
+    0.5 * lambda.iter().map(|v| l(v) / (l(v) + delta)).sum::<f64>() - 0.5 * delta * w2
+}
+
 /// What [`Laplace::fit`] may use.
 pub struct FitOptions<'a> {
     /// Bytes the fit may allocate at once (the Jacobian and the P×P GGN of a full fit).
@@ -546,6 +552,7 @@ impl Laplace {
                 net.n_outputs()
             )));
         }
+        Self::check_memory(net, x.nrows(), structure, subset, opts.memory_limit)?;
         let last_layer = match subset {
             Subset::All => None,
             Subset::LastLayer => Some(LastLayer::of(net)?),
@@ -558,18 +565,12 @@ impl Laplace {
                 (&ll.head, &model.w[ll.offset..], features.as_ref())
             }
         };
-        let (n, k, p) = (x.nrows(), net.n_outputs(), sub.n_params());
+        let (n, k) = (x.nrows(), net.n_outputs());
         let f = crate::nn::predict(sub, w, inputs);
         let nll = lik.nll_sum(f.as_ref(), y);
         let sse = crate::linalg::sq_diff(f.as_ref(), y);
         let ggn = match structure {
             HessianStructure::Full => {
-                check_memory(
-                    "the Jacobian (NK×P) and the full P×P GGN",
-                    mat_bytes(n * k, p) + 3 * mat_bytes(p, p),
-                    opts.memory_limit,
-                    "use --hessian kron or diag, or --subset last-layer",
-                )?;
                 Ggn::Full(Linearization::new(sub, lik.as_ref(), inputs, y, w).ggn())
             }
             HessianStructure::Diag => Ggn::Diag(ggn_diagonal(
@@ -590,6 +591,51 @@ impl Laplace {
             )),
         };
         Self::from_ggn(model, last_layer, ggn, nll, sse, n * k)
+    }
+
+    /// Refuses a fit of `structure` over `subset` of `net` on N examples whose largest
+    /// allocation exceeds `limit` bytes, before any work: the full GGN needs the Jacobian
+    /// (NK×P) and three P×P matrices, KFAC its factors and their eigenvectors (`Σ_l 3(i_l² +
+    /// o_l²)` values), the diagonal a few P-vectors per thread; every predictive at most
+    /// 256 MiB of Jacobian per block of inputs.
+    pub fn check_memory(
+        net: &Sequential,
+        n: usize,
+        structure: HessianStructure,
+        subset: Subset,
+        limit: u128,
+    ) -> Result<()> {
+        let sub = match subset {
+            Subset::All => net.clone(),
+            Subset::LastLayer => LastLayer::of(net)?.head,
+        };
+        let (k, p) = (net.n_outputs(), sub.n_params());
+        let threads = rayon::current_num_threads() as u128;
+        let (what, bytes) = match structure {
+            HessianStructure::Full => (
+                "the Jacobian (NK×P) and the full P×P GGN",
+                mat_bytes(n * k, p) + 3 * mat_bytes(p, p),
+            ),
+            HessianStructure::Kron => (
+                "the KFAC factors and their eigenvectors",
+                kron_shapes(&sub)
+                    .iter()
+                    .map(|(i, o)| 3 * (mat_bytes(*i, *i) + mat_bytes(*o, *o)))
+                    .sum(),
+            ),
+            HessianStructure::Diag => ("the GGN diagonal", (threads + 3) * 8 * p as u128),
+        };
+        let subset_advice = if subset == Subset::All {
+            ", or --subset last-layer"
+        } else {
+            ""
+        };
+        check_memory(
+            &format!("a {structure} posterior over {p} weights: {what}"),
+            bytes + (256 << 20),
+            limit,
+            &format!("use --hessian kron or diag{subset_advice}"),
+        )
     }
 
     fn from_ggn(
@@ -688,11 +734,7 @@ impl Laplace {
     pub fn optimize_prior_precision(&mut self) -> Result<PriorFit> {
         let lambda = self.ggn_eigenvalues()?.into_owned();
         let w2 = self.mean_sq();
-        let grad = |t: f64| {
-            let d = t.exp();
-            0.5 * lambda.iter().map(|l| l.max(0.0) / (l.max(0.0) + d)).sum::<f64>()
-                - 0.5 * d * w2
-        };
+        let grad = |t: f64| evidence_gradient(&lambda, w2, t.exp());
         let (mut lo, mut hi) = (-40.0_f64, 40.0_f64);
         if !(grad(lo) > 0.0 && grad(hi) < 0.0) {
             return Err(Error::Numerical(format!(
@@ -716,6 +758,13 @@ impl Laplace {
             log_marglik: self.log_marginal_likelihood(None, None)?,
             gradient: grad(t),
         })
+    }
+
+    /// `∂ log p(D)/∂ log δ = ½ Σ_i λ_i/(λ_i + δ) − ½ δ ‖θ*‖²` at prior precision δ (H's
+    /// eigenvalues λ, at the fitted σ).
+    pub fn log_marginal_likelihood_gradient(&self, delta: f64) -> Result<f64> {
+        crate::train::check_delta(delta)?;
+        Ok(evidence_gradient(&self.ggn_eigenvalues()?, self.mean_sq(), delta))
     }
 
     /// Refits the posterior at prior precision δ from the same curvature (no data pass).

@@ -226,7 +226,8 @@ impl LaplaceGgn {
             out.push(Warning::new(
                 "floored_eigenvalues",
                 format!(
-                    "{} negative eigenvalues of the KFAC factors (rounding) were floored at 0",
+                    "{} eigenvalues of the KFAC factors were negative beyond rounding and were \
+                     floored at 0",
                     self.floored
                 ),
             ));

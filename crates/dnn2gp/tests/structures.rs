@@ -1,0 +1,411 @@
+//! The posterior structures and subsets: KFAC (kron) equals the GGN where it is exact and its
+//! factors equal their definitions on a batch (dense and conv layers, the conv cotangents by
+//! finite differences); the KFAC precision's operations equal those of its dense matrix; the
+//! last-layer posterior equals the full posterior of the last layer on frozen features; the
+//! evidence's δ-gradient equals finite differences and its root is the optimum; the Laplace
+//! bridge is laplace-torch's; save and load keep every number; same bytes on any thread count.
+
+mod common;
+
+use approx::assert_relative_eq;
+use dnn2gp::curvature::{kron_factors, Linearization, Precision};
+use dnn2gp::likelihood::classification::softmax;
+use dnn2gp::likelihood::{curvature_root_rows, LikelihoodKind};
+use dnn2gp::linalg::{a_b, a_bt};
+use dnn2gp::nn::{Layer, Network, Sequential};
+use dnn2gp::posterior::fitted::class_probabilities;
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
+use dnn2gp::rng::{normals, seeded};
+use dnn2gp::train::model::Model;
+use faer::{Mat, MatRef, Side};
+
+/// N inputs of D values and one-hot labels of K classes, from a seed.
+fn data(n: usize, d: usize, k: usize, seed: u64) -> (Mat<f64>, Mat<f64>) {
+    let mut rng = seeded(seed);
+    let z = normals(&mut rng, n * d);
+    let x = Mat::from_fn(n, d, |i, j| z[i * d + j]);
+    let y = Mat::from_fn(n, k, |i, c| f64::from(u8::from((i * 7 + 3) % k == c)));
+    (x, y)
+}
+
+/// A categorical model of `spec` at its seeded initialisation (scaled up so that the
+/// curvature is not uniform).
+fn model(spec: &str, delta: f64) -> Model {
+    let net = Sequential::parse(spec).unwrap();
+    let w: Vec<f64> = net.init(3).into_iter().map(|v| 1.5 * v).collect();
+    Model::new(net, w, LikelihoodKind::Categorical, 1.0, delta).unwrap()
+}
+
+const MLP: &str = "4:dense5,tanh,dense3";
+const CNN: &str = "1x6x6:conv2k3,tanh,pool,flatten,dense3";
+
+fn fit(m: &Model, x: &Mat<f64>, y: &Mat<f64>, s: HessianStructure, sub: Subset) -> Laplace {
+    Laplace::fit_subset(
+        m.clone(),
+        x.as_ref(),
+        y.as_ref(),
+        s,
+        sub,
+        &FitOptions::default(),
+    )
+    .unwrap()
+}
+
+/// The full GGN `Σ_i J_iᵀ Λ_i J_i` of `m` on `(x, y)`.
+fn ggn(m: &Model, x: &Mat<f64>, y: &Mat<f64>) -> Mat<f64> {
+    let lik = m.likelihood().unwrap();
+    Linearization::new(&m.net, lik.as_ref(), x.as_ref(), y.as_ref(), &m.w).ggn()
+}
+
+fn block(m: &Mat<f64>, r: std::ops::Range<usize>, c: std::ops::Range<usize>) -> Mat<f64> {
+    Mat::from_fn(r.len(), c.len(), |i, j| m[(r.start + i, c.start + j)])
+}
+
+fn assert_close(a: MatRef<'_, f64>, b: MatRef<'_, f64>, tol: f64) {
+    assert_eq!((a.nrows(), a.ncols()), (b.nrows(), b.ncols()));
+    let scale = (0..b.nrows())
+        .flat_map(|i| (0..b.ncols()).map(move |j| b[(i, j)].abs()))
+        .fold(1e-300, f64::max);
+    for i in 0..a.nrows() {
+        for j in 0..a.ncols() {
+            assert!(
+                (a[(i, j)] - b[(i, j)]).abs() <= tol * scale,
+                "({i}, {j}): {} vs {} (scale {scale})",
+                a[(i, j)],
+                b[(i, j)]
+            );
+        }
+    }
+}
+
+/// For one example and one dense layer, `J = I_K ⊗ ãᵀ` and the GGN's weight block is
+/// `Λ ⊗ a aᵀ` and its bias block `Λ`: KFAC's two blocks are exact (the weight–bias cross block
+/// is what KFAC with weight and bias apart leaves out).
+#[test]
+fn kfac_equals_the_ggn_on_one_example_and_one_layer() {
+    let m = model("4:dense3", 0.7);
+    let (x, y) = data(1, 4, 3, 1);
+    let h = ggn(&m, &x, &y);
+    let la = fit(&m, &x, &y, HessianStructure::Kron, Subset::All);
+    let mut a = la.weight_posterior().precision().dense();
+    for i in 0..15 {
+        a[(i, i)] -= 0.7;
+    }
+    assert_close(block(&a, 0..12, 0..12).as_ref(), block(&h, 0..12, 0..12).as_ref(), 1e-12);
+    assert_close(block(&a, 12..15, 12..15).as_ref(), block(&h, 12..15, 12..15).as_ref(), 1e-12);
+    assert!(block(&a, 0..12, 12..15).norm_max() < 1e-14);
+    assert!(block(&h, 0..12, 12..15).norm_max() > 1e-3, "the test needs a cross block");
+}
+
+/// The input of layer `upto` of `net` at `w` (the layers before it run forward).
+fn layer_input(net: &Sequential, w: &[f64], x: &Mat<f64>, upto: usize) -> Mat<f64> {
+    if upto == 0 {
+        return x.clone();
+    }
+    let head = Sequential::new(net.layers()[..upto].to_vec()).unwrap();
+    head.forward(&w[..head.n_params()], x.as_ref())
+}
+
+/// On a batch, each layer's factors are their definitions: `A = Σ_n a_n a_nᵀ / (N T)` from the
+/// layer's inputs (a conv layer's patches), and `G = Σ_{n,c,t} g g ᵀ` from the curvature roots
+/// backpropagated to the layer's outputs: for a dense layer the GGN's bias block; for a conv
+/// layer per position, by central finite differences of the layers above.
+#[test]
+fn kfac_factors_are_their_definitions_on_a_batch() {
+    for spec in [MLP, CNN] {
+        let m = model(spec, 1.0);
+        let (n, k) = (9, 3);
+        let (x, y) = data(n, m.net.n_inputs(), k, 2);
+        let lik = m.likelihood().unwrap();
+        let sums = kron_factors(&m.net, lik.as_ref(), &m.w, x.as_ref(), y.as_ref(), None);
+        let h = ggn(&m, &x, &y);
+        let roots = curvature_root_rows(lik.as_ref(), m.net.forward(&m.w, x.as_ref()).as_ref(), y.as_ref());
+        let (mut offset, mut l) = (0, 0);
+        for (idx, layer) in m.net.layers().iter().enumerate() {
+            let p = layer.n_params();
+            if p == 0 {
+                continue;
+            }
+            let input = layer_input(&m.net, &m.w, &x, idx);
+            let s = &sums[l];
+            match *layer {
+                Layer::Dense { inputs, outputs } => {
+                    let a = dnn2gp::linalg::at_b(input.as_ref(), input.as_ref());
+                    let a = Mat::from_fn(inputs, inputs, |i, j| a[(i, j)] / n as f64);
+                    assert_close(s.a.as_ref(), a.as_ref(), 1e-12);
+                    let b0 = offset + inputs * outputs;
+                    assert_close(s.g.as_ref(), block(&h, b0..b0 + outputs, b0..b0 + outputs).as_ref(), 1e-10);
+                }
+                Layer::Conv2d {
+                    in_channels: c,
+                    out_channels: o,
+                    kernel: kk,
+                    height: hh,
+                    width: ww,
+                } => {
+                    let (oh, ow) = (hh - kk + 1, ww - kk + 1);
+                    let t = oh * ow;
+                    let ckk = c * kk * kk;
+                    // Patches: entry (ch, dy, dx) of position (py, px).
+                    let mut a = Mat::<f64>::zeros(ckk, ckk);
+                    for e in 0..n {
+                        for py in 0..oh {
+                            for px in 0..ow {
+                                let patch: Vec<f64> = (0..ckk)
+                                    .map(|r| {
+                                        let (ch, dy, dx) = (r / (kk * kk), (r / kk) % kk, r % kk);
+                                        input[(e, ch * hh * ww + (py + dy) * ww + px + dx)]
+                                    })
+                                    .collect();
+                                for i in 0..ckk {
+                                    for j in 0..ckk {
+                                        a[(i, j)] += patch[i] * patch[j] / (n * t) as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    assert_close(s.a.as_ref(), a.as_ref(), 1e-12);
+                    // g_{e,c,t} = Σ_k R_e[c,k] ∂f_k/∂z_{o,t} through the layers above z.
+                    let tail = Sequential::new(m.net.layers()[idx + 1..].to_vec()).unwrap();
+                    let wt = &m.w[offset + p..];
+                    let z = {
+                        let upto = Sequential::new(m.net.layers()[..=idx].to_vec()).unwrap();
+                        upto.forward(&m.w[..offset + p], x.as_ref())
+                    };
+                    let mut g = Mat::<f64>::zeros(o, o);
+                    let eps = 1e-5;
+                    for e in 0..n {
+                        // dfdz[(k, j)] for j = oc·T + t.
+                        let dfdz = Mat::from_fn(k, o * t, |kk2, j| {
+                            let shifted = |s: f64| {
+                                let zz = Mat::from_fn(1, o * t, |_, q| z[(e, q)] + if q == j { s } else { 0.0 });
+                                tail.forward(wt, zz.as_ref())[(0, kk2)]
+                            };
+                            (shifted(eps) - shifted(-eps)) / (2.0 * eps)
+                        });
+                        for cc in 0..k {
+                            for pos in 0..t {
+                                let gv: Vec<f64> = (0..o)
+                                    .map(|oc| (0..k).map(|q| roots[(e * k + cc, q)] * dfdz[(q, oc * t + pos)]).sum())
+                                    .collect();
+                                for i in 0..o {
+                                    for j in 0..o {
+                                        g[(i, j)] += gv[i] * gv[j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    assert_close(s.g.as_ref(), g.as_ref(), 1e-7);
+                }
+                _ => unreachable!("layers with parameters"),
+            }
+            offset += p;
+            l += 1;
+        }
+        assert_eq!(l, sums.len());
+    }
+}
+
+/// Every operation of the KFAC precision equals that of its dense matrix: `Σ = A⁻¹`, `Σv`,
+/// `diag Σ`, `log|A|`, the kernel, the functional covariance (from Jacobian factors), samples,
+/// and the evidence at another δ equals a fresh fit there.
+#[test]
+fn kfac_precision_operations_equal_the_dense_matrix() {
+    for spec in [MLP, CNN] {
+        let m = model(spec, 0.9);
+        let (x, y) = data(12, m.net.n_inputs(), 3, 4);
+        let la = fit(&m, &x, &y, HessianStructure::Kron, Subset::All);
+        let post = la.weight_posterior();
+        let p = m.net.n_params();
+        let a = post.precision().dense();
+        let sigma = post.covariance();
+        assert_close(a_b(a.as_ref(), sigma.as_ref()).as_ref(), Mat::<f64>::identity(p, p).as_ref(), 1e-10);
+        let v: Vec<f64> = (0..p).map(|i| (i as f64 * 0.37).sin()).collect();
+        let sv = la.covariance_times(&v);
+        for i in 0..p {
+            let d: f64 = (0..p).map(|j| sigma[(i, j)] * v[j]).sum();
+            assert_relative_eq!(sv[i], d, max_relative = 1e-10, epsilon = 1e-14);
+            assert_relative_eq!(post.variances()[i], sigma[(i, i)], max_relative = 1e-10);
+        }
+        let chol = a.as_ref().llt(Side::Lower).unwrap();
+        let l = chol.L();
+        let logdet: f64 = (0..p).map(|i| 2.0 * l[(i, i)].ln()).sum();
+        assert_relative_eq!(post.log_det_precision(), logdet, max_relative = 1e-10);
+        // Kernel and functional covariance against J Σ Jᵀ.
+        let (xs, _) = data(5, m.net.n_inputs(), 3, 5);
+        let j = m.net.jacobian(&m.w, xs.as_ref());
+        let jsj = a_bt(a_b(j.as_ref(), sigma.as_ref()).as_ref(), j.as_ref());
+        assert_close(la.kernel(xs.as_ref(), xs.as_ref()).as_ref(), jsj.as_ref(), 1e-9);
+        let blocks = la.functional_covariance(xs.as_ref());
+        for e in 0..5 {
+            for r in 0..3 {
+                for c in 0..3 {
+                    assert_relative_eq!(blocks[e * 9 + r * 3 + c], jsj[(e * 3 + r, e * 3 + c)], max_relative = 1e-9, epsilon = 1e-13);
+                }
+            }
+        }
+        // Samples: mean w*, covariance Σ (Monte Carlo, 20,000 draws).
+        let draws = la.sample(20_000, 7);
+        let mut cov = Mat::<f64>::zeros(p, p);
+        for d in &draws {
+            for i in 0..p {
+                for jj in 0..p {
+                    cov[(i, jj)] += (d[i] - m.w[i]) * (d[jj] - m.w[jj]) / draws.len() as f64;
+                }
+            }
+        }
+        let worst = (0..p)
+            .flat_map(|i| (0..p).map(move |jj| (i, jj)))
+            .map(|(i, jj)| (cov[(i, jj)] - sigma[(i, jj)]).abs() / (sigma[(i, i)] * sigma[(jj, jj)]).sqrt())
+            .fold(0.0, f64::max);
+        assert!(worst < 0.05, "sample correlation error {worst}");
+        // The evidence at another δ from one fit equals a fresh fit there.
+        let mut m2 = m.clone();
+        m2.delta = 2.5;
+        let fresh = fit(&m2, &x, &y, HessianStructure::Kron, Subset::All);
+        assert_relative_eq!(
+            la.log_marginal_likelihood(Some(2.5), None).unwrap(),
+            fresh.log_marginal_likelihood(None, None).unwrap(),
+            max_relative = 1e-12
+        );
+    }
+}
+
+/// The last-layer posterior is the full posterior of the last layer alone on the features of
+/// the layers below, held fixed: the same evidence, functional covariance, kernel and samples,
+/// for every structure.
+#[test]
+fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
+    let m = model("4:dense6,tanh,dense5,tanh,dense3", 0.8);
+    let (x, y) = data(15, 4, 3, 6);
+    let (xs, _) = data(4, 4, 3, 8);
+    let layers = m.net.layers();
+    let body = Sequential::new(layers[..4].to_vec()).unwrap();
+    let head = Sequential::new(layers[4..].to_vec()).unwrap();
+    let split = body.n_params();
+    let phi = body.forward(&m.w[..split], x.as_ref());
+    let phis = body.forward(&m.w[..split], xs.as_ref());
+    let head_model = Model::new(head, m.w[split..].to_vec(), LikelihoodKind::Categorical, 1.0, 0.8).unwrap();
+    for s in [HessianStructure::Full, HessianStructure::Diag, HessianStructure::Kron] {
+        let ll = fit(&m, &x, &y, s, Subset::LastLayer);
+        let alone = fit(&head_model, &phi, &y, s, Subset::All);
+        assert_eq!(ll.subset(), Subset::LastLayer);
+        assert_relative_eq!(
+            ll.log_marginal_likelihood(None, None).unwrap(),
+            alone.log_marginal_likelihood(None, None).unwrap(),
+            max_relative = 1e-12
+        );
+        let (a, b) = (ll.functional_covariance(xs.as_ref()), alone.functional_covariance(phis.as_ref()));
+        for (a, b) in a.iter().zip(&b) {
+            assert_relative_eq!(a, b, max_relative = 1e-10, epsilon = 1e-14);
+        }
+        assert_close(
+            ll.kernel(xs.as_ref(), x.as_ref()).as_ref(),
+            alone.kernel(phis.as_ref(), phi.as_ref()).as_ref(),
+            1e-10,
+        );
+        let (sa, sb) = (ll.sample(3, 9), alone.sample(3, 9));
+        for (da, db) in sa.iter().zip(&sb) {
+            assert_eq!(&da[..split], &m.w[..split]);
+            assert_eq!(&da[split..], &db[..]);
+        }
+    }
+    // The last layer of the KFAC fit over all weights is the last-layer KFAC fit.
+    let all = fit(&m, &x, &y, HessianStructure::Kron, Subset::All);
+    let ll = fit(&m, &x, &y, HessianStructure::Kron, Subset::LastLayer);
+    let (pa, pl) = (all.weight_posterior().variances(), ll.weight_posterior().variances());
+    for (a, b) in pa[split..].iter().zip(&pl) {
+        assert_relative_eq!(a, b, max_relative = 1e-10);
+    }
+}
+
+/// `∂ log p(D)/∂ log δ` equals central differences of the evidence, for every structure; its
+/// root is a maximum, where the posterior is refitted.
+#[test]
+fn the_evidence_gradient_matches_finite_differences_and_its_root_is_the_optimum() {
+    let m = model(CNN, 1.0);
+    let (x, y) = data(20, 36, 3, 9);
+    for s in [HessianStructure::Full, HessianStructure::Diag, HessianStructure::Kron] {
+        for sub in [Subset::All, Subset::LastLayer] {
+            let mut la = fit(&m, &x, &y, s, sub);
+            for delta in [0.05, 0.7, 12.0] {
+                let e = |t: f64| la.log_marginal_likelihood(Some(delta * t.exp()), None).unwrap();
+                let fd = (e(1e-5) - e(-1e-5)) / 2e-5;
+                let g = la.log_marginal_likelihood_gradient(delta).unwrap();
+                assert_relative_eq!(g, fd, max_relative = 1e-6, epsilon = 1e-7);
+            }
+            let best = la.optimize_prior_precision().unwrap();
+            assert!(best.gradient.abs() < 1e-8, "{s} {sub}: gradient {}", best.gradient);
+            assert_eq!(la.model().delta, best.delta);
+            let at = |d: f64| la.log_marginal_likelihood(Some(d), None).unwrap();
+            assert!(at(best.delta) >= at(best.delta * 1.01) && at(best.delta) >= at(best.delta / 1.01));
+            assert_relative_eq!(la.log_marginal_likelihood(None, None).unwrap(), best.log_marglik, max_relative = 1e-12);
+        }
+    }
+}
+
+/// The Laplace bridge equals laplace-torch's `link_approx="bridge"` (values from laplace-torch
+/// 0.3's formula in float64), and the links give distributions.
+#[test]
+fn the_bridge_is_laplace_torchs() {
+    let f = Mat::from_fn(1, 3, |_, c| [0.3, -1.2, 2.0][c]);
+    let cov = vec![0.5, 0.1, 0.0, 0.1, 0.8, -0.2, 0.0, -0.2, 0.3];
+    let p = class_probabilities(&f, &cov, Link::Bridge).unwrap();
+    let peer = [0.1664665845658077, 0.04237630114429552, 0.7911571142898968];
+    for c in 0..3 {
+        assert_relative_eq!(p[(0, c)], peer[c], max_relative = 1e-12);
+    }
+    // No variance: the bridge is undefined and the softmax of the mean is returned.
+    let p0 = class_probabilities(&f, &[0.0; 9], Link::Bridge).unwrap();
+    let sm = softmax(&[0.3, -1.2, 2.0]);
+    (0..3).for_each(|c| assert_relative_eq!(p0[(0, c)], sm[c], max_relative = 1e-15));
+    // One logit has no bridge.
+    assert!(class_probabilities(&Mat::zeros(1, 1), &[1.0], Link::Bridge).is_err());
+}
+
+/// A saved KFAC or last-layer posterior loads to the same numbers.
+#[test]
+fn kron_and_last_layer_posteriors_save_and_load() {
+    let dir = common::tmpdir();
+    let m = model(CNN, 0.6);
+    let (x, y) = data(10, 36, 3, 10);
+    let (xs, _) = data(3, 36, 3, 11);
+    for (s, sub) in [
+        (HessianStructure::Kron, Subset::All),
+        (HessianStructure::Kron, Subset::LastLayer),
+        (HessianStructure::Full, Subset::LastLayer),
+        (HessianStructure::Diag, Subset::LastLayer),
+    ] {
+        let la = fit(&m, &x, &y, s, sub);
+        let path = dir.path().join(format!("{s}-{sub}.safetensors"));
+        la.save(&path).unwrap();
+        let back = Laplace::load(&path).unwrap();
+        assert_eq!((back.structure(), back.subset()), (s, sub));
+        for d in [None, Some(3.0)] {
+            assert_eq!(
+                back.log_marginal_likelihood(d, None).unwrap(),
+                la.log_marginal_likelihood(d, None).unwrap()
+            );
+        }
+        assert_eq!(back.functional_covariance(xs.as_ref()), la.functional_covariance(xs.as_ref()));
+    }
+}
+
+/// The KFAC fit and its predictive give the same bytes on one thread and on several.
+#[test]
+fn kfac_is_the_same_on_any_thread_count() {
+    let m = model(CNN, 0.5);
+    let (x, y) = data(700, 36, 3, 12);
+    let run = || {
+        let la = fit(&m, &x, &y, HessianStructure::Kron, Subset::All);
+        let Precision::Kron(k) = la.weight_posterior().precision() else {
+            panic!("kron")
+        };
+        (k.ggn_eigenvalues(), la.functional_covariance(x.as_ref()))
+    };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+    assert_eq!(one, three);
+}

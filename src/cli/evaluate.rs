@@ -1,0 +1,431 @@
+//! `evaluate`: calibration of a classifier and of its Laplace posteriors (structures × subsets)
+//! on clean and rotated test images and against out-of-distribution images: the numbers in
+//! JSON and CSV, reliability diagrams and the metrics against the angle.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use faer::Mat;
+use serde::Serialize;
+
+use dnn2gp::data::mnist;
+use dnn2gp::experiments::calibration::{self, Inputs, Method, MethodReport, Prior};
+use dnn2gp::io::{num, write_csv, write_json};
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::{weights, Network, Sequential};
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Subset};
+use dnn2gp::train::model::Model;
+use dnn2gp::{Error, Warning};
+
+use super::args::EvaluateCmd;
+use super::commands::{positive, warn, Ctx};
+use super::outdir::OutDir;
+use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
+use crate::report::plot::save;
+
+/// What `evaluate` writes to `evaluate.json`.
+#[derive(Debug, Serialize)]
+struct Summary {
+    model: String,
+    architecture: String,
+    train_images: usize,
+    link: String,
+    prior: String,
+    angles: Vec<f64>,
+    test_images_per_angle: usize,
+    ood_sets: Vec<String>,
+    methods: Vec<MethodReport>,
+    warnings: Vec<Warning>,
+}
+
+/// A comma-separated list of values parsed by `parse`, the option named in errors.
+fn list<T>(option: &str, value: &str, parse: impl Fn(&str) -> dnn2gp::Result<T>) -> Result<Vec<T>> {
+    let items: Vec<T> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s).map_err(|e| Error::Invalid(format!("{option}: {e}"))))
+        .collect::<dnn2gp::Result<_>>()?;
+    if items.is_empty() {
+        return Err(Error::Invalid(format!("{option}: empty list")).into());
+    }
+    Ok(items)
+}
+
+/// An IDX file given, or MNIST's `name` in `data_dir/mnist` (gzipped or not).
+fn idx_file(given: &Option<PathBuf>, data_dir: &Path, name: &str, option: &str) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.clone(),
+        None => {
+            let gz = data_dir.join("mnist").join(format!("{name}.gz"));
+            if gz.exists() {
+                gz
+            } else {
+                data_dir.join("mnist").join(name)
+            }
+        }
+    };
+    if !path.is_file() {
+        return Err(Error::Invalid(format!(
+            "{option}: {} is not a file{}",
+            path.display(),
+            if given.is_none() {
+                " (the default from --data-dir; fetch MNIST with `dnn2gp data fetch mnist`)"
+            } else {
+                ""
+            }
+        ))
+        .into());
+    }
+    Ok(path)
+}
+
+/// The model: a dnn2gp model file, or a bare state_dict with `--arch` (a categorical
+/// classifier, δ = 1 until the prior is chosen).
+fn load_model(a: &EvaluateCmd) -> Result<Model> {
+    let model = match &a.arch {
+        None => Model::load(&a.model)?,
+        Some(spec) => {
+            let net = Sequential::parse(spec).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
+            let w = weights::load(&a.model, &net.param_layout())?;
+            let likelihood = if net.n_outputs() == 1 {
+                LikelihoodKind::Bernoulli
+            } else {
+                LikelihoodKind::Categorical
+            };
+            Model::new(net, w, likelihood, 1.0, 1.0)?
+        }
+    };
+    if model.likelihood == LikelihoodKind::Gaussian {
+        return Err(Error::Invalid(format!(
+            "{}: a regression model; evaluate measures the calibration of classifiers",
+            a.model.display()
+        ))
+        .into());
+    }
+    Ok(model)
+}
+
+/// `evaluate`.
+pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
+    // Every option before any work.
+    let structures = list("--hessian", &a.hessian, |s| s.parse::<HessianStructure>())?;
+    let subsets = list("--subset", &a.subset, |s| s.parse::<Subset>())?;
+    let angles = list("--angles", &a.angles, |s| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| Error::Invalid(format!("'{s}' is not an angle in degrees")))
+    })?;
+    let prior = match a.prior.as_str() {
+        "marglik" => Prior::Marglik,
+        "model" => Prior::Model,
+        v => match v.parse::<f64>() {
+            Ok(d) if d.is_finite() && d > 0.0 => Prior::Fixed(d),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "--prior {v}: expected marglik, model or a positive number"
+                ))
+                .into())
+            }
+        },
+    };
+    positive("--samples", a.samples)?;
+    let link = match a.link.as_str() {
+        "probit" => Link::Probit,
+        "bridge" => Link::Bridge,
+        "mc" => Link::MonteCarlo {
+            samples: a.samples,
+            seed: 0,
+        },
+        v => {
+            return Err(
+                Error::Invalid(format!("--link {v}: expected probit, mc or bridge")).into(),
+            )
+        }
+    };
+    if let Some(0) = a.limit {
+        return Err(Error::Invalid("--limit must be at least 1".into()).into());
+    }
+    let train_images = idx_file(&a.train_images, &a.data_dir, "train-images-idx3-ubyte", "--train-images")?;
+    let train_labels = idx_file(&a.train_labels, &a.data_dir, "train-labels-idx1-ubyte", "--train-labels")?;
+    let test_images = idx_file(&a.test_images, &a.data_dir, "t10k-images-idx3-ubyte", "--test-images")?;
+    let test_labels = idx_file(&a.test_labels, &a.data_dir, "t10k-labels-idx1-ubyte", "--test-labels")?;
+    for p in &a.ood_images {
+        if !p.is_file() {
+            return Err(Error::Invalid(format!("--ood-images: {} is not a file", p.display())).into());
+        }
+    }
+    let model = load_model(&a)?;
+    let (d, k) = (model.net.n_inputs(), model.net.n_outputs());
+    let classes = if k == 1 { 2 } else { k };
+    let methods: Vec<Method> = structures
+        .iter()
+        .flat_map(|&structure| subsets.iter().map(move |&subset| Method { structure, subset }))
+        .collect();
+    let y_train = mnist::read_labels(&train_labels)?;
+    if a.link == "bridge" && k == 1 {
+        return Err(Error::Invalid("--link bridge needs two or more classes".into()).into());
+    }
+    for m in &methods {
+        Laplace::check_memory(&model.net, y_train.len(), m.structure, m.subset, ctx.memory)?;
+    }
+    let mut inputs: Vec<&Path> = vec![&a.model, &train_images, &train_labels, &test_images, &test_labels];
+    inputs.extend(a.ood_images.iter().map(PathBuf::as_path));
+    let out = OutDir::open("--out", &a.out, &inputs)?;
+
+    // The data.
+    let read = |path: &Path| -> Result<Mat<f64>> {
+        let x = mnist::read_images(path)?;
+        if x.ncols() != d {
+            return Err(Error::Invalid(format!(
+                "{}: images of {} pixels; the network takes {d} inputs",
+                path.display(),
+                x.ncols()
+            ))
+            .into());
+        }
+        Ok(x)
+    };
+    let x_train = read(&train_images)?;
+    if x_train.nrows() != y_train.len() {
+        return Err(Error::Invalid(format!(
+            "{}: {} images, but {} has {} labels",
+            train_images.display(),
+            x_train.nrows(),
+            train_labels.display(),
+            y_train.len()
+        ))
+        .into());
+    }
+    let check_labels = |labels: &[usize], path: &Path| -> Result<()> {
+        match labels.iter().position(|&c| c >= classes) {
+            Some(i) => Err(Error::Invalid(format!(
+                "{}: label {i} is {}, but the model has {classes} classes",
+                path.display(),
+                labels[i]
+            ))
+            .into()),
+            None => Ok(()),
+        }
+    };
+    check_labels(&y_train, &train_labels)?;
+    let y = if k == 1 {
+        Mat::from_fn(y_train.len(), 1, |i, _| y_train[i] as f64)
+    } else {
+        mnist::one_hot(&y_train, k)
+    };
+    let xt = read(&test_images)?;
+    let yt = mnist::read_labels(&test_labels)?;
+    check_labels(&yt, &test_labels)?;
+    if xt.nrows() != yt.len() {
+        return Err(Error::Invalid(format!(
+            "{}: {} images, but {} has {} labels",
+            test_images.display(),
+            xt.nrows(),
+            test_labels.display(),
+            yt.len()
+        ))
+        .into());
+    }
+    let per_angle = if a.rotated {
+        if xt.nrows() % angles.len() != 0 {
+            return Err(Error::Invalid(format!(
+                "--rotated: {} test images are not {} angles of equally many",
+                xt.nrows(),
+                angles.len()
+            ))
+            .into());
+        }
+        xt.nrows() / angles.len()
+    } else {
+        xt.nrows()
+    };
+    let n_test = a.limit.unwrap_or(per_angle).min(per_angle);
+    let side = (d as f64).sqrt() as usize;
+    if !a.rotated && angles.iter().any(|v| *v != 0.0) && side * side != d {
+        return Err(Error::Invalid(format!(
+            "--angles: the network's {d} inputs are not a square image to rotate"
+        ))
+        .into());
+    }
+    let mut tests = Vec::with_capacity(angles.len());
+    for (i, &angle) in angles.iter().enumerate() {
+        let start = if a.rotated { i * per_angle } else { 0 };
+        let x = xt.as_ref().subrows(start, n_test);
+        let x = if a.rotated || angle == 0.0 {
+            x.to_owned()
+        } else {
+            calibration::rotate(x, side, angle)?
+        };
+        tests.push(Inputs {
+            name: format!("rotated {angle}°"),
+            x,
+            labels: yt[start..start + n_test].to_vec(),
+        });
+    }
+    let mut ood_sets = Vec::new();
+    for p in &a.ood_images {
+        ood_sets.push(Inputs {
+            name: p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
+            x: read(p)?,
+            labels: Vec::new(),
+        });
+    }
+
+    // The methods.
+    let bar = ctx.bar(
+        (methods.len() * x_train.nrows()) as u64,
+        "fitting the posteriors",
+    );
+    let fit = FitOptions {
+        memory_limit: ctx.memory,
+        progress: Some(&bar),
+    };
+    let quiet = ctx.quiet;
+    let reports = calibration::evaluate(
+        &model,
+        x_train.as_ref(),
+        y.as_ref(),
+        &methods,
+        prior,
+        link,
+        &tests,
+        &ood_sets,
+        &fit,
+        &mut |r| {
+            if !quiet {
+                let clean = &r.sets[0].metrics;
+                eprintln!(
+                    "{:<26} {}: accuracy {:.4}, NLL {:.4}, ECE {:.4}{}",
+                    r.method,
+                    tests[0].name,
+                    clean.acc,
+                    clean.nll,
+                    clean.ece,
+                    r.prior_precision
+                        .map(|d| format!(", δ = {d:.4}"))
+                        .unwrap_or_default()
+                );
+            }
+        },
+    )?;
+    bar.finish();
+    let mut warnings = Vec::new();
+    for r in &reports {
+        warn(&mut warnings, r.warnings.iter().map(|w| w.on(&r.method)).collect::<Vec<_>>());
+    }
+
+    // The files.
+    let mut files = Vec::new();
+    let mut metric_rows = Vec::new();
+    let mut bin_rows = Vec::new();
+    let mut ood_rows = Vec::new();
+    for r in &reports {
+        for (s, angle) in r.sets.iter().zip(&angles) {
+            let m = &s.metrics;
+            metric_rows.push(vec![
+                r.method.clone(),
+                num(*angle),
+                num(m.acc),
+                num(m.nll),
+                num(m.ece),
+                num(m.brier),
+                num(m.conf),
+            ]);
+            for b in &s.reliability {
+                bin_rows.push(vec![
+                    r.method.clone(),
+                    num(*angle),
+                    num(b.lo),
+                    num(b.hi),
+                    b.count.to_string(),
+                    num(b.accuracy),
+                    num(b.confidence),
+                ]);
+            }
+        }
+        for o in &r.ood {
+            ood_rows.push(vec![
+                r.method.clone(),
+                o.name.clone(),
+                o.against.clone(),
+                num(o.ood.auroc),
+                num(o.ood.fpr95),
+            ]);
+        }
+    }
+    let dir = out.path();
+    let path = dir.join("metrics.csv");
+    write_csv(&path, &["method", "angle", "acc", "nll", "ece", "brier", "conf"], &metric_rows)?;
+    files.push(path);
+    let path = dir.join("reliability.csv");
+    write_csv(
+        &path,
+        &["method", "angle", "lo", "hi", "count", "accuracy", "confidence"],
+        &bin_rows,
+    )?;
+    files.push(path);
+    if !ood_rows.is_empty() {
+        let path = dir.join("ood.csv");
+        write_csv(&path, &["method", "ood", "against", "auroc", "fpr95"], &ood_rows)?;
+        files.push(path);
+    }
+    let names: Vec<String> = reports.iter().map(|r| r.method.clone()).collect();
+    files.extend(save(
+        &ReliabilityFigure {
+            title: format!("Reliability on {} ({} images)", tests[0].name, n_test),
+            panels: reports
+                .iter()
+                .map(|r| (r.method.clone(), r.sets[0].reliability.clone(), r.sets[0].metrics.ece))
+                .collect(),
+        },
+        &dir.join("reliability"),
+    )?);
+    if angles.len() > 1 {
+        type Pick = fn(&calibration::Metrics) -> f64;
+        let panels: [(&str, Pick); 4] = [
+            ("NLL", |m| m.nll),
+            ("ECE", |m| m.ece),
+            ("accuracy", |m| m.acc),
+            ("mean confidence", |m| m.conf),
+        ];
+        files.extend(save(
+            &ShiftFigure {
+                title: format!("Calibration under rotation ({} images per angle)", n_test),
+                x_label: "rotation angle (degrees)".into(),
+                x: angles.clone(),
+                methods: names,
+                panels: panels
+                    .iter()
+                    .map(|(name, pick)| {
+                        (
+                            name.to_string(),
+                            reports
+                                .iter()
+                                .map(|r| r.sets.iter().map(|s| pick(&s.metrics)).collect())
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            },
+            &dir.join("shift"),
+        )?);
+    }
+    let summary = Summary {
+        model: a.model.display().to_string(),
+        architecture: model.net.spec(),
+        train_images: x_train.nrows(),
+        link: a.link.clone(),
+        prior: a.prior.clone(),
+        angles,
+        test_images_per_angle: n_test,
+        ood_sets: ood_sets.iter().map(|o| o.name.clone()).collect(),
+        methods: reports,
+        warnings,
+    };
+    let path = dir.join("evaluate.json");
+    write_json(&path, &summary)?;
+    files.push(path);
+    out.commit(&files)
+}
