@@ -615,9 +615,15 @@ pub struct EvaluateCmd {
     /// the first test set.
     #[arg(long)]
     pub ood_images: Vec<PathBuf>,
-    /// Posterior structures, comma-separated: kron, diag, full.
+    /// Posterior structures, comma-separated: kron, diag, full, lowrank.
     #[arg(long, default_value = "kron")]
     pub hessian: String,
+    /// Eigenpairs of a lowrank posterior (top eigenvalues of the GGN, matrix-free).
+    #[arg(long, default_value_t = 100)]
+    pub rank: usize,
+    /// Seed of the lowrank posterior's random start.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Weights the posteriors cover, comma-separated: last-layer, all.
     #[arg(long, default_value = "last-layer")]
     pub subset: String,

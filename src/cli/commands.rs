@@ -772,13 +772,13 @@ pub(super) struct GpOptions {
     space: Space,
 }
 
-/// A `--hessian` of the GP report (`gp`, `predict`): full or diag; KFAC posteriors come from
-/// `evaluate`.
+/// A `--hessian` of the GP report (`gp`, `predict`): full or diag; KFAC and low-rank
+/// posteriors come from `evaluate`.
 pub(super) fn full_or_diag(option: &str, value: &str) -> Result<HessianStructure> {
     match value.parse()? {
-        HessianStructure::Kron => Err(Error::Invalid(format!(
-            "{option} kron: this command's GP takes full or diag; KFAC (and last-layer) \
-             posteriors are fitted by `dnn2gp evaluate --hessian kron`"
+        h @ (HessianStructure::Kron | HessianStructure::LowRank) => Err(Error::Invalid(format!(
+            "{option} {h}: this command's GP takes full or diag; {h} (and last-layer) \
+             posteriors are fitted by `dnn2gp evaluate --hessian {h}`"
         ))
         .into()),
         h => Ok(h),

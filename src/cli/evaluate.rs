@@ -86,7 +86,8 @@ fn load_model(a: &EvaluateCmd) -> Result<Model> {
     let model = match &a.arch {
         None => Model::load(&a.model)?,
         Some(spec) => {
-            let net = Sequential::parse(spec).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
+            let net =
+                Sequential::parse(spec).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;
             let w = weights::load(&a.model, &net.param_layout())?;
             let likelihood = if net.n_outputs() == 1 {
                 LikelihoodKind::Bernoulli
@@ -131,6 +132,7 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         },
     };
     positive("--samples", a.samples)?;
+    positive("--rank", a.rank)?;
     let link = match a.link.as_str() {
         "probit" => Link::Probit,
         "bridge" => Link::Bridge,
@@ -139,21 +141,41 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
             seed: 0,
         },
         v => {
-            return Err(
-                Error::Invalid(format!("--link {v}: expected probit, mc or bridge")).into(),
-            )
+            return Err(Error::Invalid(format!("--link {v}: expected probit, mc or bridge")).into())
         }
     };
     if let Some(0) = a.limit {
         return Err(Error::Invalid("--limit must be at least 1".into()).into());
     }
-    let train_images = idx_file(&a.train_images, &a.data_dir, "train-images-idx3-ubyte", "--train-images")?;
-    let train_labels = idx_file(&a.train_labels, &a.data_dir, "train-labels-idx1-ubyte", "--train-labels")?;
-    let test_images = idx_file(&a.test_images, &a.data_dir, "t10k-images-idx3-ubyte", "--test-images")?;
-    let test_labels = idx_file(&a.test_labels, &a.data_dir, "t10k-labels-idx1-ubyte", "--test-labels")?;
+    let train_images = idx_file(
+        &a.train_images,
+        &a.data_dir,
+        "train-images-idx3-ubyte",
+        "--train-images",
+    )?;
+    let train_labels = idx_file(
+        &a.train_labels,
+        &a.data_dir,
+        "train-labels-idx1-ubyte",
+        "--train-labels",
+    )?;
+    let test_images = idx_file(
+        &a.test_images,
+        &a.data_dir,
+        "t10k-images-idx3-ubyte",
+        "--test-images",
+    )?;
+    let test_labels = idx_file(
+        &a.test_labels,
+        &a.data_dir,
+        "t10k-labels-idx1-ubyte",
+        "--test-labels",
+    )?;
     for p in &a.ood_images {
         if !p.is_file() {
-            return Err(Error::Invalid(format!("--ood-images: {} is not a file", p.display())).into());
+            return Err(
+                Error::Invalid(format!("--ood-images: {} is not a file", p.display())).into(),
+            );
         }
     }
     let model = load_model(&a)?;
@@ -161,7 +183,11 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let classes = if k == 1 { 2 } else { k };
     let methods: Vec<Method> = structures
         .iter()
-        .flat_map(|&structure| subsets.iter().map(move |&subset| Method { structure, subset }))
+        .flat_map(|&structure| {
+            subsets
+                .iter()
+                .map(move |&subset| Method { structure, subset })
+        })
         .collect();
     let y_train = mnist::read_labels(&train_labels)?;
     if a.link == "bridge" && k == 1 {
@@ -170,7 +196,13 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     for m in &methods {
         Laplace::check_memory(&model.net, y_train.len(), m.structure, m.subset, ctx.memory)?;
     }
-    let mut inputs: Vec<&Path> = vec![&a.model, &train_images, &train_labels, &test_images, &test_labels];
+    let mut inputs: Vec<&Path> = vec![
+        &a.model,
+        &train_images,
+        &train_labels,
+        &test_images,
+        &test_labels,
+    ];
     inputs.extend(a.ood_images.iter().map(PathBuf::as_path));
     let out = OutDir::open("--out", &a.out, &inputs)?;
 
@@ -267,7 +299,9 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let mut ood_sets = Vec::new();
     for p in &a.ood_images {
         ood_sets.push(Inputs {
-            name: p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
+            name: p
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into()),
             x: read(p)?,
             labels: Vec::new(),
         });
@@ -281,6 +315,8 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let fit = FitOptions {
         memory_limit: ctx.memory,
         progress: Some(&bar),
+        rank: a.rank,
+        seed: a.seed,
     };
     let quiet = ctx.quiet;
     let reports = calibration::evaluate(
@@ -313,7 +349,13 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     bar.finish();
     let mut warnings = Vec::new();
     for r in &reports {
-        warn(&mut warnings, r.warnings.iter().map(|w| w.on(&r.method)).collect::<Vec<_>>());
+        warn(
+            &mut warnings,
+            r.warnings
+                .iter()
+                .map(|w| w.on(&r.method))
+                .collect::<Vec<_>>(),
+        );
     }
 
     // The files.
@@ -357,18 +399,34 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     }
     let dir = out.path();
     let path = dir.join("metrics.csv");
-    write_csv(&path, &["method", "angle", "acc", "nll", "ece", "brier", "conf"], &metric_rows)?;
+    write_csv(
+        &path,
+        &["method", "angle", "acc", "nll", "ece", "brier", "conf"],
+        &metric_rows,
+    )?;
     files.push(path);
     let path = dir.join("reliability.csv");
     write_csv(
         &path,
-        &["method", "angle", "lo", "hi", "count", "accuracy", "confidence"],
+        &[
+            "method",
+            "angle",
+            "lo",
+            "hi",
+            "count",
+            "accuracy",
+            "confidence",
+        ],
         &bin_rows,
     )?;
     files.push(path);
     if !ood_rows.is_empty() {
         let path = dir.join("ood.csv");
-        write_csv(&path, &["method", "ood", "against", "auroc", "fpr95"], &ood_rows)?;
+        write_csv(
+            &path,
+            &["method", "ood", "against", "auroc", "fpr95"],
+            &ood_rows,
+        )?;
         files.push(path);
     }
     let names: Vec<String> = reports.iter().map(|r| r.method.clone()).collect();
@@ -377,7 +435,13 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
             title: format!("Reliability on {} ({} images)", tests[0].name, n_test),
             panels: reports
                 .iter()
-                .map(|r| (r.method.clone(), r.sets[0].reliability.clone(), r.sets[0].metrics.ece))
+                .map(|r| {
+                    (
+                        r.method.clone(),
+                        r.sets[0].reliability.clone(),
+                        r.sets[0].metrics.ece,
+                    )
+                })
                 .collect(),
         },
         &dir.join("reliability"),

@@ -272,10 +272,9 @@ pub(super) fn class_predictive(
         ctx.memory,
         "use a smaller network",
     )?;
-    let mut blocks =
-        blocks_by_input_block((k, p), xs, &|x| net.jacobian(w, x), &|j| {
-            post.functional_covariance_blocks(j, k)
-        });
+    let mut blocks = blocks_by_input_block((k, p), xs, &|x| net.jacobian(w, x), &|j| {
+        post.functional_covariance_blocks(j, k)
+    });
     let mut logits = net.forward(w, xs);
     // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]]: the same
     // probabilities (1 − s(f), s(f)), by every link, for the two classes.

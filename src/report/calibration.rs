@@ -50,7 +50,9 @@ impl Figure for ReliabilityFigure {
                 }))
                 .map_err(err)?
                 .label("accuracy")
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], blue.mix(0.6).filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], blue.mix(0.6).filled())
+                });
             let red = PALETTE[3];
             chart
                 .draw_series(bins.iter().filter(|b| b.count > 0).map(|b| {
@@ -136,7 +138,9 @@ impl Figure for ShiftFigure {
                     .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                     .map_err(err)?
                     .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
+                    });
                 chart
                     .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
                     .map_err(err)?;

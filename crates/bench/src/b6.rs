@@ -11,7 +11,7 @@ use faer::Mat;
 
 use dnn2gp::data::mnist;
 use dnn2gp::error::{Error, Result};
-use dnn2gp::experiments::calibration::metrics;
+use dnn2gp::experiments::calibration::{map_probabilities, metrics};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{weights, Sequential};
 use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
@@ -30,11 +30,12 @@ pub const LENET5: &str =
     "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
 
 /// The variants: `map`, or a structure over a subset (`kron:last_layer`, …).
-pub const VARIANTS: [&str; 6] = [
+pub const VARIANTS: [&str; 7] = [
     "map",
     "kron:last_layer",
     "full:last_layer",
     "diag:last_layer",
+    "lowrank:last_layer",
     "kron:all",
     "diag:all",
 ];
@@ -51,7 +52,10 @@ fn mnist_dir(baselines_data: &Path) -> PathBuf {
 pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
     let t_start = Instant::now();
     let net = Sequential::parse(LENET5)?;
-    let w = weights::load(&dir.join("b6_seed0_lenet5.safetensors"), &net.param_layout())?;
+    let w = weights::load(
+        &dir.join("b6_seed0_lenet5.safetensors"),
+        &net.param_layout(),
+    )?;
     let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0)?;
     let xr = mnist::read_images(&dir.join("b6_seed0_rotated-images.idx.gz"))?;
     let yr = mnist::read_labels(&dir.join("b6_seed0_rotated-labels.idx.gz"))?;
@@ -67,12 +71,7 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
     let mut info = serde_json::Map::new();
     let (probs, peer) = if variant == "map" {
         let t0 = Instant::now();
-        let f = dnn2gp::nn::predict(&model.net, &model.w, xr.as_ref());
-        let p = Mat::from_fn(f.nrows(), f.ncols(), |i, c| {
-            let m = (0..f.ncols()).map(|j| f[(i, j)]).fold(f64::MIN, f64::max);
-            let z: f64 = (0..f.ncols()).map(|j| (f[(i, j)] - m).exp()).sum();
-            (f[(i, c)] - m).exp() / z
-        });
+        let p = map_probabilities(&model, xr.as_ref());
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
         (p, Some("b6_seed0_probs_map.csv".to_string()))
     } else {
@@ -137,12 +136,12 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
     info.insert("metrics".into(), per_angle.into());
     if let Some(peer) = &peer {
         let theirs = peer_probs(&dir.join(peer))?;
-        info.insert("max_abs_dp_vs_peer".into(), max_abs_diff(&ours, &theirs).into());
+        info.insert(
+            "max_abs_dp_vs_peer".into(),
+            max_abs_diff(&ours, &theirs).into(),
+        );
     }
-    info.insert(
-        "wall_s".into(),
-        t_start.elapsed().as_secs_f64().into(),
-    );
+    info.insert("wall_s".into(), t_start.elapsed().as_secs_f64().into());
     Ok(BenchRun {
         workload: format!("B6 {variant}"),
         timings_s: timings,
@@ -182,8 +181,8 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 fn peer_prior_precision(dir: &Path, name: &str) -> Option<f64> {
     let text = std::fs::read_to_string(dir.join("../results/b6.jsonl")).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["peer"] == name)
-        .filter_map(|v| v["prior_precision"].as_f64())
-        .last()
+        .find_map(|v| v["prior_precision"].as_f64())
 }

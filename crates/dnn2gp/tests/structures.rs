@@ -91,10 +91,21 @@ fn kfac_equals_the_ggn_on_one_example_and_one_layer() {
     for i in 0..15 {
         a[(i, i)] -= 0.7;
     }
-    assert_close(block(&a, 0..12, 0..12).as_ref(), block(&h, 0..12, 0..12).as_ref(), 1e-12);
-    assert_close(block(&a, 12..15, 12..15).as_ref(), block(&h, 12..15, 12..15).as_ref(), 1e-12);
+    assert_close(
+        block(&a, 0..12, 0..12).as_ref(),
+        block(&h, 0..12, 0..12).as_ref(),
+        1e-12,
+    );
+    assert_close(
+        block(&a, 12..15, 12..15).as_ref(),
+        block(&h, 12..15, 12..15).as_ref(),
+        1e-12,
+    );
     assert!(block(&a, 0..12, 12..15).norm_max() < 1e-14);
-    assert!(block(&h, 0..12, 12..15).norm_max() > 1e-3, "the test needs a cross block");
+    assert!(
+        block(&h, 0..12, 12..15).norm_max() > 1e-3,
+        "the test needs a cross block"
+    );
 }
 
 /// The input of layer `upto` of `net` at `w` (the layers before it run forward).
@@ -119,7 +130,11 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
         let lik = m.likelihood().unwrap();
         let sums = kron_factors(&m.net, lik.as_ref(), &m.w, x.as_ref(), y.as_ref(), None);
         let h = ggn(&m, &x, &y);
-        let roots = curvature_root_rows(lik.as_ref(), m.net.forward(&m.w, x.as_ref()).as_ref(), y.as_ref());
+        let roots = curvature_root_rows(
+            lik.as_ref(),
+            m.net.forward(&m.w, x.as_ref()).as_ref(),
+            y.as_ref(),
+        );
         let (mut offset, mut l) = (0, 0);
         for (idx, layer) in m.net.layers().iter().enumerate() {
             let p = layer.n_params();
@@ -134,7 +149,11 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
                     let a = Mat::from_fn(inputs, inputs, |i, j| a[(i, j)] / n as f64);
                     assert_close(s.a.as_ref(), a.as_ref(), 1e-12);
                     let b0 = offset + inputs * outputs;
-                    assert_close(s.g.as_ref(), block(&h, b0..b0 + outputs, b0..b0 + outputs).as_ref(), 1e-10);
+                    assert_close(
+                        s.g.as_ref(),
+                        block(&h, b0..b0 + outputs, b0..b0 + outputs).as_ref(),
+                        1e-10,
+                    );
                 }
                 Layer::Conv2d {
                     in_channels: c,
@@ -179,7 +198,9 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
                         // dfdz[(k, j)] for j = oc·T + t.
                         let dfdz = Mat::from_fn(k, o * t, |kk2, j| {
                             let shifted = |s: f64| {
-                                let zz = Mat::from_fn(1, o * t, |_, q| z[(e, q)] + if q == j { s } else { 0.0 });
+                                let zz = Mat::from_fn(1, o * t, |_, q| {
+                                    z[(e, q)] + if q == j { s } else { 0.0 }
+                                });
                                 tail.forward(wt, zz.as_ref())[(0, kk2)]
                             };
                             (shifted(eps) - shifted(-eps)) / (2.0 * eps)
@@ -187,7 +208,13 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
                         for cc in 0..k {
                             for pos in 0..t {
                                 let gv: Vec<f64> = (0..o)
-                                    .map(|oc| (0..k).map(|q| roots[(e * k + cc, q)] * dfdz[(q, oc * t + pos)]).sum())
+                                    .map(|oc| {
+                                        (0..k)
+                                            .map(|q| {
+                                                roots[(e * k + cc, q)] * dfdz[(q, oc * t + pos)]
+                                            })
+                                            .sum()
+                                    })
                                     .collect();
                                 for i in 0..o {
                                     for j in 0..o {
@@ -221,7 +248,11 @@ fn kfac_precision_operations_equal_the_dense_matrix() {
         let p = m.net.n_params();
         let a = post.precision().dense();
         let sigma = post.covariance();
-        assert_close(a_b(a.as_ref(), sigma.as_ref()).as_ref(), Mat::<f64>::identity(p, p).as_ref(), 1e-10);
+        assert_close(
+            a_b(a.as_ref(), sigma.as_ref()).as_ref(),
+            Mat::<f64>::identity(p, p).as_ref(),
+            1e-10,
+        );
         let v: Vec<f64> = (0..p).map(|i| (i as f64 * 0.37).sin()).collect();
         let sv = la.covariance_times(&v);
         for i in 0..p {
@@ -237,12 +268,21 @@ fn kfac_precision_operations_equal_the_dense_matrix() {
         let (xs, _) = data(5, m.net.n_inputs(), 3, 5);
         let j = m.net.jacobian(&m.w, xs.as_ref());
         let jsj = a_bt(a_b(j.as_ref(), sigma.as_ref()).as_ref(), j.as_ref());
-        assert_close(la.kernel(xs.as_ref(), xs.as_ref()).as_ref(), jsj.as_ref(), 1e-9);
+        assert_close(
+            la.kernel(xs.as_ref(), xs.as_ref()).as_ref(),
+            jsj.as_ref(),
+            1e-9,
+        );
         let blocks = la.functional_covariance(xs.as_ref());
         for e in 0..5 {
             for r in 0..3 {
                 for c in 0..3 {
-                    assert_relative_eq!(blocks[e * 9 + r * 3 + c], jsj[(e * 3 + r, e * 3 + c)], max_relative = 1e-9, epsilon = 1e-13);
+                    assert_relative_eq!(
+                        blocks[e * 9 + r * 3 + c],
+                        jsj[(e * 3 + r, e * 3 + c)],
+                        max_relative = 1e-9,
+                        epsilon = 1e-13
+                    );
                 }
             }
         }
@@ -258,7 +298,9 @@ fn kfac_precision_operations_equal_the_dense_matrix() {
         }
         let worst = (0..p)
             .flat_map(|i| (0..p).map(move |jj| (i, jj)))
-            .map(|(i, jj)| (cov[(i, jj)] - sigma[(i, jj)]).abs() / (sigma[(i, i)] * sigma[(jj, jj)]).sqrt())
+            .map(|(i, jj)| {
+                (cov[(i, jj)] - sigma[(i, jj)]).abs() / (sigma[(i, i)] * sigma[(jj, jj)]).sqrt()
+            })
             .fold(0.0, f64::max);
         assert!(worst < 0.05, "sample correlation error {worst}");
         // The evidence at another δ from one fit equals a fresh fit there.
@@ -287,8 +329,19 @@ fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
     let split = body.n_params();
     let phi = body.forward(&m.w[..split], x.as_ref());
     let phis = body.forward(&m.w[..split], xs.as_ref());
-    let head_model = Model::new(head, m.w[split..].to_vec(), LikelihoodKind::Categorical, 1.0, 0.8).unwrap();
-    for s in [HessianStructure::Full, HessianStructure::Diag, HessianStructure::Kron] {
+    let head_model = Model::new(
+        head,
+        m.w[split..].to_vec(),
+        LikelihoodKind::Categorical,
+        1.0,
+        0.8,
+    )
+    .unwrap();
+    for s in [
+        HessianStructure::Full,
+        HessianStructure::Diag,
+        HessianStructure::Kron,
+    ] {
         let ll = fit(&m, &x, &y, s, Subset::LastLayer);
         let alone = fit(&head_model, &phi, &y, s, Subset::All);
         assert_eq!(ll.subset(), Subset::LastLayer);
@@ -297,7 +350,10 @@ fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
             alone.log_marginal_likelihood(None, None).unwrap(),
             max_relative = 1e-12
         );
-        let (a, b) = (ll.functional_covariance(xs.as_ref()), alone.functional_covariance(phis.as_ref()));
+        let (a, b) = (
+            ll.functional_covariance(xs.as_ref()),
+            alone.functional_covariance(phis.as_ref()),
+        );
         for (a, b) in a.iter().zip(&b) {
             assert_relative_eq!(a, b, max_relative = 1e-10, epsilon = 1e-14);
         }
@@ -315,7 +371,10 @@ fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
     // The last layer of the KFAC fit over all weights is the last-layer KFAC fit.
     let all = fit(&m, &x, &y, HessianStructure::Kron, Subset::All);
     let ll = fit(&m, &x, &y, HessianStructure::Kron, Subset::LastLayer);
-    let (pa, pl) = (all.weight_posterior().variances(), ll.weight_posterior().variances());
+    let (pa, pl) = (
+        all.weight_posterior().variances(),
+        ll.weight_posterior().variances(),
+    );
     for (a, b) in pa[split..].iter().zip(&pl) {
         assert_relative_eq!(a, b, max_relative = 1e-10);
     }
@@ -327,21 +386,38 @@ fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
 fn the_evidence_gradient_matches_finite_differences_and_its_root_is_the_optimum() {
     let m = model(CNN, 1.0);
     let (x, y) = data(20, 36, 3, 9);
-    for s in [HessianStructure::Full, HessianStructure::Diag, HessianStructure::Kron] {
+    for s in [
+        HessianStructure::Full,
+        HessianStructure::Diag,
+        HessianStructure::Kron,
+    ] {
         for sub in [Subset::All, Subset::LastLayer] {
             let mut la = fit(&m, &x, &y, s, sub);
             for delta in [0.05, 0.7, 12.0] {
-                let e = |t: f64| la.log_marginal_likelihood(Some(delta * t.exp()), None).unwrap();
+                let e = |t: f64| {
+                    la.log_marginal_likelihood(Some(delta * t.exp()), None)
+                        .unwrap()
+                };
                 let fd = (e(1e-5) - e(-1e-5)) / 2e-5;
                 let g = la.log_marginal_likelihood_gradient(delta).unwrap();
                 assert_relative_eq!(g, fd, max_relative = 1e-6, epsilon = 1e-7);
             }
             let best = la.optimize_prior_precision().unwrap();
-            assert!(best.gradient.abs() < 1e-8, "{s} {sub}: gradient {}", best.gradient);
+            assert!(
+                best.gradient.abs() < 1e-8,
+                "{s} {sub}: gradient {}",
+                best.gradient
+            );
             assert_eq!(la.model().delta, best.delta);
             let at = |d: f64| la.log_marginal_likelihood(Some(d), None).unwrap();
-            assert!(at(best.delta) >= at(best.delta * 1.01) && at(best.delta) >= at(best.delta / 1.01));
-            assert_relative_eq!(la.log_marginal_likelihood(None, None).unwrap(), best.log_marglik, max_relative = 1e-12);
+            assert!(
+                at(best.delta) >= at(best.delta * 1.01) && at(best.delta) >= at(best.delta / 1.01)
+            );
+            assert_relative_eq!(
+                la.log_marginal_likelihood(None, None).unwrap(),
+                best.log_marglik,
+                max_relative = 1e-12
+            );
         }
     }
 }
@@ -389,7 +465,10 @@ fn kron_and_last_layer_posteriors_save_and_load() {
                 la.log_marginal_likelihood(d, None).unwrap()
             );
         }
-        assert_eq!(back.functional_covariance(xs.as_ref()), la.functional_covariance(xs.as_ref()));
+        assert_eq!(
+            back.functional_covariance(xs.as_ref()),
+            la.functional_covariance(xs.as_ref())
+        );
     }
 }
 
@@ -405,7 +484,105 @@ fn kfac_is_the_same_on_any_thread_count() {
         };
         (k.ggn_eigenvalues(), la.functional_covariance(x.as_ref()))
     };
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
-    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(run);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(run);
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(run);
     assert_eq!(one, three);
+}
+
+/// The GGN–matrix product streamed over chunks equals `H M` of the dense GGN; a low-rank
+/// posterior with rank P is the full posterior (evidence at any δ, functional covariance,
+/// variances), and with a smaller rank its eigenvalues are H's largest.
+#[test]
+fn low_rank_with_every_eigenpair_is_the_full_posterior() {
+    use dnn2gp::curvature::lowrank::ggn_times;
+    let m = model(CNN, 0.9);
+    let (x, y) = data(150, 36, 3, 13);
+    let (xs, _) = data(4, 36, 3, 14);
+    let h = ggn(&m, &x, &y);
+    let p = m.net.n_params();
+    let mm = Mat::from_fn(p, 3, |i, j| ((i * 3 + j * 7) % 5) as f64 - 2.0);
+    let lik = m.likelihood().unwrap();
+    let hm = ggn_times(
+        &m.net,
+        lik.as_ref(),
+        &m.w,
+        x.as_ref(),
+        y.as_ref(),
+        mm.as_ref(),
+    );
+    assert_close(hm.as_ref(), a_b(h.as_ref(), mm.as_ref()).as_ref(), 1e-11);
+    let fit_rank = |rank| {
+        let opts = FitOptions {
+            rank,
+            ..FitOptions::default()
+        };
+        Laplace::fit_subset(
+            m.clone(),
+            x.as_ref(),
+            y.as_ref(),
+            HessianStructure::LowRank,
+            Subset::All,
+            &opts,
+        )
+        .unwrap()
+    };
+    let low = fit_rank(p);
+    let full = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
+    for d in [None, Some(0.1), Some(4.0)] {
+        assert_relative_eq!(
+            low.log_marginal_likelihood(d, None).unwrap(),
+            full.log_marginal_likelihood(d, None).unwrap(),
+            max_relative = 1e-9
+        );
+    }
+    for (a, b) in low
+        .functional_covariance(xs.as_ref())
+        .iter()
+        .zip(&full.functional_covariance(xs.as_ref()))
+    {
+        assert_relative_eq!(a, b, max_relative = 1e-8, epsilon = 1e-13);
+    }
+    let (vl, vf) = (
+        low.weight_posterior().variances(),
+        full.weight_posterior().variances(),
+    );
+    for (a, b) in vl.iter().zip(&vf) {
+        assert_relative_eq!(a, b, max_relative = 1e-8);
+    }
+    // Rank 5: the five largest eigenvalues of H, from below (Rayleigh–Ritz values), within
+    // the subspace iteration's accuracy on this spectrum (λ₅ = 13.7 next to λ₆ = 13.0).
+    let top = fit_rank(5);
+    let Precision::LowRank(l) = top.weight_posterior().precision() else {
+        panic!("lowrank")
+    };
+    let mut eig: Vec<f64> = h.as_ref().self_adjoint_eigenvalues(Side::Lower).unwrap();
+    eig.sort_by(|a, b| b.total_cmp(a));
+    for (a, b) in l.s.iter().zip(&eig[..5]) {
+        assert!(
+            *a <= b * (1.0 + 1e-12) && *a >= b * (1.0 - 2e-3),
+            "{a} vs {b}"
+        );
+    }
+    assert_relative_eq!(l.s[0], eig[0], max_relative = 1e-9);
+    // Saved and loaded.
+    let dir = common::tmpdir();
+    let path = dir.path().join("lowrank.safetensors");
+    top.save(&path).unwrap();
+    let back = Laplace::load(&path).unwrap();
+    assert_eq!(
+        back.functional_covariance(xs.as_ref()),
+        top.functional_covariance(xs.as_ref())
+    );
+    assert_eq!(
+        back.log_marginal_likelihood(Some(2.0), None).unwrap(),
+        top.log_marginal_likelihood(Some(2.0), None).unwrap()
+    );
 }

@@ -44,12 +44,8 @@ pub fn kron_factors(
             .map(|&s| {
                 let m = CHUNK.min(n - s);
                 let yb = y.subrows(s, m);
-                let sums = net.kron_sums(
-                    w,
-                    x.subrows(s, m),
-                    &|f| curvature_root_rows(lik, f, yb),
-                    k,
-                );
+                let sums =
+                    net.kron_sums(w, x.subrows(s, m), &|f| curvature_root_rows(lik, f, yb), k);
                 if let Some(pb) = progress {
                     pb.advance(m as u64);
                 }
@@ -137,7 +133,11 @@ fn whiten_with(blocks: &[Block], base: usize, j: MatRef<'_, f64>, delta: f64, c:
         .collect();
     let mut out = Mat::zeros(j.nrows(), j.ncols());
     for (r, row) in rows.iter().enumerate() {
-        out.as_mut().row_mut(r).iter_mut().zip(row).for_each(|(o, v)| *o = *v);
+        out.as_mut()
+            .row_mut(r)
+            .iter_mut()
+            .zip(row)
+            .for_each(|(o, v)| *o = *v);
     }
     out
 }
@@ -320,24 +320,27 @@ impl Kron {
                     .map(|e| {
                         (0..o)
                             .map(|g| {
-                                (0..i).map(|j| v[(e, j)].powi(2) / d[g * i + j]).sum::<f64>()
+                                (0..i)
+                                    .map(|j| v[(e, j)].powi(2) / d[g * i + j])
+                                    .sum::<f64>()
                                     + 1.0 / bias[g]
                             })
                             .collect()
                     })
                     .collect()
             };
-            let add = |out: &mut [f64], u: &(dyn Fn(usize, usize) -> f64 + Sync), t: &[Vec<f64>]| {
-                out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
-                    for r in 0..k {
-                        for q in 0..k {
-                            c[r * k + q] += (0..o)
-                                .map(|g| u(e * k + r, g) * u(e * k + q, g) * t[e][g])
-                                .sum::<f64>();
+            let add =
+                |out: &mut [f64], u: &(dyn Fn(usize, usize) -> f64 + Sync), t: &[Vec<f64>]| {
+                    out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
+                        for r in 0..k {
+                            for q in 0..k {
+                                c[r * k + q] += (0..o)
+                                    .map(|g| u(e * k + r, g) * u(e * k + q, g) * t[e][g])
+                                    .sum::<f64>();
+                            }
                         }
-                    }
-                });
-            };
+                    });
+                };
             match factor {
                 Factor::Dense { g, a } => {
                     let u = crate::linalg::a_b(g.as_ref(), wb.qg.as_ref());
@@ -386,7 +389,14 @@ impl Kron {
             let g2 = Mat::from_fn(rows, rows, |i, j| b.qg[(i, j)].powi(2));
             let a2 = Mat::from_fn(cols, cols, |i, j| b.qa[(i, j)].powi(2));
             let mut t = Mat::<f64>::zeros(rows, cols);
-            matmul(t.as_mut(), Accum::Replace, g2.as_ref(), inv.as_ref(), 1.0, Par::Seq);
+            matmul(
+                t.as_mut(),
+                Accum::Replace,
+                g2.as_ref(),
+                inv.as_ref(),
+                1.0,
+                Par::Seq,
+            );
             let v = crate::linalg::a_bt(t.as_ref(), a2.as_ref());
             for (i, o) in out[b.offset..b.offset + b.len()].iter_mut().enumerate() {
                 *o = v[(i / cols, i % cols)];

@@ -3,6 +3,7 @@
 
 pub mod kron;
 pub mod linearization;
+pub mod lowrank;
 pub mod precision;
 
 use faer::MatRef;
@@ -14,6 +15,7 @@ use crate::progress::Progress;
 
 pub use kron::{kron_factors, Kron};
 pub use linearization::Linearization;
+pub use lowrank::{ggn_top_eigen, LowRank};
 pub use precision::Precision;
 
 /// The GGN diagonal `diag(Σ_i J_iᵀ Λ_i J_i)` over a data set of any size, streamed in

@@ -1,15 +1,15 @@
 //! The precision `A = Σ⁻¹` of a Gaussian `N(μ, Σ)` over the weights, factorised, full,
-//! diagonal or Kronecker-factored (KFAC): what the Laplace posterior and VOGN's `q` both hold, with the sampling and
+//! diagonal, Kronecker-factored (KFAC) or low rank plus δI: what the Laplace posterior and VOGN's `q` both hold, with the sampling and
 //! variance code they share.
 
 use faer::{Mat, MatRef};
 
-use super::Kron;
+use super::{Kron, LowRank};
 use crate::error::Result;
 use crate::linalg::{at_b, col_sq_norms, wide, Cholesky, SpdFactor};
 use crate::rng::{normals, normals_then, Rng};
 
-/// `A = Σ⁻¹`, full, diagonal or KFAC.
+/// `A = Σ⁻¹`, full, diagonal, KFAC or low rank.
 #[derive(Debug, Clone)]
 pub enum Precision {
     /// A full precision `A = M Mᵀ`.
@@ -23,6 +23,8 @@ pub enum Precision {
     Diag(Vec<f64>),
     /// Kronecker blocks per layer, eigendecomposed.
     Kron(Kron),
+    /// The top eigenpairs of the GGN plus δI.
+    LowRank(LowRank),
 }
 
 impl Precision {
@@ -41,6 +43,7 @@ impl Precision {
             Precision::Full { factor, .. } => factor.dim(),
             Precision::Diag(d) => d.len(),
             Precision::Kron(k) => k.dim(),
+            Precision::LowRank(l) => l.dim(),
         }
     }
 
@@ -55,6 +58,7 @@ impl Precision {
                 Mat::from_fn(d.len(), d.len(), |i, j| if i == j { d[i] } else { 0.0 })
             }
             Precision::Kron(k) => k.dense(),
+            Precision::LowRank(l) => l.dense(),
         }
     }
 
@@ -64,6 +68,7 @@ impl Precision {
             Precision::Full { factor, .. } => factor.solve_vec(v),
             Precision::Diag(d) => v.iter().zip(d).map(|(v, d)| v / d).collect(),
             Precision::Kron(k) => k.covariance_times(v),
+            Precision::LowRank(l) => l.covariance_times(v),
         }
     }
 
@@ -83,6 +88,7 @@ impl Precision {
                 })
             }),
             Precision::Kron(k) => k.sample(mu, rng),
+            Precision::LowRank(l) => l.sample(mu, rng),
         }
     }
 
@@ -94,6 +100,9 @@ impl Precision {
                 .map(|m| j.row(m).iter().zip(d).map(|(j, d)| j * j / d).sum())
                 .collect(),
             Precision::Kron(k) => crate::linalg::row_sq_norms(k.whiten(j).as_ref()),
+            Precision::LowRank(l) => (0..j.nrows())
+                .map(|r| l.kernel(j.subrows(r, 1), j.subrows(r, 1))[(0, 0)])
+                .collect(),
         }
     }
 
@@ -112,6 +121,7 @@ impl Precision {
                 crate::linalg::a_bt(scaled.as_ref(), jb)
             }
             Precision::Kron(k) => crate::linalg::a_bt(k.whiten(ja).as_ref(), k.whiten(jb).as_ref()),
+            Precision::LowRank(l) => l.kernel(ja, jb),
         }
     }
 
@@ -143,6 +153,13 @@ impl Precision {
             Precision::Kron(kron) => {
                 diag_covariance_blocks(kron.whiten(j).as_ref(), k, &vec![1.0; kron.dim()])
             }
+            Precision::LowRank(l) => (0..n)
+                .flat_map(|i| {
+                    let ji = j.subrows(i * k, k);
+                    let c = l.kernel(ji, ji);
+                    (0..k * k).map(move |m| c[(m / k, m % k)])
+                })
+                .collect(),
         }
     }
 
@@ -152,6 +169,7 @@ impl Precision {
             Precision::Full { factor, .. } => factor.log_det(),
             Precision::Diag(d) => d.iter().map(|v| v.ln()).sum(),
             Precision::Kron(k) => k.log_det(),
+            Precision::LowRank(l) => l.log_det(),
         }
     }
 
@@ -164,6 +182,7 @@ impl Precision {
             }
             Precision::Diag(d) => d.iter().map(|v| 1.0 / v).collect(),
             Precision::Kron(k) => k.variances(),
+            Precision::LowRank(l) => l.variances(),
         }
     }
 
@@ -174,6 +193,7 @@ impl Precision {
             Precision::Full { factor, .. } => factor.solve(Mat::<f64>::identity(p, p).as_ref()),
             Precision::Diag(d) => Mat::from_fn(p, p, |i, j| if i == j { 1.0 / d[i] } else { 0.0 }),
             Precision::Kron(k) => k.covariance(),
+            Precision::LowRank(l) => l.covariance(),
         }
     }
 
@@ -181,7 +201,7 @@ impl Precision {
     pub fn jitter(&self) -> f64 {
         match self {
             Precision::Full { factor, .. } => factor.jitter(),
-            Precision::Diag(_) | Precision::Kron(_) => 0.0,
+            Precision::Diag(_) | Precision::Kron(_) | Precision::LowRank(_) => 0.0,
         }
     }
 }

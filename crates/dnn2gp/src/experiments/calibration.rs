@@ -166,7 +166,12 @@ pub fn ood(p_in: MatRef<'_, f64>, p_out: MatRef<'_, f64>) -> Result<Ood> {
             "OOD detection needs in- and out-of-distribution inputs".into(),
         ));
     }
-    let conf = |p| predictions(p).into_iter().map(|(_, c)| c).collect::<Vec<f64>>();
+    let conf = |p| {
+        predictions(p)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect::<Vec<f64>>()
+    };
     let (mut s_in, s_out) = (conf(p_in), conf(p_out));
     // AUROC = P(s_in > s_out) + ½ P(s_in = s_out), by sorting the out scores once.
     let mut sorted = s_out.clone();
@@ -377,7 +382,13 @@ pub fn evaluate(
     done: &mut dyn FnMut(&MethodReport),
 ) -> Result<Vec<MethodReport>> {
     for m in methods {
-        Laplace::check_memory(&model.net, x.nrows(), m.structure, m.subset, fit.memory_limit)?;
+        Laplace::check_memory(
+            &model.net,
+            x.nrows(),
+            m.structure,
+            m.subset,
+            fit.memory_limit,
+        )?;
     }
     let mut out = Vec::with_capacity(methods.len() + 1);
     let t0 = Instant::now();

@@ -14,8 +14,8 @@ use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
 use super::dense::dense_param_derivs;
 use super::Mlp;
 use super::{
-    forward_jacobian, kron_sums, reduce, KronSums, Activation, Backprop, Cotangents, Factor, JacobianFactors, Network,
-    Sink,
+    forward_jacobian, kron_sums, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors,
+    KronSums, Network, Sink,
 };
 use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut, transpose_into};
@@ -652,7 +652,8 @@ impl Sequential {
                             for y in 0..oh {
                                 for x in 0..ow {
                                     let src = col(a.as_ref(), ci * h * wd + (y + ki) * wd + x + kj);
-                                    dst[(y * ow + x) * nb..][..nb].copy_from_slice(&src[e0..e0 + nb]);
+                                    dst[(y * ow + x) * nb..][..nb]
+                                        .copy_from_slice(&src[e0..e0 + nb]);
                                 }
                             }
                         }
@@ -666,13 +667,13 @@ impl Sequential {
                             1.0,
                             Par::Seq,
                         );
-                        for oc in 0..o {
+                        for (oc, bias) in b.iter().enumerate() {
                             let z = col(zt.as_ref(), oc);
                             for p in 0..pos {
                                 let dst = &mut col_mut(out.as_mut(), oc * pos + p)[e0..e0 + nb];
                                 dst.iter_mut()
                                     .zip(&z[p * nb..(p + 1) * nb])
-                                    .for_each(|(d, v)| *d = v + b[oc]);
+                                    .for_each(|(d, v)| *d = v + bias);
                             }
                         }
                     }
@@ -796,13 +797,13 @@ impl Sequential {
                         let mut d = Mat::<f64>::zeros(r * o, ckk);
                         if kron.is_none() {
                             matmul(
-                            d.as_mut(),
-                            Accum::Replace,
-                            gs_t.transpose(),
-                            cm.transpose(),
-                            1.0,
-                            Par::Seq,
-                        );
+                                d.as_mut(),
+                                Accum::Replace,
+                                gs_t.transpose(),
+                                cm.transpose(),
+                                1.0,
+                                Par::Seq,
+                            );
                         }
                         for (i, m) in rows.clone().enumerate() {
                             let dm = d.as_ref().subrows(i * o, o);

@@ -61,7 +61,9 @@ use std::sync::OnceLock;
 use faer::{Mat, MatRef, Side};
 
 use super::laplace::{laplace_evidence, HessianStructure, LaplaceGgn};
-use crate::curvature::{ggn_diagonal, kron_factors, Kron, Linearization, Precision};
+use crate::curvature::{
+    ggn_diagonal, ggn_top_eigen, kron_factors, Kron, Linearization, LowRank, Precision,
+};
 use crate::error::{Error, Result};
 use crate::likelihood::classification::{probit, softmax};
 use crate::likelihood::LikelihoodKind;
@@ -229,12 +231,9 @@ pub trait Posterior {
     fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
         let m = self.model();
         let p = self.jacobian(x.subrows(0, x.nrows().min(1))).ncols();
-        blocks_by_input_block(
-            (m.net.n_outputs(), p),
-            x,
-            &|x| self.jacobian(x),
-            &|j| self.covariance_blocks(j),
-        )
+        blocks_by_input_block((m.net.n_outputs(), p), x, &|x| self.jacobian(x), &|j| {
+            self.covariance_blocks(j)
+        })
     }
 
     /// The functional variance `diag J(x) Σ J(x)ᵀ` (M·K, row `m·K + k`).
@@ -343,7 +342,9 @@ fn bridge(f: &[f64], cov: &Mat<f64>) -> Vec<f64> {
     let total: f64 = row.iter().sum();
     let fsum: f64 = f.iter().sum();
     let mu: Vec<f64> = (0..k).map(|a| f[a] - row[a] * fsum / total).collect();
-    let var: Vec<f64> = (0..k).map(|a| cov[(a, a)] - row[a] * row[a] / total).collect();
+    let var: Vec<f64> = (0..k)
+        .map(|a| cov[(a, a)] - row[a] * row[a] / total)
+        .collect();
     let sum_exp: f64 = mu.iter().map(|m| (-m).exp()).sum();
     let kf = k as f64;
     let alpha: Vec<f64> = (0..k)
@@ -393,19 +394,28 @@ fn evidence_gradient(lambda: &[f64], w2: f64, delta: f64) -> f64 {
 pub struct FitOptions<'a> {
     /// Bytes the fit may allocate at once (the Jacobian and the P×P GGN of a full fit).
     pub memory_limit: u128,
-    /// Told of the examples done (diagonal fits).
+    /// Told of the examples done (diag, kron and lowrank fits; lowrank makes four passes).
     pub progress: Option<&'a dyn Progress>,
+    /// Eigenpairs of a low-rank posterior.
+    pub rank: usize,
+    /// Seed of the low-rank posterior's random start.
+    pub seed: u64,
 }
 
 impl Default for FitOptions<'_> {
-    /// Three quarters of the available memory, no progress.
+    /// Three quarters of the available memory, no progress, rank 100, seed 0.
     fn default() -> Self {
         FitOptions {
             memory_limit: crate::linalg::available_memory() / 4 * 3,
             progress: None,
+            rank: 100,
+            seed: 0,
         }
     }
 }
+
+/// Passes of subspace iteration after the first for a low-rank fit.
+const POWER_ITERATIONS: usize = 2;
 
 /// The GGN `H` as fitted over the covered weights: P×P, its diagonal, or its per-layer
 /// Kronecker factors.
@@ -414,6 +424,8 @@ enum Ggn {
     Full(Mat<f64>),
     Diag(Vec<f64>),
     Kron(Vec<KronSums>),
+    /// The top eigenvectors U (P × k) and eigenvalues s.
+    LowRank(Mat<f64>, Vec<f64>),
 }
 
 /// The last-layer split of a network: the layers below (the features φ) and the last dense
@@ -440,7 +452,7 @@ impl LastLayer {
             .then(|| Sequential::new(layers[..layers.len() - 1].to_vec()))
             .transpose()?;
         Ok(LastLayer {
-            head: Sequential::new(vec![last.clone()])?,
+            head: Sequential::new(vec![*last])?,
             offset: net.n_params() - last.n_params(),
             body,
         })
@@ -481,6 +493,7 @@ const SUBSET: &str = "dnn2gp.posterior.subset";
 const NLL: &str = "dnn2gp.posterior.nll";
 const SSE: &str = "dnn2gp.posterior.sse";
 const NK: &str = "dnn2gp.posterior.nk";
+const RANK: &str = "dnn2gp.posterior.rank";
 /// The tensor holding H (full or diag), or the prefix of the Kronecker factors
 /// (`posterior.ggn.{l}.a`, `.g`).
 const GGN: &str = "posterior.ggn";
@@ -573,22 +586,26 @@ impl Laplace {
             HessianStructure::Full => {
                 Ggn::Full(Linearization::new(sub, lik.as_ref(), inputs, y, w).ggn())
             }
-            HessianStructure::Diag => Ggn::Diag(ggn_diagonal(
-                sub,
-                lik.as_ref(),
-                w,
-                inputs,
-                y,
-                opts.progress,
-            )),
-            HessianStructure::Kron => Ggn::Kron(kron_factors(
-                sub,
-                lik.as_ref(),
-                w,
-                inputs,
-                y,
-                opts.progress,
-            )),
+            HessianStructure::Diag => {
+                Ggn::Diag(ggn_diagonal(sub, lik.as_ref(), w, inputs, y, opts.progress))
+            }
+            HessianStructure::Kron => {
+                Ggn::Kron(kron_factors(sub, lik.as_ref(), w, inputs, y, opts.progress))
+            }
+            HessianStructure::LowRank => {
+                let (u, s) = ggn_top_eigen(
+                    sub,
+                    lik.as_ref(),
+                    w,
+                    inputs,
+                    y,
+                    opts.rank,
+                    POWER_ITERATIONS,
+                    opts.seed,
+                    opts.progress,
+                )?;
+                Ggn::LowRank(u, s)
+            }
         };
         Self::from_ggn(model, last_layer, ggn, nll, sse, n * k)
     }
@@ -624,6 +641,10 @@ impl Laplace {
                     .sum(),
             ),
             HessianStructure::Diag => ("the GGN diagonal", (threads + 3) * 8 * p as u128),
+            HessianStructure::LowRank => (
+                "the Jacobians of a group of chunks and the subspace (P × (rank + 10), four copies)",
+                8 * mat_bytes(64 * k, p) + 4 * mat_bytes(p, 110),
+            ),
         };
         let subset_advice = if subset == Subset::All {
             ", or --subset last-layer"
@@ -651,6 +672,15 @@ impl Laplace {
             Ggn::Full(h) => LaplaceGgn::from_ggn(mean, h.clone(), model.delta)?,
             Ggn::Diag(h) => LaplaceGgn::from_ggn_diagonal(mean, h, model.delta)?,
             Ggn::Kron(f) => LaplaceGgn::from_kron(mean, Kron::new(f, model.delta)?)?,
+            Ggn::LowRank(u, s) => LaplaceGgn::from_low_rank(
+                mean,
+                LowRank {
+                    u: u.clone(),
+                    s: s.clone(),
+                    delta: model.delta,
+                    scale: 1.0,
+                },
+            )?,
         };
         Ok(Laplace {
             model,
@@ -692,6 +722,7 @@ impl Laplace {
         match (&self.ggn, self.posterior.precision()) {
             (Ggn::Diag(h), _) => Ok(h.into()),
             (Ggn::Kron(_), Precision::Kron(k)) => Ok(k.ggn_eigenvalues().into()),
+            (Ggn::LowRank(..), Precision::LowRank(l)) => Ok(l.ggn_eigenvalues().into()),
             (Ggn::Full(h), _) => self
                 .eigenvalues
                 .get_or_init(|| h.as_ref().self_adjoint_eigenvalues(Side::Lower).ok())
@@ -704,7 +735,9 @@ impl Laplace {
                             .into(),
                     )
                 }),
-            (Ggn::Kron(_), _) => unreachable!("a KFAC fit holds a KFAC precision"),
+            (Ggn::Kron(_) | Ggn::LowRank(..), _) => {
+                unreachable!("a structured fit holds its own precision")
+            }
         }
     }
 
@@ -764,7 +797,11 @@ impl Laplace {
     /// eigenvalues λ, at the fitted σ).
     pub fn log_marginal_likelihood_gradient(&self, delta: f64) -> Result<f64> {
         crate::train::check_delta(delta)?;
-        Ok(evidence_gradient(&self.ggn_eigenvalues()?, self.mean_sq(), delta))
+        Ok(evidence_gradient(
+            &self.ggn_eigenvalues()?,
+            self.mean_sq(),
+            delta,
+        ))
     }
 
     /// Refits the posterior at prior precision δ from the same curvature (no data pass).
@@ -780,7 +817,13 @@ impl Laplace {
             (Ggn::Diag(h), _) => {
                 LaplaceGgn::from_ggn_diagonal(self.posterior.mean.clone(), h, delta)?
             }
-            (Ggn::Kron(_), _) => unreachable!("a KFAC fit holds a KFAC precision"),
+            (Ggn::LowRank(..), Precision::LowRank(l)) => LaplaceGgn::from_low_rank(
+                self.posterior.mean.clone(),
+                LowRank { delta, ..l.clone() },
+            )?,
+            (Ggn::Kron(_) | Ggn::LowRank(..), _) => {
+                unreachable!("a structured fit holds its own precision")
+            }
         };
         self.model.delta = delta;
         Ok(())
@@ -804,7 +847,9 @@ impl Laplace {
         };
         let row_major = |m: &Mat<f64>| {
             let (r, c) = (m.nrows(), m.ncols());
-            (0..r * c).map(move |i| m[(i / c, i % c)]).collect::<Vec<f64>>()
+            (0..r * c)
+                .map(move |i| m[(i / c, i % c)])
+                .collect::<Vec<f64>>()
         };
         match &self.ggn {
             Ggn::Full(h) => {
@@ -815,13 +860,32 @@ impl Laplace {
             Ggn::Kron(f) => {
                 for (l, s) in f.iter().enumerate() {
                     let (i, o) = (s.a.nrows(), s.g.nrows());
-                    push(format!("{GGN}.{l}.a"), vec![i, i], &mut row_major(&s.a).into_iter());
-                    push(format!("{GGN}.{l}.g"), vec![o, o], &mut row_major(&s.g).into_iter());
+                    push(
+                        format!("{GGN}.{l}.a"),
+                        vec![i, i],
+                        &mut row_major(&s.a).into_iter(),
+                    );
+                    push(
+                        format!("{GGN}.{l}.g"),
+                        vec![o, o],
+                        &mut row_major(&s.g).into_iter(),
+                    );
                 }
+            }
+            Ggn::LowRank(u, s) => {
+                push(
+                    format!("{GGN}.u"),
+                    vec![u.nrows(), u.ncols()],
+                    &mut row_major(u).into_iter(),
+                );
+                push(format!("{GGN}.s"), vec![s.len()], &mut s.iter().copied());
             }
         }
         debug_assert!(flat.len() >= p);
         let mut meta = self.model.metadata();
+        if let Ggn::LowRank(_, s) = &self.ggn {
+            meta.insert(RANK.to_string(), s.len().to_string());
+        }
         meta.extend([
             (STRUCTURE.to_string(), self.structure().to_string()),
             (SUBSET.to_string(), self.subset().to_string()),
@@ -839,6 +903,7 @@ impl Laplace {
         let mut structure = HessianStructure::Full;
         let mut subset = Subset::All;
         let mut shapes = Vec::new();
+        let mut rank = 0;
         let (meta, flat) = weights::load_with_metadata(path, |meta| {
             let net = Model::architecture_in(meta).map_err(|e| bad(e.to_string()))?;
             let parse = |key: &str| {
@@ -880,6 +945,14 @@ impl Laplace {
                         add(format!("{GGN}.{l}.g"), vec![*o, *o]);
                     }
                 }
+                HessianStructure::LowRank => {
+                    rank = meta
+                        .get(RANK)
+                        .and_then(|r| r.parse::<usize>().ok())
+                        .ok_or_else(|| bad(format!("'{RANK}' is missing or not a count")))?;
+                    add(format!("{GGN}.u"), vec![q, rank]);
+                    add(format!("{GGN}.s"), vec![rank]);
+                }
             }
             Ok(layout)
         })?;
@@ -903,6 +976,13 @@ impl Laplace {
                 Ggn::Full(square(h, q))
             }
             HessianStructure::Diag => Ggn::Diag(h.to_vec()),
+            HessianStructure::LowRank => {
+                let q = (h.len() - rank) / rank.max(1);
+                Ggn::LowRank(
+                    Mat::from_fn(q, rank, |i, j| h[i * rank + j]),
+                    h[q * rank..].to_vec(),
+                )
+            }
             HessianStructure::Kron => {
                 let mut at = 0;
                 let mut take = |n: usize| {
@@ -960,18 +1040,13 @@ impl Posterior for Laplace {
                     .step_by(rows)
                     .flat_map(|s| {
                         let xb = x.subrows(s, rows.min(x.nrows() - s));
-                        self.with_inputs(xb, |x| {
-                            kron.factor_blocks(&sub.jacobian_factors(w, x))
-                        })
+                        self.with_inputs(xb, |x| kron.factor_blocks(&sub.jacobian_factors(w, x)))
                     })
                     .collect()
             }
-            _ => blocks_by_input_block(
-                (k, sub.n_params()),
-                x,
-                &|x| self.jacobian(x),
-                &|j| self.covariance_blocks(j),
-            ),
+            _ => blocks_by_input_block((k, sub.n_params()), x, &|x| self.jacobian(x), &|j| {
+                self.covariance_blocks(j)
+            }),
         }
     }
 

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
-use crate::curvature::{Kron, Linearization, Precision};
+use crate::curvature::{Kron, Linearization, LowRank, Precision};
 use crate::error::Warning;
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
@@ -29,6 +29,8 @@ pub enum HessianStructure {
     Diag,
     /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
     Kron,
+    /// The top eigenpairs of the GGN (matrix-free), the rest of the spectrum 0.
+    LowRank,
 }
 
 impl FromStr for HessianStructure {
@@ -38,8 +40,9 @@ impl FromStr for HessianStructure {
             "full" => Ok(HessianStructure::Full),
             "diag" | "diagonal" => Ok(HessianStructure::Diag),
             "kron" | "kfac" => Ok(HessianStructure::Kron),
+            "lowrank" | "low-rank" | "low_rank" => Ok(HessianStructure::LowRank),
             other => Err(Error::Invalid(format!(
-                "unknown hessian structure '{other}' (expected full, diag or kron)"
+                "unknown hessian structure '{other}' (expected full, diag, kron or lowrank)"
             ))),
         }
     }
@@ -51,6 +54,7 @@ impl fmt::Display for HessianStructure {
             HessianStructure::Full => "full",
             HessianStructure::Diag => "diag",
             HessianStructure::Kron => "kron",
+            HessianStructure::LowRank => "lowrank",
         })
     }
 }
@@ -104,12 +108,11 @@ impl LaplaceGgn {
             HessianStructure::Diag => {
                 Precision::Diag(lin.ggn_diag().into_iter().map(|d| d + delta).collect())
             }
-            HessianStructure::Kron => {
-                return Err(Error::Invalid(
-                    "a KFAC posterior is fitted from the network's layers (posterior::Laplace), \
+            HessianStructure::Kron | HessianStructure::LowRank => {
+                return Err(Error::Invalid(format!(
+                    "a {structure} posterior is fitted from the network (posterior::Laplace), \
                      not from a linearisation"
-                        .into(),
-                ))
+                )))
             }
         };
         Ok(LaplaceGgn {
@@ -165,6 +168,26 @@ impl LaplaceGgn {
             structure: HessianStructure::Kron,
             floored: kron.floored_eigenvalues(),
             precision: Precision::Kron(kron),
+            resolution: 0.0,
+        })
+    }
+
+    /// The low-rank posterior at `mean`: `Σ⁻¹ = c U diag(s) Uᵀ + δI`.
+    pub fn from_low_rank(mean: Vec<f64>, low: LowRank) -> Result<Self> {
+        check_delta(low.delta)?;
+        if low.dim() != mean.len() {
+            return Err(Error::Invalid(format!(
+                "eigenvectors of {} parameters and a mean of {}",
+                low.dim(),
+                mean.len()
+            )));
+        }
+        Ok(LaplaceGgn {
+            delta: low.delta,
+            mean,
+            structure: HessianStructure::LowRank,
+            floored: 0,
+            precision: Precision::LowRank(low),
             resolution: 0.0,
         })
     }
