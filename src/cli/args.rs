@@ -628,7 +628,7 @@ pub struct EvaluateCmd {
     #[arg(long, default_value = "last-layer")]
     pub subset: String,
     /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number.
-    #[arg(long, default_value = "marglik")]
+    #[arg(long, default_value = "marglik", allow_hyphen_values = true)]
     pub prior: String,
     /// Predictive link: probit, mc or bridge.
     #[arg(long, default_value = "probit")]

@@ -1,0 +1,230 @@
+//! `evaluate` end to end on a slice of MNIST with the B6 baseline's LeNet-5 (a PyTorch
+//! `state_dict` read with `--arch`): every structure, rotated and OOD sets, the files and their
+//! numbers against the library; bad options refused with exit code 2 before any work.
+
+#[path = "../crates/dnn2gp/tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dnn2gp::data::mnist;
+use dnn2gp::experiments::calibration::{map_probabilities, metrics};
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::{weights, Sequential};
+use dnn2gp::train::model::Model;
+
+const LENET5: &str =
+    "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
+
+fn dnn2gp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
+        .args(args)
+        .arg("--quiet")
+        .output()
+        .expect("runs")
+}
+
+/// Writes IDX images (N×28×28, u8) or labels.
+fn write_idx(path: &Path, dims: &[usize], bytes: &[u8]) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&[0, 0, 8, dims.len() as u8]).unwrap();
+    for d in dims {
+        f.write_all(&(*d as u32).to_be_bytes()).unwrap();
+    }
+    f.write_all(bytes).unwrap();
+}
+
+/// The first `n` images and labels of an MNIST pair as IDX files in `dir`.
+fn slice(dir: &Path, images: &Path, labels: &Path, n: usize, stem: &str) -> (PathBuf, PathBuf) {
+    let x = mnist::read_images(images).unwrap();
+    let y = mnist::read_labels(labels).unwrap();
+    let px: Vec<u8> = (0..n)
+        .flat_map(|i| (0..784).map(move |j| (i, j)))
+        .map(|(i, j)| (x[(i, j)] * 255.0).round() as u8)
+        .collect();
+    let (pi, pl) = (dir.join(format!("{stem}-images.idx")), dir.join(format!("{stem}-labels.idx")));
+    write_idx(&pi, &[n, 28, 28], &px);
+    write_idx(&pl, &[n], &y[..n].iter().map(|v| *v as u8).collect::<Vec<_>>());
+    (pi, pl)
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    weights: PathBuf,
+    train: (PathBuf, PathBuf),
+    test: (PathBuf, PathBuf),
+    noise: PathBuf,
+}
+
+fn setup() -> Option<Setup> {
+    let data = common::shared_data()?;
+    let base = common::shared_baselines()?;
+    let dir = common::tmpdir();
+    let root = dir.path().to_path_buf();
+    let m = data.join("mnist");
+    let train = slice(
+        &root,
+        &m.join("train-images-idx3-ubyte.gz"),
+        &m.join("train-labels-idx1-ubyte.gz"),
+        600,
+        "train",
+    );
+    let test = slice(
+        &root,
+        &m.join("t10k-images-idx3-ubyte.gz"),
+        &m.join("t10k-labels-idx1-ubyte.gz"),
+        120,
+        "test",
+    );
+    let noise = root.join("noise-images.idx");
+    let px: Vec<u8> = (0..50 * 784).map(|i| ((i * 7919) % 256) as u8).collect();
+    write_idx(&noise, &[50, 28, 28], &px);
+    Some(Setup {
+        _dir: dir,
+        root,
+        weights: base.join("b6_seed0_lenet5.safetensors"),
+        train,
+        test,
+        noise,
+    })
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every structure on the last layer (and KFAC on all weights), two angles and an OOD set:
+/// the files are written and the MAP's numbers equal the library's on the same images.
+#[test]
+fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
+    let Some(t) = setup() else { return };
+    let out = t.root.join("eval");
+    let args = [
+        "evaluate",
+        "--model",
+        s(&t.weights),
+        "--arch",
+        LENET5,
+        "--train-images",
+        s(&t.train.0),
+        "--train-labels",
+        s(&t.train.1),
+        "--test-images",
+        s(&t.test.0),
+        "--test-labels",
+        s(&t.test.1),
+        "--angles",
+        "0,90",
+        "--ood-images",
+        s(&t.noise),
+        "--hessian",
+        "kron,diag,full,lowrank",
+        "--rank",
+        "20",
+        "--out",
+        s(&out),
+    ];
+    let run = dnn2gp(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for f in [
+        "evaluate.json",
+        "metrics.csv",
+        "reliability.csv",
+        "ood.csv",
+        "reliability.png",
+        "reliability.svg",
+        "shift.png",
+        "shift.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap()).unwrap();
+    let methods = json["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 5);
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 5 * 2);
+    // The MAP on the clean set, from the library directly.
+    let net = Sequential::parse(LENET5).unwrap();
+    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    let x = mnist::read_images(&t.test.0).unwrap();
+    let y = mnist::read_labels(&t.test.1).unwrap();
+    let m = metrics(map_probabilities(&model, x.as_ref()).as_ref(), &y).unwrap();
+    let map = &methods[0]["sets"][0]["metrics"];
+    assert_eq!(map["acc"].as_f64().unwrap(), m.acc);
+    assert_eq!(map["nll"].as_f64().unwrap(), m.nll);
+    assert_eq!(map["ece"].as_f64().unwrap(), m.ece);
+    for r in &methods[1..] {
+        let delta = r["prior_precision"].as_f64().unwrap();
+        assert!(delta > 0.0 && r["log_marglik"].as_f64().unwrap().is_finite());
+        let auroc = r["ood"][0]["auroc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auroc));
+        // Rotating by 90° shifts the data: the NLL grows.
+        let (n0, n90) = (
+            r["sets"][0]["metrics"]["nll"].as_f64().unwrap(),
+            r["sets"][1]["metrics"]["nll"].as_f64().unwrap(),
+        );
+        assert!(n90 > n0, "{}: {n0} at 0°, {n90} at 90°", r["method"]);
+    }
+}
+
+/// Bad options and inputs: exit code 2, the culprit named, nothing written.
+#[test]
+fn evaluate_refuses_bad_options_before_any_work() {
+    let Some(t) = setup() else { return };
+    let out = t.root.join("never");
+    let base = [
+        "evaluate",
+        "--model",
+        s(&t.weights),
+        "--arch",
+        LENET5,
+        "--train-images",
+        s(&t.train.0),
+        "--train-labels",
+        s(&t.train.1),
+        "--test-images",
+        s(&t.test.0),
+        "--test-labels",
+        s(&t.test.1),
+        "--out",
+        s(&out),
+    ];
+    let noise = s(&t.noise);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--hessian", "kron,bogus"], "--hessian"),
+        (vec!["--subset", "first-layer"], "--subset"),
+        (vec!["--angles", "0,north"], "--angles"),
+        (vec!["--prior", "-3"], "--prior"),
+        (vec!["--link", "logit"], "--link"),
+        (vec!["--rank", "0"], "--rank"),
+        (vec!["--limit", "0"], "--limit"),
+        (vec!["--ood-images", "/nonexistent/x.idx"], "--ood-images"),
+        (vec!["--rotated", "--angles", "0,30,60,90,120,150,180"], "--rotated"),
+        (vec!["--arch", "4:dense3"], "tensors"),
+        (vec!["--test-images", noise], "labels"),
+        (vec!["--hessian", "full", "--subset", "all", "--max-memory", "0.01"], "GiB"),
+    ];
+    for (extra, culprit) in cases {
+        // Each pair replaces the option's value in `base`, or is added.
+        let mut args: Vec<&str> = base.to_vec();
+        let mut rest = extra.iter().copied().peekable();
+        while let Some(opt) = rest.next() {
+            let value = rest.next_if(|v| !v.starts_with("--") || v.parse::<f64>().is_ok());
+            match (args.iter().position(|a| *a == opt), value) {
+                (Some(i), Some(v)) => args[i + 1] = v,
+                (_, v) => args.extend(std::iter::once(opt).chain(v)),
+            }
+        }
+        let run = dnn2gp(&args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(culprit), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+}
