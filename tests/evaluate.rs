@@ -44,9 +44,16 @@ fn slice(dir: &Path, images: &Path, labels: &Path, n: usize, stem: &str) -> (Pat
         .flat_map(|i| (0..784).map(move |j| (i, j)))
         .map(|(i, j)| (x[(i, j)] * 255.0).round() as u8)
         .collect();
-    let (pi, pl) = (dir.join(format!("{stem}-images.idx")), dir.join(format!("{stem}-labels.idx")));
+    let (pi, pl) = (
+        dir.join(format!("{stem}-images.idx")),
+        dir.join(format!("{stem}-labels.idx")),
+    );
     write_idx(&pi, &[n, 28, 28], &px);
-    write_idx(&pl, &[n], &y[..n].iter().map(|v| *v as u8).collect::<Vec<_>>());
+    write_idx(
+        &pl,
+        &[n],
+        &y[..n].iter().map(|v| *v as u8).collect::<Vec<_>>(),
+    );
     (pi, pl)
 }
 
@@ -128,7 +135,11 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
         s(&out),
     ];
     let run = dnn2gp(&args);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     for f in [
         "evaluate.json",
         "metrics.csv",
@@ -204,10 +215,23 @@ fn evaluate_refuses_bad_options_before_any_work() {
         (vec!["--rank", "0"], "--rank"),
         (vec!["--limit", "0"], "--limit"),
         (vec!["--ood-images", "/nonexistent/x.idx"], "--ood-images"),
-        (vec!["--rotated", "--angles", "0,30,60,90,120,150,180"], "--rotated"),
+        (
+            vec!["--rotated", "--angles", "0,30,60,90,120,150,180"],
+            "--rotated",
+        ),
         (vec!["--arch", "4:dense3"], "tensors"),
         (vec!["--test-images", noise], "labels"),
-        (vec!["--hessian", "full", "--subset", "all", "--max-memory", "0.01"], "GiB"),
+        (
+            vec![
+                "--hessian",
+                "full",
+                "--subset",
+                "all",
+                "--max-memory",
+                "0.01",
+            ],
+            "GiB",
+        ),
     ];
     for (extra, culprit) in cases {
         // Each pair replaces the option's value in `base`, or is added.

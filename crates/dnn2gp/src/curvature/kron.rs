@@ -108,40 +108,6 @@ impl Block {
     }
 }
 
-/// One row of `J Σ^{½}` over `blocks` into `out`, for a row whose entry 0 is parameter `base`.
-fn whiten_row(blocks: &[Block], base: usize, row: &[f64], delta: f64, c: f64, out: &mut [f64]) {
-    for b in blocks {
-        let o = b.offset - base;
-        let z = b.rotate(&row[o..o + b.len()]);
-        let cols = b.la.len();
-        for (i, d) in b.eigenvalues(delta, c).enumerate() {
-            out[o + i] = z[(i / cols, i % cols)] / d.sqrt();
-        }
-    }
-}
-
-/// `J Σ^{½}` over `blocks`, for rows `J` whose column 0 is parameter `base`.
-fn whiten_with(blocks: &[Block], base: usize, j: MatRef<'_, f64>, delta: f64, c: f64) -> Mat<f64> {
-    let rows: Vec<Vec<f64>> = (0..j.nrows())
-        .into_par_iter()
-        .map(|r| {
-            let row: Vec<f64> = j.row(r).iter().copied().collect();
-            let mut out = vec![0.0; row.len()];
-            whiten_row(blocks, base, &row, delta, c, &mut out);
-            out
-        })
-        .collect();
-    let mut out = Mat::zeros(j.nrows(), j.ncols());
-    for (r, row) in rows.iter().enumerate() {
-        out.as_mut()
-            .row_mut(r)
-            .iter_mut()
-            .zip(row)
-            .for_each(|(o, v)| *o = *v);
-    }
-    out
-}
-
 /// The eigendecomposition `Q diag(λ) Qᵀ` of a symmetric factor (a sum of outer products, so
 /// positive semi-definite), eigenvalues floored at 0; also returns how many were negative
 /// beyond the eigensolver's rounding `64 n ε max|λ|` (the ones below it are floored silently:
@@ -294,89 +260,50 @@ impl Kron {
     /// `J Σ^{½}` for the rows of `J` (R×P): each block's slice of a row, rotated into the
     /// eigenbasis and scaled by `D^{-½}`, so that `J_a Σ J_bᵀ` is a product of the results.
     pub fn whiten(&self, j: MatRef<'_, f64>) -> Mat<f64> {
-        whiten_with(&self.blocks, 0, j, self.delta, self.scale)
-    }
-
-    /// The K×K blocks `J_n Σ J_nᵀ` (row-major, N·K·K) from the per-layer factors of the
-    /// stacked Jacobians, without forming J: a dense layer's rows are `g_m ⊗ ã_n`, so in the
-    /// eigenbasis `u_m = Q_Gᵀ g_m`, `v_n = Q_Aᵀ a_n` and
-    /// `(J_n Σ J_nᵀ)_{kk'} = Σ_i u_{ki} u_{k'i} (Σ_j v_{nj}² / (c λ_{Gi} λ_{Aj} + δ) + 1/(c λ_{Gi} + δ))`
-    /// (the second term the bias); a layer held as a Jacobian block (conv) is whitened row by
-    /// row ([`Kron::whiten`]).
-    pub fn factor_blocks(&self, f: &JacobianFactors<f64>) -> Vec<f64> {
-        let k = f.k();
-        let n = f.rows() / k;
-        let mut out = vec![0.0; n * k * k];
-        for (l, factor) in f.layers().iter().rev().enumerate() {
-            let (wb, bb) = (&self.blocks[2 * l], &self.blocks[2 * l + 1]);
-            let (o, i) = (wb.lg.len(), wb.la.len());
-            // Per example: the scale of each output eigendirection.
-            let scales = |a: MatRef<'_, f64>| -> Vec<Vec<f64>> {
-                let v = crate::linalg::a_b(a.subcols(0, i), wb.qa.as_ref());
-                let bias: Vec<f64> = bb.eigenvalues(self.delta, self.scale).collect();
-                let d: Vec<f64> = wb.eigenvalues(self.delta, self.scale).collect();
-                (0..a.nrows())
-                    .into_par_iter()
-                    .map(|e| {
-                        (0..o)
-                            .map(|g| {
-                                (0..i)
-                                    .map(|j| v[(e, j)].powi(2) / d[g * i + j])
-                                    .sum::<f64>()
-                                    + 1.0 / bias[g]
-                            })
-                            .collect()
-                    })
-                    .collect()
-            };
-            let add =
-                |out: &mut [f64], u: &(dyn Fn(usize, usize) -> f64 + Sync), t: &[Vec<f64>]| {
-                    out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
-                        for r in 0..k {
-                            for q in 0..k {
-                                c[r * k + q] += (0..o)
-                                    .map(|g| u(e * k + r, g) * u(e * k + q, g) * t[e][g])
-                                    .sum::<f64>();
-                            }
-                        }
-                    });
-                };
-            match factor {
-                Factor::Dense { g, a } => {
-                    let u = crate::linalg::a_b(g.as_ref(), wb.qg.as_ref());
-                    add(&mut out, &|m, c| u[(m, c)], &scales(a.as_ref()));
+        let rows: Vec<Vec<f64>> = (0..j.nrows())
+            .into_par_iter()
+            .map(|r| {
+                let row: Vec<f64> = j.row(r).iter().copied().collect();
+                let mut out = vec![0.0; row.len()];
+                for b in &self.blocks {
+                    let z = b.rotate(&row[b.offset..b.offset + b.len()]);
+                    let cols = b.la.len();
+                    for (i, d) in b.eigenvalues(self.delta, self.scale).enumerate() {
+                        out[b.offset + i] = z[(i / cols, i % cols)] / d.sqrt();
+                    }
                 }
-                Factor::Outputs { a, .. } => {
-                    add(&mut out, &|m, c| wb.qg[(m % k, c)], &scales(a.as_ref()));
-                }
-                Factor::Block(jb) => {
-                    // Example by example: its K rows whitened (row-major), then their Gram.
-                    let blocks = &self.blocks[2 * l..2 * l + 2];
-                    let p = jb.ncols();
-                    out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
-                        let mut z = vec![0.0; k * p];
-                        let mut row = vec![0.0; p];
-                        for r in 0..k {
-                            row.iter_mut()
-                                .zip(jb.row(e * k + r).iter())
-                                .for_each(|(d, v)| *d = *v);
-                            let dst = &mut z[r * p..(r + 1) * p];
-                            whiten_row(blocks, wb.offset, &row, self.delta, self.scale, dst);
-                        }
-                        for r in 0..k {
-                            for q in 0..k {
-                                c[r * k + q] += z[r * p..(r + 1) * p]
-                                    .iter()
-                                    .zip(&z[q * p..(q + 1) * p])
-                                    .map(|(a, b)| a * b)
-                                    .sum::<f64>();
-                            }
-                        }
-                    });
-                }
-            }
+                out
+            })
+            .collect();
+        let mut out = Mat::zeros(j.nrows(), j.ncols());
+        for (r, row) in rows.iter().enumerate() {
+            out.as_mut()
+                .row_mut(r)
+                .iter_mut()
+                .zip(row)
+                .for_each(|(o, v)| *o = *v);
         }
         out
+    }
+
+    /// Each layer's covariance in its eigenbasis, for [`factored_covariance_blocks`]:
+    /// `Q_G`, `Q_A`, `1/(c λ_G λ_A + δ)` (weight) and `1/(c λ_G + δ)` (bias).
+    pub(crate) fn layer_variances(&self) -> Vec<LayerVariance<'_>> {
+        self.blocks
+            .chunks(2)
+            .map(|wb| LayerVariance {
+                qg: Some(&wb[0].qg),
+                qa: Some(&wb[0].qa),
+                weight: wb[0]
+                    .eigenvalues(self.delta, self.scale)
+                    .map(|d| 1.0 / d)
+                    .collect(),
+                bias: wb[1]
+                    .eigenvalues(self.delta, self.scale)
+                    .map(|d| 1.0 / d)
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The variances `diag Σ`: `(Q_G ∘ Q_G) D^{-1} (Q_A ∘ Q_A)ᵀ` block by block.
@@ -428,4 +355,141 @@ impl Kron {
         }
         out
     }
+}
+
+/// One layer's posterior covariance when it is diagonal in a Kronecker eigenbasis
+/// `Q_G ⊗ Q_A` (KFAC) or in the parameter basis (a diagonal posterior: no rotations): the
+/// variances of the weight (outputs × inputs, row-major) and of the bias in that basis.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerVariance<'a> {
+    pub qg: Option<&'a Mat<f64>>,
+    pub qa: Option<&'a Mat<f64>>,
+    pub weight: Vec<f64>,
+    pub bias: Vec<f64>,
+}
+
+/// The K×K blocks `J_n Σ J_nᵀ` (row-major, N·K·K) from the per-layer factors of the stacked
+/// Jacobians, without forming J, for a covariance given layer by layer ([`LayerVariance`]):
+/// a dense layer's rows are `g_m ⊗ ã_n`, so with `u_m = Q_Gᵀ g_m`, `v_n = Q_Aᵀ a_n` and the
+/// variances `s`, `(J_n Σ J_nᵀ)_{kk′} = Σ_g u_{kg} u_{k′g} (Σ_j v_{nj}² s^W_{gj} + s^b_g)`;
+/// a layer held as a Jacobian block (conv) is rotated and scaled row by row.
+pub(crate) fn factored_covariance_blocks(
+    f: &JacobianFactors<f64>,
+    layers: &[LayerVariance<'_>],
+) -> Vec<f64> {
+    let k = f.k();
+    let n = f.rows() / k;
+    let mut out = vec![0.0; n * k * k];
+    for (factor, lv) in f.layers().iter().rev().zip(layers) {
+        let o = lv.bias.len();
+        let i = lv.weight.len() / o.max(1);
+        let rotate = |m: MatRef<'_, f64>, q: Option<&Mat<f64>>| match q {
+            Some(q) => crate::linalg::a_b(m, q.as_ref()),
+            None => m.to_owned(),
+        };
+        // Per example: the variance along each output direction.
+        let scales = |a: MatRef<'_, f64>| -> Vec<Vec<f64>> {
+            let v = rotate(a.subcols(0, i), lv.qa);
+            (0..a.nrows())
+                .into_par_iter()
+                .map(|e| {
+                    (0..o)
+                        .map(|g| {
+                            (0..i)
+                                .map(|j| v[(e, j)].powi(2) * lv.weight[g * i + j])
+                                .sum::<f64>()
+                                + a[(e, i)].powi(2) * lv.bias[g]
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let add = |out: &mut [f64], u: &(dyn Fn(usize, usize) -> f64 + Sync), t: &[Vec<f64>]| {
+            out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
+                for r in 0..k {
+                    for q in 0..k {
+                        c[r * k + q] += (0..o)
+                            .map(|g| u(e * k + r, g) * u(e * k + q, g) * t[e][g])
+                            .sum::<f64>();
+                    }
+                }
+            });
+        };
+        match factor {
+            Factor::Dense { g, a } => {
+                let u = rotate(g.as_ref(), lv.qg);
+                add(&mut out, &|m, c| u[(m, c)], &scales(a.as_ref()));
+            }
+            Factor::Outputs { a, .. } => {
+                let u = |m: usize, c: usize| match lv.qg {
+                    Some(q) => q[(m % k, c)],
+                    None => f64::from(u8::from(m % k == c)),
+                };
+                add(&mut out, &u, &scales(a.as_ref()));
+            }
+            Factor::Block(jb) => {
+                // Example by example: its K rows rotated and scaled, then their Gram.
+                let p = jb.ncols();
+                let root_w: Vec<f64> = lv.weight.iter().map(|v| v.sqrt()).collect();
+                let root_b: Vec<f64> = lv.bias.iter().map(|v| v.sqrt()).collect();
+                out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
+                    let mut z = vec![0.0; k * p];
+                    for r in 0..k {
+                        let row: Vec<f64> = jb.row(e * k + r).iter().copied().collect();
+                        let w = MatRef::from_row_major_slice(&row[..o * i], o, i);
+                        let w = match lv.qg {
+                            Some(q) => crate::linalg::at_b(q.as_ref(), w),
+                            None => w.to_owned(),
+                        };
+                        let w = rotate(w.as_ref(), lv.qa);
+                        let b = MatRef::from_column_major_slice(&row[o * i..], o, 1);
+                        let b = match lv.qg {
+                            Some(q) => crate::linalg::at_b(q.as_ref(), b),
+                            None => b.to_owned(),
+                        };
+                        let dst = &mut z[r * p..(r + 1) * p];
+                        for (idx, d) in dst[..o * i].iter_mut().enumerate() {
+                            *d = w[(idx / i, idx % i)] * root_w[idx];
+                        }
+                        for (g, d) in dst[o * i..].iter_mut().enumerate() {
+                            *d = b[(g, 0)] * root_b[g];
+                        }
+                    }
+                    for r in 0..k {
+                        for q in 0..k {
+                            c[r * k + q] += z[r * p..(r + 1) * p]
+                                .iter()
+                                .zip(&z[q * p..(q + 1) * p])
+                                .map(|(a, b)| a * b)
+                                .sum::<f64>();
+                        }
+                    }
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The layers of a diagonal precision `d` (parameters in the network's order) as
+/// [`LayerVariance`]s, for the layers' `(inputs, outputs)` shapes.
+pub(crate) fn diag_layer_variances(
+    d: &[f64],
+    shapes: &[(usize, usize)],
+) -> Vec<LayerVariance<'static>> {
+    let mut offset = 0;
+    shapes
+        .iter()
+        .map(|&(i, o)| {
+            let inv = |r: std::ops::Range<usize>| d[r].iter().map(|v| 1.0 / v).collect();
+            let lv = LayerVariance {
+                qg: None,
+                qa: None,
+                weight: inv(offset..offset + o * i),
+                bias: inv(offset + o * i..offset + o * i + o),
+            };
+            offset += o * i + o;
+            lv
+        })
+        .collect()
 }

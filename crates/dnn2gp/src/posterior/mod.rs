@@ -4,5 +4,5 @@
 pub mod fitted;
 pub mod laplace;
 
-pub use fitted::{FitOptions, Laplace, Link, Posterior, Predictive, PriorFit, Subset};
+pub use fitted::{FitOptions, Laplace, Link, NoiseFit, Posterior, Predictive, PriorFit, Subset};
 pub use laplace::{HessianStructure, LaplaceGgn};
