@@ -142,6 +142,40 @@ fn train_then_gp_on_toy_data() {
         .collect();
     assert_eq!(row[0], 0.5);
     assert!((row[1] - lml).abs() < 1e-8 * lml.abs() && (row[2] - lap).abs() < 1e-8 * lap.abs());
+    // --marglik: δ and σ are the library's maximum of the evidence on the same data.
+    let gp4 = dir.path().join("gp4");
+    let said = ok(&[
+        "gp",
+        "--model",
+        model.to_str().unwrap(),
+        "--marglik",
+        "--samples",
+        "10",
+        "--out",
+        gp4.to_str().unwrap(),
+    ]);
+    assert!(said.contains("by the Laplace evidence"), "{said}");
+    let chosen = json(&gp4.join("gp.json"));
+    let m = dnn2gp::train::model::Model::load(&model.join("model.safetensors")).unwrap();
+    let split = dnn2gp::data::toy::toy_sets(&dnn2gp::data::toy::ToyConfig::default(), 1).remove(0);
+    let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+    assert_eq!(
+        m.data.as_deref(),
+        Some(dnn2gp::train::model::fingerprint(x, y).as_str())
+    );
+    let mut la = dnn2gp::posterior::Laplace::fit(
+        m,
+        x,
+        y,
+        dnn2gp::posterior::HessianStructure::Full,
+        &Default::default(),
+    )
+    .unwrap();
+    let best = la.optimize_noise_and_prior().unwrap();
+    assert_eq!(chosen["delta"].as_f64().unwrap(), best.delta);
+    assert!((chosen["sigma"].as_f64().unwrap() - best.sigma).abs() < 1e-12 * best.sigma);
+    let evidence = chosen["laplace_log_evidence"].as_f64().unwrap();
+    assert!((evidence - best.log_marglik).abs() < 1e-8 * evidence.abs());
 }
 
 #[test]

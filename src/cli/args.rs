@@ -28,6 +28,8 @@ const EXAMPLES: &str = "Examples:
   dnn2gp sweep --data uci:yacht:0-4 --data-dir DATA --param sigma --grid logspace:-2:0:9 \\
                --out sweep-sigma
   dnn2gp predict --model snelson-model --data new-x.csv --out snelson-pred
+  dnn2gp evaluate --model lenet5.safetensors --arch SPEC --hessian kron,diag \
+                  --subset last-layer,all --angles 0,30,60,90,180 --data-dir DATA --out eval
   dnn2gp data fetch mnist --data-dir DATA
   dnn2gp reproduce mnist --data-dir DATA --out mnist    # LeNet-5, Laplace, kernel figures";
 
@@ -91,11 +93,13 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     /// Reproduce the paper's image experiments: train, compute the GP views, draw the figures.
     #[command(subcommand)]
     Reproduce(ReproduceCmd),
-    /// Run one of the peers' workloads B1–B5 (or `gemm`, the machine's GEMM peak) on their data
-    /// files and print one JSON line with its phase timings and its agreement with the peer.
+    /// Run one of the peers' workloads B1–B6 (or `gemm`, the machine's GEMM peak) on their data
+    /// files and print one JSON line per run with its phase timings and its agreement with the
+    /// peer (`B6` runs every variant; `B6:kron:last_layer` one).
     #[command(after_help = "Examples:
   dnn2gp bench B1 --baselines ../shared/baselines/data
-  for w in gemm B1 B2 B3 B4 B5; do dnn2gp bench $w --baselines ../shared/baselines/data; done")]
+  for w in gemm B1 B2 B3 B4 B5; do dnn2gp bench $w --baselines ../shared/baselines/data; done
+  DNN2GP_DATA=../shared/data dnn2gp bench B6:kron:last_layer --baselines ../shared/baselines/data")]
     Bench(BenchCmd),
     /// Data sets: download them into a cache folder.
     #[command(subcommand)]
@@ -124,7 +128,7 @@ pub enum ReproduceCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
-    /// B1, B2, B3, B4, B5 or gemm.
+    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET (e.g. B6:kron:all) or gemm.
     pub workload: String,
     /// The baselines' data folder (weights, inputs and the peers' outputs).
     #[arg(
@@ -479,6 +483,11 @@ pub struct GpCmd {
     /// Points on the plotting grid (1-D inputs).
     #[arg(long, default_value_t = 400)]
     pub grid_points: usize,
+    /// Choose δ (and σ for a Gaussian likelihood) by the maximum of the Laplace evidence of the
+    /// `--hessian` posterior before the report (laplace-torch's
+    /// `optimize_prior_precision(method="marglik")`).
+    #[arg(long)]
+    pub marglik: bool,
     /// Also evaluate both marginal likelihoods over a δ grid at this MAP, from one
     /// eigendecomposition (`logspace:A:B:N`, `linspace:A:B:N` or a list): `marglik_path.csv`.
     #[arg(long)]

@@ -23,7 +23,7 @@ use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy, write_npy_mat}
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
 use dnn2gp::nn::{Activation, Network, Sequential};
-use dnn2gp::posterior::HessianStructure;
+use dnn2gp::posterior::{HessianStructure, Laplace, Posterior};
 use dnn2gp::select::{run_sweep, Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::model::{fingerprint, Model};
 use dnn2gp::train::vogn::{self, Snapshot, VognConfig};
@@ -786,8 +786,14 @@ pub(super) fn full_or_diag(option: &str, value: &str) -> Result<HessianStructure
 }
 
 fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
-    let fitted = load_fitted(&a.model, data_override(&a.data)?, "--data")?;
-    let opts = GpOptions {
+    if a.marglik && a.delta.is_some() {
+        return Err(Error::Invalid(
+            "--marglik chooses δ by the evidence; give it or --delta, not both".into(),
+        )
+        .into());
+    }
+    let mut fitted = load_fitted(&a.model, data_override(&a.data)?, "--data")?;
+    let mut opts = GpOptions {
         delta: a.delta.unwrap_or(fitted.model.delta),
         grid: a
             .delta_grid
@@ -804,6 +810,32 @@ fn gp(ctx: &Ctx, a: GpCmd) -> Result<()> {
     let mut inputs = fitted.src.paths();
     inputs.push(&a.model);
     let out = OutDir::open("--out", &a.out, &inputs)?;
+    if a.marglik {
+        // laplace-torch's optimize_prior_precision(method="marglik"), and σ for regression.
+        let (x, y) = (fitted.split.train.x.as_ref(), fitted.split.train.y.as_ref());
+        let fit = dnn2gp::posterior::FitOptions {
+            memory_limit: ctx.memory,
+            ..Default::default()
+        };
+        let mut la = Laplace::fit(fitted.model.clone(), x, y, opts.hessian, &fit)?;
+        let evidence = if fitted.kind == LikelihoodKind::Gaussian {
+            la.optimize_noise_and_prior()?.log_marglik
+        } else {
+            la.optimize_prior_precision()?.log_marglik
+        };
+        (opts.delta, fitted.model.sigma) = (la.model().delta, la.model().sigma);
+        fitted.lik = fitted.model.likelihood()?;
+        println!(
+            "by the Laplace evidence ({} GGN): δ = {:.6}{} (log evidence {evidence:.6})",
+            opts.hessian,
+            opts.delta,
+            if fitted.kind == LikelihoodKind::Gaussian {
+                format!(", σ = {:.6}", fitted.model.sigma)
+            } else {
+                String::new()
+            }
+        );
+    }
     if fitted.kind == LikelihoodKind::Categorical {
         return super::predict::gp_classifier(ctx, &a, fitted, &opts, out);
     }
