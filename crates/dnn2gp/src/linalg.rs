@@ -88,24 +88,40 @@ mod x86 {
 }
 
 /// `Σ_c f(start_c, len_c)` over consecutive chunks of `chunk` rows out of `n`, each giving a
-/// scalar and a vector of length `len`; chunks run in parallel, a few hundred at a time, and
-/// are summed in order, so the result does not depend on the number of threads.
+/// scalar and a vector of length `len` ([`par_chunk_reduce`], 256 chunks at a time).
 pub fn par_chunk_sum<F>(n: usize, chunk: usize, len: usize, f: F) -> (f64, Vec<f64>)
 where
     F: Fn(usize, usize) -> (f64, Vec<f64>) + Sync,
 {
+    par_chunk_reduce(n, chunk, 256, f, |(t, acc), (u, v)| {
+        *t += u;
+        acc.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    })
+    .unwrap_or_else(|| (0.0, vec![0.0; len]))
+}
+
+/// `f(start_c, len_c)` over consecutive chunks of `chunk` rows out of `n`, combined by `add`:
+/// `group` chunks run in parallel at a time and are added in order, so the result does not
+/// depend on the number of threads. `None` for no rows.
+pub fn par_chunk_reduce<T, F, A>(n: usize, chunk: usize, group: usize, f: F, add: A) -> Option<T>
+where
+    T: Send,
+    F: Fn(usize, usize) -> T + Sync,
+    A: Fn(&mut T, T),
+{
     use rayon::prelude::*;
     let starts: Vec<usize> = (0..n).step_by(chunk.max(1)).collect();
-    let (mut total, mut acc) = (0.0, vec![0.0; len]);
-    for group in starts.chunks(256) {
-        let parts: Vec<(f64, Vec<f64>)> =
-            group.par_iter().map(|&s| f(s, chunk.min(n - s))).collect();
-        for (t, v) in parts {
-            total += t;
-            acc.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    let mut total: Option<T> = None;
+    for g in starts.chunks(group.max(1)) {
+        let parts: Vec<T> = g.par_iter().map(|&s| f(s, chunk.min(n - s))).collect();
+        for p in parts {
+            match &mut total {
+                None => total = Some(p),
+                Some(t) => add(t, p),
+            }
         }
     }
-    (total, acc)
+    total
 }
 
 /// `C = A B` for views (the transposes are free views).

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::likelihood::{curvature_root_rows, Likelihood};
+use crate::linalg::par_chunk_reduce;
 use crate::nn::{Factor, JacobianFactors, KronSums, Network};
 use crate::progress::Progress;
 use crate::rng::{normals, Rng};
@@ -36,29 +37,17 @@ pub fn kron_factors(
     progress: Option<&dyn Progress>,
 ) -> Vec<KronSums> {
     let (n, k) = (x.nrows(), net.n_outputs());
-    let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
-    let mut total: Option<Vec<KronSums>> = None;
-    for group in starts.chunks(64) {
-        let parts: Vec<Vec<KronSums>> = group
-            .par_iter()
-            .map(|&s| {
-                let m = CHUNK.min(n - s);
-                let yb = y.subrows(s, m);
-                let sums =
-                    net.kron_sums(w, x.subrows(s, m), &|f| curvature_root_rows(lik, f, yb), k);
-                if let Some(pb) = progress {
-                    pb.advance(m as u64);
-                }
-                sums
-            })
-            .collect();
-        for part in parts {
-            match &mut total {
-                None => total = Some(part),
-                Some(t) => t.iter_mut().zip(&part).for_each(|(t, p)| t.add(p)),
-            }
+    let sums = |s: usize, m: usize| {
+        let yb = y.subrows(s, m);
+        let out = net.kron_sums(w, x.subrows(s, m), &|f| curvature_root_rows(lik, f, yb), k);
+        if let Some(pb) = progress {
+            pb.advance(m as u64);
         }
-    }
+        out
+    };
+    let total = par_chunk_reduce(n, CHUNK, 64, sums, |t: &mut Vec<KronSums>, p| {
+        t.iter_mut().zip(&p).for_each(|(t, p)| t.add(p))
+    });
     let mut total = total.unwrap_or_default();
     for s in &mut total {
         s.a *= faer::Scale(1.0 / (n.max(1) * s.positions) as f64);

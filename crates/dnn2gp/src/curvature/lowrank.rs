@@ -6,11 +6,10 @@
 //! `Σ = δ⁻¹ (I − U diag(cs/(cs + δ)) Uᵀ)`, `log|A| = Σ_i log(c s_i + δ) + (P − k) log δ`.
 
 use faer::{Mat, MatRef, Side};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::likelihood::Likelihood;
-use crate::linalg::{a_b, at_b};
+use crate::linalg::{a_b, at_b, par_chunk_reduce};
 use crate::nn::Network;
 use crate::progress::Progress;
 use crate::rng::{normals, seeded, Rng};
@@ -30,37 +29,26 @@ pub fn ggn_times(
     m: MatRef<'_, f64>,
 ) -> Mat<f64> {
     let (n, k) = (x.nrows(), net.n_outputs());
-    let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
-    let mut out = Mat::<f64>::zeros(m.nrows(), m.ncols());
-    for group in starts.chunks(GROUP) {
-        let parts: Vec<Mat<f64>> = group
-            .par_iter()
-            .map(|&s| {
-                let c = CHUNK.min(n - s);
-                let (f, j) = net.forward_jacobian(w, x.subrows(s, c));
-                let mut jm = a_b(j.as_ref(), m);
-                // Λ_i (J_i M) example by example.
-                let (mut fr, mut yr, mut lam) =
-                    (vec![0.0; k], vec![0.0; y.ncols()], vec![0.0; k * k]);
-                for e in 0..c {
-                    (0..k).for_each(|a| fr[a] = f[(e, a)]);
-                    (0..y.ncols()).for_each(|a| yr[a] = y[(s + e, a)]);
-                    lik.curvature(&fr, &yr, &mut lam);
-                    for col in 0..jm.ncols() {
-                        let v: Vec<f64> = (0..k).map(|a| jm[(e * k + a, col)]).collect();
-                        for a in 0..k {
-                            jm[(e * k + a, col)] = (0..k).map(|b| lam[a * k + b] * v[b]).sum();
-                        }
-                    }
+    let part = |s: usize, c: usize| {
+        let (f, j) = net.forward_jacobian(w, x.subrows(s, c));
+        let mut jm = a_b(j.as_ref(), m);
+        // Λ_i (J_i M) example by example.
+        let (mut fr, mut yr, mut lam) = (vec![0.0; k], vec![0.0; y.ncols()], vec![0.0; k * k]);
+        for e in 0..c {
+            (0..k).for_each(|a| fr[a] = f[(e, a)]);
+            (0..y.ncols()).for_each(|a| yr[a] = y[(s + e, a)]);
+            lik.curvature(&fr, &yr, &mut lam);
+            for col in 0..jm.ncols() {
+                let v: Vec<f64> = (0..k).map(|a| jm[(e * k + a, col)]).collect();
+                for a in 0..k {
+                    jm[(e * k + a, col)] = (0..k).map(|b| lam[a * k + b] * v[b]).sum();
                 }
-                at_b(j.as_ref(), jm.as_ref())
-            })
-            .collect();
-        for p in parts {
-            out += &p;
+            }
         }
-    }
-    out
+        at_b(j.as_ref(), jm.as_ref())
+    };
+    par_chunk_reduce(n, CHUNK, GROUP, part, |t: &mut Mat<f64>, p| *t += &p)
+        .unwrap_or_else(|| Mat::zeros(m.nrows(), m.ncols()))
 }
 
 /// An orthonormal basis of the columns of `y` (thin QR).
