@@ -1,4 +1,4 @@
-//! The peers' workloads B1–B6 (`../shared/baselines/`), run on the same data and weights files,
+//! The peers' workloads B1–B7 (`../shared/baselines/`), run on the same data and weights files,
 //! timed phase by phase and checked against the peers' outputs; and the machine's GEMM peak.
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
@@ -16,6 +16,8 @@
 //! - B6: post-hoc Laplace (last-layer and all-weights; kron, diag, full) on a LeNet-5 trained
 //!   on all of MNIST, the prior by the evidence, the probit predictive on rotated test images
 //!   ([`b6`]).
+//! - B7: the independent-output function-space GP of B6's LeNet-5 on m = 1,600 and 10,000
+//!   training images, on 50 test images per angle ([`b6::b7`]).
 
 pub mod b6;
 
@@ -61,10 +63,23 @@ pub struct BenchRun {
 }
 
 /// Runs `name` on the baselines' data folder: `B1`–`B5`, `gemm`, `B6` (each of
-/// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`).
+/// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`), `B7` (m = 1,600
+/// and 10,000) or `B7:M`.
 pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
         return Ok(vec![finish(b6::b6(data, variant)?)]);
+    }
+    if let Some(m) = name.strip_prefix("B7:").or(name.strip_prefix("b7:")) {
+        let m = m
+            .parse()
+            .map_err(|_| Error::Invalid(format!("B7:{m}: expected B7:M, M training images")))?;
+        return Ok(vec![finish(b6::b7(data, m)?)]);
+    }
+    if name.eq_ignore_ascii_case("B7") {
+        return [1600, 10_000]
+            .iter()
+            .map(|&m| b6::b7(data, m).map(finish))
+            .collect();
     }
     if name.eq_ignore_ascii_case("B6") {
         return b6::VARIANTS
@@ -81,8 +96,8 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
         "GEMM" => gemm_peak(),
         other => {
             return Err(Error::Invalid(format!(
-                "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET \
-                 or gemm)"
+                "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET, \
+                 B7, B7:M or gemm)"
             )))
         }
     };

@@ -17,6 +17,7 @@ use dnn2gp::posterior::fitted::class_probabilities;
 use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
 use dnn2gp::rng::{normals, seeded};
 use dnn2gp::train::model::Model;
+use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, MatRef, Side};
 
 /// N inputs of D values and one-hot labels of K classes, from a seed.
@@ -650,4 +651,68 @@ fn the_noise_and_prior_by_the_evidence_are_its_maximum_and_refit_the_posterior()
         Subset::All,
     );
     assert!(la.optimize_noise_and_prior().is_err());
+}
+
+/// The independent-output function-space GP: for one Bernoulli logit it is the full
+/// Laplace-GGN posterior (functional variance and evidence); for K classes output c's
+/// variance is that of the weight-space posterior of output c alone,
+/// `Σ_i J_icᵀ Λ_i,cc J_ic + δI`; its δ by the evidence is a stationary maximum.
+#[test]
+fn the_independent_output_gp_is_the_laplace_posterior_of_its_ggn() {
+    use dnn2gp::gp::IndependentGp;
+    // One logit: exact.
+    let net = Sequential::parse("1x6x6:conv2k3,tanh,pool,flatten,dense1").unwrap();
+    let w: Vec<f64> = net.init(5).into_iter().map(|v| 1.5 * v).collect();
+    let m = Model::new(net, w, LikelihoodKind::Bernoulli, 1.0, 0.7).unwrap();
+    let (x, _) = data(25, 36, 1, 16);
+    let y = Mat::from_fn(25, 1, |i, _| f64::from(u8::from(i % 3 == 0)));
+    let (xs, _) = data(6, 36, 1, 17);
+    let gp = IndependentGp::fit(m.clone(), x.as_ref(), y.as_ref(), u128::MAX).unwrap();
+    let full = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
+    let (a, b) = (
+        gp.functional_variance(xs.as_ref()),
+        full.functional_variance(xs.as_ref()),
+    );
+    for i in 0..6 {
+        assert_relative_eq!(a[(i, 0)], b[i], max_relative = 1e-9);
+    }
+    assert_relative_eq!(
+        gp.log_marginal_likelihood(),
+        full.log_marginal_likelihood(None, None).unwrap(),
+        max_relative = 1e-10
+    );
+    // K classes: output c's variance is that of the weight-space posterior of output c
+    // alone, `A_c = Σ_i J_icᵀ Λ_i,cc J_ic + δI`.
+    let m = model(CNN, 0.8);
+    let (x, y) = data(20, 36, 3, 18);
+    let mut gp = IndependentGp::fit(m.clone(), x.as_ref(), y.as_ref(), u128::MAX).unwrap();
+    let j = m.net.jacobian(&m.w, x.as_ref());
+    let f = m.net.forward(&m.w, x.as_ref());
+    let p = m.net.n_params();
+    let js = m.net.jacobian(&m.w, xs.as_ref());
+    let fv = gp.functional_variance(xs.as_ref());
+    for c in 0..3 {
+        let mut a = Mat::<f64>::identity(p, p) * faer::Scale(0.8);
+        for e in 0..20 {
+            let pr = softmax(&[f[(e, 0)], f[(e, 1)], f[(e, 2)]]);
+            let row = j.as_ref().subrows(e * 3 + c, 1);
+            a += dnn2gp::linalg::at_b(row, row) * faer::Scale(pr[c] * (1.0 - pr[c]));
+        }
+        let sigma = a.as_ref().llt(Side::Lower).unwrap().inverse();
+        for e in 0..6 {
+            let row = js.as_ref().subrows(e * 3 + c, 1);
+            let want = (row * &sigma * row.transpose())[(0, 0)];
+            assert_relative_eq!(fv[(e, c)], want, max_relative = 1e-8);
+        }
+    }
+    let d = gp.optimize_prior_precision().unwrap();
+    let at = |delta: f64| {
+        let mut m2 = m.clone();
+        m2.delta = delta;
+        IndependentGp::fit(m2, x.as_ref(), y.as_ref(), u128::MAX)
+            .unwrap()
+            .log_marginal_likelihood()
+    };
+    assert_relative_eq!(gp.log_marginal_likelihood(), at(d), max_relative = 1e-12);
+    assert!(at(d) > at(d * 1.01) && at(d) > at(d / 1.01));
 }

@@ -110,7 +110,11 @@ pub fn reliability(p: MatRef<'_, f64>, labels: &[usize], bins: usize) -> Result<
 
 /// [`Metrics`] of probabilities `p` (M × C, rows summing to 1) against labels.
 pub fn metrics(p: MatRef<'_, f64>, labels: &[usize]) -> Result<Metrics> {
-    let bins = reliability(p, labels, ECE_BINS)?;
+    Ok(summarise(p, labels, &reliability(p, labels, ECE_BINS)?))
+}
+
+/// [`Metrics`] from the checked probabilities and their [`ECE_BINS`] reliability bins.
+fn summarise(p: MatRef<'_, f64>, labels: &[usize], bins: &[Bin]) -> Metrics {
     let m = labels.len().max(1) as f64;
     let preds = predictions(p);
     let acc = preds
@@ -140,13 +144,13 @@ pub fn metrics(p: MatRef<'_, f64>, labels: &[usize]) -> Result<Metrics> {
         .map(|b| b.count as f64 / m * (b.accuracy - b.confidence).abs())
         .sum();
     let conf = preds.iter().map(|(_, c)| c).sum::<f64>() / m;
-    Ok(Metrics {
+    Metrics {
         acc,
         nll,
         ece,
         brier,
         conf,
-    })
+    }
 }
 
 /// Out-of-distribution detection by the confidence `max_c p_c` (in-distribution positive).
@@ -344,10 +348,11 @@ fn report(
     let mut first = None;
     for t in tests {
         let p = probs(t.x.as_ref())?;
+        let bins = reliability(p.as_ref(), &t.labels, ECE_BINS)?;
         sets.push(SetReport {
             name: t.name.clone(),
-            metrics: metrics(p.as_ref(), &t.labels)?,
-            reliability: reliability(p.as_ref(), &t.labels, ECE_BINS)?,
+            metrics: summarise(p.as_ref(), &t.labels, &bins),
+            reliability: bins,
         });
         first.get_or_insert(p);
     }

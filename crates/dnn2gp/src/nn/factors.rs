@@ -456,6 +456,37 @@ impl<T: Real> JacobianFactors<T> {
         self.layers.first().map_or(0, Factor::rows)
     }
 
+    /// The factors of output `c`'s rows alone (one row per example, `k = 1`): the Jacobian
+    /// `∂f_c(X)/∂w`, for per-output (independent) kernels.
+    pub fn output(&self, c: usize) -> Self {
+        let k = self.k;
+        assert!(c < k, "output {c} of {k}");
+        let pick = |m: &Mat<T>| Mat::from_fn(m.nrows() / k, m.ncols(), |e, j| m[(e * k + c, j)]);
+        let layers = self
+            .layers
+            .iter()
+            .map(|f| match f {
+                Factor::Dense { g, a } => Factor::Dense {
+                    g: pick(g),
+                    a: a.clone(),
+                },
+                // `G_m = e_c` for every example: the one output's rows are `ã_n`.
+                Factor::Outputs { a, .. } => Factor::Dense {
+                    g: Mat::from_fn(a.nrows(), k, |_, j| {
+                        if j == c {
+                            T::one_impl()
+                        } else {
+                            T::zero_impl()
+                        }
+                    }),
+                    a: a.clone(),
+                },
+                Factor::Block(b) => Factor::Block(pick(b)),
+            })
+            .collect();
+        Self { layers, k: 1 }
+    }
+
     /// `J Jᵀ` (NK × NK): the lower half computed, the upper half mirrored.
     pub fn gram(&self) -> Mat<T> {
         self.gram_rows(self.rows())

@@ -210,13 +210,13 @@ pub(crate) enum Sink<'a> {
     /// Each layer's share of the Jacobian rows (last layer first): what structured kernels
     /// need.
     Factors(&'a mut Vec<Factor>),
-    /// Each layer's Kronecker sums `Σ ã ãᵀ` and `Σ g gᵀ` (last layer first): what KFAC needs.
+    /// Each layer's Kronecker sums `Σ a aᵀ` and `Σ g gᵀ` (last layer first): what KFAC needs.
     Kron(&'a mut Vec<KronSums>),
 }
 
 /// One layer's Kronecker sums over a batch, for KFAC: `A = Σ_{n,t} a_{nt} a_{nt}ᵀ` over the
 /// layer's inputs (a conv layer's patches, `t` over its output positions) and
-/// `G = Σ_{m,t} g_{mt} g_{mtᵀ}` over the cotangent rows backpropagated to its outputs.
+/// `G = Σ_{m,t} g_{mt} g_{mt}ᵀ` over the cotangent rows backpropagated to its outputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KronSums {
     /// `Σ a aᵀ` (inputs × inputs; the bias is kept apart).

@@ -631,7 +631,7 @@ impl Sequential {
                     }
                 }
                 Layer::Conv2d { .. } => {
-                    let s @ (c, o, k, _, _, oh, ow) = conv_shape(layer);
+                    let (c, o, k, h, wd, oh, ow) = conv_shape(layer);
                     let wl = MatRef::from_row_major_slice(
                         &w[off[l]..off[l] + o * c * k * k],
                         o,
@@ -643,7 +643,6 @@ impl Sequential {
                     // of an input column, then `Zᵀ = Cᵀ Wᵀ` (p·nb+e × o), whose runs are the
                     // output columns' slices.
                     let (pos, ckk) = (oh * ow, c * k * k);
-                    let (h, wd) = (s.3, s.4);
                     for e0 in (0..n).step_by(CONV_BATCH) {
                         let nb = CONV_BATCH.min(n - e0);
                         let mut cols = vec![0.0; ckk * pos * nb];

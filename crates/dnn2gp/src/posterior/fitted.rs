@@ -238,6 +238,15 @@ pub trait Posterior {
         })
     }
 
+    /// The outputs `f_{w*}(x)` (M×K) and the functional covariance at the rows of `x`.
+    fn outputs_and_covariance(&self, x: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
+        let m = self.model();
+        (
+            crate::nn::predict(&m.net, &m.w, x),
+            self.functional_covariance(x),
+        )
+    }
+
     /// The functional variance `diag J(x) Σ J(x)ᵀ` (M·K, row `m·K + k`).
     fn functional_variance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
         diagonals(&self.functional_covariance(x), self.model().net.n_outputs())
@@ -261,8 +270,7 @@ pub trait Posterior {
                 m.net.n_inputs()
             )));
         }
-        let mean = crate::nn::predict(&m.net, &m.w, x);
-        let covariance = self.functional_covariance(x);
+        let (mean, covariance) = self.outputs_and_covariance(x);
         let (noise, probabilities) = match m.likelihood {
             LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
             _ => (0.0, Some(class_probabilities(&mean, &covariance, link)?)),
@@ -388,7 +396,7 @@ pub(crate) fn at_sigma(
 
 /// The root of a function falling strictly in `t = log x` on `[−40, 40]`, bisected to machine
 /// precision; `None` when it does not change sign there.
-fn root_in_log(g: &dyn Fn(f64) -> f64) -> Option<f64> {
+pub(crate) fn root_in_log(g: &dyn Fn(f64) -> f64) -> Option<f64> {
     let (mut lo, mut hi) = (-40.0_f64, 40.0_f64);
     if !(g(lo) > 0.0 && g(hi) < 0.0) {
         return None;
@@ -418,7 +426,7 @@ pub struct NoiseFit {
 }
 
 /// `∂ log p(D)/∂ log δ = ½ Σ λ/(λ + δ) − ½ δ ‖θ‖²` for GGN eigenvalues λ (floored at 0).
-fn evidence_gradient(lambda: &[f64], w2: f64, delta: f64) -> f64 {
+pub(crate) fn evidence_gradient(lambda: &[f64], w2: f64, delta: f64) -> f64 {
     let l = |l: &f64| l.max(0.0);
     0.5 * lambda.iter().map(|v| l(v) / (l(v) + delta)).sum::<f64>() - 0.5 * delta * w2
 }
@@ -733,6 +741,42 @@ impl Laplace {
             nk,
             eigenvalues: OnceLock::new(),
         })
+    }
+
+    /// The functional covariance at the rows of `x`, a block of inputs at a time, and the
+    /// outputs into `outputs` when given. KFAC and diagonal: from the per-layer Jacobian factors
+    /// ([`crate::curvature::kron::factored_covariance_blocks`]), without forming J; full and
+    /// low rank through J. The last layer's features are computed once per block.
+    fn covariance_by_input_block(
+        &self,
+        x: MatRef<'_, f64>,
+        mut outputs: Option<&mut Mat<f64>>,
+    ) -> Vec<f64> {
+        let (sub, w) = self.covered();
+        let k = sub.n_outputs();
+        let layers = match self.posterior.precision() {
+            Precision::Kron(kron) => Some(kron.layer_variances()),
+            Precision::Diag(d) => Some(diag_layer_variances(d, &kron_shapes(sub))),
+            _ => None,
+        };
+        let rows = inputs_per_block(k, sub.n_params(), x.nrows());
+        (0..x.nrows())
+            .step_by(rows)
+            .flat_map(|s| {
+                let xb = x.subrows(s, rows.min(x.nrows() - s));
+                self.with_inputs(xb, |inputs| {
+                    if let Some(out) = outputs.as_deref_mut() {
+                        out.as_mut()
+                            .subrows_mut(s, xb.nrows())
+                            .copy_from(crate::nn::predict(sub, w, inputs));
+                    }
+                    match &layers {
+                        Some(l) => factored_covariance_blocks(&sub.jacobian_factors(w, inputs), l),
+                        None => self.covariance_blocks(sub.jacobian(w, inputs).as_ref()),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The network the posterior covers (the last layer alone, or all of it) and its weights.
@@ -1127,31 +1171,15 @@ impl Posterior for Laplace {
         self.with_inputs(x, |x| sub.jacobian(w, x))
     }
 
-    /// KFAC and diagonal: from the per-layer Jacobian factors
-    /// ([`crate::curvature::kron::factored_covariance_blocks`]), a block of inputs at a time,
-    /// without forming J; full and low rank through J.
     fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
-        let (sub, w) = self.covered();
-        let k = sub.n_outputs();
-        let layers = match self.posterior.precision() {
-            Precision::Kron(kron) => kron.layer_variances(),
-            Precision::Diag(d) => diag_layer_variances(d, &kron_shapes(sub)),
-            _ => {
-                return blocks_by_input_block((k, sub.n_params()), x, &|x| self.jacobian(x), &|j| {
-                    self.covariance_blocks(j)
-                })
-            }
-        };
-        let rows = inputs_per_block(k, sub.n_params(), x.nrows());
-        (0..x.nrows())
-            .step_by(rows)
-            .flat_map(|s| {
-                let xb = x.subrows(s, rows.min(x.nrows() - s));
-                self.with_inputs(xb, |x| {
-                    factored_covariance_blocks(&sub.jacobian_factors(w, x), &layers)
-                })
-            })
-            .collect()
+        self.covariance_by_input_block(x, None)
+    }
+
+    /// The last layer's features are computed once per block of inputs for both.
+    fn outputs_and_covariance(&self, x: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
+        let mut f = Mat::zeros(x.nrows(), self.model.net.n_outputs());
+        let cov = self.covariance_by_input_block(x, Some(&mut f));
+        (f, cov)
     }
 
     /// At another σ see [`at_sigma`].
