@@ -1,5 +1,7 @@
 //! Curvature at a point `w`: the network linearised there ([`Linearization`]: `J_i`, `r_i`,
-//! `Λ_i`) and the GGN `Σ_i J_iᵀ Λ_i J_i` in the structures a posterior needs (full, diagonal).
+//! `Λ_i`) and the GGN `Σ_i J_iᵀ Λ_i J_i` in the structures a posterior needs: full (also a
+//! dense layer's, from its inputs), diagonal and KFAC streamed over the data, and its top
+//! eigenpairs matrix-free; the precisions they give ([`Precision`]).
 
 pub mod kron;
 pub mod linearization;

@@ -1,11 +1,13 @@
 //! One posterior interface in laplace-torch's shape ([`Posterior`]): fit from a network, a
 //! likelihood and data with a structure; `log_marginal_likelihood(δ, σ)`; the functional
 //! variance and covariance at new inputs; `predict(x, link)`; `sample`; the kernel
-//! `J(x) Σ J(x')ᵀ`; save and load. [`Laplace`] is the Laplace-GGN member, full or diagonal;
+//! `J(x) Σ J(x')ᵀ`; save and load; the prior (and σ) by the evidence. [`Laplace`] is the
+//! Laplace-GGN member, full, diagonal, KFAC or low rank, over all weights or the last layer;
 //! [`crate::gp::FunctionSpace`] holds the same full posterior through the NK×NK GP Gram matrix
 //! (no P×P matrix, for P ≫ NK):
 //!
-//! `q(w) = N(w*, Σ)`, `Σ⁻¹ = A = H + δI`, `H = Σ_i J_iᵀ Λ_i J_i` at the MAP `w*`.
+//! `q(w) = N(w*, Σ)`, `Σ⁻¹ = A = H + δI`, `H = Σ_i J_iᵀ Λ_i J_i` at the MAP `w*` (over the
+//! covered weights; H in the structure's approximation).
 //!
 //! # Example: regression
 //! ```
@@ -189,8 +191,9 @@ impl std::fmt::Display for Subset {
 }
 
 /// A Gaussian posterior `N(μ, Σ)` over a network's weights (all, or a subset) and what it
-/// gives, in the shape of laplace-torch's `BaseLaplace`. The structures (full, diag, kron) and
-/// subsets (all, last layer) are members; the command line and the examples call only this.
+/// gives, in the shape of laplace-torch's `BaseLaplace`. The structures (full, diag, kron,
+/// lowrank) and subsets (all, last layer) are members; the command line and the examples call
+/// only this.
 pub trait Posterior {
     /// The model: network, `μ = w*`, likelihood, σ, δ.
     fn model(&self) -> &Model;
@@ -510,7 +513,7 @@ impl LastLayer {
 
 /// The Laplace-GGN posterior of a model on its training data: laplace-torch's `Laplace(model,
 /// likelihood, subset_of_weights="all" | "last_layer", hessian_structure="full" | "diag" |
-/// "kron")` after `fit`.
+/// "kron" | "lowrank")` after `fit`.
 #[derive(Debug, Clone)]
 pub struct Laplace {
     model: Model,
@@ -1182,7 +1185,7 @@ impl Posterior for Laplace {
         (f, cov)
     }
 
-    /// At another σ see [`at_sigma`].
+    /// At another σ: the data term at σ′ and H scaled by `σ²/σ′²`.
     fn log_marginal_likelihood(&self, delta: Option<f64>, sigma: Option<f64>) -> Result<f64> {
         let m = &self.model;
         let delta = delta.unwrap_or(m.delta);
