@@ -84,7 +84,12 @@ fn idx_file(given: &Option<PathBuf>, data_dir: &Path, name: &str, option: &str) 
 /// classifier, δ = 1 until the prior is chosen).
 fn load_model(a: &EvaluateCmd) -> Result<Model> {
     let model = match &a.arch {
-        None => Model::load(&a.model)?,
+        None => Model::load(&a.model).map_err(|e| match e {
+            Error::Invalid(m) if m.contains("dnn2gp.architecture") => {
+                Error::Invalid(format!("{m}; give a state_dict's architecture with --arch"))
+            }
+            e => e,
+        })?,
         Some(spec) => {
             let net =
                 Sequential::parse(spec).map_err(|e| Error::Invalid(format!("--arch: {e}")))?;

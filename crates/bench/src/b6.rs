@@ -48,9 +48,9 @@ fn mnist_dir(baselines_data: &Path) -> PathBuf {
         .join("mnist")
 }
 
-/// Runs one variant of [`VARIANTS`].
-pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
-    let t_start = Instant::now();
+/// The peer's LeNet-5 (a categorical model, δ = 1) and its rotated test images and labels,
+/// checked: [`ANGLES`] × 2,000.
+fn peer_files(dir: &Path) -> Result<(Model, Mat<f64>, Vec<usize>)> {
     let net = Sequential::parse(LENET5)?;
     let w = weights::load(
         &dir.join("b6_seed0_lenet5.safetensors"),
@@ -67,6 +67,13 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
             ANGLES.len() * N_TEST
         )));
     }
+    Ok((model, xr, yr))
+}
+
+/// Runs one variant of [`VARIANTS`].
+pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
+    let t_start = Instant::now();
+    let (model, xr, yr) = peer_files(dir)?;
     let mut timings = Vec::new();
     let mut info = serde_json::Map::new();
     let (probs, peer) = if variant == "map" {
@@ -195,14 +202,7 @@ const B7_PER_ANGLE: usize = 50;
 /// 1,600-image GP: the evidence's eigendecompositions are m³ each), the probit predictive on
 /// the first 50 test images of each angle.
 pub fn b7(dir: &Path, m: usize) -> Result<BenchRun> {
-    let net = Sequential::parse(LENET5)?;
-    let w = weights::load(
-        &dir.join("b6_seed0_lenet5.safetensors"),
-        &net.param_layout(),
-    )?;
-    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0)?;
-    let xr = mnist::read_images(&dir.join("b6_seed0_rotated-images.idx.gz"))?;
-    let yr = mnist::read_labels(&dir.join("b6_seed0_rotated-labels.idx.gz"))?;
+    let (model, xr, yr) = peer_files(dir)?;
     let train = mnist::load(&mnist_dir(dir))?;
     if m == 0 || m > train.train_x.nrows() {
         return Err(Error::Invalid(format!("B7 with m = {m} training images")));
