@@ -249,17 +249,18 @@ impl Kron {
     /// `J Σ^{½}` for the rows of `J` (R×P): each block's slice of a row, rotated into the
     /// eigenbasis and scaled by `D^{-½}`, so that `J_a Σ J_bᵀ` is a product of the results.
     pub fn whiten(&self, j: MatRef<'_, f64>) -> Mat<f64> {
+        let layers = self.layer_variances();
         let rows: Vec<Vec<f64>> = (0..j.nrows())
             .into_par_iter()
             .map(|r| {
                 let row: Vec<f64> = j.row(r).iter().copied().collect();
                 let mut out = vec![0.0; row.len()];
-                for b in &self.blocks {
-                    let z = b.rotate(&row[b.offset..b.offset + b.len()]);
-                    let cols = b.la.len();
-                    for (i, d) in b.eigenvalues(self.delta, self.scale).enumerate() {
-                        out[b.offset + i] = z[(i / cols, i % cols)] / d.sqrt();
-                    }
+                let mut offset = 0;
+                for lv in &layers {
+                    let len = lv.weight.len() + lv.bias.len();
+                    let range = offset..offset + len;
+                    lv.whiten_row(&row[range.clone()], &mut out[range]);
+                    offset += len;
                 }
                 out
             })
@@ -357,6 +358,32 @@ pub(crate) struct LayerVariance<'a> {
     pub bias: Vec<f64>,
 }
 
+impl LayerVariance<'_> {
+    /// One Jacobian row of the layer (weight row-major, then bias) into the eigenbasis and
+    /// scaled by the standard deviations: `(Q_Gᵀ W Q_A) ⊙ √s^W`, `(Q_Gᵀ b) ⊙ √s^b`, so that
+    /// `J Σ Jᵀ` over the layer is a product of such rows.
+    fn whiten_row(&self, row: &[f64], out: &mut [f64]) {
+        let o = self.bias.len();
+        let i = self.weight.len() / o.max(1);
+        let left = |m: MatRef<'_, f64>| match self.qg {
+            Some(q) => crate::linalg::at_b(q.as_ref(), m),
+            None => m.to_owned(),
+        };
+        let w = left(MatRef::from_row_major_slice(&row[..o * i], o, i));
+        let w = match self.qa {
+            Some(q) => crate::linalg::a_b(w.as_ref(), q.as_ref()),
+            None => w,
+        };
+        let b = left(MatRef::from_column_major_slice(&row[o * i..], o, 1));
+        for (idx, d) in out[..o * i].iter_mut().enumerate() {
+            *d = w[(idx / i, idx % i)] * self.weight[idx].sqrt();
+        }
+        for (g, d) in out[o * i..].iter_mut().enumerate() {
+            *d = b[(g, 0)] * self.bias[g].sqrt();
+        }
+    }
+}
+
 /// The K×K blocks `J_n Σ J_nᵀ` (row-major, N·K·K) from the per-layer factors of the stacked
 /// Jacobians, without forming J, for a covariance given layer by layer ([`LayerVariance`]):
 /// a dense layer's rows are `g_m ⊗ ã_n`, so with `u_m = Q_Gᵀ g_m`, `v_n = Q_Aᵀ a_n` and the
@@ -419,30 +446,11 @@ pub(crate) fn factored_covariance_blocks(
             Factor::Block(jb) => {
                 // Example by example: its K rows rotated and scaled, then their Gram.
                 let p = jb.ncols();
-                let root_w: Vec<f64> = lv.weight.iter().map(|v| v.sqrt()).collect();
-                let root_b: Vec<f64> = lv.bias.iter().map(|v| v.sqrt()).collect();
                 out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
                     let mut z = vec![0.0; k * p];
                     for r in 0..k {
                         let row: Vec<f64> = jb.row(e * k + r).iter().copied().collect();
-                        let w = MatRef::from_row_major_slice(&row[..o * i], o, i);
-                        let w = match lv.qg {
-                            Some(q) => crate::linalg::at_b(q.as_ref(), w),
-                            None => w.to_owned(),
-                        };
-                        let w = rotate(w.as_ref(), lv.qa);
-                        let b = MatRef::from_column_major_slice(&row[o * i..], o, 1);
-                        let b = match lv.qg {
-                            Some(q) => crate::linalg::at_b(q.as_ref(), b),
-                            None => b.to_owned(),
-                        };
-                        let dst = &mut z[r * p..(r + 1) * p];
-                        for (idx, d) in dst[..o * i].iter_mut().enumerate() {
-                            *d = w[(idx / i, idx % i)] * root_w[idx];
-                        }
-                        for (g, d) in dst[o * i..].iter_mut().enumerate() {
-                            *d = b[(g, 0)] * root_b[g];
-                        }
+                        lv.whiten_row(&row, &mut z[r * p..(r + 1) * p]);
                     }
                     for r in 0..k {
                         for q in 0..k {
