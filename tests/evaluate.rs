@@ -13,6 +13,7 @@ use dnn2gp::data::mnist;
 use dnn2gp::experiments::calibration::{map_probabilities, metrics};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{weights, Sequential};
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Subset};
 use dnn2gp::train::model::Model;
 
 const LENET5: &str =
@@ -183,6 +184,70 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
     }
 }
 
+/// `--prior-structure layerwise`: one δ per tensor of the last layer in the JSON, the ones the
+/// library's evidence maximum gives on the same images.
+#[test]
+fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
+    let Some(t) = setup() else { return };
+    let out = t.root.join("layerwise");
+    let run = dnn2gp(&[
+        "evaluate",
+        "--model",
+        s(&t.weights),
+        "--arch",
+        LENET5,
+        "--train-images",
+        s(&t.train.0),
+        "--train-labels",
+        s(&t.train.1),
+        "--test-images",
+        s(&t.test.0),
+        "--test-labels",
+        s(&t.test.1),
+        "--hessian",
+        "kron,diag",
+        "--prior-structure",
+        "layerwise",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap()).unwrap();
+    assert_eq!(json["prior_structure"], "layerwise");
+    let net = Sequential::parse(LENET5).unwrap();
+    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    let x = mnist::read_images(&t.train.0).unwrap();
+    let y = mnist::one_hot(&mnist::read_labels(&t.train.1).unwrap(), 10);
+    for (r, structure) in json["methods"].as_array().unwrap()[1..]
+        .iter()
+        .zip([HessianStructure::Kron, HessianStructure::Diag])
+    {
+        assert_eq!(
+            r["prior_tensors"],
+            serde_json::json!(["11.weight", "11.bias"])
+        );
+        let mut la = Laplace::fit_subset(
+            model.clone(),
+            x.as_ref(),
+            y.as_ref(),
+            structure,
+            Subset::LastLayer,
+            &FitOptions::default(),
+        )
+        .unwrap();
+        let best = la.optimize_prior_precision_layerwise().unwrap();
+        assert_eq!(r["prior_precision"], serde_json::json!(best.deltas));
+        assert_eq!(r["log_marglik"].as_f64().unwrap(), best.log_marglik);
+        assert_ne!(best.deltas[0], best.deltas[1]);
+    }
+}
+
 /// Bad options and inputs: exit code 2, the culprit named, nothing written.
 #[test]
 fn evaluate_refuses_bad_options_before_any_work() {
@@ -211,6 +276,20 @@ fn evaluate_refuses_bad_options_before_any_work() {
         (vec!["--subset", "first-layer"], "--subset"),
         (vec!["--angles", "0,north"], "--angles"),
         (vec!["--prior", "-3"], "--prior"),
+        (vec!["--prior-structure", "per-weight"], "--prior-structure"),
+        (
+            vec!["--prior-structure", "layerwise", "--prior", "3"],
+            "--prior-structure",
+        ),
+        (
+            vec![
+                "--prior-structure",
+                "layerwise",
+                "--hessian",
+                "kron,lowrank",
+            ],
+            "layerwise",
+        ),
         (vec!["--link", "logit"], "--link"),
         (vec!["--rank", "0"], "--rank"),
         (vec!["--limit", "0"], "--limit"),

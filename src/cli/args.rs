@@ -128,7 +128,8 @@ pub enum ReproduceCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
-    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET (e.g. B6:kron:all) or gemm.
+    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7, B7:M or
+    /// gemm.
     pub workload: String,
     /// The baselines' data folder (weights, inputs and the peers' outputs).
     #[arg(
@@ -639,6 +640,10 @@ pub struct EvaluateCmd {
     /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number.
     #[arg(long, default_value = "marglik", allow_hyphen_values = true)]
     pub prior: String,
+    /// With `--prior marglik`: one δ (scalar) or one per parameter tensor (layerwise; full,
+    /// diag and kron posteriors).
+    #[arg(long, default_value = "scalar")]
+    pub prior_structure: String,
     /// Predictive link: probit, mc or bridge.
     #[arg(long, default_value = "probit")]
     pub link: String,

@@ -13,7 +13,9 @@ use dnn2gp::experiments::calibration::{self, Inputs, Method, MethodReport, Prior
 use dnn2gp::io::{num, write_csv, write_json};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{weights, Network, Sequential};
-use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Subset};
+use dnn2gp::posterior::{
+    FitOptions, HessianStructure, Link, PriorPrecision, PriorStructure, Subset,
+};
 use dnn2gp::train::model::Model;
 use dnn2gp::{Error, Warning};
 
@@ -31,6 +33,7 @@ struct Summary {
     train_images: usize,
     link: String,
     prior: String,
+    prior_structure: String,
     angles: Vec<f64>,
     test_images_per_angle: usize,
     ood_sets: Vec<String>,
@@ -123,8 +126,20 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
             .filter(|v| v.is_finite())
             .ok_or_else(|| Error::Invalid(format!("'{s}' is not an angle in degrees")))
     })?;
+    let prior_structure = a
+        .prior_structure
+        .parse::<PriorStructure>()
+        .map_err(|e| Error::Invalid(format!("--prior-structure: {e}")))?;
     let prior = match a.prior.as_str() {
-        "marglik" => Prior::Marglik,
+        "marglik" => Prior::Marglik(prior_structure),
+        _ if prior_structure == PriorStructure::Layerwise => {
+            return Err(Error::Invalid(format!(
+                "--prior-structure layerwise chooses δ per layer by the evidence: give --prior \
+                 marglik, not {}",
+                a.prior
+            ))
+            .into())
+        }
         "model" => Prior::Model,
         v => match v.parse::<f64>() {
             Ok(d) if d.is_finite() && d > 0.0 => Prior::Fixed(d),
@@ -198,9 +213,7 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     if a.link == "bridge" && k == 1 {
         return Err(Error::Invalid("--link bridge needs two or more classes".into()).into());
     }
-    for m in &methods {
-        Laplace::check_memory(&model.net, y_train.len(), m.structure, m.subset, ctx.memory)?;
-    }
+    calibration::check_methods(&model.net, y_train.len(), &methods, prior, ctx.memory)?;
     let mut inputs: Vec<&Path> = vec![
         &a.model,
         &train_images,
@@ -344,9 +357,17 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
                     clean.acc,
                     clean.nll,
                     clean.ece,
-                    r.prior_precision
-                        .map(|d| format!(", δ = {d:.4}"))
-                        .unwrap_or_default()
+                    match &r.prior_precision {
+                        Some(PriorPrecision::Scalar(d)) => format!(", δ = {d:.4}"),
+                        Some(PriorPrecision::Layerwise(d)) => format!(
+                            ", δ per layer = {}",
+                            d.iter()
+                                .map(|d| format!("{d:.4}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => String::new(),
+                    }
                 );
             }
         },
@@ -487,6 +508,7 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         train_images: x_train.nrows(),
         link: a.link.clone(),
         prior: a.prior.clone(),
+        prior_structure: a.prior_structure.clone(),
         angles,
         test_images_per_angle: n_test,
         ood_sets: ood_sets.iter().map(|o| o.name.clone()).collect(),

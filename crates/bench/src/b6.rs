@@ -14,7 +14,9 @@ use dnn2gp::error::{Error, Result};
 use dnn2gp::experiments::calibration::{map_probabilities, metrics};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{weights, Sequential};
-use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
+use dnn2gp::posterior::{
+    FitOptions, HessianStructure, Laplace, Link, Posterior, PriorStructure, Subset,
+};
 use dnn2gp::train::model::Model;
 
 use super::{peak_rss_mib, BenchRun};
@@ -29,7 +31,8 @@ const PEER_ROWS: usize = 200;
 pub const LENET5: &str =
     "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
 
-/// The variants: `map`, or a structure over a subset (`kron:last_layer`, …).
+/// The variants: `map`, or a structure over a subset (`kron:last_layer`, …), with the prior
+/// by the evidence, one δ (these) or one per tensor (`kron:last_layer:layerwise`).
 pub const VARIANTS: [&str; 7] = [
     "map",
     "kron:last_layer",
@@ -82,11 +85,15 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
         (p, Some("b6_seed0_probs_map.csv".to_string()))
     } else {
-        let (structure, subset) = variant
-            .split_once(':')
-            .ok_or_else(|| Error::Invalid(format!("B6 variant '{variant}'")))?;
+        let parts: Vec<&str> = variant.split(':').collect();
+        let (structure, subset, prior_structure) = match parts[..] {
+            [s, sub] => (s, sub, "scalar"),
+            [s, sub, p] => (s, sub, p),
+            _ => return Err(Error::Invalid(format!("B6 variant '{variant}'"))),
+        };
         let structure: HessianStructure = structure.parse()?;
         let subset: Subset = subset.parse()?;
+        let prior_structure: PriorStructure = prior_structure.parse()?;
         let t0 = Instant::now();
         let train = mnist::load(&mnist_dir(dir))?;
         let y = mnist::one_hot(&train.train_y, 10);
@@ -102,17 +109,25 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
         )?;
         timings.push(("fit".to_string(), t0.elapsed().as_secs_f64()));
         let t0 = Instant::now();
-        let prior = la.optimize_prior_precision()?;
+        let log_marglik = la.optimize_prior_precision_as(prior_structure)?;
         timings.push(("marglik".to_string(), t0.elapsed().as_secs_f64()));
-        info.insert("prior_precision".into(), prior.delta.into());
-        info.insert("log_marglik".into(), prior.log_marglik.into());
+        info.insert(
+            "prior_precision".into(),
+            serde_json::to_value(la.prior_precision()).expect("plain"),
+        );
+        if prior_structure == PriorStructure::Layerwise {
+            let names: Vec<String> = la.prior_tensors().into_iter().map(|(n, _)| n).collect();
+            info.insert("prior_tensors".into(), names.into());
+        }
+        info.insert("log_marglik".into(), log_marglik.into());
         info.insert("P".into(), la.weight_posterior().mean.len().into());
         let t0 = Instant::now();
         let pred = la.predict(xr.as_ref(), Link::Probit)?;
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
         let name = format!("laplace_{subset}_{structure}");
-        // The peer's probabilities came at its own prior precision: compare there too.
-        if let Some(delta) = peer_prior_precision(dir, &name) {
+        // The peer's probabilities came at its own (scalar) prior precision: compare there too.
+        let peer_delta = peer_prior_precision(dir, &name);
+        if let Some(delta) = peer_delta.filter(|_| prior_structure == PriorStructure::Scalar) {
             la.set_prior_precision(delta)?;
             let first = Mat::from_fn(ANGLES.len() * PEER_ROWS, xr.ncols(), |i, j| {
                 xr[((i / PEER_ROWS) * N_TEST + i % PEER_ROWS, j)]
@@ -129,7 +144,7 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
         let peer = format!("b6_seed0_probs_{name}.csv");
         (
             pred.probabilities.expect("categorical"),
-            dir.join(&peer).exists().then_some(peer),
+            (dir.join(&peer).exists() && prior_structure == PriorStructure::Scalar).then_some(peer),
         )
     };
     let mut per_angle = serde_json::Map::new();

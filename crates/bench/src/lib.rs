@@ -63,7 +63,8 @@ pub struct BenchRun {
 }
 
 /// Runs `name` on the baselines' data folder: `B1`–`B5`, `gemm`, `B6` (each of
-/// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`), `B7` (m = 1,600
+/// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`, with a prior per
+/// tensor `B6:kron:last_layer:layerwise`), `B7` (m = 1,600
 /// and 10,000) or `B7:M`.
 pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
@@ -96,7 +97,7 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
         "GEMM" => gemm_peak(),
         other => {
             return Err(Error::Invalid(format!(
-                "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET, \
+                "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise], \
                  B7, B7:M or gemm)"
             )))
         }

@@ -56,11 +56,12 @@ pub fn kron_factors(
 }
 
 /// One Kronecker block of the precision: `c (G ⊗ A) + δ I` over `outputs × inputs` parameters
-/// at `offset` (row-major, as PyTorch stores a weight), eigendecomposed. A bias block has
-/// `A = [1]`.
+/// at `offset` (row-major, as PyTorch stores a weight), eigendecomposed, with its own δ (a
+/// layerwise prior). A bias block has `A = [1]`.
 #[derive(Debug, Clone)]
 struct Block {
     offset: usize,
+    delta: f64,
     qg: Mat<f64>,
     lg: Vec<f64>,
     qa: Mat<f64>,
@@ -73,10 +74,10 @@ impl Block {
     }
 
     /// `c λ_G,i λ_A,j + δ`, row-major.
-    fn eigenvalues(&self, delta: f64, c: f64) -> impl Iterator<Item = f64> + '_ {
+    fn eigenvalues(&self, c: f64) -> impl Iterator<Item = f64> + '_ {
         self.lg
             .iter()
-            .flat_map(move |g| self.la.iter().map(move |a| c * g * a + delta))
+            .flat_map(move |g| self.la.iter().map(move |a| c * g * a + self.delta))
     }
 
     /// `Q_Gᵀ M Q_A` for the block's slice `v` of a vector, as a matrix (outputs × inputs).
@@ -118,14 +119,13 @@ fn eigen(m: &Mat<f64>, what: &str) -> Result<(Mat<f64>, Vec<f64>, usize)> {
     ))
 }
 
-/// The KFAC precision `c (G_l ⊗ A_l) + δ I` (weights) and `c G_l + δ I` (biases), layer by
-/// layer, in the eigenbasis of its factors.
+/// The KFAC precision `c (G_l ⊗ A_l) + δ_l I` (weights) and `c G_l + δ_l′ I` (biases), layer
+/// by layer, in the eigenbasis of its factors; one δ for all blocks, or one per block (per
+/// parameter tensor).
 #[derive(Debug, Clone)]
 pub struct Kron {
     blocks: Vec<Block>,
     dim: usize,
-    /// Prior precision δ.
-    pub delta: f64,
     /// Scale c of the GGN (`σ²/σ′²` at another Gaussian noise; 1 as fitted).
     pub scale: f64,
     floored: usize,
@@ -144,6 +144,7 @@ impl Kron {
             let (o, i) = (lg.len(), la.len());
             blocks.push(Block {
                 offset,
+                delta,
                 qg: qg.clone(),
                 lg: lg.clone(),
                 qa,
@@ -151,6 +152,7 @@ impl Kron {
             });
             blocks.push(Block {
                 offset: offset + o * i,
+                delta,
                 qg,
                 lg,
                 qa: Mat::identity(1, 1),
@@ -161,19 +163,35 @@ impl Kron {
         Ok(Kron {
             blocks,
             dim: offset,
-            delta,
             scale: 1.0,
             floored,
         })
     }
 
-    /// The same factors at another δ and GGN scale c.
-    pub fn at(&self, delta: f64, scale: f64) -> Self {
-        Kron {
-            delta,
+    /// The same factors at another δ per block (one per parameter tensor: each layer's weight,
+    /// then its bias) and GGN scale c.
+    pub fn at(&self, deltas: &[f64], scale: f64) -> Result<Self> {
+        if deltas.len() != self.blocks.len() {
+            return Err(Error::Invalid(format!(
+                "{} prior precisions for {} KFAC blocks",
+                deltas.len(),
+                self.blocks.len()
+            )));
+        }
+        let mut out = Kron {
             scale,
             ..self.clone()
-        }
+        };
+        out.blocks
+            .iter_mut()
+            .zip(deltas)
+            .for_each(|(b, d)| b.delta = *d);
+        Ok(out)
+    }
+
+    /// The prior precision of each block (parameter tensor).
+    pub fn deltas(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.delta).collect()
     }
 
     /// The number of parameters P.
@@ -191,20 +209,15 @@ impl Kron {
     pub fn ggn_eigenvalues(&self) -> Vec<f64> {
         self.blocks
             .iter()
-            .flat_map(|b| b.eigenvalues(0.0, 1.0).collect::<Vec<_>>())
+            .flat_map(|b| b.lg.iter().flat_map(|g| b.la.iter().map(move |a| g * a)))
             .collect()
     }
 
     /// `log|c (G ⊗ A) + δI| = Σ log(c λ_G λ_A + δ)`.
     pub fn log_det(&self) -> f64 {
-        self.log_det_at(self.delta, self.scale)
-    }
-
-    /// The log-determinant at another δ and c, from the same factors.
-    pub fn log_det_at(&self, delta: f64, scale: f64) -> f64 {
         self.blocks
             .iter()
-            .flat_map(|b| b.eigenvalues(delta, scale))
+            .flat_map(|b| b.eigenvalues(self.scale))
             .map(f64::ln)
             .sum()
     }
@@ -221,7 +234,7 @@ impl Kron {
             let range = b.offset..b.offset + b.len();
             let mut z = b.rotate(&v[range.clone()]);
             let cols = b.la.len();
-            for (i, d) in b.eigenvalues(self.delta, self.scale).enumerate() {
+            for (i, d) in b.eigenvalues(self.scale).enumerate() {
                 z[(i / cols, i % cols)] *= f(d);
             }
             b.rotate_back(&z, &mut out[range]);
@@ -236,7 +249,7 @@ impl Kron {
         let mut out = vec![0.0; self.dim];
         for b in &self.blocks {
             let (rows, cols) = (b.lg.len(), b.la.len());
-            let d: Vec<f64> = b.eigenvalues(self.delta, self.scale).collect();
+            let d: Vec<f64> = b.eigenvalues(self.scale).collect();
             let zm = Mat::from_fn(rows, cols, |i, j| {
                 z[b.offset + i * cols + j] / d[i * cols + j].sqrt()
             });
@@ -284,14 +297,8 @@ impl Kron {
             .map(|wb| LayerVariance {
                 qg: Some(&wb[0].qg),
                 qa: Some(&wb[0].qa),
-                weight: wb[0]
-                    .eigenvalues(self.delta, self.scale)
-                    .map(|d| 1.0 / d)
-                    .collect(),
-                bias: wb[1]
-                    .eigenvalues(self.delta, self.scale)
-                    .map(|d| 1.0 / d)
-                    .collect(),
+                weight: wb[0].eigenvalues(self.scale).map(|d| 1.0 / d).collect(),
+                bias: wb[1].eigenvalues(self.scale).map(|d| 1.0 / d).collect(),
             })
             .collect()
     }
@@ -301,7 +308,7 @@ impl Kron {
         let mut out = vec![0.0; self.dim];
         for b in &self.blocks {
             let (rows, cols) = (b.lg.len(), b.la.len());
-            let d: Vec<f64> = b.eigenvalues(self.delta, self.scale).collect();
+            let d: Vec<f64> = b.eigenvalues(self.scale).collect();
             let inv = Mat::from_fn(rows, cols, |i, j| 1.0 / d[i * cols + j]);
             let g2 = Mat::from_fn(rows, rows, |i, j| b.qg[(i, j)].powi(2));
             let a2 = Mat::from_fn(cols, cols, |i, j| b.qa[(i, j)].powi(2));

@@ -9,7 +9,10 @@ use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result, Warning};
 use crate::likelihood::classification::softmax;
-use crate::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
+use crate::nn::Sequential;
+use crate::posterior::{
+    FitOptions, HessianStructure, Laplace, Link, Posterior, PriorPrecision, PriorStructure, Subset,
+};
 use crate::train::model::Model;
 
 /// Confidence bins of the ECE (Laplace Redux's and laplace-torch's 15).
@@ -253,8 +256,9 @@ impl std::fmt::Display for Method {
 pub enum Prior {
     /// The model's δ.
     Model,
-    /// The evidence's maximum ([`Laplace::optimize_prior_precision`]).
-    Marglik,
+    /// The evidence's maximum, one δ or one per parameter tensor
+    /// ([`Laplace::optimize_prior_precision_as`]).
+    Marglik(PriorStructure),
     /// A given δ.
     Fixed(f64),
 }
@@ -304,8 +308,11 @@ pub struct MethodReport {
     pub subset: Option<Subset>,
     /// Parameters the posterior covers.
     pub params: Option<usize>,
-    /// The prior precision used.
-    pub prior_precision: Option<f64>,
+    /// The prior precision used: one δ, or δ_g per tensor of `prior_tensors`.
+    pub prior_precision: Option<PriorPrecision>,
+    /// The parameter tensors of a prior per layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior_tensors: Option<Vec<String>>,
     /// The evidence there.
     pub log_marglik: Option<f64>,
     /// Seconds: fit, marglik, predict.
@@ -369,6 +376,31 @@ fn report(
     Ok((sets, oods))
 }
 
+/// Refuses, before any work, methods that cannot run: a prior per layer for a low-rank
+/// posterior, a fit over N examples above `memory_limit` bytes
+/// ([`Laplace::check_memory`]).
+pub fn check_methods(
+    net: &Sequential,
+    n: usize,
+    methods: &[Method],
+    prior: Prior,
+    memory_limit: u128,
+) -> Result<()> {
+    for m in methods {
+        if prior == Prior::Marglik(PriorStructure::Layerwise)
+            && m.structure == HessianStructure::LowRank
+        {
+            return Err(Error::Invalid(
+                "a prior precision per layer (prior structure layerwise) needs a full, diag or \
+                 kron posterior, not lowrank: its precision U diag(s) Uᵀ + δI has one δ"
+                    .into(),
+            ));
+        }
+        Laplace::check_memory(net, n, m.structure, m.subset, memory_limit)?;
+    }
+    Ok(())
+}
+
 /// Calibration of the MAP network and of each posterior `methods` of `model` fitted on its
 /// training data `(x, y)` (one-hot targets), on `tests` (the first also the in-distribution
 /// set of the OOD scores) and `ood_sets`, with the predictive `link`; each posterior's prior
@@ -386,15 +418,7 @@ pub fn evaluate(
     fit: &FitOptions<'_>,
     done: &mut dyn FnMut(&MethodReport),
 ) -> Result<Vec<MethodReport>> {
-    for m in methods {
-        Laplace::check_memory(
-            &model.net,
-            x.nrows(),
-            m.structure,
-            m.subset,
-            fit.memory_limit,
-        )?;
-    }
+    check_methods(&model.net, x.nrows(), methods, prior, fit.memory_limit)?;
     let mut out = Vec::with_capacity(methods.len() + 1);
     let t0 = Instant::now();
     let (sets, ood) = report(tests, ood_sets, &|x| Ok(map_probabilities(model, x)))?;
@@ -404,6 +428,7 @@ pub fn evaluate(
         subset: None,
         params: None,
         prior_precision: None,
+        prior_tensors: None,
         log_marglik: None,
         timings_s: vec![("predict".into(), t0.elapsed().as_secs_f64())],
         sets,
@@ -420,8 +445,8 @@ pub fn evaluate(
         let t0 = Instant::now();
         match prior {
             Prior::Model => {}
-            Prior::Marglik => {
-                la.optimize_prior_precision()?;
+            Prior::Marglik(structure) => {
+                la.optimize_prior_precision_as(structure)?;
             }
             Prior::Fixed(d) => la.set_prior_precision(d)?,
         }
@@ -440,7 +465,9 @@ pub fn evaluate(
             structure: Some(m.structure),
             subset: Some(m.subset),
             params: Some(la.weight_posterior().mean.len()),
-            prior_precision: Some(la.model().delta),
+            prior_precision: Some(la.prior_precision().clone()),
+            prior_tensors: matches!(la.prior_precision(), PriorPrecision::Layerwise(_))
+                .then(|| la.prior_tensors().into_iter().map(|(n, _)| n).collect()),
             log_marglik: Some(log_marglik),
             timings_s: timings,
             sets,

@@ -529,10 +529,64 @@ pub struct Laplace {
     /// The eigenvalues of H (of a full H computed once; `None` when the eigendecomposition did
     /// not converge), for the evidence at other δ and σ.
     eigenvalues: OnceLock<Option<Vec<f64>>>,
+    /// The prior precision the posterior is at.
+    prior: PriorPrecision,
+}
+
+/// A prior precision over the covered weights `p(θ) = Π_g N(θ_g | 0, δ_g⁻¹ I)`: one δ, or one
+/// per parameter tensor θ_g in the order of [`Laplace::prior_tensors`] (laplace-torch's
+/// `prior_structure="scalar" | "layerwise"`). Serialised as a number or a list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum PriorPrecision {
+    /// One δ for every covered weight.
+    Scalar(f64),
+    /// δ_g per parameter tensor (each layer's weight, then its bias).
+    Layerwise(Vec<f64>),
+}
+
+/// How [`Laplace::optimize_prior_precision_as`] shares the prior precision: one δ, or one per
+/// parameter tensor (laplace-torch's `prior_structure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriorStructure {
+    /// One δ.
+    Scalar,
+    /// δ_g per parameter tensor.
+    Layerwise,
+}
+
+impl FromStr for PriorStructure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "scalar" => Ok(PriorStructure::Scalar),
+            "layerwise" => Ok(PriorStructure::Layerwise),
+            other => Err(Error::Invalid(format!(
+                "unknown prior structure '{other}' (expected scalar or layerwise)"
+            ))),
+        }
+    }
+}
+
+/// The prior precision per tensor chosen by the evidence
+/// ([`Laplace::optimize_prior_precision_layerwise`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerwisePriorFit {
+    /// The parameter tensors' names (`3.weight`).
+    pub tensors: Vec<String>,
+    /// δ_g* per tensor.
+    pub deltas: Vec<f64>,
+    /// The evidence there.
+    pub log_marglik: f64,
+    /// `∂ log p(D)/∂ log δ_g` there (0 up to the search's tolerance).
+    pub gradient: Vec<f64>,
 }
 
 /// Metadata keys of a saved posterior.
 const STRUCTURE: &str = "dnn2gp.posterior.structure";
+/// A layerwise prior's δ_g, comma-separated (a scalar prior is the model's δ).
+const LAYERWISE_PRIOR: &str = "dnn2gp.posterior.layerwise_prior";
 const SUBSET: &str = "dnn2gp.posterior.subset";
 const NLL: &str = "dnn2gp.posterior.nll";
 const SSE: &str = "dnn2gp.posterior.sse";
@@ -720,6 +774,7 @@ impl Laplace {
         nk: usize,
     ) -> Result<Self> {
         let mean = model.w[last_layer.as_ref().map_or(0, |l| l.offset)..].to_vec();
+        let model_delta = model.delta;
         let posterior = match &ggn {
             Ggn::Full(h) => LaplaceGgn::from_ggn(mean, h.clone(), model.delta)?,
             Ggn::Diag(h) => LaplaceGgn::from_ggn_diagonal(mean, h, model.delta)?,
@@ -743,6 +798,7 @@ impl Laplace {
             sse,
             nk,
             eigenvalues: OnceLock::new(),
+            prior: PriorPrecision::Scalar(model_delta),
         })
     }
 
@@ -829,17 +885,230 @@ impl Laplace {
         }
     }
 
-    /// `log|c H + δI|`, from the fitted factor at the fitted (δ, c = 1), else from H's
-    /// eigenvalues `Σ log(c max(λ, 0) + δ)`.
-    fn log_det_precision(&self, delta: f64, c: f64) -> Result<f64> {
-        if delta == self.posterior.delta && c == 1.0 {
+    /// `log|c H + D|` at a prior D (δI, or δ_g per tensor): from the fitted factor at the
+    /// fitted prior and c = 1; else from H's eigenvalues, `Σ_g Σ_{λ∈g} log(c max(λ, 0) + δ_g)`
+    /// (one δ, or the diagonal and KFAC, whose eigenvalues fall in the tensors); else (full H, δ
+    /// per tensor) from a new factor.
+    fn log_det_precision(&self, prior: &PriorPrecision, c: f64) -> Result<f64> {
+        if *prior == self.prior && c == 1.0 {
             return Ok(self.posterior.log_det_precision());
         }
-        Ok(self
-            .ggn_eigenvalues()?
+        let d = self.per_tensor(prior)?;
+        let sum = |l: &[f64], d: f64| l.iter().map(|s| (c * s.max(0.0) + d).ln()).sum::<f64>();
+        match (prior, &self.ggn) {
+            (PriorPrecision::Scalar(delta), _) => Ok(sum(&self.ggn_eigenvalues()?, *delta)),
+            (_, Ggn::Full(h)) => Ok(LaplaceGgn::from_ggn_prior(
+                self.posterior.mean.clone(),
+                h * faer::Scale(c),
+                &self.per_parameter(&d),
+            )?
+            .log_det_precision()),
+            _ => {
+                let lambda = self.ggn_eigenvalues()?;
+                Ok(self
+                    .by_tensor(&lambda)
+                    .zip(&d)
+                    .map(|(l, d)| sum(l, *d))
+                    .sum())
+            }
+        }
+    }
+
+    /// The covered weights' parameter tensors, as a layerwise prior orders them: their names
+    /// (those of the whole network's state_dict) and sizes.
+    pub fn prior_tensors(&self) -> Vec<(String, usize)> {
+        let offset = self.last_layer.as_ref().map_or(0, |l| l.offset);
+        self.model
+            .net
+            .param_layout()
+            .into_iter()
+            .filter(|t| t.offset >= offset)
+            .map(|t| (t.name, t.shape.iter().product()))
+            .collect()
+    }
+
+    /// The prior precision the posterior is at.
+    pub fn prior_precision(&self) -> &PriorPrecision {
+        &self.prior
+    }
+
+    /// `v` (one value per covered weight) cut into the parameter tensors.
+    fn by_tensor<'a>(&self, v: &'a [f64]) -> impl Iterator<Item = &'a [f64]> {
+        let mut at = 0;
+        self.prior_tensors().into_iter().map(move |(_, len)| {
+            at += len;
+            &v[at - len..at]
+        })
+    }
+
+    /// δ per tensor of a prior, checked: every δ valid, one per tensor, and one δ for a
+    /// low-rank posterior.
+    fn per_tensor(&self, prior: &PriorPrecision) -> Result<Vec<f64>> {
+        let tensors = self.prior_tensors();
+        let d = match prior {
+            PriorPrecision::Scalar(delta) => vec![*delta; tensors.len()],
+            PriorPrecision::Layerwise(d) if matches!(self.ggn, Ggn::LowRank(..)) => {
+                return Err(Error::Invalid(format!(
+                    "a prior precision per layer ({} values) needs a full, diag or kron \
+                     posterior: the low-rank precision U diag(s) Uᵀ + δI has one δ",
+                    d.len()
+                )))
+            }
+            PriorPrecision::Layerwise(d) if d.len() != tensors.len() => {
+                return Err(Error::Invalid(format!(
+                    "a prior precision per layer of {} values for {} parameter tensors ({})",
+                    d.len(),
+                    tensors.len(),
+                    tensors
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+            PriorPrecision::Layerwise(d) => d.clone(),
+        };
+        d.iter().try_for_each(|v| crate::train::check_delta(*v))?;
+        Ok(d)
+    }
+
+    /// δ per tensor spread over the tensors' weights.
+    fn per_parameter(&self, d: &[f64]) -> Vec<f64> {
+        self.prior_tensors()
             .iter()
-            .map(|s| (c * s.max(0.0) + delta).ln())
-            .sum())
+            .zip(d)
+            .flat_map(|((_, len), d)| std::iter::repeat_n(*d, *len))
+            .collect()
+    }
+
+    /// `‖θ_g*‖²` per parameter tensor.
+    fn tensor_sq_norms(&self) -> Vec<f64> {
+        self.by_tensor(&self.posterior.mean)
+            .map(|t| dot(t, t))
+            .collect()
+    }
+
+    /// The Laplace evidence at a prior (δ, or δ_g per tensor) and noise σ (`None`: the fitted
+    /// one): `log p(D | θ*) − Σ_g (δ_g/2)‖θ_g*‖² + Σ_g (P_g/2) log δ_g − ½ log|c H + D|`.
+    pub fn log_marginal_likelihood_at(
+        &self,
+        prior: &PriorPrecision,
+        sigma: Option<f64>,
+    ) -> Result<f64> {
+        let d = self.per_tensor(prior)?;
+        let (nll, c) = at_sigma(&self.model, self.nll, self.sse, self.nk, sigma)?;
+        let log_det = self.log_det_precision(prior, c)?;
+        Ok(match prior {
+            PriorPrecision::Scalar(delta) => laplace_evidence(
+                -nll,
+                *delta,
+                self.mean_sq(),
+                self.posterior.mean.len(),
+                log_det,
+            ),
+            PriorPrecision::Layerwise(_) => {
+                let tensors = self.prior_tensors();
+                let prior_terms: f64 = (self.tensor_sq_norms().iter().zip(&d).zip(&tensors))
+                    .map(|((w2, d), (_, len))| laplace_evidence(0.0, *d, *w2, *len, 0.0))
+                    .sum();
+                -nll + prior_terms - 0.5 * log_det
+            }
+        })
+    }
+
+    /// `∂ log p(D)/∂ log δ_g = ½ (P_g − δ_g ‖θ_g*‖² − δ_g tr_g Σ)` per tensor at δ_g (at the
+    /// fitted σ): with the eigenvalues of a diagonal or KFAC H in tensor g,
+    /// `tr_g Σ = Σ_{λ∈g} 1/(λ + δ_g)`; for a full H from `diag Σ` at that prior.
+    pub fn log_marginal_likelihood_gradient_layerwise(&self, deltas: &[f64]) -> Result<Vec<f64>> {
+        let d = self.per_tensor(&PriorPrecision::Layerwise(deltas.to_vec()))?;
+        let w2 = self.tensor_sq_norms();
+        let variances = match &self.ggn {
+            Ggn::Full(h) => LaplaceGgn::from_ggn_prior(
+                self.posterior.mean.clone(),
+                h.clone(),
+                &self.per_parameter(&d),
+            )?
+            .variances(),
+            _ => {
+                let lambda = self.ggn_eigenvalues()?;
+                return Ok((self.by_tensor(&lambda).zip(&w2).zip(&d))
+                    .map(|((l, w2), d)| evidence_gradient(l, *w2, *d))
+                    .collect());
+            }
+        };
+        Ok((self.by_tensor(&variances).zip(&w2).zip(&d))
+            .map(|((v, w2), d)| 0.5 * (v.len() as f64 - d * w2 - d * v.iter().sum::<f64>()))
+            .collect())
+    }
+
+    /// The prior precision per parameter tensor maximising the evidence (laplace-torch's
+    /// `optimize_prior_precision(method="marglik", prior_structure="layerwise")`). Diagonal
+    /// and KFAC: the evidence separates over the tensors, so each δ_g is the one root of
+    /// `½ Σ_{λ∈g} λ/(λ + δ_g) − ½ δ_g‖θ_g*‖²`, bisected in log δ_g to machine precision. Full:
+    /// MacKay's fixed point `δ_g ← (P_g − δ_g tr_g Σ)/‖θ_g*‖²` from the scalar optimum, until
+    /// every gradient is below 1e-10·P_g. The posterior is then refitted there.
+    pub fn optimize_prior_precision_layerwise(&mut self) -> Result<LayerwisePriorFit> {
+        let tensors = self.prior_tensors();
+        let w2 = self.tensor_sq_norms();
+        let no_maximum = |g: usize| {
+            Error::Numerical(format!(
+                "the evidence has no maximum in the prior precision of {} within [e^-40, e^40] \
+                 (‖θ‖² = {:.3e})",
+                tensors[g].0, w2[g]
+            ))
+        };
+        // Refuses a low-rank posterior.
+        self.per_tensor(&PriorPrecision::Layerwise(vec![1.0; tensors.len()]))?;
+        let d = match &self.ggn {
+            Ggn::Full(_) => {
+                let mut d = vec![self.scalar_optimum()?; tensors.len()];
+                let mut rounds = 0;
+                loop {
+                    let grad = self.log_marginal_likelihood_gradient_layerwise(&d)?;
+                    if (grad.iter().zip(&tensors))
+                        .all(|(g, (_, len))| g.abs() <= 1e-10 * *len as f64)
+                    {
+                        break d;
+                    }
+                    if rounds == 10_000 {
+                        return Err(Error::Numerical(format!(
+                            "the prior precision per layer did not converge in 10,000 rounds \
+                             (gradients {grad:?})"
+                        )));
+                    }
+                    // γ_g = P_g − δ_g tr_g Σ = 2·grad_g + δ_g‖θ_g‖².
+                    for (g, dg) in d.iter_mut().enumerate() {
+                        if w2[g] <= 0.0 {
+                            return Err(no_maximum(g));
+                        }
+                        let gamma = 2.0 * grad[g] + *dg * w2[g];
+                        *dg = gamma / w2[g];
+                        if !(*dg > 0.0 && dg.is_finite()) {
+                            return Err(no_maximum(g));
+                        }
+                    }
+                    rounds += 1;
+                }
+            }
+            _ => {
+                let lambda = self.ggn_eigenvalues()?.into_owned();
+                (self.by_tensor(&lambda).zip(&w2).enumerate())
+                    .map(|(g, (l, w2))| {
+                        root_in_log(&|t| evidence_gradient(l, *w2, t.exp()))
+                            .map(f64::exp)
+                            .ok_or_else(|| no_maximum(g))
+                    })
+                    .collect::<Result<Vec<f64>>>()?
+            }
+        };
+        let gradient = self.log_marginal_likelihood_gradient_layerwise(&d)?;
+        self.set_prior(PriorPrecision::Layerwise(d.clone()))?;
+        Ok(LayerwisePriorFit {
+            tensors: tensors.into_iter().map(|(n, _)| n).collect(),
+            deltas: d,
+            log_marglik: self.log_marginal_likelihood(None, None)?,
+            gradient,
+        })
     }
 
     /// `‖θ*‖²` of the covered weights.
@@ -853,21 +1122,37 @@ impl Laplace {
     /// so its one root is bracketed and bisected in log δ to machine precision. The posterior
     /// is then refitted at δ* (the model's δ becomes δ*).
     pub fn optimize_prior_precision(&mut self) -> Result<PriorFit> {
-        let lambda = self.ggn_eigenvalues()?.into_owned();
-        let w2 = self.mean_sq();
-        let grad = |t: f64| evidence_gradient(&lambda, w2, t.exp());
-        let t = root_in_log(&grad).ok_or_else(|| {
-            Error::Numerical(format!(
-                "the evidence has no maximum in δ ∈ [e^-40, e^40] (‖θ*‖² = {w2:.3e}, {} positive \
-                 GGN eigenvalues)",
-                lambda.iter().filter(|l| **l > 0.0).count()
-            ))
-        })?;
-        self.set_prior_precision(t.exp())?;
+        let delta = self.scalar_optimum()?;
+        self.set_prior_precision(delta)?;
         Ok(PriorFit {
-            delta: self.model.delta,
+            delta,
             log_marglik: self.log_marginal_likelihood(None, None)?,
-            gradient: grad(t),
+            gradient: self.log_marginal_likelihood_gradient(delta)?,
+        })
+    }
+
+    /// The root of `½ Σ λ/(λ + δ) − ½ δ ‖θ*‖²` in δ.
+    fn scalar_optimum(&self) -> Result<f64> {
+        let lambda = self.ggn_eigenvalues()?;
+        let w2 = self.mean_sq();
+        root_in_log(&|t| evidence_gradient(&lambda, w2, t.exp()))
+            .map(f64::exp)
+            .ok_or_else(|| {
+                Error::Numerical(format!(
+                    "the evidence has no maximum in δ ∈ [e^-40, e^40] (‖θ*‖² = {w2:.3e}, {} \
+                     positive GGN eigenvalues)",
+                    lambda.iter().filter(|l| **l > 0.0).count()
+                ))
+            })
+    }
+
+    /// The prior precision maximising the evidence with `structure`
+    /// ([`Laplace::optimize_prior_precision`] or
+    /// [`Laplace::optimize_prior_precision_layerwise`]); returns the evidence there.
+    pub fn optimize_prior_precision_as(&mut self, structure: PriorStructure) -> Result<f64> {
+        Ok(match structure {
+            PriorStructure::Scalar => self.optimize_prior_precision()?.log_marglik,
+            PriorStructure::Layerwise => self.optimize_prior_precision_layerwise()?.log_marglik,
         })
     }
 
@@ -950,28 +1235,38 @@ impl Laplace {
         ))
     }
 
-    /// Refits the posterior at prior precision δ from the same curvature (no data pass).
+    /// Refits the posterior at prior precision δ from the same curvature (no data pass); the
+    /// model's δ becomes δ.
     pub fn set_prior_precision(&mut self, delta: f64) -> Result<()> {
-        crate::train::check_delta(delta)?;
+        self.set_prior(PriorPrecision::Scalar(delta))?;
+        self.model.delta = delta;
+        Ok(())
+    }
+
+    /// Refits the posterior at a prior (one δ, or δ_g per tensor) from the same curvature.
+    pub fn set_prior(&mut self, prior: PriorPrecision) -> Result<()> {
+        let d = self.per_tensor(&prior)?;
+        let mean = self.posterior.mean.clone();
         self.posterior = match (&self.ggn, self.posterior.precision()) {
-            (Ggn::Kron(_), Precision::Kron(k)) => {
-                LaplaceGgn::from_kron(self.posterior.mean.clone(), k.at(delta, 1.0))?
-            }
+            (Ggn::Kron(_), Precision::Kron(k)) => LaplaceGgn::from_kron(mean, k.at(&d, 1.0)?)?,
             (Ggn::Full(h), _) => {
-                LaplaceGgn::from_ggn(self.posterior.mean.clone(), h.clone(), delta)?
+                LaplaceGgn::from_ggn_prior(mean, h.clone(), &self.per_parameter(&d))?
             }
             (Ggn::Diag(h), _) => {
-                LaplaceGgn::from_ggn_diagonal(self.posterior.mean.clone(), h, delta)?
+                LaplaceGgn::from_ggn_diagonal_prior(mean, h, &self.per_parameter(&d))?
             }
             (Ggn::LowRank(..), Precision::LowRank(l)) => LaplaceGgn::from_low_rank(
-                self.posterior.mean.clone(),
-                LowRank { delta, ..l.clone() },
+                mean,
+                LowRank {
+                    delta: d[0],
+                    ..l.clone()
+                },
             )?,
             (Ggn::Kron(_) | Ggn::LowRank(..), _) => {
                 unreachable!("a structured fit holds its own precision")
             }
         };
-        self.model.delta = delta;
+        self.prior = prior;
         Ok(())
     }
 
@@ -1031,6 +1326,10 @@ impl Laplace {
         let mut meta = self.model.metadata();
         if let Ggn::LowRank(_, s) = &self.ggn {
             meta.insert(RANK.to_string(), s.len().to_string());
+        }
+        if let PriorPrecision::Layerwise(d) = &self.prior {
+            let d: Vec<String> = d.iter().map(|v| format!("{v:?}")).collect();
+            meta.insert(LAYERWISE_PRIOR.to_string(), d.join(","));
         }
         meta.extend([
             (STRUCTURE.to_string(), self.structure().to_string()),
@@ -1148,7 +1447,15 @@ impl Laplace {
                 )
             }
         };
-        Self::from_ggn(model, last_layer, ggn, nll, sse, nk)
+        let mut la = Self::from_ggn(model, last_layer, ggn, nll, sse, nk)?;
+        if let Some(d) = meta.get(LAYERWISE_PRIOR) {
+            let d = (d.split(',').map(|v| v.parse::<f64>()))
+                .collect::<std::result::Result<Vec<f64>, _>>()
+                .map_err(|_| bad(format!("'{LAYERWISE_PRIOR}' is not a list of numbers")))?;
+            la.set_prior(PriorPrecision::Layerwise(d))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(la)
     }
 }
 
@@ -1186,18 +1493,10 @@ impl Posterior for Laplace {
     }
 
     /// At another σ: the data term at σ′ and H scaled by `σ²/σ′²`.
+    /// `delta = None`: at the posterior's prior (one δ, or δ_g per tensor).
     fn log_marginal_likelihood(&self, delta: Option<f64>, sigma: Option<f64>) -> Result<f64> {
-        let m = &self.model;
-        let delta = delta.unwrap_or(m.delta);
-        crate::train::check_delta(delta)?;
-        let (nll, c) = at_sigma(m, self.nll, self.sse, self.nk, sigma)?;
-        Ok(laplace_evidence(
-            -nll,
-            delta,
-            self.mean_sq(),
-            self.posterior.mean.len(),
-            self.log_det_precision(delta, c)?,
-        ))
+        let prior = delta.map_or_else(|| self.prior.clone(), PriorPrecision::Scalar);
+        self.log_marginal_likelihood_at(&prior, sigma)
     }
 
     fn covariance_times(&self, v: &[f64]) -> Vec<f64> {

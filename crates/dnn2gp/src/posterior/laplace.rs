@@ -71,7 +71,7 @@ pub const MAX_JITTER_OVER_DELTA: f64 = 1e-3;
 /// A fitted Laplace-GGN posterior.
 #[derive(Debug, Clone)]
 pub struct LaplaceGgn {
-    /// Prior precision δ.
+    /// Prior precision δ (the smallest, under a prior precision per layer).
     pub delta: f64,
     /// Mean `w*`.
     pub mean: Vec<f64>,
@@ -128,7 +128,14 @@ impl LaplaceGgn {
     /// The full posterior at `mean` from the GGN `H` (P×P): `A = H + δI` factorised by
     /// [`factor_precision`].
     pub fn from_ggn(mean: Vec<f64>, h: Mat<f64>, delta: f64) -> Result<Self> {
-        check_delta(delta)?;
+        let p = mean.len();
+        Self::from_ggn_prior(mean, h, &vec![delta; p])
+    }
+
+    /// The full posterior with a prior precision per parameter `d` (a layerwise prior):
+    /// `A = H + diag(d)`, factorised by [`factor_precision`].
+    pub fn from_ggn_prior(mean: Vec<f64>, h: Mat<f64>, d: &[f64]) -> Result<Self> {
+        let delta = check_prior(d, mean.len())?;
         let p = mean.len();
         if h.nrows() != p || h.ncols() != p {
             return Err(Error::Invalid(format!(
@@ -138,7 +145,7 @@ impl LaplaceGgn {
             )));
         }
         let resolution = f64::EPSILON * (0..p).map(|i| h[(i, i)]).sum::<f64>();
-        let (factor, floored) = factor_precision(h, delta)?;
+        let (factor, floored) = factor_precision(h, d)?;
         Ok(LaplaceGgn {
             delta,
             mean,
@@ -154,7 +161,8 @@ impl LaplaceGgn {
 
     /// The KFAC posterior at `mean`: `Σ⁻¹ = c (G ⊗ A) + δI` per layer.
     pub fn from_kron(mean: Vec<f64>, kron: Kron) -> Result<Self> {
-        check_delta(kron.delta)?;
+        let deltas = kron.deltas();
+        let delta = check_prior(&deltas, deltas.len())?;
         if kron.dim() != mean.len() {
             return Err(Error::Invalid(format!(
                 "Kronecker factors for {} parameters and a mean of {}",
@@ -163,7 +171,7 @@ impl LaplaceGgn {
             )));
         }
         Ok(LaplaceGgn {
-            delta: kron.delta,
+            delta,
             mean,
             structure: HessianStructure::Kron,
             floored: kron.floored_eigenvalues(),
@@ -286,6 +294,13 @@ impl LaplaceGgn {
         Self::diagonal(mean, h.iter().map(|d| d + delta).collect(), delta)
     }
 
+    /// The diagonal posterior with a prior precision per parameter `d` (a layerwise prior):
+    /// `Σ⁻¹ = diag(h + d)`.
+    pub fn from_ggn_diagonal_prior(mean: Vec<f64>, h: &[f64], d: &[f64]) -> Result<Self> {
+        let delta = check_prior(d, h.len())?;
+        Self::diagonal(mean, h.iter().zip(d).map(|(h, d)| h + d).collect(), delta)
+    }
+
     /// `N(mean, diag(precision)⁻¹)` with prior precision δ.
     fn diagonal(mean: Vec<f64>, precision: Vec<f64>, delta: f64) -> Result<Self> {
         check_delta(delta)?;
@@ -381,20 +396,43 @@ pub fn laplace_evidence(log_lik: f64, delta: f64, w_sq: f64, p: usize, log_det_a
     log_lik - 0.5 * delta * w_sq + 0.5 * p as f64 * delta.ln() - 0.5 * log_det_a
 }
 
-/// Factorises `A = H + δI` for the GGN `H`: Cholesky with jitter at most
-/// [`MAX_JITTER_OVER_DELTA`]·δ, else the eigen form of `H` with its eigenvalues floored at 0.
-/// Returns the factor and the number of floored eigenvalues.
-pub fn factor_precision(mut h: Mat<f64>, delta: f64) -> Result<(SpdFactor, usize)> {
+/// Factorises `A = H + diag(d)` for the GGN `H` and a prior precision per parameter `d`:
+/// Cholesky with jitter at most [`MAX_JITTER_OVER_DELTA`]·min d; failing that, when d is one
+/// δ, the eigen form of `H` with its eigenvalues floored at 0. Returns the factor and the
+/// number of floored eigenvalues.
+pub fn factor_precision(mut h: Mat<f64>, d: &[f64]) -> Result<(SpdFactor, usize)> {
     const WHAT: &str = "posterior precision J'ΛJ + δI";
     let p = h.nrows();
+    let smallest = d.iter().copied().fold(f64::INFINITY, f64::min);
     for i in 0..p {
-        h[(i, i)] += delta;
+        h[(i, i)] += d[i];
     }
-    if let Some(c) = Cholesky::with_max_jitter(h.as_ref(), WHAT, MAX_JITTER_OVER_DELTA * delta)? {
+    if let Some(c) = Cholesky::with_max_jitter(h.as_ref(), WHAT, MAX_JITTER_OVER_DELTA * smallest)?
+    {
         return Ok((SpdFactor::Cholesky(c), 0));
     }
-    for i in 0..p {
-        h[(i, i)] -= delta;
+    if d.iter().any(|v| *v != smallest) {
+        return Err(Error::Numerical(format!(
+            "the {WHAT} with a prior precision per layer could not be factorised by Cholesky \
+             with jitter up to {MAX_JITTER_OVER_DELTA:.0e}·min δ = {:.3e}",
+            MAX_JITTER_OVER_DELTA * smallest
+        )));
     }
-    SpdFactor::eigen_shifted(h.as_ref(), delta, WHAT)
+    for i in 0..p {
+        h[(i, i)] -= smallest;
+    }
+    SpdFactor::eigen_shifted(h.as_ref(), smallest, WHAT)
+}
+
+/// Checks a prior precision per parameter (P values, each a valid δ) and returns the smallest,
+/// the δ that bounds the jitter and the warnings.
+fn check_prior(d: &[f64], p: usize) -> Result<f64> {
+    if d.len() != p {
+        return Err(Error::Invalid(format!(
+            "{} prior precisions for {p} parameters",
+            d.len()
+        )));
+    }
+    d.iter().try_for_each(|v| check_delta(*v))?;
+    Ok(d.iter().copied().fold(f64::INFINITY, f64::min))
 }

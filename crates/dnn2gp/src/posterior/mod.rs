@@ -4,5 +4,8 @@
 pub mod fitted;
 pub mod laplace;
 
-pub use fitted::{FitOptions, Laplace, Link, NoiseFit, Posterior, Predictive, PriorFit, Subset};
+pub use fitted::{
+    FitOptions, Laplace, LayerwisePriorFit, Link, NoiseFit, Posterior, Predictive, PriorFit,
+    PriorPrecision, PriorStructure, Subset,
+};
 pub use laplace::{HessianStructure, LaplaceGgn};
