@@ -39,7 +39,9 @@ impl Activation {
         match self {
             Activation::Tanh => map_wide(v, |v| tanh(v + b)),
             Activation::Sigmoid => map_wide(v, |v| 1.0 / (1.0 + exp(-(v + b)))),
-            Activation::Relu => v.iter_mut().for_each(|v| *v = (*v + b).max(0.0)),
+            Activation::Relu => {
+                crate::linalg::wide(|| v.iter_mut().for_each(|v| *v = (*v + b).max(0.0)))
+            }
             Activation::Identity => v.iter_mut().for_each(|v| *v += b),
         }
     }

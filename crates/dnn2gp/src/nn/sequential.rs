@@ -602,16 +602,20 @@ impl Sequential {
         off
     }
 
-    fn forward_tape(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
+    /// The forward pass; with `keep`, every layer's input and the max-pooling arg-maxes for
+    /// the backward pass (the tape), else only the output.
+    fn forward_tape(&self, w: &[f64], x: MatRef<'_, f64>, keep: bool) -> Tape {
         let off = self.offsets();
         let n = x.nrows();
         let mut acts = vec![x.to_owned()];
         let mut argmax = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let a = acts.last().expect("input pushed");
-            let (mut out, mut arg) = (Mat::<f64>::zeros(n, layer.out_dim()), None);
-            match *layer {
+            let mut arg = None;
+            let zeros = || Mat::<f64>::zeros(n, layer.out_dim());
+            let out = match *layer {
                 Layer::Dense { inputs, outputs } => {
+                    let mut out = zeros();
                     let wl = MatRef::from_row_major_slice(
                         &w[off[l]..off[l] + outputs * inputs],
                         outputs,
@@ -629,8 +633,10 @@ impl Sequential {
                     for (j, b) in b.iter().enumerate() {
                         out.col_mut(j).iter_mut().for_each(|v| *v += b);
                     }
+                    out
                 }
                 Layer::Conv2d { .. } => {
+                    let mut out = zeros();
                     let (c, o, k, h, wd, oh, ow) = conv_shape(layer);
                     let wl = MatRef::from_row_major_slice(
                         &w[off[l]..off[l] + o * c * k * k],
@@ -643,9 +649,12 @@ impl Sequential {
                     // of an input column, then `Zᵀ = Cᵀ Wᵀ` (p·nb+e × o), whose runs are the
                     // output columns' slices.
                     let (pos, ckk) = (oh * ow, c * k * k);
+                    // Both buffers are overwritten whole by each batch.
+                    let mut buf = vec![0.0; ckk * pos * CONV_BATCH.min(n)];
+                    let mut zbuf = Mat::<f64>::zeros(pos * CONV_BATCH.min(n), o);
                     for e0 in (0..n).step_by(CONV_BATCH) {
                         let nb = CONV_BATCH.min(n - e0);
-                        let mut cols = vec![0.0; ckk * pos * nb];
+                        let cols = &mut buf[..ckk * pos * nb];
                         for (r, dst) in cols.chunks_mut(pos * nb).enumerate() {
                             let (ci, ki, kj) = (r / (k * k), (r / k) % k, r % k);
                             for y in 0..oh {
@@ -656,10 +665,10 @@ impl Sequential {
                                 }
                             }
                         }
-                        let cm = MatRef::from_row_major_slice(&cols, ckk, pos * nb);
-                        let mut zt = Mat::<f64>::zeros(pos * nb, o);
+                        let cm = MatRef::from_row_major_slice(cols, ckk, pos * nb);
+                        let mut zt = zbuf.as_mut().subrows_mut(0, pos * nb);
                         matmul(
-                            zt.as_mut(),
+                            zt.rb_mut(),
                             Accum::Replace,
                             cm.transpose(),
                             wl.transpose(),
@@ -676,6 +685,7 @@ impl Sequential {
                             }
                         }
                     }
+                    out
                 }
                 Layer::MaxPool2 {
                     channels,
@@ -684,39 +694,69 @@ impl Sequential {
                 } => {
                     // Window by window over contiguous columns; the arg-max of output q for
                     // example e at `idx[q·N + e]`.
+                    let mut out = zeros();
                     let windows = pool_windows(channels, height, width);
-                    let mut idx = vec![0usize; n * windows.len()];
+                    let mut idx = vec![0usize; if keep { n * windows.len() } else { 0 }];
                     for (q, cands) in windows.iter().enumerate() {
-                        let src = cands.map(|c| col(a.as_ref(), c));
-                        let dst = col_mut(out.as_mut(), q);
-                        for e in 0..n {
-                            let mut best = 0;
-                            for (j, s) in src.iter().enumerate().skip(1) {
-                                if s[e] > src[best][e] {
-                                    best = j;
+                        let src = cands.map(|c| &col(a.as_ref(), c)[..n]);
+                        let dst = &mut col_mut(out.as_mut(), q)[..n];
+                        if keep {
+                            for (e, d) in dst.iter_mut().enumerate() {
+                                let (mut v, mut best) = (src[0][e], 0);
+                                for (j, s) in src.iter().enumerate().skip(1) {
+                                    if s[e] > v {
+                                        (v, best) = (s[e], j);
+                                    }
                                 }
+                                *d = v;
+                                idx[q * n + e] = cands[best];
                             }
-                            dst[e] = src[best][e];
-                            idx[q * n + e] = cands[best];
+                        } else {
+                            // The same comparisons, branch-free so that they vectorise.
+                            crate::linalg::wide(|| {
+                                for (e, d) in dst.iter_mut().enumerate() {
+                                    let mut v = src[0][e];
+                                    for s in &src[1..] {
+                                        v = if s[e] > v { s[e] } else { v };
+                                    }
+                                    *d = v;
+                                }
+                            });
                         }
                     }
-                    arg = Some(idx);
+                    arg = keep.then_some(idx);
+                    out
                 }
                 Layer::AvgPool2 {
                     channels,
                     height,
                     width,
                 } => {
+                    let mut out = zeros();
                     for (q, cands) in pool_windows(channels, height, width).iter().enumerate() {
                         for e in 0..n {
                             out[(e, q)] = 0.25 * cands.iter().map(|&c| a[(e, c)]).sum::<f64>();
                         }
                     }
+                    out
                 }
                 Layer::Act { activation, .. } => {
-                    out = Mat::from_fn(n, a.ncols(), |i, j| activation.apply(a[(i, j)]));
+                    // Column by column over contiguous memory; in place without a tape.
+                    let mut out = if keep {
+                        a.clone()
+                    } else {
+                        acts.pop().expect("input pushed")
+                    };
+                    for j in 0..out.ncols() {
+                        activation.apply_slice(col_mut(out.as_mut(), j), 0.0);
+                    }
+                    out
                 }
-                Layer::Flatten { .. } => out.copy_from(a),
+                Layer::Flatten { .. } if !keep => acts.pop().expect("input pushed"),
+                Layer::Flatten { .. } => a.clone(),
+            };
+            if !keep {
+                acts.clear();
             }
             acts.push(out);
             argmax.push(arg);
@@ -926,7 +966,7 @@ impl Backprop for Sequential {
     }
 
     fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Self::Tape {
-        self.forward_tape(w, x)
+        self.forward_tape(w, x, true)
     }
 
     fn output(tape: &Self::Tape) -> &Mat<f64> {
@@ -954,7 +994,18 @@ impl Network for Sequential {
     fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
         match &self.fused {
             Some(m) => m.forward(w, x),
-            None => self.forward_tape(w, x).acts.pop().expect("output"),
+            // A convolutional network a batch of examples at a time: its layers' outputs
+            // for the batch stay in cache.
+            None if x.nrows() > CONV_BATCH => {
+                let mut out = Mat::zeros(x.nrows(), self.n_outputs());
+                for s in (0..x.nrows()).step_by(CONV_BATCH) {
+                    let xb = x.subrows(s, CONV_BATCH.min(x.nrows() - s));
+                    let f = self.forward_tape(w, xb, false).acts.pop().expect("output");
+                    out.as_mut().subrows_mut(s, xb.nrows()).copy_from(f);
+                }
+                out
+            }
+            None => self.forward_tape(w, x, false).acts.pop().expect("output"),
         }
     }
 
