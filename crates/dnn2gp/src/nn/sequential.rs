@@ -806,14 +806,23 @@ impl Sequential {
                     let mut kron = matches!(sink, Sink::Kron(_))
                         .then(|| (Mat::<f64>::zeros(ckk, ckk), Mat::<f64>::zeros(o, o)));
                     // The rows of one example share its patches: all of them go through one
-                    // product each way, `D = G Cᵀ` (rows·o × ckk) and `Bᵀ = Gᵀ W`
-                    // (rows·pos × ckk). With `g` transposed once, row m's cotangent is a
-                    // contiguous pos × o block, so an example's rows are one pos × rows·o view.
+                    // product `D = G Cᵀ` (rows·o × ckk). With `g` transposed once, row m's
+                    // cotangent is a contiguous pos × o block, so an example's rows are one
+                    // pos × rows·o view.
                     let mut g_t = vec![0.0; g.ncols() * m_rows];
                     transpose_into(
                         MatMut::from_column_major_slice_mut(&mut g_t, g.ncols(), m_rows),
                         g.as_ref(),
                     );
+                    // Per-example products, allocated once: the parameter derivatives `D` of
+                    // an example's rows (not needed by KFAC) and one row's input cotangents
+                    // in patch layout.
+                    let mut d_buf =
+                        Mat::<f64>::zeros(if kron.is_none() { rpe * o } else { 0 }, ckk);
+                    let below = if l > 0 { rpe * pos } else { 0 };
+                    let (mut side_buf, mut back_buf) =
+                        (Mat::<f64>::zeros(below, o), Mat::<f64>::zeros(below, ckk));
+                    let mut row = vec![0.0; if l > 0 { layer.in_dim() } else { 0 }];
                     for e in 0..m_rows.div_ceil(rpe) {
                         let rows = e * rpe..((e + 1) * rpe).min(m_rows);
                         let r = rows.len();
@@ -833,10 +842,12 @@ impl Sequential {
                                 matmul(kg.as_mut(), Accum::Add, gi.transpose(), gi, 1.0, Par::Seq);
                             }
                         }
-                        let mut d = Mat::<f64>::zeros(r * o, ckk);
+                        let mut d = d_buf
+                            .as_mut()
+                            .subrows_mut(0, if kron.is_none() { r * o } else { 0 });
                         if kron.is_none() {
                             matmul(
-                                d.as_mut(),
+                                d.rb_mut(),
                                 Accum::Replace,
                                 gs_t.transpose(),
                                 cm.transpose(),
@@ -844,7 +855,7 @@ impl Sequential {
                                 Par::Seq,
                             );
                         }
-                        for (i, m) in rows.clone().enumerate() {
+                        for (i, m) in rows.clone().enumerate().filter(|_| kron.is_none()) {
                             let dm = d.as_ref().subrows(i * o, o);
                             let bias: Vec<f64> = (0..o)
                                 .map(|oc| col(gs_t, i * o + oc).iter().sum())
@@ -870,24 +881,24 @@ impl Sequential {
                             }
                         }
                         if l > 0 {
-                            // `Gᵀ` with the rows stacked: (rows·pos × o).
-                            let mut side_t = Mat::<f64>::zeros(r * pos, o);
+                            // `Gᵀ` with the rows stacked (rows·pos × o), one product
+                            // `Bᵀ = Gᵀ W` (rows·pos × ckk), then each row back to the image.
+                            let mut side_t = side_buf.as_mut().subrows_mut(0, r * pos);
                             for i in 0..r {
                                 side_t
-                                    .as_mut()
+                                    .rb_mut()
                                     .subrows_mut(i * pos, pos)
                                     .copy_from(gs_t.subcols(i * o, o));
                             }
-                            let mut back_t = Mat::<f64>::zeros(r * pos, ckk);
+                            let mut back_t = back_buf.as_mut().subrows_mut(0, r * pos);
                             matmul(
-                                back_t.as_mut(),
+                                back_t.rb_mut(),
                                 Accum::Replace,
                                 side_t.as_ref(),
                                 wl,
                                 1.0,
                                 Par::Seq,
                             );
-                            let mut row = vec![0.0; layer.in_dim()];
                             for (i, m) in rows.enumerate() {
                                 row.iter_mut().for_each(|v| *v = 0.0);
                                 col2im(back_t.as_ref().subrows(i * pos, pos), &mut row, s);
