@@ -128,8 +128,8 @@ pub enum ReproduceCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
-    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7, B7:M or
-    /// gemm.
+    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7,
+    /// B7:M[:coupled] or gemm.
     pub workload: String,
     /// The baselines' data folder (weights, inputs and the peers' outputs).
     #[arg(

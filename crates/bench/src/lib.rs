@@ -16,8 +16,9 @@
 //! - B6: post-hoc Laplace (last-layer and all-weights; kron, diag, full) on a LeNet-5 trained
 //!   on all of MNIST, the prior by the evidence, the probit predictive on rotated test images
 //!   ([`b6`]).
-//! - B7: the independent-output function-space GP of B6's LeNet-5 on m = 1,600 and 10,000
-//!   training images, on 50 test images per angle ([`b6::b7`]).
+//! - B7: the function-space GP classifier of B6's LeNet-5 on m = 1,600 and 10,000 training
+//!   images with independent outputs, and on 1,600 with the full K×K coupling, on 50 test
+//!   images per angle ([`b6::b7`]).
 
 pub mod b6;
 
@@ -31,6 +32,7 @@ use dnn2gp::curvature::Linearization;
 use dnn2gp::data::csv::{read_dataset, read_table};
 use dnn2gp::data::snelson::read_column;
 use dnn2gp::error::{Error, Result};
+use dnn2gp::gp::Outputs;
 use dnn2gp::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::mirror_lower;
@@ -65,22 +67,35 @@ pub struct BenchRun {
 /// Runs `name` on the baselines' data folder: `B1`–`B5`, `gemm`, `B6` (each of
 /// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`, with a prior per
 /// tensor `B6:kron:last_layer:layerwise`), `B7` (m = 1,600
-/// and 10,000) or `B7:M`.
+/// and 10,000 independent, 1,600 coupled), `B7:M` or `B7:M:coupled`.
 pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
         return Ok(vec![finish(b6::b6(data, variant)?)]);
     }
-    if let Some(m) = name.strip_prefix("B7:").or(name.strip_prefix("b7:")) {
-        let m = m
-            .parse()
-            .map_err(|_| Error::Invalid(format!("B7:{m}: expected B7:M, M training images")))?;
-        return Ok(vec![finish(b6::b7(data, m)?)]);
+    if let Some(rest) = name.strip_prefix("B7:").or(name.strip_prefix("b7:")) {
+        let bad = || {
+            Error::Invalid(format!(
+                "B7:{rest}: expected B7:M or B7:M:coupled, M training images"
+            ))
+        };
+        let (m, outputs) = match rest.split_once(':') {
+            None => (rest, Outputs::Independent),
+            Some((m, "independent")) => (m, Outputs::Independent),
+            Some((m, "coupled")) => (m, Outputs::Coupled),
+            Some(_) => return Err(bad()),
+        };
+        let m = m.parse().map_err(|_| bad())?;
+        return Ok(vec![finish(b6::b7(data, m, outputs)?)]);
     }
     if name.eq_ignore_ascii_case("B7") {
-        return [1600, 10_000]
-            .iter()
-            .map(|&m| b6::b7(data, m).map(finish))
-            .collect();
+        return [
+            (1600, Outputs::Independent),
+            (10_000, Outputs::Independent),
+            (1600, Outputs::Coupled),
+        ]
+        .iter()
+        .map(|&(m, o)| b6::b7(data, m, o).map(finish))
+        .collect();
     }
     if name.eq_ignore_ascii_case("B6") {
         return b6::VARIANTS
@@ -98,7 +113,7 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
         other => {
             return Err(Error::Invalid(format!(
                 "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise], \
-                 B7, B7:M or gemm)"
+                 B7, B7:M[:coupled] or gemm)"
             )))
         }
     };

@@ -770,7 +770,7 @@ fn the_noise_and_prior_by_the_evidence_are_its_maximum_and_refit_the_posterior()
 /// `Σ_i J_icᵀ Λ_i,cc J_ic + δI`; its δ by the evidence is a stationary maximum.
 #[test]
 fn the_independent_output_gp_is_the_laplace_posterior_of_its_ggn() {
-    use dnn2gp::gp::IndependentGp;
+    use dnn2gp::gp::{FunctionalGp, Outputs::Independent};
     // One logit: exact.
     let net = Sequential::parse("1x6x6:conv2k3,tanh,pool,flatten,dense1").unwrap();
     let w: Vec<f64> = net.init(5).into_iter().map(|v| 1.5 * v).collect();
@@ -778,7 +778,7 @@ fn the_independent_output_gp_is_the_laplace_posterior_of_its_ggn() {
     let (x, _) = data(25, 36, 1, 16);
     let y = Mat::from_fn(25, 1, |i, _| f64::from(u8::from(i % 3 == 0)));
     let (xs, _) = data(6, 36, 1, 17);
-    let gp = IndependentGp::fit(m.clone(), x.as_ref(), y.as_ref(), u128::MAX).unwrap();
+    let gp = FunctionalGp::fit(m.clone(), x.as_ref(), y.as_ref(), Independent, u128::MAX).unwrap();
     let full = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
     let (a, b) = (
         gp.functional_variance(xs.as_ref()),
@@ -796,7 +796,8 @@ fn the_independent_output_gp_is_the_laplace_posterior_of_its_ggn() {
     // alone, `A_c = Σ_i J_icᵀ Λ_i,cc J_ic + δI`.
     let m = model(CNN, 0.8);
     let (x, y) = data(20, 36, 3, 18);
-    let mut gp = IndependentGp::fit(m.clone(), x.as_ref(), y.as_ref(), u128::MAX).unwrap();
+    let mut gp =
+        FunctionalGp::fit(m.clone(), x.as_ref(), y.as_ref(), Independent, u128::MAX).unwrap();
     let j = m.net.jacobian(&m.w, x.as_ref());
     let f = m.net.forward(&m.w, x.as_ref());
     let p = m.net.n_params();
@@ -820,10 +821,55 @@ fn the_independent_output_gp_is_the_laplace_posterior_of_its_ggn() {
     let at = |delta: f64| {
         let mut m2 = m.clone();
         m2.delta = delta;
-        IndependentGp::fit(m2, x.as_ref(), y.as_ref(), u128::MAX)
+        FunctionalGp::fit(m2, x.as_ref(), y.as_ref(), Independent, u128::MAX)
             .unwrap()
             .log_marginal_likelihood()
     };
     assert_relative_eq!(gp.log_marginal_likelihood(), at(d), max_relative = 1e-12);
     assert!(at(d) > at(d * 1.01) && at(d) > at(d / 1.01));
+}
+
+/// With the full K×K coupling the function-space GP on m points is the Laplace-GGN posterior
+/// on them: the same K×K functional covariances, evidence and δ by the evidence.
+#[test]
+fn the_coupled_gp_is_the_full_laplace_posterior() {
+    use dnn2gp::gp::{FunctionalGp, Outputs};
+    let m = model(CNN, 0.8);
+    let (x, y) = data(20, 36, 3, 18);
+    let (xs, _) = data(70, 36, 3, 19);
+    let mut gp = FunctionalGp::fit(
+        m.clone(),
+        x.as_ref(),
+        y.as_ref(),
+        Outputs::Coupled,
+        u128::MAX,
+    )
+    .unwrap();
+    let mut full = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
+    let check = |gp: &FunctionalGp, full: &Laplace| {
+        let (a, b) = (
+            gp.functional_covariance(xs.as_ref()),
+            full.functional_covariance(xs.as_ref()),
+        );
+        assert_eq!(a.len(), 70 * 9);
+        let top = b.iter().fold(0.0_f64, |t, v| t.max(v.abs()));
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-9 * top, "{a} against {b}");
+        }
+        assert_relative_eq!(
+            gp.log_marginal_likelihood(),
+            full.log_marginal_likelihood(None, None).unwrap(),
+            max_relative = 1e-10
+        );
+    };
+    check(&gp, &full);
+    let d = gp.optimize_prior_precision().unwrap();
+    let best = full.optimize_prior_precision().unwrap();
+    assert_relative_eq!(d, best.delta, max_relative = 1e-9);
+    check(&gp, &full);
+    // The coupled covariance has off-diagonal entries; the independent one none.
+    let ind = FunctionalGp::fit(m, x.as_ref(), y.as_ref(), Outputs::Independent, u128::MAX)
+        .unwrap()
+        .functional_covariance(xs.as_ref());
+    assert!(ind[1] == 0.0 && gp.functional_covariance(xs.as_ref())[1] != 0.0);
 }

@@ -8,7 +8,7 @@
 pub mod classification;
 pub mod delta_path;
 pub mod function_space;
-pub mod independent;
+pub mod functional;
 pub mod kernel;
 pub mod rbf;
 pub mod variational;
@@ -34,7 +34,7 @@ use crate::train::check_delta;
 pub use classification::{data_space_predictive, DataSpacePredictive};
 pub use delta_path::DeltaPath;
 pub use function_space::FunctionSpace;
-pub use independent::IndependentGp;
+pub use functional::{FunctionalGp, Outputs};
 pub use kernel::{kernel, kernel_diag, kernel_view, KernelView};
 
 /// Where to compute: the P×P weight space or the NK×NK function space.
