@@ -230,7 +230,8 @@ pub fn b7(dir: &Path, m: usize, outputs: Outputs) -> Result<BenchRun> {
         .then_some(())
         .ok_or_else(|| {
             Error::Invalid(format!(
-                "B7 m = {m} {outputs:?}: {:.1} GiB, {:.1} GiB available",
+                "B7 m = {m} {}: {:.1} GiB, {:.1} GiB available",
+                format!("{outputs:?}").to_lowercase(),
                 FunctionalGp::bytes(&model.net, m, outputs) as f64 / 2f64.powi(30),
                 memory as f64 / 2f64.powi(30)
             ))
