@@ -143,8 +143,18 @@ pub fn load_with_metadata(
     layout_of: impl FnOnce(&BTreeMap<String, String>) -> Result<Vec<ParamTensor>>,
 ) -> Result<(BTreeMap<String, String>, Vec<f64>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::Invalid(format!("{}: {msg}", path.display()));
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    from_bytes(&bytes, &path.display().to_string(), layout_of)
+}
+
+/// [`load_with_metadata`] of safetensors bytes held in memory (a `state_dict` handed over by
+/// a caller), errors prefixed with `what`.
+pub fn from_bytes(
+    bytes: &[u8],
+    what: &str,
+    layout_of: impl FnOnce(&BTreeMap<String, String>) -> Result<Vec<ParamTensor>>,
+) -> Result<(BTreeMap<String, String>, Vec<f64>)> {
+    let bad = |msg: String| Error::Invalid(format!("{what}: {msg}"));
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let metadata: BTreeMap<String, String> = header
         .metadata()
@@ -154,8 +164,8 @@ pub fn load_with_metadata(
         .collect();
     let layout = layout_of(&metadata)?;
     let layout = layout.as_slice();
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let expected: Vec<&str> = layout.iter().map(|t| t.name.as_str()).collect();
     let mut extra: Vec<&str> = st
         .names()

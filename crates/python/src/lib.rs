@@ -1,0 +1,706 @@
+//! The Python module `dnn2gp._dnn2gp`: laplace-torch's words over the core library. Arrays come
+//! in and go out as numpy float64; the GIL is released while the core computes; the core's
+//! errors become `ValueError` (bad input), `MemoryError` (a pre-flight refusal),
+//! `ArithmeticError` (numerical failure) and `OSError` (files), with the CLI's messages.
+
+use std::path::PathBuf;
+
+use faer::{Mat, MatRef};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods, ToPyArray,
+};
+use pyo3::exceptions::{PyArithmeticError, PyMemoryError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::weights::{self, ParamTensor};
+use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::posterior::{
+    FitOptions, HessianStructure, Laplace as CoreLaplace, Link, Posterior, PriorPrecision,
+    PriorStructure, Subset,
+};
+use dnn2gp::train::model::Model as CoreModel;
+use dnn2gp::Error;
+
+/// The core's error as the Python exception users expect.
+fn py_err(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::Memory(_) => PyMemoryError::new_err(msg),
+        Error::Numerical(_) => PyArithmeticError::new_err(msg),
+        Error::Io { .. } => PyOSError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// `value`'s dtype (a numpy array) or type, for messages.
+fn describe(value: &Bound<'_, PyAny>) -> String {
+    match value.getattr("dtype") {
+        Ok(d) => format!("an array of dtype {d}"),
+        Err(_) => format!(
+            "a {}",
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "value".to_string(), |n| n.to_string())
+        ),
+    }
+}
+
+/// A C-contiguous numpy array of `T` named `name`, or the error naming what is wrong.
+fn array<'py, T: numpy::Element>(
+    name: &str,
+    value: &Bound<'py, PyAny>,
+    want: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let arr = value.cast::<PyArrayDyn<T>>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name}: expected a numpy {want} array, got {}",
+            describe(value)
+        ))
+    })?;
+    if !arr.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{name}: the array is not C-contiguous (numpy.ascontiguousarray({name}) makes a \
+             contiguous copy)"
+        )));
+    }
+    Ok(arr.clone())
+}
+
+/// An `(N, …)` float64 array as an N × `d` matrix (the trailing axes flattened in C order, as
+/// PyTorch flattens an image), `d` the network's inputs.
+fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
+    let arr = array::<f64>(name, value, "float64")?;
+    let ro = arr.readonly();
+    let shape = ro.shape().to_vec();
+    let per_row: usize = shape.iter().skip(1).product();
+    if shape.is_empty() || per_row != d {
+        return Err(PyValueError::new_err(format!(
+            "{name}: shape {shape:?} gives {} values per row; the network takes {d}",
+            if shape.is_empty() { 0 } else { per_row }
+        )));
+    }
+    let s = ro
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    Ok(Mat::from_fn(shape[0], d, |i, j| s[i * d + j]))
+}
+
+/// A matrix as a 2-D numpy array.
+fn to_numpy<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> Bound<'py, PyArray2<f64>> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let v: Vec<f64> = (0..r * c).map(|i| m[(i / c, i % c)]).collect();
+    v.into_pyarray(py)
+        .reshape([r, c])
+        .expect("r·c values make an r × c array")
+}
+
+/// A flat vector as a numpy array of `shape`.
+fn shaped<'py>(py: Python<'py>, v: Vec<f64>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(v.into_pyarray(py).reshape(shape.to_vec())?.into_any())
+}
+
+/// A trained network with its likelihood, noise σ and prior precision δ: the weights of a
+/// PyTorch `state_dict` (a dict of numpy arrays, or a safetensors file) in the architecture
+/// `arch` (dnn2gp's spec, e.g. `1x28x28:conv6k5,relu,pool,flatten,dense10`), or a dnn2gp model
+/// file (`Model.load`).
+#[pyclass(name = "Model", module = "dnn2gp", frozen)]
+#[derive(Clone)]
+struct Model {
+    inner: CoreModel,
+}
+
+/// The likelihood of laplace-torch's word for a network of `k` outputs.
+fn likelihood_of(word: &str, k: usize) -> PyResult<LikelihoodKind> {
+    match word {
+        "classification" if k == 1 => Ok(LikelihoodKind::Bernoulli),
+        "classification" => Ok(LikelihoodKind::Categorical),
+        "regression" => Ok(LikelihoodKind::Gaussian),
+        other => Err(PyValueError::new_err(format!(
+            "likelihood: '{other}' (expected 'classification' or 'regression')"
+        ))),
+    }
+}
+
+/// A dict of float32 or float64 numpy arrays as safetensors bytes, with every check of the
+/// file loader.
+fn state_dict_bytes(dict: &Bound<'_, PyDict>) -> PyResult<Vec<u8>> {
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (key, value) in dict.iter() {
+        let name: String = key
+            .extract()
+            .map_err(|_| PyTypeError::new_err("state_dict: keys must be strings"))?;
+        let what = format!("state_dict['{name}']");
+        let (dtype, shape, bytes) = if let Ok(a) = value.cast::<PyArrayDyn<f32>>() {
+            let a = array::<f32>(&what, a.as_any(), "float32 or float64")?;
+            let ro = a.readonly();
+            let s = ro
+                .as_slice()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let bytes = s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (safetensors::Dtype::F32, ro.shape().to_vec(), bytes)
+        } else {
+            let a = array::<f64>(&what, &value, "float32 or float64")?;
+            let ro = a.readonly();
+            let s = ro
+                .as_slice()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let bytes = s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (safetensors::Dtype::F64, ro.shape().to_vec(), bytes)
+        };
+        owned.push((name, dtype, shape, bytes));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            safetensors::tensor::TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| PyValueError::new_err(format!("state_dict['{n}']: {e}")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, None)
+        .map_err(|e| PyValueError::new_err(format!("state_dict: {e}")))
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    #[pyo3(signature = (arch, state_dict, likelihood="classification", sigma_noise=1.0, prior_precision=1.0))]
+    fn new(
+        arch: &str,
+        state_dict: &Bound<'_, PyAny>,
+        likelihood: &str,
+        sigma_noise: f64,
+        prior_precision: f64,
+    ) -> PyResult<Self> {
+        let net =
+            Sequential::parse(arch).map_err(|e| PyValueError::new_err(format!("arch: {e}")))?;
+        let layout: Vec<ParamTensor> = net.param_layout();
+        let w = if let Ok(dict) = state_dict.cast::<PyDict>() {
+            let bytes = state_dict_bytes(dict)?;
+            weights::from_bytes(&bytes, "state_dict", |_| Ok(layout.clone()))
+                .map_err(py_err)?
+                .1
+        } else if let Ok(path) = state_dict.extract::<PathBuf>() {
+            weights::load(&path, &layout).map_err(py_err)?
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "state_dict: expected a dict of numpy arrays or a safetensors path, got {}",
+                describe(state_dict)
+            )));
+        };
+        let kind = likelihood_of(likelihood, net.n_outputs())?;
+        let inner = CoreModel::new(net, w, kind, sigma_noise, prior_precision).map_err(py_err)?;
+        Ok(Model { inner })
+    }
+
+    /// Reads a dnn2gp model file (safetensors with the architecture in its metadata).
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Self> {
+        Ok(Model {
+            inner: CoreModel::load(&path).map_err(py_err)?,
+        })
+    }
+
+    /// Writes the self-describing model file (float64); PyTorch reads its weights with
+    /// `load_state_dict(safetensors.torch.load_file(path))`.
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        self.inner
+            .save(&path, weights::StoredDtype::F64)
+            .map_err(py_err)
+    }
+
+    /// The architecture spec.
+    #[getter]
+    fn arch(&self) -> String {
+        self.inner.net.spec()
+    }
+
+    /// The number of parameters P.
+    #[getter]
+    fn n_params(&self) -> usize {
+        self.inner.net.n_params()
+    }
+
+    /// The flat weights (P), in the state_dict's order.
+    #[getter]
+    fn weights<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        self.inner.w.to_pyarray(py)
+    }
+
+    /// The outputs `f_w(X)` (N × K) at inputs X (N × D, or N × C × H × W).
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let x = rows("X", x, self.inner.net.n_inputs())?;
+        let m = &self.inner;
+        let f = py.detach(|| dnn2gp::nn::predict(&m.net, &m.w, x.as_ref()));
+        Ok(to_numpy(py, f.as_ref()))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Model(arch='{}', likelihood='{}', n_params={})",
+            self.inner.net.spec(),
+            self.inner.likelihood,
+            self.inner.net.n_params()
+        )
+    }
+}
+
+/// Targets of the model's likelihood from `y`: class labels (N,) of any integer dtype or
+/// one-hot rows (N, K) for classification, values (N,) or (N, K) for regression.
+fn targets(model: &CoreModel, y: &Bound<'_, PyAny>, n: usize) -> PyResult<Mat<f64>> {
+    let k = model.net.n_outputs();
+    if let Ok(labels) = y.call_method1("astype", ("int64",)) {
+        let is_int = y
+            .getattr("dtype")
+            .and_then(|d| d.getattr("kind"))
+            .map(|kind| kind.to_string() == "i" || kind.to_string() == "u")
+            .unwrap_or(false);
+        if is_int && model.likelihood != LikelihoodKind::Gaussian {
+            let a = array::<i64>("y", &labels, "integer")?;
+            let ro = a.readonly();
+            let s = ro
+                .as_slice()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let classes = if k == 1 { 2 } else { k };
+            if ro.ndim() != 1 || s.len() != n {
+                return Err(PyValueError::new_err(format!(
+                    "y: shape {:?}; expected {n} labels",
+                    ro.shape()
+                )));
+            }
+            if let Some(i) = s.iter().position(|c| *c < 0 || *c as usize >= classes) {
+                return Err(PyValueError::new_err(format!(
+                    "y[{i}] = {}: labels run from 0 to {}",
+                    s[i],
+                    classes - 1
+                )));
+            }
+            return Ok(if k == 1 {
+                Mat::from_fn(n, 1, |i, _| s[i] as f64)
+            } else {
+                Mat::from_fn(n, k, |i, c| f64::from(u8::from(s[i] as usize == c)))
+            });
+        }
+    }
+    let a = array::<f64>("y", y, "float64 (or integer labels)")?;
+    let ro = a.readonly();
+    let shape = ro.shape().to_vec();
+    let per_row: usize = shape.iter().skip(1).product();
+    if shape.first() != Some(&n) || per_row != k {
+        return Err(PyValueError::new_err(format!(
+            "y: shape {shape:?}; expected {n} rows of {k} targets"
+        )));
+    }
+    let s = ro
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(Mat::from_fn(n, k, |i, c| s[i * k + c]))
+}
+
+/// The Laplace-GGN posterior of a model, as laplace-torch's `Laplace(model, likelihood,
+/// subset_of_weights, hessian_structure)`: `fit(X, y)`, then
+/// `optimize_prior_precision(method="marglik")`, `log_marginal_likelihood`, the GLM predictive
+/// `la(X, link_approx=…)`, `functional_variance`, `kernel`, `sample`, `save`/`load`.
+///
+/// `q(θ) = N(θ*, Σ)`, `Σ⁻¹ = H + δI`, `H = Σ_i J_iᵀ Λ_i J_i` over the covered weights, in the
+/// structure's approximation (`full`, `diag`, `kron`: KFAC, `lowrank`: the top eigenpairs).
+#[pyclass(name = "Laplace", module = "dnn2gp")]
+struct Laplace {
+    model: CoreModel,
+    structure: HessianStructure,
+    subset: Subset,
+    rank: usize,
+    seed: u64,
+    max_memory: u128,
+    fitted: Option<CoreLaplace>,
+}
+
+impl Laplace {
+    fn fitted(&self) -> PyResult<&CoreLaplace> {
+        self.fitted
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("call fit(X, y) first"))
+    }
+
+    fn link(link_approx: &str, n_samples: usize) -> PyResult<Link> {
+        match link_approx {
+            "probit" => Ok(Link::Probit),
+            "bridge" => Ok(Link::Bridge),
+            "mc" if n_samples > 0 => Ok(Link::MonteCarlo {
+                samples: n_samples,
+                seed: 0,
+            }),
+            "mc" => Err(PyValueError::new_err("n_samples: must be at least 1")),
+            other => Err(PyValueError::new_err(format!(
+                "link_approx: '{other}' (expected 'probit', 'mc' or 'bridge')"
+            ))),
+        }
+    }
+
+    fn prior(value: &Bound<'_, PyAny>) -> PyResult<PriorPrecision> {
+        if let Ok(d) = value.extract::<f64>() {
+            return Ok(PriorPrecision::Scalar(d));
+        }
+        let a = array::<f64>("prior_precision", value, "float64")?;
+        let ro = a.readonly();
+        Ok(PriorPrecision::Layerwise(
+            ro.as_slice()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?
+                .to_vec(),
+        ))
+    }
+}
+
+#[pymethods]
+impl Laplace {
+    #[new]
+    #[pyo3(signature = (model, likelihood, subset_of_weights="last_layer", hessian_structure="kron", prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        model: &Model,
+        likelihood: &str,
+        subset_of_weights: &str,
+        hessian_structure: &str,
+        prior_precision: Option<f64>,
+        sigma_noise: Option<f64>,
+        rank: usize,
+        seed: u64,
+        max_memory_gib: Option<f64>,
+    ) -> PyResult<Self> {
+        let mut m = model.inner.clone();
+        m.likelihood = likelihood_of(likelihood, m.net.n_outputs())?;
+        if let Some(d) = prior_precision {
+            dnn2gp::train::check_delta(d)
+                .map_err(|e| PyValueError::new_err(format!("prior_precision: {e}")))?;
+            m.delta = d;
+        }
+        if let Some(s) = sigma_noise {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(PyValueError::new_err(format!(
+                    "sigma_noise: {s} is not a positive number"
+                )));
+            }
+            m.sigma = s;
+        }
+        let subset = subset_of_weights
+            .parse::<Subset>()
+            .map_err(|e| PyValueError::new_err(format!("subset_of_weights: {e}")))?;
+        let structure = hessian_structure
+            .parse::<HessianStructure>()
+            .map_err(|e| PyValueError::new_err(format!("hessian_structure: {e}")))?;
+        if rank == 0 {
+            return Err(PyValueError::new_err("rank: must be at least 1"));
+        }
+        let max_memory = match max_memory_gib {
+            None => dnn2gp::linalg::available_memory() / 4 * 3,
+            Some(g) if g.is_finite() && g > 0.0 => (g * 2f64.powi(30)) as u128,
+            Some(g) => {
+                return Err(PyValueError::new_err(format!(
+                    "max_memory_gib: {g} is not a positive number"
+                )))
+            }
+        };
+        Ok(Laplace {
+            model: m,
+            structure,
+            subset,
+            rank,
+            seed,
+            max_memory,
+            fitted: None,
+        })
+    }
+
+    /// Fits the posterior on the training data: inputs X (N × D, or N × C × H × W, float64)
+    /// and targets y (class labels or one-hot rows; regression values). The memory the fit
+    /// needs is checked first (`MemoryError`).
+    fn fit(&mut self, py: Python<'_>, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<()> {
+        let x = rows("X", x, self.model.net.n_inputs())?;
+        let y = targets(&self.model, y, x.nrows())?;
+        let opts = FitOptions {
+            memory_limit: self.max_memory,
+            progress: None,
+            rank: self.rank,
+            seed: self.seed,
+        };
+        let (model, structure, subset) = (self.model.clone(), self.structure, self.subset);
+        let la = py
+            .detach(|| {
+                CoreLaplace::fit_subset(model, x.as_ref(), y.as_ref(), structure, subset, &opts)
+            })
+            .map_err(py_err)?;
+        self.fitted = Some(la);
+        Ok(())
+    }
+
+    /// The prior precision at the evidence's maximum (`method="marglik"`): one δ
+    /// (`prior_structure="scalar"`) or one per parameter tensor (`"layerwise"`), found exactly
+    /// (no learning rate, no steps).
+    #[pyo3(signature = (method="marglik", prior_structure="scalar"))]
+    fn optimize_prior_precision(
+        &mut self,
+        py: Python<'_>,
+        method: &str,
+        prior_structure: &str,
+    ) -> PyResult<()> {
+        if method != "marglik" {
+            return Err(PyValueError::new_err(format!(
+                "method: '{method}' (only 'marglik': the prior by the evidence)"
+            )));
+        }
+        let s = prior_structure
+            .parse::<PriorStructure>()
+            .map_err(|e| PyValueError::new_err(format!("prior_structure: {e}")))?;
+        self.fitted()?;
+        let la = self.fitted.as_mut().expect("checked above");
+        py.detach(|| la.optimize_prior_precision_as(s))
+            .map_err(py_err)?;
+        Ok(())
+    }
+
+    /// The noise σ and prior precision δ at the evidence's maximum (regression), the
+    /// posterior refitted there.
+    fn optimize_noise_and_prior(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.fitted()?;
+        let la = self.fitted.as_mut().expect("checked above");
+        py.detach(|| la.optimize_noise_and_prior())
+            .map_err(py_err)?;
+        Ok(())
+    }
+
+    /// The Laplace evidence `log p(D|θ*) − Σ_g (δ_g/2)‖θ_g*‖² + Σ_g (P_g/2) log δ_g − ½ log|H + D|`
+    /// at the fitted prior and noise, or at those given (a float or one δ per tensor).
+    #[pyo3(signature = (prior_precision=None, sigma_noise=None))]
+    fn log_marginal_likelihood(
+        &self,
+        prior_precision: Option<&Bound<'_, PyAny>>,
+        sigma_noise: Option<f64>,
+    ) -> PyResult<f64> {
+        let la = self.fitted()?;
+        let prior = match prior_precision {
+            Some(v) => Self::prior(v)?,
+            None => la.prior_precision().clone(),
+        };
+        la.log_marginal_likelihood_at(&prior, sigma_noise)
+            .map_err(py_err)
+    }
+
+    /// The prior precision: a float, or one δ per parameter tensor (numpy array, in the order
+    /// of `prior_tensors`).
+    #[getter]
+    fn prior_precision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.fitted()?.prior_precision() {
+            PriorPrecision::Scalar(d) => d.into_pyobject(py)?.into_any(),
+            PriorPrecision::Layerwise(d) => d.to_pyarray(py).into_any(),
+        })
+    }
+
+    /// The covered parameter tensors' names (the state_dict's keys).
+    #[getter]
+    fn prior_tensors(&self) -> PyResult<Vec<String>> {
+        Ok(self
+            .fitted()?
+            .prior_tensors()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// The Gaussian noise σ.
+    #[getter]
+    fn sigma_noise(&self) -> PyResult<f64> {
+        Ok(self.fitted()?.model().sigma)
+    }
+
+    /// The number of weights the posterior covers.
+    #[getter]
+    fn n_params(&self) -> PyResult<usize> {
+        Ok(self.fitted()?.weight_posterior().mean.len())
+    }
+
+    /// The GLM predictive at X: class probabilities (N × classes) by `link_approx`
+    /// (`probit`, `mc` with `n_samples` draws, `bridge`) for classification; the mean and the
+    /// functional covariance `(f_mu (N × K), f_var (N × K × K))` for regression.
+    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        pred_type: &str,
+        link_approx: &str,
+        n_samples: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if pred_type != "glm" {
+            return Err(PyValueError::new_err(format!(
+                "pred_type: '{pred_type}' (only 'glm', the linearised predictive)"
+            )));
+        }
+        let link = Self::link(link_approx, n_samples)?;
+        let la = self.fitted()?;
+        let x = rows("X", x, la.model().net.n_inputs())?;
+        let pred = py.detach(|| la.predict(x.as_ref(), link)).map_err(py_err)?;
+        match pred.probabilities {
+            Some(p) => Ok(to_numpy(py, p.as_ref()).into_any()),
+            None => {
+                let (n, k) = (pred.mean.nrows(), pred.mean.ncols());
+                let mean = to_numpy(py, pred.mean.as_ref()).into_any();
+                let var = shaped(py, pred.covariance, &[n, k, k])?;
+                Ok((mean, var).into_pyobject(py)?.into_any())
+            }
+        }
+    }
+
+    /// The functional covariance `J(x) Σ J(x)ᵀ` at each row of X (N × K × K).
+    fn functional_variance<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let x = rows("X", x, la.model().net.n_inputs())?;
+        let k = la.model().net.n_outputs();
+        let c = py.detach(|| la.functional_covariance(x.as_ref()));
+        shaped(py, c, &[x.nrows(), k, k])
+    }
+
+    /// The posterior kernel `J(x) Σ J(x')ᵀ` between the rows of X1 and X2 (X1 when omitted),
+    /// in neural-tangents' layout `(N1, N2, K, K)`.
+    #[pyo3(signature = (x1, x2=None))]
+    fn kernel<'py>(
+        &self,
+        py: Python<'py>,
+        x1: &Bound<'py, PyAny>,
+        x2: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let d = la.model().net.n_inputs();
+        let a = rows("X1", x1, d)?;
+        let b = match x2 {
+            Some(x2) => rows("X2", x2, d)?,
+            None => a.clone(),
+        };
+        let m = py.detach(|| la.kernel(a.as_ref(), b.as_ref()));
+        kernel_layout(py, m.as_ref(), la.model().net.n_outputs(), &[])
+    }
+
+    /// `n_samples` draws of all the network's weights from the posterior (n × P), from `seed`.
+    #[pyo3(signature = (n_samples=100, seed=0))]
+    fn sample<'py>(
+        &self,
+        py: Python<'py>,
+        n_samples: usize,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let la = self.fitted()?;
+        let draws = py.detach(|| la.sample(n_samples, seed));
+        let p = la.model().w.len();
+        let m = Mat::from_fn(n_samples, p, |i, j| draws[i][j]);
+        Ok(to_numpy(py, m.as_ref()))
+    }
+
+    /// Writes the fitted posterior to one safetensors file (`Laplace.load` reads it back).
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        self.fitted()?.save(&path).map_err(py_err)
+    }
+
+    /// Reads a posterior written by `save` (or by the CLI).
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Self> {
+        let la = CoreLaplace::load(&path).map_err(py_err)?;
+        Ok(Laplace {
+            model: la.model().clone(),
+            structure: la.structure(),
+            subset: la.subset(),
+            rank: 100,
+            seed: 0,
+            max_memory: dnn2gp::linalg::available_memory() / 4 * 3,
+            fitted: Some(la),
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Laplace(subset_of_weights='{}', hessian_structure='{}', fitted={})",
+            self.subset.to_string().replace('-', "_"),
+            self.structure,
+            self.fitted.is_some()
+        )
+    }
+}
+
+/// An (N1K × N2K) kernel, example-major, in neural-tangents' layout: `(N1, N2, K, K)`, or
+/// `(N1, N2)` with the outputs traced (`trace_axes` holding -1).
+fn kernel_layout<'py>(
+    py: Python<'py>,
+    m: MatRef<'_, f64>,
+    k: usize,
+    trace_axes: &[i64],
+) -> PyResult<Bound<'py, PyAny>> {
+    let (n1, n2) = (m.nrows() / k, m.ncols() / k);
+    match trace_axes {
+        [] => {
+            let mut v = Vec::with_capacity(n1 * n2 * k * k);
+            for i in 0..n1 {
+                for j in 0..n2 {
+                    for a in 0..k {
+                        for b in 0..k {
+                            v.push(m[(i * k + a, j * k + b)]);
+                        }
+                    }
+                }
+            }
+            shaped(py, v, &[n1, n2, k, k])
+        }
+        [-1] | [1] => {
+            let t = Mat::from_fn(n1, n2, |i, j| {
+                (0..k).map(|a| m[(i * k + a, j * k + a)]).sum()
+            });
+            Ok(to_numpy(py, t.as_ref()).into_any())
+        }
+        other => Err(PyValueError::new_err(format!(
+            "trace_axes: {other:?} (expected () or (-1,), the output axis)"
+        ))),
+    }
+}
+
+/// The empirical NTK `J(x) J(x')ᵀ` of a model at its weights, in neural-tangents' layouts:
+/// `trace_axes=(-1,)` (its default) gives `Σ_k ∂f_k(x)/∂θ · ∂f_k(x')/∂θ` (N1 × N2);
+/// `trace_axes=()` the full `(N1, N2, K, K)`. Computed from per-layer factors, never forming J.
+#[pyfunction]
+#[pyo3(signature = (model, x1, x2=None, trace_axes=vec![-1]))]
+fn ntk<'py>(
+    py: Python<'py>,
+    model: &Model,
+    x1: &Bound<'py, PyAny>,
+    x2: Option<&Bound<'py, PyAny>>,
+    trace_axes: Vec<i64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let m = &model.inner;
+    let d = m.net.n_inputs();
+    let a = rows("X1", x1, d)?;
+    let b = match x2 {
+        Some(x2) => Some(rows("X2", x2, d)?),
+        None => None,
+    };
+    let kernel = py.detach(|| {
+        let b = b.as_ref().unwrap_or(&a);
+        m.net.ntk(&m.w, a.as_ref(), b.as_ref())
+    });
+    kernel_layout(py, kernel.as_ref(), m.net.n_outputs(), &trace_axes)
+}
+
+#[pymodule]
+fn _dnn2gp(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Laplace>()?;
+    m.add_function(wrap_pyfunction!(ntk, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
