@@ -92,21 +92,6 @@ fn assert_marglik_over_deltas(lin: &Linearization, name: &str) {
     }
 }
 
-/// The empirical NTK (NK×NK, row n·K + k) in neural-tangents' (N, N, K, K) order.
-fn ntk_nt_order(k: MatRef<'_, f64>, n: usize, kk: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n * n * kk * kk);
-    for i in 0..n {
-        for j in 0..n {
-            for a in 0..kk {
-                for b in 0..kk {
-                    out.push(k[(i * kk + a, j * kk + b)]);
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn regression_glm_predictive_and_marglik_equal_laplace_torch() {
     let net = Sequential::mlp(vec![1, 16, 16, 1], Activation::Tanh).unwrap();
@@ -167,7 +152,7 @@ fn classification_glm_predictive_marglik_and_ntk_equal_the_peers() {
     let k = net.ntk(&w, xt.as_ref(), xt.as_ref());
     let (shape, nt) = npy("cls_ntk.npy");
     assert_eq!(shape, vec![8, 8, 10, 10]);
-    assert_close_f32("NTK", &ntk_nt_order(k.as_ref(), 8, 10), &nt, 1e-5);
+    assert_close_f32("NTK", &dnn2gp::gp::nt_order(k.as_ref(), 10), &nt, 1e-5);
 }
 
 #[test]
@@ -193,7 +178,12 @@ fn lenet5_trained_in_pytorch_gives_the_same_logits_and_ntk() {
     let k = net.ntk(&w, x4, x4);
     let (shape, nt) = npy("lenet5_ntk.npy");
     assert_eq!(shape, vec![4, 4, 10, 10]);
-    assert_close_f32("LeNet-5 NTK", &ntk_nt_order(k.as_ref(), 4, 10), &nt, 1e-5);
+    assert_close_f32(
+        "LeNet-5 NTK",
+        &dnn2gp::gp::nt_order(k.as_ref(), 10),
+        &nt,
+        1e-5,
+    );
 }
 
 #[test]

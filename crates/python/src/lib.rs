@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyArithmeticError, PyMemoryError, PyOSError, PyTypeError,
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use dnn2gp::gp::{kernel_view, nt_order, KernelView};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self, ParamTensor};
 use dnn2gp::nn::{Network, Sequential};
@@ -645,25 +646,8 @@ fn kernel_layout<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let (n1, n2) = (m.nrows() / k, m.ncols() / k);
     match trace_axes {
-        [] => {
-            let mut v = Vec::with_capacity(n1 * n2 * k * k);
-            for i in 0..n1 {
-                for j in 0..n2 {
-                    for a in 0..k {
-                        for b in 0..k {
-                            v.push(m[(i * k + a, j * k + b)]);
-                        }
-                    }
-                }
-            }
-            shaped(py, v, &[n1, n2, k, k])
-        }
-        [-1] | [1] => {
-            let t = Mat::from_fn(n1, n2, |i, j| {
-                (0..k).map(|a| m[(i * k + a, j * k + a)]).sum()
-            });
-            Ok(to_numpy(py, t.as_ref()).into_any())
-        }
+        [] => shaped(py, nt_order(m, k), &[n1, n2, k, k]),
+        [-1] | [1] => Ok(to_numpy(py, kernel_view(m, k, KernelView::Diag).as_ref()).into_any()),
         other => Err(PyValueError::new_err(format!(
             "trace_axes: {other:?} (expected () or (-1,), the output axis)"
         ))),

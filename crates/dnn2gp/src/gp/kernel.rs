@@ -58,19 +58,28 @@ impl fmt::Display for KernelView {
     }
 }
 
-/// Aggregates an NK×NK kernel with K outputs into the requested view.
+/// Aggregates an N_aK × N_bK kernel with K outputs into the requested view.
 pub fn kernel_view(full: MatRef<'_, f64>, k: usize, view: KernelView) -> Mat<f64> {
-    let n = full.nrows() / k;
+    let (na, nb) = (full.nrows() / k, full.ncols() / k);
     match view {
         KernelView::Full => full.to_owned(),
-        KernelView::Diag => Mat::from_fn(n, n, |i, j| {
+        KernelView::Diag => Mat::from_fn(na, nb, |i, j| {
             (0..k).map(|a| full[(i * k + a, j * k + a)]).sum()
         }),
-        KernelView::Sum => Mat::from_fn(n, n, |i, j| {
+        KernelView::Sum => Mat::from_fn(na, nb, |i, j| {
             (0..k)
                 .flat_map(|a| (0..k).map(move |b| (a, b)))
                 .map(|(a, b)| full[(i * k + a, j * k + b)])
                 .sum()
         }),
     }
+}
+
+/// An N_aK × N_bK kernel (row `i·K + a`) in neural-tangents' `(N_a, N_b, K, K)` order, flat.
+pub fn nt_order(full: MatRef<'_, f64>, k: usize) -> Vec<f64> {
+    let (na, nb) = (full.nrows() / k, full.ncols() / k);
+    (0..na)
+        .flat_map(|i| (0..nb).flat_map(move |j| (0..k * k).map(move |m| (i, j, m))))
+        .map(|(i, j, m)| full[(i * k + m / k, j * k + m % k)])
+        .collect()
 }

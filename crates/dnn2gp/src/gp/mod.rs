@@ -35,7 +35,7 @@ pub use classification::{data_space_predictive, DataSpacePredictive};
 pub use delta_path::DeltaPath;
 pub use function_space::FunctionSpace;
 pub use functional::{FunctionalGp, Outputs};
-pub use kernel::{kernel, kernel_diag, kernel_view, KernelView};
+pub use kernel::{kernel, kernel_diag, kernel_view, nt_order, KernelView};
 
 /// Where to compute: the P×P weight space or the NK×NK function space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -1041,12 +1041,95 @@ impl Laplace {
             .collect())
     }
 
+    /// The evidence's maximum over δ_g per tensor for a full H, by Newton's method in
+    /// `t = log δ`: gradient `g_g = ½(P_g − δ_g‖θ_g‖² − δ_g tr_g Σ)` and Hessian
+    /// `∂g_g/∂t_h = ½ δ_g δ_h ‖Σ_gh‖²_F − [g = h] ½ δ_g (‖θ_g‖² + tr_g Σ)` from Σ at the
+    /// current δ, each step halved until the evidence does not fall; where the Hessian is not
+    /// negative definite, MacKay's step `δ_g ← (P_g − δ_g tr_g Σ)/‖θ_g‖²`. From the scalar
+    /// optimum, until every gradient is below 1e-10·P_g.
+    fn full_layerwise_optimum(&self, h: &Mat<f64>, w2: &[f64]) -> Result<Vec<f64>> {
+        let sizes: Vec<usize> = self.prior_tensors().iter().map(|(_, len)| *len).collect();
+        let starts: Vec<usize> = sizes
+            .iter()
+            .scan(0, |at, len| {
+                *at += len;
+                Some(*at - len)
+            })
+            .collect();
+        let range = |g: usize| starts[g]..starts[g] + sizes[g];
+        let n = sizes.len();
+        let exp = |t: &[f64]| t.iter().map(|v| v.exp()).collect::<Vec<f64>>();
+        let evidence =
+            |t: &[f64]| self.log_marginal_likelihood_at(&PriorPrecision::Layerwise(exp(t)), None);
+        let mut t = vec![self.scalar_optimum()?.ln(); n];
+        let mut e = evidence(&t)?;
+        for _ in 0..100 {
+            let d = exp(&t);
+            let sigma = LaplaceGgn::from_ggn_prior(
+                self.posterior.mean.clone(),
+                h.clone(),
+                &self.per_parameter(&d),
+            )?
+            .covariance();
+            let tr: Vec<f64> = (0..n)
+                .map(|g| range(g).map(|i| sigma[(i, i)]).sum())
+                .collect();
+            let grad: Vec<f64> = (0..n)
+                .map(|g| 0.5 * (sizes[g] as f64 - d[g] * w2[g] - d[g] * tr[g]))
+                .collect();
+            if (0..n).all(|g| grad[g].abs() <= 1e-10 * sizes[g] as f64) {
+                return Ok(d);
+            }
+            // −Hessian, to be positive definite at a maximum.
+            let neg = Mat::from_fn(n, n, |g, k| {
+                let f: f64 = range(g)
+                    .flat_map(|i| range(k).map(move |j| (i, j)))
+                    .map(|(i, j)| sigma[(i, j)] * sigma[(i, j)])
+                    .sum();
+                let diag = if g == k {
+                    0.5 * d[g] * (w2[g] + tr[g])
+                } else {
+                    0.0
+                };
+                diag - 0.5 * d[g] * d[k] * f
+            });
+            let step: Vec<f64> = match neg.as_ref().llt(Side::Lower) {
+                Ok(c) => {
+                    let s =
+                        faer::linalg::solvers::Solve::solve(&c, Mat::from_fn(n, 1, |g, _| grad[g]));
+                    (0..n).map(|g| s[(g, 0)]).collect()
+                }
+                Err(_) => (0..n)
+                    .map(|g| ((2.0 * grad[g] + d[g] * w2[g]) / w2[g]).ln() - t[g])
+                    .collect(),
+            };
+            if step.iter().any(|s| !s.is_finite()) {
+                return Err(Error::Numerical(format!(
+                    "the evidence has no maximum in the prior precisions per layer (gradients \
+                     {grad:?})"
+                )));
+            }
+            let mut a = 1.0;
+            loop {
+                let next: Vec<f64> = t.iter().zip(&step).map(|(t, s)| t + a * s).collect();
+                let en = evidence(&next)?;
+                if en >= e || a < 1e-6 {
+                    (t, e) = (next, en);
+                    break;
+                }
+                a /= 2.0;
+            }
+        }
+        Err(Error::Numerical(
+            "the prior precision per layer did not converge in 100 Newton steps".into(),
+        ))
+    }
+
     /// The prior precision per parameter tensor maximising the evidence (laplace-torch's
     /// `optimize_prior_precision(method="marglik", prior_structure="layerwise")`). Diagonal
     /// and KFAC: the evidence separates over the tensors, so each δ_g is the one root of
     /// `½ Σ_{λ∈g} λ/(λ + δ_g) − ½ δ_g‖θ_g*‖²`, bisected in log δ_g to machine precision. Full:
-    /// MacKay's fixed point `δ_g ← (P_g − δ_g tr_g Σ)/‖θ_g*‖²` from the scalar optimum, until
-    /// every gradient is below 1e-10·P_g. The posterior is then refitted there.
+    /// Newton's method in log δ from the scalar optimum. The posterior is then refitted there.
     pub fn optimize_prior_precision_layerwise(&mut self) -> Result<LayerwisePriorFit> {
         let tensors = self.prior_tensors();
         let w2 = self.tensor_sq_norms();
@@ -1060,35 +1143,11 @@ impl Laplace {
         // Refuses a low-rank posterior.
         self.per_tensor(&PriorPrecision::Layerwise(vec![1.0; tensors.len()]))?;
         let d = match &self.ggn {
-            Ggn::Full(_) => {
-                let mut d = vec![self.scalar_optimum()?; tensors.len()];
-                let mut rounds = 0;
-                loop {
-                    let grad = self.log_marginal_likelihood_gradient_layerwise(&d)?;
-                    if (grad.iter().zip(&tensors))
-                        .all(|(g, (_, len))| g.abs() <= 1e-10 * *len as f64)
-                    {
-                        break d;
-                    }
-                    if rounds == 10_000 {
-                        return Err(Error::Numerical(format!(
-                            "the prior precision per layer did not converge in 10,000 rounds \
-                             (gradients {grad:?})"
-                        )));
-                    }
-                    // γ_g = P_g − δ_g tr_g Σ = 2·grad_g + δ_g‖θ_g‖².
-                    for (g, dg) in d.iter_mut().enumerate() {
-                        if w2[g] <= 0.0 {
-                            return Err(no_maximum(g));
-                        }
-                        let gamma = 2.0 * grad[g] + *dg * w2[g];
-                        *dg = gamma / w2[g];
-                        if !(*dg > 0.0 && dg.is_finite()) {
-                            return Err(no_maximum(g));
-                        }
-                    }
-                    rounds += 1;
+            Ggn::Full(h) => {
+                if let Some(g) = w2.iter().position(|v| *v <= 0.0) {
+                    return Err(no_maximum(g));
                 }
+                self.full_layerwise_optimum(h, &w2)?
             }
             _ => {
                 let lambda = self.ggn_eigenvalues()?.into_owned();
