@@ -836,7 +836,7 @@ fn the_coupled_gp_is_the_full_laplace_posterior() {
     use dnn2gp::gp::{FunctionalGp, Outputs};
     let m = model(CNN, 0.8);
     let (x, y) = data(20, 36, 3, 18);
-    let (xs, _) = data(70, 36, 3, 19);
+    let (xs, _) = data(300, 36, 3, 19); // two blocks of the coupled predictive
     let mut gp = FunctionalGp::fit(
         m.clone(),
         x.as_ref(),
@@ -851,7 +851,7 @@ fn the_coupled_gp_is_the_full_laplace_posterior() {
             gp.functional_covariance(xs.as_ref()),
             full.functional_covariance(xs.as_ref()),
         );
-        assert_eq!(a.len(), 70 * 9);
+        assert_eq!(a.len(), 300 * 9);
         let top = b.iter().fold(0.0_f64, |t, v| t.max(v.abs()));
         for (a, b) in a.iter().zip(&b) {
             assert!((a - b).abs() < 1e-9 * top, "{a} against {b}");

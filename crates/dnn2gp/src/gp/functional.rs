@@ -12,7 +12,8 @@
 //! own m×m kernel `δ⁻¹ J_c J_cᵀ` and `Λ_c = diag(Λ_i,cc)`: output c's variance under the
 //! weight-space posterior of output c alone, `(J_cᵀ Λ_c J_c + δI)⁻¹`, and
 //! `−½ Σ_c log|B_c|` in the evidence; for one logit both are the full posterior's.
-use faer::{Mat, MatRef, Side};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, sym_sqrt, Cholesky};
@@ -42,17 +43,34 @@ struct Group {
     chol: Cholesky,
 }
 
-/// `R M` in place for a block-diagonal `R` (m blocks of b×b, row-major) and M with mb rows.
+/// `R M` in place for a block-diagonal `R` (m blocks of b×b, row-major) and M with mb rows: in
+/// parallel over blocks of columns, each b-row slab one small product (b = 1: a scaling).
 fn root_times(root: &[f64], b: usize, m: &mut Mat<f64>) {
-    let mut tmp = vec![0.0; b];
-    for j in 0..m.ncols() {
-        for (e, r) in root.chunks(b * b).enumerate() {
-            for (a, t) in tmp.iter_mut().enumerate() {
-                *t = (0..b).map(|c| r[a * b + c] * m[(e * b + c, j)]).sum();
+    use rayon::prelude::*;
+    m.as_mut().par_col_chunks_mut(256).for_each(|mut cols| {
+        if b == 1 {
+            for j in 0..cols.ncols() {
+                cols.as_mut()
+                    .col_mut(j)
+                    .iter_mut()
+                    .zip(root)
+                    .for_each(|(v, r)| *v *= r);
             }
-            (0..b).for_each(|a| m[(e * b + a, j)] = tmp[a]);
+            return;
         }
-    }
+        let mut tmp = Mat::<f64>::zeros(b, cols.ncols());
+        for (e, r) in root.chunks(b * b).enumerate() {
+            matmul(
+                tmp.as_mut(),
+                Accum::Replace,
+                MatRef::from_row_major_slice(r, b, b),
+                cols.as_ref().subrows(e * b, b),
+                1.0,
+                Par::Seq,
+            );
+            cols.as_mut().subrows_mut(e * b, b).copy_from(&tmp);
+        }
+    });
 }
 
 /// The function-space GP of a classifier on m points.
@@ -220,15 +238,19 @@ impl FunctionalGp {
     }
 
     /// The K×K functional covariances `J*_i Σ J*_iᵀ` at the rows of `xs` (row-major, M·K·K;
-    /// diagonal for independent outputs), 64 inputs at a time.
+    /// diagonal for independent outputs); coupled, 256 inputs at a time (the solve's right-hand
+    /// sides are mK × 256K).
     pub fn functional_covariance(&self, xs: MatRef<'_, f64>) -> Vec<f64> {
-        const CHUNK: usize = 64;
         let (net, w) = (&self.model.net, &self.model.w);
         let k = net.n_outputs();
+        let chunk = match self.outputs {
+            Outputs::Independent => xs.nrows().max(1),
+            Outputs::Coupled => 256,
+        };
         let ft = net.jacobian_factors(w, self.x.as_ref());
         let mut out = vec![0.0; xs.nrows() * k * k];
-        for s in (0..xs.nrows()).step_by(CHUNK) {
-            let n = CHUNK.min(xs.nrows() - s);
+        for s in (0..xs.nrows()).step_by(chunk) {
+            let n = chunk.min(xs.nrows() - s);
             let fs = net.jacobian_factors(w, xs.subrows(s, n));
             let blocks = &mut out[s * k * k..(s + n) * k * k];
             for (c, g) in self.groups.iter().enumerate() {
