@@ -213,6 +213,42 @@ impl Model {
             .map_err(py_err)
     }
 
+    /// The model from its parts (what pickling sends to another process, e.g. a Dask worker).
+    #[staticmethod]
+    fn _from_parts(
+        arch: &str,
+        weights: Vec<f64>,
+        likelihood: &str,
+        sigma_noise: f64,
+        prior_precision: f64,
+    ) -> PyResult<Self> {
+        let net = Sequential::parse(arch).map_err(py_err)?;
+        let kind = likelihood.parse::<LikelihoodKind>().map_err(py_err)?;
+        let inner =
+            CoreModel::new(net, weights, kind, sigma_noise, prior_precision).map_err(py_err)?;
+        Ok(Model { inner })
+    }
+
+    /// Pickling: the architecture, weights, likelihood, σ and δ.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let m = &self.inner;
+        let from = py.get_type::<Model>().getattr("_from_parts")?;
+        let args = (
+            m.net.spec(),
+            m.w.clone(),
+            m.likelihood.to_string(),
+            m.sigma,
+            m.delta,
+        );
+        Ok((from, args).into_pyobject(py)?.into_any())
+    }
+
+    /// The number of outputs K.
+    #[getter]
+    fn n_outputs(&self) -> usize {
+        self.inner.net.n_outputs()
+    }
+
     /// The architecture spec.
     #[getter]
     fn arch(&self) -> String {
@@ -680,11 +716,31 @@ fn ntk<'py>(
     kernel_layout(py, kernel.as_ref(), m.net.n_outputs(), &trace_axes)
 }
 
+/// The GGN's diagonal `Σ_i diag(J_iᵀ Λ_i J_i)` over the rows of (X, y), streamed without
+/// forming J (P): a chunk's partial sum, so that the sum over chunks is the whole data's.
+#[pyfunction]
+fn ggn_diagonal<'py>(
+    py: Python<'py>,
+    model: &Model,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let m = &model.inner;
+    let x = rows("X", x, m.net.n_inputs())?;
+    let y = targets(m, y, x.nrows())?;
+    let lik = m.likelihood().map_err(py_err)?;
+    let h = py.detach(|| {
+        dnn2gp::curvature::ggn_diagonal(&m.net, lik.as_ref(), &m.w, x.as_ref(), y.as_ref(), None)
+    });
+    Ok(h.into_pyarray(py))
+}
+
 #[pymodule]
 fn _dnn2gp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<Laplace>()?;
     m.add_function(wrap_pyfunction!(ntk, m)?)?;
+    m.add_function(wrap_pyfunction!(ggn_diagonal, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

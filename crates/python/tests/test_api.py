@@ -250,3 +250,58 @@ def test_the_pytorch_example_runs_on_numpy_alone(monkeypatch, capsys):
     assert np.mean(la(x).argmax(1) == y) > 0.9
     var = np.einsum("ikk->ik", la.functional_variance(np.array([[-2.0, 0.0], [6.0, 6.0]])))
     assert np.all(var[1] > 2 * var[0])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes on this machine."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as c, distributed.Client(c) as client:
+        yield client
+
+
+def test_dask_kernels_and_ggn_equal_the_single_process_results(cluster):
+    """On two worker processes: NTK tiles (both layouts, rectangular) and the GGN diagonal's tree
+    reduction equal the single-process results to 1e-12; the model pickles to the workers."""
+    import pickle
+
+    import dnn2gp.dask
+
+    model = dnn2gp.Model(MLP, mlp_state())
+    back = pickle.loads(pickle.dumps(model))
+    x, y = data(n=70)
+    np.testing.assert_array_equal(back(x), model(x))
+    tiles = dnn2gp.dask.ntk(model, x, x[:50], chunks=16)
+    assert tiles.numblocks == (5, 4)
+    np.testing.assert_allclose(tiles.compute(), dnn2gp.ntk(model, x, x[:50]), rtol=1e-12, atol=1e-12)
+    full = dnn2gp.dask.ntk(model, x, chunks=32, trace_axes=())
+    np.testing.assert_allclose(full.compute(), dnn2gp.ntk(model, x, trace_axes=()), rtol=1e-12, atol=1e-12)
+    h = dnn2gp.dask.ggn_diagonal(model, x, y, chunks=16).compute()
+    np.testing.assert_allclose(h, dnn2gp._dnn2gp.ggn_diagonal(model, x, y), rtol=1e-12, atol=1e-14)
+    assert h.shape == (model.n_params,) and np.all(h >= 0)
+
+
+def test_a_worker_killed_mid_run_is_retried(cluster, tmp_path):
+    """A worker process dies in the middle of the graph (after computing its tiles): the
+    scheduler recomputes what it held on the other worker, and the kernel is unchanged."""
+    import dnn2gp.dask
+
+    model = dnn2gp.Model(MLP, mlp_state())
+    x, _ = data(n=64)
+    marker = str(tmp_path / "died")
+
+    def die_once(block):
+        import os
+
+        if block.size and not os.path.exists(marker):  # not while dask infers the meta
+            open(marker, "w").close()
+            os._exit(1)
+        return block
+
+    tiles = dnn2gp.dask.ntk(model, x, chunks=16).map_blocks(
+        die_once, meta=np.empty((0, 0), dtype=np.float64)
+    )
+    out = tiles.compute()
+    assert os.path.exists(marker)
+    np.testing.assert_allclose(out, dnn2gp.ntk(model, x), rtol=1e-12, atol=1e-12)
