@@ -18,6 +18,6 @@ weights or the last layer), and its GP view the kernel `J(x) Σ J(x')ᵀ` (`Lapl
 `ntk` is the empirical NTK `J(x) J(x')ᵀ` in neural-tangents' layouts.
 """
 
-from ._dnn2gp import Laplace, Model, __version__, ntk
+from ._dnn2gp import Laplace, Model, __version__, ggn_diagonal, ntk
 
-__all__ = ["Laplace", "Model", "ntk", "__version__"]
+__all__ = ["Laplace", "Model", "ggn_diagonal", "ntk", "__version__"]
