@@ -104,13 +104,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Every structure on the last layer (and KFAC on all weights), two angles and an OOD set:
-/// the files are written and the MAP's numbers equal the library's on the same images.
-#[test]
-fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
-    let Some(t) = setup() else { return };
-    let out = t.root.join("eval");
-    let args = [
+/// `evaluate` with the B6 LeNet-5 and the setup's training and test files.
+fn base_args(t: &Setup) -> Vec<&str> {
+    vec![
         "evaluate",
         "--model",
         s(&t.weights),
@@ -124,6 +120,17 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
         s(&t.test.0),
         "--test-labels",
         s(&t.test.1),
+    ]
+}
+
+/// Every structure on the last layer (and KFAC on all weights), two angles and an OOD set:
+/// the files are written and the MAP's numbers equal the library's on the same images.
+#[test]
+fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
+    let Some(t) = setup() else { return };
+    let out = t.root.join("eval");
+    let mut args = base_args(&t);
+    args.extend([
         "--angles",
         "0,90",
         "--ood-images",
@@ -134,7 +141,7 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
         "20",
         "--out",
         s(&out),
-    ];
+    ]);
     let run = dnn2gp(&args);
     assert!(
         run.status.success(),
@@ -190,20 +197,8 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
 fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
     let Some(t) = setup() else { return };
     let out = t.root.join("layerwise");
-    let run = dnn2gp(&[
-        "evaluate",
-        "--model",
-        s(&t.weights),
-        "--arch",
-        LENET5,
-        "--train-images",
-        s(&t.train.0),
-        "--train-labels",
-        s(&t.train.1),
-        "--test-images",
-        s(&t.test.0),
-        "--test-labels",
-        s(&t.test.1),
+    let mut args = base_args(&t);
+    args.extend([
         "--hessian",
         "kron,diag",
         "--prior-structure",
@@ -211,6 +206,7 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
         "--out",
         s(&out),
     ]);
+    let run = dnn2gp(&args);
     assert!(
         run.status.success(),
         "{}",
@@ -253,23 +249,8 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
 fn evaluate_refuses_bad_options_before_any_work() {
     let Some(t) = setup() else { return };
     let out = t.root.join("never");
-    let base = [
-        "evaluate",
-        "--model",
-        s(&t.weights),
-        "--arch",
-        LENET5,
-        "--train-images",
-        s(&t.train.0),
-        "--train-labels",
-        s(&t.train.1),
-        "--test-images",
-        s(&t.test.0),
-        "--test-labels",
-        s(&t.test.1),
-        "--out",
-        s(&out),
-    ];
+    let mut base = base_args(&t);
+    base.extend(["--out", s(&out)]);
     let noise = s(&t.noise);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--hessian", "kron,bogus"], "--hessian"),

@@ -225,17 +225,7 @@ pub fn b7(dir: &Path, m: usize, outputs: Outputs) -> Result<BenchRun> {
         return Err(Error::Invalid(format!("B7 with m = {m} training images")));
     }
     let memory = dnn2gp::linalg::available_memory();
-    FunctionalGp::bytes(&model.net, m, outputs)
-        .le(&memory)
-        .then_some(())
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "B7 m = {m} {}: {:.1} GiB, {:.1} GiB available",
-                format!("{outputs:?}").to_lowercase(),
-                FunctionalGp::bytes(&model.net, m, outputs) as f64 / 2f64.powi(30),
-                memory as f64 / 2f64.powi(30)
-            ))
-        })?;
+    FunctionalGp::check_memory(&model.net, m, outputs, memory)?;
     let mut timings = Vec::new();
     let mut info = serde_json::Map::new();
     // δ from the independent GP on min(m, 1,600) points.

@@ -293,38 +293,37 @@ impl Model {
 /// one-hot rows (N, K) for classification, values (N,) or (N, K) for regression.
 fn targets(model: &CoreModel, y: &Bound<'_, PyAny>, n: usize) -> PyResult<Mat<f64>> {
     let k = model.net.n_outputs();
-    if let Ok(labels) = y.call_method1("astype", ("int64",)) {
-        let is_int = y
-            .getattr("dtype")
-            .and_then(|d| d.getattr("kind"))
-            .map(|kind| kind.to_string() == "i" || kind.to_string() == "u")
-            .unwrap_or(false);
-        if is_int && model.likelihood != LikelihoodKind::Gaussian {
-            let a = array::<i64>("y", &labels, "integer")?;
-            let ro = a.readonly();
-            let s = ro
-                .as_slice()
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            let classes = if k == 1 { 2 } else { k };
-            if ro.ndim() != 1 || s.len() != n {
-                return Err(PyValueError::new_err(format!(
-                    "y: shape {:?}; expected {n} labels",
-                    ro.shape()
-                )));
-            }
-            if let Some(i) = s.iter().position(|c| *c < 0 || *c as usize >= classes) {
-                return Err(PyValueError::new_err(format!(
-                    "y[{i}] = {}: labels run from 0 to {}",
-                    s[i],
-                    classes - 1
-                )));
-            }
-            return Ok(if k == 1 {
-                Mat::from_fn(n, 1, |i, _| s[i] as f64)
-            } else {
-                Mat::from_fn(n, k, |i, c| f64::from(u8::from(s[i] as usize == c)))
-            });
+    let kind = y
+        .getattr("dtype")
+        .and_then(|d| d.getattr("kind"))
+        .map(|kind| kind.to_string())
+        .unwrap_or_default();
+    if (kind == "i" || kind == "u") && model.likelihood != LikelihoodKind::Gaussian {
+        let labels = y.call_method1("astype", ("int64",))?;
+        let a = array::<i64>("y", &labels, "integer")?;
+        let ro = a.readonly();
+        let s = ro
+            .as_slice()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let classes = if k == 1 { 2 } else { k };
+        if ro.ndim() != 1 || s.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "y: shape {:?}; expected {n} labels",
+                ro.shape()
+            )));
         }
+        if let Some(i) = s.iter().position(|c| *c < 0 || *c as usize >= classes) {
+            return Err(PyValueError::new_err(format!(
+                "y[{i}] = {}: labels run from 0 to {}",
+                s[i],
+                classes - 1
+            )));
+        }
+        return Ok(if k == 1 {
+            Mat::from_fn(n, 1, |i, _| s[i] as f64)
+        } else {
+            Mat::from_fn(n, k, |i, c| f64::from(u8::from(s[i] as usize == c)))
+        });
     }
     let a = array::<f64>("y", y, "float64 (or integer labels)")?;
     let ro = a.readonly();

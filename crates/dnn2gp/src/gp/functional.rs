@@ -94,22 +94,7 @@ impl FunctionalGp {
         outputs: Outputs,
         memory_limit: u128,
     ) -> Result<Self> {
-        check_memory(
-            &format!(
-                "the Jacobian factors of the m points and the {} kernel's factor and two more \
-                 copies",
-                match outputs {
-                    Outputs::Independent => "independent outputs' m×m",
-                    Outputs::Coupled => "coupled mK×mK",
-                }
-            ),
-            Self::bytes(&model.net, x.nrows(), outputs),
-            memory_limit,
-            match outputs {
-                Outputs::Independent => "use fewer training points",
-                Outputs::Coupled => "use fewer training points or independent outputs",
-            },
-        )?;
+        Self::check_memory(&model.net, x.nrows(), outputs, memory_limit)?;
         let (m, k) = (x.nrows(), model.net.n_outputs());
         let lik = model.likelihood()?;
         let f = crate::nn::predict(&model.net, &model.w, x);
@@ -166,6 +151,27 @@ impl FunctionalGp {
             groups,
             nll,
         })
+    }
+
+    /// Refuses a GP of `net` on m points whose kernels exceed `limit` bytes ([`Self::bytes`]),
+    /// before any work.
+    pub fn check_memory(net: &Sequential, m: usize, outputs: Outputs, limit: u128) -> Result<()> {
+        let (what, advice) = match outputs {
+            Outputs::Independent => ("independent outputs' m×m", "use fewer training points"),
+            Outputs::Coupled => (
+                "coupled mK×mK",
+                "use fewer training points or independent outputs",
+            ),
+        };
+        check_memory(
+            &format!(
+                "the Jacobian factors of the {m} points and the {what} kernel's factor and two \
+                 more copies"
+            ),
+            Self::bytes(net, m, outputs),
+            limit,
+            advice,
+        )
     }
 
     /// Bytes the fit holds at once: the factors and, per kernel, itself, its scaled copy and
