@@ -1302,7 +1302,9 @@ impl Laplace {
         Ok(())
     }
 
-    /// Refits the posterior at a prior (one δ, or δ_g per tensor) from the same curvature.
+    /// Refits the posterior at a prior (one δ, or δ_g per tensor) from the same curvature;
+    /// [`Laplace::prior_precision`] then holds it (the model's δ changes only through
+    /// [`Laplace::set_prior_precision`]).
     pub fn set_prior(&mut self, prior: PriorPrecision) -> Result<()> {
         let d = self.per_tensor(&prior)?;
         let mean = self.posterior.mean.clone();
