@@ -123,7 +123,7 @@ pub(super) fn predict(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         scored = labels.as_ref().map(|l| scores(&cp.p_probit, l));
         cp.write(out.path(), labels.as_deref(), &mut files)?;
     } else {
-        let gp = Dnn2Gp::new(&lin, delta, space, ctx.memory)?;
+        let gp = Dnn2Gp::of(net, x, &lin, delta, space, ctx.memory)?;
         warn(&mut warnings, gp.warnings());
         used_space = gp.space;
         let diag = match hessian {

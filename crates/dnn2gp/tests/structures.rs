@@ -873,3 +873,86 @@ fn the_coupled_gp_is_the_full_laplace_posterior() {
         .functional_covariance(xs.as_ref());
     assert!(ind[1] == 0.0 && gp.functional_covariance(xs.as_ref())[1] != 0.0);
 }
+
+/// The statistics of chunks of the data add up to the whole data's: the posterior from the
+/// summed [`Curvature`] (also sent through its parts, as another process would) has the fit's
+/// evidence, at any δ, and its functional covariances (full, diag and kron, all weights and the
+/// last layer); low rank, shapes of another network and unlike curvatures are refused.
+#[test]
+fn curvatures_of_chunks_add_up_to_the_fit() {
+    use dnn2gp::posterior::Curvature;
+    let m = model(CNN, 0.6);
+    let (x, y) = data(23, 36, 3, 12);
+    let (xs, _) = data(4, 36, 3, 13);
+    let opts = FitOptions::default();
+    for s in [
+        HessianStructure::Full,
+        HessianStructure::Diag,
+        HessianStructure::Kron,
+    ] {
+        for sub in [Subset::All, Subset::LastLayer] {
+            let la = fit(&m, &x, &y, s, sub);
+            let mut total: Option<Curvature> = None;
+            for (start, rows) in [(0, 10), (10, 9), (19, 4)] {
+                let c = Laplace::curvature(
+                    &m,
+                    x.as_ref().subrows(start, rows),
+                    y.as_ref().subrows(start, rows),
+                    s,
+                    sub,
+                    &opts,
+                )
+                .unwrap();
+                let (tensors, scalars) = c.to_parts();
+                let c = Curvature::from_parts(s, sub, tensors, scalars).unwrap();
+                match &mut total {
+                    None => total = Some(c),
+                    Some(t) => t.add(&c).unwrap(),
+                }
+            }
+            let total = total.unwrap();
+            assert_eq!((total.n(), total.structure(), total.subset()), (23, s, sub));
+            let back = Laplace::from_curvature(m.clone(), total).unwrap();
+            for d in [None, Some(3.0)] {
+                let (a, b) = (
+                    back.log_marginal_likelihood(d, None).unwrap(),
+                    la.log_marginal_likelihood(d, None).unwrap(),
+                );
+                assert_relative_eq!(a, b, max_relative = 1e-12);
+            }
+            let (a, b) = (
+                back.functional_covariance(xs.as_ref()),
+                la.functional_covariance(xs.as_ref()),
+            );
+            assert_close(
+                MatRef::from_row_major_slice(&a, a.len(), 1),
+                MatRef::from_row_major_slice(&b, b.len(), 1),
+                1e-11,
+            );
+        }
+    }
+    let low = Laplace::curvature(
+        &m,
+        x.as_ref(),
+        y.as_ref(),
+        HessianStructure::LowRank,
+        Subset::All,
+        &opts,
+    );
+    assert!(low.unwrap_err().to_string().contains("lowrank"));
+    let curv = |s, sub| Laplace::curvature(&m, x.as_ref(), y.as_ref(), s, sub, &opts).unwrap();
+    let mut kron = curv(HessianStructure::Kron, Subset::All);
+    let diag = curv(HessianStructure::Diag, Subset::All);
+    assert!(kron
+        .add(&diag)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot add"));
+    let last = curv(HessianStructure::Kron, Subset::LastLayer);
+    assert!(kron.add(&last).is_err());
+    let other = model(MLP, 0.6);
+    let err = Laplace::from_curvature(other, diag)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shapes"), "{err}");
+}

@@ -5,6 +5,10 @@
 
 use std::path::PathBuf;
 
+mod gp;
+mod progress;
+mod train;
+
 use faer::{Mat, MatRef};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods, ToPyArray,
@@ -24,8 +28,20 @@ use dnn2gp::posterior::{
 use dnn2gp::train::model::Model as CoreModel;
 use dnn2gp::Error;
 
+/// The bytes a computation may allocate at once: `max_memory_gib`, or three quarters of the
+/// available memory.
+pub(crate) fn memory_budget(max_memory_gib: Option<f64>) -> PyResult<u128> {
+    match max_memory_gib {
+        None => Ok(dnn2gp::linalg::available_memory() / 4 * 3),
+        Some(g) if g.is_finite() && g > 0.0 => Ok((g * 2f64.powi(30)) as u128),
+        Some(g) => Err(PyValueError::new_err(format!(
+            "max_memory_gib: {g} is not a positive number"
+        ))),
+    }
+}
+
 /// The core's error as the Python exception users expect.
-fn py_err(e: Error) -> PyErr {
+pub(crate) fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Error::Memory(_) => PyMemoryError::new_err(msg),
@@ -50,7 +66,7 @@ fn describe(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// A C-contiguous numpy array of `T` named `name`, or the error naming what is wrong.
-fn array<'py, T: numpy::Element>(
+pub(crate) fn array<'py, T: numpy::Element>(
     name: &str,
     value: &Bound<'py, PyAny>,
     want: &str,
@@ -61,6 +77,14 @@ fn array<'py, T: numpy::Element>(
             describe(value)
         ))
     })?;
+    // Buffers unpickled from another process may be misaligned: an aligned copy serves.
+    if !arr
+        .getattr("flags")?
+        .getattr("aligned")?
+        .extract::<bool>()?
+    {
+        return array(name, &arr.call_method0("copy")?, want);
+    }
     if !arr.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{name}: the array is not C-contiguous (numpy.ascontiguousarray({name}) makes a \
@@ -72,7 +96,7 @@ fn array<'py, T: numpy::Element>(
 
 /// An `(N, …)` float64 array as an N × `d` matrix (the trailing axes flattened in C order, as
 /// PyTorch flattens an image), `d` the network's inputs.
-fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
+pub(crate) fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
     let arr = array::<f64>(name, value, "float64")?;
     let ro = arr.readonly();
     let shape = ro.shape().to_vec();
@@ -89,8 +113,20 @@ fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
     Ok(Mat::from_fn(shape[0], d, |i, j| s[i * d + j]))
 }
 
+/// X1 and X2 (none when omitted) as matrices of `d` columns.
+pub(crate) fn pair(
+    x1: &Bound<'_, PyAny>,
+    x2: Option<&Bound<'_, PyAny>>,
+    d: usize,
+) -> PyResult<(Mat<f64>, Option<Mat<f64>>)> {
+    Ok((
+        rows("X1", x1, d)?,
+        x2.map(|x| rows("X2", x, d)).transpose()?,
+    ))
+}
+
 /// A matrix as a 2-D numpy array.
-fn to_numpy<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> Bound<'py, PyArray2<f64>> {
+pub(crate) fn to_numpy<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> Bound<'py, PyArray2<f64>> {
     let (r, c) = (m.nrows(), m.ncols());
     let v: Vec<f64> = (0..r * c).map(|i| m[(i / c, i % c)]).collect();
     v.into_pyarray(py)
@@ -99,7 +135,11 @@ fn to_numpy<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> Bound<'py, PyArray2<f64
 }
 
 /// A flat vector as a numpy array of `shape`.
-fn shaped<'py>(py: Python<'py>, v: Vec<f64>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn shaped<'py>(
+    py: Python<'py>,
+    v: Vec<f64>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(v.into_pyarray(py).reshape(shape.to_vec())?.into_any())
 }
 
@@ -109,8 +149,8 @@ fn shaped<'py>(py: Python<'py>, v: Vec<f64>, shape: &[usize]) -> PyResult<Bound<
 /// file (`Model.load`).
 #[pyclass(name = "Model", module = "dnn2gp", frozen)]
 #[derive(Clone)]
-struct Model {
-    inner: CoreModel,
+pub(crate) struct Model {
+    pub(crate) inner: CoreModel,
 }
 
 /// The likelihood of laplace-torch's word for a network of `k` outputs.
@@ -122,6 +162,14 @@ fn likelihood_of(word: &str, k: usize) -> PyResult<LikelihoodKind> {
         other => Err(PyValueError::new_err(format!(
             "likelihood: '{other}' (expected 'classification' or 'regression')"
         ))),
+    }
+}
+
+/// laplace-torch's word for a likelihood.
+fn likelihood_word(kind: LikelihoodKind) -> &'static str {
+    match kind {
+        LikelihoodKind::Gaussian => "regression",
+        _ => "classification",
     }
 }
 
@@ -243,6 +291,24 @@ impl Model {
         Ok((from, args).into_pyobject(py)?.into_any())
     }
 
+    /// laplace-torch's word for the likelihood: `"classification"` or `"regression"`.
+    #[getter]
+    fn likelihood(&self) -> &'static str {
+        likelihood_word(self.inner.likelihood)
+    }
+
+    /// The prior precision δ.
+    #[getter]
+    fn prior_precision(&self) -> f64 {
+        self.inner.delta
+    }
+
+    /// The Gaussian noise σ (1 for classification).
+    #[getter]
+    fn sigma_noise(&self) -> f64 {
+        self.inner.sigma
+    }
+
     /// The number of outputs K.
     #[getter]
     fn n_outputs(&self) -> usize {
@@ -291,7 +357,7 @@ impl Model {
 
 /// Targets of the model's likelihood from `y`: class labels (N,) of any integer dtype or
 /// one-hot rows (N, K) for classification, values (N,) or (N, K) for regression.
-fn targets(model: &CoreModel, y: &Bound<'_, PyAny>, n: usize) -> PyResult<Mat<f64>> {
+pub(crate) fn targets(model: &CoreModel, y: &Bound<'_, PyAny>, n: usize) -> PyResult<Mat<f64>> {
     let k = model.net.n_outputs();
     let kind = y
         .getattr("dtype")
@@ -434,30 +500,69 @@ impl Laplace {
         if rank == 0 {
             return Err(PyValueError::new_err("rank: must be at least 1"));
         }
-        let max_memory = match max_memory_gib {
-            None => dnn2gp::linalg::available_memory() / 4 * 3,
-            Some(g) if g.is_finite() && g > 0.0 => (g * 2f64.powi(30)) as u128,
-            Some(g) => {
-                return Err(PyValueError::new_err(format!(
-                    "max_memory_gib: {g} is not a positive number"
-                )))
-            }
-        };
         Ok(Laplace {
             model: m,
             structure,
             subset,
             rank,
             seed,
-            max_memory,
+            max_memory: memory_budget(max_memory_gib)?,
             fitted: None,
         })
     }
 
     /// Fits the posterior on the training data: inputs X (N × D, or N × C × H × W, float64)
     /// and targets y (class labels or one-hot rows; regression values). The memory the fit
-    /// needs is checked first (`MemoryError`).
-    fn fit(&mut self, py: Python<'_>, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// needs is checked first (`MemoryError`). `progress=True` draws a line on stderr (diag,
+    /// kron and lowrank fits, which stream the data). Numerical events of the factorisation
+    /// (jitter, floored eigenvalues) are warned as `RuntimeWarning`.
+    #[pyo3(signature = (x, y, progress=false))]
+    fn fit(
+        &mut self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        progress: bool,
+    ) -> PyResult<()> {
+        let x = rows("X", x, self.model.net.n_inputs())?;
+        let y = targets(&self.model, y, x.nrows())?;
+        let n = x.nrows() as u64;
+        let passes = match self.structure {
+            HessianStructure::Full => 0,
+            HessianStructure::LowRank => 4,
+            _ => 1,
+        };
+        let line = progress::Line::new(progress && passes > 0, "fit", "examples", passes * n);
+        let (model, structure, subset) = (self.model.clone(), self.structure, self.subset);
+        let (max_memory, rank, seed) = (self.max_memory, self.rank, self.seed);
+        let la = py
+            .detach(|| {
+                progress::with_line(&line, |progress| {
+                    let opts = FitOptions {
+                        memory_limit: max_memory,
+                        progress,
+                        rank,
+                        seed,
+                    };
+                    CoreLaplace::fit_subset(model, x.as_ref(), y.as_ref(), structure, subset, &opts)
+                })
+            })
+            .map_err(py_err)?;
+        gp::warn(py, &la.weight_posterior().warnings())?;
+        self.fitted = Some(la);
+        Ok(())
+    }
+
+    /// What `fit` sums over the data (X, y), as a `Curvature`: the GGN in this posterior's
+    /// structure (full, diag or kron; not lowrank), `−log p` and the squared error. Curvatures
+    /// of chunks of the data add up (`c1 + c2`) to the whole data's, so the fit can run on
+    /// other processes (`dnn2gp.dask.fit`); `fit_curvature` finishes it.
+    fn curvature(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+    ) -> PyResult<Curvature> {
         let x = rows("X", x, self.model.net.n_inputs())?;
         let y = targets(&self.model, y, x.nrows())?;
         let opts = FitOptions {
@@ -466,12 +571,34 @@ impl Laplace {
             rank: self.rank,
             seed: self.seed,
         };
-        let (model, structure, subset) = (self.model.clone(), self.structure, self.subset);
-        let la = py
+        let (m, structure, subset) = (&self.model, self.structure, self.subset);
+        let inner = py
             .detach(|| {
-                CoreLaplace::fit_subset(model, x.as_ref(), y.as_ref(), structure, subset, &opts)
+                CoreLaplace::check_memory(&m.net, x.nrows(), structure, subset, opts.memory_limit)?;
+                CoreLaplace::curvature(m, x.as_ref(), y.as_ref(), structure, subset, &opts)
             })
             .map_err(py_err)?;
+        Ok(Curvature { inner })
+    }
+
+    /// Fits the posterior from the curvature of the whole training data (the sum of
+    /// `curvature` over its chunks): the same posterior as `fit`.
+    fn fit_curvature(&mut self, py: Python<'_>, curvature: &Curvature) -> PyResult<()> {
+        if (curvature.inner.structure(), curvature.inner.subset()) != (self.structure, self.subset)
+        {
+            return Err(PyValueError::new_err(format!(
+                "curvature: a {} curvature over the {}; this posterior is {} over the {}",
+                curvature.inner.structure(),
+                curvature.inner.subset(),
+                self.structure,
+                self.subset
+            )));
+        }
+        let (model, c) = (self.model.clone(), curvature.inner.clone());
+        let la = py
+            .detach(|| CoreLaplace::from_curvature(model, c))
+            .map_err(py_err)?;
+        gp::warn(py, &la.weight_posterior().warnings())?;
         self.fitted = Some(la);
         Ok(())
     }
@@ -526,6 +653,33 @@ impl Laplace {
         };
         la.log_marginal_likelihood_at(&prior, sigma_noise)
             .map_err(py_err)
+    }
+
+    /// The model, with this posterior's likelihood, σ and δ.
+    #[getter]
+    fn model(&self) -> Model {
+        let inner = self.fitted.as_ref().map_or(&self.model, |la| la.model());
+        Model {
+            inner: inner.clone(),
+        }
+    }
+
+    /// `"classification"` or `"regression"`.
+    #[getter]
+    fn likelihood(&self) -> &'static str {
+        likelihood_word(self.model.likelihood)
+    }
+
+    /// `"all"` or `"last_layer"`.
+    #[getter]
+    fn subset_of_weights(&self) -> String {
+        self.subset.to_string()
+    }
+
+    /// `"full"`, `"diag"`, `"kron"` or `"lowrank"`.
+    #[getter]
+    fn hessian_structure(&self) -> String {
+        self.structure.to_string()
     }
 
     /// The prior precision: a float, or one δ per parameter tensor (numpy array, in the order
@@ -617,12 +771,8 @@ impl Laplace {
     ) -> PyResult<Bound<'py, PyAny>> {
         let la = self.fitted()?;
         let d = la.model().net.n_inputs();
-        let a = rows("X1", x1, d)?;
-        let b = match x2 {
-            Some(x2) => rows("X2", x2, d)?,
-            None => a.clone(),
-        };
-        let m = py.detach(|| la.kernel(a.as_ref(), b.as_ref()));
+        let (a, b) = pair(x1, x2, d)?;
+        let m = py.detach(|| la.kernel(a.as_ref(), b.as_ref().unwrap_or(&a).as_ref()));
         kernel_layout(py, m.as_ref(), la.model().net.n_outputs(), &[])
     }
 
@@ -656,7 +806,7 @@ impl Laplace {
             subset: la.subset(),
             rank: 100,
             seed: 0,
-            max_memory: dnn2gp::linalg::available_memory() / 4 * 3,
+            max_memory: memory_budget(None)?,
             fitted: Some(la),
         })
     }
@@ -664,16 +814,113 @@ impl Laplace {
     fn __repr__(&self) -> String {
         format!(
             "Laplace(subset_of_weights='{}', hessian_structure='{}', fitted={})",
-            self.subset.to_string().replace('-', "_"),
+            self.subset,
             self.structure,
-            self.fitted.is_some()
+            if self.fitted.is_some() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}
+
+/// What a Laplace fit sums over its data (`Laplace.curvature`): the GGN `Σ_i J_iᵀ Λ_i J_i` over
+/// some examples in the posterior's structure, `−log p` and the squared error. `c1 + c2` is the
+/// curvature of both chunks (KFAC's `A`, a mean over examples, weighted by their counts); it
+/// pickles, so that chunks computed on other processes can be added up.
+#[pyclass(name = "Curvature", module = "dnn2gp", frozen)]
+#[derive(Clone)]
+struct Curvature {
+    inner: dnn2gp::posterior::Curvature,
+}
+
+#[pymethods]
+impl Curvature {
+    fn __add__(&self, other: &Curvature) -> PyResult<Curvature> {
+        let mut inner = self.inner.clone();
+        inner.add(&other.inner).map_err(py_err)?;
+        Ok(Curvature { inner })
+    }
+
+    /// The examples it sums over.
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.n()
+    }
+
+    /// `"full"`, `"diag"` or `"kron"`.
+    #[getter]
+    fn hessian_structure(&self) -> String {
+        self.inner.structure().to_string()
+    }
+
+    /// The curvature from its parts (what pickling sends to another process).
+    #[staticmethod]
+    #[allow(clippy::too_many_arguments)]
+    fn _from_parts(
+        structure: &str,
+        subset: &str,
+        tensors: Vec<Bound<'_, PyAny>>,
+        nll: f64,
+        sse: f64,
+        n: usize,
+        nk: usize,
+    ) -> PyResult<Curvature> {
+        let structure = structure.parse::<HessianStructure>().map_err(py_err)?;
+        let subset = subset.parse::<Subset>().map_err(py_err)?;
+        let tensors = tensors
+            .iter()
+            .map(|t| {
+                let a = array::<f64>("tensor", t, "float64")?;
+                let ro = a.readonly();
+                Ok((
+                    ro.shape().to_vec(),
+                    ro.as_slice()
+                        .map_err(|e| PyValueError::new_err(e.to_string()))?
+                        .to_vec(),
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let inner =
+            dnn2gp::posterior::Curvature::from_parts(structure, subset, tensors, (nll, sse, n, nk))
+                .map_err(py_err)?;
+        Ok(Curvature { inner })
+    }
+
+    /// Pickling: the structure, subset, tensors (numpy arrays) and scalars.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (tensors, (nll, sse, n, nk)) = self.inner.to_parts();
+        let arrays = tensors
+            .into_iter()
+            .map(|(shape, v)| shaped(py, v, &shape))
+            .collect::<PyResult<Vec<_>>>()?;
+        let from = py.get_type::<Curvature>().getattr("_from_parts")?;
+        let args = (
+            self.inner.structure().to_string(),
+            self.inner.subset().to_string(),
+            arrays,
+            nll,
+            sse,
+            n,
+            nk,
+        );
+        Ok((from, args).into_pyobject(py)?.into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Curvature(hessian_structure='{}', subset_of_weights='{}', n={})",
+            self.inner.structure(),
+            self.inner.subset(),
+            self.inner.n()
         )
     }
 }
 
 /// An (N1K × N2K) kernel, example-major, in neural-tangents' layout: `(N1, N2, K, K)`, or
 /// `(N1, N2)` with the outputs traced (`trace_axes` holding -1).
-fn kernel_layout<'py>(
+pub(crate) fn kernel_layout<'py>(
     py: Python<'py>,
     m: MatRef<'_, f64>,
     k: usize,
@@ -691,28 +938,73 @@ fn kernel_layout<'py>(
 
 /// The empirical NTK `J(x) J(x')ᵀ` of a model at its weights, in neural-tangents' layouts:
 /// `trace_axes=(-1,)` (its default) gives `Σ_k ∂f_k(x)/∂θ · ∂f_k(x')/∂θ` (N1 × N2);
-/// `trace_axes=()` the full `(N1, N2, K, K)`. Computed from per-layer factors, never forming J.
+/// `trace_axes=()` the full `(N1, N2, K, K)`; `diagonal_axes=(0,)` (X2 omitted) only each
+/// input's own block, `(N1,)` or `(N1, K, K)`. Computed from per-layer factors, never forming J.
 #[pyfunction]
-#[pyo3(signature = (model, x1, x2=None, trace_axes=vec![-1]))]
+#[pyo3(signature = (model, x1, x2=None, trace_axes=vec![-1], diagonal_axes=vec![]))]
 fn ntk<'py>(
     py: Python<'py>,
     model: &Model,
     x1: &Bound<'py, PyAny>,
     x2: Option<&Bound<'py, PyAny>>,
     trace_axes: Vec<i64>,
+    diagonal_axes: Vec<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let m = &model.inner;
-    let d = m.net.n_inputs();
-    let a = rows("X1", x1, d)?;
-    let b = match x2 {
-        Some(x2) => Some(rows("X2", x2, d)?),
-        None => None,
+    let (d, k) = (m.net.n_inputs(), m.net.n_outputs());
+    let (a, b) = pair(x1, x2, d)?;
+    let traced = match trace_axes[..] {
+        [] => false,
+        [-1] | [1] => true,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "trace_axes: {trace_axes:?} (expected () or (-1,), the output axis)"
+            )))
+        }
     };
+    match (&diagonal_axes[..], x2) {
+        ([], _) => {}
+        ([0], None) => {
+            // Each input's K×K block, from the kernel of 64 inputs at a time.
+            let blocks = py.detach(|| {
+                (0..a.nrows())
+                    .step_by(64)
+                    .flat_map(|s| {
+                        let xb = a.as_ref().subrows(s, 64.min(a.nrows() - s));
+                        let g = m.net.ntk(&m.w, xb, xb);
+                        (0..xb.nrows())
+                            .flat_map(|i| (0..k * k).map(move |c| (i, c)))
+                            .map(|(i, c)| g[(i * k + c / k, i * k + c % k)])
+                            .collect::<Vec<f64>>()
+                    })
+                    .collect::<Vec<f64>>()
+            });
+            let n = a.nrows();
+            return if traced {
+                let tr = (0..n)
+                    .map(|i| (0..k).map(|c| blocks[i * k * k + c * k + c]).sum())
+                    .collect::<Vec<f64>>();
+                shaped(py, tr, &[n])
+            } else {
+                shaped(py, blocks, &[n, k, k])
+            };
+        }
+        ([0], Some(_)) => {
+            return Err(PyValueError::new_err(
+                "diagonal_axes: (0,) is the diagonal of X1's own kernel; omit X2",
+            ))
+        }
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "diagonal_axes: {diagonal_axes:?} (expected () or (0,), the batch axis)"
+            )))
+        }
+    }
     let kernel = py.detach(|| {
         let b = b.as_ref().unwrap_or(&a);
         m.net.ntk(&m.w, a.as_ref(), b.as_ref())
     });
-    kernel_layout(py, kernel.as_ref(), m.net.n_outputs(), &trace_axes)
+    kernel_layout(py, kernel.as_ref(), k, &trace_axes)
 }
 
 /// The GGN's diagonal `Σ_i diag(J_iᵀ Λ_i J_i)` over the rows of (X, y), streamed without
@@ -738,6 +1030,11 @@ fn ggn_diagonal<'py>(
 fn _dnn2gp(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<Laplace>()?;
+    m.add_class::<Curvature>()?;
+    m.add_class::<gp::Gp>()?;
+    m.add_function(wrap_pyfunction!(gp::pseudo_targets, m)?)?;
+    m.add_function(wrap_pyfunction!(train::sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(train::vogn, m)?)?;
     m.add_function(wrap_pyfunction!(ntk, m)?)?;
     m.add_function(wrap_pyfunction!(ggn_diagonal, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -305,3 +305,91 @@ def test_a_worker_killed_mid_run_is_retried(cluster, tmp_path):
     out = tiles.compute()
     assert os.path.exists(marker)
     np.testing.assert_allclose(out, dnn2gp.ntk(model, x), rtol=1e-12, atol=1e-12)
+
+
+def test_dask_fit_is_the_fit_as_a_tree_reduction(cluster):
+    """On two worker processes: a Laplace posterior fitted from per-chunk curvatures (full, diag,
+    kron; all weights and the last layer), added in a tree, has the single-process fit's
+    evidence and predictive to 1e-12; curvatures pickle and add; lowrank and unlike curvatures
+    are refused."""
+    import pickle
+
+    import dnn2gp.dask
+
+    model = dnn2gp.Model(MLP, mlp_state())
+    x, y = data(n=70)
+    for structure in ["full", "diag", "kron"]:
+        for subset in ["all", "last_layer"]:
+            words = dict(subset_of_weights=subset, hessian_structure=structure)
+            la = dnn2gp.Laplace(model, "classification", **words)
+            la.fit(x, y)
+            lb = dnn2gp.dask.fit(dnn2gp.Laplace(model, "classification", **words), x, y,
+                                 chunks=16, split_every=2)
+            for d in [None, 3.0]:
+                np.testing.assert_allclose(lb.log_marginal_likelihood(d), la.log_marginal_likelihood(d),
+                                           rtol=1e-12)
+            np.testing.assert_allclose(lb(x[:9]), la(x[:9]), rtol=1e-12, atol=1e-14)
+            c = la.curvature(x[:30], y[:30]) + pickle.loads(pickle.dumps(la.curvature(x[30:], y[30:])))
+            assert (c.n, c.hessian_structure) == (70, structure)
+    la = dnn2gp.Laplace(model, "classification", hessian_structure="lowrank")
+    with pytest.raises(ValueError, match="lowrank GGN is not a sum over chunks"):
+        la.curvature(x, y)
+    kron = dnn2gp.Laplace(model, "classification", hessian_structure="kron")
+    diag = dnn2gp.Laplace(model, "classification", hessian_structure="diag")
+    with pytest.raises(ValueError, match="cannot add a diag curvature"):
+        kron.curvature(x, y) + diag.curvature(x, y)
+    with pytest.raises(ValueError, match="curvature: a diag curvature"):
+        kron.fit_curvature(diag.curvature(x, y))
+
+
+def test_a_symmetric_dask_kernel_computes_only_its_upper_tiles():
+    """X2 omitted: n(n+1)/2 tile tasks for n row blocks, the rest transposes, in both layouts,
+    equal to the single-process kernel; the diagonal blocks (`diagonal_axes=(0,)`) are the
+    kernel's."""
+    import dnn2gp.dask
+
+    model = dnn2gp.Model(MLP, mlp_state())
+    x, _ = data(n=70)
+    for trace_axes in [(-1,), ()]:
+        k = dnn2gp.dask.ntk(model, x, chunks=16, trace_axes=trace_axes)
+        graph = dict(k.__dask_graph__())
+        tiles = [key for key in graph if "_ntk_tile" in str(key)]
+        mirrors = [key for key in graph if "_mirror" in str(key)]
+        assert (len(tiles), len(mirrors)) == (15, 10)
+        np.testing.assert_allclose(k.compute(scheduler="threads"),
+                                   dnn2gp.ntk(model, x, trace_axes=trace_axes), rtol=1e-12, atol=1e-12)
+    full = dnn2gp.ntk(model, x, trace_axes=())
+    blocks = dnn2gp.ntk(model, x, trace_axes=(), diagonal_axes=(0,))
+    np.testing.assert_allclose(blocks, full[np.arange(70), np.arange(70)], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dnn2gp.ntk(model, x, diagonal_axes=(0,)),
+                               np.einsum("iikk->i", full), rtol=1e-12)
+    with pytest.raises(ValueError, match="omit X2"):
+        dnn2gp.ntk(model, x, x, diagonal_axes=(0,))
+
+
+@pytest.mark.parametrize("likelihood", ["regression", "bernoulli"])
+def test_the_dask_gp_is_the_single_process_gp(cluster, likelihood):
+    """On two worker processes, tiles of 16 examples (the last one partial, padded): the blocked
+    Cholesky's log marginal likelihood, predictive mean and variance equal `dnn2gp.GP`'s in
+    function space to 1e-12."""
+    import dnn2gp.dask
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(70, 4))
+    if likelihood == "regression":
+        model = dnn2gp.Model(MLP, mlp_state(), "regression", sigma_noise=0.5, prior_precision=2.0)
+        y = rng.normal(size=(70, 3))
+    else:
+        sd = mlp_state()
+        sd["2.weight"], sd["2.bias"] = sd["2.weight"][:1], sd["2.bias"][:1]
+        model = dnn2gp.Model("4:dense5,tanh,dense1", sd, prior_precision=2.0)
+        y = rng.integers(0, 2, size=70)
+    gp = dnn2gp.GP(model, space="function")
+    gp.fit(x, y)
+    mean, var = gp(x[:23])
+    dg = dnn2gp.dask.GP(model, chunks=16).fit(x, y)
+    dm, dv = dg.predict(x[:23])
+    np.testing.assert_allclose(dg.log_marginal_likelihood(), gp.log_marginal_likelihood(), rtol=1e-12)
+    np.testing.assert_allclose(dm.compute(), mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dv.compute(), var, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dg.pseudo_targets_, gp.pseudo_targets, rtol=1e-12, atol=1e-12)

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod rbf;
 pub mod variational;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -198,7 +199,7 @@ enum Solver {
 
 /// The fitted DNN2GP Gaussian process.
 pub struct Dnn2Gp<'a> {
-    lin: &'a Linearization,
+    lin: Cow<'a, Linearization>,
     /// Prior precision δ.
     pub delta: f64,
     /// The space in which it was computed.
@@ -218,7 +219,58 @@ impl<'a> Dnn2Gp<'a> {
         space: Space,
         memory_limit: u128,
     ) -> Result<Self> {
-        Self::build(lin, delta, space, None, memory_limit)
+        Self::build(Cow::Borrowed(lin), delta, space, None, memory_limit)
+    }
+
+    /// The GP of `net` linearised as `lin` on the inputs `x`: in function space its kernel is
+    /// the NTK of `net`'s per-layer factors ([`Network::ntk`], no product of Jacobians), in
+    /// weight space as [`Dnn2Gp::new`].
+    pub fn of(
+        net: &dyn Network,
+        x: MatRef<'_, f64>,
+        lin: &'a Linearization,
+        delta: f64,
+        space: Space,
+        memory_limit: u128,
+    ) -> Result<Self> {
+        Self::with_factors(net, x, Cow::Borrowed(lin), delta, space, memory_limit)
+    }
+
+    /// [`Dnn2Gp::of`] holding its linearisation (a GP kept beyond the scope that made it).
+    pub fn owned(
+        net: &dyn Network,
+        x: MatRef<'_, f64>,
+        lin: Linearization,
+        delta: f64,
+        space: Space,
+        memory_limit: u128,
+    ) -> Result<Dnn2Gp<'static>> {
+        Dnn2Gp::with_factors(net, x, Cow::Owned(lin), delta, space, memory_limit)
+    }
+
+    fn with_factors(
+        net: &dyn Network,
+        x: MatRef<'_, f64>,
+        lin: Cow<'a, Linearization>,
+        delta: f64,
+        space: Space,
+        memory_limit: u128,
+    ) -> Result<Self> {
+        let nk = lin.n() * lin.k();
+        let space = space.resolve(lin.n_params(), nk);
+        let ntk = match space {
+            Space::Function => {
+                check_function_memory(nk, memory_limit)?;
+                Some(net.ntk(lin.point(), x, x))
+            }
+            _ => None,
+        };
+        Self::build(lin, delta, space, ntk, memory_limit)
+    }
+
+    /// The linearisation the GP is built on.
+    pub fn linearization(&self) -> &Linearization {
+        &self.lin
     }
 
     /// The function-space GP from a precomputed NTK `J Jᵀ` of the training inputs (for example
@@ -230,11 +282,17 @@ impl<'a> Dnn2Gp<'a> {
         memory_limit: u128,
     ) -> Result<Self> {
         lin.check_ntk(&ntk)?;
-        Self::build(lin, delta, Space::Function, Some(ntk), memory_limit)
+        Self::build(
+            Cow::Borrowed(lin),
+            delta,
+            Space::Function,
+            Some(ntk),
+            memory_limit,
+        )
     }
 
     fn build(
-        lin: &'a Linearization,
+        lin: Cow<'a, Linearization>,
         delta: f64,
         space: Space,
         ntk: Option<Mat<f64>>,
@@ -246,18 +304,13 @@ impl<'a> Dnn2Gp<'a> {
         let targets = lin.pseudo_targets()?;
         let (solver, posterior_mean) = match space {
             Space::Weight => {
-                let lap = LaplaceGgn::fit(lin, delta, HessianStructure::Full, memory_limit)?;
+                let lap = LaplaceGgn::fit(&lin, delta, HessianStructure::Full, memory_limit)?;
                 let lam_t = lin.curvature().apply(&targets);
                 let m = lap.covariance_times(&mat_t_vec(lin.jacobian(), &lam_t));
                 (Solver::Weight(lap), m)
             }
             _ => {
-                check_memory(
-                    "the function-space Gram matrix (NK×NK)",
-                    3 * mat_bytes(nk, nk),
-                    memory_limit,
-                    "use --space weight when P < N·K, or a subset of the data",
-                )?;
+                check_function_memory(nk, memory_limit)?;
                 let mut g = match ntk {
                     Some(mut k) => {
                         k.as_mut()
@@ -363,7 +416,7 @@ impl<'a> Dnn2Gp<'a> {
     /// (weight space: `−½ (ỹ − Jm)ᵀΛ̃(ỹ − Jm) + ½ log|Λ̃| − (NK/2) log 2π − (δ/2)‖m‖²
     /// + (P/2) log δ − ½ log|A|`).
     pub fn log_marginal_likelihood(&self) -> Result<f64> {
-        let lin = self.lin;
+        let lin = &*self.lin;
         let nk = (lin.n() * lin.k()) as f64;
         let log2pi = std::f64::consts::TAU.ln();
         Ok(match &self.solver {
@@ -393,7 +446,7 @@ impl<'a> Dnn2Gp<'a> {
     /// space from `log|A| = P log δ + log|G| + Σ_i log|Λ_i|`, so that it never forms P×P:
     /// `log p(D | w*) − (δ/2)‖c‖² − ½ log|G| − ½ Σ_i log|Λ_i|`.
     pub fn laplace_log_evidence(&self) -> Result<f64> {
-        let lin = self.lin;
+        let lin = &*self.lin;
         match &self.solver {
             Solver::Weight(lap) => lap.log_marginal_likelihood(lin),
             // `log|A| = P log δ + log|G| + Σ_i log|Λ_i|`.
@@ -416,7 +469,7 @@ impl<'a> Dnn2Gp<'a> {
     /// likelihood and the paper's Laplace evidence, zero at a stationary point. Uses
     /// `A⁻¹ g = c − m`.
     pub fn stationarity_gap(&self) -> f64 {
-        let lin = self.lin;
+        let lin = &*self.lin;
         let g: Vec<f64> = lin
             .loss_gradient()
             .iter()
@@ -431,6 +484,16 @@ impl<'a> Dnn2Gp<'a> {
             .collect();
         0.5 * dot(&g, &a_inv_g)
     }
+}
+
+/// Refuses a function-space GP whose Gram matrix and its copies exceed `limit` bytes.
+fn check_function_memory(nk: usize, limit: u128) -> Result<()> {
+    check_memory(
+        "the function-space Gram matrix (NK×NK)",
+        3 * mat_bytes(nk, nk),
+        limit,
+        "use --space weight when P < N·K, or a subset of the data",
+    )
 }
 
 /// `G += B/d` for a block-diagonal `B` on the diagonal blocks of `G`.

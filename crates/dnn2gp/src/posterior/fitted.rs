@@ -472,6 +472,193 @@ enum Ggn {
     LowRank(Mat<f64>, Vec<f64>),
 }
 
+/// A tensor as its shape and row-major values.
+pub type Tensor = (Vec<usize>, Vec<f64>);
+
+/// A curvature's scalars: `−log p`, the squared error, the examples and the outputs NK.
+pub type CurvatureScalars = (f64, f64, usize, usize);
+
+/// The additive statistics of a fit on some of the training data ([`Laplace::curvature`]):
+/// the GGN `Σ_i J_iᵀ Λ_i J_i` over those examples in the posterior's structure, `−log p` and
+/// the squared error. Chunks add up to the whole data's ([`Curvature::add`]).
+#[derive(Debug, Clone)]
+pub struct Curvature {
+    /// KFAC's `A` as [`kron_factors`] gives it, divided by the examples' `n T`.
+    ggn: Ggn,
+    subset: Subset,
+    nll: f64,
+    sse: f64,
+    n: usize,
+    nk: usize,
+}
+
+impl Curvature {
+    /// Adds another chunk's statistics: `H += H′`, `−log p += −log p′`; KFAC's `A`, a mean
+    /// over the examples, becomes `(n A + n′ A′)/(n + n′)`.
+    pub fn add(&mut self, other: &Curvature) -> Result<()> {
+        let message = format!(
+            "cannot add a {} curvature over the {} to a {} one over the {}",
+            other.structure(),
+            other.subset,
+            self.structure(),
+            self.subset
+        );
+        let mismatch = move || Error::Invalid(message);
+        if self.subset != other.subset {
+            return Err(mismatch());
+        }
+        let same = |a: &Mat<f64>, b: &Mat<f64>| a.nrows() == b.nrows() && a.ncols() == b.ncols();
+        match (&mut self.ggn, &other.ggn) {
+            (Ggn::Full(h), Ggn::Full(o)) if same(h, o) => *h += o,
+            (Ggn::Diag(h), Ggn::Diag(o)) if h.len() == o.len() => {
+                h.iter_mut().zip(o).for_each(|(a, b)| *a += b)
+            }
+            (Ggn::Kron(f), Ggn::Kron(o))
+                if f.len() == o.len()
+                    && f.iter()
+                        .zip(o)
+                        .all(|(a, b)| same(&a.a, &b.a) && same(&a.g, &b.g)) =>
+            {
+                let total = (self.n + other.n).max(1) as f64;
+                let (u, v) = (self.n as f64 / total, other.n as f64 / total);
+                for (a, b) in f.iter_mut().zip(o) {
+                    a.g += &b.g;
+                    a.a = faer::Scale(u) * &a.a + faer::Scale(v) * &b.a;
+                }
+            }
+            _ => return Err(mismatch()),
+        }
+        self.nll += other.nll;
+        self.sse += other.sse;
+        self.n += other.n;
+        self.nk += other.nk;
+        Ok(())
+    }
+
+    /// The structure of its GGN.
+    pub fn structure(&self) -> HessianStructure {
+        self.ggn.structure()
+    }
+
+    /// The weights it covers.
+    pub fn subset(&self) -> Subset {
+        self.subset
+    }
+
+    /// The examples it sums over.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Its GGN as row-major tensors (full: P×P; diag: P; kron: each layer's `A` then `G`)
+    /// and its scalars `(−log p, squared error, examples, outputs NK)`: what another process
+    /// needs to rebuild it ([`Curvature::from_parts`]).
+    pub fn to_parts(&self) -> (Vec<Tensor>, CurvatureScalars) {
+        let tensors = self
+            .ggn
+            .tensors()
+            .into_iter()
+            .map(|(_, s, v)| (s, v))
+            .collect();
+        (tensors, (self.nll, self.sse, self.n, self.nk))
+    }
+
+    /// The statistics from [`Curvature::to_parts`]'s tensors and scalars.
+    pub fn from_parts(
+        structure: HessianStructure,
+        subset: Subset,
+        tensors: Vec<Tensor>,
+        (nll, sse, n, nk): CurvatureScalars,
+    ) -> Result<Self> {
+        Ok(Curvature {
+            ggn: Ggn::from_tensors(structure, tensors)?,
+            subset,
+            nll,
+            sse,
+            n,
+            nk,
+        })
+    }
+}
+
+impl Ggn {
+    fn structure(&self) -> HessianStructure {
+        match self {
+            Ggn::Full(_) => HessianStructure::Full,
+            Ggn::Diag(_) => HessianStructure::Diag,
+            Ggn::Kron(_) => HessianStructure::Kron,
+            Ggn::LowRank(..) => HessianStructure::LowRank,
+        }
+    }
+
+    /// Its tensors, named as [`Laplace::save`] stores them, with their shapes and row-major
+    /// values.
+    fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+        let row_major = |m: &Mat<f64>| {
+            let (r, c) = (m.nrows(), m.ncols());
+            (0..r * c).map(|i| m[(i / c, i % c)]).collect::<Vec<f64>>()
+        };
+        let shape = |m: &Mat<f64>| vec![m.nrows(), m.ncols()];
+        match self {
+            Ggn::Full(h) => vec![(GGN.into(), shape(h), row_major(h))],
+            Ggn::Diag(h) => vec![(GGN.into(), vec![h.len()], h.clone())],
+            Ggn::Kron(f) => f
+                .iter()
+                .enumerate()
+                .flat_map(|(l, s)| {
+                    [
+                        (format!("{GGN}.{l}.a"), shape(&s.a), row_major(&s.a)),
+                        (format!("{GGN}.{l}.g"), shape(&s.g), row_major(&s.g)),
+                    ]
+                })
+                .collect(),
+            Ggn::LowRank(u, s) => vec![
+                (format!("{GGN}.u"), shape(u), row_major(u)),
+                (format!("{GGN}.s"), vec![s.len()], s.clone()),
+            ],
+        }
+    }
+
+    /// The GGN of `structure` from its [`Ggn::tensors`] (shapes and values).
+    fn from_tensors(structure: HessianStructure, t: Vec<Tensor>) -> Result<Self> {
+        let bad = || {
+            Error::Invalid(format!(
+                "tensors of shapes {:?} are not a {structure} GGN",
+                t.iter().map(|(s, _)| s).collect::<Vec<_>>()
+            ))
+        };
+        let ok = t
+            .iter()
+            .all(|(s, v)| s.iter().product::<usize>() == v.len());
+        let matrix = |(s, v): &Tensor| match s[..] {
+            [r, c] => Some(Mat::from_fn(r, c, |i, j| v[i * c + j])),
+            _ => None,
+        };
+        let square = |m: Option<Mat<f64>>| m.filter(|m| m.nrows() == m.ncols());
+        let ggn = match (structure, &t[..]) {
+            _ if !ok => None,
+            (HessianStructure::Full, [h]) => square(matrix(h)).map(Ggn::Full),
+            (HessianStructure::Diag, [(s, v)]) if s.len() == 1 => Some(Ggn::Diag(v.clone())),
+            (HessianStructure::LowRank, [u, (s, v)]) if s.len() == 1 => matrix(u)
+                .filter(|u| u.ncols() == v.len())
+                .map(|u| Ggn::LowRank(u, v.clone())),
+            (HessianStructure::Kron, t) if t.len() % 2 == 0 => t
+                .chunks(2)
+                .map(|p| {
+                    Some(KronSums {
+                        a: square(matrix(&p[0]))?,
+                        g: square(matrix(&p[1]))?,
+                        positions: 1,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Ggn::Kron),
+            _ => None,
+        };
+        ggn.ok_or_else(bad)
+    }
+}
+
 /// The last-layer split of a network: the layers below (the features φ) and the last dense
 /// layer, whose weights start at `offset` in `w`.
 #[derive(Debug, Clone)]
@@ -650,6 +837,82 @@ impl Laplace {
         subset: Subset,
         opts: &FitOptions<'_>,
     ) -> Result<Self> {
+        let c = Self::curvature_of(&model, x, y, structure, subset, opts)?;
+        Self::from_curvature_unchecked(model, c)
+    }
+
+    /// What a fit of `structure` over `subset` sums over the data `(X, Y)`: the GGN (full,
+    /// its diagonal, or KFAC's factors), `−log p(D|θ*)` and the squared error. The statistics of
+    /// chunks of the data add up ([`Curvature::add`]) to the whole data's, so a fit can run in
+    /// pieces, on other processes, and end in [`Laplace::from_curvature`]. A low-rank GGN is
+    /// no such sum and is refused.
+    pub fn curvature(
+        model: &Model,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        structure: HessianStructure,
+        subset: Subset,
+        opts: &FitOptions<'_>,
+    ) -> Result<Curvature> {
+        if structure == HessianStructure::LowRank {
+            return Err(Error::Invalid(
+                "a lowrank GGN is not a sum over chunks of the data (its eigenvectors are of the \
+                 whole sum); use full, diag or kron"
+                    .into(),
+            ));
+        }
+        Self::curvature_of(model, x, y, structure, subset, opts)
+    }
+
+    /// The posterior of `model` from the statistics of its whole training data
+    /// ([`Laplace::curvature`], summed over chunks); the statistics must be of this model's
+    /// network (their shapes are checked).
+    pub fn from_curvature(model: Model, c: Curvature) -> Result<Self> {
+        let sub = match c.subset {
+            Subset::All => model.net.clone(),
+            Subset::LastLayer => LastLayer::of(&model.net)?.head,
+        };
+        let q = sub.n_params();
+        let fits = match &c.ggn {
+            Ggn::Full(h) => h.nrows() == q && h.ncols() == q,
+            Ggn::Diag(h) => h.len() == q,
+            Ggn::Kron(f) => {
+                let shapes = kron_shapes(&sub);
+                f.len() == shapes.len()
+                    && f.iter()
+                        .zip(&shapes)
+                        .all(|(s, (i, o))| s.a.nrows() == *i && s.g.nrows() == *o)
+            }
+            Ggn::LowRank(u, _) => u.nrows() == q,
+        };
+        if !fits {
+            return Err(Error::Invalid(format!(
+                "the curvature's shapes are not those of a {} posterior over the {} of {}",
+                c.structure(),
+                c.subset,
+                model.net.spec()
+            )));
+        }
+        Self::from_curvature_unchecked(model, c)
+    }
+
+    fn from_curvature_unchecked(model: Model, c: Curvature) -> Result<Self> {
+        let last_layer = match c.subset {
+            Subset::All => None,
+            Subset::LastLayer => Some(LastLayer::of(&model.net)?),
+        };
+        Self::from_ggn(model, last_layer, c.ggn, c.nll, c.sse, c.nk)
+    }
+
+    /// The fit's additive statistics ([`Laplace::curvature`], also low rank).
+    fn curvature_of(
+        model: &Model,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        structure: HessianStructure,
+        subset: Subset,
+        opts: &FitOptions<'_>,
+    ) -> Result<Curvature> {
         let (net, lik) = (&model.net, model.likelihood()?);
         if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != net.n_outputs() {
             return Err(Error::Invalid(format!(
@@ -709,7 +972,14 @@ impl Laplace {
                 Ggn::LowRank(u, s)
             }
         };
-        Self::from_ggn(model, last_layer, ggn, nll, sse, n * k)
+        Ok(Curvature {
+            ggn,
+            subset,
+            nll,
+            sse,
+            n,
+            nk: n * k,
+        })
     }
 
     /// Refuses a fit of `structure` over `subset` of `net` on N examples whose largest
@@ -1339,49 +1609,13 @@ impl Laplace {
         let p = self.model.w.len();
         let mut layout = self.model.net.param_layout();
         let mut flat = self.model.w.clone();
-        let mut push = |name: String, shape: Vec<usize>, values: &mut dyn Iterator<Item = f64>| {
+        for (name, shape, values) in self.ggn.tensors() {
             layout.push(ParamTensor {
                 name,
                 shape,
                 offset: flat.len(),
             });
             flat.extend(values);
-        };
-        let row_major = |m: &Mat<f64>| {
-            let (r, c) = (m.nrows(), m.ncols());
-            (0..r * c)
-                .map(move |i| m[(i / c, i % c)])
-                .collect::<Vec<f64>>()
-        };
-        match &self.ggn {
-            Ggn::Full(h) => {
-                let q = h.nrows();
-                push(GGN.into(), vec![q, q], &mut row_major(h).into_iter())
-            }
-            Ggn::Diag(h) => push(GGN.into(), vec![h.len()], &mut h.iter().copied()),
-            Ggn::Kron(f) => {
-                for (l, s) in f.iter().enumerate() {
-                    let (i, o) = (s.a.nrows(), s.g.nrows());
-                    push(
-                        format!("{GGN}.{l}.a"),
-                        vec![i, i],
-                        &mut row_major(&s.a).into_iter(),
-                    );
-                    push(
-                        format!("{GGN}.{l}.g"),
-                        vec![o, o],
-                        &mut row_major(&s.g).into_iter(),
-                    );
-                }
-            }
-            Ggn::LowRank(u, s) => {
-                push(
-                    format!("{GGN}.u"),
-                    vec![u.nrows(), u.ncols()],
-                    &mut row_major(u).into_iter(),
-                );
-                push(format!("{GGN}.s"), vec![s.len()], &mut s.iter().copied());
-            }
         }
         debug_assert!(flat.len() >= p);
         let mut meta = self.model.metadata();
@@ -1408,8 +1642,7 @@ impl Laplace {
         let mut p = 0;
         let mut structure = HessianStructure::Full;
         let mut subset = Subset::All;
-        let mut shapes = Vec::new();
-        let mut rank = 0;
+        let mut tensor_shapes = Vec::new();
         let (meta, flat) = weights::load_with_metadata(path, |meta| {
             let net = Model::architecture_in(meta).map_err(|e| bad(e.to_string()))?;
             let parse = |key: &str| {
@@ -1434,6 +1667,7 @@ impl Laplace {
             let mut offset = p;
             let mut add = |name: String, shape: Vec<usize>| {
                 let len = shape.iter().product::<usize>();
+                tensor_shapes.push(shape.clone());
                 layout.push(ParamTensor {
                     name,
                     shape,
@@ -1445,14 +1679,13 @@ impl Laplace {
                 HessianStructure::Full => add(GGN.into(), vec![q, q]),
                 HessianStructure::Diag => add(GGN.into(), vec![q]),
                 HessianStructure::Kron => {
-                    shapes = kron_shapes(&sub);
-                    for (l, (i, o)) in shapes.iter().enumerate() {
+                    for (l, (i, o)) in kron_shapes(&sub).iter().enumerate() {
                         add(format!("{GGN}.{l}.a"), vec![*i, *i]);
                         add(format!("{GGN}.{l}.g"), vec![*o, *o]);
                     }
                 }
                 HessianStructure::LowRank => {
-                    rank = meta
+                    let rank = meta
                         .get(RANK)
                         .and_then(|r| r.parse::<usize>().ok())
                         .ok_or_else(|| bad(format!("'{RANK}' is missing or not a count")))?;
@@ -1474,40 +1707,16 @@ impl Laplace {
             Subset::All => None,
             Subset::LastLayer => Some(LastLayer::of(&model.net)?),
         };
-        let h = &flat[p..];
-        let square = |v: &[f64], n: usize| Mat::from_fn(n, n, |i, j| v[i * n + j]);
-        let ggn = match structure {
-            HessianStructure::Full => {
-                let q = (h.len() as f64).sqrt() as usize;
-                Ggn::Full(square(h, q))
-            }
-            HessianStructure::Diag => Ggn::Diag(h.to_vec()),
-            HessianStructure::LowRank => {
-                let q = (h.len() - rank) / rank.max(1);
-                Ggn::LowRank(
-                    Mat::from_fn(q, rank, |i, j| h[i * rank + j]),
-                    h[q * rank..].to_vec(),
-                )
-            }
-            HessianStructure::Kron => {
-                let mut at = 0;
-                let mut take = |n: usize| {
-                    let m = square(&h[at..at + n * n], n);
-                    at += n * n;
-                    m
-                };
-                Ggn::Kron(
-                    shapes
-                        .iter()
-                        .map(|&(i, o)| KronSums {
-                            a: take(i),
-                            g: take(o),
-                            positions: 1,
-                        })
-                        .collect(),
-                )
-            }
-        };
+        let mut at = p;
+        let tensors = tensor_shapes
+            .into_iter()
+            .map(|shape| {
+                let len = shape.iter().product::<usize>();
+                at += len;
+                (shape, flat[at - len..at].to_vec())
+            })
+            .collect();
+        let ggn = Ggn::from_tensors(structure, tensors).map_err(|e| bad(e.to_string()))?;
         let mut la = Self::from_ggn(model, last_layer, ggn, nll, sse, nk)?;
         if let Some(d) = meta.get(LAYERWISE_PRIOR) {
             let d = (d.split(',').map(|v| v.parse::<f64>()))

@@ -495,6 +495,21 @@ pub fn run_with(
             "VOGN needs at least one Monte Carlo sample".into(),
         ));
     }
+    if let Some(m) = cfg.momentum.filter(|m| !(0.0..1.0).contains(m)) {
+        return Err(Error::Invalid(format!(
+            "VOGN momentum must be in [0, 1), got {m}"
+        )));
+    }
+    if let Some(lr) = cfg.lr.filter(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err(Error::Invalid(format!(
+            "VOGN step α of the mean must be positive, got {lr}"
+        )));
+    }
+    if cfg.batch_size == Some(0) {
+        return Err(Error::Invalid(
+            "VOGN minibatch size must be positive".into(),
+        ));
+    }
     let mut state = VognState::new(mu0, cfg)?;
     let mut rng = seeded(cfg.seed);
     let mut history = Vec::with_capacity(cfg.epochs);

@@ -18,6 +18,18 @@ weights or the last layer), and its GP view the kernel `J(x) Σ J(x')ᵀ` (`Lapl
 `ntk` is the empirical NTK `J(x) J(x')ᵀ` in neural-tangents' layouts.
 """
 
-from ._dnn2gp import Laplace, Model, __version__, ggn_diagonal, ntk
+from ._dnn2gp import (
+    GP,
+    Curvature,
+    Laplace,
+    Model,
+    __version__,
+    ggn_diagonal,
+    ntk,
+    pseudo_targets,
+    sweep,
+    vogn,
+)
 
-__all__ = ["Laplace", "Model", "ggn_diagonal", "ntk", "__version__"]
+__all__ = ["GP", "Curvature", "Laplace", "Model", "ggn_diagonal", "ntk", "pseudo_targets",
+           "sweep", "vogn", "__version__"]

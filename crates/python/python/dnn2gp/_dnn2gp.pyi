@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,12 @@ class Model:
     @property
     def n_outputs(self) -> int: ...
     @property
+    def likelihood(self) -> Literal["classification", "regression"]: ...
+    @property
+    def prior_precision(self) -> float: ...
+    @property
+    def sigma_noise(self) -> float: ...
+    @property
     def weights(self) -> Array: ...
     def __call__(self, x: Array) -> Array: ...
 
@@ -48,7 +54,17 @@ class Laplace:
         seed: int = 0,
         max_memory_gib: Optional[float] = None,
     ) -> None: ...
-    def fit(self, x: Array, y: npt.NDArray[np.generic]) -> None: ...
+    def fit(self, x: Array, y: npt.NDArray[np.generic], progress: bool = False) -> None: ...
+    def curvature(self, x: Array, y: npt.NDArray[np.generic]) -> "Curvature": ...
+    def fit_curvature(self, curvature: "Curvature") -> None: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def likelihood(self) -> Literal["classification", "regression"]: ...
+    @property
+    def subset_of_weights(self) -> Literal["all", "last_layer"]: ...
+    @property
+    def hessian_structure(self) -> Literal["full", "diag", "kron", "lowrank"]: ...
     def optimize_prior_precision(
         self,
         method: Literal["marglik"] = "marglik",
@@ -82,11 +98,91 @@ class Laplace:
     @staticmethod
     def load(path: Union[str, PathLike]) -> "Laplace": ...
 
+class Curvature:
+    """What a Laplace fit sums over its data; chunks add up (`c1 + c2`) and pickle."""
+
+    def __add__(self, other: "Curvature") -> "Curvature": ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def hessian_structure(self) -> Literal["full", "diag", "kron"]: ...
+
+class GP:
+    """The DNN2GP GP: kernel δ⁻¹ J(x) J(x')ᵀ, pseudo-targets ỹ = Jθ* − Λ⁻¹r, noise Λ⁻¹."""
+
+    def __init__(
+        self,
+        model: Model,
+        space: Literal["auto", "weight", "function"] = "auto",
+        prior_precision: Optional[float] = None,
+        max_memory_gib: Optional[float] = None,
+    ) -> None: ...
+    def fit(self, x: Array, y: npt.NDArray[np.generic]) -> None: ...
+    def __call__(self, x: Array) -> Tuple[Array, Array]: ...
+    def log_marginal_likelihood(self) -> float: ...
+    def laplace_log_evidence(self) -> float: ...
+    @property
+    def stationarity_gap(self) -> float: ...
+    @property
+    def pseudo_targets(self) -> Array: ...
+    @property
+    def prior_precision(self) -> float: ...
+    @property
+    def space(self) -> Literal["weight", "function"]: ...
+    @property
+    def jitter(self) -> float: ...
+    @property
+    def warnings(self) -> list[str]: ...
+    def kernel(self, x1: Array, x2: Optional[Array] = None) -> Array: ...
+
 def ntk(
     model: Model,
     x1: Array,
     x2: Optional[Array] = None,
     trace_axes: Sequence[int] = (-1,),
+    diagonal_axes: Sequence[int] = (),
 ) -> Array: ...
+
+def pseudo_targets(model: Model, x: Array, y: npt.NDArray[np.generic]) -> Tuple[Array, Array]: ...
+
+def sweep(
+    x: Array,
+    y: Array,
+    x_test: Array,
+    y_test: Array,
+    values: Sequence[float],
+    param: Literal["delta", "sigma", "width"] = "delta",
+    hidden: Sequence[int] = (20,),
+    activation: str = "tanh",
+    prior_precision: float = 1.0,
+    sigma_noise: float = 1.0,
+    method: Literal["laplace", "vi"] = "laplace",
+    epochs: int = 10000,
+    lr: float = 0.05,
+    vi_epochs: int = 2000,
+    beta: float = 0.1,
+    seed: int = 0,
+    space: Literal["auto", "weight", "function"] = "auto",
+    progress: bool = False,
+    max_memory_gib: Optional[float] = None,
+) -> Dict[str, Any]: ...
+
+def vogn(
+    model: Model,
+    x: Array,
+    y: npt.NDArray[np.generic],
+    epochs: int = 1000,
+    beta: float = 0.1,
+    lr: Optional[float] = None,
+    mc_samples: int = 1,
+    batch_size: Optional[int] = None,
+    covariance: Literal["full", "diag"] = "full",
+    curvature: Literal["ggn", "squared-gradients"] = "ggn",
+    momentum: Optional[float] = None,
+    init_precision: float = 1.0,
+    seed: int = 0,
+    snapshot_every: int = 0,
+    progress: bool = False,
+) -> Dict[str, Any]: ...
 
 def ggn_diagonal(model: Model, x: Array, y: npt.NDArray[np.generic]) -> Array: ...
