@@ -114,7 +114,15 @@ pub(crate) fn sweep<'py>(
         activation: activation.parse().map_err(|e| arg("activation", e))?,
         delta: positive("prior_precision", prior_precision)?,
         sigma: positive("sigma_noise", sigma_noise)?,
-        method: method.parse::<Method>().map_err(|e| arg("method", e))?,
+        method: match method {
+            "laplace" => Method::Laplace,
+            "vi" => Method::Vi,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "method: '{other}' (expected 'laplace' or 'vi'; one sweep per call)"
+                )))
+            }
+        },
         map: MapConfig {
             adam: Adam {
                 lr: positive("lr", lr)?,

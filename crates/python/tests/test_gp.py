@@ -121,6 +121,8 @@ def test_the_sweep_is_the_commands_bit_for_bit(tmp_path):
     assert out["best"] == out["value"][np.argmin(out["neg_log_marglik"])]
     with pytest.raises(ValueError, match="param"):
         dnn2gp.sweep(x, y, xt, yt, values=[1.0], param="depth")
+    with pytest.raises(ValueError, match="method: 'both'"):
+        dnn2gp.sweep(x, y, xt, yt, values=[1.0], method="both")
     with pytest.raises(ValueError, match="X_test, y_test"):
         dnn2gp.sweep(x, y, np.c_[xt, xt], yt, values=[1.0])
 
