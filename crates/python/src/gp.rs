@@ -118,8 +118,8 @@ impl Gp {
     }
 
     /// The GP predictive of f at X*: `(mean, var)`, each M × K (function space from NTK blocks,
-    /// no Jacobian of X*).
-    fn __call__<'py>(
+    /// no Jacobian of X*). `gp(X*)` is the same.
+    fn predict<'py>(
         &mut self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
@@ -139,6 +139,15 @@ impl Gp {
         let mean = Mat::from_fn(n, k, |i, c| pred.mean[i * k + c]);
         let var = Mat::from_fn(n, k, |i, c| pred.var[i * k + c]);
         Ok((to_numpy(py, mean.as_ref()), to_numpy(py, var.as_ref())))
+    }
+
+    /// `predict(X*)`.
+    fn __call__<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<MeanAndVariance<'py>> {
+        self.predict(py, x)
     }
 
     /// The GP's log marginal likelihood `log p(ỹ)`.

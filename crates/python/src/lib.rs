@@ -718,8 +718,9 @@ impl Laplace {
     /// The GLM predictive at X: class probabilities (N × classes) by `link_approx`
     /// (`probit`, `mc` with `n_samples` draws, `bridge`) for classification; the mean and the
     /// functional covariance `(f_mu (N × K), f_var (N × K × K))` for regression.
+    /// `la(X, …)` is the same.
     #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100))]
-    fn __call__<'py>(
+    fn predictive<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
@@ -745,6 +746,19 @@ impl Laplace {
                 Ok((mean, var).into_pyobject(py)?.into_any())
             }
         }
+    }
+
+    /// `predictive(X, …)`.
+    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        pred_type: &str,
+        link_approx: &str,
+        n_samples: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.predictive(py, x, pred_type, link_approx, n_samples)
     }
 
     /// The functional covariance `J(x) Σ J(x)ᵀ` at each row of X (N × K × K).

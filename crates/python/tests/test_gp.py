@@ -76,6 +76,7 @@ def test_the_gps_identities():
         np.testing.assert_allclose(gp.log_marginal_likelihood() - gp.stationarity_gap,
                                    gp.laplace_log_evidence(), rtol=1e-9)
     gp = gps["function"]
+    np.testing.assert_array_equal(gp.predict(x[:7])[1], vf)
     np.testing.assert_allclose(gps["weight"].log_marginal_likelihood(), gp.log_marginal_likelihood(),
                                rtol=1e-9)
     np.testing.assert_allclose(gp.kernel(x, x[:5]), dnn2gp.ntk(model, x, x[:5], trace_axes=()) / 2.0,
@@ -159,6 +160,7 @@ def test_a_fit_draws_a_progress_line(capsys):
                         hessian_structure="diag")
     la.fit(x, y, progress=True)
     err = capsys.readouterr().err
+    np.testing.assert_array_equal(la.predictive(x[:5], link_approx="bridge"), la(x[:5], link_approx="bridge"))
     assert "fit: 100%|████████████████████| 300/300 examples" in err
     la.fit(x, y)
     assert capsys.readouterr().err == ""
