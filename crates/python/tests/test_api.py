@@ -282,13 +282,16 @@ def test_dask_kernels_and_ggn_equal_the_single_process_results(cluster):
     assert h.shape == (model.n_params,) and np.all(h >= 0)
 
 
-def test_a_worker_killed_mid_run_is_retried(cluster, tmp_path):
-    """A worker process dies in the middle of the graph (after computing its tiles): the
-    scheduler recomputes what it held on the other worker, and the kernel is unchanged."""
+@pytest.mark.parametrize("graph", ["ntk", "fit", "gp"])
+def test_a_worker_killed_mid_run_is_retried(cluster, tmp_path, graph):
+    """A worker process dies in the middle of the graph (after computing its first block): the
+    scheduler recomputes what it held on the other worker, and the kernel, the Laplace fit and
+    the GP are unchanged."""
+    import dask.array as da
+
     import dnn2gp.dask
 
-    model = dnn2gp.Model(MLP, mlp_state())
-    x, _ = data(n=64)
+    x, y = data(n=64)
     marker = str(tmp_path / "died")
 
     def die_once(block):
@@ -299,12 +302,29 @@ def test_a_worker_killed_mid_run_is_retried(cluster, tmp_path):
             os._exit(1)
         return block
 
-    tiles = dnn2gp.dask.ntk(model, x, chunks=16).map_blocks(
-        die_once, meta=np.empty((0, 0), dtype=np.float64)
-    )
-    out = tiles.compute()
+    if graph == "ntk":
+        model = dnn2gp.Model(MLP, mlp_state())
+        tiles = dnn2gp.dask.ntk(model, x, chunks=16).map_blocks(
+            die_once, meta=np.empty((0, 0), dtype=np.float64)
+        )
+        out = tiles.compute()
+        np.testing.assert_allclose(out, dnn2gp.ntk(model, x), rtol=1e-12, atol=1e-12)
+    inputs = da.from_array(x, chunks=16).map_blocks(die_once, meta=np.empty((0, 0)))
+    if graph == "fit":
+        model = dnn2gp.Model(MLP, mlp_state())
+        la = dnn2gp.Laplace(model, "classification", subset_of_weights="all", hessian_structure="kron")
+        la.fit(x, y)
+        lb = dnn2gp.dask.fit(dnn2gp.Laplace(model, "classification", subset_of_weights="all",
+                                            hessian_structure="kron"), inputs, y, chunks=16)
+        np.testing.assert_allclose(lb.log_marginal_likelihood(), la.log_marginal_likelihood(), rtol=1e-12)
+    if graph == "gp":
+        model = dnn2gp.Model(MLP, mlp_state(), "regression", sigma_noise=0.5)
+        yr = np.random.default_rng(8).normal(size=(64, 3))
+        gp = dnn2gp.GP(model, space="function")
+        gp.fit(x, yr)
+        dg = dnn2gp.dask.GP(model, chunks=16).fit(inputs, yr)
+        np.testing.assert_allclose(dg.log_marginal_likelihood(), gp.log_marginal_likelihood(), rtol=1e-12)
     assert os.path.exists(marker)
-    np.testing.assert_allclose(out, dnn2gp.ntk(model, x), rtol=1e-12, atol=1e-12)
 
 
 def test_dask_fit_is_the_fit_as_a_tree_reduction(cluster):
