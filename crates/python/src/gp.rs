@@ -11,7 +11,7 @@ use dnn2gp::nn::Network;
 use dnn2gp::train::model::Model as CoreModel;
 use dnn2gp::Warning;
 
-use crate::{kernel_layout, memory_budget, pair, py_err, rows, shaped, targets, to_numpy, Model};
+use crate::{memory_budget, py_err, rows, shaped, targets, to_numpy, Model};
 
 /// A predictive's mean and variance, each M × K.
 type MeanAndVariance<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>);
@@ -207,7 +207,7 @@ impl Gp {
     }
 
     /// The GP's prior kernel `δ⁻¹ J(x) J(x')ᵀ` between the rows of X1 and X2 (X1 when omitted),
-    /// in neural-tangents' layout `(N1, N2, K, K)`.
+    /// in neural-tangents' layout `(N1, N2, K, K)`: `dnn2gp.ntk(…, trace_axes=()) / δ`.
     #[pyo3(signature = (x1, x2=None))]
     fn kernel<'py>(
         &self,
@@ -215,18 +215,10 @@ impl Gp {
         x1: &Bound<'py, PyAny>,
         x2: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let m = &self.model;
-        let d = m.net.n_inputs();
-        let (a, b) = pair(x1, x2, d)?;
-        let mut kernel = py.detach(|| {
-            m.net
-                .ntk(&m.w, a.as_ref(), b.as_ref().unwrap_or(&a).as_ref())
-        });
-        kernel
-            .as_mut()
-            .col_iter_mut()
-            .for_each(|c| c.iter_mut().for_each(|v| *v /= m.delta));
-        kernel_layout(py, kernel.as_ref(), m.net.n_outputs(), &[])
+        let model = Model {
+            inner: self.model.clone(),
+        };
+        crate::ntk(py, &model, x1, x2, vec![], vec![])?.div(self.model.delta)
     }
 
     fn __repr__(&self) -> String {

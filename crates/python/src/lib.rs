@@ -573,10 +573,7 @@ impl Laplace {
         };
         let (m, structure, subset) = (&self.model, self.structure, self.subset);
         let inner = py
-            .detach(|| {
-                CoreLaplace::check_memory(&m.net, x.nrows(), structure, subset, opts.memory_limit)?;
-                CoreLaplace::curvature(m, x.as_ref(), y.as_ref(), structure, subset, &opts)
-            })
+            .detach(|| CoreLaplace::curvature(m, x.as_ref(), y.as_ref(), structure, subset, &opts))
             .map_err(py_err)?;
         Ok(Curvature { inner })
     }
@@ -956,7 +953,7 @@ pub(crate) fn kernel_layout<'py>(
 /// input's own block, `(N1,)` or `(N1, K, K)`. Computed from per-layer factors, never forming J.
 #[pyfunction]
 #[pyo3(signature = (model, x1, x2=None, trace_axes=vec![-1], diagonal_axes=vec![]))]
-fn ntk<'py>(
+pub(crate) fn ntk<'py>(
     py: Python<'py>,
     model: &Model,
     x1: &Bound<'py, PyAny>,

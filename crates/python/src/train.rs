@@ -22,12 +22,11 @@ use crate::{memory_budget, py_err, rows, targets, to_numpy, Model};
 
 /// `(X, y)` as a regression data set of `d` inputs: y (N,) or (N, K).
 fn regression(name: &str, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<Dataset> {
+    // The row width from the array's shape; a non-array is named by `rows`.
     let d = x
-        .getattr("shape")?
-        .extract::<Vec<usize>>()?
-        .iter()
-        .skip(1)
-        .product();
+        .getattr("shape")
+        .and_then(|s| s.extract::<Vec<usize>>())
+        .map_or(0, |s| s.iter().skip(1).product());
     let x = rows(name, x, d)?;
     let y = crate::array::<f64>(&format!("{name}'s targets"), y, "float64")?;
     let ro = y.readonly();

@@ -124,6 +124,12 @@ def test_the_sweep_is_the_commands_bit_for_bit(tmp_path):
         dnn2gp.sweep(x, y, xt, yt, values=[1.0], param="depth")
     with pytest.raises(ValueError, match="method: 'both'"):
         dnn2gp.sweep(x, y, xt, yt, values=[1.0], method="both")
+    with pytest.raises(ValueError, match="delta = -1: every swept value must be a positive number"):
+        dnn2gp.sweep(x, y, xt, yt, values=[1.0, -1.0])
+    with pytest.raises(ValueError, match="width = 1.5: every swept value must be a positive integer"):
+        dnn2gp.sweep(x, y, xt, yt, values=[2.0, 1.5], param="width")
+    with pytest.raises(TypeError, match="X: expected a numpy float64 array, got a list"):
+        dnn2gp.sweep(x.tolist(), y, xt, yt, values=[1.0])
     with pytest.raises(ValueError, match="X_test, y_test"):
         dnn2gp.sweep(x, y, np.c_[xt, xt], yt, values=[1.0])
 

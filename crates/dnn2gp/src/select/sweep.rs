@@ -317,6 +317,16 @@ pub fn run_sweep(
             "a sweep needs at least one value and one data set".into(),
         ));
     }
+    let width = spec.param == SweepParam::Width;
+    if let Some(v) =
+        (spec.values.iter()).find(|v| !(v.is_finite() && **v > 0.0) || (width && v.fract() != 0.0))
+    {
+        return Err(Error::Invalid(format!(
+            "{} = {v}: every swept value must be a positive {}",
+            spec.param,
+            if width { "integer" } else { "number" }
+        )));
+    }
     let jobs: Vec<(usize, usize)> = (0..splits.len())
         .flat_map(|s| (0..spec.values.len()).map(move |v| (s, v)))
         .collect();

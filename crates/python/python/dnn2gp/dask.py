@@ -206,16 +206,17 @@ class GP:
         model, k, c = self.model, self.model.n_outputs, self.chunks
         a = _rows(x, c, "X")
         yb = _targets(y, a)
-        parts = [dask.delayed(_dnn2gp.pseudo_targets, nout=2, pure=True)(model, xb, ybb)
-                 for xb, ybb in zip(a.to_delayed().ravel(), yb.to_delayed().ravel())]
+        # Each chunk's (ỹ, Λ⁻¹) once, kept on the workers for both G and the solves.
+        parts = dask.persist(*[dask.delayed(_dnn2gp.pseudo_targets, pure=True)(model, xb, ybb)
+                               for xb, ybb in zip(a.to_delayed().ravel(), yb.to_delayed().ravel())])
         sizes = a.chunks[0]
-        targets = da.concatenate([da.from_delayed(t, (n, k), dtype=np.float64)
-                                  for (t, _), n in zip(parts, sizes)]).reshape(-1)
-        noise = [[da.from_delayed(dask.delayed(_block_diag, pure=True)(nz), (n * k, n * k),
+        targets = da.concatenate([da.from_delayed(p[0], (n, k), dtype=np.float64)
+                                  for p, n in zip(parts, sizes)]).reshape(-1)
+        noise = [[da.from_delayed(dask.delayed(_block_diag, pure=True)(p[1]), (n * k, n * k),
                                   dtype=np.float64) if i == j
                   else da.zeros((n * k, m * k), chunks=(n * k, m * k))
                   for j, m in enumerate(sizes)]
-                 for i, ((_, nz), n) in enumerate(zip(parts, sizes))]
+                 for i, (p, n) in enumerate(zip(parts, sizes))]
         gram = _kernel_matrix(model, a, None, c) / self.delta + da.block(noise)
         # dask's blocked Cholesky takes equal square tiles: G is padded to a multiple of the
         # tile with an identity block, `[[G, 0], [0, I]] = [[L, 0], [0, I]] [[L, 0], [0, I]]ᵀ`,
