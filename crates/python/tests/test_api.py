@@ -360,6 +360,12 @@ def test_dask_fit_is_the_fit_as_a_tree_reduction(cluster):
         kron.curvature(x, y) + diag.curvature(x, y)
     with pytest.raises(ValueError, match="curvature: a diag curvature"):
         kron.fit_curvature(diag.curvature(x, y))
+    with pytest.raises(ValueError, match="split_every: 1"):
+        dnn2gp.dask.fit(kron, x, y, split_every=1)
+    with pytest.raises(ValueError, match="chunks: 0"):
+        dnn2gp.dask.ntk(model, x, chunks=0)
+    with pytest.raises(ValueError, match="chunks: -4"):
+        dnn2gp.dask.GP(model, chunks=-4)
 
 
 def test_a_symmetric_dask_kernel_computes_only_its_upper_tiles():

@@ -17,6 +17,7 @@ values, times 8 bytes) besides the factors of its two row blocks.
 
 import functools
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -26,9 +27,17 @@ from . import _dnn2gp
 _FEATURES = "klmnopq"
 
 
+def _check(chunks, split_every=2):
+    if not (isinstance(chunks, numbers.Integral) and chunks >= 1):
+        raise ValueError(f"chunks: {chunks!r} (expected a positive number of rows)")
+    if not (isinstance(split_every, numbers.Integral) and split_every >= 2):
+        raise ValueError(f"split_every: {split_every!r} (expected at least 2 partial sums a node)")
+
+
 def _rows(x, chunks, name):
     import dask.array as da
 
+    _check(chunks)
     if isinstance(x, da.Array):
         return x.rechunk({a: -1 for a in range(1, x.ndim)})
     x = np.asarray(x)
@@ -115,6 +124,7 @@ def ggn_diagonal(model, x, y, chunks=1024, split_every=2):
     reduction (`split_every` partial sums per node) of one partial sum per chunk of rows."""
     import dask.array as da
 
+    _check(chunks, split_every)
     a = _rows(x, chunks, "X")
     yb = _targets(y, a)
     feat = _FEATURES[: a.ndim - 1]
@@ -143,6 +153,7 @@ def fit(la, x, y, chunks=1024, split_every=4):
     curvature (P² values full, P diag, the Kronecker factors kron). Returns `la`."""
     import dask
 
+    _check(chunks, split_every)
     a = _rows(x, chunks, "X")
     yb = _targets(y, a)
     args = (la.model, la.likelihood, la.subset_of_weights, la.hessian_structure)
@@ -193,6 +204,7 @@ class GP:
     few tiles of `(chunks K)²` values."""
 
     def __init__(self, model, chunks=256):
+        _check(chunks)
         self.model = model
         self.chunks = chunks
         self.delta = model.prior_precision
