@@ -1,5 +1,5 @@
-//! `reproduce mnist`, `reproduce binary-mnist` and `data fetch`: image classifiers trained at
-//! MNIST scale, then the paper's GP views on a class-sorted subset.
+//! What the image commands (`reproduce mnist`, `reproduce binary-mnist`) share: the images,
+//! the network, training with the test accuracy per epoch, and the GP views.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,30 +8,24 @@ use anyhow::Result;
 use faer::{Mat, MatRef};
 use serde::Serialize;
 
-use crate::fetch::{fetch_mnist, Fetched};
+use crate::cli::args::ImageArgs;
+use crate::cli::ctx::{check_parameter_memory, positive, Ctx};
+use crate::cli::outdir::OutDir;
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
-use dnn2gp::curvature::ggn_diagonal;
-use dnn2gp::curvature::Precision;
-use dnn2gp::data::mnist::{self, class_subset, one_hot, Mnist};
-use dnn2gp::data::Dataset;
+use dnn2gp::data::mnist::{self, class_subset, Mnist};
 use dnn2gp::gp::classification::argmax_rows;
 use dnn2gp::io::{num, write_csv, write_json, write_npy, write_npy_mat};
-use dnn2gp::likelihood::{Bernoulli, Categorical, Likelihood};
+
+use dnn2gp::likelihood::Likelihood;
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::weights::{self, StoredDtype};
 use dnn2gp::nn::{predict, Network, Sequential};
-use dnn2gp::posterior::LaplaceGgn;
-use dnn2gp::train::check_delta;
-use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
-use dnn2gp::train::{adam, gather_rows, steps_per_epoch, Adam, MapConfig, Objective};
+
+use dnn2gp::train::gather_rows;
 use dnn2gp::Error;
 
-use super::args::{BinaryCmd, FetchCmd, ImageArgs, ImagesCmd};
-use super::commands::Ctx;
-use super::outdir::OutDir;
-
 /// Pixels per side of the images of `--data`.
-fn image_side(data: &str) -> Result<usize> {
+pub(crate) fn image_side(data: &str) -> Result<usize> {
     match data {
         "mnist" => Ok(28),
         "digits" => Ok(8),
@@ -44,7 +38,7 @@ fn image_side(data: &str) -> Result<usize> {
 
 /// Loads the images of `--data` and checks that each has as many pixels as `net` has inputs
 /// (a network is never run on cropped or padded rows).
-fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
+pub(crate) fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
     let data = read_images(a)?;
     for (split, x) in [("training", &data.train_x), ("test", &data.test_x)] {
         if x.ncols() != net.n_inputs() {
@@ -62,7 +56,7 @@ fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
     Ok(data)
 }
 
-fn read_images(a: &ImageArgs) -> Result<Mnist> {
+pub(crate) fn read_images(a: &ImageArgs) -> Result<Mnist> {
     let mut data = if a.data == "digits" {
         mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?
     } else {
@@ -84,7 +78,12 @@ fn read_images(a: &ImageArgs) -> Result<Mnist> {
 }
 
 /// The architecture: `--arch`, or LeNet-5 (28×28) / a small CNN (8×8) with `k` outputs.
-fn architecture(ctx: &Ctx, a: &ImageArgs, side: usize, k: usize) -> Result<Sequential> {
+pub(crate) fn image_architecture(
+    ctx: &Ctx,
+    a: &ImageArgs,
+    side: usize,
+    k: usize,
+) -> Result<Sequential> {
     let net = match &a.arch {
         Some(spec) => Sequential::parse(spec)?,
         None if side == 28 => Sequential::lenet5(1, 28, k)?,
@@ -92,7 +91,7 @@ fn architecture(ctx: &Ctx, a: &ImageArgs, side: usize, k: usize) -> Result<Seque
             "1x{side}x{side}:conv6k3,relu,pool,flatten,dense32,relu,dense{k}"
         ))?,
     };
-    super::commands::check_parameter_memory(ctx, net.n_params())?;
+    check_parameter_memory(ctx, net.n_params())?;
     if net.n_inputs() != side * side || net.n_outputs() != k {
         return Err(Error::Invalid(format!(
             "architecture has {} inputs and {} outputs; the images need {} inputs and {k} outputs",
@@ -106,7 +105,7 @@ fn architecture(ctx: &Ctx, a: &ImageArgs, side: usize, k: usize) -> Result<Seque
 }
 
 /// Fraction of rows whose predicted class (arg-max, or the sign of one logit) is the label.
-fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
+pub(crate) fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
     let hits = argmax_rows(f)
         .iter()
         .zip(labels)
@@ -117,16 +116,16 @@ fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
 
 /// One epoch of a training run.
 #[derive(Debug, Clone, Serialize)]
-struct EpochRecord {
-    epoch: usize,
-    loss: f64,
-    test_accuracy: f64,
-    seconds: f64,
+pub(crate) struct EpochRecord {
+    pub(crate) epoch: usize,
+    pub(crate) loss: f64,
+    pub(crate) test_accuracy: f64,
+    pub(crate) seconds: f64,
 }
 
 /// Trains with `train_loop` (Adam or VOGN, given a per-epoch hook), printing and recording test
 /// accuracy after each epoch.
-fn with_test_accuracy(
+pub(crate) fn with_test_accuracy(
     ctx: &Ctx,
     net: &Sequential,
     test_x: MatRef<'_, f64>,
@@ -157,7 +156,7 @@ fn with_test_accuracy(
     Ok((w, records))
 }
 
-fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
+pub(crate) fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -177,29 +176,29 @@ fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
 }
 
 /// Loads `--model` weights for `net`.
-fn load_weights(path: &Path, net: &Sequential) -> Result<Vec<f64>> {
+pub(crate) fn load_weights(path: &Path, net: &Sequential) -> Result<Vec<f64>> {
     Ok(weights::load(path, &net.param_layout())?)
 }
 
 /// What the GP views found, for the summary.
 #[derive(Debug, Serialize)]
-struct ViewSummary {
-    images: usize,
-    split: String,
-    outputs: usize,
+pub(crate) struct ViewSummary {
+    pub(crate) images: usize,
+    pub(crate) split: String,
+    pub(crate) outputs: usize,
     /// Fraction of the images where arg-max of `J(x)w*` equals the network's prediction.
-    gp_mean_agreement: f64,
+    pub(crate) gp_mean_agreement: f64,
     /// The network's accuracy on the shown images.
-    accuracy: f64,
-    mean_var_f: f64,
-    mean_var_y: f64,
-    kernel_seconds: f64,
+    pub(crate) accuracy: f64,
+    pub(crate) mean_var_f: f64,
+    pub(crate) mean_var_y: f64,
+    pub(crate) kernel_seconds: f64,
 }
 
 /// Refuses GP views whose Jacobians (NK×P) and kernels (NK×NK, twice with its views) would not
 /// fit in memory; called before training with the largest possible N, and again with the
 /// actual one.
-fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Result<()> {
+pub(crate) fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Result<()> {
     let (k, p) = (net.n_outputs(), net.n_params());
     Ok(check_memory(
         &format!("the GP views of {n} images ({n}·{k} Jacobian rows of {p} parameters and the {}×{} kernel)", n * k, n * k),
@@ -212,7 +211,7 @@ fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Result<()> {
 /// The GP views on the class-sorted subset: Jacobians, the prior kernel `δ⁻¹JJᵀ` in its three
 /// layouts, the predictive from the posterior variances `s = diag(Σ)`, `.npy` files and figures.
 #[allow(clippy::too_many_arguments)]
-fn gp_views(
+pub(crate) fn gp_views(
     ctx: &Ctx,
     net: &Sequential,
     lik: &dyn Likelihood,
@@ -309,7 +308,7 @@ fn gp_views(
 }
 
 /// The shown images: the first `per_class` of each class (sorted by class) of a split.
-fn shown_images(
+pub(crate) fn shown_images(
     a: &ImageArgs,
     x_train: MatRef<'_, f64>,
     y_train: &[usize],
@@ -335,14 +334,19 @@ fn shown_images(
 }
 
 /// Takes `--out`, after checking it holds none of the inputs.
-fn open_out(out: &Path, a: &ImageArgs) -> Result<OutDir> {
+pub(crate) fn open_out(out: &Path, a: &ImageArgs) -> Result<OutDir> {
     let mut inputs = vec![a.data_dir.as_path()];
     inputs.extend(a.model.as_deref());
     Ok(OutDir::open("--out", out, &inputs)?)
 }
 
 /// Saves the weights (safetensors, f64, PyTorch names) and the architecture.
-fn save_network(out: &Path, net: &Sequential, w: &[f64], files: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn save_network(
+    out: &Path,
+    net: &Sequential,
+    w: &[f64],
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
     let path = out.join("model.safetensors");
     weights::save(&path, &net.param_layout(), w, StoredDtype::F64)?;
     files.push(path);
@@ -352,23 +356,8 @@ fn save_network(out: &Path, net: &Sequential, w: &[f64], files: &mut Vec<PathBuf
     Ok(())
 }
 
-#[derive(Debug, Serialize)]
-struct MnistSummary {
-    data: String,
-    n_params: usize,
-    train_images: usize,
-    delta: f64,
-    trained: bool,
-    epochs: Vec<EpochRecord>,
-    test_accuracy: f64,
-    train_seconds: f64,
-    ggn_seconds: f64,
-    views: ViewSummary,
-}
-
 /// Checks the options shared by the image experiments before any work.
-fn check_image_args(a: &ImageArgs) -> Result<()> {
-    use super::commands::positive;
+pub(crate) fn check_image_args(a: &ImageArgs) -> Result<()> {
     positive("--per-class", a.per_class)?;
     if let Some(n) = a.first {
         positive("--first", n)?;
@@ -383,310 +372,6 @@ fn check_image_args(a: &ImageArgs) -> Result<()> {
             a.images
         ))
         .into());
-    }
-    Ok(())
-}
-
-/// `reproduce mnist`.
-pub(super) fn reproduce_mnist(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
-    let ia = &a.images;
-    check_image_args(ia)?;
-    check_delta(a.delta)?;
-    if ia.model.is_none() {
-        super::commands::positive("--epochs", a.epochs)?;
-        if !(a.lr.is_finite() && a.lr > 0.0) {
-            return Err(Error::Invalid(format!("--lr must be positive, got {}", a.lr)).into());
-        }
-    }
-    let k = 10;
-    let net = architecture(ctx, ia, image_side(&ia.data)?, k)?;
-    check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * k), &net)?;
-    let d = &load_images(ia, &net)?;
-    let out = open_out(&a.out, ia)?;
-    let mut files = Vec::new();
-    let train = Dataset::new(d.train_x.clone(), one_hot(&d.train_y, k))?;
-    let lik = Categorical;
-    let t0 = Instant::now();
-    let (w, records) = match &ia.model {
-        Some(path) => (load_weights(path, &net)?, Vec::new()),
-        None => {
-            let obj = Objective::on(&net, &lik, &train, a.delta);
-            let cfg = MapConfig {
-                adam: Adam {
-                    lr: a.lr,
-                    plateau: None,
-                    ..Adam::default()
-                },
-                epochs: a.epochs,
-                batch_size: Some(ia.batch_size),
-                seed: ia.seed,
-                polish_iters: 0,
-                ..MapConfig::default()
-            };
-            let pb = ctx.bar(
-                (a.epochs * steps_per_epoch(train.len(), cfg.batch_size)) as u64,
-                "Adam",
-            );
-            let res = with_test_accuracy(ctx, &net, d.test_x.as_ref(), &d.test_y, |hook| {
-                adam::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook).map(|r| r.w)
-            })?;
-            pb.finish_and_clear();
-            res
-        }
-    };
-    let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(out.path(), &net, &w, &mut files)?;
-    let path = out.path().join("history.csv");
-    write_records(&path, &records)?;
-    files.push(path);
-    let test_accuracy = accuracy(predict(&net, &w, d.test_x.as_ref()).as_ref(), &d.test_y);
-    eprintln!(
-        "test accuracy {:.2}% ({} parameters, {:.0} s)",
-        100.0 * test_accuracy,
-        net.n_params(),
-        train_seconds
-    );
-
-    let t1 = Instant::now();
-    let pb = ctx.bar(train.len() as u64, "GGN diagonal");
-    let h = ggn_diagonal(
-        &net,
-        &lik,
-        &w,
-        train.x.as_ref(),
-        train.y.as_ref(),
-        Some(&pb),
-    );
-    pb.finish_and_clear();
-    let variances = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
-    let path = out.path().join("posterior_variance.npy");
-    write_npy(&path, &[variances.len()], &variances)?;
-    files.push(path);
-    let ggn_seconds = t1.elapsed().as_secs_f64();
-
-    let (xs, ys) = shown_images(
-        ia,
-        d.train_x.as_ref(),
-        &d.train_y,
-        d.test_x.as_ref(),
-        &d.test_y,
-        k,
-    )?;
-    let views = gp_views(
-        ctx,
-        &net,
-        &lik,
-        &w,
-        &variances,
-        a.delta,
-        xs.as_ref(),
-        &ys,
-        &ia.images,
-        if ia.data == "digits" {
-            "Digits"
-        } else {
-            "MNIST"
-        },
-        &(0..k).map(|c| c.to_string()).collect::<Vec<_>>(),
-        out.path(),
-        &mut files,
-    )?;
-    eprintln!(
-        "GP posterior mean arg-max agrees with the network on {:.1}% of the {} images",
-        100.0 * views.gp_mean_agreement,
-        views.images
-    );
-    let summary = MnistSummary {
-        data: ia.data.clone(),
-        n_params: net.n_params(),
-        train_images: train.len(),
-        delta: a.delta,
-        trained: ia.model.is_none(),
-        epochs: records,
-        test_accuracy,
-        train_seconds,
-        ggn_seconds,
-        views,
-    };
-    let path = out.path().join("summary.json");
-    write_json(&path, &summary)?;
-    files.push(path);
-    out.commit(&files)
-}
-
-#[derive(Debug, Serialize)]
-struct BinarySummary {
-    data: String,
-    digits: [usize; 2],
-    n_params: usize,
-    train_images: usize,
-    delta: f64,
-    vogn: Option<VognConfig>,
-    epochs: Vec<EpochRecord>,
-    test_accuracy: f64,
-    train_seconds: f64,
-    views: ViewSummary,
-}
-
-/// The examples of digits `a` and `b` with labels 0 (a) and 1 (b).
-fn two_digits(x: MatRef<'_, f64>, labels: &[usize], a: usize, b: usize) -> (Mat<f64>, Vec<usize>) {
-    let (idx, _) = mnist::binary(labels, a, b);
-    (
-        gather_rows(x, &idx),
-        idx.iter().map(|&i| usize::from(labels[i] == b)).collect(),
-    )
-}
-
-/// `reproduce binary-mnist`.
-pub(super) fn reproduce_binary(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
-    let ia = &a.images;
-    check_image_args(ia)?;
-    check_delta(a.delta)?;
-    let (da, db) = match a.digits.as_slice() {
-        [x, y] if x != y && *x < 10 && *y < 10 => (*x, *y),
-        other => {
-            return Err(Error::Invalid(format!(
-                "--digits needs two different digits 0..9, got {other:?}"
-            ))
-            .into())
-        }
-    };
-    let net = architecture(ctx, ia, image_side(&ia.data)?, 1)?;
-    check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * 2), &net)?;
-    let d = &load_images(ia, &net)?;
-    let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
-    let (xte, yte) = two_digits(d.test_x.as_ref(), &d.test_y, da, db);
-    if ytr.is_empty() || yte.is_empty() {
-        return Err(Error::Invalid(format!("no images of digits {da} and {db}")).into());
-    }
-    let out = open_out(&a.out, ia)?;
-    let mut files = Vec::new();
-    let targets = Mat::from_fn(ytr.len(), 1, |i, _| ytr[i] as f64);
-    let train = Dataset::new(xtr, targets)?;
-    let lik = Bernoulli;
-    let t0 = Instant::now();
-    let (w, variances, records, cfg) = match &ia.model {
-        Some(path) => {
-            // Without a variational posterior, the Laplace-GGN diagonal stands in for Σ.
-            let w = load_weights(path, &net)?;
-            let h = ggn_diagonal(&net, &lik, &w, train.x.as_ref(), train.y.as_ref(), None);
-            let s = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
-            (w, s, Vec::new(), None)
-        }
-        None => {
-            let cfg = VognConfig {
-                beta: a.beta,
-                lr: Some(a.vi_lr),
-                mc_samples: a.mc_samples,
-                batch_size: Some(ia.batch_size),
-                epochs: a.vi_epochs,
-                covariance: Covariance::Diag,
-                curvature: Curvature::Ggn,
-                momentum: Some(a.momentum),
-                init_precision: a.init_precision,
-                deterministic: false,
-                seed: ia.seed,
-                snapshot_every: 0,
-            };
-            let obj = Objective::on(&net, &lik, &train, a.delta);
-            let pb = ctx.bar(
-                (a.vi_epochs * steps_per_epoch(train.len(), cfg.batch_size)) as u64,
-                "VOGN",
-            );
-            let mut state = None;
-            let (w, records) = with_test_accuracy(ctx, &net, xte.as_ref(), &yte, |hook| {
-                let run = vogn::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook)?;
-                let mu = run.state.mu.clone();
-                state = Some(run.state);
-                Ok(mu)
-            })?;
-            pb.finish_and_clear();
-            let s = match state.map(|s| s.precision) {
-                Some(Precision::Diag(d)) => d.iter().map(|v| 1.0 / v).collect(),
-                _ => unreachable!("diagonal VOGN"),
-            };
-            (w, s, records, Some(cfg))
-        }
-    };
-    let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(out.path(), &net, &w, &mut files)?;
-    let path = out.path().join("posterior_variance.npy");
-    write_npy(&path, &[variances.len()], &variances)?;
-    files.push(path);
-    let path = out.path().join("history.csv");
-    write_records(&path, &records)?;
-    files.push(path);
-    let test_accuracy = accuracy(predict(&net, &w, xte.as_ref()).as_ref(), &yte);
-    eprintln!(
-        "test accuracy {:.2}% on digits {da} vs {db} ({:.0} s)",
-        100.0 * test_accuracy,
-        train_seconds
-    );
-    // The shown images: the first per_class of each digit, with labels 0/1.
-    let (xs, ys) = {
-        let (xa, la) = match ia.images.as_str() {
-            "test" => (xte.as_ref(), yte.as_slice()),
-            _ => (train.x.as_ref(), ytr.as_slice()),
-        };
-        shown_images(ia, xa, la, xa, la, 2)?
-    };
-    let views = gp_views(
-        ctx,
-        &net,
-        &lik,
-        &w,
-        &variances,
-        a.delta,
-        xs.as_ref(),
-        &ys,
-        &ia.images,
-        &format!("Binary MNIST {da} vs {db} (VOGN)"),
-        &[da.to_string(), db.to_string()],
-        out.path(),
-        &mut files,
-    )?;
-    let summary = BinarySummary {
-        data: ia.data.clone(),
-        digits: [da, db],
-        n_params: net.n_params(),
-        train_images: train.len(),
-        delta: a.delta,
-        vogn: cfg,
-        epochs: records,
-        test_accuracy,
-        train_seconds,
-        views,
-    };
-    let path = out.path().join("summary.json");
-    write_json(&path, &summary)?;
-    files.push(path);
-    out.commit(&files)
-}
-
-/// `data fetch`.
-pub(super) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
-    if a.dataset != "mnist" {
-        return Err(
-            Error::Invalid(format!("unknown data set '{}' (expected mnist)", a.dataset)).into(),
-        );
-    }
-    let dir = a.dir.unwrap_or_else(|| a.data_dir.join("mnist"));
-    let fetched: Vec<Fetched> = fetch_mnist(&a.mirror, &dir, &mut |name| {
-        if !ctx.quiet {
-            eprintln!("downloading {name}.gz");
-        }
-    })?;
-    for f in &fetched {
-        println!(
-            "{} {} ({})",
-            f.md5,
-            f.path.display(),
-            if f.downloaded {
-                "downloaded"
-            } else {
-                "already there"
-            }
-        );
     }
     Ok(())
 }

@@ -1,25 +1,37 @@
-//! Command-line interface: `demo`, `train`, `gp`, `vi`, `sweep`, `predict`, `evaluate`,
-//! `reproduce`, `data` and `bench`.
+//! Command-line interface, laid out as ripgrep's: [`args`] holds every option, [`ctx`] what
+//! every command shares (settings, warnings, checks), one file per command under [`commands`],
+//! and the pieces two commands share beside them (data sources, the model folder, training
+//! settings, the GP, sweep and classifier reports, the image experiments). This file only
+//! parses and dispatches. A new command is a file in `commands/`, its options a struct in
+//! `args.rs` and a line in [`run`].
 
 mod args;
+mod class_report;
 mod commands;
-mod evaluate;
+mod ctx;
+mod gp_report;
 mod images;
+mod model_dir;
 mod outdir;
-mod predict;
 mod progress;
+mod sources;
+mod sweep_report;
+mod training;
 
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
 
 pub use args::Cli;
+use args::{Command, DataCmd, ReproduceCmd};
+use ctx::Ctx;
 
 /// Parses the arguments, runs the command, maps errors to exit codes (2: bad input, 1: failure).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     outdir::install_signal_handler();
-    match commands::run(cli) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -29,5 +41,26 @@ pub fn main() -> ExitCode {
             };
             ExitCode::from(code)
         }
+    }
+}
+
+/// Runs the parsed command line.
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(cli.quiet, cli.max_memory)?;
+    match cli.command {
+        Command::Demo(a) => commands::demo::run(&ctx, a),
+        Command::Train(a) => commands::train::run(&ctx, a),
+        Command::Import(a) => commands::import::run(&ctx, a),
+        Command::Gp(a) => commands::gp::run(&ctx, a),
+        Command::Sweep(a) => commands::sweep::run(&ctx, a),
+        Command::Vi(a) => commands::vi::run(&ctx, a),
+        Command::Predict(a) => commands::predict::run(&ctx, a),
+        Command::Evaluate(a) => commands::evaluate::run(&ctx, a),
+        Command::Reproduce(ReproduceCmd::Mnist(a)) => commands::reproduce_mnist::run(&ctx, a),
+        Command::Reproduce(ReproduceCmd::BinaryMnist(a)) => {
+            commands::reproduce_binary::run(&ctx, a)
+        }
+        Command::Data(DataCmd::Fetch(a)) => commands::data::fetch(&ctx, a),
+        Command::Bench(a) => commands::bench::run(a),
     }
 }

@@ -8,22 +8,22 @@ use anyhow::Result;
 use faer::Mat;
 use serde::Serialize;
 
-use dnn2gp::data::mnist;
-use dnn2gp::experiments::calibration::{self, Inputs, Method, MethodReport, Prior};
+use crate::cli::args::EvaluateCmd;
+use crate::cli::ctx::{positive, warn, Ctx};
+use crate::cli::outdir::OutDir;
+use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
+use crate::report::plot::save;
+use dnn2gp::data::mnist::{self};
+use dnn2gp::experiments::calibration::{self, Inputs, Method as EvalMethod, MethodReport, Prior};
 use dnn2gp::io::{num, write_csv, write_json};
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::nn::{weights, Network, Sequential};
+use dnn2gp::nn::weights::{self};
+use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{
     FitOptions, HessianStructure, Link, PriorPrecision, PriorStructure, Subset,
 };
 use dnn2gp::train::model::Model;
 use dnn2gp::{Error, Warning};
-
-use super::args::EvaluateCmd;
-use super::commands::{positive, warn, Ctx};
-use super::outdir::OutDir;
-use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
-use crate::report::plot::save;
 
 /// What `evaluate` writes to `evaluate.json`.
 #[derive(Debug, Serialize)]
@@ -116,7 +116,7 @@ fn load_model(a: &EvaluateCmd) -> Result<Model> {
 }
 
 /// `evaluate`.
-pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
+pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     // Every option before any work.
     let structures = list("--hessian", &a.hessian, |s| s.parse::<HessianStructure>())?;
     let subsets = list("--subset", &a.subset, |s| s.parse::<Subset>())?;
@@ -201,12 +201,12 @@ pub(super) fn evaluate(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let model = load_model(&a)?;
     let (d, k) = (model.net.n_inputs(), model.net.n_outputs());
     let classes = if k == 1 { 2 } else { k };
-    let methods: Vec<Method> = structures
+    let methods: Vec<EvalMethod> = structures
         .iter()
         .flat_map(|&structure| {
             subsets
                 .iter()
-                .map(move |&subset| Method { structure, subset })
+                .map(move |&subset| EvalMethod { structure, subset })
         })
         .collect();
     let y_train = mnist::read_labels(&train_labels)?;

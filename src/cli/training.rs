@@ -1,0 +1,126 @@
+//! Training options as the core's settings: the MLP of `--hidden`/`--activation`, Adam and
+//! VOGN settings, and the set-up shared by the commands that train.
+
+use anyhow::Result;
+
+use crate::cli::args::{DataArgs, ModelArgs, TrainArgs, VognArgs};
+use crate::cli::ctx::{check_parameter_memory, positive, Ctx};
+use crate::cli::sources::{one_data_set, prepare_split, source};
+use dnn2gp::data::source::Source;
+use dnn2gp::data::Split;
+use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
+use dnn2gp::nn::{Activation, Network, Sequential};
+use dnn2gp::train::vogn::VognConfig;
+use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
+use dnn2gp::Error;
+
+pub(crate) fn map_config(t: &TrainArgs) -> Result<MapConfig> {
+    if !(t.lr.is_finite() && t.lr > 0.0) {
+        return Err(Error::Invalid(format!("--lr must be positive, got {}", t.lr)).into());
+    }
+    if t.batch_size == Some(0) {
+        return Err(Error::Invalid("--batch-size must be positive".into()).into());
+    }
+    if !(t.plateau_factor > 0.0 && t.plateau_factor < 1.0) {
+        return Err(Error::Invalid(format!(
+            "--plateau-factor must be in (0, 1), got {}",
+            t.plateau_factor
+        ))
+        .into());
+    }
+    positive("--plateau-patience", t.plateau_patience)?;
+    Ok(MapConfig {
+        adam: Adam {
+            lr: t.lr,
+            plateau: (!t.no_plateau).then(|| Plateau {
+                factor: t.plateau_factor,
+                patience: t.plateau_patience,
+                ..Plateau::default()
+            }),
+            ..Adam::default()
+        },
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        seed: t.seed,
+        polish_iters: t.polish_iters,
+        ..MapConfig::default()
+    })
+}
+
+pub(crate) fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
+    if !(v.beta > 0.0 && v.beta <= 1.0) {
+        return Err(Error::Invalid(format!("--beta must be in (0, 1], got {}", v.beta)).into());
+    }
+    if let Some(m) = v.momentum.filter(|m| !(0.0..1.0).contains(m)) {
+        return Err(Error::Invalid(format!("--momentum must be in [0, 1), got {m}")).into());
+    }
+    if v.vi_lr.is_some_and(|l| !(l.is_finite() && l > 0.0))
+        || v.vi_batch_size == Some(0)
+        || v.mc_samples == 0
+    {
+        return Err(Error::Invalid(
+            "--vi-lr, --vi-batch-size and --mc-samples must be positive".into(),
+        )
+        .into());
+    }
+    Ok(VognConfig {
+        beta: v.beta,
+        lr: v.vi_lr,
+        mc_samples: v.mc_samples,
+        batch_size: v.vi_batch_size,
+        epochs: v.vi_epochs,
+        covariance: v.covariance.parse()?,
+        curvature: v.curvature.parse()?,
+        momentum: v.momentum,
+        init_precision: v.init_precision,
+        deterministic: v.ogn,
+        seed,
+        snapshot_every: 0,
+    })
+}
+
+pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
+    let mut sizes = vec![split.train.x.ncols()];
+    sizes.extend(&m.hidden);
+    sizes.push(split.train.y.ncols());
+    Ok(Sequential::mlp(sizes, m.activation.parse::<Activation>()?)?)
+}
+
+/// The data source, its first split, the network and the likelihood of a command; checks δ.
+pub(crate) fn setup(
+    ctx: &Ctx,
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> Result<(Source, Split, Sequential, Box<dyn Likelihood>)> {
+    let src = one_data_set(source(data)?)?;
+    let kind = model.likelihood.parse::<LikelihoodKind>()?;
+    if model.classes.is_some() && kind != LikelihoodKind::Categorical {
+        return Err(Error::Invalid(format!(
+            "--classes applies to --likelihood categorical, not {}",
+            model.likelihood
+        ))
+        .into());
+    }
+    let split = prepare_split(src.load()?.remove(0), kind, model.classes, &data.data)?;
+    let net = architecture(&split, model)?;
+    check_parameter_memory(ctx, net.n_params())?;
+    let lik = kind.build(model.sigma)?;
+    dnn2gp::train::check_delta(model.delta)?;
+    Ok((src, split, net, lik))
+}
+
+pub(crate) fn fit(
+    ctx: &Ctx,
+    net: &Sequential,
+    lik: &dyn Likelihood,
+    split: &Split,
+    delta: f64,
+    cfg: &MapConfig,
+    seed: u64,
+) -> Result<MapResult> {
+    let obj = Objective::on(net, lik, &split.train, delta);
+    let pb = ctx.bar(cfg.epochs as u64, "training");
+    let res = fit_map(&obj, &net.init(seed), cfg, Some(&pb))?;
+    pb.finish_and_clear();
+    Ok(res)
+}
