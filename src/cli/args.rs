@@ -4,6 +4,81 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use dnn2gp::gp::Space;
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::Activation;
+use dnn2gp::posterior::{HessianStructure, LinkApprox, PriorStructure, Subset};
+use dnn2gp::select::SweepParam;
+use dnn2gp::train::vogn::{Covariance, Curvature};
+
+dnn2gp::words! {
+    /// The posteriors of `sweep --method`: Laplace, VI, or both.
+    pub enum Methods("method") {
+        /// MAP and Laplace-GGN.
+        Laplace = ["laplace"],
+        /// VOGN.
+        Vi = ["vi"],
+        /// Both, one figure of the two −log marglik curves.
+        Both = ["both"],
+    }
+}
+
+dnn2gp::words! {
+    /// The image data of the image experiments.
+    pub enum ImageData("image data") {
+        /// MNIST's IDX files.
+        Mnist = ["mnist"],
+        /// The 8×8 handwritten digits.
+        Digits = ["digits"],
+    }
+}
+
+dnn2gp::words! {
+    /// Which split of the images the GP views show.
+    pub enum ImageSplit("image split") {
+        /// The training images (as the paper's code).
+        Train = ["train"],
+        /// The test images.
+        Test = ["test"],
+    }
+}
+
+/// `--prior`: the evidence's maximum, the model's δ, or a given δ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PriorArg {
+    /// `marglik`: δ at the maximum of the Laplace evidence.
+    Marglik,
+    /// `model`: the δ the model was trained with.
+    Model,
+    /// A positive number.
+    Value(f64),
+}
+
+impl std::str::FromStr for PriorArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "marglik" => Ok(PriorArg::Marglik),
+            "model" => Ok(PriorArg::Model),
+            v => match v.parse::<f64>() {
+                Ok(d) if d.is_finite() && d > 0.0 => Ok(PriorArg::Value(d)),
+                _ => Err(format!(
+                    "'{v}': expected marglik, model or a positive number"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for PriorArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PriorArg::Marglik => f.write_str("marglik"),
+            PriorArg::Model => f.write_str("model"),
+            PriorArg::Value(d) => write!(f, "{d}"),
+        }
+    }
+}
 
 /// Turn a trained deep network into a Gaussian process (DNN2GP, Khan et al. 2019).
 #[derive(Debug, Parser)]
@@ -175,7 +250,7 @@ pub struct ImageArgs {
     /// Images: mnist (the IDX files in DATA_DIR/mnist) or digits (DATA_DIR/digits/digits.csv.gz,
     /// 8×8 pixels, 1500 training and 297 test images).
     #[arg(long, default_value = "mnist")]
-    pub data: String,
+    pub data: ImageData,
     /// Folder holding `mnist/` (see `dnn2gp data fetch mnist`) and `digits/`.
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,
@@ -203,7 +278,7 @@ pub struct ImageArgs {
     pub first: Option<usize>,
     /// Split the GP-view images come from: train (as the paper's code) or test.
     #[arg(long, default_value = "train")]
-    pub images: String,
+    pub images: ImageSplit,
     /// Seed of the initialisation and the minibatches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -303,11 +378,11 @@ pub struct ModelArgs {
     pub hidden: Vec<usize>,
     /// Hidden activation: tanh, sigmoid, relu, identity.
     #[arg(long, default_value = "tanh")]
-    pub activation: String,
+    pub activation: Activation,
     /// Likelihood: gaussian (alias: regression), bernoulli (one 0/1 target column) or
     /// categorical (alias: classification; one column of labels 0..K−1, or K one-hot columns).
     #[arg(long, default_value = "gaussian")]
-    pub likelihood: String,
+    pub likelihood: LikelihoodKind,
     /// Categorical: the number of classes K (default: the largest training label + 1).
     #[arg(long)]
     pub classes: Option<usize>,
@@ -373,10 +448,10 @@ pub struct VognArgs {
     pub vi_batch_size: Option<usize>,
     /// Covariance of q: full (P×P) or diag.
     #[arg(long, default_value = "full")]
-    pub covariance: String,
+    pub covariance: Covariance,
     /// Curvature: ggn (the paper's VOGGN) or squared-gradients (the official VOGN code).
     #[arg(long, default_value = "ggn")]
-    pub curvature: String,
+    pub curvature: Curvature,
     /// Momentum on the gradient (e.g. 0.9).
     #[arg(long)]
     pub momentum: Option<f64>,
@@ -467,14 +542,14 @@ pub struct GpCmd {
     pub data: ModelDataArgs,
     /// Posterior precision: full or diag GGN.
     #[arg(long, default_value = "full")]
-    pub hessian: String,
+    pub hessian: HessianStructure,
     /// Where to compute the GP: auto, weight (P×P) or function (NK×NK).
     #[arg(long, default_value = "auto")]
-    pub space: String,
+    pub space: Space,
     /// Posterior sampled for the DNN-Laplace (Monte Carlo) panel: diag, as in the paper's code,
     /// or full.
     #[arg(long, default_value = "diag")]
-    pub mc_hessian: String,
+    pub mc_hessian: HessianStructure,
     /// Override the model's prior precision δ.
     #[arg(long, allow_negative_numbers = true)]
     pub delta: Option<f64>,
@@ -538,16 +613,16 @@ pub struct SweepCmd {
     pub vogn: VognArgs,
     /// Posterior: laplace, vi or both (both draws the two −log marglik curves in one figure).
     #[arg(long, default_value = "laplace")]
-    pub method: String,
+    pub method: Methods,
     /// Parameter swept: delta, sigma or width.
     #[arg(long, default_value = "delta")]
-    pub param: String,
+    pub param: SweepParam,
     /// Values: `logspace:A:B:N` (10^A..10^B), `linspace:A:B:N`, or a list `0.1,1,10`.
     #[arg(long, default_value = "logspace:-2:2:21")]
     pub grid: String,
     /// Where to compute the GP: auto, weight or function.
     #[arg(long, default_value = "auto")]
-    pub space: String,
+    pub space: Space,
     /// Output folder.
     #[arg(long, default_value = "dnn2gp-out/sweep")]
     pub out: PathBuf,
@@ -573,10 +648,10 @@ pub struct PredictCmd {
     pub labels: Option<PathBuf>,
     /// Posterior precision: full or diag GGN.
     #[arg(long, default_value = "full")]
-    pub hessian: String,
+    pub hessian: HessianStructure,
     /// Where to compute the GP (Gaussian and Bernoulli): auto, weight or function.
     #[arg(long, default_value = "auto")]
-    pub space: String,
+    pub space: Space,
     /// Override the model's prior precision δ.
     #[arg(long, allow_negative_numbers = true)]
     pub delta: Option<f64>,
@@ -612,8 +687,13 @@ pub struct EvaluateCmd {
     #[arg(long)]
     pub test_labels: Option<PathBuf>,
     /// Rotations of the test images in degrees (counter-clockwise, bilinear), comma-separated.
-    #[arg(long, default_value = "0", allow_hyphen_values = true)]
-    pub angles: String,
+    #[arg(
+        long,
+        default_value = "0",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub angles: Vec<f64>,
     /// The test files already hold the rotated images, angle-major (one block per angle of
     /// `--angles`, as the B6 baseline writes them).
     #[arg(long)]
@@ -626,8 +706,8 @@ pub struct EvaluateCmd {
     #[arg(long)]
     pub ood_images: Vec<PathBuf>,
     /// Posterior structures, comma-separated: kron, diag, full, lowrank.
-    #[arg(long, default_value = "kron")]
-    pub hessian: String,
+    #[arg(long, default_value = "kron", value_delimiter = ',')]
+    pub hessian: Vec<HessianStructure>,
     /// Eigenpairs of a lowrank posterior (top eigenvalues of the GGN, matrix-free).
     #[arg(long, default_value_t = 100)]
     pub rank: usize,
@@ -635,18 +715,18 @@ pub struct EvaluateCmd {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Weights the posteriors cover, comma-separated: last-layer, all.
-    #[arg(long, default_value = "last-layer")]
-    pub subset: String,
+    #[arg(long, default_value = "last-layer", value_delimiter = ',')]
+    pub subset: Vec<Subset>,
     /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number.
     #[arg(long, default_value = "marglik", allow_hyphen_values = true)]
-    pub prior: String,
+    pub prior: PriorArg,
     /// With `--prior marglik`: one δ (scalar) or one per parameter tensor (layerwise; full,
     /// diag and kron posteriors).
     #[arg(long, default_value = "scalar")]
-    pub prior_structure: String,
+    pub prior_structure: PriorStructure,
     /// Predictive link: probit, mc or bridge.
     #[arg(long, default_value = "probit")]
-    pub link: String,
+    pub link: LinkApprox,
     /// Monte Carlo draws per input for `--link mc`.
     #[arg(long, default_value_t = 100)]
     pub samples: usize,

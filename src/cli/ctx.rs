@@ -19,9 +19,10 @@ impl Ctx {
         let memory = match max_memory {
             Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u128,
             Some(g) => {
-                return Err(Error::Invalid(format!(
-                    "--max-memory must be a positive number of GiB, got {g}"
-                ))
+                return Err(Error::option(
+                    "--max-memory",
+                    format!("must be a positive number of GiB, got {g}"),
+                )
                 .into())
             }
             None => available_memory(),
@@ -47,9 +48,10 @@ pub(crate) fn check_parameter_memory(ctx: &Ctx, p: usize) -> Result<()> {
 /// Parses `logspace:A:B:N`, `linspace:A:B:N` or a comma list given to `option`.
 pub(crate) fn parse_grid(option: &str, spec: &str) -> Result<Vec<f64>> {
     let bad = || {
-        Error::Invalid(format!(
-            "{option} '{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"
-        ))
+        Error::option(
+            option,
+            format!("'{spec}': expected logspace:A:B:N, linspace:A:B:N or a list like 0.1,1,10"),
+        )
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let vals = match parts.as_slice() {
@@ -73,7 +75,7 @@ pub(crate) fn parse_grid(option: &str, spec: &str) -> Result<Vec<f64>> {
     };
     if vals.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
         return Err(
-            Error::Invalid(format!("{option} '{spec}': every value must be positive")).into(),
+            Error::option(option, format!("'{spec}': every value must be positive")).into(),
         );
     }
     Ok(vals)
@@ -101,7 +103,7 @@ pub(crate) fn positive(option: &str, v: usize) -> Result<()> {
 /// Refuses a count below `min` for `option`.
 pub(crate) fn at_least(option: &str, v: usize, min: usize) -> Result<()> {
     if v < min {
-        return Err(Error::Invalid(format!("{option} must be at least {min}, got {v}")).into());
+        return Err(Error::option(option, format!("must be at least {min}, got {v}")).into());
     }
     Ok(())
 }

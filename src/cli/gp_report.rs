@@ -214,12 +214,15 @@ pub(crate) fn write_comparison(
 
 /// A `--hessian` of the GP report (`gp`, `predict`): full or diag; KFAC and low-rank
 /// posteriors come from `evaluate`.
-pub(crate) fn full_or_diag(option: &str, value: &str) -> Result<HessianStructure> {
-    match value.parse()? {
-        h @ (HessianStructure::Kron | HessianStructure::LowRank) => Err(Error::Invalid(format!(
-            "{option} {h}: this command's GP takes full or diag; {h} (and last-layer) \
-             posteriors are fitted by `dnn2gp evaluate --hessian {h}`"
-        ))
+pub(crate) fn full_or_diag(option: &str, value: HessianStructure) -> Result<HessianStructure> {
+    match value {
+        h @ (HessianStructure::Kron | HessianStructure::LowRank) => Err(Error::option(
+            option,
+            format!(
+                "{h}: this command's GP takes full or diag; {h} (and last-layer) posteriors are \
+                 fitted by `dnn2gp evaluate --hessian {h}`"
+            ),
+        )
         .into()),
         h => Ok(h),
     }

@@ -8,7 +8,7 @@ use anyhow::Result;
 use faer::{Mat, MatRef};
 use serde::Serialize;
 
-use crate::cli::args::ImageArgs;
+use crate::cli::args::{ImageArgs, ImageData, ImageSplit};
 use crate::cli::ctx::{check_parameter_memory, positive, Ctx};
 use crate::cli::outdir::OutDir;
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
@@ -25,14 +25,10 @@ use dnn2gp::train::gather_rows;
 use dnn2gp::Error;
 
 /// Pixels per side of the images of `--data`.
-pub(crate) fn image_side(data: &str) -> Result<usize> {
+pub(crate) fn image_side(data: ImageData) -> usize {
     match data {
-        "mnist" => Ok(28),
-        "digits" => Ok(8),
-        other => Err(Error::Invalid(format!(
-            "unknown image data '{other}' (expected mnist or digits)"
-        ))
-        .into()),
+        ImageData::Mnist => 28,
+        ImageData::Digits => 8,
     }
 }
 
@@ -57,7 +53,7 @@ pub(crate) fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
 }
 
 pub(crate) fn read_images(a: &ImageArgs) -> Result<Mnist> {
-    let mut data = if a.data == "digits" {
+    let mut data = if a.data == ImageData::Digits {
         mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?
     } else {
         let dir = a.data_dir.join("mnist");
@@ -317,7 +313,7 @@ pub(crate) fn shown_images(
     classes: usize,
 ) -> Result<(Mat<f64>, Vec<usize>)> {
     // `--images` is train or test (checked by `check_image_args`).
-    let (x, y) = if a.images == "test" {
+    let (x, y) = if a.images == ImageSplit::Test {
         (x_test, y_test)
     } else {
         (x_train, y_train)
@@ -365,13 +361,6 @@ pub(crate) fn check_image_args(a: &ImageArgs) -> Result<()> {
     positive("--batch-size", a.batch_size)?;
     if let Some(n) = a.train_limit {
         positive("--train-limit", n)?;
-    }
-    if !matches!(a.images.as_str(), "train" | "test") {
-        return Err(Error::Invalid(format!(
-            "unknown --images '{}' (expected train or test)",
-            a.images
-        ))
-        .into());
     }
     Ok(())
 }

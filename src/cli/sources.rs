@@ -23,10 +23,10 @@ pub(crate) fn source(d: &DataArgs) -> Result<Source> {
         ("--data-seed", d.data_seed.is_some()),
     ];
     if let Some((option, _)) = toy_options.iter().find(|(_, given)| *given && !is_toy) {
-        return Err(Error::Invalid(format!(
-            "{option} applies to --data toy only, not to --data {}",
-            d.data
-        ))
+        return Err(Error::option(
+            *option,
+            format!("applies to --data toy only, not to --data {}", d.data),
+        )
         .into());
     }
     let defaults = ToyConfig::default();
@@ -35,12 +35,13 @@ pub(crate) fn source(d: &DataArgs) -> Result<Source> {
         Some(v) => v
             .clone()
             .try_into()
-            .map_err(|_| Error::Invalid("--toy-noise needs three values".into()))?,
+            .map_err(|_| Error::option("--toy-noise", "needs three values"))?,
     };
     if noise.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
-        return Err(Error::Invalid(format!(
-            "--toy-noise values must be non-negative, got {noise:?}"
-        ))
+        return Err(Error::option(
+            "--toy-noise",
+            format!("values must be non-negative, got {noise:?}"),
+        )
         .into());
     }
     let sets = d.sets.unwrap_or(1);
@@ -106,11 +107,14 @@ pub(crate) fn data_override(d: &ModelDataArgs) -> Result<Option<Source>> {
 /// Refuses several CSV data sets where a command fits one network.
 pub(crate) fn one_data_set(src: Source) -> Result<Source> {
     if let Source::Sets { sets } = &src {
-        return Err(Error::Invalid(format!(
-            "--data names {} CSV files: `sweep` averages over several data sets; this command fits \
-             one network on one",
-            sets.len()
-        ))
+        return Err(Error::option(
+            "--data",
+            format!(
+                "{} CSV files: `sweep` averages over several data sets; this command fits one \
+                 network on one",
+                sets.len()
+            ),
+        )
         .into());
     }
     Ok(src)

@@ -9,23 +9,23 @@ use crate::cli::sources::{one_data_set, prepare_split, source};
 use dnn2gp::data::source::Source;
 use dnn2gp::data::Split;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
-use dnn2gp::nn::{Activation, Network, Sequential};
+use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::train::vogn::VognConfig;
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
 
 pub(crate) fn map_config(t: &TrainArgs) -> Result<MapConfig> {
     if !(t.lr.is_finite() && t.lr > 0.0) {
-        return Err(Error::Invalid(format!("--lr must be positive, got {}", t.lr)).into());
+        return Err(Error::option("--lr", format!("must be positive, got {}", t.lr)).into());
     }
     if t.batch_size == Some(0) {
-        return Err(Error::Invalid("--batch-size must be positive".into()).into());
+        return Err(Error::option("--batch-size", "must be positive").into());
     }
     if !(t.plateau_factor > 0.0 && t.plateau_factor < 1.0) {
-        return Err(Error::Invalid(format!(
-            "--plateau-factor must be in (0, 1), got {}",
-            t.plateau_factor
-        ))
+        return Err(Error::option(
+            "--plateau-factor",
+            format!("must be in (0, 1), got {}", t.plateau_factor),
+        )
         .into());
     }
     positive("--plateau-patience", t.plateau_patience)?;
@@ -49,28 +49,26 @@ pub(crate) fn map_config(t: &TrainArgs) -> Result<MapConfig> {
 
 pub(crate) fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
     if !(v.beta > 0.0 && v.beta <= 1.0) {
-        return Err(Error::Invalid(format!("--beta must be in (0, 1], got {}", v.beta)).into());
+        return Err(Error::option("--beta", format!("must be in (0, 1], got {}", v.beta)).into());
     }
     if let Some(m) = v.momentum.filter(|m| !(0.0..1.0).contains(m)) {
-        return Err(Error::Invalid(format!("--momentum must be in [0, 1), got {m}")).into());
+        return Err(Error::option("--momentum", format!("must be in [0, 1), got {m}")).into());
     }
-    if v.vi_lr.is_some_and(|l| !(l.is_finite() && l > 0.0))
-        || v.vi_batch_size == Some(0)
-        || v.mc_samples == 0
-    {
-        return Err(Error::Invalid(
-            "--vi-lr, --vi-batch-size and --mc-samples must be positive".into(),
-        )
-        .into());
+    if let Some(l) = v.vi_lr.filter(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err(Error::option("--vi-lr", format!("must be positive, got {l}")).into());
     }
+    if v.vi_batch_size == Some(0) {
+        return Err(Error::option("--vi-batch-size", "must be positive").into());
+    }
+    positive("--mc-samples", v.mc_samples)?;
     Ok(VognConfig {
         beta: v.beta,
         lr: v.vi_lr,
         mc_samples: v.mc_samples,
         batch_size: v.vi_batch_size,
         epochs: v.vi_epochs,
-        covariance: v.covariance.parse()?,
-        curvature: v.curvature.parse()?,
+        covariance: v.covariance,
+        curvature: v.curvature,
         momentum: v.momentum,
         init_precision: v.init_precision,
         deterministic: v.ogn,
@@ -83,7 +81,7 @@ pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
     let mut sizes = vec![split.train.x.ncols()];
     sizes.extend(&m.hidden);
     sizes.push(split.train.y.ncols());
-    Ok(Sequential::mlp(sizes, m.activation.parse::<Activation>()?)?)
+    Ok(Sequential::mlp(sizes, m.activation)?)
 }
 
 /// The data source, its first split, the network and the likelihood of a command; checks δ.
@@ -93,19 +91,22 @@ pub(crate) fn setup(
     model: &ModelArgs,
 ) -> Result<(Source, Split, Sequential, Box<dyn Likelihood>)> {
     let src = one_data_set(source(data)?)?;
-    let kind = model.likelihood.parse::<LikelihoodKind>()?;
+    let kind = model.likelihood;
     if model.classes.is_some() && kind != LikelihoodKind::Categorical {
-        return Err(Error::Invalid(format!(
-            "--classes applies to --likelihood categorical, not {}",
-            model.likelihood
-        ))
+        return Err(Error::option(
+            "--classes",
+            format!(
+                "applies to --likelihood categorical, not {}",
+                model.likelihood
+            ),
+        )
         .into());
     }
     let split = prepare_split(src.load()?.remove(0), kind, model.classes, &data.data)?;
     let net = architecture(&split, model)?;
     check_parameter_memory(ctx, net.n_params())?;
     let lik = kind.build(model.sigma)?;
-    dnn2gp::train::check_delta(model.delta)?;
+    dnn2gp::train::check_delta(model.delta).map_err(|e| e.for_option("--delta"))?;
     Ok((src, split, net, lik))
 }
 

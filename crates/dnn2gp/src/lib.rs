@@ -36,6 +36,7 @@ pub mod progress;
 pub mod rng;
 pub mod select;
 pub mod train;
+pub mod words;
 
 pub use error::{Error, Result, Warning};
 pub use progress::Progress;

@@ -502,14 +502,16 @@ pub fn mat_bytes(r: usize, c: usize) -> u128 {
     r as u128 * c as u128 * 8
 }
 
-/// Refuses an allocation of `bytes` above `limit`, naming `what` and the alternative.
+/// Refuses an allocation of `bytes` above `limit`, naming `what` and the alternative
+/// ([`Error::Memory`]).
 pub fn check_memory(what: &str, bytes: u128, limit: u128, advice: &str) -> Result<()> {
     if bytes > limit {
-        return Err(Error::Memory(format!(
-            "{what} needs {:.2} GiB, above the memory limit of {:.2} GiB; {advice}",
-            bytes as f64 / (1u128 << 30) as f64,
-            limit as f64 / (1u128 << 30) as f64
-        )));
+        return Err(Error::Memory {
+            what: what.to_string(),
+            bytes,
+            limit,
+            advice: advice.to_string(),
+        });
     }
     Ok(())
 }

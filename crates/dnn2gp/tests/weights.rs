@@ -74,10 +74,12 @@ fn bad_files_are_refused_naming_the_key() {
     let mut missing = full();
     missing.remove(1);
     write_tensors(&p, &missing);
-    assert!(load(&p, &layout)
-        .unwrap_err()
-        .to_string()
-        .contains("missing tensor '0.bias'"));
+    let err = load(&p, &layout).unwrap_err();
+    assert!(
+        err.to_string().contains("tensor '0.bias': missing"),
+        "{err}"
+    );
+    assert!(matches!(err, dnn2gp::Error::Tensor { ref name, .. } if name == "0.bias"));
 
     let mut extra = full();
     extra.push(("4.weight", Dtype::F32, vec![1], f(1)));
@@ -92,7 +94,7 @@ fn bad_files_are_refused_naming_the_key() {
     write_tensors(&p, &shape);
     let err = load(&p, &layout).unwrap_err().to_string();
     assert!(
-        err.contains("'2.weight' has shape [2, 1]") && err.contains("[1, 2]"),
+        err.contains("'2.weight': shape [2, 1]") && err.contains("[1, 2]"),
         "{err}"
     );
 

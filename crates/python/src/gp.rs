@@ -72,8 +72,7 @@ impl Gp {
     ) -> PyResult<Self> {
         let mut m = model.inner.clone();
         if let Some(d) = prior_precision {
-            dnn2gp::train::check_delta(d)
-                .map_err(|e| PyValueError::new_err(format!("prior_precision: {e}")))?;
+            dnn2gp::train::check_delta(d).map_err(|e| py_err(e.for_option("prior_precision")))?;
             m.delta = d;
         }
         let space = space

@@ -44,7 +44,7 @@ pub(crate) fn memory_budget(max_memory_gib: Option<f64>) -> PyResult<u128> {
 pub(crate) fn py_err(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
-        Error::Memory(_) => PyMemoryError::new_err(msg),
+        Error::Memory { .. } => PyMemoryError::new_err(msg),
         Error::Numerical(_) => PyArithmeticError::new_err(msg),
         Error::Io { .. } => PyOSError::new_err(msg),
         _ => PyValueError::new_err(msg),
@@ -479,8 +479,7 @@ impl Laplace {
         let mut m = model.inner.clone();
         m.likelihood = likelihood_of(likelihood, m.net.n_outputs())?;
         if let Some(d) = prior_precision {
-            dnn2gp::train::check_delta(d)
-                .map_err(|e| PyValueError::new_err(format!("prior_precision: {e}")))?;
+            dnn2gp::train::check_delta(d).map_err(|e| py_err(e.for_option("prior_precision")))?;
             m.delta = d;
         }
         if let Some(s) = sigma_noise {

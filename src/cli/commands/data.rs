@@ -10,9 +10,11 @@ use dnn2gp::Error;
 /// `data fetch`.
 pub(crate) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
     if a.dataset != "mnist" {
-        return Err(
-            Error::Invalid(format!("unknown data set '{}' (expected mnist)", a.dataset)).into(),
-        );
+        return Err(Error::option(
+            "DATASET",
+            format!("unknown data set '{}' (expected mnist)", a.dataset),
+        )
+        .into());
     }
     let dir = a.dir.unwrap_or_else(|| a.data_dir.join("mnist"));
     let fetched: Vec<Fetched> = fetch_mnist(&a.mirror, &dir, &mut |name| {

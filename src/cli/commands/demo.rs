@@ -33,10 +33,13 @@ pub(crate) fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let vi_sets = a.vi_sets.unwrap_or(a.sets.min(3));
     positive("--vi-sets", vi_sets)?;
     if vi_sets > a.sets {
-        return Err(Error::Invalid(format!(
-            "--vi-sets {vi_sets} exceeds --sets {}: VI runs on the first sets of the Laplace sweep",
-            a.sets
-        ))
+        return Err(Error::option(
+            "--vi-sets",
+            format!(
+                "{vi_sets} exceeds --sets {}: VI runs on the first sets of the Laplace sweep",
+                a.sets
+            ),
+        )
         .into());
     }
     let out = OutDir::open("--out", &a.out, &[])?;

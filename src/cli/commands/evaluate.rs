@@ -8,7 +8,7 @@ use anyhow::Result;
 use faer::Mat;
 use serde::Serialize;
 
-use crate::cli::args::EvaluateCmd;
+use crate::cli::args::{EvaluateCmd, PriorArg};
 use crate::cli::ctx::{positive, warn, Ctx};
 use crate::cli::outdir::OutDir;
 use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
@@ -19,10 +19,8 @@ use dnn2gp::io::{num, write_csv, write_json};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self};
 use dnn2gp::nn::{Network, Sequential};
-use dnn2gp::posterior::{
-    FitOptions, HessianStructure, Link, PriorPrecision, PriorStructure, Subset,
-};
-use dnn2gp::train::model::Model;
+use dnn2gp::posterior::{FitOptions, Link, LinkApprox, PriorPrecision, PriorStructure};
+use dnn2gp::train::model::{Model, ARCHITECTURE};
 use dnn2gp::{Error, Warning};
 
 /// What `evaluate` writes to `evaluate.json`.
@@ -39,20 +37,6 @@ struct Summary {
     ood_sets: Vec<String>,
     methods: Vec<MethodReport>,
     warnings: Vec<Warning>,
-}
-
-/// A comma-separated list of values parsed by `parse`, the option named in errors.
-fn list<T>(option: &str, value: &str, parse: impl Fn(&str) -> dnn2gp::Result<T>) -> Result<Vec<T>> {
-    let items: Vec<T> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| parse(s).map_err(|e| Error::Invalid(format!("{option}: {e}"))))
-        .collect::<dnn2gp::Result<_>>()?;
-    if items.is_empty() {
-        return Err(Error::Invalid(format!("{option}: empty list")).into());
-    }
-    Ok(items)
 }
 
 /// An IDX file given, or MNIST's `name` in `data_dir/mnist` (gzipped or not).
@@ -88,9 +72,11 @@ fn idx_file(given: &Option<PathBuf>, data_dir: &Path, name: &str, option: &str) 
 fn load_model(a: &EvaluateCmd) -> Result<Model> {
     let model = match &a.arch {
         None => Model::load(&a.model).map_err(|e| match e {
-            Error::Invalid(m) if m.contains("dnn2gp.architecture") => {
-                Error::Invalid(format!("{m}; give a state_dict's architecture with --arch"))
-            }
+            Error::Metadata { file, key, reason } if key == ARCHITECTURE => Error::Metadata {
+                file,
+                key,
+                reason: format!("{reason}; give a state_dict's architecture with --arch"),
+            },
             e => e,
         })?,
         Some(spec) => {
@@ -118,54 +104,32 @@ fn load_model(a: &EvaluateCmd) -> Result<Model> {
 /// `evaluate`.
 pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     // Every option before any work.
-    let structures = list("--hessian", &a.hessian, |s| s.parse::<HessianStructure>())?;
-    let subsets = list("--subset", &a.subset, |s| s.parse::<Subset>())?;
-    let angles = list("--angles", &a.angles, |s| {
-        s.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| Error::Invalid(format!("'{s}' is not an angle in degrees")))
-    })?;
-    let prior_structure = a
-        .prior_structure
-        .parse::<PriorStructure>()
-        .map_err(|e| Error::Invalid(format!("--prior-structure: {e}")))?;
-    let prior = match a.prior.as_str() {
-        "marglik" => Prior::Marglik(prior_structure),
+    let (structures, subsets) = (&a.hessian, &a.subset);
+    if let Some(v) = a.angles.iter().find(|v| !v.is_finite()) {
+        return Err(Error::option("--angles", format!("{v} is not an angle in degrees")).into());
+    }
+    let angles = a.angles.clone();
+    let prior_structure = a.prior_structure;
+    let prior = match a.prior {
+        PriorArg::Marglik => Prior::Marglik(prior_structure),
         _ if prior_structure == PriorStructure::Layerwise => {
-            return Err(Error::Invalid(format!(
-                "--prior-structure layerwise chooses δ per layer by the evidence: give --prior \
-                 marglik, not {}",
-                a.prior
-            ))
+            return Err(Error::option(
+                "--prior-structure",
+                format!(
+                    "layerwise chooses δ per layer by the evidence: give --prior marglik, not {}",
+                    a.prior
+                ),
+            )
             .into())
         }
-        "model" => Prior::Model,
-        v => match v.parse::<f64>() {
-            Ok(d) if d.is_finite() && d > 0.0 => Prior::Fixed(d),
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "--prior {v}: expected marglik, model or a positive number"
-                ))
-                .into())
-            }
-        },
+        PriorArg::Model => Prior::Model,
+        PriorArg::Value(d) => Prior::Fixed(d),
     };
     positive("--samples", a.samples)?;
     positive("--rank", a.rank)?;
-    let link = match a.link.as_str() {
-        "probit" => Link::Probit,
-        "bridge" => Link::Bridge,
-        "mc" => Link::MonteCarlo {
-            samples: a.samples,
-            seed: 0,
-        },
-        v => {
-            return Err(Error::Invalid(format!("--link {v}: expected probit, mc or bridge")).into())
-        }
-    };
+    let link = Link::new(a.link, a.samples, 0).map_err(|e| e.for_option("--samples"))?;
     if let Some(0) = a.limit {
-        return Err(Error::Invalid("--limit must be at least 1".into()).into());
+        return Err(Error::option("--limit", "must be at least 1").into());
     }
     let train_images = idx_file(
         &a.train_images,
@@ -210,8 +174,8 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         })
         .collect();
     let y_train = mnist::read_labels(&train_labels)?;
-    if a.link == "bridge" && k == 1 {
-        return Err(Error::Invalid("--link bridge needs two or more classes".into()).into());
+    if a.link == LinkApprox::Bridge && k == 1 {
+        return Err(Error::option("--link", "bridge needs two or more classes").into());
     }
     calibration::check_methods(&model.net, y_train.len(), &methods, prior, ctx.memory)?;
     let mut inputs: Vec<&Path> = vec![
@@ -506,9 +470,9 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         model: a.model.display().to_string(),
         architecture: model.net.spec(),
         train_images: x_train.nrows(),
-        link: a.link.clone(),
-        prior: a.prior.clone(),
-        prior_structure: a.prior_structure.clone(),
+        link: a.link.to_string(),
+        prior: a.prior.to_string(),
+        prior_structure: a.prior_structure.to_string(),
         angles,
         test_images_per_angle: n_test,
         ood_sets: ood_sets.iter().map(|o| o.name.clone()).collect(),

@@ -32,8 +32,9 @@ pub(crate) struct GpOptions {
 
 pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
     if a.marglik && a.delta.is_some() {
-        return Err(Error::Invalid(
-            "--marglik chooses δ by the evidence; give it or --delta, not both".into(),
+        return Err(Error::option(
+            "--marglik",
+            "chooses δ by the evidence; give it or --delta, not both",
         )
         .into());
     }
@@ -45,11 +46,11 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
             .as_deref()
             .map(|g| parse_grid("--delta-grid", g))
             .transpose()?,
-        hessian: full_or_diag("--hessian", &a.hessian)?,
-        mc_hessian: full_or_diag("--mc-hessian", &a.mc_hessian)?,
-        space: a.space.parse()?,
+        hessian: full_or_diag("--hessian", a.hessian)?,
+        mc_hessian: full_or_diag("--mc-hessian", a.mc_hessian)?,
+        space: a.space,
     };
-    dnn2gp::train::check_delta(opts.delta)?;
+    dnn2gp::train::check_delta(opts.delta).map_err(|e| e.for_option("--delta"))?;
     positive("--samples", a.samples)?;
     at_least("--grid-points", a.grid_points, 2)?;
     let mut inputs = fitted.src.paths();

@@ -71,9 +71,9 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let (net, w) = (&model.net, &model.w);
     let (d, k) = (net.n_inputs(), net.n_outputs());
     let delta = a.delta.unwrap_or(model.delta);
-    dnn2gp::train::check_delta(delta)?;
-    let hessian = full_or_diag("--hessian", &a.hessian)?;
-    let space: Space = a.space.parse()?;
+    dnn2gp::train::check_delta(delta).map_err(|e| e.for_option("--delta"))?;
+    let hessian = full_or_diag("--hessian", a.hessian)?;
+    let space: Space = a.space;
     positive("--samples", a.samples)?;
     // New inputs: D columns, or D + 1 with a target in the last one.
     let rows = read_table(&a.data)?;

@@ -6,7 +6,7 @@ use anyhow::Result;
 use faer::{Mat, MatRef};
 use serde::Serialize;
 
-use crate::cli::args::BinaryCmd;
+use crate::cli::args::{BinaryCmd, ImageSplit};
 use crate::cli::ctx::Ctx;
 use crate::cli::images::{
     accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
@@ -51,7 +51,7 @@ fn two_digits(x: MatRef<'_, f64>, labels: &[usize], a: usize, b: usize) -> (Mat<
 pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     let ia = &a.images;
     check_image_args(ia)?;
-    check_delta(a.delta)?;
+    check_delta(a.delta).map_err(|e| e.for_option("--delta"))?;
     let (da, db) = match a.digits.as_slice() {
         [x, y] if x != y && *x < 10 && *y < 10 => (*x, *y),
         other => {
@@ -61,7 +61,7 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
             .into())
         }
     };
-    let net = image_architecture(ctx, ia, image_side(&ia.data)?, 1)?;
+    let net = image_architecture(ctx, ia, image_side(ia.data), 1)?;
     check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * 2), &net)?;
     let d = &load_images(ia, &net)?;
     let (xtr, ytr) = two_digits(d.train_x.as_ref(), &d.train_y, da, db);
@@ -134,8 +134,8 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     );
     // The shown images: the first per_class of each digit, with labels 0/1.
     let (xs, ys) = {
-        let (xa, la) = match ia.images.as_str() {
-            "test" => (xte.as_ref(), yte.as_slice()),
+        let (xa, la) = match ia.images {
+            ImageSplit::Test => (xte.as_ref(), yte.as_slice()),
             _ => (train.x.as_ref(), ytr.as_slice()),
         };
         shown_images(ia, xa, la, xa, la, 2)?
@@ -149,14 +149,14 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         a.delta,
         xs.as_ref(),
         &ys,
-        &ia.images,
+        ia.images.word(),
         &format!("Binary MNIST {da} vs {db} (VOGN)"),
         &[da.to_string(), db.to_string()],
         out.path(),
         &mut files,
     )?;
     let summary = BinarySummary {
-        data: ia.data.clone(),
+        data: ia.data.to_string(),
         digits: [da, db],
         n_params: net.n_params(),
         train_images: train.len(),

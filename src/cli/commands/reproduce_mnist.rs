@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::args::ImagesCmd;
+use crate::cli::args::{ImageData, ImagesCmd};
 use crate::cli::ctx::{positive, Ctx};
 use crate::cli::images::{
     accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
@@ -40,7 +40,7 @@ struct MnistSummary {
 pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
     let ia = &a.images;
     check_image_args(ia)?;
-    check_delta(a.delta)?;
+    check_delta(a.delta).map_err(|e| e.for_option("--delta"))?;
     if ia.model.is_none() {
         positive("--epochs", a.epochs)?;
         if !(a.lr.is_finite() && a.lr > 0.0) {
@@ -48,7 +48,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         }
     }
     let k = 10;
-    let net = image_architecture(ctx, ia, image_side(&ia.data)?, k)?;
+    let net = image_architecture(ctx, ia, image_side(ia.data), k)?;
     check_views_memory(ctx, ia.first.unwrap_or(ia.per_class * k), &net)?;
     let d = &load_images(ia, &net)?;
     let out = open_out(&a.out, ia)?;
@@ -130,8 +130,8 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         a.delta,
         xs.as_ref(),
         &ys,
-        &ia.images,
-        if ia.data == "digits" {
+        ia.images.word(),
+        if ia.data == ImageData::Digits {
             "Digits"
         } else {
             "MNIST"
@@ -146,7 +146,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         views.images
     );
     let summary = MnistSummary {
-        data: ia.data.clone(),
+        data: ia.data.to_string(),
         n_params: net.n_params(),
         train_images: train.len(),
         delta: a.delta,

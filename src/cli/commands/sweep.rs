@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::cli::args::SweepCmd;
+use crate::cli::args::{Methods, SweepCmd};
 use crate::cli::ctx::{parse_grid, Ctx};
 use crate::cli::outdir::OutDir;
 use crate::cli::sources::source;
@@ -10,34 +10,36 @@ use crate::cli::sweep_report::run_methods;
 use crate::cli::training::{map_config, vogn_config};
 use dnn2gp::likelihood::LikelihoodKind;
 
-use dnn2gp::select::{Method, SweepParam, SweepSpec};
+use dnn2gp::select::{Method, SweepSpec};
 use dnn2gp::Error;
 
-fn parse_methods(s: &str) -> Result<Vec<Method>> {
-    Ok(match s {
-        "both" => vec![Method::Laplace, Method::Vi],
-        m => vec![m.parse()?],
-    })
+/// The sweeps `--method` asks for.
+fn methods(m: Methods) -> Vec<Method> {
+    match m {
+        Methods::Laplace => vec![Method::Laplace],
+        Methods::Vi => vec![Method::Vi],
+        Methods::Both => vec![Method::Laplace, Method::Vi],
+    }
 }
 
 pub(crate) fn run(ctx: &Ctx, a: SweepCmd) -> Result<()> {
     let src = source(&a.data)?;
     let splits = src.load()?;
     let values = parse_grid("--grid", &a.grid)?;
-    if a.model.likelihood.parse::<LikelihoodKind>()? != LikelihoodKind::Gaussian {
-        return Err(Error::Invalid(format!(
-            "--likelihood {}: sweep fits regression networks (gaussian) only; use `train` and \
-             `gp --delta-grid` for a classifier",
-            a.model.likelihood
-        ))
+    if a.model.likelihood != LikelihoodKind::Gaussian {
+        return Err(Error::option(
+            format!("--likelihood {}", a.model.likelihood),
+            "sweep fits regression networks (gaussian) only; use `train` and `gp --delta-grid` \
+             for a classifier",
+        )
         .into());
     }
-    let methods = parse_methods(&a.method)?;
+    let methods = methods(a.method);
     let spec = SweepSpec {
-        param: a.param.parse::<SweepParam>()?,
+        param: a.param,
         values,
         hidden: a.model.hidden.clone(),
-        activation: a.model.activation.parse()?,
+        activation: a.model.activation,
         delta: a.model.delta,
         sigma: a.model.sigma,
         method: methods[0],
@@ -45,7 +47,7 @@ pub(crate) fn run(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         vogn: vogn_config(&a.vogn, a.train.seed)?,
         vi_gp_samples: a.vogn.vi_gp_samples,
         init_seed: a.train.seed,
-        space: a.space.parse()?,
+        space: a.space,
         memory_limit: ctx.memory,
     };
     let out = OutDir::open("--out", &a.out, &src.paths())?;

@@ -14,8 +14,6 @@ pub mod rbf;
 pub mod variational;
 
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
 use faer::{Mat, MatRef};
 
@@ -38,39 +36,15 @@ pub use function_space::FunctionSpace;
 pub use functional::{FunctionalGp, Outputs};
 pub use kernel::{kernel, kernel_diag, kernel_view, nt_order, KernelView};
 
-/// Where to compute: the P×P weight space or the NK×NK function space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Space {
-    /// The smaller of the two.
-    Auto,
-    /// P×P.
-    Weight,
-    /// NK×NK.
-    Function,
-}
-
-impl FromStr for Space {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Space::Auto),
-            "weight" => Ok(Space::Weight),
-            "function" => Ok(Space::Function),
-            other => Err(Error::Invalid(format!(
-                "unknown space '{other}' (expected auto, weight or function)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Space {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Space::Auto => "auto",
-            Space::Weight => "weight",
-            Space::Function => "function",
-        })
+crate::words! {
+    /// Where to compute: the P×P weight space or the NK×NK function space.
+    pub enum Space("space") {
+        /// The smaller of the two.
+        Auto = ["auto"],
+        /// P×P.
+        Weight = ["weight"],
+        /// NK×NK.
+        Function = ["function"],
     }
 }
 

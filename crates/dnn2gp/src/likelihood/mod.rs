@@ -5,8 +5,6 @@
 pub mod classification;
 mod gaussian;
 
-use std::str::FromStr;
-
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, MatRef};
 
@@ -258,39 +256,17 @@ pub fn curvature_root_rows(
     rows
 }
 
-/// The likelihoods users name on the command line, with laplace-torch's aliases:
-/// `regression` for the Gaussian, `classification` for the categorical.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LikelihoodKind {
-    /// Gaussian with noise standard deviation σ.
-    Gaussian,
-    /// Bernoulli on one logit.
-    Bernoulli,
-    /// Categorical (softmax) on K logits.
-    Categorical,
-}
-
-impl FromStr for LikelihoodKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "gaussian" | "regression" => Ok(LikelihoodKind::Gaussian),
-            "bernoulli" | "binary" => Ok(LikelihoodKind::Bernoulli),
-            "categorical" | "softmax" | "classification" => Ok(LikelihoodKind::Categorical),
-            other => Err(Error::Invalid(format!(
-                "unknown likelihood '{other}' (expected gaussian, bernoulli or categorical)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for LikelihoodKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            LikelihoodKind::Gaussian => "gaussian",
-            LikelihoodKind::Bernoulli => "bernoulli",
-            LikelihoodKind::Categorical => "categorical",
-        })
+crate::words! {
+    /// The likelihoods users name on the command line, with laplace-torch's aliases:
+    /// `regression` for the Gaussian, `classification` for the categorical (the Bernoulli for a
+    /// network of one output, [`LikelihoodKind::for_outputs`]).
+    pub enum LikelihoodKind("likelihood") {
+        /// Gaussian with noise standard deviation σ.
+        Gaussian = ["gaussian", "regression"],
+        /// Bernoulli on one logit.
+        Bernoulli = ["bernoulli", "binary"],
+        /// Categorical (softmax) on K logits.
+        Categorical = ["categorical", "softmax", "classification"],
     }
 }
 

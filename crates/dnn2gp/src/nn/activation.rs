@@ -1,24 +1,20 @@
 //! Element-wise activations `φ` and their derivatives, written in terms of the output `a = φ(z)`.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::error::Error;
 use crate::linalg::wide;
 use crate::math::{exp, tanh};
 
-/// A hidden-layer non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// `tanh z`.
-    Tanh,
-    /// `1 / (1 + e^{−z})`.
-    Sigmoid,
-    /// `max(z, 0)`.
-    Relu,
-    /// `z`.
-    Identity,
+crate::words! {
+    /// A hidden-layer non-linearity.
+    pub enum Activation("activation") {
+        /// `tanh z`.
+        Tanh = ["tanh"],
+        /// `1 / (1 + e^{−z})`.
+        Sigmoid = ["sigmoid"],
+        /// `max(z, 0)`.
+        Relu = ["relu"],
+        /// `z`.
+        Identity = ["identity", "linear", "none"],
+    }
 }
 
 impl Activation {
@@ -78,33 +74,6 @@ impl Activation {
                 gs.iter_mut().for_each(|v| *v *= d);
             }
         }
-    }
-}
-
-impl FromStr for Activation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().as_str() {
-            "tanh" => Ok(Activation::Tanh),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            "relu" => Ok(Activation::Relu),
-            "identity" | "linear" | "none" => Ok(Activation::Identity),
-            other => Err(Error::Invalid(format!(
-                "unknown activation '{other}' (expected tanh, sigmoid, relu or identity)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            Activation::Tanh => "tanh",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Relu => "relu",
-            Activation::Identity => "identity",
-        };
-        f.write_str(s)
     }
 }
 

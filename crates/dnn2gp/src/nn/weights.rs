@@ -116,8 +116,9 @@ pub fn save_with_metadata(
         .map(|(t, b)| {
             Ok((
                 t.name.clone(),
-                TensorView::new(dtype, t.shape.clone(), b)
-                    .map_err(|e| Error::Invalid(format!("{}: {e}", t.name)))?,
+                TensorView::new(dtype, t.shape.clone(), b).map_err(|e| {
+                    Error::tensor(path.display().to_string(), &t.name, e.to_string())
+                })?,
             ))
         })
         .collect::<Result<_>>()?;
@@ -174,23 +175,30 @@ pub fn from_bytes(
         .collect();
     if !extra.is_empty() {
         extra.sort_unstable();
-        return Err(bad(format!(
-            "unexpected tensors {extra:?} for this architecture (expected {expected:?})"
-        )));
+        return Err(Error::tensor(
+            what,
+            extra[0],
+            format!(
+                "unexpected for this architecture (extra tensors {extra:?}; expected {expected:?})"
+            ),
+        ));
     }
     let total = layout.iter().map(ParamTensor::len).sum();
     let mut w = vec![0.0; total];
     for t in layout {
         let view = st
             .tensor(&t.name)
-            .map_err(|_| bad(format!("missing tensor '{}' (shape {:?})", t.name, t.shape)))?;
+            .map_err(|_| Error::tensor(what, &t.name, format!("missing (shape {:?})", t.shape)))?;
         if view.shape() != t.shape.as_slice() {
-            return Err(bad(format!(
-                "tensor '{}' has shape {:?}, the architecture needs {:?}",
-                t.name,
-                view.shape(),
-                t.shape
-            )));
+            return Err(Error::tensor(
+                what,
+                &t.name,
+                format!(
+                    "shape {:?}, the architecture needs {:?}",
+                    view.shape(),
+                    t.shape
+                ),
+            ));
         }
         let dst = &mut w[t.offset..t.offset + t.len()];
         match view.dtype() {
@@ -203,17 +211,19 @@ pub fn from_bytes(
                 .zip(view.data().chunks_exact(4))
                 .for_each(|(d, c)| *d = f32::from_le_bytes(c.try_into().expect("4 bytes")) as f64),
             other => {
-                return Err(bad(format!(
-                    "tensor '{}' has dtype {other:?}; expected F32 or F64",
-                    t.name
-                )))
+                return Err(Error::tensor(
+                    what,
+                    &t.name,
+                    format!("dtype {other:?}; expected F32 or F64"),
+                ))
             }
         }
         if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
-            return Err(bad(format!(
-                "tensor '{}' holds a non-finite value at flat index {i}",
-                t.name
-            )));
+            return Err(Error::tensor(
+                what,
+                &t.name,
+                format!("a non-finite value at flat index {i}"),
+            ));
         }
     }
     Ok((metadata, w))

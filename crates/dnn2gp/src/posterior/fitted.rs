@@ -98,6 +98,46 @@ pub enum Link {
     },
 }
 
+crate::words! {
+    /// laplace-torch's `link_approx` words: how [`Link`] turns the Gaussian over the logits into
+    /// class probabilities.
+    pub enum LinkApprox("link approximation") {
+        /// [`Link::Probit`].
+        Probit = ["probit"],
+        /// [`Link::MonteCarlo`].
+        Mc = ["mc"],
+        /// [`Link::Bridge`].
+        Bridge = ["bridge"],
+    }
+}
+
+impl Link {
+    /// The link of a `link_approx` word, with `samples` draws from `seed` for `mc` (at least
+    /// one).
+    pub fn new(approx: LinkApprox, samples: usize, seed: u64) -> Result<Self> {
+        Ok(match approx {
+            LinkApprox::Probit => Link::Probit,
+            LinkApprox::Bridge => Link::Bridge,
+            LinkApprox::Mc if samples == 0 => {
+                return Err(Error::option(
+                    "samples",
+                    "a Monte Carlo link needs at least one sample",
+                ))
+            }
+            LinkApprox::Mc => Link::MonteCarlo { samples, seed },
+        })
+    }
+
+    /// Its `link_approx` word.
+    pub fn approx(self) -> LinkApprox {
+        match self {
+            Link::Probit => LinkApprox::Probit,
+            Link::Bridge => LinkApprox::Bridge,
+            Link::MonteCarlo { .. } => LinkApprox::Mc,
+        }
+    }
+}
+
 /// The predictive at M new inputs.
 #[derive(Debug, Clone)]
 pub struct Predictive {
@@ -157,36 +197,14 @@ pub fn blocks_by_input_block(
         .collect()
 }
 
-/// Which weights the posterior covers, with laplace-torch's names (`all`, `last_layer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Subset {
-    /// Every weight.
-    All,
-    /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
-    /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
-    LastLayer,
-}
-
-impl FromStr for Subset {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(Subset::All),
-            "last-layer" | "last_layer" => Ok(Subset::LastLayer),
-            other => Err(Error::Invalid(format!(
-                "unknown subset of weights '{other}' (expected all or last-layer)"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Subset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Subset::All => "all",
-            Subset::LastLayer => "last_layer",
-        })
+crate::words! {
+    /// Which weights the posterior covers, with laplace-torch's names (`all`, `last_layer`).
+    pub enum Subset("subset of weights") {
+        /// Every weight.
+        All = ["all"],
+        /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
+        /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
+        LastLayer = ["last_layer", "last-layer"],
     }
 }
 
@@ -732,27 +750,14 @@ pub enum PriorPrecision {
     Layerwise(Vec<f64>),
 }
 
-/// How [`Laplace::optimize_prior_precision_as`] shares the prior precision: one δ, or one per
-/// parameter tensor (laplace-torch's `prior_structure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PriorStructure {
-    /// One δ.
-    Scalar,
-    /// δ_g per parameter tensor.
-    Layerwise,
-}
-
-impl FromStr for PriorStructure {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "scalar" => Ok(PriorStructure::Scalar),
-            "layerwise" => Ok(PriorStructure::Layerwise),
-            other => Err(Error::Invalid(format!(
-                "unknown prior structure '{other}' (expected scalar or layerwise)"
-            ))),
-        }
+crate::words! {
+    /// How [`Laplace::optimize_prior_precision_as`] shares the prior precision: one δ, or one
+    /// per parameter tensor (laplace-torch's `prior_structure`).
+    pub enum PriorStructure("prior structure") {
+        /// One δ.
+        Scalar = ["scalar"],
+        /// δ_g per parameter tensor.
+        Layerwise = ["layerwise"],
     }
 }
 
@@ -1644,7 +1649,7 @@ impl Laplace {
         let mut subset = Subset::All;
         let mut tensor_shapes = Vec::new();
         let (meta, flat) = weights::load_with_metadata(path, |meta| {
-            let net = Model::architecture_in(meta).map_err(|e| bad(e.to_string()))?;
+            let net = Model::architecture_in(meta).map_err(|e| e.in_file(path))?;
             let parse = |key: &str| {
                 meta.get(key).ok_or_else(|| {
                     bad(format!("no '{key}' in its metadata: not a saved posterior"))
@@ -1701,8 +1706,7 @@ impl Laplace {
                 .ok_or_else(|| bad(format!("'{key}' is missing or not a number")))
         };
         let (nll, sse, nk) = (number(NLL)?, number(SSE)?, number(NK)? as usize);
-        let model =
-            Model::from_metadata(&meta, flat[..p].to_vec()).map_err(|e| bad(e.to_string()))?;
+        let model = Model::from_metadata(&meta, flat[..p].to_vec()).map_err(|e| e.in_file(path))?;
         let last_layer = match subset {
             Subset::All => None,
             Subset::LastLayer => Some(LastLayer::of(&model.net)?),

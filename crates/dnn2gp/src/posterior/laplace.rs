@@ -7,9 +7,6 @@
 //! (laplace-torch's `log_marginal_likelihood`; for the Gaussian, `log p(D | w*) =
 //! −½ Σ_i r_iᵀ Λ_i⁻¹ r_i + ½ Σ_i log|Λ_i| − (NK/2) log 2π`).
 
-use std::fmt;
-use std::str::FromStr;
-
 use faer::{Mat, MatRef};
 
 use crate::curvature::{Kron, Linearization, LowRank, Precision};
@@ -19,43 +16,17 @@ use crate::linalg::{check_memory, dot, mat_bytes, Cholesky, SpdFactor};
 use crate::rng::Rng;
 use crate::train::check_delta;
 
-/// Structure of the posterior precision, with laplace-torch's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HessianStructure {
-    /// The full P×P GGN.
-    Full,
-    /// Its diagonal.
-    Diag,
-    /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
-    Kron,
-    /// The top eigenpairs of the GGN (matrix-free), the rest of the spectrum 0.
-    LowRank,
-}
-
-impl FromStr for HessianStructure {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "full" => Ok(HessianStructure::Full),
-            "diag" | "diagonal" => Ok(HessianStructure::Diag),
-            "kron" | "kfac" => Ok(HessianStructure::Kron),
-            "lowrank" | "low-rank" | "low_rank" => Ok(HessianStructure::LowRank),
-            other => Err(Error::Invalid(format!(
-                "unknown hessian structure '{other}' (expected full, diag, kron or lowrank)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for HessianStructure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HessianStructure::Full => "full",
-            HessianStructure::Diag => "diag",
-            HessianStructure::Kron => "kron",
-            HessianStructure::LowRank => "lowrank",
-        })
+crate::words! {
+    /// Structure of the posterior precision, with laplace-torch's names.
+    pub enum HessianStructure("hessian structure") {
+        /// The full P×P GGN.
+        Full = ["full"],
+        /// Its diagonal.
+        Diag = ["diag", "diagonal"],
+        /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
+        Kron = ["kron", "kfac"],
+        /// The top eigenpairs of the GGN (matrix-free), the rest of the spectrum 0.
+        LowRank = ["lowrank", "low-rank", "low_rank"],
     }
 }
 

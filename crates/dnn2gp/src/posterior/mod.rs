@@ -5,7 +5,7 @@ pub mod fitted;
 pub mod laplace;
 
 pub use fitted::{
-    Curvature, FitOptions, Laplace, LayerwisePriorFit, Link, NoiseFit, Posterior, Predictive,
-    PriorFit, PriorPrecision, PriorStructure, Subset,
+    Curvature, FitOptions, Laplace, LayerwisePriorFit, Link, LinkApprox, NoiseFit, Posterior,
+    Predictive, PriorFit, PriorPrecision, PriorStructure, Subset,
 };
 pub use laplace::{HessianStructure, LaplaceGgn};

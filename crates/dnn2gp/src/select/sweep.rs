@@ -2,9 +2,6 @@
 //! grid, retrain `w*` from the same initialisation, linearise, and evaluate the GP log marginal
 //! likelihood, the train MSE and the test MSE of the network.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::progress::Progress;
 use rayon::prelude::*;
 
@@ -18,61 +15,25 @@ use crate::nn::{Activation, Network, Sequential};
 use crate::train::vogn::{self, VognConfig};
 use crate::train::{fit_map, is_stationary as stationary, MapConfig, Objective, STATIONARY_RTOL};
 
-/// How the posterior of each fit is obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// MAP by Adam + polish, then Laplace-GGN (DNN2GP-Laplace).
-    Laplace,
-    /// VOGN, then the converged GP at samples of q (DNN2GP-VI).
-    Vi,
-}
-
-impl FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "laplace" => Ok(Method::Laplace),
-            "vi" => Ok(Method::Vi),
-            other => Err(Error::Invalid(format!(
-                "unknown method '{other}' (expected laplace, vi or both)"
-            ))),
-        }
+crate::words! {
+    /// How the posterior of each fit is obtained.
+    pub enum Method("method") {
+        /// MAP by Adam + polish, then Laplace-GGN (DNN2GP-Laplace).
+        Laplace = ["laplace"],
+        /// VOGN, then the converged GP at samples of q (DNN2GP-VI).
+        Vi = ["vi"],
     }
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Method::Laplace => "laplace",
-            Method::Vi => "vi",
-        })
-    }
-}
-
-/// The hyperparameter swept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SweepParam {
-    /// Prior precision δ.
-    Delta,
-    /// Noise standard deviation σ.
-    Sigma,
-    /// Width of every hidden layer.
-    Width,
-}
-
-impl FromStr for SweepParam {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "delta" => Ok(SweepParam::Delta),
-            "sigma" => Ok(SweepParam::Sigma),
-            "width" => Ok(SweepParam::Width),
-            other => Err(Error::Invalid(format!(
-                "unknown sweep parameter '{other}' (expected delta, sigma or width)"
-            ))),
-        }
+crate::words! {
+    /// The hyperparameter swept.
+    pub enum SweepParam("sweep parameter") {
+        /// Prior precision δ.
+        Delta = ["delta"],
+        /// Noise standard deviation σ.
+        Sigma = ["sigma"],
+        /// Width of every hidden layer.
+        Width = ["width"],
     }
 }
 
@@ -84,16 +45,6 @@ impl SweepParam {
             SweepParam::Sigma => "σ",
             SweepParam::Width => "width",
         }
-    }
-}
-
-impl fmt::Display for SweepParam {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SweepParam::Delta => "delta",
-            SweepParam::Sigma => "sigma",
-            SweepParam::Width => "width",
-        })
     }
 }
 

@@ -346,13 +346,15 @@ pub(crate) fn check_finite(loss: f64, grad: &[f64], what: &str, step: usize) -> 
     }
 }
 
-/// δ must be positive and finite.
+/// δ must be positive and finite ([`Error::Option`] named `δ`: callers rename it to their own
+/// spelling with [`Error::for_option`]).
 pub fn check_delta(delta: f64) -> Result<()> {
     if delta.is_finite() && delta > 0.0 {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "--delta (prior precision) must be a positive number, got {delta}"
-        )))
+        Err(Error::option(
+            "δ",
+            format!("the prior precision must be a positive number, got {delta}"),
+        ))
     }
 }

@@ -13,8 +13,9 @@ use crate::likelihood::{Likelihood, LikelihoodKind};
 use crate::nn::weights::{self, StoredDtype};
 use crate::nn::{Network, Sequential};
 
-/// Metadata keys of a model file.
-const ARCHITECTURE: &str = "dnn2gp.architecture";
+/// The metadata key of a model file's architecture: a file without it is no dnn2gp model
+/// ([`Error::Metadata`] names it).
+pub const ARCHITECTURE: &str = "dnn2gp.architecture";
 const LIKELIHOOD: &str = "dnn2gp.likelihood";
 const SIGMA: &str = "dnn2gp.sigma";
 const DELTA: &str = "dnn2gp.delta";
@@ -106,28 +107,32 @@ impl Model {
     /// The architecture a model file's metadata names.
     pub(crate) fn architecture_in(meta: &BTreeMap<String, String>) -> Result<Sequential> {
         let spec = meta.get(ARCHITECTURE).ok_or_else(|| {
-            Error::Invalid(format!(
-                "no '{ARCHITECTURE}' in its metadata: not a dnn2gp model file (a bare state_dict \
-                 loads with an architecture given separately)"
-            ))
+            metadata_error(
+                ARCHITECTURE,
+                format!(
+                    "no '{ARCHITECTURE}' in its metadata: not a dnn2gp model file (a bare \
+                     state_dict loads with an architecture given separately)"
+                ),
+            )
         })?;
-        Sequential::parse(spec).map_err(|e| Error::Invalid(format!("{ARCHITECTURE}: {e}")))
+        Sequential::parse(spec)
+            .map_err(|e| metadata_error(ARCHITECTURE, format!("{ARCHITECTURE}: {e}")))
     }
 
     /// The model from a file's metadata and its weights.
     pub(crate) fn from_metadata(meta: &BTreeMap<String, String>, w: Vec<f64>) -> Result<Self> {
         let get = |key: &str| {
             meta.get(key)
-                .ok_or_else(|| Error::Invalid(format!("no '{key}' in its metadata")))
+                .ok_or_else(|| metadata_error(key, format!("no '{key}' in its metadata")))
         };
         let number = |key: &str| -> Result<f64> {
             let v = get(key)?;
             v.parse::<f64>()
-                .map_err(|_| Error::Invalid(format!("{key}: '{v}' is not a number")))
+                .map_err(|_| metadata_error(key, format!("{key}: '{v}' is not a number")))
         };
         let likelihood = get(LIKELIHOOD)?
             .parse::<LikelihoodKind>()
-            .map_err(|e| Error::Invalid(format!("{LIKELIHOOD}: {e}")))?;
+            .map_err(|e| metadata_error(LIKELIHOOD, format!("{LIKELIHOOD}: {e}")))?;
         let net = Self::architecture_in(meta)?;
         let mut model = Model::new(net, w, likelihood, number(SIGMA)?, number(DELTA)?)?;
         model.data = meta.get(DATA).cloned();
@@ -137,11 +142,21 @@ impl Model {
     /// Reads a model file written by [`Model::save`], checking every field and naming the file
     /// and the key of anything wrong.
     pub fn load(path: &Path) -> Result<Self> {
-        let bad = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
         let (meta, w) = weights::load_with_metadata(path, |meta| {
-            Ok(Self::architecture_in(meta).map_err(bad)?.param_layout())
+            Ok(Self::architecture_in(meta)
+                .map_err(|e| e.in_file(path))?
+                .param_layout())
         })?;
-        Self::from_metadata(&meta, w).map_err(bad)
+        Self::from_metadata(&meta, w).map_err(|e| e.in_file(path))
+    }
+}
+
+/// A metadata entry `key` at fault (the file is named by [`Error::in_file`]).
+pub(crate) fn metadata_error(key: &str, reason: String) -> Error {
+    Error::Metadata {
+        file: String::new(),
+        key: key.to_string(),
+        reason,
     }
 }
 

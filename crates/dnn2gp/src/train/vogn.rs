@@ -12,9 +12,6 @@
 //! With S Monte Carlo samples, ĝ and Ĥ are averaged over the samples. Optional momentum
 //! replaces `ĝ + δμ` by its bias-corrected exponential average. `Σ` is full (P×P) or diagonal.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::progress::Progress;
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
@@ -31,67 +28,24 @@ use crate::curvature::{Linearization, Precision};
 use crate::linalg::{at_b, wide};
 use crate::rng::{child_seed, seeded, Rng};
 
-/// Form of the covariance of `q`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Covariance {
-    /// Full P×P (small networks).
-    Full,
-    /// Diagonal.
-    Diag,
-}
-
-/// Source of the curvature estimate Ĥ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Curvature {
-    /// The generalised Gauss-Newton `Σ J_iᵀ Λ_i J_i` (the paper's VOGGN).
-    Ggn,
-    /// Squared per-example gradients `Σ g_i g_iᵀ` (empirical Fisher; the official VOGN code).
-    SquaredGradients,
-}
-
-impl FromStr for Covariance {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "full" => Ok(Covariance::Full),
-            "diag" | "diagonal" => Ok(Covariance::Diag),
-            o => Err(Error::Invalid(format!(
-                "unknown covariance '{o}' (expected full or diag)"
-            ))),
-        }
+crate::words! {
+    /// Form of the covariance of `q`.
+    pub enum Covariance("covariance") {
+        /// Full P×P (small networks).
+        Full = ["full"],
+        /// Diagonal.
+        Diag = ["diag", "diagonal"],
     }
 }
 
-impl FromStr for Curvature {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ggn" => Ok(Curvature::Ggn),
-            "squared-gradients" | "sqgrad" | "ef" => Ok(Curvature::SquaredGradients),
-            o => Err(Error::Invalid(format!(
-                "unknown curvature '{o}' (expected ggn or squared-gradients)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Covariance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Covariance::Full => "full",
-            Covariance::Diag => "diag",
-        })
-    }
-}
-
-impl fmt::Display for Curvature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Curvature::Ggn => "ggn",
-            Curvature::SquaredGradients => "squared-gradients",
-        })
+crate::words! {
+    /// Source of the curvature estimate Ĥ.
+    pub enum Curvature("curvature") {
+        /// The generalised Gauss-Newton `Σ J_iᵀ Λ_i J_i` (the paper's VOGGN).
+        Ggn = ["ggn"],
+        /// Squared per-example gradients `Σ g_i g_iᵀ` (empirical Fisher; the official VOGN
+        /// code).
+        SquaredGradients = ["squared-gradients", "sqgrad", "ef"],
     }
 }
 
