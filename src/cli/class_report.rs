@@ -10,7 +10,7 @@ use crate::cli::ctx::Ctx;
 use dnn2gp::io::{num, write_csv, write_npy};
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::Network;
-use dnn2gp::posterior::fitted::{blocks_by_input_block, class_probabilities, inputs_per_block};
+use dnn2gp::posterior::link::{blocks_by_input_block, class_probabilities, inputs_per_block};
 use dnn2gp::posterior::{LaplaceGgn, Link};
 
 /// The GLM predictive of a softmax model at new inputs: logits `f_{w*}(x)`, the K×K blocks of

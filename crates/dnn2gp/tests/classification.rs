@@ -8,7 +8,7 @@ use std::path::Path;
 use approx::assert_relative_eq;
 use faer::Mat;
 
-use dnn2gp::curvature::ggn_diagonal;
+use dnn2gp::curvature::Backend;
 use dnn2gp::curvature::precision::diag_covariance_blocks;
 use dnn2gp::curvature::Linearization;
 use dnn2gp::data::mnist::{self, class_subset, one_hot};
@@ -79,7 +79,7 @@ fn streamed_ggn_diagonal_equals_the_diagonal_of_the_ggn() {
     let w = net.init(4);
     let lin = Linearization::new(&net, &Categorical, x.as_ref(), y.as_ref(), &w);
     let dense = lin.ggn();
-    let streamed = ggn_diagonal(&net, &Categorical, &w, x.as_ref(), y.as_ref(), None);
+    let streamed = Backend::new(&net, &Categorical, &w).diag(x.as_ref(), y.as_ref(), None);
     for (p, h) in streamed.iter().enumerate() {
         assert_relative_eq!(*h, dense[(p, p)], max_relative = 1e-10, epsilon = 1e-13);
     }
@@ -88,7 +88,7 @@ fn streamed_ggn_diagonal_equals_the_diagonal_of_the_ggn() {
     let w1 = net1.init(5);
     let yb = Mat::from_fn(150, 1, |i, _| (labels[i] % 2) as f64);
     let lin = Linearization::new(&net1, &Bernoulli, x.as_ref(), yb.as_ref(), &w1);
-    let streamed = ggn_diagonal(&net1, &Bernoulli, &w1, x.as_ref(), yb.as_ref(), None);
+    let streamed = Backend::new(&net1, &Bernoulli, &w1).diag(x.as_ref(), yb.as_ref(), None);
     for (h, d) in streamed.iter().zip(lin.ggn_diag()) {
         assert_relative_eq!(*h, d, max_relative = 1e-10, epsilon = 1e-13);
     }

@@ -8,7 +8,7 @@ use dnn2gp::gp::{mixture, DeltaPath, Dnn2Gp, GpPrediction, RunningMoments, Space
 use dnn2gp::likelihood::classification::{probit, sigmoid};
 use dnn2gp::likelihood::{Bernoulli, Gaussian};
 use dnn2gp::nn::{Activation, Network, Sequential};
-use dnn2gp::posterior::laplace::MAX_JITTER_OVER_DELTA;
+use dnn2gp::posterior::weight_posterior::MAX_JITTER_OVER_DELTA;
 use dnn2gp::posterior::{HessianStructure, LaplaceGgn};
 use dnn2gp::train::{fit_map, Adam, MapConfig, Objective, STATIONARY_RTOL};
 use faer::Mat;

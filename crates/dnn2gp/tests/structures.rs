@@ -8,12 +8,12 @@
 mod common;
 
 use approx::assert_relative_eq;
-use dnn2gp::curvature::{kron_factors, Linearization, Precision};
+use dnn2gp::curvature::{Backend, Linearization, Precision};
 use dnn2gp::likelihood::classification::softmax;
 use dnn2gp::likelihood::{curvature_root_rows, LikelihoodKind};
 use dnn2gp::linalg::{a_b, a_bt};
 use dnn2gp::nn::{Layer, Network, Sequential};
-use dnn2gp::posterior::fitted::class_probabilities;
+use dnn2gp::posterior::link::class_probabilities;
 use dnn2gp::posterior::{
     FitOptions, HessianStructure, Laplace, Link, Posterior, PriorPrecision, Subset,
 };
@@ -131,7 +131,7 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
         let (n, k) = (9, 3);
         let (x, y) = data(n, m.net.n_inputs(), k, 2);
         let lik = m.likelihood().unwrap();
-        let sums = kron_factors(&m.net, lik.as_ref(), &m.w, x.as_ref(), y.as_ref(), None);
+        let sums = Backend::new(&m.net, lik.as_ref(), &m.w).kron(x.as_ref(), y.as_ref(), None);
         let h = ggn(&m, &x, &y);
         let roots = curvature_root_rows(
             lik.as_ref(),
@@ -616,7 +616,6 @@ fn kfac_is_the_same_on_any_thread_count() {
 /// variances), and with a smaller rank its eigenvalues are H's largest.
 #[test]
 fn low_rank_with_every_eigenpair_is_the_full_posterior() {
-    use dnn2gp::curvature::lowrank::ggn_times;
     let m = model(CNN, 0.9);
     let (x, y) = data(150, 36, 3, 13);
     let (xs, _) = data(4, 36, 3, 14);
@@ -624,14 +623,7 @@ fn low_rank_with_every_eigenpair_is_the_full_posterior() {
     let p = m.net.n_params();
     let mm = Mat::from_fn(p, 3, |i, j| ((i * 3 + j * 7) % 5) as f64 - 2.0);
     let lik = m.likelihood().unwrap();
-    let hm = ggn_times(
-        &m.net,
-        lik.as_ref(),
-        &m.w,
-        x.as_ref(),
-        y.as_ref(),
-        mm.as_ref(),
-    );
+    let hm = Backend::new(&m.net, lik.as_ref(), &m.w).times(x.as_ref(), y.as_ref(), mm.as_ref());
     assert_close(hm.as_ref(), a_b(h.as_ref(), mm.as_ref()).as_ref(), 1e-11);
     let fit_rank = |rank| {
         let opts = FitOptions {

@@ -893,14 +893,20 @@ impl Curvature {
             })
             .collect::<PyResult<Vec<_>>>()?;
         let inner =
-            dnn2gp::posterior::Curvature::from_parts(structure, subset, tensors, (nll, sse, n, nk))
+            dnn2gp::posterior::Curvature::from_parts(
+                structure,
+                subset,
+                tensors,
+                dnn2gp::posterior::DataTerms { nll, sse, n, nk },
+            )
                 .map_err(py_err)?;
         Ok(Curvature { inner })
     }
 
     /// Pickling: the structure, subset, tensors (numpy arrays) and scalars.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let (tensors, (nll, sse, n, nk)) = self.inner.to_parts();
+        let (tensors, d) = self.inner.to_parts();
+        let (nll, sse, n, nk) = (d.nll, d.sse, d.n, d.nk);
         let arrays = tensors
             .into_iter()
             .map(|(shape, v)| shaped(py, v, &shape))
@@ -1031,7 +1037,7 @@ fn ggn_diagonal<'py>(
     let y = targets(m, y, x.nrows())?;
     let lik = m.likelihood().map_err(py_err)?;
     let h = py.detach(|| {
-        dnn2gp::curvature::ggn_diagonal(&m.net, lik.as_ref(), &m.w, x.as_ref(), y.as_ref(), None)
+        dnn2gp::curvature::Backend::new(&m.net, lik.as_ref(), &m.w).diag(x.as_ref(), y.as_ref(), None)
     });
     Ok(h.into_pyarray(py))
 }

@@ -13,7 +13,7 @@ use crate::cli::images::{
     load_images, load_weights, open_out, save_network, shown_images, with_test_accuracy,
     write_records, EpochRecord, ViewSummary,
 };
-use dnn2gp::curvature::{ggn_diagonal, Precision};
+use dnn2gp::curvature::{Backend, Precision};
 use dnn2gp::data::mnist::{self};
 use dnn2gp::data::Dataset;
 use dnn2gp::io::{write_json, write_npy};
@@ -79,7 +79,7 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
         Some(path) => {
             // Without a variational posterior, the Laplace-GGN diagonal stands in for Σ.
             let w = load_weights(path, &net)?;
-            let h = ggn_diagonal(&net, &lik, &w, train.x.as_ref(), train.y.as_ref(), None);
+            let h = Backend::new(&net, &lik, &w).diag(train.x.as_ref(), train.y.as_ref(), None);
             let s = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
             (w, s, Vec::new(), None)
         }

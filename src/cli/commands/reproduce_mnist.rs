@@ -12,7 +12,7 @@ use crate::cli::images::{
     load_images, load_weights, open_out, save_network, shown_images, with_test_accuracy,
     write_records, EpochRecord, ViewSummary,
 };
-use dnn2gp::curvature::ggn_diagonal;
+use dnn2gp::curvature::Backend;
 use dnn2gp::data::mnist::one_hot;
 use dnn2gp::data::Dataset;
 use dnn2gp::io::{write_json, write_npy};
@@ -98,14 +98,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
 
     let t1 = Instant::now();
     let pb = ctx.bar(train.len() as u64, "GGN diagonal");
-    let h = ggn_diagonal(
-        &net,
-        &lik,
-        &w,
-        train.x.as_ref(),
-        train.y.as_ref(),
-        Some(&pb),
-    );
+    let h = Backend::new(&net, &lik, &w).diag(train.x.as_ref(), train.y.as_ref(), Some(&pb));
     pb.finish_and_clear();
     let variances = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
     let path = out.path().join("posterior_variance.npy");

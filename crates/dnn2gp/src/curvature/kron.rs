@@ -28,7 +28,7 @@ const CHUNK: usize = 64;
 /// The layers' [`KronSums`] of the GGN over a data set of any size, streamed in parallel
 /// chunks (summed in a fixed order: the same bytes on any thread count), with each `A`
 /// divided by `N T` (laplace-torch's scaling). `progress` advances by the examples done.
-pub fn kron_factors(
+pub(crate) fn kron_factors(
     net: &dyn Network,
     lik: &dyn Likelihood,
     w: &[f64],
@@ -291,7 +291,7 @@ impl Kron {
 
     /// Each layer's covariance in its eigenbasis, for [`factored_covariance_blocks`]:
     /// `Q_G`, `Q_A`, `1/(c λ_G λ_A + δ)` (weight) and `1/(c λ_G + δ)` (bias).
-    pub(crate) fn layer_variances(&self) -> Vec<LayerVariance<'_>> {
+    pub fn layer_variances(&self) -> Vec<LayerVariance<'_>> {
         self.blocks
             .chunks(2)
             .map(|wb| LayerVariance {
@@ -358,10 +358,14 @@ impl Kron {
 /// `Q_G ⊗ Q_A` (KFAC) or in the parameter basis (a diagonal posterior: no rotations): the
 /// variances of the weight (outputs × inputs, row-major) and of the bias in that basis.
 #[derive(Debug, Clone)]
-pub(crate) struct LayerVariance<'a> {
+pub struct LayerVariance<'a> {
+    /// The output-side eigenvectors `Q_G` (none: the parameter basis).
     pub qg: Option<&'a Mat<f64>>,
+    /// The input-side eigenvectors `Q_A` (none: the parameter basis).
     pub qa: Option<&'a Mat<f64>>,
+    /// The weight's variances in that basis (outputs × inputs, row-major).
     pub weight: Vec<f64>,
+    /// The bias's variances in that basis.
     pub bias: Vec<f64>,
 }
 

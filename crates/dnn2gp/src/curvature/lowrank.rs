@@ -20,7 +20,7 @@ const CHUNK: usize = 64;
 const GROUP: usize = 8;
 
 /// `H M = Σ_i J_iᵀ Λ_i J_i M` for a block M (P × l), streamed over chunks of examples.
-pub fn ggn_times(
+pub(crate) fn ggn_times(
     net: &dyn Network,
     lik: &dyn Likelihood,
     w: &[f64],
@@ -61,7 +61,7 @@ fn orthonormal(y: &Mat<f64>) -> Mat<f64> {
 /// examples of each pass. With `rank ≥ P` the subspace is the whole space and the
 /// decomposition is exact up to rounding.
 #[allow(clippy::too_many_arguments)]
-pub fn ggn_top_eigen(
+pub(crate) fn ggn_top_eigen(
     net: &dyn Network,
     lik: &dyn Likelihood,
     w: &[f64],

@@ -29,7 +29,7 @@ use crate::linalg::{
     a_bt, at_b, check_memory, dot, low_rank_form, mat_bytes, mat_t_vec, tridiagonal_logdet_quad,
     tridiagonalize,
 };
-use crate::posterior::laplace::laplace_evidence;
+use crate::posterior::evidence::laplace_evidence;
 use crate::train::check_delta;
 
 enum Form {

@@ -26,7 +26,7 @@ use crate::linalg::{
     JITTER_LADDER,
 };
 use crate::nn::{Network, NtkBlocks};
-use crate::posterior::laplace::laplace_evidence;
+use crate::posterior::evidence::laplace_evidence;
 use crate::posterior::{HessianStructure, LaplaceGgn};
 use crate::train::check_delta;
 

@@ -1,11 +1,94 @@
-//! Posteriors over the weights: the Laplace-GGN
-//! Gaussian `N(w*, Σ)` with `Σ⁻¹ = Σ_i J_iᵀ Λ_i J_i + δ I`.
+//! Posteriors over the weights: the Laplace-GGN Gaussian `N(θ*, Σ)`,
+//!
+//! `Σ⁻¹ = c H + D`, `H = Σ_i J_iᵀ Λ_i J_i` at the MAP `θ*` over the covered weights (in the
+//! structure's approximation), D the prior precision (δI, or δ_g per tensor), c the GGN's
+//! scale at another Gaussian noise.
+//!
+//! The layout, one concern per file: [`base`] the interface in laplace-torch's shape
+//! ([`Posterior`]); [`link`] the predictive and the links; [`structure`] one type per
+//! structure (full, diag, kron, lowrank) behind [`GgnStructure`]; [`curvature`] what a fit sums
+//! over its data ([`Curvature`]) and the memory it needs; [`laplace`] the posterior itself
+//! ([`Laplace`]); [`evidence`] the evidence and its gradient; [`prior`] the prior precision and
+//! its search; [`noise`] the noise search; [`io`] the file; [`last_layer`] the last-layer
+//! split; [`weight_posterior`] the factorised Gaussian ([`LaplaceGgn`]) that Laplace and the
+//! GP's weight space hold. A new structure is a file in `structure/`; a new predictive link a
+//! word in [`LinkApprox`].
+//!
+//! # Example: regression
+//! ```
+//! use dnn2gp::data::toy::{toy_sets, ToyConfig};
+//! use dnn2gp::likelihood::LikelihoodKind;
+//! use dnn2gp::nn::{Activation, Network, Sequential};
+//! use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior};
+//! use dnn2gp::train::model::Model;
+//! use dnn2gp::train::{fit_map, MapConfig, Objective};
+//!
+//! let split = toy_sets(&ToyConfig::default(), 1).remove(0);
+//! let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
+//! let net = Sequential::mlp(vec![2, 20, 1], Activation::Tanh)?;
+//! let lik = LikelihoodKind::Gaussian.build(1.0)?;
+//! let obj = Objective { net: &net, lik: lik.as_ref(), x, y, delta: 0.6 };
+//! let cfg = MapConfig { epochs: 300, ..Default::default() };
+//! let w = fit_map(&obj, &net.init(0), &cfg, None)?.w;
+//! let model = Model::new(net, w, LikelihoodKind::Gaussian, 1.0, 0.6)?;
+//!
+//! let la = Laplace::fit(model, x, y, HessianStructure::Full, &FitOptions::default())?;
+//! let evidence = la.log_marginal_likelihood(None, None)?; // at the fitted δ, σ
+//! let wider = la.log_marginal_likelihood(Some(2.0), Some(0.8))?; // any other δ, σ
+//! let pred = la.predict(split.test.x.as_ref(), Link::Probit)?; // f(x*), J Σ Jᵀ, y variance
+//! assert_eq!(pred.mean.nrows(), split.test.x.nrows());
+//! assert!(pred.variance().iter().all(|v| *v > 0.0) && evidence.is_finite() && wider.is_finite());
+//! # Ok::<(), dnn2gp::Error>(())
+//! ```
+//!
+//! # Example: classification
+//! ```
+//! use dnn2gp::likelihood::LikelihoodKind;
+//! use dnn2gp::nn::{Activation, Network, Sequential};
+//! use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior};
+//! use dnn2gp::train::model::Model;
+//! use faer::Mat;
+//!
+//! // Three classes on a line, one-hot targets.
+//! let x = Mat::from_fn(30, 1, |i, _| i as f64 / 10.0 - 1.5);
+//! let y = Mat::from_fn(30, 3, |i, c| f64::from(u8::from(i / 10 == c)));
+//! let net = Sequential::mlp(vec![1, 8, 3], Activation::Tanh)?;
+//! let model = Model::new(net.clone(), net.init(1), LikelihoodKind::Categorical, 1.0, 1.0)?;
+//! let la = Laplace::fit(model, x.as_ref(), y.as_ref(), HessianStructure::Diag, &FitOptions::default())?;
+//! let pred = la.predict(x.as_ref(), Link::MonteCarlo { samples: 200, seed: 0 })?;
+//! let p = pred.probabilities.expect("class probabilities");
+//! assert!((0..30).all(|i| ((0..3).map(|c| p[(i, c)]).sum::<f64>() - 1.0).abs() < 1e-12));
+//! # Ok::<(), dnn2gp::Error>(())
+//! ```
 
-pub mod fitted;
+pub mod base;
+pub mod curvature;
+pub mod evidence;
+pub mod io;
 pub mod laplace;
+pub mod last_layer;
+pub mod link;
+pub mod noise;
+pub mod prior;
+pub mod structure;
+pub mod weight_posterior;
 
-pub use fitted::{
-    Curvature, FitOptions, Laplace, LayerwisePriorFit, Link, LinkApprox, NoiseFit, Posterior,
-    Predictive, PriorFit, PriorPrecision, PriorStructure, Subset,
-};
-pub use laplace::{HessianStructure, LaplaceGgn};
+pub use base::Posterior;
+pub use curvature::{Curvature, DataTerms, FitOptions};
+pub use laplace::Laplace;
+pub use link::{Link, LinkApprox, Predictive};
+pub use noise::NoiseFit;
+pub use prior::{LayerwisePriorFit, PriorFit, PriorPrecision, PriorStructure};
+pub use structure::{GgnStructure, HessianStructure};
+pub use weight_posterior::LaplaceGgn;
+
+crate::words! {
+    /// Which weights the posterior covers, with laplace-torch's names (`all`, `last_layer`).
+    pub enum Subset("subset of weights") {
+        /// Every weight.
+        All = ["all"],
+        /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
+        /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
+        LastLayer = ["last_layer", "last-layer"],
+    }
+}
