@@ -62,22 +62,20 @@ fn train_then_gp_on_toy_data() {
         model.to_str().unwrap(),
     ]);
     assert!(s.contains("P = 41"), "{s}");
-    for f in [
-        "model.json",
-        "params.npy",
-        "history.csv",
-        "model.safetensors",
-    ] {
+    for f in ["model.json", "history.csv", "model.safetensors"] {
         assert!(model.join(f).exists(), "{f}");
     }
-    // The safetensors export holds the same parameters as params.npy.
+    // One model file: the self-describing model, a state_dict under PyTorch's names; the
+    // record holds the run, not the model.
+    assert!(!model.join("params.npy").exists());
+    let saved = dnn2gp::train::model::Model::load(&model.join("model.safetensors")).unwrap();
     let net = Sequential::mlp(vec![2, 10, 1], Activation::Tanh).unwrap();
+    assert_eq!(saved.net, net);
     let from_st =
         dnn2gp::nn::weights::load(&model.join("model.safetensors"), &net.param_layout()).unwrap();
-    assert_eq!(
-        from_st,
-        dnn2gp::io::read_npy(&model.join("params.npy")).unwrap().1
-    );
+    assert_eq!(from_st, saved.w);
+    let record = json(&model.join("model.json"));
+    assert!(record.get("architecture").is_none() && record["loss"].is_number());
     ok(&[
         "gp",
         "--model",
@@ -394,8 +392,8 @@ fn bad_input_exits_2_without_output() {
         "--out",
         model.to_str().unwrap(),
     ]);
-    let bytes = std::fs::read(model.join("params.npy")).unwrap();
-    std::fs::write(model.join("params.npy"), &bytes[..bytes.len() - 8]).unwrap();
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("model.safetensors"), &bytes[..bytes.len() - 8]).unwrap();
     let err = fails(&[
         "gp",
         "--model",
@@ -403,7 +401,7 @@ fn bad_input_exits_2_without_output() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(err.contains("params.npy"), "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
     assert!(!out.exists());
 }
 

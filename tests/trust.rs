@@ -143,13 +143,12 @@ fn a_rerun_replaces_the_folder_as_one_set_and_leaves_nothing_beside_it() {
             "history.csv",
             "model.json",
             "model.safetensors",
-            "params.npy"
         ]
     );
     let marker: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join(".dnn2gp-run.json")).unwrap())
             .unwrap();
-    assert_eq!(marker["files"].as_array().unwrap().len(), 4);
+    assert_eq!(marker["files"].as_array().unwrap().len(), 3);
     // Each file is reported under its final name, and no staging folder or lock is left.
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -389,9 +388,7 @@ fn classification_targets_are_checked_and_labels_give_k_outputs() {
         "--out",
         s(&out),
     ]);
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
-    assert_eq!(m["architecture"], "2:dense4,tanh,dense3");
+    assert_eq!(architecture(&out), "2:dense4,tanh,dense3");
     // A label beyond --classes is named.
     let err = refused(&[
         "train",
@@ -449,8 +446,34 @@ fn classification_targets_are_checked_and_labels_give_k_outputs() {
     assert!(g.join("f_var.npy").exists() && g.join("kernel.npy").exists());
 }
 
+/// The architecture of a model folder's model file.
+fn architecture(folder: &Path) -> String {
+    dnn2gp::train::model::Model::load(&folder.join("model.safetensors"))
+        .unwrap()
+        .net
+        .spec()
+}
+
+/// The folder `train` wrote before the model file held the model: `model.json` with the
+/// architecture, likelihood, σ and δ beside the run's record, and the weights in
+/// `params.npy`; returns its `model.json` text.
+fn legacy_folder(from: &Path, to: &Path) -> String {
+    let model = dnn2gp::train::model::Model::load(&from.join("model.safetensors")).unwrap();
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(from.join("model.json")).unwrap()).unwrap();
+    record["architecture"] = model.net.spec().into();
+    record["likelihood"] = model.likelihood.to_string().into();
+    record["sigma"] = model.sigma.into();
+    record["delta"] = model.delta.into();
+    std::fs::create_dir_all(to).unwrap();
+    let json = serde_json::to_string_pretty(&record).unwrap();
+    std::fs::write(to.join("model.json"), &json).unwrap();
+    dnn2gp::io::write_npy(&to.join("params.npy"), &[model.w.len()], &model.w).unwrap();
+    json
+}
+
 #[test]
-fn malformed_model_files_are_refused_without_a_panic() {
+fn folders_written_before_the_model_file_still_load() {
     let dir = common::tmpdir();
     let model = dir.path().join("model");
     ok(&[
@@ -462,9 +485,92 @@ fn malformed_model_files_are_refused_without_a_panic() {
         "--out",
         s(&model),
     ]);
-    let json = std::fs::read_to_string(model.join("model.json")).unwrap();
+    let old = dir.path().join("old");
+    legacy_folder(&model, &old);
+    let (gp_new, gp_old) = (dir.path().join("gp-new"), dir.path().join("gp-old"));
+    let a = ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--samples",
+        "20",
+        "--out",
+        s(&gp_new),
+    ]);
+    let b = ok(&[
+        "gp",
+        "--model",
+        s(&old),
+        "--samples",
+        "20",
+        "--out",
+        s(&gp_old),
+    ]);
+    let first = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .map(String::from)
+    };
+    assert_eq!(first(&a), first(&b), "the same model, the same numbers");
+    assert_eq!(
+        std::fs::read(gp_new.join("kernel.npy")).unwrap(),
+        std::fs::read(gp_old.join("kernel.npy")).unwrap()
+    );
+    // A folder with a record and no model is refused with what to do.
+    let none = dir.path().join("none");
+    std::fs::create_dir(&none).unwrap();
+    std::fs::copy(model.join("model.json"), none.join("model.json")).unwrap();
+    let err = refused(&["gp", "--model", s(&none), "--out", s(&dir.path().join("g"))]);
+    assert!(
+        err.contains("dnn2gp train") && err.contains("model.safetensors"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_model_files_are_refused_without_a_panic() {
+    let dir = common::tmpdir();
+    let trained = dir.path().join("trained");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&trained),
+    ]);
     let gp = dir.path().join("gp");
-    // An architecture that makes no network.
+    // A model file whose architecture makes no network.
+    let m = dnn2gp::train::model::Model::load(&trained.join("model.safetensors")).unwrap();
+    let bad_file = dir.path().join("bad.safetensors");
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("dnn2gp.architecture".to_string(), "2:".to_string());
+    dnn2gp::nn::weights::save_with_metadata(
+        &bad_file,
+        &m.net.param_layout(),
+        &m.w,
+        dnn2gp::nn::weights::StoredDtype::F64,
+        &meta,
+    )
+    .unwrap();
+    let err = refused(&[
+        "gp",
+        "--model",
+        s(&bad_file),
+        "--data",
+        "toy",
+        "--out",
+        s(&gp),
+    ]);
+    assert!(
+        err.contains("bad.safetensors") && err.contains("dnn2gp.architecture"),
+        "{err}"
+    );
+    // The older folder's files: an architecture that makes no network.
+    let model = dir.path().join("model");
+    let json = legacy_folder(&trained, &model);
     let empty = json.replace("\"2:dense3,tanh,dense1\"", "\"2:\"");
     assert_ne!(empty, json, "the test edits the architecture");
     std::fs::write(model.join("model.json"), &empty).unwrap();
@@ -837,7 +943,7 @@ fn options_for_reproducing_the_papers_runs() {
     ]);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
-    assert_eq!(m["architecture"], "2:dense4,tanh,dense1");
+    assert_eq!(architecture(&model), "2:dense4,tanh,dense1");
     assert_eq!(m["data"]["ones"], true);
     ok(&[
         "gp",

@@ -373,6 +373,12 @@ pub struct DataArgs {
 /// Architecture, likelihood and prior.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
+    /// Architecture spec instead of an MLP of --hidden and --activation: layers after the input
+    /// shape, e.g. `1x8x8:conv6k3,relu,pool,flatten,dense32,relu,dense10` (CxHxW for images, D
+    /// for vectors; dense<N>, conv<C>k<K>, pool, avgpool, flatten, relu, tanh, sigmoid,
+    /// identity); its inputs and outputs must fit the data.
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["hidden", "activation"])]
+    pub arch: Option<String>,
     /// Hidden widths, e.g. `20` or `50,50`.
     #[arg(long, value_delimiter = ',', default_values_t = [20])]
     pub hidden: Vec<usize>,

@@ -1,5 +1,9 @@
-//! The model folder that `train` and `import` write and `gp`, `predict` read: `model.json`
-//! (the run's record), `params.npy`, `model.safetensors` and `history.csv`.
+//! The model folder that `train` and `import` write and `gp`, `predict` read: the model itself
+//! in one self-describing file (`model.safetensors`, [`Model::save`]: weights under the
+//! state_dict's names, architecture, likelihood, σ, δ and the data's fingerprint in its
+//! metadata), `model.json` with the run's record (the data, loss, `‖∇L‖`, timings) and
+//! `history.csv`. Folders written before the model file held the model load from `model.json`
+//! and `params.npy`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,23 +11,28 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::args::ModelArgs;
 use crate::cli::ctx::warn;
 use crate::cli::sources::prepare_split;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::Split;
-use dnn2gp::io::{num, read_npy, write_csv, write_json, write_npy};
+use dnn2gp::io::{num, read_npy, write_csv, write_json};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
+use dnn2gp::nn::weights::StoredDtype;
 use dnn2gp::nn::{Activation, Network, Sequential};
 use dnn2gp::train::model::{fingerprint, Model};
-use dnn2gp::train::{MapResult, Objective};
+use dnn2gp::train::MapResult;
 use dnn2gp::{Error, Warning};
 
-/// An architecture as `model.json` holds it: a spec string, or (older folders) an MLP's
+/// The model file of a folder.
+pub(crate) const MODEL_FILE: &str = "model.safetensors";
+/// The run's record of a folder.
+const RECORD_FILE: &str = "model.json";
+
+/// An architecture as older `model.json` files hold it: a spec string, or an MLP's
 /// `{"sizes": [...], "activation": "..."}`, read as the spec of that MLP.
-pub(crate) fn architecture_spec<'de, D: serde::Deserializer<'de>>(
+fn architecture_spec<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> std::result::Result<String, D::Error> {
+) -> std::result::Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Stored {
@@ -34,25 +43,19 @@ pub(crate) fn architecture_spec<'de, D: serde::Deserializer<'de>>(
         },
     }
     match Stored::deserialize(d)? {
-        Stored::Spec(s) => Ok(s),
+        Stored::Spec(s) => Ok(Some(s)),
         Stored::Mlp { sizes, activation } => Sequential::mlp(sizes, activation)
-            .map(|n| n.spec())
+            .map(|n| Some(n.spec()))
             .map_err(serde::de::Error::custom),
     }
 }
 
-/// What `train` writes to `model.json`.
+/// What `model.json` records of the run that made the model.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct ModelFile {
-    /// The architecture spec ([`Sequential::parse`]); folders written before spec strings
-    /// hold an MLP's widths and activation.
-    #[serde(deserialize_with = "architecture_spec")]
-    pub(crate) architecture: String,
-    pub(crate) likelihood: String,
-    pub(crate) sigma: f64,
-    pub(crate) delta: f64,
-    pub(crate) n_params: usize,
+pub(crate) struct RunRecord {
+    /// The training data (absolute paths: the folder can be used from any working directory).
     pub(crate) data: Source,
+    pub(crate) n_params: usize,
     pub(crate) loss: f64,
     pub(crate) grad_norm: f64,
     /// `‖∇L‖` relative to its scale (the stationarity rule); absent in older files.
@@ -63,31 +66,37 @@ pub(crate) struct ModelFile {
     pub(crate) seconds: f64,
 }
 
-/// Writes a model folder (`model.json`, `params.npy`, `model.safetensors`, `history.csv`),
-/// warning when `w` is not a stationary point of the loss on `split`.
-#[allow(clippy::too_many_arguments)]
+/// The model fields of a `model.json` written before the model file held the model.
+#[derive(Debug, Deserialize)]
+struct LegacyModel {
+    #[serde(default, deserialize_with = "architecture_spec")]
+    architecture: Option<String>,
+    likelihood: Option<LikelihoodKind>,
+    sigma: Option<f64>,
+    delta: Option<f64>,
+}
+
+/// Writes a model folder (`model.safetensors`, `model.json`, `history.csv`) for `model` trained
+/// (or imported) on `data`, warning when its weights are not a stationary point of the loss on
+/// `split`.
 pub(crate) fn write_model(
     out: &Path,
-    net: &Sequential,
-    lik: &dyn Likelihood,
-    m: &ModelArgs,
+    model: &Model,
     data: Source,
     split: &Split,
     res: &MapResult,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
-    let stationarity = Objective::on(net, lik, &split.train, m.delta).stationarity(&res.w);
+    let lik = model.likelihood()?;
+    let stationarity =
+        dnn2gp::train::Objective::on(&model.net, lik.as_ref(), &split.train, model.delta)
+            .stationarity(&model.w);
     if let Some(w) = stationarity.warning(None) {
         eprintln!("warning: {}", w.message);
     }
-    let file = ModelFile {
-        architecture: net.spec(),
-        likelihood: lik.name().into(),
-        sigma: m.sigma,
-        delta: m.delta,
-        n_params: net.n_params(),
-        // Absolute paths: the model folder can be used from any working directory.
+    let record = RunRecord {
         data: data.absolute()?,
+        n_params: model.net.n_params(),
         loss: res.loss,
         grad_norm: res.grad_norm,
         grad_rel: stationarity.relative,
@@ -95,36 +104,15 @@ pub(crate) fn write_model(
         polish_iters: res.polish_iters,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    save_model(out, &file, res, split)
-}
-
-pub(crate) fn save_model(
-    dir: &Path,
-    file: &ModelFile,
-    res: &MapResult,
-    split: &Split,
-) -> Result<Vec<PathBuf>> {
-    let files: Vec<PathBuf> = [
-        "params.npy",
-        "model.safetensors",
-        "history.csv",
-        "model.json",
-    ]
-    .iter()
-    .map(|f| dir.join(f))
-    .collect();
-    write_npy(&files[0], &[res.w.len()], &res.w)?;
-    let mut model = Model::new(
-        Sequential::parse(&file.architecture)?,
-        res.w.clone(),
-        file.likelihood.parse()?,
-        file.sigma,
-        file.delta,
-    )?;
+    let files: Vec<PathBuf> = [MODEL_FILE, "history.csv", RECORD_FILE]
+        .iter()
+        .map(|f| out.join(f))
+        .collect();
+    let mut model = model.clone();
     model.data = Some(fingerprint(split.train.x.as_ref(), split.train.y.as_ref()));
-    model.save(&files[1], dnn2gp::nn::weights::StoredDtype::F64)?;
-    write_history(&files[2], "loss", &res.history)?;
-    write_json(&files[3], file)?;
+    model.save(&files[0], StoredDtype::F64)?;
+    write_history(&files[1], "loss", &res.history)?;
+    write_json(&files[2], &record)?;
     Ok(files)
 }
 
@@ -138,20 +126,44 @@ pub(crate) fn write_history(path: &Path, name: &str, history: &[f64]) -> Result<
     Ok(write_csv(path, &["epoch", name], &rows)?)
 }
 
-/// A model folder's record (`model.json`) and its [`Model`] (architecture and hyperparameters
-/// from the record, weights from `params.npy`).
-pub(crate) fn load_model(dir: &Path) -> Result<(ModelFile, Model)> {
-    let path = dir.join("model.json");
+/// A model folder's record (`model.json`) and its [`Model`]: from `model.safetensors` through
+/// the core's one loader, or, in a folder written before it held the model, from the
+/// architecture, likelihood, σ and δ in `model.json` and the weights in `params.npy`.
+pub(crate) fn load_folder(dir: &Path) -> Result<(RunRecord, Model)> {
+    let path = dir.join(RECORD_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let file: ModelFile = serde_json::from_str(&text)
-        .map_err(|e| Error::parse(&path, e.line(), format!("not a dnn2gp model file: {e}")))?;
+    let not_a_folder = |e: serde_json::Error| {
+        Error::parse(
+            &path,
+            e.line(),
+            format!("not a dnn2gp model folder's record: {e}"),
+        )
+    };
+    let record: RunRecord = serde_json::from_str(&text).map_err(not_a_folder)?;
+    let file = dir.join(MODEL_FILE);
+    if file.exists() {
+        return Ok((record, Model::load(&file)?));
+    }
+    let legacy: LegacyModel = serde_json::from_str(&text).map_err(not_a_folder)?;
+    let (Some(spec), Some(likelihood), Some(sigma), Some(delta)) = (
+        legacy.architecture,
+        legacy.likelihood,
+        legacy.sigma,
+        legacy.delta,
+    ) else {
+        return Err(Error::Invalid(format!(
+            "{}: no {MODEL_FILE} beside it, and it names no architecture: this folder holds no \
+             model (write one with `dnn2gp train` or `dnn2gp import`)",
+            path.display()
+        ))
+        .into());
+    };
+    let net = Sequential::parse(&spec).map_err(|e| e.in_file(&path))?;
     let params = dir.join("params.npy");
-    let net = Sequential::parse(&file.architecture)
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
     let (shape, w) = read_npy(&params)?;
-    let model = Model::new(net, w, file.likelihood.parse()?, file.sigma, file.delta)
+    let model = Model::new(net, w, likelihood, sigma, delta)
         .map_err(|e| Error::Invalid(format!("{}: {e} (shape {shape:?})", params.display())))?;
-    Ok((file, model))
+    Ok((record, model))
 }
 
 /// A saved model with its training data (from `model.json`, or `data` instead), checked
@@ -171,29 +183,32 @@ pub(crate) struct Fitted {
 /// file's fingerprint) is warned about: the GP is then not the model's Laplace posterior.
 pub(crate) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) -> Result<Fitted> {
     if !path.exists() {
-        return Err(Error::Invalid(format!(
-            "--model {}: no such model folder or model file",
-            path.display()
-        ))
+        return Err(Error::option(
+            "--model",
+            format!("{}: no such model folder or model file", path.display()),
+        )
         .into());
     }
     let (model, src, what) = if path.is_file() {
         let model = Model::load(path)?;
         let src = data.ok_or_else(|| {
-            Error::Invalid(format!(
-                "--model {}: a model file records its training data's fingerprint, not where the \
-                 data is; give the data with {data_option}",
-                path.display()
-            ))
+            Error::option(
+                "--model",
+                format!(
+                    "{}: a model file records its training data's fingerprint, not where the data \
+                     is; give the data with {data_option}",
+                    path.display()
+                ),
+            )
         })?;
         (model, src, path.display().to_string())
     } else {
-        let (file, model) = load_model(path)?;
+        let (record, model) = load_folder(path)?;
         let src = match data {
-            Some(d) => d.reading_as(&file.data),
-            None => file.data,
+            Some(d) => d.reading_as(&record.data),
+            None => record.data,
         };
-        (model, src, path.join("model.json").display().to_string())
+        (model, src, path.join(RECORD_FILE).display().to_string())
     };
     let net = &model.net;
     let kind = model.likelihood;

@@ -77,11 +77,31 @@ pub(crate) fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
     })
 }
 
+/// The network of `--arch`, or the MLP of `--hidden` and `--activation`, for the data's
+/// inputs and outputs.
 pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
-    let mut sizes = vec![split.train.x.ncols()];
-    sizes.extend(&m.hidden);
-    sizes.push(split.train.y.ncols());
-    Ok(Sequential::mlp(sizes, m.activation)?)
+    let (d, k) = (split.train.x.ncols(), split.train.y.ncols());
+    let Some(spec) = &m.arch else {
+        let mut sizes = vec![d];
+        sizes.extend(&m.hidden);
+        sizes.push(k);
+        return Ok(Sequential::mlp(sizes, m.activation)?);
+    };
+    let net = Sequential::parse(spec).map_err(|e| e.for_option("--arch"))?;
+    if (net.n_inputs(), net.n_outputs()) != (d, k) {
+        return Err(Error::option(
+            "--arch",
+            format!(
+                "{spec} takes {} inputs and gives {} outputs; the data {} has {d} inputs and {k} \
+                 targets",
+                net.n_inputs(),
+                net.n_outputs(),
+                split.name
+            ),
+        )
+        .into());
+    }
+    Ok(net)
 }
 
 /// The data source, its first split, the network and the likelihood of a command; checks δ.

@@ -8,8 +8,8 @@ use std::path::Path;
 use approx::assert_relative_eq;
 use faer::Mat;
 
-use dnn2gp::curvature::Backend;
 use dnn2gp::curvature::precision::diag_covariance_blocks;
+use dnn2gp::curvature::Backend;
 use dnn2gp::curvature::Linearization;
 use dnn2gp::data::mnist::{self, class_subset, one_hot};
 use dnn2gp::data::Dataset;

@@ -892,14 +892,13 @@ impl Curvature {
                 ))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let inner =
-            dnn2gp::posterior::Curvature::from_parts(
-                structure,
-                subset,
-                tensors,
-                dnn2gp::posterior::DataTerms { nll, sse, n, nk },
-            )
-                .map_err(py_err)?;
+        let inner = dnn2gp::posterior::Curvature::from_parts(
+            structure,
+            subset,
+            tensors,
+            dnn2gp::posterior::DataTerms { nll, sse, n, nk },
+        )
+        .map_err(py_err)?;
         Ok(Curvature { inner })
     }
 
@@ -1037,7 +1036,11 @@ fn ggn_diagonal<'py>(
     let y = targets(m, y, x.nrows())?;
     let lik = m.likelihood().map_err(py_err)?;
     let h = py.detach(|| {
-        dnn2gp::curvature::Backend::new(&m.net, lik.as_ref(), &m.w).diag(x.as_ref(), y.as_ref(), None)
+        dnn2gp::curvature::Backend::new(&m.net, lik.as_ref(), &m.w).diag(
+            x.as_ref(),
+            y.as_ref(),
+            None,
+        )
     });
     Ok(h.into_pyarray(py))
 }

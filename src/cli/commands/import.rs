@@ -12,6 +12,7 @@ use crate::cli::training::setup;
 
 use dnn2gp::nn::Network;
 
+use dnn2gp::train::model::Model;
 use dnn2gp::train::{MapResult, Objective};
 
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
@@ -33,16 +34,14 @@ pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         final_lr: 0.0,
         history: Vec::new(),
     };
-    let files = write_model(
-        out.path(),
-        &net,
-        lik.as_ref(),
-        &a.model,
-        src,
-        &split,
-        &res,
-        t0,
+    let model = Model::new(
+        net.clone(),
+        res.w.clone(),
+        a.model.likelihood,
+        a.model.sigma,
+        a.model.delta,
     )?;
+    let files = write_model(out.path(), &model, src, &split, &res, t0)?;
     println!(
         "imported {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),

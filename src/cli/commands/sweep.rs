@@ -26,6 +26,14 @@ pub(crate) fn run(ctx: &Ctx, a: SweepCmd) -> Result<()> {
     let src = source(&a.data)?;
     let splits = src.load()?;
     let values = parse_grid("--grid", &a.grid)?;
+    if a.model.arch.is_some() {
+        return Err(Error::option(
+            "--arch",
+            "sweep retrains an MLP of --hidden and --activation (a width sweep changes its \
+             widths); give those instead",
+        )
+        .into());
+    }
     if a.model.likelihood != LikelihoodKind::Gaussian {
         return Err(Error::option(
             format!("--likelihood {}", a.model.likelihood),

@@ -11,7 +11,9 @@ use crate::cli::outdir::OutDir;
 use crate::cli::training::{fit, map_config, setup};
 
 use dnn2gp::nn::Network;
+use dnn2gp::train::model::Model;
 
+/// `train`.
 pub(crate) fn run(ctx: &Ctx, a: TrainCmd) -> Result<()> {
     let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
     let cfg = map_config(&a.train)?;
@@ -26,16 +28,14 @@ pub(crate) fn run(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         &cfg,
         a.train.seed,
     )?;
-    let files = write_model(
-        out.path(),
-        &net,
-        lik.as_ref(),
-        &a.model,
-        src,
-        &split,
-        &res,
-        t0,
+    let model = Model::new(
+        net.clone(),
+        res.w.clone(),
+        a.model.likelihood,
+        a.model.sigma,
+        a.model.delta,
     )?;
+    let files = write_model(out.path(), &model, src, &split, &res, t0)?;
     println!(
         "trained {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),

@@ -59,8 +59,7 @@ impl<'a> Backend<'a> {
         let at = |kk: usize, i: usize| if i < d { kk * d + i } else { k * d + kk };
         let p = k * (d + 1);
         let mut h = Mat::<f64>::zeros(p, p);
-        let pairs: Vec<(usize, usize)> =
-            (0..k).flat_map(|a| (a..k).map(move |b| (a, b))).collect();
+        let pairs: Vec<(usize, usize)> = (0..k).flat_map(|a| (a..k).map(move |b| (a, b))).collect();
         let blocks: Vec<Mat<f64>> = pairs
             .par_iter()
             .map(|&(a, b)| {

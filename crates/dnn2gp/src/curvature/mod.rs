@@ -15,4 +15,3 @@ pub use kron::Kron;
 pub use linearization::Linearization;
 pub use lowrank::LowRank;
 pub use precision::Precision;
-

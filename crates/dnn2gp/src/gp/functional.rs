@@ -18,9 +18,9 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, sym_sqrt, Cholesky};
 use crate::nn::{JacobianFactors, Layer, Network, Sequential};
+use crate::posterior::evidence::laplace_evidence;
 use crate::posterior::evidence::{evidence_gradient, root_in_log};
 use crate::posterior::link::class_probabilities;
-use crate::posterior::evidence::laplace_evidence;
 use crate::posterior::Link;
 use crate::train::model::Model;
 

@@ -126,9 +126,28 @@ pub fn save_with_metadata(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .chain([("format".to_string(), "pt".to_string())]);
-    let out = safetensors::tensor::serialize(views, Some(meta.collect()))
+    let mut out = safetensors::tensor::serialize(views, Some(meta.collect()))
         .map_err(|e| Error::Invalid(format!("{}: cannot serialise: {e}", path.display())))?;
+    canonical_header(&mut out);
     write_atomic(path, &out)
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted (the same characters in
+/// another order, so no offset moves): the serialiser writes its metadata map in hash order,
+/// and the same model must give the same bytes.
+fn canonical_header(bytes: &mut [u8]) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &bytes[8..8 + n];
+    let text = String::from_utf8_lossy(header);
+    let trimmed = text.trim_end();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) {
+        // serde_json's map is ordered by key.
+        if let Ok(sorted) = serde_json::to_string(&value) {
+            if sorted.len() == trimmed.len() {
+                bytes[8..8 + sorted.len()].copy_from_slice(sorted.as_bytes());
+            }
+        }
+    }
 }
 
 /// Reads a safetensors file into a flat vector laid out as `layout`; refuses missing or extra

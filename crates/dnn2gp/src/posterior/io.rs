@@ -75,8 +75,11 @@ impl Laplace {
             let net = Model::architecture_in(meta).map_err(in_file)?;
             let word = |key: &str| {
                 meta.get(key).ok_or_else(|| {
-                    metadata_error(key, format!("no '{key}' in its metadata: not a saved posterior"))
-                        .in_file(path)
+                    metadata_error(
+                        key,
+                        format!("no '{key}' in its metadata: not a saved posterior"),
+                    )
+                    .in_file(path)
                 })
             };
             structure = word(STRUCTURE)?
@@ -94,15 +97,18 @@ impl Laplace {
                     .get(RANK)
                     .and_then(|r| r.parse::<usize>().ok())
                     .ok_or_else(|| {
-                        metadata_error(RANK, format!("'{RANK}' is missing or not a count"))
-                            .in_file(path)
-                    })?,
+                    metadata_error(RANK, format!("'{RANK}' is missing or not a count"))
+                        .in_file(path)
+                })?,
                 _ => 0,
             };
             shapes = tensor_shapes(structure, &sub, rank);
             let mut layout = net.param_layout();
             let mut offset = p;
-            for (name, shape) in tensor_names(structure, shapes.len()).into_iter().zip(&shapes) {
+            for (name, shape) in tensor_names(structure, shapes.len())
+                .into_iter()
+                .zip(&shapes)
+            {
                 let len = shape.iter().product::<usize>();
                 layout.push(ParamTensor {
                     name,

@@ -194,7 +194,14 @@ impl Laplace {
 
     /// `−log p(D | θ*)` at noise σ (`None`: the fitted one).
     pub fn neg_log_likelihood(&self, sigma: Option<f64>) -> Result<f64> {
-        Ok(at_sigma(&self.model, self.data.nll, self.data.sse, self.data.nk, sigma)?.0)
+        Ok(at_sigma(
+            &self.model,
+            self.data.nll,
+            self.data.sse,
+            self.data.nk,
+            sigma,
+        )?
+        .0)
     }
 }
 

@@ -4,7 +4,9 @@
 use std::any::Any;
 use std::borrow::Cow;
 
-use super::{kron_shapes, unlike, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN};
+use super::{
+    kron_shapes, unlike, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN,
+};
 use crate::curvature::kron::{diag_layer_variances, LayerVariance};
 use crate::curvature::Precision;
 use crate::error::Result;

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use faer::{Mat, Side};
 
-use super::{same, square, unlike, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN};
+use super::{
+    same, square, unlike, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN,
+};
 use crate::error::{Error, Result};
 use crate::nn::{Network, Sequential};
 use crate::posterior::weight_posterior::LaplaceGgn;

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 
 use faer::Mat;
 
-use super::{matrix, row_major, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN};
+use super::{
+    matrix, row_major, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN,
+};
 use crate::curvature::LowRank as LowRankPrecision;
 use crate::error::{Error, Result};
 use crate::nn::{Network, Sequential};
