@@ -80,6 +80,77 @@ impl std::fmt::Display for PriorArg {
     }
 }
 
+/// `--sigma`: the model's noise, the evidence's maximum, or a given σ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NoiseArg {
+    /// `marglik`: σ (with δ) at the maximum of the Laplace evidence.
+    Marglik,
+    /// `model`: the σ the model was trained with.
+    Model,
+    /// A positive number.
+    Value(f64),
+}
+
+impl std::str::FromStr for NoiseArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<PriorArg>()? {
+            PriorArg::Marglik => Ok(NoiseArg::Marglik),
+            PriorArg::Model => Ok(NoiseArg::Model),
+            PriorArg::Value(v) => Ok(NoiseArg::Value(v)),
+        }
+    }
+}
+
+/// The posterior `gp` and `predict` fit on the training data, and its prior and noise.
+#[derive(Debug, Args, Clone)]
+pub struct PosteriorArgs {
+    /// Posterior precision: full (the GGN), diag (its diagonal), kron (KFAC, per layer) or
+    /// lowrank (the GGN's top --rank eigenpairs) [default: full].
+    #[arg(long)]
+    pub hessian: Option<HessianStructure>,
+    /// Weights the posterior covers: all, or last-layer (the rest held at w*; laplace-torch's
+    /// default) [default: all].
+    #[arg(long)]
+    pub subset: Option<Subset>,
+    /// Eigenpairs of a lowrank posterior.
+    #[arg(long, default_value_t = 100)]
+    pub rank: usize,
+    /// Prior precision δ: model (the model's), marglik (the maximum of the Laplace evidence)
+    /// or a number; `--delta` is the same option.
+    #[arg(
+        long,
+        visible_alias = "delta",
+        value_name = "PRIOR",
+        allow_hyphen_values = true
+    )]
+    pub prior: Option<PriorArg>,
+    /// With --prior marglik: one δ (scalar) or one per parameter tensor (layerwise; full, diag
+    /// and kron).
+    #[arg(long, default_value = "scalar")]
+    pub prior_structure: PriorStructure,
+    /// Noise σ of a Gaussian likelihood: model, marglik (with δ at the maximum of the evidence)
+    /// or a number.
+    #[arg(long, value_name = "SIGMA", allow_hyphen_values = true)]
+    pub sigma: Option<NoiseArg>,
+    /// δ, and σ for a Gaussian likelihood, at the maximum of the Laplace evidence (laplace-torch's
+    /// `optimize_prior_precision(method="marglik")`): --prior marglik --sigma marglik.
+    #[arg(long, conflicts_with_all = ["prior", "sigma"])]
+    pub marglik: bool,
+}
+
+impl PosteriorArgs {
+    /// `--hessian`, full when not given.
+    pub fn structure(&self) -> HessianStructure {
+        self.hessian.unwrap_or(HessianStructure::Full)
+    }
+
+    /// `--subset`, all when not given.
+    pub fn weights(&self) -> Subset {
+        self.subset.unwrap_or(Subset::All)
+    }
+}
+
 /// Turn a trained deep network into a Gaussian process (DNN2GP, Khan et al. 2019).
 #[derive(Debug, Parser)]
 #[command(name = "dnn2gp", version, about, long_about = None, after_help = EXAMPLES)]
@@ -541,14 +612,14 @@ pub struct ModelDataArgs {
 
 #[derive(Debug, Args)]
 pub struct GpCmd {
-    /// Folder written by `dnn2gp train`, or a model file (`model.safetensors`) with `--data`.
+    /// Folder written by `dnn2gp train` or `import`, or a model file (`model.safetensors`)
+    /// with `--data`.
     #[arg(long)]
     pub model: PathBuf,
     #[command(flatten)]
     pub data: ModelDataArgs,
-    /// Posterior precision: full or diag GGN.
-    #[arg(long, default_value = "full")]
-    pub hessian: HessianStructure,
+    #[command(flatten)]
+    pub posterior: PosteriorArgs,
     /// Where to compute the GP: auto, weight (P×P) or function (NK×NK).
     #[arg(long, default_value = "auto")]
     pub space: Space,
@@ -556,21 +627,13 @@ pub struct GpCmd {
     /// or full.
     #[arg(long, default_value = "diag")]
     pub mc_hessian: HessianStructure,
-    /// Override the model's prior precision δ.
-    #[arg(long, allow_negative_numbers = true)]
-    pub delta: Option<f64>,
-    /// Monte Carlo samples for the DNN-Laplace predictive.
+    /// Monte Carlo samples for the DNN-Laplace predictive (and the categorical `p_mc`).
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
     /// Points on the plotting grid (1-D inputs).
     #[arg(long, default_value_t = 400)]
     pub grid_points: usize,
-    /// Choose δ (and σ for a Gaussian likelihood) by the maximum of the Laplace evidence of the
-    /// `--hessian` posterior before the report (laplace-torch's
-    /// `optimize_prior_precision(method="marglik")`).
-    #[arg(long)]
-    pub marglik: bool,
-    /// Also evaluate both marginal likelihoods over a δ grid at this MAP, from one
+    /// Also evaluate the marginal likelihoods over a δ grid at this MAP, from one
     /// eigendecomposition (`logspace:A:B:N`, `linspace:A:B:N` or a list): `marglik_path.csv`.
     #[arg(long)]
     pub delta_grid: Option<String>,
@@ -636,8 +699,9 @@ pub struct SweepCmd {
 
 #[derive(Debug, Args)]
 pub struct PredictCmd {
-    /// Folder written by `dnn2gp train` or `import`, or a model file (`model.safetensors`)
-    /// with `--train-data`.
+    /// Folder written by `dnn2gp train` or `import` (or a model file with `--train-data`): the
+    /// posterior is fitted on its training data; or a saved posterior (a folder written by
+    /// `reproduce`, or a `posterior.safetensors`).
     #[arg(long)]
     pub model: PathBuf,
     /// The training data of a model file: `snelson`, `uci:NAME[:SPLIT]` (under `$DNN2GP_DATA`,
@@ -645,27 +709,28 @@ pub struct PredictCmd {
     #[arg(long)]
     pub train_data: Option<String>,
     /// New inputs: a CSV with one column per network input, or one more holding the target
-    /// (then the MSE or accuracy and the NLL are reported too); for a folder written by
-    /// `reproduce`, an IDX image file (gzipped or not).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// For a folder written by `reproduce`: an IDX label file for the images (accuracy, NLL).
+    /// (then the MSE or accuracy and the NLL are reported too), or an IDX image file (gzipped
+    /// or not); `--data` is the same option.
+    #[arg(long, visible_alias = "data")]
+    pub inputs: PathBuf,
+    /// An IDX label file for IDX images (accuracy, NLL).
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Posterior precision: full or diag GGN.
-    #[arg(long, default_value = "full")]
-    pub hessian: HessianStructure,
-    /// Where to compute the GP (Gaussian and Bernoulli): auto, weight or function.
+    #[command(flatten)]
+    pub posterior: PosteriorArgs,
+    /// Where to compute the full posterior over all weights: auto, weight (P×P) or function
+    /// (NK×NK).
     #[arg(long, default_value = "auto")]
     pub space: Space,
-    /// Override the model's prior precision δ.
-    #[arg(long, allow_negative_numbers = true)]
-    pub delta: Option<f64>,
-    /// Monte Carlo draws of f per input for the categorical `p_mc`.
+    /// Class probabilities from the Gaussian over the logits: probit, mc (Monte Carlo) or
+    /// bridge (the Laplace bridge).
+    #[arg(long, default_value = "probit")]
+    pub link: LinkApprox,
+    /// Monte Carlo draws of f per input for `--link mc`.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
     /// Output folder: predictions.csv, predict.json (and f_var.npy, the K×K blocks, for a
-    /// categorical model).
+    /// classifier).
     #[arg(long, default_value = "dnn2gp-out/predict")]
     pub out: PathBuf,
 }

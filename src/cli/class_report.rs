@@ -1,109 +1,82 @@
-//! The GLM predictive of a classifier as files: logits, the K×K blocks `J Σ Jᵀ`, MAP, probit
-//! and Monte Carlo probabilities (`predict`, `gp`).
+//! A classifier's predictive as files (`gp`, `predict`): for each input and class the logit
+//! and its variance (one Bernoulli logit f is the softmax of `[0, f]`), the MAP probability and
+//! one column per link (`predictions.csv`), the K×K blocks `J Σ Jᵀ` (`f_var.npy`); scores by the
+//! core's metrics.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use faer::{Mat, MatRef};
+use faer::Mat;
 
-use crate::cli::ctx::Ctx;
+use dnn2gp::experiments::calibration::{metrics, Metrics};
 use dnn2gp::io::{num, write_csv, write_npy};
-use dnn2gp::linalg::{check_memory, mat_bytes};
-use dnn2gp::nn::Network;
-use dnn2gp::posterior::link::{blocks_by_input_block, class_probabilities, inputs_per_block};
-use dnn2gp::posterior::{LaplaceGgn, Link};
+use dnn2gp::posterior::link::class_probabilities;
+use dnn2gp::posterior::{Link, Predictive};
 
-/// The GLM predictive of a softmax model at new inputs: logits `f_{w*}(x)`, the K×K blocks of
-/// `J Σ Jᵀ`, and the class probabilities at the MAP, by the probit approximation and by Monte
-/// Carlo (`f ~ N(f_{w*}(x), J Σ Jᵀ)` through the softmax) — laplace-torch's `glm` predictive
-/// with its `probit` and `mc` links.
-pub(crate) struct ClassPredictive {
-    pub(crate) logits: Mat<f64>,
-    pub(crate) blocks: Vec<f64>,
-    pub(crate) p_map: Vec<Vec<f64>>,
-    pub(crate) p_probit: Vec<Vec<f64>>,
-    pub(crate) p_mc: Vec<Vec<f64>>,
+/// The predictive of a classifier at M inputs, in the softmax view of C classes.
+pub(crate) struct ClassTable {
+    /// Logits (M × C).
+    logits: Mat<f64>,
+    /// Their covariance blocks (M·C·C).
+    blocks: Vec<f64>,
+    /// `p_map` and one column of probabilities per link, named.
+    columns: Vec<(String, Mat<f64>)>,
 }
 
-/// [`ClassPredictive`] at `xs` under the posterior `post`, with `mc_samples` draws per input.
-pub(crate) fn class_predictive(
-    ctx: &Ctx,
-    post: &LaplaceGgn,
-    net: &dyn Network,
-    w: &[f64],
-    xs: MatRef<'_, f64>,
-    mc_samples: usize,
-    seed: u64,
-) -> Result<ClassPredictive> {
-    let (m, k, p) = (xs.nrows(), net.n_outputs(), net.n_params());
-    // The Jacobian a block of inputs at a time (256 MiB or one input).
-    check_memory(
-        "the Jacobian of one input (K×P)",
-        mat_bytes(inputs_per_block(k, p, m) * k, p),
-        ctx.memory,
-        "use a smaller network",
-    )?;
-    let mut blocks = blocks_by_input_block((k, p), xs, &|x| net.jacobian(w, x), &|j| {
-        post.functional_covariance_blocks(j, k)
-    });
-    let mut logits = net.forward(w, xs);
-    // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]]: the same
-    // probabilities (1 − s(f), s(f)), by every link, for the two classes.
-    if k == 1 {
-        logits = Mat::from_fn(m, 2, |i, c| if c == 1 { logits[(i, 0)] } else { 0.0 });
-        blocks = blocks.iter().flat_map(|&v| [0.0, 0.0, 0.0, v]).collect();
+impl ClassTable {
+    /// The table of a predictive: `p_map` (the softmax of the logits) and `pred`'s
+    /// probabilities under the name `p_<link>`, with the probabilities of `more` links from the
+    /// same covariance.
+    pub(crate) fn new(pred: &Predictive, link: Link, more: &[Link]) -> Result<Self> {
+        let (m, k) = (pred.mean.nrows(), pred.mean.ncols());
+        let zero = vec![0.0; pred.covariance.len()];
+        let mut columns = vec![(
+            "p_map".to_string(),
+            class_probabilities(&pred.mean, &zero, Link::Probit)?,
+        )];
+        let p = pred
+            .probabilities
+            .clone()
+            .expect("a classifier's predictive has probabilities");
+        columns.push((format!("p_{}", link.approx()), p));
+        for l in more {
+            columns.push((
+                format!("p_{}", l.approx()),
+                class_probabilities(&pred.mean, &pred.covariance, *l)?,
+            ));
+        }
+        // One Bernoulli logit f is the softmax of [0, f] with covariance [[0, 0], [0, v]].
+        let (logits, blocks) = if k == 1 {
+            (
+                Mat::from_fn(m, 2, |i, c| if c == 1 { pred.mean[(i, 0)] } else { 0.0 }),
+                pred.covariance
+                    .iter()
+                    .flat_map(|&v| [0.0, 0.0, 0.0, v])
+                    .collect(),
+            )
+        } else {
+            (pred.mean.clone(), pred.covariance.clone())
+        };
+        Ok(ClassTable {
+            logits,
+            blocks,
+            columns,
+        })
     }
-    let rows = |p: Mat<f64>| -> Vec<Vec<f64>> {
-        (0..p.nrows())
-            .map(|i| (0..p.ncols()).map(|c| p[(i, c)]).collect())
-            .collect()
-    };
-    let zero = vec![0.0; blocks.len()];
-    let p_map = rows(class_probabilities(&logits, &zero, Link::Probit)?);
-    let p_probit = rows(class_probabilities(&logits, &blocks, Link::Probit)?);
-    let p_mc = rows(class_probabilities(
-        &logits,
-        &blocks,
-        Link::MonteCarlo {
-            samples: mc_samples,
-            seed,
-        },
-    )?);
-    Ok(ClassPredictive {
-        logits,
-        blocks,
-        p_map,
-        p_probit,
-        p_mc,
-    })
-}
 
-/// Accuracy and mean negative log probability of the labels under probabilities `p`.
-pub(crate) fn scores(p: &[Vec<f64>], labels: &[usize]) -> (f64, f64) {
-    let n = labels.len().max(1) as f64;
-    let hits = p
-        .iter()
-        .zip(labels)
-        .filter(|(p, &l)| argmax(p) == l)
-        .count();
-    let nll: f64 = p
-        .iter()
-        .zip(labels)
-        .map(|(p, &l)| -p[l].max(f64::MIN_POSITIVE).ln())
-        .sum();
-    (hits as f64 / n, nll / n)
-}
+    /// The metrics of the column `name` against `labels`.
+    pub(crate) fn metrics(&self, name: &str, labels: &[usize]) -> Result<Metrics> {
+        let p = &self
+            .columns
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("a column of the table")
+            .1;
+        Ok(metrics(p.as_ref(), labels)?)
+    }
 
-/// The index of the largest entry.
-pub(crate) fn argmax(v: &[f64]) -> usize {
-    (0..v.len())
-        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
-        .unwrap_or(0)
-}
-
-impl ClassPredictive {
-    /// Writes `predictions.csv` (one row per input and class: logit, `var_f`, `p_map`,
-    /// `p_probit`, `p_mc`, and `y` when labels are given) and `f_var.npy` (M×K×K).
+    /// Writes `predictions.csv` (one row per input and class: `y` when labels are given, the
+    /// logit, `var_f` and the probability columns) and `f_var.npy` (M×C×C).
     pub(crate) fn write(
         &self,
         dir: &Path,
@@ -118,7 +91,8 @@ impl ClassPredictive {
         if labels.is_some() {
             header.push("y");
         }
-        header.extend(["logit", "var_f", "p_map", "p_probit", "p_mc"]);
+        header.extend(["logit", "var_f"]);
+        header.extend(self.columns.iter().map(|(n, _)| n.as_str()));
         let mut rows = Vec::with_capacity(m * k);
         for i in 0..m {
             for c in 0..k {
@@ -129,10 +103,8 @@ impl ClassPredictive {
                 r.extend([
                     num(self.logits[(i, c)]),
                     num(self.blocks[i * k * k + c * k + c]),
-                    num(self.p_map[i][c]),
-                    num(self.p_probit[i][c]),
-                    num(self.p_mc[i][c]),
                 ]);
+                r.extend(self.columns.iter().map(|(_, p)| num(p[(i, c)])));
                 rows.push(r);
             }
         }

@@ -5,17 +5,25 @@ use anyhow::Result;
 
 use dnn2gp::data::{linspace, logspace};
 use dnn2gp::linalg::{available_memory, check_memory, mat_bytes};
+use dnn2gp::train::NOT_STATIONARY;
 use dnn2gp::{Error, Warning};
 
 /// Shared settings of one invocation.
 pub(crate) struct Ctx {
     pub(crate) quiet: bool,
     pub(crate) memory: u128,
+    /// What this command's user can do about weights that are not a stationary point of the
+    /// loss (options of this command, or the next one to run).
+    pub(crate) stationarity_advice: &'static str,
 }
 
 impl Ctx {
     /// The settings of `--quiet` and `--max-memory` (default: the memory available).
-    pub(crate) fn new(quiet: bool, max_memory: Option<f64>) -> Result<Self> {
+    pub(crate) fn new(
+        quiet: bool,
+        max_memory: Option<f64>,
+        stationarity_advice: &'static str,
+    ) -> Result<Self> {
         let memory = match max_memory {
             Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u128,
             Some(g) => {
@@ -27,11 +35,27 @@ impl Ctx {
             }
             None => available_memory(),
         };
-        Ok(Ctx { quiet, memory })
+        Ok(Ctx {
+            quiet,
+            memory,
+            stationarity_advice,
+        })
     }
 
     pub(crate) fn bar(&self, len: u64, msg: &str) -> crate::cli::progress::Bar {
         crate::cli::progress::bar(self.quiet, len, msg)
+    }
+
+    /// Shows each new warning on stderr and keeps it, once, for the JSON summary; a warning
+    /// about weights that are not stationary gets this command's advice.
+    pub(crate) fn warn(&self, into: &mut Vec<Warning>, new: impl IntoIterator<Item = Warning>) {
+        warn(
+            into,
+            new.into_iter().map(|w| match w.kind.as_str() {
+                NOT_STATIONARY => w.advise(self.stationarity_advice),
+                _ => w,
+            }),
+        )
     }
 }
 

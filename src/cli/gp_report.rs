@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::ctx::{fmt_g, warn, Ctx};
+use crate::cli::ctx::{fmt_g, Ctx};
 use crate::report::plot::{save, RegressionFigure};
 use crate::report::regression::panels;
 use dnn2gp::curvature::Linearization;
@@ -18,7 +18,7 @@ use dnn2gp::gp::Space;
 use dnn2gp::io::{num, write_csv, write_json, write_npy_mat};
 use dnn2gp::likelihood::Likelihood;
 use dnn2gp::nn::{Network, Sequential};
-use dnn2gp::posterior::HessianStructure;
+use dnn2gp::posterior::{HessianStructure, Laplace, Posterior, Subset};
 use dnn2gp::{Error, Warning};
 
 /// Summary of a GP fit, written as JSON.
@@ -26,7 +26,10 @@ use dnn2gp::{Error, Warning};
 pub(crate) struct GpSummary {
     pub(crate) delta: f64,
     pub(crate) sigma: f64,
+    /// The posterior whose evidence and variance are reported (full over all weights: the
+    /// GP's own).
     pub(crate) hessian: HessianStructure,
+    pub(crate) subset: Subset,
     pub(crate) space: Space,
     pub(crate) n_train: usize,
     pub(crate) n_params: usize,
@@ -59,16 +62,15 @@ pub(crate) fn gp_report(
     split: &Split,
     w: &[f64],
     delta: f64,
-    hessian: HessianStructure,
     mc_hessian: HessianStructure,
     space: Space,
     samples: usize,
     grid_points: usize,
+    posterior: Option<&Laplace>,
 ) -> Result<(GpSummary, Vec<PathBuf>, Linearization)> {
     let grid = src.plot_grid(split, grid_points);
     let opts = GpReportOptions {
         delta,
-        hessian,
         mc_hessian,
         space,
         samples,
@@ -81,9 +83,10 @@ pub(crate) fn gp_report(
         w,
         grid.as_ref().map(|(xs, g)| (xs.as_slice(), g.as_ref())),
         &opts,
+        posterior.map(|p| p as &dyn Posterior),
     )?;
     let mut warnings = Vec::new();
-    warn(&mut warnings, r.warnings);
+    ctx.warn(&mut warnings, r.warnings);
     let mut files = Vec::new();
     write_kernel(out, &r.ntk, delta, &mut files)?;
     let (t, k) = (&r.test, net.n_outputs());
@@ -123,7 +126,8 @@ pub(crate) fn gp_report(
     let summary = GpSummary {
         delta,
         sigma: lik.observation_variance(&[0.0])[0].sqrt(),
-        hessian,
+        hessian: posterior.map_or(HessianStructure::Full, |p| p.structure()),
+        subset: posterior.map_or(Subset::All, |p| p.subset()),
         space: r.space,
         n_train: split.train.len(),
         n_params: net.n_params(),

@@ -14,13 +14,14 @@ use crate::cli::outdir::OutDir;
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::data::mnist::{self, class_subset, Mnist};
 use dnn2gp::gp::classification::argmax_rows;
-use dnn2gp::io::{num, write_csv, write_json, write_npy, write_npy_mat};
+use dnn2gp::io::{num, write_csv, write_npy, write_npy_mat};
 
 use dnn2gp::likelihood::Likelihood;
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::weights::{self, StoredDtype};
 use dnn2gp::nn::{predict, Network, Sequential};
 
+use dnn2gp::posterior::{Laplace, Posterior};
 use dnn2gp::train::gather_rows;
 use dnn2gp::Error;
 
@@ -336,18 +337,15 @@ pub(crate) fn open_out(out: &Path, a: &ImageArgs) -> Result<OutDir> {
     Ok(OutDir::open("--out", out, &inputs)?)
 }
 
-/// Saves the weights (safetensors, f64, PyTorch names) and the architecture.
-pub(crate) fn save_network(
-    out: &Path,
-    net: &Sequential,
-    w: &[f64],
-    files: &mut Vec<PathBuf>,
-) -> Result<()> {
+/// Saves the model (`model.safetensors`: the weights under PyTorch's names, f64, with the
+/// architecture, likelihood and δ in its metadata) and its posterior (`posterior.safetensors`,
+/// which `predict` reads).
+pub(crate) fn save_model(out: &Path, posterior: &Laplace, files: &mut Vec<PathBuf>) -> Result<()> {
     let path = out.join("model.safetensors");
-    weights::save(&path, &net.param_layout(), w, StoredDtype::F64)?;
+    posterior.model().save(&path, StoredDtype::F64)?;
     files.push(path);
-    let path = out.join("architecture.json");
-    write_json(&path, net)?;
+    let path = out.join("posterior.safetensors");
+    posterior.save(&path)?;
     files.push(path);
     Ok(())
 }

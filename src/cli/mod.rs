@@ -13,6 +13,7 @@ mod gp_report;
 mod images;
 mod model_dir;
 mod outdir;
+mod posterior;
 mod progress;
 mod sources;
 mod sweep_report;
@@ -46,7 +47,20 @@ pub fn main() -> ExitCode {
 
 /// Runs the parsed command line.
 fn run(cli: Cli) -> Result<()> {
-    let ctx = Ctx::new(cli.quiet, cli.max_memory)?;
+    let advice = match &cli.command {
+        Command::Train(_) | Command::Sweep(_) => "train longer (--epochs, --polish-iters)",
+        Command::Demo(_) => "train longer (--epochs)",
+        Command::Import(_) => {
+            "train the weights further, or check that --arch (or --hidden and --activation), \
+             --likelihood, --delta and --sigma are the network and loss they were trained with"
+        }
+        _ => {
+            "train the model further (`dnn2gp train` with more --epochs and --polish-iters), or \
+             check that an imported model's architecture, likelihood, δ and σ are those it was \
+             trained with"
+        }
+    };
+    let ctx = Ctx::new(cli.quiet, cli.max_memory, advice)?;
     match cli.command {
         Command::Demo(a) => commands::demo::run(&ctx, a),
         Command::Train(a) => commands::train::run(&ctx, a),

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ctx::warn;
+use crate::cli::ctx::Ctx;
 use crate::cli::sources::prepare_split;
 use dnn2gp::data::source::Source;
 use dnn2gp::data::Split;
@@ -80,6 +80,7 @@ struct LegacyModel {
 /// (or imported) on `data`, warning when its weights are not a stationary point of the loss on
 /// `split`.
 pub(crate) fn write_model(
+    ctx: &Ctx,
     out: &Path,
     model: &Model,
     data: Source,
@@ -91,9 +92,7 @@ pub(crate) fn write_model(
     let stationarity =
         dnn2gp::train::Objective::on(&model.net, lik.as_ref(), &split.train, model.delta)
             .stationarity(&model.w);
-    if let Some(w) = stationarity.warning(None) {
-        eprintln!("warning: {}", w.message);
-    }
+    ctx.warn(&mut Vec::new(), stationarity.warning(None));
     let record = RunRecord {
         data: data.absolute()?,
         n_params: model.net.n_params(),
@@ -181,7 +180,12 @@ pub(crate) struct Fitted {
 /// The model of `--model` (a model folder, or a model file with `--data`) and its training
 /// data, prepared for its likelihood. Data other than the model's training data (by the model
 /// file's fingerprint) is warned about: the GP is then not the model's Laplace posterior.
-pub(crate) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) -> Result<Fitted> {
+pub(crate) fn load_fitted(
+    ctx: &Ctx,
+    path: &Path,
+    data: Option<Source>,
+    data_option: &str,
+) -> Result<Fitted> {
     if !path.exists() {
         return Err(Error::option(
             "--model",
@@ -226,7 +230,7 @@ pub(crate) fn load_fitted(path: &Path, data: Option<Source>, data_option: &str) 
     let mut warnings = Vec::new();
     let seen = fingerprint(split.train.x.as_ref(), split.train.y.as_ref());
     if let Some(trained) = model.data.as_ref().filter(|t| **t != seen) {
-        warn(
+        ctx.warn(
             &mut warnings,
             [Warning::new(
                 "other_data",

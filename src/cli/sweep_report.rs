@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::cli::ctx::{fmt_g, warn, Ctx};
+use crate::cli::ctx::{fmt_g, Ctx};
 use crate::report::plot::save;
 use crate::report::sweep::{figure, write_sweep};
 use dnn2gp::data::Split;
@@ -99,7 +99,7 @@ pub(crate) fn run_and_report(
     pb.finish_and_clear();
     files.extend(write_sweep(out, &res, title)?);
     let mut warnings = Vec::new();
-    warn(&mut warnings, res.warnings());
+    ctx.warn(&mut warnings, res.warnings());
     let jpath = out.join("sweep.json");
     write_json(&jpath, &sweep_summary(&res, &warnings))?;
     files.push(jpath);

@@ -206,6 +206,11 @@ impl Warning {
         }
     }
 
+    /// The same warning with what to do about it: `message: advice`.
+    pub fn advise(&self, advice: &str) -> Self {
+        Warning::new(&self.kind, format!("{}: {advice}", self.message))
+    }
+
     /// The same warning about a prediction, saying on which `inputs`.
     pub fn on(&self, inputs: &str) -> Self {
         Warning::new(&self.kind, format!("on {inputs}: {}", self.message))

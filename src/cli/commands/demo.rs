@@ -137,11 +137,11 @@ pub(crate) fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
         split,
         &fitted.w,
         best.value,
-        HessianStructure::Full,
         HessianStructure::Diag,
         Space::Auto,
         1000,
         400,
+        None,
     )?;
     files.extend(gp_files);
     write_gp_summary(out.path(), &gp_summary, &mut files)?;

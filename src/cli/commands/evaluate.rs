@@ -9,7 +9,7 @@ use faer::Mat;
 use serde::Serialize;
 
 use crate::cli::args::{EvaluateCmd, PriorArg};
-use crate::cli::ctx::{positive, warn, Ctx};
+use crate::cli::ctx::{positive, Ctx};
 use crate::cli::outdir::OutDir;
 use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
 use crate::report::plot::save;
@@ -339,7 +339,7 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     bar.finish();
     let mut warnings = Vec::new();
     for r in &reports {
-        warn(
+        ctx.warn(
             &mut warnings,
             r.warnings
                 .iter()

@@ -41,7 +41,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         a.model.sigma,
         a.model.delta,
     )?;
-    let files = write_model(out.path(), &model, src, &split, &res, t0)?;
+    let files = write_model(ctx, out.path(), &model, src, &split, &res, t0)?;
     println!(
         "imported {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),

@@ -10,16 +10,17 @@ use crate::cli::args::{BinaryCmd, ImageSplit};
 use crate::cli::ctx::Ctx;
 use crate::cli::images::{
     accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
-    load_images, load_weights, open_out, save_network, shown_images, with_test_accuracy,
+    load_images, load_weights, open_out, save_model, shown_images, with_test_accuracy,
     write_records, EpochRecord, ViewSummary,
 };
-use dnn2gp::curvature::{Backend, Precision};
+use dnn2gp::curvature::Precision;
 use dnn2gp::data::mnist::{self};
 use dnn2gp::data::Dataset;
 use dnn2gp::io::{write_json, write_npy};
-use dnn2gp::likelihood::Bernoulli;
+use dnn2gp::likelihood::{Bernoulli, LikelihoodKind};
 use dnn2gp::nn::{predict, Network};
-use dnn2gp::posterior::LaplaceGgn;
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Posterior};
+use dnn2gp::train::model::Model;
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
 use dnn2gp::train::{check_delta, gather_rows, steps_per_epoch, Objective};
 use dnn2gp::Error;
@@ -75,13 +76,23 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     let train = Dataset::new(xtr, targets)?;
     let lik = Bernoulli;
     let t0 = Instant::now();
-    let (w, variances, records, cfg) = match &ia.model {
+    let model = |w: Vec<f64>| Model::new(net.clone(), w, LikelihoodKind::Bernoulli, 1.0, a.delta);
+    let (la, variances, records, cfg) = match &ia.model {
         Some(path) => {
             // Without a variational posterior, the Laplace-GGN diagonal stands in for Σ.
-            let w = load_weights(path, &net)?;
-            let h = Backend::new(&net, &lik, &w).diag(train.x.as_ref(), train.y.as_ref(), None);
-            let s = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
-            (w, s, Vec::new(), None)
+            let fit = FitOptions {
+                memory_limit: ctx.memory,
+                ..FitOptions::default()
+            };
+            let la = Laplace::fit(
+                model(load_weights(path, &net)?)?,
+                train.x.as_ref(),
+                train.y.as_ref(),
+                HessianStructure::Diag,
+                &fit,
+            )?;
+            let s = la.weight_posterior().variances();
+            (la, s, Vec::new(), None)
         }
         None => {
             let cfg = VognConfig {
@@ -111,15 +122,24 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
                 Ok(mu)
             })?;
             pb.finish_and_clear();
-            let s = match state.map(|s| s.precision) {
-                Some(Precision::Diag(d)) => d.iter().map(|v| 1.0 / v).collect(),
+            let precision = match state.map(|s| s.precision) {
+                Some(Precision::Diag(d)) => d,
                 _ => unreachable!("diagonal VOGN"),
             };
-            (w, s, records, Some(cfg))
+            let s = precision.iter().map(|v| 1.0 / v).collect();
+            // q = N(μ, diag(p)⁻¹) as a posterior with curvature p − δ, for `predict`.
+            let la = Laplace::from_diagonal_precision(
+                model(w)?,
+                &precision,
+                train.x.as_ref(),
+                train.y.as_ref(),
+            )?;
+            (la, s, records, Some(cfg))
         }
     };
+    let w = la.model().w.clone();
     let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(out.path(), &net, &w, &mut files)?;
+    save_model(out.path(), &la, &mut files)?;
     let path = out.path().join("posterior_variance.npy");
     write_npy(&path, &[variances.len()], &variances)?;
     files.push(path);

@@ -9,16 +9,16 @@ use crate::cli::args::{ImageData, ImagesCmd};
 use crate::cli::ctx::{positive, Ctx};
 use crate::cli::images::{
     accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
-    load_images, load_weights, open_out, save_network, shown_images, with_test_accuracy,
+    load_images, load_weights, open_out, save_model, shown_images, with_test_accuracy,
     write_records, EpochRecord, ViewSummary,
 };
-use dnn2gp::curvature::Backend;
 use dnn2gp::data::mnist::one_hot;
 use dnn2gp::data::Dataset;
 use dnn2gp::io::{write_json, write_npy};
-use dnn2gp::likelihood::Categorical;
+use dnn2gp::likelihood::{Categorical, LikelihoodKind};
 use dnn2gp::nn::{predict, Network};
-use dnn2gp::posterior::LaplaceGgn;
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace};
+use dnn2gp::train::model::Model;
 use dnn2gp::train::{adam, check_delta, steps_per_epoch, Adam, MapConfig, Objective};
 use dnn2gp::Error;
 
@@ -84,7 +84,6 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         }
     };
     let train_seconds = t0.elapsed().as_secs_f64();
-    save_network(out.path(), &net, &w, &mut files)?;
     let path = out.path().join("history.csv");
     write_records(&path, &records)?;
     files.push(path);
@@ -98,9 +97,28 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
 
     let t1 = Instant::now();
     let pb = ctx.bar(train.len() as u64, "GGN diagonal");
-    let h = Backend::new(&net, &lik, &w).diag(train.x.as_ref(), train.y.as_ref(), Some(&pb));
+    let model = Model::new(
+        net.clone(),
+        w.clone(),
+        LikelihoodKind::Categorical,
+        1.0,
+        a.delta,
+    )?;
+    let fit = FitOptions {
+        memory_limit: ctx.memory,
+        progress: Some(&pb),
+        ..FitOptions::default()
+    };
+    let la = Laplace::fit(
+        model,
+        train.x.as_ref(),
+        train.y.as_ref(),
+        HessianStructure::Diag,
+        &fit,
+    )?;
     pb.finish_and_clear();
-    let variances = LaplaceGgn::from_ggn_diagonal(w.clone(), &h, a.delta)?.variances();
+    save_model(out.path(), &la, &mut files)?;
+    let variances = la.weight_posterior().variances();
     let path = out.path().join("posterior_variance.npy");
     write_npy(&path, &[variances.len()], &variances)?;
     files.push(path);

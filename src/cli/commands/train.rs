@@ -35,7 +35,7 @@ pub(crate) fn run(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         a.model.sigma,
         a.model.delta,
     )?;
-    let files = write_model(out.path(), &model, src, &split, &res, t0)?;
+    let files = write_model(ctx, out.path(), &model, src, &split, &res, t0)?;
     println!(
         "trained {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),

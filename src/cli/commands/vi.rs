@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::args::ViCmd;
-use crate::cli::ctx::{at_least, positive, warn, Ctx};
+use crate::cli::ctx::{at_least, positive, Ctx};
 use crate::cli::gp_report::write_comparison;
 use crate::cli::model_dir::write_history;
 use crate::cli::outdir::OutDir;
@@ -92,9 +92,9 @@ pub(crate) fn run(ctx: &Ctx, a: ViCmd) -> Result<()> {
     )?;
     let (lml, jitter) = (converged.log_marglik, converged.jitter);
     let mut warnings = Vec::new();
-    warn(&mut warnings, converged.warnings);
+    ctx.warn(&mut warnings, converged.warnings);
     if let (Some((xs, grid)), Some(pred)) = (grid, converged.prediction) {
-        warn(
+        ctx.warn(
             &mut warnings,
             pred.clamped.as_ref().map(|w| w.on("the plotting grid")),
         );

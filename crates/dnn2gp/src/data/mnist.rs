@@ -17,6 +17,13 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
+/// Whether the file at `path` (gzipped or not) starts as an IDX file of unsigned bytes: two
+/// zero bytes, type code 0x08, and at least one dimension.
+pub fn is_idx(path: &Path) -> Result<bool> {
+    let bytes = read_maybe_gz(path)?;
+    Ok(bytes.len() >= 8 && bytes[..3] == [0, 0, 0x08] && bytes[3] > 0)
+}
+
 /// Reads an IDX file of unsigned bytes (type code 0x08).
 pub fn read_idx(path: &Path) -> Result<Idx> {
     let bytes = read_maybe_gz(path)?;

@@ -13,7 +13,7 @@ use crate::likelihood::classification::probit;
 use crate::likelihood::Likelihood;
 use crate::linalg::{check_memory, mat_bytes};
 use crate::nn::Network;
-use crate::posterior::{HessianStructure, LaplaceGgn};
+use crate::posterior::{HessianStructure, LaplaceGgn, Posterior};
 use crate::rng::{seeded, Rng};
 use crate::train::Stationarity;
 
@@ -141,7 +141,7 @@ pub struct GpReport {
     pub space: Space,
     /// The GP log marginal likelihood.
     pub log_marglik: f64,
-    /// The Laplace evidence (of the diagonal posterior when asked for).
+    /// The Laplace evidence (of the structured or last-layer posterior when one is given).
     pub laplace_log_evidence: f64,
     /// `‖∇L(w)‖` and its relative size.
     pub stationarity: Stationarity,
@@ -185,8 +185,6 @@ pub struct TestPredictive {
 pub struct GpReportOptions {
     /// Prior precision δ.
     pub delta: f64,
-    /// The posterior whose evidence and variance are reported: full (the GP's) or diag.
-    pub hessian: HessianStructure,
     /// The posterior the Monte Carlo predictive samples from.
     pub mc_hessian: HessianStructure,
     /// Where to compute the GP.
@@ -197,10 +195,11 @@ pub struct GpReportOptions {
     pub memory_limit: u128,
 }
 
-/// Linearises `net` at `w` on the split's training data, fits the GP (and the diagonal
-/// posterior when asked), predicts at the test inputs and, with `grid` (plot coordinates and
-/// network inputs), compares the Monte Carlo, DNN2GP and RBF predictives. Returns the
-/// linearisation too, for δ paths.
+/// Linearises `net` at `w` on the split's training data, fits the GP, predicts at the test
+/// inputs and, with `grid` (plot coordinates and network inputs), compares the Monte Carlo,
+/// DNN2GP and RBF predictives. With a `posterior` (another structure than the full GGN, or
+/// the last layer), its Laplace evidence and functional variance are reported in place of the
+/// GP's. Returns the linearisation too, for δ paths.
 pub fn gp_report(
     net: &dyn Network,
     lik: &dyn Likelihood,
@@ -208,6 +207,7 @@ pub fn gp_report(
     w: &[f64],
     grid: Option<(&[f64], MatRef<'_, f64>)>,
     o: &GpReportOptions,
+    posterior: Option<&dyn Posterior>,
 ) -> Result<(GpReport, Linearization)> {
     let (delta, memory) = (o.delta, o.memory_limit);
     let (n, k, p) = (split.train.len(), net.n_outputs(), net.n_params());
@@ -227,14 +227,9 @@ pub fn gp_report(
     } else {
         Dnn2Gp::new(&lin, delta, o.space, memory)?
     };
-    // The diagonal posterior when asked for; the full one is the GP's own.
-    let diag = match o.hessian {
-        HessianStructure::Full => None,
-        _ => Some(LaplaceGgn::fit(&lin, delta, o.hessian, memory)?),
-    };
     let log_marglik = gp.log_marginal_likelihood()?;
-    let laplace_log_evidence = match &diag {
-        Some(post) => post.log_marginal_likelihood(&lin)?,
+    let laplace_log_evidence = match posterior {
+        Some(post) => post.log_marginal_likelihood(None, None)?,
         None => gp.laplace_log_evidence()?,
     };
     let stationarity = Stationarity::new(&lin.loss_gradient(), w, delta);
@@ -242,7 +237,7 @@ pub fn gp_report(
     let mut warnings = Vec::new();
     Warning::add_new(&mut warnings, gp.warnings());
     Warning::add_new(&mut warnings, stationarity.warning(Some(stationarity_gap)));
-    let predict = |xs| predict_at(&gp, diag.as_ref(), net, w, x, xs, memory);
+    let predict = |xs| predict_at(&gp, posterior, net, w, x, xs, memory);
     let pred = predict(split.test.x.as_ref())?;
     Warning::add_new(
         &mut warnings,
@@ -295,6 +290,19 @@ pub fn gp_report(
     Ok((report, lin))
 }
 
+/// The scores of a Gaussian predictive at targets `y` (one value per example and output):
+/// the mean squared error of the means, and the mean −log N(y | mean, var_y), both over the
+/// values.
+pub fn gaussian_scores(y: &[f64], mean: &[f64], var_y: &[f64]) -> (f64, f64) {
+    let (mut se, mut nll) = (0.0, 0.0);
+    for ((y, m), v) in y.iter().zip(mean).zip(var_y) {
+        se += (m - y).powi(2);
+        nll += 0.5 * ((m - y).powi(2) / v + (std::f64::consts::TAU * v).ln());
+    }
+    let n = y.len().max(1) as f64;
+    (se / n, nll / n)
+}
+
 /// The test predictive and its scores. Gaussian: squared error of f and the Gaussian
 /// predictive density of y. Bernoulli: the probit probability p of y = 1, its squared error
 /// (the Brier score) and −log p(y).
@@ -322,11 +330,9 @@ fn score(
     for i in 0..split.test.len() {
         for j in 0..k {
             let (m, y, fm) = (i * k + j, split.test.y[(i, j)], f[(i, j)]);
-            let vy = t.var_f[m] + lik.observation_variance(&[fm])[0];
-            if gaussian {
-                se += (fm - y).powi(2);
-                nll += 0.5 * ((fm - y).powi(2) / vy + (std::f64::consts::TAU * vy).ln());
-            } else {
+            t.var_y
+                .push(t.var_f[m] + lik.observation_variance(&[fm])[0]);
+            if !gaussian {
                 let p = probit(&[fm], &[t.var_f[m]])[0];
                 se += (p - y).powi(2);
                 nll -= if y == 1.0 { p.ln() } else { (-p).ln_1p() };
@@ -334,12 +340,16 @@ fn score(
             }
             t.y.push(y);
             t.net_mean.push(fm);
-            t.var_y.push(vy);
         }
     }
     let mk = (split.test.len() * k) as f64;
-    t.mse = se / mk * split.y_scale * split.y_scale;
-    t.nll = nll / mk;
+    let (mse, nll) = if gaussian {
+        gaussian_scores(&t.y, &t.net_mean, &t.var_y)
+    } else {
+        (se / mk, nll / mk)
+    };
+    t.mse = mse * split.y_scale * split.y_scale;
+    t.nll = nll;
     t.accuracy = (!gaussian).then(|| hits as f64 / mk);
     t
 }

@@ -577,34 +577,31 @@ pub fn gaussian_glm_variance(
 }
 
 /// The GP predictive of `net` at new inputs `X*`: from NTK blocks in function space (no J* of
-/// MK×P), from J* in weight space (checked against `memory_limit`); the variance of the
-/// diagonal posterior `diag` replaces the GP's when given.
+/// MK×P), from J* in weight space (checked against `memory_limit`); the functional variance of
+/// another `posterior` (a structured or last-layer Laplace) replaces the GP's when given.
 #[allow(clippy::too_many_arguments)]
 pub fn predict_at(
     gp: &Dnn2Gp<'_>,
-    diag: Option<&LaplaceGgn>,
+    posterior: Option<&dyn crate::posterior::Posterior>,
     net: &dyn Network,
     w: &[f64],
     x: MatRef<'_, f64>,
     xs: MatRef<'_, f64>,
     memory_limit: u128,
 ) -> Result<GpPrediction> {
-    let jacobian = |advice: &str| -> Result<Mat<f64>> {
+    let mut pred = if gp.space == Space::Function {
+        gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
+    } else {
         crate::linalg::check_memory(
             "the Jacobian of the prediction inputs (MK×P)",
             crate::linalg::mat_bytes(xs.nrows() * net.n_outputs(), net.n_params()),
             memory_limit,
-            advice,
+            "use --space function",
         )?;
-        Ok(net.jacobian(w, xs))
+        gp.predict(net.jacobian(w, xs).as_ref())
     };
-    let mut pred = if gp.space == Space::Function {
-        gp.predict_ntk(net.ntk(w, xs, x), &net.ntk_diag(w, xs))?
-    } else {
-        gp.predict(jacobian("use --space function")?.as_ref())
-    };
-    if let Some(post) = diag {
-        pred.var = post.functional_variance(jacobian("use --hessian full")?.as_ref());
+    if let Some(post) = posterior {
+        pred.var = post.functional_variance(xs);
     }
     Ok(pred)
 }

@@ -150,6 +150,34 @@ fn canonical_header(bytes: &mut [u8]) {
     }
 }
 
+/// The `__metadata__` of a safetensors file, from its header alone (the tensors are not read).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let bad = |msg: String| Error::parse(path, 1, format!("not a safetensors file: {msg}"));
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("shorter than its header's length".into()))?;
+    let n = u64::from_le_bytes(len);
+    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if n > size.saturating_sub(8) || n > 100 << 20 {
+        return Err(bad(format!("a header of {n} bytes in a file of {size}")));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    Ok(value
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Reads a safetensors file into a flat vector laid out as `layout`; refuses missing or extra
 /// keys, wrong shapes and dtypes other than f32 and f64, naming the key.
 pub fn load(path: &Path, layout: &[ParamTensor]) -> Result<Vec<f64>> {

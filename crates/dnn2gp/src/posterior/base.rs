@@ -8,11 +8,13 @@
 use faer::{Mat, MatRef};
 
 use super::link::{blocks_by_input_block, class_probabilities, diagonals, Link, Predictive};
+use super::prior::PriorPrecision;
 use super::structure::HessianStructure;
 use super::Subset;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Warning};
 use crate::likelihood::LikelihoodKind;
 use crate::nn::Network;
+use crate::progress::Progress;
 use crate::train::model::Model;
 
 /// A Gaussian posterior `N(μ, Σ)` over a network's weights (all, or a subset) and what it
@@ -25,6 +27,16 @@ pub trait Posterior {
 
     /// The curvature structure.
     fn structure(&self) -> HessianStructure;
+
+    /// The prior precision the posterior is at (one δ unless a structure holds one per tensor).
+    fn prior(&self) -> PriorPrecision {
+        PriorPrecision::Scalar(self.model().delta)
+    }
+
+    /// The numerical events of the fit (jitter added, eigenvalues floored), for warnings.
+    fn warnings(&self) -> Vec<Warning> {
+        Vec::new()
+    }
 
     /// The weights the posterior covers.
     fn subset(&self) -> Subset {
@@ -59,20 +71,32 @@ pub trait Posterior {
     /// The functional covariance: K×K blocks `J(x_m) Σ J(x_m)ᵀ` at the rows of `x`, row-major
     /// (M·K·K), a block of inputs at a time (at most 256 MiB of Jacobian).
     fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
-        let m = self.model();
-        let p = self.jacobian(x.subrows(0, x.nrows().min(1))).ncols();
-        blocks_by_input_block((m.net.n_outputs(), p), x, &|x| self.jacobian(x), &|j| {
-            self.covariance_blocks(j)
-        })
+        self.outputs_and_covariance(x, false, None).1
     }
 
-    /// The outputs `f_{w*}(x)` (M×K) and the functional covariance at the rows of `x`.
-    fn outputs_and_covariance(&self, x: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
+    /// The outputs `f_{w*}(x)` (M×K; when `outputs`, else 0×0) and the functional covariance at
+    /// the rows of `x`, a block of inputs at a time; `progress` advances by the inputs done.
+    fn outputs_and_covariance(
+        &self,
+        x: MatRef<'_, f64>,
+        outputs: bool,
+        progress: Option<&dyn Progress>,
+    ) -> (Mat<f64>, Vec<f64>) {
         let m = self.model();
-        (
-            crate::nn::predict(&m.net, &m.w, x),
-            self.functional_covariance(x),
-        )
+        let p = self.jacobian(x.subrows(0, x.nrows().min(1))).ncols();
+        let cov = blocks_by_input_block(
+            (m.net.n_outputs(), p),
+            x,
+            &|x| self.jacobian(x),
+            &|j| self.covariance_blocks(j),
+            progress,
+        );
+        let f = if outputs {
+            crate::nn::predict(&m.net, &m.w, x)
+        } else {
+            Mat::zeros(0, 0)
+        };
+        (f, cov)
     }
 
     /// The functional variance `diag J(x) Σ J(x)ᵀ` (M·K, row `m·K + k`).
@@ -90,6 +114,16 @@ pub trait Posterior {
     /// σ² for the Gaussian, and class probabilities by `link` for the Bernoulli and the
     /// categorical (one Bernoulli logit f is the softmax of `[0, f]`).
     fn predict(&self, x: MatRef<'_, f64>, link: Link) -> Result<Predictive> {
+        self.predict_with(x, link, None)
+    }
+
+    /// [`Posterior::predict`], `progress` advancing by the inputs done.
+    fn predict_with(
+        &self,
+        x: MatRef<'_, f64>,
+        link: Link,
+        progress: Option<&dyn Progress>,
+    ) -> Result<Predictive> {
         let m = self.model();
         if x.ncols() != m.net.n_inputs() {
             return Err(Error::Invalid(format!(
@@ -98,7 +132,7 @@ pub trait Posterior {
                 m.net.n_inputs()
             )));
         }
-        let (mean, covariance) = self.outputs_and_covariance(x);
+        let (mean, covariance) = self.outputs_and_covariance(x, true, progress);
         let (noise, probabilities) = match m.likelihood {
             LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
             _ => (0.0, Some(class_probabilities(&mean, &covariance, link)?)),

@@ -54,6 +54,20 @@ pub struct DataTerms {
 }
 
 impl DataTerms {
+    /// The terms of outputs `F` (N×K) against targets `Y` under `lik`.
+    pub fn of(
+        lik: &dyn crate::likelihood::Likelihood,
+        f: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+    ) -> Self {
+        DataTerms {
+            nll: lik.nll_sum(f, y),
+            sse: crate::linalg::sq_diff(f, y),
+            n: f.nrows(),
+            nk: f.nrows() * f.ncols(),
+        }
+    }
+
     /// Both chunks' terms.
     fn add(&mut self, other: &DataTerms) {
         self.nll += other.nll;
@@ -201,14 +215,7 @@ impl Laplace {
                 (&ll.head, &model.w[ll.offset..], features.as_ref())
             }
         };
-        let (n, k) = (x.nrows(), net.n_outputs());
-        let f = crate::nn::predict(sub, w, inputs);
-        let data = DataTerms {
-            nll: lik.nll_sum(f.as_ref(), y),
-            sse: crate::linalg::sq_diff(f.as_ref(), y),
-            n,
-            nk: n * k,
-        };
+        let data = DataTerms::of(lik.as_ref(), crate::nn::predict(sub, w, inputs).as_ref(), y);
         let ggn = structure::compute(
             structure,
             Backend::new(sub, lik.as_ref(), w),

@@ -27,6 +27,11 @@ const NK: &str = "dnn2gp.posterior.nk";
 const RANK: &str = "dnn2gp.posterior.rank";
 
 impl Laplace {
+    /// Whether the safetensors file at `path` holds a saved posterior (not only a model).
+    pub fn is_saved_posterior(path: &Path) -> Result<bool> {
+        Ok(weights::read_metadata(path)?.contains_key(STRUCTURE))
+    }
+
     /// Writes the posterior to one safetensors file: the model's weights and metadata
     /// ([`Model::save`]), the structure and subset, the data terms of the evidence, and H's
     /// tensors. PyTorch reads the weights with `load_state_dict(…, strict=False)`.

@@ -19,6 +19,7 @@ use super::Subset;
 use crate::curvature::kron::factored_covariance_blocks;
 use crate::error::{Error, Result};
 use crate::nn::{Network, Sequential};
+use crate::progress::Progress;
 use crate::rng::seeded;
 use crate::train::model::Model;
 
@@ -88,6 +89,38 @@ impl Laplace {
         Self::assemble(model, last_layer, c.ggn, c.data)
     }
 
+    /// A diagonal Gaussian `N(w, diag(p)⁻¹)` over all the model's weights (VOGN's `q` at its
+    /// mean) as a posterior whose curvature is `H = diag(p) − δI`: its predictive, samples and
+    /// file are a Laplace posterior's, its data terms those of the model on `(X, Y)`.
+    pub fn from_diagonal_precision(
+        model: Model,
+        precision: &[f64],
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+    ) -> Result<Self> {
+        if precision.len() != model.w.len() {
+            return Err(Error::Invalid(format!(
+                "a diagonal precision of {} values for {} weights",
+                precision.len(),
+                model.w.len()
+            )));
+        }
+        if let Some(i) = precision.iter().position(|p| !(p.is_finite() && *p > 0.0)) {
+            return Err(Error::Invalid(format!(
+                "precision {i} is {}, not a positive number",
+                precision[i]
+            )));
+        }
+        let lik = model.likelihood()?;
+        let data = DataTerms::of(
+            lik.as_ref(),
+            crate::nn::predict(&model.net, &model.w, x).as_ref(),
+            y,
+        );
+        let h = precision.iter().map(|p| p - model.delta).collect();
+        Self::assemble(model, None, Box::new(super::structure::Diag::new(h)), data)
+    }
+
     /// The posterior at the model's δ from the GGN of the covered weights.
     pub(crate) fn assemble(
         model: Model,
@@ -128,26 +161,28 @@ impl Laplace {
     }
 
     /// The functional covariance at the rows of `x`, a block of inputs at a time, and the
-    /// outputs into `outputs` when given. Structures whose covariance is diagonal in a
-    /// per-layer basis (KFAC, diagonal): from the per-layer Jacobian factors
+    /// outputs when asked. Structures whose covariance is diagonal in a per-layer basis (KFAC,
+    /// diagonal): from the per-layer Jacobian factors
     /// ([`crate::curvature::kron::factored_covariance_blocks`]), without forming J; full and
     /// low rank through J. The last layer's features are computed once per block.
     fn covariance_by_input_block(
         &self,
         x: MatRef<'_, f64>,
-        mut outputs: Option<&mut Mat<f64>>,
-    ) -> Vec<f64> {
+        outputs: bool,
+        progress: Option<&dyn Progress>,
+    ) -> (Mat<f64>, Vec<f64>) {
         let (sub, w) = self.covered();
         let k = sub.n_outputs();
         let layers = self.ggn.layer_variances(&self.posterior, sub);
         let rows = inputs_per_block(k, sub.n_params(), x.nrows());
-        (0..x.nrows())
+        let mut f = Mat::zeros(if outputs { x.nrows() } else { 0 }, k);
+        let cov = (0..x.nrows())
             .step_by(rows)
             .flat_map(|s| {
                 let xb = x.subrows(s, rows.min(x.nrows() - s));
-                self.with_inputs(xb, |inputs| {
-                    if let Some(out) = outputs.as_deref_mut() {
-                        out.as_mut()
+                let blocks = self.with_inputs(xb, |inputs| {
+                    if outputs {
+                        f.as_mut()
                             .subrows_mut(s, xb.nrows())
                             .copy_from(crate::nn::predict(sub, w, inputs));
                     }
@@ -155,9 +190,14 @@ impl Laplace {
                         Some(l) => factored_covariance_blocks(&sub.jacobian_factors(w, inputs), l),
                         None => self.covariance_blocks(sub.jacobian(w, inputs).as_ref()),
                     }
-                })
+                });
+                if let Some(pb) = progress {
+                    pb.advance(xb.nrows() as u64);
+                }
+                blocks
             })
-            .collect()
+            .collect();
+        (f, cov)
     }
 
     /// The network the posterior covers (the last layer alone, or all of it) and its weights.
@@ -214,6 +254,14 @@ impl Posterior for Laplace {
         self.ggn.kind()
     }
 
+    fn prior(&self) -> PriorPrecision {
+        self.prior.clone()
+    }
+
+    fn warnings(&self) -> Vec<crate::error::Warning> {
+        self.posterior.warnings()
+    }
+
     fn subset(&self) -> Subset {
         match self.last_layer {
             None => Subset::All,
@@ -227,15 +275,14 @@ impl Posterior for Laplace {
         self.with_inputs(x, |x| sub.jacobian(w, x))
     }
 
-    fn functional_covariance(&self, x: MatRef<'_, f64>) -> Vec<f64> {
-        self.covariance_by_input_block(x, None)
-    }
-
     /// The last layer's features are computed once per block of inputs for both.
-    fn outputs_and_covariance(&self, x: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
-        let mut f = Mat::zeros(x.nrows(), self.model.net.n_outputs());
-        let cov = self.covariance_by_input_block(x, Some(&mut f));
-        (f, cov)
+    fn outputs_and_covariance(
+        &self,
+        x: MatRef<'_, f64>,
+        outputs: bool,
+        progress: Option<&dyn Progress>,
+    ) -> (Mat<f64>, Vec<f64>) {
+        self.covariance_by_input_block(x, outputs, progress)
     }
 
     /// At another σ: the data term at σ′ and H scaled by `σ²/σ′²`.

@@ -8,6 +8,7 @@ use faer::{Mat, MatRef};
 use crate::error::{Error, Result};
 use crate::likelihood::classification::{probit, softmax};
 use crate::linalg::{mat_bytes, sym_sqrt};
+use crate::progress::Progress;
 use crate::rng::{normals, seeded};
 
 /// How class probabilities come from the Gaussian over the logits `f ~ N(f*(x), J Σ Jᵀ)`:
@@ -115,17 +116,26 @@ pub fn inputs_per_block(k: usize, p: usize, m: usize) -> usize {
 }
 
 /// The K×K blocks `J(x_m) Σ J(x_m)ᵀ` at the rows of `x`, `blocks` applied to the stacked
-/// Jacobians `jacobian(x_block)` (K×P per input) of [`inputs_per_block`] inputs at a time.
+/// Jacobians `jacobian(x_block)` (K×P per input) of [`inputs_per_block`] inputs at a time;
+/// `progress` advances by the inputs of each block.
 pub fn blocks_by_input_block(
     (k, p): (usize, usize),
     x: MatRef<'_, f64>,
     jacobian: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
     blocks: &dyn Fn(MatRef<'_, f64>) -> Vec<f64>,
+    progress: Option<&dyn Progress>,
 ) -> Vec<f64> {
     let rows = inputs_per_block(k, p, x.nrows());
     (0..x.nrows())
         .step_by(rows)
-        .flat_map(|s| blocks(jacobian(x.subrows(s, rows.min(x.nrows() - s))).as_ref()))
+        .flat_map(|s| {
+            let m = rows.min(x.nrows() - s);
+            let out = blocks(jacobian(x.subrows(s, m)).as_ref());
+            if let Some(pb) = progress {
+                pb.advance(m as u64);
+            }
+            out
+        })
         .collect()
 }
 

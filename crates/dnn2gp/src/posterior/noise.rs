@@ -21,6 +21,35 @@ pub struct NoiseFit {
 }
 
 impl Laplace {
+    /// Refits the posterior at the Gaussian noise σ (the model's δ kept): `−log p(D | θ*)` at
+    /// σ and H scaled by `c = σ_fit²/σ²`, from the same curvature (no data pass).
+    pub fn set_sigma_noise(&mut self, sigma: f64) -> Result<()> {
+        if self.model.likelihood != LikelihoodKind::Gaussian {
+            return Err(Error::Invalid(format!(
+                "the noise σ belongs to the Gaussian likelihood, not the {}",
+                self.model.likelihood
+            )));
+        }
+        self.refit_at(self.model.delta, sigma)
+    }
+
+    /// The posterior at prior precision δ and Gaussian noise σ, from the same curvature.
+    fn refit_at(&mut self, delta: f64, sigma: f64) -> Result<()> {
+        let (nll, c) = at_sigma(
+            &self.model,
+            self.data.nll,
+            self.data.sse,
+            self.data.nk,
+            Some(sigma),
+        )?;
+        crate::train::check_delta(delta)?;
+        let mut model = self.model.clone();
+        (model.sigma, model.delta) = (sigma, delta);
+        let data = super::DataTerms { nll, ..self.data };
+        *self = Self::assemble(model, self.last_layer.clone(), self.ggn.scaled(c), data)?;
+        Ok(())
+    }
+
     /// The Gaussian noise σ and prior precision δ maximising the evidence (regression): by
     /// coordinate ascent, each step the exact root in log δ of
     /// `½ Σ cλ/(cλ + δ) − ½ δ‖θ*‖²` and in log σ of `SSE/σ² − NK + Σ cλ/(cλ + δ)` (both fall
@@ -68,12 +97,7 @@ impl Laplace {
             }
         };
         let (delta, sigma) = (td.exp(), ts.exp());
-        let c = (s0 / sigma).powi(2);
-        let (nll, _) = at_sigma(&self.model, self.data.nll, sse, self.data.nk, Some(sigma))?;
-        let mut model = self.model.clone();
-        (model.sigma, model.delta) = (sigma, delta);
-        let data = super::DataTerms { nll, ..self.data };
-        *self = Self::assemble(model, self.last_layer.clone(), self.ggn.scaled(c), data)?;
+        self.refit_at(delta, sigma)?;
         Ok(NoiseFit {
             delta,
             sigma,

@@ -152,13 +152,13 @@ impl SweepResult {
         {
             let fits: usize = self.per_set.iter().map(|(_, p)| p.len()).sum();
             out.push(Warning::new(
-                "not_stationary",
+                crate::train::NOT_STATIONARY,
                 format!(
                     "{} of {fits} fits did not reach a stationary point (‖∇L‖ above \
                      {STATIONARY_RTOL:.0e} of its scale ‖Σ J_i'r_i‖ + δ‖w*‖; the worst, {} = {} \
                      on {set}: ‖∇L‖ = {:.3e}, {:.2e} of its scale, ½gᵀA⁻¹g = {:.3e} nats). Their \
                      marginal likelihoods are not reliable: see the grad_rel and \
-                     stationarity_gap columns, and train longer (--epochs, --polish-iters)",
+                     stationarity_gap columns",
                     bad.len(),
                     self.param,
                     worst.value,

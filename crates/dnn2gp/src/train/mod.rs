@@ -35,6 +35,9 @@ pub struct Objective<'a> {
     pub delta: f64,
 }
 
+/// The kind of the warning about a point that is not stationary.
+pub const NOT_STATIONARY: &str = "not_stationary";
+
 /// Relative gradients above this mark a fit as not stationary (see [`Stationarity`]).
 pub const STATIONARY_RTOL: f64 = 1e-3;
 
@@ -76,8 +79,9 @@ impl Stationarity {
         is_stationary(self.relative)
     }
 
-    /// The warning for a point that is not stationary, with `½ gᵀA⁻¹g` (the amount by which
-    /// the GP marginal likelihood exceeds the Laplace evidence there) when known.
+    /// The warning for a point that is not stationary (kind [`NOT_STATIONARY`]), with
+    /// `½ gᵀA⁻¹g` (the amount by which the GP marginal likelihood exceeds the Laplace evidence
+    /// there) when known. Callers add what their user can do ([`crate::Warning::advise`]).
     pub fn warning(&self, gap: Option<f64>) -> Option<crate::Warning> {
         if self.is_stationary() {
             return None;
@@ -91,13 +95,12 @@ impl Stationarity {
             })
             .unwrap_or_default();
         Some(crate::Warning::new(
-            "not_stationary",
+            NOT_STATIONARY,
             format!(
                 "w* is not a stationary point of the loss: ‖∇L(w*)‖ = {:.3e}, {:.2e} of its \
                  scale ‖Σ J_i'r_i‖ + δ‖w*‖ (the rule: above {STATIONARY_RTOL:.0e}){gap}. The \
                  Laplace-GGN and GP identities assume ∇L = 0, so neither evidence is reliable for \
-                 choosing a model: train longer (--epochs, --polish-iters), or check the \
-                 architecture and activation of imported weights",
+                 choosing a model",
                 self.grad_norm, self.relative
             ),
         ))

@@ -47,7 +47,7 @@ impl KronFactors {
     }
 
     pub(super) fn from_tensors(t: &[Tensor]) -> Option<Self> {
-        if t.len() % 2 != 0 {
+        if !t.len().is_multiple_of(2) {
             return None;
         }
         t.chunks(2)

@@ -2,54 +2,13 @@
 //! replaced as one set; signals; counts and options refused rather than replaced; targets
 //! checked; malformed model files refused with exit code 2 and never a panic.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dnn2gp"));
-    c.arg("--quiet");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("runs")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Runs `args`, expects exit code 2 and no panic; returns stderr.
-fn refused(args: &[&str]) -> String {
-    let out = run(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 /// A long training run (no polish), for the signal and lock tests.
 const LONG: [&str; 6] = [
@@ -127,7 +86,7 @@ fn a_rerun_replaces_the_folder_as_one_set_and_leaves_nothing_beside_it() {
     ]);
     // A stray file of an older run is gone after the next run: the folder is this run's set.
     std::fs::write(out.join("summary.json"), "{}").unwrap();
-    let o = ok(&[
+    let o = ok_output(&[
         "train",
         "--epochs",
         "5",
@@ -252,7 +211,7 @@ fn a_folder_in_use_is_refused_and_signals_say_what_was_kept() {
         out.join("model.json").exists(),
         "the old set stays in place"
     );
-    let o = ok(&[
+    let o = ok_output(&[
         "train",
         "--epochs",
         "5",
@@ -268,24 +227,6 @@ fn a_folder_in_use_is_refused_and_signals_say_what_was_kept() {
 #[test]
 fn zero_and_nonsensical_counts_are_refused_not_replaced() {
     let dir = common::tmpdir();
-    let out = dir.path().join("o");
-    for (args, option) in [
-        (vec!["demo", "--grid-points", "0"], "--grid-points"),
-        (vec!["demo", "--grid-points", "1"], "--grid-points"),
-        (vec!["demo", "--sets", "0"], "--sets"),
-        (vec!["demo", "--sets", "2", "--vi-sets", "3"], "--vi-sets"),
-        (vec!["vi", "--kernel-points", "0"], "--kernel-points"),
-        (vec!["vi", "--grid-points", "0"], "--grid-points"),
-        (vec!["vi", "--samples", "0"], "--samples"),
-        (vec!["train", "--sets", "0"], "--sets"),
-        (vec!["train", "--toy-n", "0"], "--toy-n"),
-    ] {
-        let mut a = args.clone();
-        a.extend(["--out", s(&out)]);
-        let err = refused(&a);
-        assert!(err.contains(option), "{a:?}: {err}");
-        assert!(!out.exists(), "{a:?} wrote output");
-    }
     let model = dir.path().join("model");
     ok(&[
         "train",
@@ -296,11 +237,30 @@ fn zero_and_nonsensical_counts_are_refused_not_replaced() {
         "--out",
         s(&model),
     ]);
-    for (flag, value) in [("--samples", "0"), ("--grid-points", "0")] {
-        let err = refused(&["gp", "--model", s(&model), flag, value, "--out", s(&out)]);
-        assert!(err.contains(flag), "{err}");
-    }
-    assert!(!out.exists());
+    let m = s(&model);
+    refusals(
+        &dir.path().join("o"),
+        &[
+            (vec!["demo", "--grid-points", "0"], "--grid-points"),
+            (vec!["demo", "--grid-points", "1"], "--grid-points"),
+            (vec!["demo", "--sets", "0"], "--sets"),
+            (vec!["demo", "--sets", "2", "--vi-sets", "3"], "--vi-sets"),
+            (vec!["vi", "--kernel-points", "0"], "--kernel-points"),
+            (vec!["vi", "--grid-points", "0"], "--grid-points"),
+            (vec!["vi", "--samples", "0"], "--samples"),
+            (vec!["train", "--sets", "0"], "--sets"),
+            (vec!["train", "--toy-n", "0"], "--toy-n"),
+            (vec!["gp", "--model", m, "--samples", "0"], "--samples"),
+            (
+                vec!["gp", "--model", m, "--grid-points", "0"],
+                "--grid-points",
+            ),
+            (vec!["gp", "--model", m, "--rank", "0"], "--rank"),
+            (vec!["gp", "--model", m, "--prior", "0"], "--prior"),
+            (vec!["gp", "--model", m, "--delta", "-2"], "--prior"),
+            (vec!["gp", "--model", m, "--sigma", "0"], "--sigma"),
+        ],
+    );
 }
 
 #[test]
@@ -308,26 +268,86 @@ fn options_that_do_not_apply_are_refused() {
     let dir = common::tmpdir();
     let csv = dir.path().join("d.csv");
     std::fs::write(&csv, "x,y\n0,0.1\n1,0.4\n2,0.9\n").unwrap();
-    let out = dir.path().join("o");
-    for (args, option) in [
-        (vec!["train", "--data", s(&csv), "--sets", "3"], "--sets"),
-        (
-            vec!["train", "--data", s(&csv), "--toy-noise", "0.3,1.5,0.3"],
-            "--toy-noise",
-        ),
-        (vec!["train", "--data", "toy", "--test", s(&csv)], "--test"),
-        (vec!["train", "--classes", "3"], "--classes"),
-        (
-            vec!["sweep", "--likelihood", "bernoulli"],
-            "--likelihood bernoulli",
-        ),
-    ] {
-        let mut a = args.clone();
-        a.extend(["--out", s(&out)]);
-        let err = refused(&a);
-        assert!(err.contains(option), "{a:?}: {err}");
-    }
-    assert!(!out.exists());
+    let model = dir.path().join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&model),
+    ]);
+    let m = s(&model);
+    refusals(
+        &dir.path().join("o"),
+        &[
+            (vec!["train", "--data", s(&csv), "--sets", "3"], "--sets"),
+            (
+                vec!["train", "--data", s(&csv), "--toy-noise", "0.3,1.5,0.3"],
+                "--toy-noise",
+            ),
+            (vec!["train", "--data", "toy", "--test", s(&csv)], "--test"),
+            (vec!["train", "--classes", "3"], "--classes"),
+            (
+                vec!["sweep", "--likelihood", "bernoulli"],
+                "--likelihood bernoulli",
+            ),
+            (
+                vec!["train", "--arch", "2:dense3,tanh,dense1", "--hidden", "4"],
+                "--hidden",
+            ),
+            (
+                vec!["gp", "--model", m, "--sigma", "marglik"],
+                "--prior marglik",
+            ),
+            (
+                vec!["gp", "--model", m, "--prior-structure", "layerwise"],
+                "--prior-structure",
+            ),
+            (
+                vec![
+                    "gp",
+                    "--model",
+                    m,
+                    "--marglik",
+                    "--prior-structure",
+                    "layerwise",
+                ],
+                "--prior-structure",
+            ),
+            (
+                vec!["gp", "--model", m, "--marglik", "--delta", "3"],
+                "--marglik",
+            ),
+            (
+                vec![
+                    "gp",
+                    "--model",
+                    m,
+                    "--hessian",
+                    "lowrank",
+                    "--prior",
+                    "marglik",
+                    "--prior-structure",
+                    "layerwise",
+                ],
+                "--prior-structure",
+            ),
+            (
+                vec![
+                    "predict",
+                    "--model",
+                    m,
+                    "--inputs",
+                    s(&csv),
+                    "--labels",
+                    s(&csv),
+                ],
+                "--labels",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -506,12 +526,7 @@ fn folders_written_before_the_model_file_still_load() {
         "--out",
         s(&gp_old),
     ]);
-    let first = |o: &Output| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .map(String::from)
-    };
+    let first = |o: &str| o.lines().next().map(String::from);
     assert_eq!(first(&a), first(&b), "the same model, the same numbers");
     assert_eq!(
         std::fs::read(gp_new.join("kernel.npy")).unwrap(),
@@ -831,7 +846,7 @@ fn model_folders_work_from_any_working_directory_and_take_a_data_override() {
     let file = dir.path().join("elsewhere.safetensors");
     std::fs::copy(model.join("model.safetensors"), &file).unwrap();
     let g4 = dir.path().join("g4");
-    let o = ok(&[
+    let o = ok_output(&[
         "gp",
         "--model",
         s(&file),
@@ -875,7 +890,7 @@ fn model_folders_work_from_any_working_directory_and_take_a_data_override() {
         .replace("\n1,1", "\n1,0");
     std::fs::write(&other, text).unwrap();
     let g6 = dir.path().join("g6");
-    let o = ok(&[
+    let o = ok_output(&[
         "gp",
         "--model",
         s(&file),

@@ -1,8 +1,9 @@
 //! `data fetch mnist` against a local HTTP server on 127.0.0.1 that serves `../shared/data/mnist`:
 //! good files are kept, a corrupted or substituted file is refused and nothing of it is written.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

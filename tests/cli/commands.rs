@@ -1,48 +1,11 @@
 //! The command line: each command end to end on small settings, and bad input refused with
 //! exit code 2, a message naming the culprit, and no output written.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use dnn2gp::nn::{Activation, Sequential};
-
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn dnn2gp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = dnn2gp(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = dnn2gp(args);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 #[test]
 fn train_then_gp_on_toy_data() {
@@ -324,62 +287,7 @@ fn bad_input_exits_2_without_output() {
     let dir = common::tmpdir();
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "x,y\n1,2\n3,abc\n").unwrap();
-    let out = dir.path().join("out");
-    let err = fails(&[
-        "train",
-        "--data",
-        bad.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("bad.csv:3"), "{err}");
-    assert!(!out.exists(), "no output on failure");
-
-    let err = fails(&[
-        "train",
-        "--delta",
-        "-1",
-        "--epochs",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("--delta"), "{err}");
-    let err = fails(&[
-        "train",
-        "--sigma",
-        "0",
-        "--epochs",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("--sigma"), "{err}");
-    let err = fails(&[
-        "train",
-        "--activation",
-        "swish",
-        "--epochs",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("swish"), "{err}");
-    let err = fails(&[
-        "sweep",
-        "--grid",
-        "logspace:-2:x:3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("--grid"), "{err}");
-    let err = fails(&["sweep", "--param", "depth", "--out", out.to_str().unwrap()]);
-    assert!(err.contains("depth"), "{err}");
-    let err = fails(&["train", "--no-such-flag"]);
-    assert!(err.contains("--no-such-flag"), "{err}");
-    assert!(!out.exists());
-
-    // A model folder with a truncated parameter file.
+    // A model folder with a truncated model file.
     let model = dir.path().join("model");
     ok(&[
         "train",
@@ -390,19 +298,36 @@ fn bad_input_exits_2_without_output() {
         "--polish-iters",
         "0",
         "--out",
-        model.to_str().unwrap(),
+        s(&model),
     ]);
     let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
     std::fs::write(model.join("model.safetensors"), &bytes[..bytes.len() - 8]).unwrap();
-    let err = fails(&[
-        "gp",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(err.contains("model.safetensors"), "{err}");
-    assert!(!out.exists());
+    refusals(
+        &dir.path().join("out"),
+        &[
+            (vec!["train", "--data", s(&bad)], "bad.csv:3"),
+            (vec!["train", "--delta", "-1", "--epochs", "1"], "--delta"),
+            (vec!["train", "--sigma", "0", "--epochs", "1"], "--sigma"),
+            (
+                vec!["train", "--activation", "swish", "--epochs", "1"],
+                "swish",
+            ),
+            (vec!["train", "--arch", "2:dense3,swish,dense1"], "--arch"),
+            (
+                vec!["train", "--arch", "3:dense1", "--epochs", "1"],
+                "3 inputs",
+            ),
+            (vec!["sweep", "--grid", "logspace:-2:x:3"], "--grid"),
+            (vec!["sweep", "--param", "depth"], "depth"),
+            (vec!["sweep", "--arch", "2:dense3,tanh,dense1"], "--arch"),
+            (vec!["train", "--no-such-flag"], "--no-such-flag"),
+            (vec!["gp", "--model", s(&model)], "model.safetensors"),
+            (
+                vec!["gp", "--model", s(&model), "--hessian", "blockdiag"],
+                "blockdiag",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -419,7 +344,7 @@ fn memory_limit_is_enforced_before_allocating() {
         model.to_str().unwrap(),
     ]);
     let out = dir.path().join("out");
-    let err = fails(&[
+    let err = refused(&[
         "gp",
         "--model",
         model.to_str().unwrap(),
@@ -500,9 +425,9 @@ fn vi_command_writes_predictives_and_kernel_evolution() {
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
-    let err = fails(&["vi", "--beta", "1.5", "--out", out.to_str().unwrap()]);
+    let err = refused(&["vi", "--beta", "1.5", "--out", out.to_str().unwrap()]);
     assert!(err.contains("--beta"), "{err}");
-    let err = fails(&["vi", "--covariance", "kron", "--out", out.to_str().unwrap()]);
+    let err = refused(&["vi", "--covariance", "kron", "--out", out.to_str().unwrap()]);
     assert!(err.contains("kron"), "{err}");
 }
 
@@ -640,7 +565,7 @@ fn malformed_inputs_everywhere_exit_2_with_the_culprit_named() {
     ];
     for (mut args, words) in cases {
         args.extend(["--out", o]);
-        let err = fails(&args);
+        let err = refused(&args);
         assert!(err.contains(words), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} wrote output");
     }
@@ -653,7 +578,7 @@ fn training_that_diverges_says_at_which_step() {
     // Finite data whose squared residuals overflow.
     let huge = dir.path().join("huge.csv");
     std::fs::write(&huge, "x,y\n0,1e200\n1,-1e200\n2,1e200\n").unwrap();
-    let run = dnn2gp(&[
+    let run = run(&[
         "train",
         "--data",
         huge.to_str().unwrap(),

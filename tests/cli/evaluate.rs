@@ -2,12 +2,12 @@
 //! `state_dict` read with `--arch`): every structure, rotated and OOD sets, the files and their
 //! numbers against the library; bad options refused with exit code 2 before any work.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use dnn2gp::data::mnist;
 use dnn2gp::experiments::calibration::{map_probabilities, metrics};
@@ -18,14 +18,6 @@ use dnn2gp::train::model::Model;
 
 const LENET5: &str =
     "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
-
-fn dnn2gp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("runs")
-}
 
 /// Writes IDX images (N×28×28, u8) or labels.
 fn write_idx(path: &Path, dims: &[usize], bytes: &[u8]) {
@@ -100,10 +92,6 @@ fn setup() -> Option<Setup> {
     })
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// `evaluate` with the B6 LeNet-5 and the setup's training and test files.
 fn base_args(t: &Setup) -> Vec<&str> {
     vec![
@@ -142,7 +130,7 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
         "--out",
         s(&out),
     ]);
-    let run = dnn2gp(&args);
+    let run = run(&args);
     assert!(
         run.status.success(),
         "{}",
@@ -206,7 +194,7 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
         "--out",
         s(&out),
     ]);
-    let run = dnn2gp(&args);
+    let run = run(&args);
     assert!(
         run.status.success(),
         "{}",
@@ -304,7 +292,7 @@ fn evaluate_refuses_bad_options_before_any_work() {
                 (_, v) => args.extend(std::iter::once(opt).chain(v)),
             }
         }
-        let run = dnn2gp(&args);
+        let run = run(&args);
         let err = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "{extra:?}: {err}");
         assert!(err.contains(culprit), "{extra:?}: {err}");

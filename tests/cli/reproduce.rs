@@ -1,38 +1,13 @@
 //! `reproduce mnist` and `reproduce binary-mnist` end to end on small settings (the 8×8 digits,
 //! and LeNet-5 on the first MNIST images), the saved model reloaded, and bad options refused.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use dnn2gp::io::read_npy;
-
-fn dnn2gp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("runs")
-}
-
-fn ok(args: &[&str]) {
-    let out = dnn2gp(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn shape(path: &Path) -> Vec<usize> {
-    read_npy(path).unwrap().0
-}
 
 #[test]
 fn mnist_views_on_digits_and_reloading_the_model() {
@@ -302,7 +277,7 @@ fn bad_options_are_refused_before_any_work() {
         if args[1] == "mnist" {
             all.extend(["--epochs", "1"]);
         }
-        let out = dnn2gp(&all);
+        let out = run(&all);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
         assert!(
@@ -312,7 +287,7 @@ fn bad_options_are_refused_before_any_work() {
         assert!(!Path::new(o).exists(), "{all:?} wrote output");
     }
     // A folder without MNIST says how to get it.
-    let out = dnn2gp(&["reproduce", "mnist", "--data-dir", o, "--out", o]);
+    let out = run(&["reproduce", "mnist", "--data-dir", o, "--out", o]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dnn2gp data fetch mnist"));
 }
@@ -444,32 +419,65 @@ fn predict_on_idx_images_with_a_reproduced_model() {
         "{s}"
     );
     assert_eq!(shape(&out.join("f_var.npy")), vec![40, 10, 10]);
-    // The probabilities of each image sum to 1 under every link.
+    // The probabilities of each image sum to 1: the MAP's and the probit link's.
     let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
+    assert!(
+        csv.starts_with("example,class,y,logit,var_f,p_map,p_probit\n"),
+        "{csv}"
+    );
     let rows: Vec<Vec<f64>> = csv
         .lines()
         .skip(1)
         .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
         .collect();
     for image in rows.chunks(10) {
-        for col in [5, 6, 7] {
+        for col in [5, 6] {
             let sum: f64 = image.iter().map(|r| r[col]).sum();
             assert!((sum - 1.0).abs() < 1e-9, "{sum}");
         }
     }
-    // --delta does not apply to a saved posterior.
-    let o = dnn2gp(&[
+    assert!(
+        s["test_accuracy_map"].as_f64().is_some() && s["link"] == "probit",
+        "{s}"
+    );
+    // The saved posterior at another δ, through another link; its structure is fixed.
+    let p2 = dir.path().join("p2");
+    let printed = ok(&[
         "predict",
         "--model",
         model.to_str().unwrap(),
         "--data",
         img_path.to_str().unwrap(),
+        "--labels",
+        lab_path.to_str().unwrap(),
         "--delta",
         "2",
+        "--link",
+        "mc",
+        "--samples",
+        "20",
         "--out",
-        dir.path().join("p2").to_str().unwrap(),
+        p2.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains("δ = 2.0000 (given)") && printed.contains("mc link"),
+        "{printed}"
+    );
+    assert!(printed.contains("(MAP "), "{printed}");
+    assert_eq!(json(&p2.join("predict.json"))["delta"], 2.0);
+    let o = run(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        img_path.to_str().unwrap(),
+        "--hessian",
+        "kron",
+        "--out",
+        dir.path().join("p3").to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--hessian"));
 }
 
 #[test]
@@ -514,7 +522,7 @@ fn idx_images_of_another_size_are_refused_not_cropped() {
         std::fs::write(mnist.join(name), bytes).unwrap();
     }
     let out = dir.path().join("o");
-    let o = dnn2gp(&[
+    let o = run(&[
         "reproduce",
         "mnist",
         "--data-dir",

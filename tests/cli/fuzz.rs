@@ -3,8 +3,9 @@
 //! model folders (`model.json` through the command line). Each must return a value or an
 //! error that names the file, and never panic.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::io::Write;
 

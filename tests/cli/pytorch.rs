@@ -3,8 +3,9 @@
 //! `tests/fixtures/pytorch/`, made by `python tests/fixtures/pytorch/make.py` (see its doc for
 //! the versions); the digits and MNIST images are read from `../shared/data`.
 
-#[path = "../crates/dnn2gp/tests/common/mod.rs"]
-mod common;
+use crate::common;
+#[allow(unused_imports)]
+use crate::util::*;
 
 use std::path::{Path, PathBuf};
 
