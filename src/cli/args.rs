@@ -267,7 +267,7 @@ pub enum ReproduceCmd {
         name = "binary-mnist",
         after_help = "Examples:
   dnn2gp reproduce binary-mnist --data-dir DATA --digits 0,1 --out binary
-  dnn2gp reproduce binary-mnist --data-dir DATA --digits 4,9 --vi-epochs 15"
+  dnn2gp reproduce binary-mnist --data-dir DATA --digits 4,9 --epochs 15"
     )]
     BinaryMnist(BinaryCmd),
 }
@@ -378,20 +378,31 @@ pub struct BinaryCmd {
     #[command(flatten)]
     pub images: ImageArgs,
     /// The two digits; the second is the positive class.
-    #[arg(long, value_delimiter = ',', default_values_t = [0, 1])]
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
     pub digits: Vec<usize>,
     /// Prior precision δ of N(0, δ⁻¹I) on the weights. It also bounds every posterior variance
     /// by 1/δ, which keeps VOGN's steps `α Σ ∇` stable; δ = 1 diverges on 4 vs 9.
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub delta: f64,
-    /// VOGN epochs.
-    #[arg(long, default_value_t = 10)]
+    /// VOGN epochs (`--vi-epochs` is the same option).
+    #[arg(
+        long = "epochs",
+        visible_alias = "vi-epochs",
+        value_name = "EPOCHS",
+        default_value_t = 10
+    )]
     pub vi_epochs: usize,
     /// Step β of the precision update.
     #[arg(long, default_value_t = 0.003)]
     pub beta: f64,
-    /// Step α of the mean update.
-    #[arg(long, default_value_t = 0.003)]
+    /// Step α of the mean update (`--vi-lr` is the same option).
+    #[arg(
+        long = "lr",
+        visible_alias = "vi-lr",
+        value_name = "LR",
+        default_value_t = 0.003,
+        allow_negative_numbers = true
+    )]
     pub vi_lr: f64,
     /// Momentum on the gradient.
     #[arg(long, default_value_t = 0.9)]
@@ -514,8 +525,9 @@ pub struct VognArgs {
     /// Step β of the precision update, Σ⁻¹ ← (1−β)Σ⁻¹ + β(Ĥ + δI).
     #[arg(long, default_value_t = 0.1)]
     pub beta: f64,
-    /// Step of the mean update (default: β, the form of Theorem 2).
-    #[arg(long)]
+    /// Step α of the mean update μ ← μ − α Σ (ĝ + δμ) (default: β for a full covariance, the
+    /// form of Theorem 2; β/10 for a diagonal one, whose steps overshoot at α = β).
+    #[arg(long, allow_negative_numbers = true)]
     pub vi_lr: Option<f64>,
     /// Monte Carlo samples of q per step.
     #[arg(long, default_value_t = 1)]

@@ -95,7 +95,8 @@ pub(crate) fn run_and_report(
     files: &mut Vec<PathBuf>,
 ) -> Result<SweepResult> {
     let pb = ctx.bar((spec.values.len() * splits.len()) as u64, "sweep");
-    let res = run_sweep(spec, splits, Some(&pb))?;
+    let res = run_sweep(spec, splits, Some(&pb))
+        .map_err(|e| crate::cli::training::vogn_options(e, crate::cli::training::VOGN_OPTIONS))?;
     pb.finish_and_clear();
     files.extend(write_sweep(out, &res, title)?);
     let mut warnings = Vec::new();

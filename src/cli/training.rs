@@ -145,3 +145,16 @@ pub(crate) fn fit(
     pb.finish_and_clear();
     Ok(res)
 }
+
+/// The options of `vi` and `sweep` that set VOGN's α, s and β.
+pub(crate) const VOGN_OPTIONS: &str = "--vi-lr sets α, --init-precision s, --beta β";
+
+/// A VOGN error with the options of this command that set α, s and β.
+pub(crate) fn vogn_options(e: dnn2gp::Error, options: &str) -> dnn2gp::Error {
+    match e {
+        dnn2gp::Error::Numerical(m) if m.starts_with("VOGN diverged") => {
+            dnn2gp::Error::Numerical(format!("{m} ({options})"))
+        }
+        e => e,
+    }
+}

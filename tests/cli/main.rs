@@ -9,6 +9,7 @@ mod commands;
 mod evaluate;
 mod fetch;
 mod fuzz;
+mod posteriors;
 mod pytorch;
 mod reproduce;
 mod trust;

@@ -12,7 +12,7 @@ use crate::cli::ctx::{at_least, positive, Ctx};
 use crate::cli::gp_report::write_comparison;
 use crate::cli::model_dir::write_history;
 use crate::cli::outdir::OutDir;
-use crate::cli::training::{setup, vogn_config};
+use crate::cli::training::{vogn_options, VOGN_OPTIONS, setup, vogn_config};
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::curvature::Precision;
 use dnn2gp::data::source::Source;
@@ -34,6 +34,8 @@ struct ViSummary {
     delta: f64,
     sigma: f64,
     vogn: VognConfig,
+    /// The mean step α used.
+    mean_step: f64,
     steps: usize,
     /// `E_q[log p(ỹ)]` estimated over the samples of q: the expected GP marginal likelihood
     /// under q, not the evidence of q (by Jensen, `log E_q[p(ỹ)] ≥ E_q[log p(ỹ)]`, so it is
@@ -60,7 +62,8 @@ pub(crate) fn run(ctx: &Ctx, a: ViCmd) -> Result<()> {
     let (x, y) = (split.train.x.as_ref(), split.train.y.as_ref());
     let obj = Objective::on(&net, lik.as_ref(), &split.train, delta);
     let pb = ctx.bar(cfg.epochs as u64, "VOGN");
-    let run = vogn::run(&obj, &net.init(a.seed), &cfg, Some(&pb))?;
+    let run = vogn::run(&obj, &net.init(a.seed), &cfg, Some(&pb))
+        .map_err(|e| vogn_options(e, VOGN_OPTIONS))?;
     pb.finish_and_clear();
     let q = &run.state;
     let mut files = Vec::new();
@@ -151,6 +154,7 @@ pub(crate) fn run(ctx: &Ctx, a: ViCmd) -> Result<()> {
         delta,
         sigma: a.model.sigma,
         vogn: cfg.clone(),
+        mean_step: cfg.mean_step(),
         steps: q.t,
         log_marglik_converged: lml,
         gp_samples: a.vogn.vi_gp_samples,

@@ -7,7 +7,9 @@
 //! `ĝ = (N/M) Σ_B J_iᵀ r_i`, `Ĥ = (N/M) Σ_B J_iᵀ Λ_i J_i` (GGN) or `(N/M) Σ_B g_i g_iᵀ`
 //! (squared per-example gradients, what the official code uses), all at `w_t`, updates
 //!
-//! `Σ⁻¹ ← (1 − β) Σ⁻¹ + β (Ĥ + δ I)`, `μ ← μ − α Σ (ĝ + δ μ)` with `α = β` by default.
+//! `Σ⁻¹ ← (1 − β) Σ⁻¹ + β (Ĥ + δ I)`, `μ ← μ − α Σ (ĝ + δ μ)`, with α = β by default for a
+//! full covariance (the form of Theorem 2) and `β/10` for a diagonal one, whose steps
+//! `α Σ ĝ` ignore the correlations and overshoot at α = β.
 //!
 //! With S Monte Carlo samples, ĝ and Ĥ are averaged over the samples. Optional momentum
 //! replaces `ĝ + δμ` by its bias-corrected exponential average. `Σ` is full (P×P) or diagonal.
@@ -54,7 +56,7 @@ crate::words! {
 pub struct VognConfig {
     /// Step β of the precision update.
     pub beta: f64,
-    /// Step α of the mean update (`None`: α = β, the form of Theorem 2).
+    /// Step α of the mean update (`None`: [`VognConfig::mean_step`]'s default).
     pub lr: Option<f64>,
     /// Monte Carlo samples per step.
     pub mc_samples: usize,
@@ -77,6 +79,21 @@ pub struct VognConfig {
     /// Keep `(μ_t, Σ_t⁻¹)` every this many steps (0: never).
     pub snapshot_every: usize,
 }
+
+impl VognConfig {
+    /// The mean step α: as given, else β for a full covariance (the form of Theorem 2, in
+    /// which each step is the posterior of a GP) and `β/10` for a diagonal one.
+    pub fn mean_step(&self) -> f64 {
+        self.lr.unwrap_or(match self.covariance {
+            Covariance::Full => self.beta,
+            Covariance::Diag => self.beta / 10.0,
+        })
+    }
+}
+
+/// A run diverges when its epoch loss exceeds the best so far by this many times its scale
+/// (`max(|best|, N)`), or ‖μ‖ exceeds this many times `max(‖μ₀‖, 1)`.
+pub const DIVERGENCE: f64 = 1e4;
 
 impl Default for VognConfig {
     fn default() -> Self {
@@ -347,7 +364,7 @@ pub fn step_at(
     state.t += 1;
     check_finite(est.loss, &est.g, "VOGN", state.t)?;
     let (beta, delta) = (cfg.beta, obj.delta);
-    let lr = cfg.lr.unwrap_or(beta);
+    let lr = cfg.mean_step();
     let momentum = cfg.momentum.map(|b1| (b1, 1.0 - b1.powi(state.t as i32)));
     // The direction `ĝ + δμ`, or with momentum its bias-corrected exponential average.
     let direction = |g: f64, mu: f64, m: &mut f64| {
@@ -395,6 +412,37 @@ pub fn step_at(
         _ => unreachable!("estimates match the covariance form"),
     }
     Ok(est.loss)
+}
+
+/// Stops a run whose epoch loss (N examples) grew by orders of magnitude over the `best`
+/// before, or whose mean left finite range or grew far beyond its start (‖μ₀‖, at least 1):
+/// [`Error::Numerical`] naming the epoch, the step, the growth and the likely causes.
+fn check_divergence(
+    n: usize,
+    epoch: usize,
+    state: &VognState,
+    loss: f64,
+    best: f64,
+    norm0: f64,
+    cfg: &VognConfig,
+) -> Result<()> {
+    let norm = crate::linalg::norm(&state.mu);
+    let grew = best.is_finite() && loss - best > DIVERGENCE * best.abs().max(n as f64);
+    if loss.is_finite() && norm.is_finite() && !grew && norm <= DIVERGENCE * norm0 {
+        return Ok(());
+    }
+    Err(Error::Numerical(format!(
+        "VOGN diverged in epoch {} (step {}): the loss estimate went from {best:.3e} (its best) \
+         to {loss:.3e} and ‖μ‖ from {norm0:.3e} to {norm:.3e}; the mean steps α Σ (ĝ + δμ) are \
+         too long for this curvature. Likely causes: a mean step α too large (α = {:.3e}; lower \
+         it), an initial precision too small (s = {:.3e}; raise it, so that the first steps are \
+         short), or a precision step β too large (β = {:.3e})",
+        epoch + 1,
+        state.t,
+        cfg.mean_step(),
+        cfg.init_precision,
+        cfg.beta
+    )))
 }
 
 /// A kept state of the run.
@@ -468,6 +516,8 @@ pub fn run_with(
     let mut rng = seeded(cfg.seed);
     let mut history = Vec::with_capacity(cfg.epochs);
     let mut snapshots = Vec::new();
+    let norm0 = crate::linalg::norm(mu0).max(1.0);
+    let mut best = f64::INFINITY;
     for epoch in 0..cfg.epochs {
         let batches = epoch_batches(&mut rng, obj.n(), cfg.batch_size);
         let epoch_loss = run_epoch(&batches, progress, |idx| {
@@ -482,6 +532,8 @@ pub fn run_with(
             step_at(obj, &mut state, cfg, idx, &samples)
         })?;
         history.push(epoch_loss);
+        check_divergence(obj.n(), epoch, &state, epoch_loss, best, norm0, cfg)?;
+        best = best.min(epoch_loss);
         on_epoch(epoch, &state.mu, epoch_loss)?;
     }
     Ok(VognResult {
