@@ -1,4 +1,5 @@
-//! `dnn2gp data fetch mnist`: the four MNIST IDX files from a mirror into a cache folder. Each
+//! `dnn2gp data fetch`: a data set's files from a mirror into a cache folder — MNIST's four IDX
+//! files, or the 8×8 handwritten digits (`digits.csv`, as scikit-learn ships it). Each
 //! download is kept only if the MD5 of its decompressed content is the canonical one, so a
 //! truncated, corrupted or substituted file is refused and nothing is left behind.
 
@@ -22,6 +23,38 @@ pub const MNIST_MD5: [&str; 4] = [
     "2646ac647ad5339dbf082846283269ea",
     "27ae3e4e09519cfbb04c329615203637",
 ];
+
+/// A data set to fetch: its files (fetched as `<name>.gz`) with the MD5 of their content, and
+/// where they are served.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSet {
+    /// The folder name under the data directory (`mnist`, `digits`).
+    pub folder: &'static str,
+    /// Base URL of the default mirror, ending in `/`.
+    pub mirror: &'static str,
+    /// File names and the MD5 of each decompressed file.
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+/// MNIST, from the mirror torchvision uses.
+pub const MNIST: DataSet = DataSet {
+    folder: "mnist",
+    mirror: MNIST_MIRROR,
+    files: &[
+        (FILES[0], MNIST_MD5[0]),
+        (FILES[1], MNIST_MD5[1]),
+        (FILES[2], MNIST_MD5[2]),
+        (FILES[3], MNIST_MD5[3]),
+    ],
+};
+
+/// The 8×8 handwritten digits (UCI optical digits, 1,797 images, 64 pixel values 0..16 and
+/// the label per row), as scikit-learn ships them (BSD-3-Clause).
+pub const DIGITS: DataSet = DataSet {
+    folder: "digits",
+    mirror: "https://raw.githubusercontent.com/scikit-learn/scikit-learn/1.3.0/sklearn/datasets/data/",
+    files: &[("digits.csv", "a0339c30a8a5312a1b6f9e5c719dcce5")],
+};
 
 /// Largest download accepted (the training images are 9.9 MB gzipped).
 const MAX_BYTES: u64 = 64 << 20;
@@ -62,10 +95,11 @@ fn download(url: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Fetches the four MNIST files from `mirror` (a URL ending in `/`) into `dir` as
-/// `<name>.gz`, skipping files already there with the right checksum. `on_file` is called with
-/// each file's name before it is fetched.
-pub fn fetch_mnist(
+/// Fetches the files of `set` from `mirror` (a URL ending in `/`) into `dir` as `<name>.gz`,
+/// skipping files already there with the right checksum. `on_file` is called with each file's
+/// name before it is fetched.
+pub fn fetch(
+    set: &DataSet,
     mirror: &str,
     dir: &Path,
     on_file: &mut dyn FnMut(&str),
@@ -76,10 +110,9 @@ pub fn fetch_mnist(
     } else {
         format!("{mirror}/")
     };
-    FILES
+    set.files
         .iter()
-        .zip(MNIST_MD5)
-        .map(|(name, want)| {
+        .map(|&(name, want)| {
             let path = dir.join(format!("{name}.gz"));
             if let Ok(raw) = std::fs::read(&path) {
                 if content_md5(raw).is_ok_and(|m| m == want) {

@@ -294,25 +294,38 @@ pub enum DataCmd {
     /// Download a data set into a cache folder and check its checksums.
     #[command(after_help = "Examples:
   dnn2gp data fetch mnist                          # into data/mnist, where reproduce reads it
+  dnn2gp data fetch digits                         # into data/digits (reproduce --data digits)
   dnn2gp data fetch mnist --data-dir DATA          # into DATA/mnist (reproduce --data-dir DATA)
   dnn2gp data fetch mnist --mirror http://127.0.0.1:8000/mnist/")]
     Fetch(FetchCmd),
 }
 
+dnn2gp::words! {
+    /// The data sets `data fetch` downloads.
+    pub enum DataSetName("data set") {
+        /// MNIST's four IDX files.
+        Mnist = ["mnist"],
+        /// The 8×8 handwritten digits.
+        Digits = ["digits"],
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FetchCmd {
-    /// The data set: mnist.
-    pub dataset: String,
-    /// Folder holding the data sets: the files go to DATA_DIR/mnist, where `reproduce mnist
-    /// --data-dir DATA_DIR` reads them.
+    /// The data set: mnist (the four IDX files, 11 MB) or digits (the 8×8 handwritten digits,
+    /// 1,797 images, 26 kB).
+    pub dataset: DataSetName,
+    /// Folder holding the data sets: the files go to DATA_DIR/mnist or DATA_DIR/digits, where
+    /// `reproduce mnist --data-dir DATA_DIR` reads them.
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,
-    /// Folder to put the files in instead of DATA_DIR/mnist.
+    /// Folder to put the files in instead of DATA_DIR/<data set>.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Base URL of the mirror holding `<name>.gz`.
-    #[arg(long, default_value = crate::fetch::MNIST_MIRROR)]
-    pub mirror: String,
+    /// Base URL of the mirror holding `<name>.gz` (default: torchvision's MNIST mirror;
+    /// scikit-learn's repository for the digits).
+    #[arg(long)]
+    pub mirror: Option<String>,
 }
 
 /// Images, network and training shared by the image experiments.
@@ -573,9 +586,12 @@ pub struct DemoArgs {
     /// --sets when fewer].
     #[arg(long)]
     pub vi_sets: Option<usize>,
-    /// Points on the δ grid, logspace(−2, 2, n).
-    #[arg(long, default_value_t = 21)]
-    pub grid_points: usize,
+    /// The δ grid: `logspace:A:B:N`, `linspace:A:B:N` or a list, as `sweep --grid` takes it.
+    #[arg(long, default_value = "logspace:-2:2:21")]
+    pub grid: String,
+    /// The δ grid as logspace(−2, 2, N): the older spelling of `--grid logspace:-2:2:N`.
+    #[arg(long, conflicts_with = "grid", hide = true)]
+    pub grid_points: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -611,8 +627,8 @@ pub struct ImportCmd {
 #[derive(Debug, Args, Clone)]
 pub struct ModelDataArgs {
     /// Training data instead of the one `model.json` records: `snelson`, `uci:NAME[:SPLIT]` or
-    /// a CSV file.
-    #[arg(long)]
+    /// a CSV file (`--train-data` is the same option, as `predict` spells it).
+    #[arg(long, visible_alias = "train-data")]
     pub data: Option<String>,
     /// CSV test file (with a CSV `--data`).
     #[arg(long)]
@@ -800,8 +816,14 @@ pub struct EvaluateCmd {
     /// Weights the posteriors cover, comma-separated: last-layer, all.
     #[arg(long, default_value = "last-layer", value_delimiter = ',')]
     pub subset: Vec<Subset>,
-    /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number.
-    #[arg(long, default_value = "marglik", allow_hyphen_values = true)]
+    /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number
+    /// (`--delta` is the same option).
+    #[arg(
+        long,
+        visible_alias = "delta",
+        default_value = "marglik",
+        allow_hyphen_values = true
+    )]
     pub prior: PriorArg,
     /// With `--prior marglik`: one δ (scalar) or one per parameter tensor (layerwise; full,
     /// diag and kron posteriors).

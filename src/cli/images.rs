@@ -55,14 +55,23 @@ pub(crate) fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
 
 pub(crate) fn read_images(a: &ImageArgs) -> Result<Mnist> {
     let mut data = if a.data == ImageData::Digits {
-        mnist::load_digits(&a.data_dir.join("digits/digits.csv.gz"), 1500)?
+        let file = a.data_dir.join("digits/digits.csv.gz");
+        mnist::load_digits(&file, 1500).map_err(|e| {
+            anyhow::Error::from(e).context(format!(
+                "could not read the digits from {} (download them with `dnn2gp data fetch \
+                 digits --data-dir {}`)",
+                file.display(),
+                a.data_dir.display()
+            ))
+        })?
     } else {
         let dir = a.data_dir.join("mnist");
         mnist::load(&dir).map_err(|e| {
             anyhow::Error::from(e).context(format!(
-                "could not read MNIST from {} (download it with `dnn2gp data fetch mnist --dir {}`)",
+                "could not read MNIST from {} (download it with `dnn2gp data fetch mnist \
+                 --data-dir {}`)",
                 dir.display(),
-                dir.display()
+                a.data_dir.display()
             ))
         })?
     };

@@ -16,7 +16,7 @@ use dnn2gp::data::mnist::FILES;
 
 /// Serves `files` (URL path → body) on a free port until the test process ends; other paths
 /// get 404. Returns the base URL.
-fn serve(files: HashMap<String, Vec<u8>>) -> String {
+pub(crate) fn serve(files: HashMap<String, Vec<u8>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let files = Arc::new(files);

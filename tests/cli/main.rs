@@ -10,6 +10,7 @@ mod evaluate;
 mod fetch;
 mod fuzz;
 mod posteriors;
+mod readme;
 mod pytorch;
 mod reproduce;
 mod trust;

@@ -15,9 +15,13 @@ use dnn2gp::train::model::Model;
 /// 4×4 "images" of three classes with pixel values k/255, as a CSV (16 pixels, then the label)
 /// and as IDX images and labels with the same bytes; `n` of them from `seed`.
 fn images(dir: &Path, stem: &str, n: usize, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
     let (mut csv, mut px, mut lab) = (String::new(), Vec::new(), Vec::new());
@@ -58,7 +62,14 @@ fn images(dir: &Path, stem: &str, n: usize, seed: u64) -> (PathBuf, PathBuf, Pat
 }
 
 /// A trained classifier on 4×4 images: its folder, and the training and test sets.
-fn classifier(dir: &Path, arch: &str) -> (PathBuf, (PathBuf, PathBuf, PathBuf), (PathBuf, PathBuf, PathBuf)) {
+fn classifier(
+    dir: &Path,
+    arch: &str,
+) -> (
+    PathBuf,
+    (PathBuf, PathBuf, PathBuf),
+    (PathBuf, PathBuf, PathBuf),
+) {
     let train = images(dir, "train", 90, 1);
     let test = images(dir, "test", 30, 2);
     let model = dir.join(format!("model-{}", arch.len()));
@@ -107,11 +118,20 @@ fn gp_fits_every_structure_over_all_weights_or_the_last_layer() {
     for h in ["full", "diag", "kron", "lowrank"] {
         for subset in ["all", "last-layer"] {
             let out = dir.path().join(format!("gp-{h}-{subset}"));
-            let mut args = vec!["gp", "--model", s(&model), "--hessian", h, "--subset", subset];
+            let mut args = vec![
+                "gp",
+                "--model",
+                s(&model),
+                "--hessian",
+                h,
+                "--subset",
+                subset,
+            ];
             args.extend(["--rank", "8", "--samples", "20", "--out", s(&out)]);
             ok(&args);
             let g = json(&out.join("gp.json"));
-            let (hs, ss): (HessianStructure, Subset) = (h.parse().unwrap(), subset.parse().unwrap());
+            let (hs, ss): (HessianStructure, Subset) =
+                (h.parse().unwrap(), subset.parse().unwrap());
             assert_eq!(g["hessian"], hs.to_string());
             assert_eq!(g["subset"], ss.to_string());
             let opts = FitOptions {
@@ -126,12 +146,36 @@ fn gp_fits_every_structure_over_all_weights_or_the_last_layer() {
     }
     // δ at the evidence's maximum of the KFAC posterior over all weights.
     let out = dir.path().join("gp-marglik");
-    let printed = ok(&["gp", "--model", s(&model), "--hessian", "kron", "--marglik", "--samples", "20", "--out", s(&out)]);
-    assert!(printed.contains("by the Laplace evidence (kron GGN over all)"), "{printed}");
-    let mut la = Laplace::fit(m, x.as_ref(), y.as_ref(), HessianStructure::Kron, &FitOptions::default()).unwrap();
+    let printed = ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--hessian",
+        "kron",
+        "--marglik",
+        "--samples",
+        "20",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        printed.contains("by the Laplace evidence (kron GGN over all)"),
+        "{printed}"
+    );
+    let mut la = Laplace::fit(
+        m,
+        x.as_ref(),
+        y.as_ref(),
+        HessianStructure::Kron,
+        &FitOptions::default(),
+    )
+    .unwrap();
     let best = la.optimize_prior_precision().unwrap();
     let g = json(&out.join("gp.json"));
-    assert!(close(g["delta"].as_f64().unwrap(), best.delta, 1e-12), "{g}");
+    assert!(
+        close(g["delta"].as_f64().unwrap(), best.delta, 1e-12),
+        "{g}"
+    );
     assert_eq!(g["prior"], "evidence");
 }
 
@@ -140,19 +184,51 @@ fn gp_fits_every_structure_over_all_weights_or_the_last_layer() {
 #[test]
 fn predict_and_evaluate_score_the_same_probabilities_alike() {
     let dir = common::tmpdir();
-    let (model, train, test) = classifier(dir.path(), "1x4x4:conv3k3,relu,flatten,dense8,relu,dense3");
+    let (model, train, test) =
+        classifier(dir.path(), "1x4x4:conv3k3,relu,flatten,dense8,relu,dense3");
     for (h, subset) in [("kron", "last-layer"), ("diag", "all")] {
-        let (p, e) = (dir.path().join(format!("p-{h}")), dir.path().join(format!("e-{h}")));
+        let (p, e) = (
+            dir.path().join(format!("p-{h}")),
+            dir.path().join(format!("e-{h}")),
+        );
         ok(&[
-            "predict", "--model", s(&model), "--inputs", s(&test.0), "--hessian", h, "--subset",
-            subset, "--prior", "marglik", "--out", s(&p),
+            "predict",
+            "--model",
+            s(&model),
+            "--inputs",
+            s(&test.0),
+            "--hessian",
+            h,
+            "--subset",
+            subset,
+            "--prior",
+            "marglik",
+            "--out",
+            s(&p),
         ]);
         ok(&[
-            "evaluate", "--model", s(&model.join("model.safetensors")), "--train-images",
-            s(&train.1), "--train-labels", s(&train.2), "--test-images", s(&test.1),
-            "--test-labels", s(&test.2), "--hessian", h, "--subset", subset, "--out", s(&e),
+            "evaluate",
+            "--model",
+            s(&model.join("model.safetensors")),
+            "--train-images",
+            s(&train.1),
+            "--train-labels",
+            s(&train.2),
+            "--test-images",
+            s(&test.1),
+            "--test-labels",
+            s(&test.2),
+            "--hessian",
+            h,
+            "--subset",
+            subset,
+            "--out",
+            s(&e),
         ]);
-        let (pj, ej) = (json(&p.join("predict.json")), json(&e.join("evaluate.json")));
+        let (pj, ej) = (
+            json(&p.join("predict.json")),
+            json(&e.join("evaluate.json")),
+        );
         let method = &ej["methods"][1];
         let clean = &method["sets"][0]["metrics"];
         assert_eq!(pj["test_nll"], clean["nll"], "{h}: {pj} vs {method}");
@@ -169,30 +245,75 @@ fn predict_and_evaluate_score_the_same_probabilities_alike() {
 fn predict_takes_the_prior_and_noise_options() {
     let dir = common::tmpdir();
     let model = dir.path().join("model");
-    ok(&["train", "--hidden", "6", "--epochs", "300", "--out", s(&model)]);
+    ok(&[
+        "train",
+        "--hidden",
+        "6",
+        "--epochs",
+        "300",
+        "--out",
+        s(&model),
+    ]);
     let new = dir.path().join("new.csv");
     std::fs::write(&new, "x,one,y\n-2,1,0.5\n0,1,-0.2\n2,1,1.1\n").unwrap();
     let out = dir.path().join("p1");
     let printed = ok(&[
-        "predict", "--model", s(&model), "--inputs", s(&new), "--sigma", "0.3", "--delta", "2",
-        "--out", s(&out),
+        "predict",
+        "--model",
+        s(&model),
+        "--inputs",
+        s(&new),
+        "--sigma",
+        "0.3",
+        "--delta",
+        "2",
+        "--out",
+        s(&out),
     ]);
-    assert!(printed.contains("δ = 2.0000 (given), σ = 0.3000") && printed.contains("MSE"), "{printed}");
+    assert!(
+        printed.contains("δ = 2.0000 (given), σ = 0.3000") && printed.contains("MSE"),
+        "{printed}"
+    );
     let p = json(&out.join("predict.json"));
-    assert_eq!((p["delta"].as_f64(), p["sigma"].as_f64()), (Some(2.0), Some(0.3)));
+    assert_eq!(
+        (p["delta"].as_f64(), p["sigma"].as_f64()),
+        (Some(2.0), Some(0.3))
+    );
     let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     for row in csv.lines().skip(1) {
         let v: Vec<f64> = row.split(',').map(|x| x.parse().unwrap()).collect();
         assert!(close(v[4], v[3] + 0.09, 1e-12), "{row}");
     }
     let out = dir.path().join("p2");
-    let printed = ok(&["predict", "--model", s(&model), "--inputs", s(&new), "--marglik", "--out", s(&out)]);
+    let printed = ok(&[
+        "predict",
+        "--model",
+        s(&model),
+        "--inputs",
+        s(&new),
+        "--marglik",
+        "--out",
+        s(&out),
+    ]);
     assert!(printed.contains("(by the evidence)"), "{printed}");
     let m = Model::load(&model.join("model.safetensors")).unwrap();
     let split = dnn2gp::data::toy::toy_sets(&dnn2gp::data::toy::ToyConfig::default(), 1).remove(0);
-    let mut la = Laplace::fit(m, split.train.x.as_ref(), split.train.y.as_ref(), HessianStructure::Full, &FitOptions::default()).unwrap();
+    let mut la = Laplace::fit(
+        m,
+        split.train.x.as_ref(),
+        split.train.y.as_ref(),
+        HessianStructure::Full,
+        &FitOptions::default(),
+    )
+    .unwrap();
     let best = la.optimize_noise_and_prior().unwrap();
     let p = json(&out.join("predict.json"));
-    assert!(close(p["delta"].as_f64().unwrap(), best.delta, 1e-12), "{p}");
-    assert!(close(p["sigma"].as_f64().unwrap(), best.sigma, 1e-12), "{p}");
+    assert!(
+        close(p["delta"].as_f64().unwrap(), best.delta, 1e-12),
+        "{p}"
+    );
+    assert!(
+        close(p["sigma"].as_f64().unwrap(), best.sigma, 1e-12),
+        "{p}"
+    );
 }

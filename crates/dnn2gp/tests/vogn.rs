@@ -387,7 +387,9 @@ fn diagonal_step_matches_per_example_gradients_on_any_thread_count() {
 fn a_diverging_run_stops_and_the_default_step_converges() {
     let n = 300;
     let x = faer::Mat::from_fn(n, 1, |i, _| -3.0 + 6.0 * i as f64 / (n - 1) as f64);
-    let y = faer::Mat::from_fn(n, 1, |i, _| x[(i, 0)].sin() + 0.2 * ((i * 37 % 101) as f64 / 50.0 - 1.0));
+    let y = faer::Mat::from_fn(n, 1, |i, _| {
+        x[(i, 0)].sin() + 0.2 * ((i * 37 % 101) as f64 / 50.0 - 1.0)
+    });
     let net = Sequential::mlp(vec![1, 50, 1], Activation::Tanh).unwrap();
     let lik = Gaussian::new(0.2).unwrap();
     let obj = Objective {
@@ -410,9 +412,15 @@ fn a_diverging_run_stops_and_the_default_step_converges() {
     let err = vogn::run(&obj, &w0, &at_beta, None).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, dnn2gp::Error::Numerical(_)), "{msg}");
-    assert!(msg.contains("VOGN diverged in epoch") && msg.contains("mean step α"), "{msg}");
+    assert!(
+        msg.contains("VOGN diverged in epoch") && msg.contains("mean step α"),
+        "{msg}"
+    );
     assert_eq!(cfg.mean_step(), cfg.beta / 10.0);
     let run = vogn::run(&obj, &w0, &cfg, None).unwrap();
     let (first, last) = (run.history[0], *run.history.last().unwrap());
-    assert!(last < 1e-2 * first && norm(&run.state.mu) < 100.0, "{first} → {last}");
+    assert!(
+        last < 1e-2 * first && norm(&run.state.mu) < 100.0,
+        "{first} → {last}"
+    );
 }

@@ -2,22 +2,19 @@
 
 use anyhow::Result;
 
-use crate::cli::args::FetchCmd;
+use crate::cli::args::{DataSetName, FetchCmd};
 use crate::cli::ctx::Ctx;
-use crate::fetch::{fetch_mnist, Fetched};
-use dnn2gp::Error;
+use crate::fetch::{fetch as download, Fetched, DIGITS, MNIST};
 
 /// `data fetch`.
 pub(crate) fn fetch(ctx: &Ctx, a: FetchCmd) -> Result<()> {
-    if a.dataset != "mnist" {
-        return Err(Error::option(
-            "DATASET",
-            format!("unknown data set '{}' (expected mnist)", a.dataset),
-        )
-        .into());
-    }
-    let dir = a.dir.unwrap_or_else(|| a.data_dir.join("mnist"));
-    let fetched: Vec<Fetched> = fetch_mnist(&a.mirror, &dir, &mut |name| {
+    let set = match a.dataset {
+        DataSetName::Mnist => &MNIST,
+        DataSetName::Digits => &DIGITS,
+    };
+    let dir = a.dir.unwrap_or_else(|| a.data_dir.join(set.folder));
+    let mirror = a.mirror.as_deref().unwrap_or(set.mirror);
+    let fetched: Vec<Fetched> = download(set, mirror, &dir, &mut |name| {
         if !ctx.quiet {
             eprintln!("downloading {name}.gz");
         }

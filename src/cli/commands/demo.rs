@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::cli::args::DemoArgs;
-use crate::cli::ctx::{at_least, fmt_g, positive, Ctx};
+use crate::cli::ctx::{at_least, fmt_g, parse_grid, positive, Ctx};
 use crate::cli::gp_report::{gp_report, write_gp_summary};
 use crate::cli::outdir::OutDir;
 use crate::cli::sweep_report::{label, run_methods};
@@ -29,7 +29,16 @@ pub(crate) fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     positive("--sets", a.sets)?;
     positive("--epochs", a.epochs)?;
     positive("--vi-epochs", a.vi_epochs)?;
-    at_least("--grid-points", a.grid_points, 2)?;
+    let values = match a.grid_points {
+        Some(n) => {
+            at_least("--grid-points", n, 2)?;
+            logspace(-2.0, 2.0, n)
+        }
+        None => parse_grid("--grid", &a.grid)?,
+    };
+    if values.len() < 2 {
+        return Err(Error::option("--grid", "needs at least two values").into());
+    }
     let vi_sets = a.vi_sets.unwrap_or(a.sets.min(3));
     positive("--vi-sets", vi_sets)?;
     if vi_sets > a.sets {
@@ -65,7 +74,7 @@ pub(crate) fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     };
     let spec = SweepSpec {
         param: SweepParam::Delta,
-        values: logspace(-2.0, 2.0, a.grid_points),
+        values,
         hidden: vec![20],
         activation: Activation::Tanh,
         delta: 1.0,

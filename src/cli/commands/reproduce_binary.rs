@@ -116,13 +116,14 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
             );
             let mut state = None;
             let (w, records) = with_test_accuracy(ctx, &net, xte.as_ref(), &yte, |hook| {
-                let run = vogn::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook)
-                    .map_err(|e| {
+                let run = vogn::run_with(&obj, &net.init(ia.seed), &cfg, Some(&pb), hook).map_err(
+                    |e| {
                         crate::cli::training::vogn_options(
                             e,
                             "--lr sets α, --init-precision s, --beta β",
                         )
-                    })?;
+                    },
+                )?;
                 let mu = run.state.mu.clone();
                 state = Some(run.state);
                 Ok(mu)

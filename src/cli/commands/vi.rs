@@ -12,7 +12,7 @@ use crate::cli::ctx::{at_least, positive, Ctx};
 use crate::cli::gp_report::write_comparison;
 use crate::cli::model_dir::write_history;
 use crate::cli::outdir::OutDir;
-use crate::cli::training::{vogn_options, VOGN_OPTIONS, setup, vogn_config};
+use crate::cli::training::{setup, vogn_config, vogn_options, VOGN_OPTIONS};
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::curvature::Precision;
 use dnn2gp::data::source::Source;
