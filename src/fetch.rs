@@ -52,7 +52,8 @@ pub const MNIST: DataSet = DataSet {
 /// the label per row), as scikit-learn ships them (BSD-3-Clause).
 pub const DIGITS: DataSet = DataSet {
     folder: "digits",
-    mirror: "https://raw.githubusercontent.com/scikit-learn/scikit-learn/1.3.0/sklearn/datasets/data/",
+    mirror:
+        "https://raw.githubusercontent.com/scikit-learn/scikit-learn/1.3.0/sklearn/datasets/data/",
     files: &[("digits.csv", "a0339c30a8a5312a1b6f9e5c719dcce5")],
 };
 

@@ -271,9 +271,10 @@ pub(crate) fn gp_views(
     let fig = HeatmapGrid {
         title: format!("{title}: GP posterior mean and kernel, {n} images sorted by class"),
         panels: vec![
-            HeatPanel::linear("GP posterior mean J(x)w*", pred.gp_mean.clone()),
-            HeatPanel::linear(kernel_title, diag.clone()),
-            HeatPanel::linear("kernel as a correlation", corr),
+            HeatPanel::linear("GP posterior mean J(x)w*", pred.gp_mean.clone())
+                .axes("image x (sorted by class)", "output k"),
+            HeatPanel::linear(kernel_title, diag.clone()).axes("image x", "image x'"),
+            HeatPanel::linear("kernel as a correlation", corr).axes("image x", "image x'"),
         ],
         diverging: true,
         shared_scale: false,
@@ -285,9 +286,12 @@ pub(crate) fn gp_views(
     let fig = HeatmapGrid {
         title: format!("{title}: data-space predictive (section 4), {n} images"),
         panels: vec![
-            HeatPanel::linear("p = link(f*)", pred.p.clone()),
-            HeatPanel::log("var_f = diag(Λ J Σ Jᵀ Λ), log scale", pred.var_f.clone()),
-            HeatPanel::log("var_y = var_f + diag(Λ), log scale", pred.var_y.clone()),
+            HeatPanel::linear("p = link(f*)", pred.p.clone())
+                .axes("image x (sorted by class)", "class k"),
+            HeatPanel::log("var_f = diag(Λ J Σ Jᵀ Λ), log scale", pred.var_f.clone())
+                .axes("image x (sorted by class)", "class k"),
+            HeatPanel::log("var_y = var_f + diag(Λ), log scale", pred.var_y.clone())
+                .axes("image x (sorted by class)", "class k"),
         ],
         diverging: false,
         shared_scale: false,

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use dnn2gp::experiments::calibration::Bin;
 
-use super::plot::{err, range, tick, DrawResult, Figure, PALETTE};
+use super::plot::{dashed_segments, err, range, tick, DrawResult, Figure, PALETTE};
 
 /// Reliability diagrams side by side: the accuracy of each confidence bin against the
 /// diagonal of perfect calibration.
@@ -131,18 +131,36 @@ impl Figure for ShiftFigure {
                 .label_style(("sans-serif", 11))
                 .draw()
                 .map_err(err)?;
+            // Each method its colour, dash pattern and marker, so that lines lying on each other
+            // (a posterior whose accuracy is the MAP's) both show.
             for (i, (name, ys)) in self.methods.iter().zip(lines).enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
                 let pts: Vec<(f64, f64)> = self.x.iter().copied().zip(ys.iter().copied()).collect();
+                let dashes = [0, 6, 14, 3, 30][i % 5];
+                let segments = if dashes == 0 {
+                    vec![pts.clone()]
+                } else {
+                    dashed_segments(&pts, dashes)
+                };
+                let width = if i == 0 { 3 } else { 2 };
                 chart
-                    .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                    .draw_series(
+                        segments
+                            .into_iter()
+                            .map(|s| PathElement::new(s, color.stroke_width(width))),
+                    )
                     .map_err(err)?
                     .label(name.clone())
                     .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2))
+                        EmptyElement::at((x, y))
+                            + PathElement::new([(0, 0), (18, 0)], color.stroke_width(width))
+                            + marker(i, (9, 0), color)
                     });
                 chart
-                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .draw_series(
+                        pts.iter()
+                            .map(|&p| EmptyElement::at(p) + marker(i, (0, 0), color)),
+                    )
                     .map_err(err)?;
             }
             // One legend, in the first panel (the methods share their colours).
@@ -158,5 +176,22 @@ impl Figure for ShiftFigure {
             }
         }
         root.present().map_err(err)
+    }
+}
+
+/// The marker of series `i` at pixel offset `at`: a hollow circle, a square, a triangle, a
+/// cross, a dot, in turn.
+fn marker<DB: DrawingBackend>(
+    i: usize,
+    at: (i32, i32),
+    color: RGBColor,
+) -> DynElement<'static, DB, (i32, i32)> {
+    let (x, y) = at;
+    match i % 5 {
+        0 => Circle::new((x, y), 5, color.stroke_width(2)).into_dyn(),
+        1 => Rectangle::new([(x - 3, y - 3), (x + 3, y + 3)], color.filled()).into_dyn(),
+        2 => TriangleMarker::new((x, y), 5, color.filled()).into_dyn(),
+        3 => Cross::new((x, y), 4, color.stroke_width(2)).into_dyn(),
+        _ => Circle::new((x, y), 3, color.filled()).into_dyn(),
     }
 }

@@ -304,7 +304,9 @@ pub(crate) fn tick(v: f64) -> String {
     }
 }
 
-fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
+/// The pieces of a polyline drawn dashed: each segment cut into `n_dash` pieces, every other
+/// one kept.
+pub(crate) fn dashed_segments(pts: &[(f64, f64)], n_dash: usize) -> Vec<Vec<(f64, f64)>> {
     // Split each segment into n_dash pieces and keep every other one.
     let mut out = Vec::new();
     for w in pts.windows(2) {
@@ -499,6 +501,8 @@ pub struct HeatPanel {
     /// Colour by `log₁₀` of the values (positive ones; the smallest shown is 10⁻⁶ of the
     /// largest), for variances that span orders of magnitude.
     pub log: bool,
+    /// What the rows and the columns are (the axes' labels).
+    pub axes: (String, String),
 }
 
 impl HeatPanel {
@@ -508,15 +512,23 @@ impl HeatPanel {
             title: title.into(),
             values,
             log: false,
+            axes: (String::new(), String::new()),
         }
     }
 
     /// A panel on a `log₁₀` scale.
     pub fn log(title: impl Into<String>, values: faer::Mat<f64>) -> Self {
         HeatPanel {
-            title: title.into(),
-            values,
             log: true,
+            ..Self::linear(title, values)
+        }
+    }
+
+    /// The panel with its rows and columns named on the axes.
+    pub fn axes(self, rows: impl Into<String>, columns: impl Into<String>) -> Self {
+        HeatPanel {
+            axes: (rows.into(), columns.into()),
+            ..self
         }
     }
 
@@ -624,7 +636,7 @@ impl Figure for HeatmapGrid {
                 scale(values(m))
             };
             let w = area.dim_in_pixel().0 as i32;
-            let (area, bar_area) = area.split_horizontally(w - 70);
+            let (area, bar_area) = area.split_horizontally(w - 84);
             let (n, cols) = (m.nrows() as f64, m.ncols() as f64);
             let classes = self.row_classes.as_ref().filter(|c| c.len() == m.nrows());
             // Class bars take 3% of each axis, left of column 0 and above row 0.
@@ -632,7 +644,20 @@ impl Figure for HeatmapGrid {
             let mut chart = ChartBuilder::on(&area)
                 .caption(&panel.title, ("sans-serif", 14))
                 .margin(10)
+                .x_label_area_size(18)
+                .y_label_area_size(18)
                 .build_cartesian_2d(-bar(cols)..cols, 0.0..n + bar(n))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .disable_axes()
+                .x_labels(0)
+                .y_labels(0)
+                .x_desc(panel.axes.1.as_str())
+                .y_desc(panel.axes.0.as_str())
+                .axis_desc_style(("sans-serif", 12))
+                .draw()
                 .map_err(err)?;
             let runs = colour_runs(m, |v| heat_color(v, lo, bound, self.diverging));
             chart
@@ -714,13 +739,16 @@ impl HeatmapGrid {
             (lo, bound)
         };
         let b = if b > a { b } else { a + 1.0 };
+        // The bar hugs its panel; its labels run on its right, and white space follows them,
+        // so that neither reads as the next panel's.
         let mut chart = ChartBuilder::on(area)
             .margin_top(34)
             .margin_bottom(10)
-            .margin_right(4)
-            .y_label_area_size(44)
+            .margin_right(22)
+            .right_y_label_area_size(44)
             .build_cartesian_2d(0.0..1.0, a..b)
-            .map_err(err)?;
+            .map_err(err)?
+            .set_secondary_coord(0.0..1.0, a..b);
         let steps = 64;
         chart
             .draw_series((0..steps).map(|i| {
@@ -736,14 +764,11 @@ impl HeatmapGrid {
             if log {
                 format!("1e{:.1}", v).trim_end_matches(".0").to_string()
             } else {
-                tick_sig(*v)
+                tick_sig(*v, b - a)
             }
         };
         chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .disable_y_mesh()
-            .disable_x_axis()
+            .configure_secondary_axes()
             .y_labels(5)
             .y_label_formatter(&label)
             .label_style(("sans-serif", 10))
@@ -752,9 +777,10 @@ impl HeatmapGrid {
     }
 }
 
-/// A colour-bar label: 3 significant digits.
-fn tick_sig(v: f64) -> String {
-    if v == 0.0 {
+/// A colour-bar label: 3 significant digits; a value within 1e-9 of the bar's `span` of 0 is
+/// 0 (rounding in the tick positions, not a value).
+fn tick_sig(v: f64, span: f64) -> String {
+    if v == 0.0 || v.abs() <= 1e-9 * span.abs() {
         "0".into()
     } else if v.abs() >= 1e-2 && v.abs() < 1e4 {
         let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;

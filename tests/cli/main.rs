@@ -10,7 +10,7 @@ mod evaluate;
 mod fetch;
 mod fuzz;
 mod posteriors;
-mod readme;
 mod pytorch;
+mod readme;
 mod reproduce;
 mod trust;

@@ -78,7 +78,13 @@ fn readme(prefix: &str) -> Vec<String> {
 fn run_in(dir: &Path, args: &[String], data: &Path) {
     let args: Vec<String> = args
         .iter()
-        .map(|a| if a == "DATA" { s(data).to_string() } else { a.clone() })
+        .map(|a| {
+            if a == "DATA" {
+                s(data).to_string()
+            } else {
+                a.clone()
+            }
+        })
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_dnn2gp"))
         .args(&args)
@@ -120,10 +126,21 @@ fn the_readme_commands_run_as_written() {
         .collect();
     std::fs::write(d.join("data.csv"), csv).unwrap();
     ok(&[
-        "train", "--data", s(&d.join("data.csv")), "--hidden", "50", "--epochs", "200", "--out",
+        "train",
+        "--data",
+        s(&d.join("data.csv")),
+        "--hidden",
+        "50",
+        "--epochs",
+        "200",
+        "--out",
         s(&d.join("trained")),
     ]);
-    std::fs::copy(d.join("trained/model.safetensors"), d.join("mlp.safetensors")).unwrap();
+    std::fs::copy(
+        d.join("trained/model.safetensors"),
+        d.join("mlp.safetensors"),
+    )
+    .unwrap();
     run_in(d, &readme("dnn2gp import --weights mlp.safetensors"), &data);
     run_in(d, &readme("dnn2gp gp --model mlp-model"), &data);
     // Snelson: train, GP, predictive at new x.

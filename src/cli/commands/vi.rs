@@ -236,7 +236,10 @@ fn kernel_evolution(
             .into(),
         panels: pick
             .iter()
-            .map(|&i| HeatPanel::linear(format!("step {}", snapshots[i].t), kernels[i].clone()))
+            .map(|&i| {
+                HeatPanel::linear(format!("step {}", snapshots[i].t), kernels[i].clone())
+                    .axes("input x", "input x'")
+            })
             .collect(),
         diverging: true,
         shared_scale: false,
