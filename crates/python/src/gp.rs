@@ -9,27 +9,15 @@ use dnn2gp::curvature::Linearization;
 use dnn2gp::gp::{predict_at, Dnn2Gp, Space};
 use dnn2gp::nn::Network;
 use dnn2gp::train::model::Model as CoreModel;
+use dnn2gp::train::Stationarity;
 use dnn2gp::Warning;
 
-use crate::{memory_budget, py_err, rows, shaped, targets, to_numpy, Model};
+use crate::convert::{memory_budget, rows, shaped, targets, to_numpy};
+use crate::errors::{py_err, warn, STATIONARITY_ADVICE};
+use crate::model::Model;
 
 /// A predictive's mean and variance, each M × K.
 type MeanAndVariance<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>);
-
-/// Each warning as a Python `RuntimeWarning` (its kind and message), so that numerical trouble
-/// (jitter, clamped variances) is never silent.
-pub(crate) fn warn(py: Python<'_>, warnings: &[Warning]) -> PyResult<()> {
-    let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
-    for w in warnings {
-        PyErr::warn(
-            py,
-            &category,
-            &std::ffi::CString::new(format!("{}: {}", w.kind, w.message))?,
-            1,
-        )?;
-    }
-    Ok(())
-}
 
 /// The DNN2GP Gaussian process of a trained network (Gaussian or Bernoulli likelihood): the
 /// network linearised at its weights θ* is the GP with kernel `κ(x, x') = δ⁻¹ J(x) J(x')ᵀ`
@@ -77,7 +65,7 @@ impl Gp {
         }
         let space = space
             .parse::<Space>()
-            .map_err(|e| PyValueError::new_err(format!("space: {e}")))?;
+            .map_err(|e| crate::errors::arg_err("space", e))?;
         Ok(Gp {
             model: m,
             space,
@@ -109,7 +97,14 @@ impl Gp {
                 Dnn2Gp::owned(&m.net, x.as_ref(), lin, m.delta, space, limit)
             })
             .map_err(py_err)?;
+        let lin = gp.linearization();
+        let stationarity = Stationarity::new(&lin.loss_gradient(), &m.w, m.delta);
         self.warnings = gp.warnings();
+        self.warnings.extend(
+            stationarity
+                .warning(Some(gp.stationarity_gap()))
+                .map(|w| w.advise(STATIONARITY_ADVICE)),
+        );
         warn(py, &self.warnings)?;
         self.gp = Some(gp);
         self.x = Some(x);
@@ -217,7 +212,7 @@ impl Gp {
         let model = Model {
             inner: self.model.clone(),
         };
-        crate::ntk(py, &model, x1, x2, vec![], vec![])?.div(self.model.delta)
+        crate::kernels::ntk(py, &model, x1, x2, vec![], vec![])?.div(self.model.delta)
     }
 
     fn __repr__(&self) -> String {

@@ -2,7 +2,7 @@
 //! (`dnn2gp.vogn`).
 
 use faer::Mat;
-use numpy::{PyArrayMethods, PyUntypedArrayMethods, ToPyArray};
+use numpy::ToPyArray;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -17,8 +17,10 @@ use dnn2gp::train::model::Model as CoreModel;
 use dnn2gp::train::vogn::{run as run_vogn, VognConfig};
 use dnn2gp::train::{MapConfig, Objective};
 
+use crate::convert::{memory_budget, rows, targets, to_numpy, values};
+use crate::errors::{arg_err, py_err, warn};
+use crate::model::Model;
 use crate::progress::{with_line, Line};
-use crate::{memory_budget, py_err, rows, targets, to_numpy, Model};
 
 /// `(X, y)` as a regression data set of `d` inputs: y (N,) or (N, K).
 fn regression(name: &str, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResult<Dataset> {
@@ -28,9 +30,7 @@ fn regression(name: &str, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResul
         .and_then(|s| s.extract::<Vec<usize>>())
         .map_or(0, |s| s.iter().skip(1).product());
     let x = rows(name, x, d)?;
-    let y = crate::array::<f64>(&format!("{name}'s targets"), y, "float64")?;
-    let ro = y.readonly();
-    let shape = ro.shape().to_vec();
+    let (shape, s) = values(&format!("{name}'s targets"), y)?;
     let k: usize = shape.iter().skip(1).product();
     if shape.first() != Some(&x.nrows()) || k == 0 {
         return Err(PyValueError::new_err(format!(
@@ -38,9 +38,6 @@ fn regression(name: &str, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>) -> PyResul
             x.nrows()
         )));
     }
-    let s = ro
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let y = Mat::from_fn(x.nrows(), k, |i, c| s[i * k + c]);
     Dataset::new(x, y).map_err(py_err)
 }
@@ -105,12 +102,13 @@ pub(crate) fn sweep<'py>(
     if values.is_empty() {
         return Err(PyValueError::new_err("values: give at least one value"));
     }
-    let arg = |name: &str, e: dnn2gp::Error| PyValueError::new_err(format!("{name}: {e}"));
     let spec = SweepSpec {
-        param: param.parse::<SweepParam>().map_err(|e| arg("param", e))?,
+        param: param
+            .parse::<SweepParam>()
+            .map_err(|e| arg_err("param", e))?,
         values,
         hidden,
-        activation: activation.parse().map_err(|e| arg("activation", e))?,
+        activation: activation.parse().map_err(|e| arg_err("activation", e))?,
         delta: positive("prior_precision", prior_precision)?,
         sigma: positive("sigma_noise", sigma_noise)?,
         method: match method {
@@ -139,7 +137,7 @@ pub(crate) fn sweep<'py>(
         },
         vi_gp_samples: 10,
         init_seed: seed,
-        space: space.parse::<Space>().map_err(|e| arg("space", e))?,
+        space: space.parse::<Space>().map_err(|e| arg_err("space", e))?,
         memory_limit: memory_budget(max_memory_gib)?,
     };
     let split = Split {
@@ -152,7 +150,7 @@ pub(crate) fn sweep<'py>(
     let res = py
         .detach(|| with_line(&line, |p| run_sweep(&spec, std::slice::from_ref(&split), p)))
         .map_err(py_err)?;
-    crate::gp::warn(py, &res.warnings())?;
+    warn(py, &res.warnings())?;
     let out = PyDict::new(py);
     let column = |f: fn(&dnn2gp::select::sweep::SweepPoint) -> f64| -> Vec<f64> {
         res.mean.iter().map(f).collect()
@@ -176,10 +174,13 @@ pub(crate) fn sweep<'py>(
 /// Trains a network by VOGN (the paper's variational online Gauss-Newton, Theorem 2: each step
 /// is the posterior of a GP) from the model's weights as the initial mean μ₀ and `Σ₀⁻¹ = s I`:
 ///
-/// `Σ_{t+1}⁻¹ = (1 − β) Σ_t⁻¹ + β (Ĥ_t + δI)`, `μ_{t+1} = μ_t − α Σ_{t+1}⁻¹ (ĝ_t + δ μ_t)`
+/// `Σ_{t+1}⁻¹ = (1 − β) Σ_t⁻¹ + β (Ĥ_t + δI)`, `μ_{t+1} = μ_t − α Σ_{t+1} (ĝ_t + δ μ_t)`
 ///
 /// with Ĥ the GGN (`curvature="ggn"`) or squared gradients at a sample of q, on minibatches.
-/// Returns a dict: `model` (the network at μ), `precision` (`Σ⁻¹`: P values for
+/// The mean step α is `lr`, by default β for a full covariance (the form of Theorem 2) and
+/// β/10 for a diagonal one (whose steps overshoot at α = β). A run whose loss or mean leaves
+/// finite range or grows by orders of magnitude stops with an `ArithmeticError` naming the
+/// epoch and what to change (`lr`, `init_precision`, `beta`). Returns a dict: `model` (the network at μ), `precision` (`Σ⁻¹`: P values for
 /// `covariance="diag"`, P×P for `"full"`), `history` (the loss per epoch) and, every
 /// `snapshot_every` steps, `snapshots` of `(t, μ_t, Σ_t⁻¹)`.
 #[pyfunction]
@@ -210,15 +211,14 @@ pub(crate) fn vogn<'py>(
     let m = &model.inner;
     let x = rows("X", x, m.net.n_inputs())?;
     let y = targets(m, y, x.nrows())?;
-    let arg = |name: &str, e: dnn2gp::Error| PyValueError::new_err(format!("{name}: {e}"));
     let cfg = VognConfig {
         beta,
         lr,
         mc_samples,
         batch_size,
         epochs,
-        covariance: covariance.parse().map_err(|e| arg("covariance", e))?,
-        curvature: curvature.parse().map_err(|e| arg("curvature", e))?,
+        covariance: covariance.parse().map_err(|e| arg_err("covariance", e))?,
+        curvature: curvature.parse().map_err(|e| arg_err("curvature", e))?,
         momentum,
         init_precision,
         deterministic: false,
@@ -235,7 +235,12 @@ pub(crate) fn vogn<'py>(
             let obj = Objective::on(&m.net, lik.as_ref(), &data, m.delta);
             with_line(&line, |p| run_vogn(&obj, &m.w, &cfg, p))
         })
-        .map_err(py_err)?;
+        .map_err(|e| match e {
+            dnn2gp::Error::Numerical(msg) if msg.starts_with("VOGN diverged") => py_err(
+                dnn2gp::Error::Numerical(format!("{msg} (lr sets α, init_precision s, beta β)")),
+            ),
+            e => py_err(e),
+        })?;
     let precision = |p: &Precision| -> PyResult<Bound<'py, PyAny>> {
         Ok(match p {
             Precision::Diag(d) => d.to_pyarray(py).into_any(),

@@ -187,11 +187,8 @@ def test_bad_inputs_are_named():
     la = dnn2gp.Laplace(model, "classification")
     with pytest.raises(ValueError, match="fit"):
         la.log_marginal_likelihood()
-    with pytest.raises(TypeError, match="X: expected a numpy float64 array, got an array of dtype int64"):
+    with pytest.raises(TypeError, match=r"X: expected floating-point values \(numpy float32 or float64, or a tensor\), got an array of dtype int64"):
         la.fit(x.astype(np.int64), y)
-    wide = np.zeros((30, 8))
-    with pytest.raises(ValueError, match="X: the array is not C-contiguous"):
-        la.fit(wide[:, ::2], y)
     with pytest.raises(ValueError, match=r"X: shape \[30, 3\] gives 3 values per row; the network takes 4"):
         la.fit(x[:, :3].copy(), y)
     with pytest.raises(ValueError, match=r"y\[0\] = 7"):

@@ -35,26 +35,32 @@ def mlp_1d(seed=0):
             "2.weight": rng.normal(size=(1, 8)), "2.bias": rng.normal(size=1)}
 
 
-def test_the_gp_is_the_commands_predictive_bit_for_bit(tmp_path):
-    """The same model file, training data and inputs: `GP(model)(X*)` gives `dnn2gp predict`'s
-    var_f to the bit, and its mean the network's outputs at a stationary point."""
+def test_the_gp_is_the_commands_predictive(tmp_path):
+    """The same model file, training data and inputs: `dnn2gp predict` (the posterior's
+    predictive) gives `Laplace(…, "all", "full")`'s var_f to the bit in weight space, and the
+    GP's (`GP(model)(X*)`) to rounding in both spaces; its mean is the network's outputs."""
     x, y, xt, _ = regression_data()
     model = dnn2gp.Model("1:dense8,tanh,dense1", mlp_1d(), "regression", sigma_noise=0.3,
                          prior_precision=0.5)
     model.save(tmp_path / "model.safetensors")
     write_csv(tmp_path / "train.csv", x, y)
     write_csv(tmp_path / "test.csv", xt)
+    la = dnn2gp.Laplace(model, "regression", subset_of_weights="all", hessian_structure="full")
+    la.fit(x, y)
     for space in ["weight", "function"]:
         out = tmp_path / space
         cli("predict", "--model", str(tmp_path / "model.safetensors"), "--train-data",
-            str(tmp_path / "train.csv"), "--data", str(tmp_path / "test.csv"), "--space", space,
+            str(tmp_path / "train.csv"), "--inputs", str(tmp_path / "test.csv"), "--space", space,
             "--out", str(out))
         rows = read_csv(out / "predictions.csv")
+        var_f = np.array([float(r["var_f"]) for r in rows])
         gp = dnn2gp.GP(model, space=space)
         gp.fit(x, y)
         mean, var = gp(xt)
         assert gp.space == space
-        assert [float(r["var_f"]) for r in rows] == list(var[:, 0])
+        np.testing.assert_allclose(var_f, var[:, 0], rtol=1e-10)
+        if space == "weight":
+            assert list(var_f) == list(la.functional_variance(xt)[:, 0, 0])
         assert [float(r["mean"]) for r in rows] == list(model(xt)[:, 0])
 
 
@@ -128,7 +134,7 @@ def test_the_sweep_is_the_commands_bit_for_bit(tmp_path):
         dnn2gp.sweep(x, y, xt, yt, values=[1.0, -1.0])
     with pytest.raises(ValueError, match="width = 1.5: every swept value must be a positive integer"):
         dnn2gp.sweep(x, y, xt, yt, values=[2.0, 1.5], param="width")
-    with pytest.raises(TypeError, match="X: expected a numpy float64 array, got a list"):
+    with pytest.raises(TypeError, match=r"X: expected an array \(numpy, or an object with __array__ such as a torch tensor\), got a list"):
         dnn2gp.sweep(x.tolist(), y, xt, yt, values=[1.0])
     with pytest.raises(ValueError, match="X_test, y_test"):
         dnn2gp.sweep(x, y, np.c_[xt, xt], yt, values=[1.0])

@@ -271,6 +271,23 @@ crate::words! {
 }
 
 impl LikelihoodKind {
+    /// The likelihood of a network of `k` outputs: a categorical one on one output is the
+    /// Bernoulli (laplace-torch's `"classification"` for a binary network).
+    pub fn for_outputs(self, k: usize) -> Self {
+        match self {
+            LikelihoodKind::Categorical if k == 1 => LikelihoodKind::Bernoulli,
+            other => other,
+        }
+    }
+
+    /// laplace-torch's word for it: `"regression"` or `"classification"`.
+    pub fn laplace_word(self) -> &'static str {
+        match self {
+            LikelihoodKind::Gaussian => "regression",
+            _ => "classification",
+        }
+    }
+
     /// Checks targets `Y` (N rows) and brings them to this likelihood's form. Gaussian: any
     /// finite values. Bernoulli: one column of 0/1. Categorical: one-hot rows of K columns,
     /// from one column of integer labels `0..K−1` (K = `classes`, else the largest label + 1)

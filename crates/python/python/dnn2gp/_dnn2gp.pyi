@@ -1,13 +1,23 @@
 from os import PathLike
-from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
 
+class SupportsArray(Protocol):
+    """Anything numpy reads as an array: a torch tensor (detached and brought to the CPU), …"""
+
+    def __array__(self) -> npt.NDArray[Any]: ...
+
 Array = npt.NDArray[np.float64]
-StateDict = Union[Mapping[str, npt.NDArray[np.floating]], str, PathLike]
+"""What comes out: float64 numpy arrays."""
+ArrayIn = Union[npt.NDArray[np.floating], SupportsArray]
+"""What goes in: floating-point arrays of any width, or tensors."""
+Labels = Union[npt.NDArray[np.generic], SupportsArray]
+"""Targets: class labels (integers, or floats that are integers) or one-hot rows; values."""
+StateDict = Union[Mapping[str, ArrayIn], str, PathLike]
 
 class Model:
     """A trained network with its likelihood, σ and δ, from a state_dict and an architecture."""
@@ -37,7 +47,7 @@ class Model:
     def sigma_noise(self) -> float: ...
     @property
     def weights(self) -> Array: ...
-    def __call__(self, x: Array) -> Array: ...
+    def __call__(self, x: ArrayIn) -> Array: ...
 
 class Laplace:
     """The Laplace-GGN posterior N(θ*, (Σ J_iᵀ Λ_i J_i + δI)⁻¹) in laplace-torch's shape."""
@@ -54,8 +64,8 @@ class Laplace:
         seed: int = 0,
         max_memory_gib: Optional[float] = None,
     ) -> None: ...
-    def fit(self, x: Array, y: npt.NDArray[np.generic], progress: bool = False) -> None: ...
-    def curvature(self, x: Array, y: npt.NDArray[np.generic]) -> "Curvature": ...
+    def fit(self, x: ArrayIn, y: Labels, progress: bool = False) -> None: ...
+    def curvature(self, x: ArrayIn, y: Labels) -> "Curvature": ...
     def fit_curvature(self, curvature: "Curvature") -> None: ...
     @property
     def model(self) -> Model: ...
@@ -73,7 +83,7 @@ class Laplace:
     def optimize_noise_and_prior(self) -> None: ...
     def log_marginal_likelihood(
         self,
-        prior_precision: Union[None, float, Array] = None,
+        prior_precision: Union[None, float, ArrayIn] = None,
         sigma_noise: Optional[float] = None,
     ) -> float: ...
     @property
@@ -86,20 +96,20 @@ class Laplace:
     def n_params(self) -> int: ...
     def predictive(
         self,
-        x: Array,
+        x: ArrayIn,
         pred_type: Literal["glm"] = "glm",
         link_approx: Literal["probit", "mc", "bridge"] = "probit",
         n_samples: int = 100,
     ) -> Union[Array, Tuple[Array, Array]]: ...
     def __call__(
         self,
-        x: Array,
+        x: ArrayIn,
         pred_type: Literal["glm"] = "glm",
         link_approx: Literal["probit", "mc", "bridge"] = "probit",
         n_samples: int = 100,
     ) -> Union[Array, Tuple[Array, Array]]: ...
-    def functional_variance(self, x: Array) -> Array: ...
-    def kernel(self, x1: Array, x2: Optional[Array] = None) -> Array: ...
+    def functional_variance(self, x: ArrayIn) -> Array: ...
+    def kernel(self, x1: ArrayIn, x2: Optional[ArrayIn] = None) -> Array: ...
     def sample(self, n_samples: int = 100, seed: int = 0) -> Array: ...
     def save(self, path: Union[str, PathLike]) -> None: ...
     @staticmethod
@@ -124,9 +134,9 @@ class GP:
         prior_precision: Optional[float] = None,
         max_memory_gib: Optional[float] = None,
     ) -> None: ...
-    def fit(self, x: Array, y: npt.NDArray[np.generic]) -> None: ...
-    def predict(self, x: Array) -> Tuple[Array, Array]: ...
-    def __call__(self, x: Array) -> Tuple[Array, Array]: ...
+    def fit(self, x: ArrayIn, y: Labels) -> None: ...
+    def predict(self, x: ArrayIn) -> Tuple[Array, Array]: ...
+    def __call__(self, x: ArrayIn) -> Tuple[Array, Array]: ...
     def log_marginal_likelihood(self) -> float: ...
     def laplace_log_evidence(self) -> float: ...
     @property
@@ -141,23 +151,23 @@ class GP:
     def jitter(self) -> float: ...
     @property
     def warnings(self) -> list[str]: ...
-    def kernel(self, x1: Array, x2: Optional[Array] = None) -> Array: ...
+    def kernel(self, x1: ArrayIn, x2: Optional[ArrayIn] = None) -> Array: ...
 
 def ntk(
     model: Model,
-    x1: Array,
-    x2: Optional[Array] = None,
+    x1: ArrayIn,
+    x2: Optional[ArrayIn] = None,
     trace_axes: Sequence[int] = (-1,),
     diagonal_axes: Sequence[int] = (),
 ) -> Array: ...
 
-def pseudo_targets(model: Model, x: Array, y: npt.NDArray[np.generic]) -> Tuple[Array, Array]: ...
+def pseudo_targets(model: Model, x: ArrayIn, y: Labels) -> Tuple[Array, Array]: ...
 
 def sweep(
-    x: Array,
-    y: Array,
-    x_test: Array,
-    y_test: Array,
+    x: ArrayIn,
+    y: ArrayIn,
+    x_test: ArrayIn,
+    y_test: ArrayIn,
     values: Sequence[float],
     param: Literal["delta", "sigma", "width"] = "delta",
     hidden: Sequence[int] = (20,),
@@ -177,8 +187,8 @@ def sweep(
 
 def vogn(
     model: Model,
-    x: Array,
-    y: npt.NDArray[np.generic],
+    x: ArrayIn,
+    y: Labels,
     epochs: int = 1000,
     beta: float = 0.1,
     lr: Optional[float] = None,
@@ -193,4 +203,4 @@ def vogn(
     progress: bool = False,
 ) -> Dict[str, Any]: ...
 
-def ggn_diagonal(model: Model, x: Array, y: npt.NDArray[np.generic]) -> Array: ...
+def ggn_diagonal(model: Model, x: ArrayIn, y: Labels) -> Array: ...

@@ -1,0 +1,236 @@
+//! What the classes share on the way in and out: arrays from whatever numpy and torch users
+//! hand over (numpy arrays of any float dtype, objects with `__array__` such as CPU tensors),
+//! class labels as integers or integer-valued floats, the memory budget, and arrays out.
+
+use faer::{Mat, MatRef};
+use numpy::{IntoPyArray, PyArray2, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use dnn2gp::gp::{kernel_view, nt_order, KernelView};
+use dnn2gp::likelihood::LikelihoodKind;
+use dnn2gp::nn::Network;
+use dnn2gp::train::model::Model as CoreModel;
+
+/// The bytes a computation may allocate at once: `max_memory_gib`, or three quarters of the
+/// available memory.
+pub(crate) fn memory_budget(max_memory_gib: Option<f64>) -> PyResult<u128> {
+    match max_memory_gib {
+        None => Ok(dnn2gp::linalg::available_memory() / 4 * 3),
+        Some(g) if g.is_finite() && g > 0.0 => Ok((g * 2f64.powi(30)) as u128),
+        Some(g) => Err(PyValueError::new_err(format!(
+            "max_memory_gib: {g} is not a positive number"
+        ))),
+    }
+}
+
+/// `value`'s dtype (an array) or type, for messages.
+pub(crate) fn describe(value: &Bound<'_, PyAny>) -> String {
+    match value.getattr("dtype") {
+        Ok(d) => format!("an array of dtype {d}"),
+        Err(_) => format!(
+            "a {}",
+            value
+                .get_type()
+                .name()
+                .map_or_else(|_| "value".to_string(), |n| n.to_string())
+        ),
+    }
+}
+
+/// An array of what the caller handed over: a numpy array, or anything with `__array__` (a
+/// torch tensor is detached and brought to the CPU first), as numpy sees it.
+fn as_numpy<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = value.py();
+    let np = py.import("numpy")?;
+    let value = if value.hasattr("detach")? && value.hasattr("cpu")? {
+        value.call_method0("detach")?.call_method0("cpu")?
+    } else {
+        value.clone()
+    };
+    if !(value.is_instance(&np.getattr("ndarray")?)? || value.hasattr("__array__")?) {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected an array (numpy, or an object with __array__ such as a torch \
+             tensor), got {}",
+            describe(&value)
+        )));
+    }
+    np.call_method1("asarray", (value,))
+}
+
+/// The values of `value` as a C-contiguous, aligned float64 numpy array: floating-point arrays
+/// of any width are converted; integer, boolean and other dtypes are refused, naming `name`.
+pub(crate) fn float_array<'py>(
+    name: &str,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+    let arr = as_numpy(name, value)?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    if kind != "f" {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected floating-point values (numpy float32 or float64, or a tensor), \
+             got {}",
+            describe(&arr)
+        )));
+    }
+    contiguous::<f64>(name, &arr, "float64")
+}
+
+/// `arr` as a C-contiguous, aligned numpy array of dtype `want` (a copy where it is not one
+/// already: buffers unpickled from another process may be misaligned).
+fn contiguous<'py, T: numpy::Element>(
+    name: &str,
+    arr: &Bound<'py, PyAny>,
+    want: &str,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let py = arr.py();
+    let aligned: bool = arr.getattr("flags")?.getattr("aligned")?.extract()?;
+    if let Ok(a) = arr.cast::<PyArrayDyn<T>>() {
+        if aligned && a.is_c_contiguous() {
+            return Ok(a.clone());
+        }
+    }
+    // `copy` allocates afresh (aligned); `ascontiguousarray` then converts the dtype.
+    let fresh = if aligned {
+        arr.clone()
+    } else {
+        arr.call_method0("copy")?
+    };
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("dtype", want)?;
+    let copy = py
+        .import("numpy")?
+        .getattr("ascontiguousarray")?
+        .call((fresh,), Some(&kwargs))?;
+    copy.cast::<PyArrayDyn<T>>()
+        .cloned()
+        .map_err(|_| PyTypeError::new_err(format!("{name}: cannot be read as {want}")))
+}
+
+/// An `(N, …)` float array as an N × `d` matrix (the trailing axes flattened in C order, as
+/// PyTorch flattens an image), `d` the network's inputs.
+pub(crate) fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
+    let arr = float_array(name, value)?;
+    let ro = arr.readonly();
+    let shape = ro.shape().to_vec();
+    let per_row: usize = shape.iter().skip(1).product();
+    if shape.is_empty() || per_row != d {
+        return Err(PyValueError::new_err(format!(
+            "{name}: shape {shape:?} gives {} values per row; the network takes {d}",
+            if shape.is_empty() { 0 } else { per_row }
+        )));
+    }
+    let s = ro
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    Ok(Mat::from_fn(shape[0], d, |i, j| s[i * d + j]))
+}
+
+/// X1 and X2 (none when omitted) as matrices of `d` columns.
+pub(crate) fn pair(
+    x1: &Bound<'_, PyAny>,
+    x2: Option<&Bound<'_, PyAny>>,
+    d: usize,
+) -> PyResult<(Mat<f64>, Option<Mat<f64>>)> {
+    Ok((
+        rows("X1", x1, d)?,
+        x2.map(|x| rows("X2", x, d)).transpose()?,
+    ))
+}
+
+/// A float array's values and shape.
+pub(crate) fn values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<f64>)> {
+    let arr = float_array(name, value)?;
+    let ro = arr.readonly();
+    let s = ro
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    Ok((ro.shape().to_vec(), s.to_vec()))
+}
+
+/// Targets of the model's likelihood from `y`, N of them. Classification: class labels (N,)
+/// of any integer dtype, or floats that are integers (`y.astype(float)`; the first that is
+/// not is named), or one-hot rows (N, K). Regression: values (N,) or (N, K).
+pub(crate) fn targets(model: &CoreModel, y: &Bound<'_, PyAny>, n: usize) -> PyResult<Mat<f64>> {
+    let k = model.net.n_outputs();
+    let arr = as_numpy("y", y)?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    let classification = model.likelihood != LikelihoodKind::Gaussian;
+    if classification && (kind == "i" || kind == "u" || kind == "b" || (kind == "f" && ndim == 1)) {
+        let (shape, v) = match kind.as_str() {
+            "f" => values("y", &arr)?,
+            _ => values("y", &arr.call_method1("astype", ("float64",))?)?,
+        };
+        let classes = if k == 1 { 2 } else { k };
+        if shape.len() != 1 || v.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "y: shape {shape:?}; expected {n} labels"
+            )));
+        }
+        if let Some(i) = v.iter().position(|c| !(*c >= 0.0 && c.fract() == 0.0)) {
+            return Err(PyValueError::new_err(format!(
+                "y[{i}] = {}: not a class label (an integer 0 to {})",
+                v[i],
+                classes - 1
+            )));
+        }
+        if let Some(i) = v.iter().position(|c| *c as usize >= classes) {
+            return Err(PyValueError::new_err(format!(
+                "y[{i}] = {}: labels run from 0 to {}",
+                v[i],
+                classes - 1
+            )));
+        }
+        return Ok(if k == 1 {
+            Mat::from_fn(n, 1, |i, _| v[i])
+        } else {
+            Mat::from_fn(n, k, |i, c| f64::from(u8::from(v[i] as usize == c)))
+        });
+    }
+    let (shape, s) = values("y", &arr)?;
+    let per_row: usize = shape.iter().skip(1).product();
+    if shape.first() != Some(&n) || per_row != k {
+        return Err(PyValueError::new_err(format!(
+            "y: shape {shape:?}; expected {n} rows of {k} targets"
+        )));
+    }
+    Ok(Mat::from_fn(n, k, |i, c| s[i * k + c]))
+}
+
+/// A matrix as a 2-D numpy array.
+pub(crate) fn to_numpy<'py>(py: Python<'py>, m: MatRef<'_, f64>) -> Bound<'py, PyArray2<f64>> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let v: Vec<f64> = (0..r * c).map(|i| m[(i / c, i % c)]).collect();
+    v.into_pyarray(py)
+        .reshape([r, c])
+        .expect("r·c values make an r × c array")
+}
+
+/// A flat vector as a numpy array of `shape`.
+pub(crate) fn shaped<'py>(
+    py: Python<'py>,
+    v: Vec<f64>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(v.into_pyarray(py).reshape(shape.to_vec())?.into_any())
+}
+
+/// An (N1K × N2K) kernel, example-major, in neural-tangents' layout: `(N1, N2, K, K)`, or
+/// `(N1, N2)` with the outputs traced (`trace_axes` holding -1).
+pub(crate) fn kernel_layout<'py>(
+    py: Python<'py>,
+    m: MatRef<'_, f64>,
+    k: usize,
+    trace_axes: &[i64],
+) -> PyResult<Bound<'py, PyAny>> {
+    let (n1, n2) = (m.nrows() / k, m.ncols() / k);
+    match trace_axes {
+        [] => shaped(py, nt_order(m, k), &[n1, n2, k, k]),
+        [-1] | [1] => Ok(to_numpy(py, kernel_view(m, k, KernelView::Diag).as_ref()).into_any()),
+        other => Err(PyValueError::new_err(format!(
+            "trace_axes: {other:?} (expected () or (-1,), the output axis)"
+        ))),
+    }
+}
