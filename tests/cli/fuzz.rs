@@ -234,7 +234,7 @@ proptest! {
     #[test]
     fn architecture_specs(spec in "[0-9]{1,3}(x[0-9]{1,3}x[0-9]{1,3})?:((conv[0-9]{1,4}k[0-9]{1,2}|pool|flatten|dense[0-9]{1,12}|relu|tanh|sigm|[a-z]{1,4}),){0,6}(dense[0-9]{1,3})?") {
         match Sequential::parse(&spec) {
-            Ok(net) => prop_assert!(net.n_params() <= dnn2gp::nn::sequential::MAX_PARAMS && net.n_outputs() > 0),
+            Ok(net) => prop_assert!(net.n_params() <= dnn2gp::nn::MAX_PARAMS && net.n_outputs() > 0),
             Err(e) => {
                 let msg = e.to_string();
                 prop_assert!(msg.contains(&spec), "{} does not quote the spec", msg);

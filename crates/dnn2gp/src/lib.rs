@@ -17,6 +17,8 @@
 //! one row per example; a Jacobian stacks `J(x_n) ∈ R^{K×P}` so that row `n·K + k` is
 //! `∂f_k(x_n)/∂w`. The loss is a sum over examples: `L(w) = Σ_i ℓ(y_i, f_w(x_i)) + δ/2 ‖w‖²`.
 
+#![warn(missing_docs)]
+
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

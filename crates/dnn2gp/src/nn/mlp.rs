@@ -35,7 +35,7 @@ impl Mlp {
         let params = sizes.windows(2).fold(0usize, |a, w| {
             a.saturating_add(w[1].saturating_mul(w[0].saturating_add(1)))
         });
-        let max = crate::nn::sequential::MAX_PARAMS;
+        let max = crate::nn::MAX_PARAMS;
         if params > max {
             return Err(Error::Invalid(format!(
                 "architecture {sizes:?} would have {params} parameters; at most {max} are supported"

@@ -2,10 +2,13 @@
 //! loss gradients `Σ_i J_iᵀ r_i` and exact per-example Jacobians `J(x) = ∂f_w(x)/∂w`.
 
 pub mod activation;
+mod conv;
 mod dense;
 mod factors;
+pub mod layer;
 mod mlp;
 pub mod sequential;
+mod spec;
 pub mod weights;
 
 use faer::{Mat, MatRef};
@@ -17,8 +20,9 @@ pub use crate::linalg::Real;
 pub use activation::Activation;
 pub(crate) use factors::Factor;
 pub use factors::{JacobianFactors, NtkBlocks};
+pub use layer::{Layer, MAX_PARAMS};
 pub(crate) use mlp::Mlp;
-pub use sequential::{Layer, Sequential};
+pub use sequential::Sequential;
 
 /// A differentiable network with a flat parameter vector.
 pub trait Network: Sync {

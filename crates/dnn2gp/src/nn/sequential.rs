@@ -1,7 +1,8 @@
 //! A sequence of layers on flat per-example activations in PyTorch's layout (channels, height,
 //! width, row-major; flattening is implicit): dense, 2-D convolution (stride 1, no padding),
 //! 2×2 max-pooling (stride 2) and element-wise activations, with a hand-written backward pass
-//! and per-example Jacobians. LeNet-5 is [`Sequential::lenet5`].
+//! and per-example Jacobians. LeNet-5 is [`Sequential::lenet5`]; the layers are in [`super::layer`],
+//! the spec strings in `spec.rs`, the convolution's patches in `conv.rs`.
 //!
 //! A convolution is a dense layer on image patches: with `C_n` the `(c·k·k) × (OH·OW)` patch
 //! matrix of example n (im2col), `Z_n = W C_n + b 1ᵀ`, so for a cotangent `G_m` (out × OH·OW)
@@ -9,9 +10,11 @@
 
 use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
-use faer::{Accum, Mat, MatMut, MatRef, Par, RowMut};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 
+use super::conv::{add_reduced, col2im, conv_shape, im2col, pool_windows, write_row, CONV_BATCH};
 use super::dense::dense_param_derivs;
+use super::layer::{Layer, MAX_PARAMS};
 use super::Mlp;
 use super::{
     forward_jacobian, kron_sums, reduce, Activation, Backprop, Cotangents, Factor, JacobianFactors,
@@ -21,140 +24,6 @@ use crate::error::{Error, Result};
 use crate::linalg::{col, col_mut, transpose_into};
 use crate::rng::{seeded, uniform};
 
-/// One layer.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase", tag = "type")]
-pub enum Layer {
-    /// `z = W a + b`, W of shape [outputs, inputs].
-    Dense {
-        /// Input width.
-        inputs: usize,
-        /// Output width.
-        outputs: usize,
-    },
-    /// 2-D convolution, stride 1, no padding; W of shape [out, in, k, k].
-    Conv2d {
-        /// Input channels.
-        in_channels: usize,
-        /// Output channels.
-        out_channels: usize,
-        /// Kernel side k.
-        kernel: usize,
-        /// Input height.
-        height: usize,
-        /// Input width.
-        width: usize,
-    },
-    /// 2×2 max-pooling with stride 2 (odd edges dropped, as in PyTorch).
-    MaxPool2 {
-        /// Channels.
-        channels: usize,
-        /// Input height.
-        height: usize,
-        /// Input width.
-        width: usize,
-    },
-    /// 2×2 average pooling with stride 2 (odd edges dropped, as in PyTorch's `AvgPool2d(2)`).
-    AvgPool2 {
-        /// Channels.
-        channels: usize,
-        /// Input height.
-        height: usize,
-        /// Input width.
-        width: usize,
-    },
-    /// Flattening (a no-op on the flat layout, kept so that layer indices match PyTorch's
-    /// `nn.Sequential` numbering).
-    Flatten {
-        /// Width.
-        size: usize,
-    },
-    /// Element-wise activation.
-    Act {
-        /// The non-linearity.
-        activation: Activation,
-        /// Width.
-        size: usize,
-    },
-}
-
-impl Layer {
-    /// Input width.
-    pub fn in_dim(&self) -> usize {
-        match *self {
-            Layer::Dense { inputs, .. } => inputs,
-            Layer::Conv2d {
-                in_channels,
-                height,
-                width,
-                ..
-            } => in_channels.saturating_mul(height).saturating_mul(width),
-            Layer::MaxPool2 {
-                channels,
-                height,
-                width,
-            }
-            | Layer::AvgPool2 {
-                channels,
-                height,
-                width,
-            } => channels.saturating_mul(height).saturating_mul(width),
-            Layer::Act { size, .. } | Layer::Flatten { size } => size,
-        }
-    }
-
-    /// Output width.
-    pub fn out_dim(&self) -> usize {
-        match *self {
-            Layer::Dense { outputs, .. } => outputs,
-            Layer::Conv2d {
-                out_channels,
-                kernel,
-                height,
-                width,
-                ..
-            } => out_channels
-                .saturating_mul((height + 1).saturating_sub(kernel))
-                .saturating_mul((width + 1).saturating_sub(kernel)),
-            Layer::MaxPool2 {
-                channels,
-                height,
-                width,
-            }
-            | Layer::AvgPool2 {
-                channels,
-                height,
-                width,
-            } => channels
-                .saturating_mul(height / 2)
-                .saturating_mul(width / 2),
-            Layer::Act { size, .. } | Layer::Flatten { size } => size,
-        }
-    }
-
-    /// Number of parameters (weights then biases).
-    pub fn n_params(&self) -> usize {
-        match *self {
-            Layer::Dense { inputs, outputs } => outputs.saturating_mul(inputs.saturating_add(1)),
-            Layer::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                ..
-            } => out_channels.saturating_mul(
-                in_channels
-                    .saturating_mul(kernel)
-                    .saturating_mul(kernel)
-                    .saturating_add(1),
-            ),
-            _ => 0,
-        }
-    }
-}
-
-/// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
-pub const MAX_PARAMS: usize = 1 << 32;
-
 /// A network of layers applied in order, PyTorch's `nn.Sequential`. Deserialising checks the
 /// layers as [`Sequential::new`] does. A multi-layer perceptron (dense layers with one hidden
 /// activation) runs on a fused dense path with the same numbers.
@@ -162,10 +31,10 @@ pub const MAX_PARAMS: usize = 1 << 32;
 #[serde(try_from = "SequentialFields")]
 pub struct Sequential {
     /// The layers.
-    layers: Vec<Layer>,
+    pub(super) layers: Vec<Layer>,
     /// The fused dense path of an MLP.
     #[serde(skip)]
-    fused: Option<Mlp>,
+    pub(super) fused: Option<Mlp>,
 }
 
 /// The fields of a [`Sequential`] as stored, before [`Sequential::new`] checks them.
@@ -186,122 +55,6 @@ impl TryFrom<SequentialFields> for Sequential {
 pub(crate) struct Tape {
     acts: Vec<Mat<f64>>,
     argmax: Vec<Option<Vec<usize>>>,
-}
-
-/// Conv2d geometry: (c, out, k, h, w, oh, ow).
-type ConvShape = (usize, usize, usize, usize, usize, usize, usize);
-
-fn conv_shape(l: &Layer) -> ConvShape {
-    match *l {
-        Layer::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            height,
-            width,
-        } => (
-            in_channels,
-            out_channels,
-            kernel,
-            height,
-            width,
-            height + 1 - kernel,
-            width + 1 - kernel,
-        ),
-        _ => unreachable!("a convolution"),
-    }
-}
-
-/// The patch matrix (c·k·k) × (oh·ow) of one example, row-major.
-fn im2col(x: &[f64], (c, _, k, h, w, oh, ow): ConvShape) -> Vec<f64> {
-    let mut cols = vec![0.0; c * k * k * oh * ow];
-    for ci in 0..c {
-        for ki in 0..k {
-            for kj in 0..k {
-                let row = (ci * k + ki) * k + kj;
-                for y in 0..oh {
-                    let src = &x[ci * h * w + (y + ki) * w + kj..][..ow];
-                    cols[row * oh * ow + y * ow..][..ow].copy_from_slice(src);
-                }
-            }
-        }
-    }
-    cols
-}
-
-/// Examples per batched product of a conv layer's forward pass.
-const CONV_BATCH: usize = 32;
-
-/// Adds a patch-matrix cotangent back onto the image (the adjoint of [`im2col`]), from its
-/// transpose `cols_t` (OH·OW × C·k·k, each column contiguous).
-fn col2im(cols_t: MatRef<'_, f64>, out: &mut [f64], (c, _, k, h, w, oh, ow): ConvShape) {
-    for ci in 0..c {
-        for ki in 0..k {
-            for kj in 0..k {
-                let src = col(cols_t, (ci * k + ki) * k + kj);
-                for y in 0..oh {
-                    out[ci * h * w + (y + ki) * w + kj..][..ow]
-                        .iter_mut()
-                        .zip(&src[y * ow..][..ow])
-                        .for_each(|(o, v)| *o += v);
-                }
-            }
-        }
-    }
-}
-
-/// The 2×2 windows (stride 2) of a `c×h×w` input: for output `q = (ch, y, x)` in C order, the
-/// four input indices.
-fn pool_windows(c: usize, h: usize, w: usize) -> Vec<[usize; 4]> {
-    let (ph, pw) = (h / 2, w / 2);
-    let mut out = Vec::with_capacity(c * ph * pw);
-    for ch in 0..c {
-        for y in 0..ph {
-            for x in 0..pw {
-                let base = ch * h * w + 2 * y * w + 2 * x;
-                out.push([base, base + 1, base + w, base + w + 1]);
-            }
-        }
-    }
-    out
-}
-
-/// Writes one row's convolution derivatives (weights `d`, bias `bias`) into `dst` (a row of a
-/// Jacobian, or a column of its transpose), at `w_off` and `b_off`.
-fn write_row(
-    mut dst: RowMut<'_, f64>,
-    d: MatRef<'_, f64>,
-    bias: &[f64],
-    w_off: usize,
-    b_off: usize,
-) {
-    let ckk = d.ncols();
-    for (oc, b) in bias.iter().enumerate() {
-        dst.rb_mut()
-            .subcols_mut(w_off + oc * ckk, ckk)
-            .iter_mut()
-            .zip(d.row(oc).iter())
-            .for_each(|(t, v)| *t = *v);
-        dst[b_off + oc] = *b;
-    }
-}
-
-/// Adds `f` of one row's convolution derivatives (weight block `d`, bias `bias`) to `acc`.
-fn add_reduced(
-    acc: &mut [f64],
-    d: MatRef<'_, f64>,
-    bias: &[f64],
-    w_off: usize,
-    b_off: usize,
-    f: fn(f64) -> f64,
-) {
-    let ckk = d.ncols();
-    for (oc, b) in bias.iter().enumerate() {
-        for q in 0..ckk {
-            acc[w_off + oc * ckk + q] += f(d[(oc, q)]);
-        }
-        acc[b_off + oc] += f(*b);
-    }
 }
 
 /// The MLP of `dense, act, dense, …, dense` with one activation, if the layers are one.
@@ -358,237 +111,9 @@ impl Sequential {
         Ok(Sequential { layers, fused })
     }
 
-    /// The MLP `[D, h_1, …, K]` with `activation` on every hidden layer and a linear output:
-    /// `dense h_1, act, …, dense K`.
-    pub fn mlp(sizes: Vec<usize>, activation: Activation) -> Result<Self> {
-        let mlp = Mlp::new(sizes, activation)?;
-        let n = mlp.sizes.len() - 1;
-        let layers = (0..n)
-            .flat_map(|l| {
-                let (inputs, outputs) = (mlp.sizes[l], mlp.sizes[l + 1]);
-                let act = (l + 1 < n).then_some(Layer::Act {
-                    activation,
-                    size: outputs,
-                });
-                std::iter::once(Layer::Dense { inputs, outputs }).chain(act)
-            })
-            .collect();
-        Sequential::new(layers)
-    }
-
-    /// The MLP of widths `"2-20-1"` (separated by `-`, `x` or `,`) with `activation`.
-    pub fn parse_mlp(widths: &str, activation: Activation) -> Result<Self> {
-        let m = Mlp::parse(widths, activation)?;
-        Sequential::mlp(m.sizes, activation)
-    }
-
     /// The layers, in PyTorch's `nn.Sequential` order.
     pub fn layers(&self) -> &[Layer] {
         &self.layers
-    }
-
-    /// The spec string [`Sequential::parse`] reads back: `"2:dense20,tanh,dense1"`,
-    /// `"1x28x28:conv6k5,relu,pool,…"`.
-    pub fn spec(&self) -> String {
-        let input = match self.layers[0] {
-            Layer::Conv2d {
-                in_channels: c,
-                height: h,
-                width: w,
-                ..
-            }
-            | Layer::MaxPool2 {
-                channels: c,
-                height: h,
-                width: w,
-            }
-            | Layer::AvgPool2 {
-                channels: c,
-                height: h,
-                width: w,
-            } => format!("{c}x{h}x{w}"),
-            ref l => l.in_dim().to_string(),
-        };
-        let layers: Vec<String> = self
-            .layers
-            .iter()
-            .map(|l| match *l {
-                Layer::Dense { outputs, .. } => format!("dense{outputs}"),
-                Layer::Conv2d {
-                    out_channels,
-                    kernel,
-                    ..
-                } => format!("conv{out_channels}k{kernel}"),
-                Layer::MaxPool2 { .. } => "pool".into(),
-                Layer::AvgPool2 { .. } => "avgpool".into(),
-                Layer::Flatten { .. } => "flatten".into(),
-                Layer::Act { activation, .. } => activation.to_string(),
-            })
-            .collect();
-        format!("{input}:{}", layers.join(","))
-    }
-
-    /// The widths `[D, h_1, …, K]` and hidden activation of an MLP; `None` for other networks.
-    pub fn as_mlp(&self) -> Option<(&[usize], Activation)> {
-        self.fused
-            .as_ref()
-            .map(|m| (m.sizes.as_slice(), m.activation))
-    }
-
-    /// LeNet-5 as the paper uses it on `channels × side × side` images: conv 6@5×5, ReLU,
-    /// pool; conv 16@5×5, ReLU, pool; flatten; dense 120, ReLU; dense 84, ReLU; dense
-    /// `classes` (PyTorch indices 0, 3, 7, 9, 11 for the layers with parameters).
-    pub fn lenet5(channels: usize, side: usize, classes: usize) -> Result<Self> {
-        let relu = |size| Layer::Act {
-            activation: Activation::Relu,
-            size,
-        };
-        let c1 = Layer::Conv2d {
-            in_channels: channels,
-            out_channels: 6,
-            kernel: 5,
-            height: side,
-            width: side,
-        };
-        let s1 = (side - 4) / 2;
-        let c2 = Layer::Conv2d {
-            in_channels: 6,
-            out_channels: 16,
-            kernel: 5,
-            height: s1,
-            width: s1,
-        };
-        let s2 = (s1 - 4) / 2;
-        Sequential::new(vec![
-            c1,
-            relu(c1.out_dim()),
-            Layer::MaxPool2 {
-                channels: 6,
-                height: side - 4,
-                width: side - 4,
-            },
-            c2,
-            relu(c2.out_dim()),
-            Layer::MaxPool2 {
-                channels: 16,
-                height: s1 - 4,
-                width: s1 - 4,
-            },
-            Layer::Flatten { size: 16 * s2 * s2 },
-            Layer::Dense {
-                inputs: 16 * s2 * s2,
-                outputs: 120,
-            },
-            relu(120),
-            Layer::Dense {
-                inputs: 120,
-                outputs: 84,
-            },
-            relu(84),
-            Layer::Dense {
-                inputs: 84,
-                outputs: classes,
-            },
-        ])
-    }
-
-    /// Parses `"C×H×W:layer,layer,…"` (or `"D:…"` for flat inputs; `x` may stand for `×`), with
-    /// layers `conv<out>k<k>`, `pool` (2×2 max), `avgpool` (2×2 mean), `dense<out>`, `flatten` and the activations `relu`,
-    /// `tanh`, `sigmoid`, `identity`. LeNet-5 on MNIST is
-    /// `1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,dense120,relu,dense84,relu,dense10`.
-    pub fn parse(spec: &str) -> Result<Self> {
-        let bad = |msg: String| Error::Invalid(format!("architecture '{spec}': {msg}"));
-        let (shape, body) = spec.split_once(':').ok_or_else(|| {
-            bad("expected INPUT:LAYERS, e.g. 1x28x28:conv6k5,relu,pool,dense10".into())
-        })?;
-        let dims = shape
-            .split(['x', '×'])
-            .map(|t| t.trim().parse::<usize>().ok().filter(|v| *v > 0))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad(format!("input shape '{shape}' is not D or C×H×W")))?;
-        // Current shape: Some((c, h, w)) for images, None once flat.
-        let (mut image, mut width) = match dims.as_slice() {
-            [d] => (None, *d),
-            [c, h, w] => (Some((*c, *h, *w)), c * h * w),
-            _ => return Err(bad(format!("input shape '{shape}' is not D or C×H×W"))),
-        };
-        let mut layers = Vec::new();
-        for tok in body.split(',').map(str::trim) {
-            let num = |s: &str| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|v| *v > 0)
-                    .ok_or_else(|| bad(format!("'{tok}': '{s}' is not a positive number")))
-            };
-            let layer = if let Some(rest) = tok.strip_prefix("conv") {
-                let (out, k) = rest.split_once('k').ok_or_else(|| {
-                    bad(format!(
-                        "'{tok}': expected conv<out>k<kernel>, e.g. conv6k5"
-                    ))
-                })?;
-                let (out, k) = (num(out)?, num(k)?);
-                let (c, h, w) = image.ok_or_else(|| {
-                    bad(format!(
-                        "'{tok}' needs an image input, but the values are already flat"
-                    ))
-                })?;
-                if k > h || k > w {
-                    return Err(bad(format!(
-                        "'{tok}': kernel {k} is larger than the {h}×{w} image"
-                    )));
-                }
-                image = Some((out, h + 1 - k, w + 1 - k));
-                Layer::Conv2d {
-                    in_channels: c,
-                    out_channels: out,
-                    kernel: k,
-                    height: h,
-                    width: w,
-                }
-            } else if tok == "pool" || tok == "avgpool" {
-                let (c, h, w) =
-                    image.ok_or_else(|| bad(format!("'{tok}' needs an image input")))?;
-                if h < 2 || w < 2 {
-                    return Err(bad(format!("'{tok}' on a {h}×{w} image")));
-                }
-                image = Some((c, h / 2, w / 2));
-                let (channels, height, width) = (c, h, w);
-                if tok == "pool" {
-                    Layer::MaxPool2 {
-                        channels,
-                        height,
-                        width,
-                    }
-                } else {
-                    Layer::AvgPool2 {
-                        channels,
-                        height,
-                        width,
-                    }
-                }
-            } else if tok == "flatten" {
-                image = None;
-                Layer::Flatten { size: width }
-            } else if let Some(rest) = tok.strip_prefix("dense") {
-                let out = num(rest)?;
-                image = None;
-                Layer::Dense {
-                    inputs: width,
-                    outputs: out,
-                }
-            } else {
-                let activation = tok.parse::<Activation>().map_err(|_| {
-                    bad(format!("unknown layer '{tok}' (expected conv<out>k<k>, pool, avgpool, dense<out>, flatten, relu, tanh, sigmoid or identity)"))
-                })?;
-                Layer::Act {
-                    activation,
-                    size: width,
-                }
-            };
-            width = layer.out_dim();
-            layers.push(layer);
-        }
-        Sequential::new(layers).map_err(|e| bad(e.to_string()))
     }
 
     fn offsets(&self) -> Vec<usize> {
