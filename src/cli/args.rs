@@ -754,7 +754,8 @@ pub struct PredictCmd {
     /// bridge (the Laplace bridge).
     #[arg(long, default_value = "probit")]
     pub link: LinkApprox,
-    /// Monte Carlo draws of f per input for `--link mc`.
+    /// Monte Carlo draws of f per input for the p_mc column of a classifier's predictions.csv
+    /// (written beside p_<link>) and for `--link mc`.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
     /// Output folder: predictions.csv, predict.json (and f_var.npy, the K×K blocks, for a

@@ -167,16 +167,18 @@ pub(crate) fn choose_prior(la: &mut Laplace, a: &PosteriorArgs) -> Result<Chosen
     })
 }
 
-/// The prior precision a posterior is at, for printing: `δ = 0.81` or `δ per layer = …`.
-pub(crate) fn describe_prior(la: &Laplace) -> String {
-    match la.prior_precision() {
-        PriorPrecision::Scalar(d) => format!("δ = {d:.4}"),
-        PriorPrecision::Layerwise(d) => format!(
-            "δ per layer = {}",
-            d.iter()
-                .map(|d| format!("{d:.4}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+/// A prior precision for printing: `δ = 0.81` or `δ per layer = …`, each value with `decimals`
+/// places, or in full (the shortest text that reads back the same number) for `None`.
+pub(crate) fn describe_prior(prior: &PriorPrecision, decimals: Option<usize>) -> String {
+    let show = |d: &f64| match decimals {
+        Some(p) => format!("{d:.p$}"),
+        None => format!("{d}"),
+    };
+    match prior {
+        PriorPrecision::Scalar(d) => format!("δ = {}", show(d)),
+        PriorPrecision::Layerwise(d) => {
+            let d: Vec<String> = d.iter().map(show).collect();
+            format!("δ per layer = {}", d.join(", "))
+        }
     }
 }

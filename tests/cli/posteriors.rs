@@ -271,7 +271,7 @@ fn predict_takes_the_prior_and_noise_options() {
         s(&out),
     ]);
     assert!(
-        printed.contains("δ = 2.0000 (given), σ = 0.3000") && printed.contains("MSE"),
+        printed.contains("δ = 2 (given), σ = 0.3") && printed.contains("MSE"),
         "{printed}"
     );
     let p = json(&out.join("predict.json"));

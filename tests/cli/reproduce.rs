@@ -422,7 +422,7 @@ fn predict_on_idx_images_with_a_reproduced_model() {
     // The probabilities of each image sum to 1: the MAP's and the probit link's.
     let csv = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
     assert!(
-        csv.starts_with("example,class,y,logit,var_f,p_map,p_probit\n"),
+        csv.starts_with("example,class,y,logit,var_f,p_map,p_probit,p_mc\n"),
         "{csv}"
     );
     let rows: Vec<Vec<f64>> = csv
@@ -431,7 +431,7 @@ fn predict_on_idx_images_with_a_reproduced_model() {
         .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
         .collect();
     for image in rows.chunks(10) {
-        for col in [5, 6] {
+        for col in [5, 6, 7] {
             let sum: f64 = image.iter().map(|r| r[col]).sum();
             assert!((sum - 1.0).abs() < 1e-9, "{sum}");
         }
@@ -460,11 +460,13 @@ fn predict_on_idx_images_with_a_reproduced_model() {
         p2.to_str().unwrap(),
     ]);
     assert!(
-        printed.contains("δ = 2.0000 (given)") && printed.contains("mc link"),
+        printed.contains("δ = 2 (given)") && printed.contains("mc link"),
         "{printed}"
     );
     assert!(printed.contains("(MAP "), "{printed}");
     assert_eq!(json(&p2.join("predict.json"))["delta"], 2.0);
+    let csv = std::fs::read_to_string(p2.join("predictions.csv")).unwrap();
+    assert!(csv.starts_with("example,class,y,logit,var_f,p_map,p_mc\n"), "{csv}");
     let o = run(&[
         "predict",
         "--model",

@@ -60,7 +60,7 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
                 "by the Laplace evidence ({} GGN over {}): {}{} (log evidence {:.6})",
                 la.structure(),
                 la.subset(),
-                posterior::describe_prior(&la),
+                posterior::describe_prior(la.prior_precision(), Some(6)),
                 if fitted.kind == LikelihoodKind::Gaussian {
                     format!(", σ = {:.6}", la.model().sigma)
                 } else {
@@ -298,13 +298,13 @@ fn classifier(
     write_json(&spath, &summary)?;
     files.push(spath);
     println!(
-        "Laplace-GGN of the softmax model {} (P = {p}, N = {n}, K = {k}, {} over {}, {} {}): \
+        "Laplace-GGN of the softmax model {} (P = {p}, N = {n}, K = {k}, {} over {}, {} ({})): \
          evidence {evidence:.6}; test accuracy {:.2}% (probit; MAP {:.2}%), NLL {:.4} (probit), \
          {:.4} (MC), {:.4} (MAP)",
         net.spec(),
         la.structure(),
         la.subset(),
-        posterior::describe_prior(&la),
+        posterior::describe_prior(la.prior_precision(), None),
         chosen,
         100.0 * probit.acc,
         100.0 * map.acc,

@@ -405,7 +405,10 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         )?;
         files.push(path);
     } else {
-        let table = ClassTable::new(&pred, link, &[])?;
+        // The Monte Carlo probabilities beside the chosen link's, as a check on it.
+        let mc = Link::new(LinkApprox::Mc, a.samples, 0)?;
+        let more: &[Link] = if link.approx() == LinkApprox::Mc { &[] } else { &[mc] };
+        let table = ClassTable::new(&pred, link, more)?;
         table.write(out.path(), labels.as_deref(), &mut files)?;
         if let Some(l) = &labels {
             let (p, map) = (
@@ -437,10 +440,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     let path = out.path().join("predict.json");
     write_json(&path, &summary)?;
     files.push(path);
-    let delta = match &prior {
-        PriorPrecision::Scalar(d) => format!("δ = {d:.4}"),
-        PriorPrecision::Layerwise(d) => format!("δ per layer ({} tensors)", d.len()),
-    };
+    let delta = posterior::describe_prior(&prior, None);
     println!(
         "predicted {m} inputs with {} {} ({} posterior over {}, {delta} ({chosen}){}){}",
         model.net.spec(),
@@ -448,7 +448,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         post.structure(),
         post.subset(),
         match kind {
-            LikelihoodKind::Gaussian => format!(", σ = {:.4}", model.sigma),
+            LikelihoodKind::Gaussian => format!(", σ = {}", model.sigma),
             _ => format!(", {} link", a.link),
         },
         match (mse, nll, acc, acc_map, nll_map) {
