@@ -466,7 +466,10 @@ fn predict_on_idx_images_with_a_reproduced_model() {
     assert!(printed.contains("(MAP "), "{printed}");
     assert_eq!(json(&p2.join("predict.json"))["delta"], 2.0);
     let csv = std::fs::read_to_string(p2.join("predictions.csv")).unwrap();
-    assert!(csv.starts_with("example,class,y,logit,var_f,p_map,p_mc\n"), "{csv}");
+    assert!(
+        csv.starts_with("example,class,y,logit,var_f,p_map,p_mc\n"),
+        "{csv}"
+    );
     let o = run(&[
         "predict",
         "--model",

@@ -1,4 +1,4 @@
-//! Option words, defined once: [`words!`] makes an enum whose variants are spelled by words
+//! Option words, defined once: [`words!`](crate::words!) makes an enum whose variants are spelled by words
 //! (the first of each list is the canonical one that `Display` and serde write, the others are
 //! aliases that parsing accepts, case-insensitively), and an unknown word is
 //! [`crate::Error::Word`] naming the words there are. The command line, Python and the saved

@@ -407,7 +407,11 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     } else {
         // The Monte Carlo probabilities beside the chosen link's, as a check on it.
         let mc = Link::new(LinkApprox::Mc, a.samples, 0)?;
-        let more: &[Link] = if link.approx() == LinkApprox::Mc { &[] } else { &[mc] };
+        let more: &[Link] = if link.approx() == LinkApprox::Mc {
+            &[]
+        } else {
+            &[mc]
+        };
         let table = ClassTable::new(&pred, link, more)?;
         table.write(out.path(), labels.as_deref(), &mut files)?;
         if let Some(l) = &labels {

@@ -289,7 +289,7 @@ impl Kron {
         out
     }
 
-    /// Each layer's covariance in its eigenbasis, for [`factored_covariance_blocks`]:
+    /// Each layer's covariance in its eigenbasis, for `factored_covariance_blocks`:
     /// `Q_G`, `Q_A`, `1/(c λ_G λ_A + δ)` (weight) and `1/(c λ_G + δ)` (bias).
     pub fn layer_variances(&self) -> Vec<LayerVariance<'_>> {
         self.blocks

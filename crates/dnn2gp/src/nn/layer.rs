@@ -135,5 +135,5 @@ impl Layer {
     }
 }
 
-/// Largest number of parameters, and of values in one layer, of a [`Sequential`] (2³²).
+/// Largest number of parameters, and of values in one layer, of a [`Sequential`](super::Sequential) (2³²).
 pub const MAX_PARAMS: usize = 1 << 32;

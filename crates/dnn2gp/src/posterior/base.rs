@@ -8,9 +8,7 @@
 use faer::{Mat, MatRef};
 
 use super::link::{blocks_by_input_block, class_probabilities, diagonals, Link, Predictive};
-use super::prior::PriorPrecision;
-use super::structure::HessianStructure;
-use super::Subset;
+use super::{HessianStructure, PriorPrecision, Subset};
 use crate::error::{Error, Result, Warning};
 use crate::likelihood::LikelihoodKind;
 use crate::nn::Network;

@@ -7,7 +7,8 @@
 use faer::MatRef;
 
 use super::last_layer::{covered_network, LastLayer};
-use super::structure::{self, kron_shapes, ComputeOptions, GgnStructure, HessianStructure, Tensor};
+use super::structure::{self, kron_shapes, ComputeOptions, GgnStructure, Tensor};
+use super::HessianStructure;
 use super::{Laplace, Subset};
 use crate::curvature::Backend;
 use crate::error::{Error, Result};

@@ -8,9 +8,7 @@
 //! `∂ log p(D)/∂ log δ = ½ Σ λ/(λ + δ) − ½ δ ‖θ*‖²` at every δ. The GP of `crate::gp` uses
 //! [`laplace_evidence`] from here.
 
-use super::prior::PriorPrecision;
-use super::structure::PriorDiagonal;
-use super::Laplace;
+use super::{Laplace, PriorDiagonal, PriorPrecision};
 use crate::error::{Error, Result};
 use crate::likelihood::LikelihoodKind;
 use crate::linalg::dot;

@@ -11,8 +11,10 @@
 //! ([`Laplace`]); [`evidence`] the evidence and its gradient; [`prior`] the prior precision and
 //! its search; [`noise`] the noise search; [`io`] the file; [`last_layer`] the last-layer
 //! split; [`weight_posterior`] the factorised Gaussian ([`LaplaceGgn`]) that Laplace and the
-//! GP's weight space hold. A new structure is a file in `structure/`; a new predictive link a
-//! word in [`LinkApprox`].
+//! GP's weight space hold. The words and the value every part shares ([`Subset`],
+//! [`HessianStructure`], [`PriorStructure`], [`PriorPrecision`], [`PriorDiagonal`]) are defined here, so no file
+//! imports a sibling that imports it back. A new structure is a file in `structure/` and a word
+//! in [`HessianStructure`]; a new predictive link a word in [`LinkApprox`].
 //!
 //! # Example: regression
 //! ```
@@ -78,8 +80,8 @@ pub use curvature::{Curvature, DataTerms, FitOptions};
 pub use laplace::Laplace;
 pub use link::{Link, LinkApprox, Predictive};
 pub use noise::NoiseFit;
-pub use prior::{LayerwisePriorFit, PriorFit, PriorPrecision, PriorStructure};
-pub use structure::{GgnStructure, HessianStructure};
+pub use prior::{LayerwisePriorFit, PriorFit};
+pub use structure::GgnStructure;
 pub use weight_posterior::LaplaceGgn;
 
 crate::words! {
@@ -91,4 +93,51 @@ crate::words! {
         /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
         LastLayer = ["last_layer", "last-layer"],
     }
+}
+
+crate::words! {
+    /// Structure of the posterior precision, with laplace-torch's names.
+    pub enum HessianStructure("hessian structure") {
+        /// The full P×P GGN.
+        Full = ["full"],
+        /// Its diagonal.
+        Diag = ["diag", "diagonal"],
+        /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
+        Kron = ["kron", "kfac"],
+        /// The top eigenpairs of the GGN (matrix-free), the rest of the spectrum 0.
+        LowRank = ["lowrank", "low-rank", "low_rank"],
+    }
+}
+
+/// A prior precision over the covered weights `p(θ) = Π_g N(θ_g | 0, δ_g⁻¹ I)`: one δ, or one
+/// per parameter tensor θ_g in the order of [`Laplace::prior_tensors`] (laplace-torch's
+/// `prior_structure="scalar" | "layerwise"`). Serialised as a number or a list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum PriorPrecision {
+    /// One δ for every covered weight.
+    Scalar(f64),
+    /// δ_g per parameter tensor (each layer's weight, then its bias).
+    Layerwise(Vec<f64>),
+}
+
+crate::words! {
+    /// How [`Laplace::optimize_prior_precision_as`] shares the prior precision: one δ, or one
+    /// per parameter tensor (laplace-torch's `prior_structure`).
+    pub enum PriorStructure("prior structure") {
+        /// One δ.
+        Scalar = ["scalar"],
+        /// δ_g per parameter tensor.
+        Layerwise = ["layerwise"],
+    }
+}
+
+/// A prior precision spread over the covered weights: one value per parameter and one per
+/// parameter tensor (each layer's weight, then its bias).
+#[derive(Debug, Clone, Copy)]
+pub struct PriorDiagonal<'a> {
+    /// δ per parameter (P).
+    pub per_parameter: &'a [f64],
+    /// δ per parameter tensor.
+    pub per_tensor: &'a [f64],
 }

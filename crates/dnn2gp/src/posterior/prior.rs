@@ -8,33 +8,9 @@ use faer::{Mat, Side};
 
 use super::base::Posterior;
 use super::evidence::{evidence_gradient, root_in_log};
-use super::structure::PriorDiagonal;
 use super::weight_posterior::LaplaceGgn;
-use super::Laplace;
+use super::{Laplace, PriorDiagonal, PriorPrecision, PriorStructure};
 use crate::error::{Error, Result};
-
-/// A prior precision over the covered weights `p(θ) = Π_g N(θ_g | 0, δ_g⁻¹ I)`: one δ, or one
-/// per parameter tensor θ_g in the order of [`Laplace::prior_tensors`] (laplace-torch's
-/// `prior_structure="scalar" | "layerwise"`). Serialised as a number or a list.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(untagged)]
-pub enum PriorPrecision {
-    /// One δ for every covered weight.
-    Scalar(f64),
-    /// δ_g per parameter tensor (each layer's weight, then its bias).
-    Layerwise(Vec<f64>),
-}
-
-crate::words! {
-    /// How [`Laplace::optimize_prior_precision_as`] shares the prior precision: one δ, or one
-    /// per parameter tensor (laplace-torch's `prior_structure`).
-    pub enum PriorStructure("prior structure") {
-        /// One δ.
-        Scalar = ["scalar"],
-        /// δ_g per parameter tensor.
-        Layerwise = ["layerwise"],
-    }
-}
 
 /// The prior precision chosen by the evidence ([`Laplace::optimize_prior_precision`]).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

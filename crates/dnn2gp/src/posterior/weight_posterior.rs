@@ -1,7 +1,7 @@
 //! The weight-space Gaussian `N(w*, Σ)` a posterior holds, its precision factorised:
 //! `Σ⁻¹ = A = H + D` with H the GGN `Σ_i J_iᵀ Λ_i J_i` (full), its diagonal, its per-layer
 //! Kronecker factors or its top eigenpairs, and D the prior; from a [`Linearization`] (the
-//! GP's weight space) or from a structure ([`super::structure`]). Its Laplace evidence:
+//! GP's weight space) or from a structure (`structure/`). Its Laplace evidence:
 //!
 //! `log p(D) ≈ log p(D | w*) − (δ/2)‖w*‖² + (P/2) log δ − ½ log|A|`
 //!
@@ -18,7 +18,7 @@ use crate::rng::Rng;
 use crate::train::check_delta;
 
 use super::evidence::laplace_evidence;
-use super::structure::HessianStructure;
+use super::HessianStructure;
 
 /// A δ below this multiple of the GGN's rounding level `ε·tr(JᵀΛJ)` is warned about: the
 /// evidence there depends on eigenvalues f64 cannot resolve.

@@ -23,25 +23,12 @@ pub use kron::KronFactors;
 pub use lowrank::LowRank;
 
 use super::weight_posterior::LaplaceGgn;
+use super::{HessianStructure, PriorDiagonal};
 use crate::curvature::kron::LayerVariance;
 use crate::curvature::Backend;
 use crate::error::{Error, Result};
 use crate::nn::{Layer, Network, Sequential};
 use crate::progress::Progress;
-
-crate::words! {
-    /// Structure of the posterior precision, with laplace-torch's names.
-    pub enum HessianStructure("hessian structure") {
-        /// The full P×P GGN.
-        Full = ["full"],
-        /// Its diagonal.
-        Diag = ["diag", "diagonal"],
-        /// KFAC: per layer `G ⊗ A` (weights) and `G` (biases), eigendecomposed.
-        Kron = ["kron", "kfac"],
-        /// The top eigenpairs of the GGN (matrix-free), the rest of the spectrum 0.
-        LowRank = ["lowrank", "low-rank", "low_rank"],
-    }
-}
 
 /// A tensor as its shape and row-major values.
 pub type Tensor = (Vec<usize>, Vec<f64>);
@@ -52,16 +39,6 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f64>);
 /// The tensor holding H (full or diag), or the prefix of the Kronecker factors
 /// (`posterior.ggn.{l}.a`, `.g`) and eigenpairs (`posterior.ggn.u`, `.s`).
 pub(crate) const GGN: &str = "posterior.ggn";
-
-/// A prior precision spread over the covered weights: one value per parameter and one per
-/// parameter tensor (each layer's weight, then its bias).
-#[derive(Debug, Clone, Copy)]
-pub struct PriorDiagonal<'a> {
-    /// δ per parameter (P).
-    pub per_parameter: &'a [f64],
-    /// δ per parameter tensor.
-    pub per_tensor: &'a [f64],
-}
 
 /// The GGN of one structure over the covered weights, and what a posterior needs from it.
 pub trait GgnStructure: fmt::Debug + Send + Sync {
