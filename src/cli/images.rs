@@ -13,7 +13,7 @@ use crate::cli::ctx::{check_parameter_memory, positive, Ctx};
 use crate::cli::outdir::OutDir;
 use crate::report::plot::{save, HeatPanel, HeatmapGrid};
 use dnn2gp::data::mnist::{self, class_subset, Mnist};
-use dnn2gp::gp::classification::argmax_rows;
+use dnn2gp::gp::classification::accuracy;
 use dnn2gp::io::{num, write_csv, write_npy, write_npy_mat};
 
 use dnn2gp::likelihood::Likelihood;
@@ -110,16 +110,6 @@ pub(crate) fn image_architecture(
     Ok(net)
 }
 
-/// Fraction of rows whose predicted class (arg-max, or the sign of one logit) is the label.
-pub(crate) fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
-    let hits = argmax_rows(f)
-        .iter()
-        .zip(labels)
-        .filter(|(a, b)| a == b)
-        .count();
-    hits as f64 / labels.len().max(1) as f64
-}
-
 /// One epoch of a training run.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct EpochRecord {
@@ -162,7 +152,8 @@ pub(crate) fn with_test_accuracy(
     Ok((w, records))
 }
 
-pub(crate) fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
+/// Writes the epochs' records as `epoch,loss,test_accuracy,seconds`.
+fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
@@ -350,15 +341,28 @@ pub(crate) fn open_out(out: &Path, a: &ImageArgs) -> Result<OutDir> {
     Ok(OutDir::open("--out", out, &inputs)?)
 }
 
-/// Saves the model (`model.safetensors`: the weights under PyTorch's names, f64, with the
-/// architecture, likelihood and δ in its metadata) and its posterior (`posterior.safetensors`,
-/// which `predict` reads).
-pub(crate) fn save_model(out: &Path, posterior: &Laplace, files: &mut Vec<PathBuf>) -> Result<()> {
+/// Saves a run's model and posterior: `model.safetensors` (the weights under PyTorch's names,
+/// f64, with the architecture, likelihood and δ in its metadata), `posterior.safetensors`
+/// (which `predict` reads), `posterior_variance.npy` (the weights' marginal variances) and
+/// `history.csv` (one row per epoch).
+pub(crate) fn save_run(
+    out: &Path,
+    posterior: &Laplace,
+    variances: &[f64],
+    records: &[EpochRecord],
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
     let path = out.join("model.safetensors");
     posterior.model().save(&path, StoredDtype::F64)?;
     files.push(path);
     let path = out.join("posterior.safetensors");
     posterior.save(&path)?;
+    files.push(path);
+    let path = out.join("posterior_variance.npy");
+    write_npy(&path, &[variances.len()], variances)?;
+    files.push(path);
+    let path = out.join("history.csv");
+    write_records(&path, records)?;
     files.push(path);
     Ok(())
 }

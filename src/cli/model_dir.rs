@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::cli::args::ModelArgs;
 use crate::cli::ctx::Ctx;
 use crate::cli::sources::prepare_split;
 use dnn2gp::data::source::Source;
@@ -76,18 +77,21 @@ struct LegacyModel {
     delta: Option<f64>,
 }
 
-/// Writes a model folder (`model.safetensors`, `model.json`, `history.csv`) for `model` trained
-/// (or imported) on `data`, warning when its weights are not a stationary point of the loss on
-/// `split`.
+/// Writes a model folder (`model.safetensors`, `model.json`, `history.csv`) for the network
+/// `net` at `res.w` with the likelihood and prior of `m`, trained (or imported) on `data`,
+/// warning when its weights are not a stationary point of the loss on `split`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_model(
     ctx: &Ctx,
     out: &Path,
-    model: &Model,
+    net: &Sequential,
+    m: &ModelArgs,
     data: Source,
     split: &Split,
     res: &MapResult,
     t0: Instant,
 ) -> Result<Vec<PathBuf>> {
+    let mut model = Model::new(net.clone(), res.w.clone(), m.likelihood, m.sigma, m.delta)?;
     let lik = model.likelihood()?;
     let stationarity =
         dnn2gp::train::Objective::on(&model.net, lik.as_ref(), &split.train, model.delta)
@@ -107,7 +111,6 @@ pub(crate) fn write_model(
         .iter()
         .map(|f| out.join(f))
         .collect();
-    let mut model = model.clone();
     model.data = Some(fingerprint(split.train.x.as_ref(), split.train.y.as_ref()));
     model.save(&files[0], StoredDtype::F64)?;
     write_history(&files[1], "loss", &res.history)?;

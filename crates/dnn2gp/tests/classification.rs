@@ -13,7 +13,7 @@ use dnn2gp::curvature::Backend;
 use dnn2gp::curvature::Linearization;
 use dnn2gp::data::mnist::{self, class_subset, one_hot};
 use dnn2gp::data::Dataset;
-use dnn2gp::gp::classification::{argmax_rows, data_space_predictive, diagonal_blocks};
+use dnn2gp::gp::classification::{accuracy, argmax_rows, data_space_predictive, diagonal_blocks};
 use dnn2gp::likelihood::{curvature_root_rows, Bernoulli, Categorical, Gaussian, Likelihood};
 use dnn2gp::linalg::{a_bt, at_b};
 use dnn2gp::nn::{predict, Network, Sequential};
@@ -190,12 +190,7 @@ fn adam_trains_a_cnn_on_digits_and_the_gp_mean_follows_the_network() {
     let mut accs = Vec::new();
     let res = adam::run_with(&obj, &net.init(0), &cfg, None, &mut |_, w, _| {
         let f = predict(&net, w, d.test_x.as_ref());
-        let hits = argmax_rows(f.as_ref())
-            .iter()
-            .zip(&d.test_y)
-            .filter(|(a, b)| a == b)
-            .count();
-        accs.push(hits as f64 / d.test_y.len() as f64);
+        accs.push(accuracy(f.as_ref(), &d.test_y));
         Ok(())
     })
     .unwrap();
@@ -215,4 +210,14 @@ fn adam_trains_a_cnn_on_digits_and_the_gp_mean_follows_the_network() {
         .filter(|(a, b)| **a == *b)
         .count();
     assert!(agree >= 285, "J(x)w* agrees on only {agree} of 300");
+}
+
+#[test]
+fn accuracy_counts_the_rows_whose_arg_max_is_the_label() {
+    let f = Mat::from_fn(4, 3, |i, c| if c == i % 3 { 1.0 } else { -1.0 });
+    assert_eq!(accuracy(f.as_ref(), &[0, 1, 0, 0]), 0.75);
+    // One logit: class 1 where it is positive.
+    let f = Mat::from_fn(3, 1, |i, _| i as f64 - 1.0);
+    assert_eq!(accuracy(f.as_ref(), &[0, 0, 1]), 1.0);
+    assert_eq!(accuracy(f.as_ref(), &[1, 1, 0]), 0.0);
 }

@@ -201,47 +201,37 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         }
         Ok(x)
     };
-    let x_train = read(&train_images)?;
-    if x_train.nrows() != y_train.len() {
-        return Err(Error::Invalid(format!(
-            "{}: {} images, but {} has {} labels",
-            train_images.display(),
-            x_train.nrows(),
-            train_labels.display(),
-            y_train.len()
-        ))
-        .into());
-    }
-    let check_labels = |labels: &[usize], path: &Path| -> Result<()> {
-        match labels.iter().position(|&c| c >= classes) {
+    // Images as many as their labels, each label one of the model's classes.
+    let labelled = |images: &Path, labels: &Path, y: &[usize]| -> Result<Mat<f64>> {
+        let x = read(images)?;
+        if x.nrows() != y.len() {
+            return Err(Error::Invalid(format!(
+                "{}: {} images, but {} has {} labels",
+                images.display(),
+                x.nrows(),
+                labels.display(),
+                y.len()
+            ))
+            .into());
+        }
+        match y.iter().position(|&c| c >= classes) {
             Some(i) => Err(Error::Invalid(format!(
                 "{}: label {i} is {}, but the model has {classes} classes",
-                path.display(),
-                labels[i]
+                labels.display(),
+                y[i]
             ))
             .into()),
-            None => Ok(()),
+            None => Ok(x),
         }
     };
-    check_labels(&y_train, &train_labels)?;
+    let x_train = labelled(&train_images, &train_labels, &y_train)?;
     let y = if k == 1 {
         Mat::from_fn(y_train.len(), 1, |i, _| y_train[i] as f64)
     } else {
         mnist::one_hot(&y_train, k)
     };
-    let xt = read(&test_images)?;
     let yt = mnist::read_labels(&test_labels)?;
-    check_labels(&yt, &test_labels)?;
-    if xt.nrows() != yt.len() {
-        return Err(Error::Invalid(format!(
-            "{}: {} images, but {} has {} labels",
-            test_images.display(),
-            xt.nrows(),
-            test_labels.display(),
-            yt.len()
-        ))
-        .into());
-    }
+    let xt = labelled(&test_images, &test_labels, &yt)?;
     let per_angle = if a.rotated {
         if xt.nrows() % angles.len() != 0 {
             return Err(Error::Invalid(format!(

@@ -12,7 +12,6 @@ use crate::cli::training::setup;
 
 use dnn2gp::nn::Network;
 
-use dnn2gp::train::model::Model;
 use dnn2gp::train::{MapResult, Objective};
 
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
@@ -34,14 +33,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         final_lr: 0.0,
         history: Vec::new(),
     };
-    let model = Model::new(
-        net.clone(),
-        res.w.clone(),
-        a.model.likelihood,
-        a.model.sigma,
-        a.model.delta,
-    )?;
-    let files = write_model(ctx, out.path(), &model, src, &split, &res, t0)?;
+    let files = write_model(ctx, out.path(), &net, &a.model, src, &split, &res, t0)?;
     println!(
         "imported {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),

@@ -9,14 +9,14 @@ use serde::Serialize;
 use crate::cli::args::{BinaryCmd, ImageSplit};
 use crate::cli::ctx::Ctx;
 use crate::cli::images::{
-    accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
-    load_images, load_weights, open_out, save_model, shown_images, with_test_accuracy,
-    write_records, EpochRecord, ViewSummary,
+    check_image_args, check_views_memory, gp_views, image_architecture, image_side, load_images,
+    load_weights, open_out, save_run, shown_images, with_test_accuracy, EpochRecord, ViewSummary,
 };
 use dnn2gp::curvature::Precision;
 use dnn2gp::data::mnist::{self};
 use dnn2gp::data::Dataset;
-use dnn2gp::io::{write_json, write_npy};
+use dnn2gp::gp::classification::accuracy;
+use dnn2gp::io::write_json;
 use dnn2gp::likelihood::{Bernoulli, LikelihoodKind};
 use dnn2gp::nn::{predict, Network};
 use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Posterior};
@@ -146,13 +146,7 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     };
     let w = la.model().w.clone();
     let train_seconds = t0.elapsed().as_secs_f64();
-    save_model(out.path(), &la, &mut files)?;
-    let path = out.path().join("posterior_variance.npy");
-    write_npy(&path, &[variances.len()], &variances)?;
-    files.push(path);
-    let path = out.path().join("history.csv");
-    write_records(&path, &records)?;
-    files.push(path);
+    save_run(out.path(), &la, &variances, &records, &mut files)?;
     let test_accuracy = accuracy(predict(&net, &w, xte.as_ref()).as_ref(), &yte);
     eprintln!(
         "test accuracy {:.2}% on digits {da} vs {db} ({:.0} s)",

@@ -8,13 +8,13 @@ use serde::Serialize;
 use crate::cli::args::{ImageData, ImagesCmd};
 use crate::cli::ctx::{positive, Ctx};
 use crate::cli::images::{
-    accuracy, check_image_args, check_views_memory, gp_views, image_architecture, image_side,
-    load_images, load_weights, open_out, save_model, shown_images, with_test_accuracy,
-    write_records, EpochRecord, ViewSummary,
+    check_image_args, check_views_memory, gp_views, image_architecture, image_side, load_images,
+    load_weights, open_out, save_run, shown_images, with_test_accuracy, EpochRecord, ViewSummary,
 };
 use dnn2gp::data::mnist::one_hot;
 use dnn2gp::data::Dataset;
-use dnn2gp::io::{write_json, write_npy};
+use dnn2gp::gp::classification::accuracy;
+use dnn2gp::io::write_json;
 use dnn2gp::likelihood::{Categorical, LikelihoodKind};
 use dnn2gp::nn::{predict, Network};
 use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace};
@@ -84,9 +84,6 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         }
     };
     let train_seconds = t0.elapsed().as_secs_f64();
-    let path = out.path().join("history.csv");
-    write_records(&path, &records)?;
-    files.push(path);
     let test_accuracy = accuracy(predict(&net, &w, d.test_x.as_ref()).as_ref(), &d.test_y);
     eprintln!(
         "test accuracy {:.2}% ({} parameters, {:.0} s)",
@@ -117,11 +114,8 @@ pub(crate) fn run(ctx: &Ctx, a: ImagesCmd) -> Result<()> {
         &fit,
     )?;
     pb.finish_and_clear();
-    save_model(out.path(), &la, &mut files)?;
     let variances = la.weight_posterior().variances();
-    let path = out.path().join("posterior_variance.npy");
-    write_npy(&path, &[variances.len()], &variances)?;
-    files.push(path);
+    save_run(out.path(), &la, &variances, &records, &mut files)?;
     let ggn_seconds = t1.elapsed().as_secs_f64();
 
     let (xs, ys) = shown_images(

@@ -11,7 +11,6 @@ use crate::cli::outdir::OutDir;
 use crate::cli::training::{fit, map_config, setup};
 
 use dnn2gp::nn::Network;
-use dnn2gp::train::model::Model;
 
 /// `train`.
 pub(crate) fn run(ctx: &Ctx, a: TrainCmd) -> Result<()> {
@@ -28,14 +27,7 @@ pub(crate) fn run(ctx: &Ctx, a: TrainCmd) -> Result<()> {
         &cfg,
         a.train.seed,
     )?;
-    let model = Model::new(
-        net.clone(),
-        res.w.clone(),
-        a.model.likelihood,
-        a.model.sigma,
-        a.model.delta,
-    )?;
-    let files = write_model(ctx, out.path(), &model, src, &split, &res, t0)?;
+    let files = write_model(ctx, out.path(), &net, &a.model, src, &split, &res, t0)?;
     println!(
         "trained {} (P = {}) on {}: loss {:.6}, ‖∇L‖ = {:.2e} after {} epochs + {} polish steps",
         net.spec(),

@@ -99,3 +99,13 @@ pub fn argmax_rows(m: MatRef<'_, f64>) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The fraction of rows whose arg-max ([`argmax_rows`]) is the label: `(1/N) Σ_i [argmax f_i = y_i]`.
+pub fn accuracy(f: MatRef<'_, f64>, labels: &[usize]) -> f64 {
+    let hits = argmax_rows(f)
+        .iter()
+        .zip(labels)
+        .filter(|(a, b)| a == b)
+        .count();
+    hits as f64 / labels.len().max(1) as f64
+}
