@@ -12,6 +12,12 @@
 //! pseudo-targets, predictive, marginal likelihood) → [`select`] (hyperparameter sweeps) →
 //! [`experiments`] (the paper's runs as result structs). The `dnn2gp` command renders them.
 //!
+//! Where a change goes: a new posterior structure is a file in `posterior/structure/` behind
+//! [`posterior::GgnStructure`] and a word in [`posterior::HessianStructure`]; a new curvature
+//! computation a method of [`curvature::Backend`]; a new option word a line in its enum, made
+//! by [`words!`] (the command line and Python parse it from there); a new kind of failure a
+//! variant of [`Error`] (the command line exits 2 on it, Python maps it to an exception).
+//!
 //! Conventions: a network's parameters are one flat `f64` vector in PyTorch order (per layer
 //! the weight `[out, in]` row-major, then the bias). Per-example arrays are `faer` matrices with
 //! one row per example; a Jacobian stacks `J(x_n) ∈ R^{K×P}` so that row `n·K + k` is

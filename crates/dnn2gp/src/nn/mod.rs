@@ -1,5 +1,14 @@
 //! Networks `f_w : R^D → R^K` with a flat parameter vector `w ∈ R^P`, their forward pass,
 //! loss gradients `Σ_i J_iᵀ r_i` and exact per-example Jacobians `J(x) = ∂f_w(x)/∂w`.
+//!
+//! The layout: [`Network`] (this file) is the interface; [`layer`] the layers a
+//! [`Sequential`] chains (dense, convolution, pooling, activation, flatten) and their shapes;
+//! [`sequential`] its forward pass, Jacobians and backpropagation; `spec` its spec strings
+//! (`1x28x28:conv6k5,relu,pool,…`); `conv` the patch (im2col) and pooling kernels; `dense`
+//! and `mlp` the fused dense path of an MLP; `factors` the per-layer Jacobian factors behind
+//! the kernels; [`activation`]; [`weights`] the state_dict names and safetensors files. A new
+//! layer is a variant of [`Layer`] with its shape, a forward and backward step in
+//! `sequential.rs`, a word in `spec.rs` and, with parameters, its names in [`weights`].
 
 pub mod activation;
 mod conv;
