@@ -35,7 +35,7 @@ def train_torch(x, y, delta):
         loss = torch.nn.functional.cross_entropy(net(xt), yt, reduction="sum") + 0.5 * delta * w2
         loss.backward()
         opt.step()
-    return {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    return net
 
 
 def train_numpy(x, y, delta, steps=3000, lr=2e-3, seed=0):
@@ -61,7 +61,7 @@ def train_numpy(x, y, delta, steps=3000, lr=2e-3, seed=0):
 def main():
     x, y = data()
     try:
-        state = train_torch(x, y, delta=1.0)
+        state = train_torch(x, y, delta=1.0).state_dict()  # torch tensors go in as they are
         how = "torch"
     except ImportError:
         state = train_numpy(x, y, delta=1.0)

@@ -249,6 +249,22 @@ def test_the_pytorch_example_runs_on_numpy_alone(monkeypatch, capsys):
     assert np.all(var[1] > 2 * var[0])
 
 
+def test_the_pytorch_example_trains_in_torch_and_hands_over_its_state_dict(torch, capsys):
+    """`examples/pytorch_laplace.py` with torch: the state_dict goes in as torch tensors, and
+    the model gives the torch network's outputs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example", ROOT / "examples" / "pytorch_laplace.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    la = example.main()
+    assert "trained with torch" in capsys.readouterr().out
+    x, y = example.data()
+    assert np.mean(la(x).argmax(1) == y) > 0.9
+    net = example.train_torch(x, y, delta=1.0)
+    np.testing.assert_allclose(la.model(x), net(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """Two worker processes on this machine."""

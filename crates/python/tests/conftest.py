@@ -1,0 +1,16 @@
+"""What the tests share: torch, where a test needs it."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture
+def torch():
+    """torch, or a skip without it; under `scripts/test --torch` (DNN2GP_REQUIRE_TORCH) a
+    missing torch fails the test instead."""
+    if os.environ.get("DNN2GP_REQUIRE_TORCH"):
+        import torch
+
+        return torch
+    return pytest.importorskip("torch")
