@@ -108,13 +108,16 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
     )?;
     s.warnings.extend(warnings);
     println!(
-        "GP of {} (P = {}, N = {}, {} space): log marglik {:.6} (Laplace evidence {:.6}, ‖∇L‖ = {:.2e}), {}",
+        "GP of {} (P = {}, N = {}, {} space): log marglik {:.6} (Laplace evidence {:.6} of the {} \
+         posterior over {}, ‖∇L‖ = {:.2e}), {}",
         net.spec(),
         s.n_params,
         s.n_train,
         s.space,
         s.log_marglik,
         s.laplace_log_evidence,
+        s.hessian,
+        s.subset,
         s.grad_norm,
         match s.test_accuracy {
             Some(acc) => format!("test accuracy {:.2}%, NLL {:.4}", 100.0 * acc, s.test_nll),

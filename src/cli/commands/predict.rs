@@ -452,7 +452,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         post.structure(),
         post.subset(),
         match kind {
-            LikelihoodKind::Gaussian => format!(", σ = {}", model.sigma),
+            LikelihoodKind::Gaussian => format!(", σ = {}", posterior::significant(model.sigma)),
             _ => format!(", {} link", a.link),
         },
         match (mse, nll, acc, acc_map, nll_map) {
