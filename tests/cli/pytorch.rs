@@ -211,15 +211,20 @@ fn imported_weights_go_through_the_command_line_gp() {
         weights.to_str().unwrap(),
         "--data",
         csv.to_str().unwrap(),
-        "--activation",
-        "tanh",
         "--sigma",
         "0.3",
         "--delta",
         "1",
     ];
     let mut args = base.to_vec();
-    args.extend(["--hidden", "16,16", "--out", model.to_str().unwrap()]);
+    args.extend([
+        "--activation",
+        "tanh",
+        "--hidden",
+        "16,16",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     let out = run(&args);
     assert!(
         out.status.success(),
@@ -245,10 +250,50 @@ fn imported_weights_go_through_the_command_line_gp() {
     let ours = summary["laplace_log_evidence"].as_f64().unwrap();
     assert_close("evidence through the CLI", &[ours], &[at_one], 1e-9, 0.0);
 
+    // The same network by --arch is the same model file; at another δ than it was trained
+    // with, the stationarity warning's advice names import's options, not training's.
+    let by_spec = dir.path().join("by-spec");
+    let mut args = base.to_vec();
+    let last = args.len() - 1;
+    args[last] = "3";
+    args.extend([
+        "--arch",
+        "1:dense16,tanh,dense16,tanh,dense1",
+        "--out",
+        by_spec.to_str().unwrap(),
+    ]);
+    let out = run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not a stationary point")
+            && err.contains("--arch")
+            && !err.contains("--epochs"),
+        "{err}"
+    );
+    let load = |d: &std::path::Path| {
+        dnn2gp::train::model::Model::load(&d.join("model.safetensors")).unwrap()
+    };
+    let out = run(&[
+        "gp",
+        "--model",
+        by_spec.to_str().unwrap(),
+        "--out",
+        dir.path().join("gp-spec").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a stationary point") && err.contains("`dnn2gp train` with more --epochs"),
+        "{err}"
+    );
+    let (a, b) = (load(&model), load(&by_spec));
+    assert_eq!((a.net.spec(), &a.w), (b.net.spec(), &b.w));
+
     // The wrong architecture names the tensor whose shape differs.
     let bad = dir.path().join("bad");
     let mut args = base.to_vec();
     args.extend(["--hidden", "16,8", "--out", bad.to_str().unwrap()]);
+    args.extend(["--activation", "tanh"]);
     let out = run(&args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
