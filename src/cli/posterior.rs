@@ -7,6 +7,7 @@ use faer::MatRef;
 
 use crate::cli::args::{NoiseArg, PosteriorArgs, PriorArg};
 use crate::cli::ctx::{positive, Ctx};
+use crate::report::plot::significant;
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::Sequential;
 use dnn2gp::posterior::{
@@ -172,57 +173,13 @@ pub(crate) fn choose_prior(la: &mut Laplace, a: &PosteriorArgs) -> Result<Chosen
 pub(crate) fn describe_prior(prior: &PriorPrecision, decimals: Option<usize>) -> String {
     let show = |d: &f64| match decimals {
         Some(p) => format!("{d:.p$}"),
-        None => significant(*d),
+        None => significant(*d, 6),
     };
     match prior {
         PriorPrecision::Scalar(d) => format!("δ = {}", show(d)),
         PriorPrecision::Layerwise(d) => {
             let d: Vec<String> = d.iter().map(show).collect();
             format!("δ per layer = {}", d.join(", "))
-        }
-    }
-}
-
-/// `v` to six significant digits, trailing zeros dropped: 2 → `2`, 0.90220154 → `0.902202`,
-/// 3e-9 → `3e-9`.
-pub(crate) fn significant(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return v.to_string();
-    }
-    let trim = |s: &str| s.trim_end_matches('0').trim_end_matches('.').to_string();
-    let magnitude = v.abs().log10().floor() as i32;
-    if !(-4..15).contains(&magnitude) {
-        let s = format!("{v:.5e}");
-        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
-        return format!("{}e{exponent}", trim(mantissa));
-    }
-    let decimals = (5 - magnitude).max(0) as usize;
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        trim(&s)
-    } else {
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::significant;
-
-    #[test]
-    fn six_significant_digits_without_trailing_zeros() {
-        let cases = [
-            (2.0, "2"),
-            (0.5, "0.5"),
-            (0.9022015475899968, "0.902202"),
-            (123456.7, "123457"),
-            (-0.0012345678, "-0.00123457"),
-            (3e-9, "3e-9"),
-            (1.25e20, "1.25e20"),
-            (0.0, "0"),
-        ];
-        for (v, want) in cases {
-            assert_eq!(significant(v), want, "{v}");
         }
     }
 }

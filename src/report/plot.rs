@@ -777,20 +777,68 @@ impl HeatmapGrid {
     }
 }
 
+/// `v` to `digits` significant digits, trailing zeros dropped: 2 → `2`, 0.90220154 → `0.902202`
+/// (six), 1234.6 → `1235` (three: the integer part is kept whole), 3e-9 → `3e-9`; below 1e-4
+/// and from 1e15 in exponent form.
+pub(crate) fn significant(v: f64, digits: usize) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    let trim = |s: &str| s.trim_end_matches('0').trim_end_matches('.').to_string();
+    let magnitude = v.abs().log10().floor() as i32;
+    let digits = digits.max(1) as i32;
+    if !(-4..15).contains(&magnitude) {
+        let s = format!("{v:.*e}", (digits - 1) as usize);
+        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+        return format!("{}e{exponent}", trim(mantissa));
+    }
+    let s = format!("{v:.*}", (digits - 1 - magnitude).max(0) as usize);
+    if s.contains('.') {
+        trim(&s)
+    } else {
+        s
+    }
+}
+
 /// A colour-bar label: 3 significant digits; a value within 1e-9 of the bar's `span` of 0 is
 /// 0 (rounding in the tick positions, not a value).
 fn tick_sig(v: f64, span: f64) -> String {
     if v == 0.0 || v.abs() <= 1e-9 * span.abs() {
         "0".into()
     } else if v.abs() >= 1e-2 && v.abs() < 1e4 {
-        let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
-        let s = format!("{v:.digits$}");
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        }
+        significant(v, 3)
     } else {
         format!("{v:.1e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{significant, tick_sig};
+
+    #[test]
+    fn significant_digits_without_trailing_zeros() {
+        let cases = [
+            (2.0, 6, "2"),
+            (0.5, 6, "0.5"),
+            (0.9022015475899968, 6, "0.902202"),
+            (123456.7, 6, "123457"),
+            (-0.0012345678, 6, "-0.00123457"),
+            (3e-9, 6, "3e-9"),
+            (1.25e20, 6, "1.25e20"),
+            (0.0, 6, "0"),
+            (0.123456, 3, "0.123"),
+            (1234.6, 3, "1235"),
+        ];
+        for (v, digits, want) in cases {
+            assert_eq!(significant(v, digits), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn colour_bar_ticks_show_rounding_noise_as_zero() {
+        assert_eq!(tick_sig(-5.6e-17, 0.8), "0");
+        assert_eq!(tick_sig(0.25, 0.8), "0.25");
+        assert_eq!(tick_sig(-1e-4, 0.8), "-1.0e-4");
     }
 }

@@ -17,6 +17,7 @@ use crate::cli::model_dir::{load_fitted, Fitted};
 use crate::cli::outdir::OutDir;
 use crate::cli::posterior::{self, Chosen};
 use crate::cli::sources::train_data;
+use crate::report::plot::significant;
 use dnn2gp::data::csv::read_table;
 use dnn2gp::data::mnist;
 use dnn2gp::experiments::regression::gaussian_scores;
@@ -452,7 +453,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         post.structure(),
         post.subset(),
         match kind {
-            LikelihoodKind::Gaussian => format!(", σ = {}", posterior::significant(model.sigma)),
+            LikelihoodKind::Gaussian => format!(", σ = {}", significant(model.sigma, 6)),
             _ => format!(", {} link", a.link),
         },
         match (mse, nll, acc, acc_map, nll_map) {
