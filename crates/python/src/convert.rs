@@ -124,7 +124,27 @@ pub(crate) fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<M
     let s = ro
         .as_slice()
         .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    finite(name, &shape, s)?;
     Ok(Mat::from_fn(shape[0], d, |i, j| s[i * d + j]))
+}
+
+/// Refuses a NaN or infinite value, naming the first by its index: `X[3, 0] = nan`.
+fn finite(name: &str, shape: &[usize], s: &[f64]) -> PyResult<()> {
+    let Some(flat) = s.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (axis, &len) in shape.iter().enumerate().rev() {
+        index[axis] = rest % len.max(1);
+        rest /= len.max(1);
+    }
+    let index: Vec<String> = index.iter().map(usize::to_string).collect();
+    Err(PyValueError::new_err(format!(
+        "{name}[{}] = {}: not a finite number",
+        index.join(", "),
+        s[flat]
+    )))
 }
 
 /// X1 and X2 (none when omitted) as matrices of `d` columns.
@@ -146,6 +166,7 @@ pub(crate) fn values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<(Vec<usiz
     let s = ro
         .as_slice()
         .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    finite(name, ro.shape(), s)?;
     Ok((ro.shape().to_vec(), s.to_vec()))
 }
 

@@ -1,6 +1,7 @@
 """What numpy and torch users hand over is accepted, and what cannot be is named: float32
 arrays, objects with `__array__` (torch tensors, detached and brought to the CPU), integer-
-valued float labels; non-integer labels and non-float inputs are refused naming the value.
+valued float labels; non-integer labels, non-float inputs and values that are not finite are
+refused naming the value.
 Numerical trouble reaches Python: a non-stationary θ* is warned by `GP.fit`, a diverging VOGN
 run raises `ArithmeticError`."""
 
@@ -119,3 +120,27 @@ def test_torch_tensors_go_in_as_they_are(torch):
     ref = dnn2gp.Laplace(model, "classification", "all", "diag")
     ref.fit(x.astype(np.float32).astype(np.float64), y)
     assert la.log_marginal_likelihood() == ref.log_marginal_likelihood()
+
+
+def test_a_value_that_is_not_finite_is_named():
+    x, y = data()
+    model = dnn2gp.Model(MLP, mlp_state())
+    la = dnn2gp.Laplace(model, "classification", "all", "diag")
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X\[3, 1\] = NaN: not a finite number"):
+        la.fit(bad, y)
+    with pytest.raises(ValueError, match=r"y\[2\] = inf"):
+        la.fit(x, np.where(np.arange(len(y)) == 2, np.inf, y.astype(float)))
+    la.fit(x, y)
+    with pytest.raises(ValueError, match=r"X\[0, 0\] = -inf"):
+        la(np.full((2, 4), -np.inf))
+    state = mlp_state()
+    state["0.weight"] = state["0.weight"].copy()
+    state["0.weight"][0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"state_dict\['0.weight'\]\[0, 2\] = NaN"):
+        dnn2gp.Model(MLP, state)
+    xr, yr, _, _ = regression_data()
+    gp = dnn2gp.GP(dnn2gp.Model("1:dense8,tanh,dense1", mlp_1d(), "regression", sigma_noise=0.3))
+    with pytest.raises(ValueError, match=r"y\[0\] = NaN"):
+        gp.fit(xr, np.full_like(yr, np.nan))
