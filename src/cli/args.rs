@@ -113,9 +113,9 @@ pub struct PosteriorArgs {
     /// default) [default: all].
     #[arg(long)]
     pub subset: Option<Subset>,
-    /// Eigenpairs of a lowrank posterior.
-    #[arg(long, default_value_t = 100)]
-    pub rank: usize,
+    /// Eigenpairs of a lowrank posterior [default: 100].
+    #[arg(long)]
+    pub rank: Option<usize>,
     /// Prior precision δ: model (the model's), marglik (the maximum of the Laplace evidence)
     /// or a number; `--delta` is the same option.
     #[arg(
@@ -750,10 +750,10 @@ pub struct PredictCmd {
     /// (NK×NK).
     #[arg(long, default_value = "auto")]
     pub space: Space,
-    /// Class probabilities from the Gaussian over the logits: probit, mc (Monte Carlo) or
-    /// bridge (the Laplace bridge).
-    #[arg(long, default_value = "probit")]
-    pub link: LinkApprox,
+    /// Class probabilities from the Gaussian over the logits (a classifier): probit, mc (Monte
+    /// Carlo) or bridge (the Laplace bridge) [default: probit].
+    #[arg(long)]
+    pub link: Option<LinkApprox>,
     /// Monte Carlo draws of f per input for the p_mc column of a classifier's predictions.csv
     /// (written beside p_<link>) and for `--link mc`.
     #[arg(long, default_value_t = 1000)]
@@ -808,9 +808,10 @@ pub struct EvaluateCmd {
     /// Posterior structures, comma-separated: kron, diag, full, lowrank.
     #[arg(long, default_value = "kron", value_delimiter = ',')]
     pub hessian: Vec<HessianStructure>,
-    /// Eigenpairs of a lowrank posterior (top eigenvalues of the GGN, matrix-free).
-    #[arg(long, default_value_t = 100)]
-    pub rank: usize,
+    /// Eigenpairs of a lowrank posterior (top eigenvalues of the GGN, matrix-free)
+    /// [default: 100].
+    #[arg(long)]
+    pub rank: Option<usize>,
     /// Seed of the lowrank posterior's random start.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -833,9 +834,9 @@ pub struct EvaluateCmd {
     /// Predictive link: probit, mc or bridge.
     #[arg(long, default_value = "probit")]
     pub link: LinkApprox,
-    /// Monte Carlo draws per input for `--link mc`.
-    #[arg(long, default_value_t = 100)]
-    pub samples: usize,
+    /// Monte Carlo draws per input for `--link mc` [default: 100].
+    #[arg(long)]
+    pub samples: Option<usize>,
     /// Folder holding `mnist/` (for the default training and test files).
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,

@@ -33,7 +33,20 @@ pub(crate) fn check(
     n: usize,
     memory: u128,
 ) -> Result<()> {
-    positive("--rank", a.rank)?;
+    if let Some(rank) = a.rank {
+        positive("--rank", rank)?;
+        if a.structure() != HessianStructure::LowRank {
+            return Err(Error::option(
+                "--rank",
+                format!(
+                    "sets the eigenpairs of a lowrank posterior, not of a {} one: give --hessian \
+                     lowrank",
+                    a.structure()
+                ),
+            )
+            .into());
+        }
+    }
     let gaussian = kind == LikelihoodKind::Gaussian;
     let (prior_search, noise_search) = by_evidence(a);
     if !gaussian && a.sigma.is_some() {
@@ -113,7 +126,7 @@ pub(crate) fn fit(
     let opts = FitOptions {
         memory_limit: ctx.memory,
         progress: Some(&bar),
-        rank: a.rank,
+        rank: a.rank.unwrap_or(FitOptions::default().rank),
         seed: 0,
     };
     let la = Laplace::fit_subset(model, x, y, a.structure(), a.weights(), &opts)?;

@@ -29,7 +29,8 @@ impl std::ops::Deref for Bar {
     }
 }
 
-/// A progress bar of `len` steps named `msg`: hidden when `quiet`.
+/// A progress bar of `len` steps named `msg` (of work that reports no steps when `len` is 0:
+/// its name and the time elapsed): hidden when `quiet`.
 pub fn bar(quiet: bool, len: u64, msg: &str) -> Bar {
     if quiet {
         return Bar(ProgressBar::hidden());
@@ -37,7 +38,11 @@ pub fn bar(quiet: bool, len: u64, msg: &str) -> Bar {
     let (pb, template) = if std::io::stderr().is_terminal() {
         (
             ProgressBar::new(len),
-            "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
+            if len == 0 {
+                "{msg:>12} ({elapsed})"
+            } else {
+                "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})"
+            },
         )
     } else {
         (
@@ -45,7 +50,11 @@ pub fn bar(quiet: bool, len: u64, msg: &str) -> Bar {
                 Some(len),
                 ProgressDrawTarget::term_like(Box::new(Lines::default())),
             ),
-            "{msg}: {pos}/{len} ({elapsed} elapsed, eta {eta})",
+            if len == 0 {
+                "{msg} ({elapsed} elapsed)"
+            } else {
+                "{msg}: {pos}/{len} ({elapsed} elapsed, eta {eta})"
+            },
         )
     };
     pb.set_style(

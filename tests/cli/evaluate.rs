@@ -261,6 +261,8 @@ fn evaluate_refuses_bad_options_before_any_work() {
         ),
         (vec!["--link", "logit"], "--link"),
         (vec!["--rank", "0"], "--rank"),
+        (vec!["--rank", "5"], "give --hessian lowrank"),
+        (vec!["--samples", "5"], "draws of --link mc"),
         (vec!["--limit", "0"], "--limit"),
         (vec!["--ood-images", "/nonexistent/x.idx"], "--ood-images"),
         (
@@ -298,5 +300,23 @@ fn evaluate_refuses_bad_options_before_any_work() {
         assert!(err.contains(culprit), "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(!out.exists(), "{extra:?} wrote {}", out.display());
+    }
+    // Images without their labels, or labels without their images: the data folder's other
+    // file is not theirs.
+    for (drop, culprit) in [
+        ("--test-labels", "--test-images"),
+        ("--train-images", "--train-labels"),
+    ] {
+        let i = base.iter().position(|a| *a == drop).unwrap();
+        let mut args = base.clone();
+        args.drain(i..i + 2);
+        let run = run(&args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{drop}: {err}");
+        assert!(
+            err.contains(&format!("{culprit}: give {drop} with it")),
+            "{drop}: {err}"
+        );
+        assert!(!out.exists());
     }
 }

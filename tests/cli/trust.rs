@@ -302,6 +302,22 @@ fn options_that_do_not_apply_are_refused() {
                 "--prior marglik",
             ),
             (
+                vec!["gp", "--model", m, "--rank", "5"],
+                "--rank: sets the eigenpairs of a lowrank posterior, not of a full one",
+            ),
+            (
+                vec![
+                    "predict",
+                    "--model",
+                    m,
+                    "--inputs",
+                    s(&csv),
+                    "--link",
+                    "probit",
+                ],
+                "--link: turns a classifier's logits",
+            ),
+            (
                 vec!["gp", "--model", m, "--prior-structure", "layerwise"],
                 "--prior-structure",
             ),

@@ -19,7 +19,9 @@ use dnn2gp::io::{num, write_csv, write_json};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self};
 use dnn2gp::nn::{Network, Sequential};
-use dnn2gp::posterior::{FitOptions, Link, LinkApprox, PriorPrecision, PriorStructure};
+use dnn2gp::posterior::{
+    FitOptions, HessianStructure, Link, LinkApprox, PriorPrecision, PriorStructure,
+};
 use dnn2gp::train::model::{Model, ARCHITECTURE};
 use dnn2gp::{Error, Warning};
 
@@ -125,11 +127,58 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         PriorArg::Model => Prior::Model,
         PriorArg::Value(d) => Prior::Fixed(d),
     };
-    positive("--samples", a.samples)?;
-    positive("--rank", a.rank)?;
-    let link = Link::new(a.link, a.samples, 0).map_err(|e| e.for_option("--samples"))?;
+    let samples = match a.samples {
+        Some(_) if a.link != LinkApprox::Mc => {
+            return Err(Error::option(
+                "--samples",
+                format!("sets the draws of --link mc; the link is {}", a.link),
+            )
+            .into())
+        }
+        Some(n) => positive("--samples", n).map(|_| n)?,
+        None => 100,
+    };
+    let rank = match a.rank {
+        Some(_) if !structures.contains(&HessianStructure::LowRank) => {
+            return Err(Error::option(
+                "--rank",
+                "sets the eigenpairs of a lowrank posterior: give --hessian lowrank",
+            )
+            .into())
+        }
+        Some(r) => positive("--rank", r).map(|_| r)?,
+        None => FitOptions::default().rank,
+    };
+    let link = Link::new(a.link, samples, 0).map_err(|e| e.for_option("--samples"))?;
     if let Some(0) = a.limit {
         return Err(Error::option("--limit", "must be at least 1").into());
+    }
+    // Images and labels come in pairs: a file of one with the data directory's other would
+    // score images against labels that are not theirs.
+    for (images, labels, given, other) in [
+        (
+            &a.train_images,
+            &a.train_labels,
+            "--train-images",
+            "--train-labels",
+        ),
+        (
+            &a.test_images,
+            &a.test_labels,
+            "--test-images",
+            "--test-labels",
+        ),
+    ] {
+        let (given, other) = match (images.is_some(), labels.is_some()) {
+            (true, false) => (given, other),
+            (false, true) => (other, given),
+            _ => continue,
+        };
+        return Err(Error::option(
+            given,
+            format!("give {other} with it: images and their labels come in pairs"),
+        )
+        .into());
     }
     let train_images = idx_file(
         &a.train_images,
@@ -287,7 +336,7 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let fit = FitOptions {
         memory_limit: ctx.memory,
         progress: Some(&bar),
-        rank: a.rank,
+        rank,
         seed: a.seed,
     };
     let quiet = ctx.quiet;

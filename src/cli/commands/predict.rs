@@ -238,7 +238,8 @@ fn binary_digits(dir: &Path) -> Option<[usize; 2]> {
 /// `predict`.
 pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
     positive("--samples", a.samples)?;
-    let link = Link::new(a.link, a.samples, 0).map_err(|e| e.for_option("--samples"))?;
+    let approx = a.link.unwrap_or(LinkApprox::Probit);
+    let link = Link::new(approx, a.samples, 0).map_err(|e| e.for_option("--samples"))?;
     let src = source(ctx, &a)?;
     // The model (the saved posterior's, read once here and kept), and the checks of the options
     // against it, before any work.
@@ -291,7 +292,14 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
             u128::MAX
         },
     )?;
-    if a.link == LinkApprox::Bridge && kind == LikelihoodKind::Bernoulli {
+    if a.link.is_some() && kind == LikelihoodKind::Gaussian {
+        return Err(Error::option(
+            "--link",
+            "turns a classifier's logits into class probabilities; the model is a regression",
+        )
+        .into());
+    }
+    if approx == LinkApprox::Bridge && kind == LikelihoodKind::Bernoulli {
         return Err(Error::option("--link", "bridge needs two or more classes").into());
     }
     let new = read_inputs(&a, model.net.n_inputs())?;
@@ -434,7 +442,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         prior_precision: prior.clone(),
         prior: chosen,
         sigma: (kind == LikelihoodKind::Gaussian).then_some(model.sigma),
-        link: (kind != LikelihoodKind::Gaussian).then_some(a.link),
+        link: (kind != LikelihoodKind::Gaussian).then_some(approx),
         test_mse: mse,
         test_accuracy: acc,
         test_accuracy_map: acc_map,
@@ -454,7 +462,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         post.subset(),
         match kind {
             LikelihoodKind::Gaussian => format!(", σ = {}", significant(model.sigma, 6)),
-            _ => format!(", {} link", a.link),
+            _ => format!(", {approx} link"),
         },
         match (mse, nll, acc, acc_map, nll_map) {
             (Some(e), Some(n), ..) => format!(": MSE {e:.5}, NLL {n:.4}"),
