@@ -209,6 +209,27 @@ pub(crate) fn load_fitted(
             )
         })?;
         (model, src, path.display().to_string())
+    } else if !path.join(RECORD_FILE).exists() && path.join(MODEL_FILE).exists() {
+        // A folder written by `reproduce`: its images are not a data source of this command.
+        return Err(Error::option(
+            "--model",
+            format!(
+                "{}: a folder with a model file but no {RECORD_FILE} (as `dnn2gp reproduce` \
+                 writes) does not say where its training data is: give --model {}{}",
+                path.display(),
+                path.join(MODEL_FILE).display(),
+                if path.join("posterior.safetensors").exists() {
+                    format!(
+                        " with {data_option}, or predict from its saved posterior with `dnn2gp \
+                         predict --model {}`",
+                        path.display()
+                    )
+                } else {
+                    format!(" with {data_option}")
+                }
+            ),
+        )
+        .into());
     } else {
         let (record, model) = load_folder(path)?;
         let src = match data {

@@ -379,6 +379,16 @@ fn predict_on_idx_images_with_a_reproduced_model() {
         "--out",
         model.to_str().unwrap(),
     ]);
+    // gp takes a model and its data: on this folder it points to its model file and to predict.
+    let gp = dir.path().join("gp");
+    let o = run(&["gp", "--model", s(&model), "--out", s(&gp)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model.safetensors with --data") && err.contains("dnn2gp predict --model"),
+        "{err}"
+    );
+    assert!(!gp.exists());
     let images =
         dnn2gp::data::mnist::read_images(&data.join("mnist/t10k-images-idx3-ubyte.gz")).unwrap();
     let labels =
