@@ -114,19 +114,34 @@ impl Source {
         match parts[0] {
             "toy" if sets == 0 => Err(Error::Invalid("--sets must be positive".into())),
             "toy" => Ok(Source::Toy { config: toy, sets }),
-            "snelson" => Ok(Source::Snelson {
-                dir: data_dir.join("snelson"),
-            }),
+            "snelson" => {
+                let dir = data_dir.join("snelson");
+                if !dir.is_dir() {
+                    return Err(Error::option(
+                        "--data",
+                        format!(
+                            "snelson: no folder {} (set --data-dir, or DNN2GP_DATA, to the folder \
+                             holding snelson/)",
+                            dir.display()
+                        ),
+                    ));
+                }
+                Ok(Source::Snelson { dir })
+            }
             "uci" => {
                 let name = parts.get(1).filter(|s| !s.is_empty()).ok_or_else(|| {
                     Error::Invalid("--data uci:NAME needs a set name, e.g. uci:yacht".into())
                 })?;
                 let dir = data_dir.join("uci").join(name);
                 if !dir.is_dir() {
-                    return Err(Error::Invalid(format!(
-                        "--data {spec}: no folder {} (set --data-dir to the folder holding uci/)",
-                        dir.display()
-                    )));
+                    return Err(Error::option(
+                        "--data",
+                        format!(
+                            "{spec}: no folder {} (set --data-dir, or DNN2GP_DATA, to the folder \
+                             holding uci/)",
+                            dir.display()
+                        ),
+                    ));
                 }
                 let available = uci::n_splits(&dir);
                 let number = |t: &str| {
