@@ -98,14 +98,36 @@ fn download(url: &str) -> Result<Vec<u8>> {
 
 /// Fetches the files of `set` from `mirror` (a URL ending in `/`) into `dir` as `<name>.gz`,
 /// skipping files already there with the right checksum. `on_file` is called with each file's
-/// name before it is fetched.
+/// name before it is fetched. A failed fetch removes the folders it created (when empty).
 pub fn fetch(
     set: &DataSet,
     mirror: &str,
     dir: &Path,
     on_file: &mut dyn FnMut(&str),
 ) -> Result<Vec<Fetched>> {
+    // The folders this fetch creates, innermost first.
+    let created: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let fetched = fetch_into(set, mirror, dir, on_file);
+    if fetched.is_err() {
+        for folder in created {
+            // Only an empty folder goes: a file fetched before the failure stays.
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+    fetched
+}
+
+/// [`fetch`] into the existing folder `dir`.
+fn fetch_into(
+    set: &DataSet,
+    mirror: &str,
+    dir: &Path,
+    on_file: &mut dyn FnMut(&str),
+) -> Result<Vec<Fetched>> {
     let base = if mirror.ends_with('/') {
         mirror.to_string()
     } else {

@@ -200,6 +200,20 @@ fn fetch_from_the_command_line() {
         err.contains("checksum mismatch") && !err.contains("panicked"),
         "{err}"
     );
+    // A fetch that fails before any file leaves no folder behind: neither its own nor the
+    // ones above.
+    let deep = dir.path().join("new/data");
+    let out = run(&[
+        "data",
+        "fetch",
+        "digits",
+        "--mirror",
+        "http://127.0.0.1:9/",
+        "--data-dir",
+        deep.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("new").exists());
 
     let out = run(&["data", "fetch", "cifar10", "--dir", t]);
     assert_eq!(out.status.code(), Some(2));
