@@ -173,7 +173,7 @@ const EXAMPLES: &str = "Examples:
   dnn2gp sweep --data toy --sets 10 --param delta --grid logspace:-2:2:21 --out sweep-delta
   dnn2gp sweep --data uci:yacht:0-4 --data-dir DATA --param sigma --grid logspace:-2:0:9 \\
                --out sweep-sigma
-  dnn2gp predict --model snelson-model --data new-x.csv --out snelson-pred
+  dnn2gp predict --model snelson-model --inputs new-x.csv --out snelson-pred
   dnn2gp evaluate --model lenet5.safetensors --arch SPEC --hessian kron,diag \
                   --subset last-layer,all --angles 0,30,60,90,180 --data-dir DATA --out eval
   dnn2gp data fetch mnist --data-dir DATA
@@ -189,8 +189,8 @@ pub enum Command {
         after_help = "Example:\n  dnn2gp train --data toy --hidden 20 --delta 0.6 --out model"
     )]
     Train(TrainCmd),
-    /// Make a model folder from an MLP trained elsewhere (PyTorch `nn.Sequential` weights in a
-    /// safetensors file), for `gp`: no training.
+    /// Make a model folder from a network trained elsewhere (PyTorch `nn.Sequential` weights in
+    /// a safetensors file; an MLP by --hidden, any network by --arch), for `gp`: no training.
     #[command(
         after_help = "Example (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
 for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
@@ -213,10 +213,10 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     /// The predictive of a saved model at new inputs: mean and variance (regression) or class
     /// probabilities (classification), with its Laplace-GGN posterior.
     #[command(after_help = "Examples:
-  dnn2gp predict --model model --data new.csv --out pred      # new.csv: one column per input
-  dnn2gp predict --model model --data test.csv --hessian diag # a last column of targets adds
-                                                              # MSE or accuracy and NLL
-  dnn2gp predict --model mnist --data DATA/mnist/t10k-images-idx3-ubyte.gz \\
+  dnn2gp predict --model model --inputs new.csv --out pred      # new.csv: one column per input
+  dnn2gp predict --model model --inputs test.csv --hessian diag # a last column of targets adds
+                                                                # MSE or accuracy and NLL
+  dnn2gp predict --model mnist --inputs DATA/mnist/t10k-images-idx3-ubyte.gz \\
                  --labels DATA/mnist/t10k-labels-idx1-ubyte.gz --out mnist-pred")]
     Predict(PredictCmd),
     /// Calibration of a classifier and its Laplace posteriors (kron, diag, full; last layer or
@@ -239,7 +239,7 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     /// Reproduce the paper's image experiments: train, compute the GP views, draw the figures.
     #[command(subcommand)]
     Reproduce(ReproduceCmd),
-    /// Run one of the peers' workloads B1–B6 (or `gemm`, the machine's GEMM peak) on their data
+    /// Run one of the peers' workloads B1–B7 (or `gemm`, the machine's GEMM peak) on their data
     /// files and print one JSON line per run with its phase timings and its agreement with the
     /// peer (`B6` runs every variant; `B6:kron:last_layer` one).
     #[command(after_help = "Examples:
@@ -738,8 +738,9 @@ pub struct PredictCmd {
     pub train_data: Option<String>,
     /// New inputs: a CSV with one column per network input, or one more holding the target
     /// (then the MSE or accuracy and the NLL are reported too), or an IDX image file (gzipped
-    /// or not); `--data` is the same option.
-    #[arg(long, visible_alias = "data")]
+    /// or not). (`--data`, its name before, is still read here; elsewhere `--data` is the
+    /// training data.)
+    #[arg(long, alias = "data")]
     pub inputs: PathBuf,
     /// An IDX label file for IDX images (accuracy, NLL).
     #[arg(long)]
