@@ -162,7 +162,7 @@ fn gp_fits_every_structure_over_all_weights_or_the_last_layer() {
         s(&out),
     ]);
     assert!(
-        printed.contains("by the Laplace evidence (kron GGN over all)"),
+        printed.contains("by the Laplace evidence (kron GGN over all weights)"),
         "{printed}"
     );
     let mut la = Laplace::fit(

@@ -59,7 +59,7 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
             println!(
                 "by the Laplace evidence ({} GGN over {}): {}{} (log evidence {:.6})",
                 la.structure(),
-                la.subset(),
+                la.subset().weights(),
                 posterior::describe_prior(la.prior_precision(), Some(6)),
                 if fitted.kind == LikelihoodKind::Gaussian {
                     format!(", σ = {:.6}", la.model().sigma)
@@ -117,7 +117,7 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
         s.log_marglik,
         s.laplace_log_evidence,
         s.hessian,
-        s.subset,
+        s.subset.weights(),
         s.grad_norm,
         match s.test_accuracy {
             Some(acc) => format!("test accuracy {:.2}%, NLL {:.4}", 100.0 * acc, s.test_nll),
@@ -306,7 +306,7 @@ fn classifier(
          {:.4} (MC), {:.4} (MAP)",
         net.spec(),
         la.structure(),
-        la.subset(),
+        la.subset().weights(),
         posterior::describe_prior(la.prior_precision(), None),
         chosen,
         100.0 * probit.acc,

@@ -262,10 +262,10 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
                     return Err(Error::option(
                         option,
                         format!(
-                            "{} holds a {} posterior over the {}; its structure is fixed",
+                            "{} holds a {} posterior over {}; its structure is fixed",
                             file.display(),
                             la.structure(),
-                            la.subset()
+                            la.subset().weights()
                         ),
                     )
                     .into());
@@ -459,7 +459,7 @@ pub(crate) fn run(ctx: &Ctx, a: PredictCmd) -> Result<()> {
         model.net.spec(),
         kind,
         post.structure(),
-        post.subset(),
+        post.subset().weights(),
         match kind {
             LikelihoodKind::Gaussian => format!(", σ = {}", significant(model.sigma, 6)),
             _ => format!(", {approx} link"),

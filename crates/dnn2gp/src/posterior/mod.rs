@@ -91,7 +91,17 @@ crate::words! {
         All = ["all"],
         /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
         /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
-        LastLayer = ["last_layer", "last-layer"],
+        LastLayer = ["last_layer", "last-layer", "lastlayer"],
+    }
+}
+
+impl Subset {
+    /// The covered weights in words: "all weights", "the last layer".
+    pub fn weights(self) -> &'static str {
+        match self {
+            Subset::All => "all weights",
+            Subset::LastLayer => "the last layer",
+        }
     }
 }
 
