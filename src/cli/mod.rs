@@ -22,7 +22,7 @@ mod training;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::Cli;
 use args::{Command, DataCmd, ReproduceCmd};
@@ -30,7 +30,8 @@ use ctx::Ctx;
 
 /// Parses the arguments, runs the command, maps errors to exit codes (2: bad input, 1: failure).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = negative_numbers(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     outdir::install_signal_handler();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,6 +44,13 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// `cmd` and its subcommands reading `-5` as a value, so that `--epochs -5` is refused naming
+/// the option rather than as an unknown argument.
+fn negative_numbers(cmd: clap::Command) -> clap::Command {
+    cmd.allow_negative_numbers(true)
+        .mut_subcommands(negative_numbers)
 }
 
 /// Runs the parsed command line.

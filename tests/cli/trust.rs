@@ -250,6 +250,7 @@ fn zero_and_nonsensical_counts_are_refused_not_replaced() {
             (vec!["vi", "--samples", "0"], "--samples"),
             (vec!["train", "--sets", "0"], "--sets"),
             (vec!["train", "--toy-n", "0"], "--toy-n"),
+            (vec!["train", "--epochs", "-5"], "invalid value '-5' for '--epochs"),
             (
                 vec!["train", "--data", "snelson", "--data-dir", "/nonexistent"],
                 "--data: snelson: no folder /nonexistent/snelson (set --data-dir, or DNN2GP_DATA",
