@@ -61,6 +61,7 @@ pub(crate) fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
         return Err(Error::option("--vi-batch-size", "must be positive").into());
     }
     positive("--mc-samples", v.mc_samples)?;
+    positive("--vi-epochs", v.vi_epochs)?;
     Ok(VognConfig {
         beta: v.beta,
         lr: v.vi_lr,
@@ -125,7 +126,9 @@ pub(crate) fn setup(
     let split = prepare_split(src.load()?.remove(0), kind, model.classes, &data.data)?;
     let net = architecture(&split, model)?;
     check_parameter_memory(ctx, net.n_params())?;
-    let lik = kind.build(model.sigma)?;
+    let lik = kind
+        .build(model.sigma)
+        .map_err(|e| e.for_option("--sigma"))?;
     dnn2gp::train::check_delta(model.delta).map_err(|e| e.for_option("--delta"))?;
     Ok((src, split, net, lik))
 }
@@ -149,12 +152,11 @@ pub(crate) fn fit(
 /// The options of `vi` and `sweep` that set VOGN's α, s and β.
 pub(crate) const VOGN_OPTIONS: &str = "--vi-lr sets α, --init-precision s, --beta β";
 
-/// A VOGN error with the options of this command that set α, s and β.
+/// A VOGN run's numerical failure (a divergence) with the options of this command that set α,
+/// s and β.
 pub(crate) fn vogn_options(e: dnn2gp::Error, options: &str) -> dnn2gp::Error {
     match e {
-        dnn2gp::Error::Numerical(m) if m.starts_with("VOGN diverged") => {
-            dnn2gp::Error::Numerical(format!("{m} ({options})"))
-        }
+        dnn2gp::Error::Numerical(m) => dnn2gp::Error::Numerical(format!("{m} ({options})")),
         e => e,
     }
 }

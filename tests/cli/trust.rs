@@ -248,9 +248,15 @@ fn zero_and_nonsensical_counts_are_refused_not_replaced() {
             (vec!["vi", "--kernel-points", "0"], "--kernel-points"),
             (vec!["vi", "--grid-points", "0"], "--grid-points"),
             (vec!["vi", "--samples", "0"], "--samples"),
+            (vec!["vi", "--vi-epochs", "0"], "--vi-epochs"),
+            (vec!["sweep", "--sigma", "-1"], "--sigma: the noise must be"),
+            (vec!["train", "--sigma", "0"], "--sigma: the noise must be"),
             (vec!["train", "--sets", "0"], "--sets"),
             (vec!["train", "--toy-n", "0"], "--toy-n"),
-            (vec!["train", "--epochs", "-5"], "invalid value '-5' for '--epochs"),
+            (
+                vec!["train", "--epochs", "-5"],
+                "invalid value '-5' for '--epochs",
+            ),
             (
                 vec!["train", "--data", "snelson", "--data-dir", "/nonexistent"],
                 "--data: snelson: no folder /nonexistent/snelson (set --data-dir, or DNN2GP_DATA",

@@ -32,6 +32,21 @@ pub(crate) fn arg_err(name: &str, e: Error) -> PyErr {
     py_err(e.for_option(name))
 }
 
+/// The error with the core's names of its parameters (`σ`, `δ`) replaced by the Python
+/// arguments that set them (`[("σ", "sigma_noise"), ("δ", "prior_precision")]`).
+pub(crate) fn py_err_as(e: Error, names: &[(&str, &str)]) -> PyErr {
+    match &e {
+        Error::Option { name, .. } => match names.iter().find(|(core, _)| core == name) {
+            Some((_, arg)) => arg_err(arg, e),
+            None => py_err(e),
+        },
+        _ => py_err(e),
+    }
+}
+
+/// The Python arguments of a model's σ and δ.
+pub(crate) const MODEL_ARGS: &[(&str, &str)] = &[("σ", "sigma_noise"), ("δ", "prior_precision")];
+
 /// What a Python user can do about weights that are not a stationary point of the loss.
 pub(crate) const STATIONARITY_ADVICE: &str =
     "train the network further (more epochs, then a polish to ∇L = 0) before fitting";

@@ -14,7 +14,7 @@ use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::train::model::Model as CoreModel;
 
 use crate::convert::{describe, rows, to_numpy, values};
-use crate::errors::{arg_err, py_err};
+use crate::errors::{arg_err, py_err, py_err_as, MODEL_ARGS};
 
 /// A trained network with its likelihood, noise σ and prior precision δ: the weights of a
 /// PyTorch `state_dict` (a dict of numpy arrays, or a safetensors file) in the architecture
@@ -90,7 +90,8 @@ impl Model {
             )));
         };
         let kind = likelihood_of(likelihood, net.n_outputs())?;
-        let inner = CoreModel::new(net, w, kind, sigma_noise, prior_precision).map_err(py_err)?;
+        let inner = CoreModel::new(net, w, kind, sigma_noise, prior_precision)
+            .map_err(|e| py_err_as(e, MODEL_ARGS))?;
         Ok(Model { inner })
     }
 
@@ -121,8 +122,8 @@ impl Model {
     ) -> PyResult<Self> {
         let net = Sequential::parse(arch).map_err(py_err)?;
         let kind = likelihood.parse::<LikelihoodKind>().map_err(py_err)?;
-        let inner =
-            CoreModel::new(net, weights, kind, sigma_noise, prior_precision).map_err(py_err)?;
+        let inner = CoreModel::new(net, weights, kind, sigma_noise, prior_precision)
+            .map_err(|e| py_err_as(e, MODEL_ARGS))?;
         Ok(Model { inner })
     }
 

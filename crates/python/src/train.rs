@@ -236,9 +236,9 @@ pub(crate) fn vogn<'py>(
             with_line(&line, |p| run_vogn(&obj, &m.w, &cfg, p))
         })
         .map_err(|e| match e {
-            dnn2gp::Error::Numerical(msg) if msg.starts_with("VOGN diverged") => py_err(
-                dnn2gp::Error::Numerical(format!("{msg} (lr sets α, init_precision s, beta β)")),
-            ),
+            dnn2gp::Error::Numerical(msg) => py_err(dnn2gp::Error::Numerical(format!(
+                "{msg} (lr sets α, init_precision s, beta β)"
+            ))),
             e => py_err(e),
         })?;
     let precision = |p: &Precision| -> PyResult<Bound<'py, PyAny>> {

@@ -144,3 +144,13 @@ def test_a_value_that_is_not_finite_is_named():
     gp = dnn2gp.GP(dnn2gp.Model("1:dense8,tanh,dense1", mlp_1d(), "regression", sigma_noise=0.3))
     with pytest.raises(ValueError, match=r"y\[0\] = NaN"):
         gp.fit(xr, np.full_like(yr, np.nan))
+
+
+def test_errors_name_the_python_arguments():
+    with pytest.raises(ValueError, match="sigma_noise: the noise must be a positive number, got -1"):
+        dnn2gp.Model(MLP, mlp_state(), "regression", sigma_noise=-1.0)
+    with pytest.raises(ValueError, match="prior_precision: the prior precision must be a positive"):
+        dnn2gp.Model(MLP, mlp_state(), prior_precision=0.0)
+    x, y = data()
+    with pytest.raises(ValueError, match="epochs: VOGN needs at least one epoch"):
+        dnn2gp.vogn(dnn2gp.Model(MLP, mlp_state()), x, y, epochs=0)

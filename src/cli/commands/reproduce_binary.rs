@@ -7,7 +7,7 @@ use faer::{Mat, MatRef};
 use serde::Serialize;
 
 use crate::cli::args::{BinaryCmd, ImageSplit};
-use crate::cli::ctx::Ctx;
+use crate::cli::ctx::{positive, Ctx};
 use crate::cli::images::{
     check_image_args, check_views_memory, gp_views, image_architecture, image_side, load_images,
     load_weights, open_out, save_run, shown_images, with_test_accuracy, EpochRecord, ViewSummary,
@@ -53,6 +53,7 @@ pub(crate) fn run(ctx: &Ctx, a: BinaryCmd) -> Result<()> {
     let ia = &a.images;
     check_image_args(ia)?;
     check_delta(a.delta).map_err(|e| e.for_option("--delta"))?;
+    positive("--epochs", a.vi_epochs)?;
     let (da, db) = match a.digits.as_slice() {
         [x, y] if x != y && *x < 10 && *y < 10 => (*x, *y),
         other => {

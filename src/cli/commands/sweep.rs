@@ -42,6 +42,10 @@ pub(crate) fn run(ctx: &Ctx, a: SweepCmd) -> Result<()> {
         )
         .into());
     }
+    LikelihoodKind::Gaussian
+        .build(a.model.sigma)
+        .map_err(|e| e.for_option("--sigma"))?;
+    dnn2gp::train::check_delta(a.model.delta).map_err(|e| e.for_option("--delta"))?;
     let methods = methods(a.method);
     let spec = SweepSpec {
         param: a.param,

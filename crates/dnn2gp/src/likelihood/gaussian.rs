@@ -16,9 +16,10 @@ impl Gaussian {
     /// A Gaussian likelihood; σ must be positive and finite.
     pub fn new(sigma: f64) -> Result<Self> {
         if !(sigma.is_finite() && sigma > 0.0) {
-            return Err(Error::Invalid(format!(
-                "--sigma must be a positive number, got {sigma}"
-            )));
+            return Err(Error::option(
+                "σ",
+                format!("the noise must be a positive number, got {sigma}"),
+            ));
         }
         Ok(Gaussian { sigma })
     }

@@ -174,7 +174,7 @@ impl SweepResult {
                 "minimum_at_grid_edge",
                 format!(
                     "−log marglik is smallest at {} = {}, the {} end of the grid: the optimum may \
-                     lie beyond it; extend --grid",
+                     lie beyond it; extend the grid",
                     self.param,
                     self.mean[i].value,
                     if i == 0 { "lower" } else { "upper" }

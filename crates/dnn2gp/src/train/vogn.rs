@@ -492,6 +492,12 @@ pub fn run_with(
             cfg.beta
         )));
     }
+    if cfg.epochs == 0 {
+        return Err(Error::option(
+            "epochs",
+            "VOGN needs at least one epoch, got 0",
+        ));
+    }
     if cfg.mc_samples == 0 {
         return Err(Error::Invalid(
             "VOGN needs at least one Monte Carlo sample".into(),
