@@ -14,7 +14,7 @@ pub(crate) struct Ctx {
     pub(crate) memory: u128,
     /// What this command's user can do about weights that are not a stationary point of the
     /// loss (options of this command, or the next one to run).
-    pub(crate) stationarity_advice: &'static str,
+    pub(crate) stationarity_advice: String,
 }
 
 impl Ctx {
@@ -22,7 +22,7 @@ impl Ctx {
     pub(crate) fn new(
         quiet: bool,
         max_memory: Option<f64>,
-        stationarity_advice: &'static str,
+        stationarity_advice: &str,
     ) -> Result<Self> {
         let memory = match max_memory {
             Some(g) if g.is_finite() && g > 0.0 => (g * (1u64 << 30) as f64) as u128,
@@ -38,8 +38,17 @@ impl Ctx {
         Ok(Ctx {
             quiet,
             memory,
-            stationarity_advice,
+            stationarity_advice: stationarity_advice.to_string(),
         })
+    }
+
+    /// The same settings with other advice about weights that are not stationary.
+    pub(crate) fn with_advice(&self, stationarity_advice: String) -> Ctx {
+        Ctx {
+            quiet: self.quiet,
+            memory: self.memory,
+            stationarity_advice,
+        }
     }
 
     pub(crate) fn bar(&self, len: u64, msg: &str) -> crate::cli::progress::Bar {
@@ -52,7 +61,7 @@ impl Ctx {
         warn(
             into,
             new.into_iter().map(|w| match w.kind.as_str() {
-                NOT_STATIONARY => w.advise(self.stationarity_advice),
+                NOT_STATIONARY => w.advise(&self.stationarity_advice),
                 _ => w,
             }),
         )

@@ -137,6 +137,13 @@ fn train_then_gp_on_toy_data() {
     assert!((chosen["sigma"].as_f64().unwrap() - best.sigma).abs() < 1e-12 * best.sigma);
     let evidence = chosen["laplace_log_evidence"].as_f64().unwrap();
     assert!((evidence - best.log_marglik).abs() < 1e-8 * evidence.abs());
+    // w* is not the MAP at the chosen δ, σ: the warning says to retrain at them.
+    let warned = chosen["warnings"].to_string();
+    assert!(
+        warned.contains("retrain at the chosen values (`dnn2gp train … --delta ")
+            && warned.contains(&format!("δ = {}", chosen["delta"].as_f64().unwrap())[..9]),
+        "{warned}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::cli::model_dir::{load_fitted, Fitted};
 use crate::cli::outdir::OutDir;
 use crate::cli::posterior::{self, Chosen};
 use crate::cli::sources::data_override;
+use crate::report::plot::significant;
 use dnn2gp::gp::classification::argmax_rows;
 use dnn2gp::gp::DeltaPath;
 use dnn2gp::io::{num, write_csv, write_json};
@@ -51,6 +52,7 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
     // The structured or last-layer posterior, or the prior and noise by the evidence; the full
     // posterior over all weights is the GP's own.
     let mut chosen = Chosen::Model;
+    let trained_at = (fitted.model.delta, fitted.model.sigma);
     let la = if categorical || posterior::needs_fit(&a.posterior) {
         let (x, y) = (fitted.split.train.x.as_ref(), fitted.split.train.y.as_ref());
         let mut la = posterior::fit(ctx, fitted.model.clone(), x, y, &a.posterior)?;
@@ -74,6 +76,32 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
         Some(la)
     } else {
         None
+    };
+    // w* is the MAP at the δ and σ it was trained with, not at those the evidence chose.
+    let retrain;
+    let ctx = if chosen == Chosen::Evidence {
+        let (delta, sigma) = (fitted.model.delta, fitted.model.sigma);
+        let noise = |s: f64| match fitted.kind {
+            LikelihoodKind::Gaussian => format!(", σ = {}", significant(s, 6)),
+            _ => String::new(),
+        };
+        let noise_option = match fitted.kind {
+            LikelihoodKind::Gaussian => format!(" --sigma {}", significant(sigma, 6)),
+            _ => String::new(),
+        };
+        retrain = ctx.with_advice(format!(
+            "the evidence chose δ = {}{} for weights trained at δ = {}{}: retrain at the chosen \
+             values (`dnn2gp train … --delta {}{noise_option}`) and fit again for the exact \
+             identities",
+            significant(delta, 6),
+            noise(sigma),
+            significant(trained_at.0, 6),
+            noise(trained_at.1),
+            significant(delta, 6),
+        ));
+        &retrain
+    } else {
+        ctx
     };
     if categorical {
         let la = la.expect("fitted above");
