@@ -76,7 +76,7 @@ pub enum Error {
     /// An allocation would exceed the memory budget: `what needs X GiB, above the memory limit
     /// of Y GiB; advice`.
     #[error(
-        "{what} needs {:.2} GiB, above the memory limit of {:.2} GiB; {advice}",
+        "{what} needs {} GiB, above the memory limit of {} GiB; {advice}",
         gib(*bytes),
         gib(*limit)
     )]
@@ -101,8 +101,14 @@ pub enum Error {
 }
 
 /// Bytes in GiB.
-fn gib(bytes: u128) -> f64 {
-    bytes as f64 / (1u128 << 30) as f64
+/// Bytes in GiB: two decimals, or three significant digits below 0.01 GiB (`1.18e-4`).
+fn gib(bytes: u128) -> String {
+    let g = bytes as f64 / (1u128 << 30) as f64;
+    if g >= 0.01 {
+        format!("{g:.2}")
+    } else {
+        format!("{g:.2e}")
+    }
 }
 
 impl Error {

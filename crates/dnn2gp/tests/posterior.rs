@@ -328,3 +328,28 @@ fn the_function_space_member_equals_the_weight_space_one() {
         );
     }
 }
+
+/// The memory pre-flight counts what a fit allocates: a small network's full posterior on 200
+/// examples fits in 2 MiB (its Jacobian, three P×P matrices and a predictive's Jacobians of
+/// 1,024 inputs), a LeNet-sized one's does not fit in 1 GiB, and the message names the estimate.
+#[test]
+fn the_memory_pre_flight_counts_what_a_fit_allocates() {
+    use dnn2gp::posterior::Subset;
+    let small = Sequential::mlp(vec![1, 32, 1], Activation::Tanh).unwrap();
+    let fits = |net: &Sequential, limit: u128| {
+        Laplace::check_memory(net, 200, HessianStructure::Full, Subset::All, limit)
+    };
+    assert!(fits(&small, 2 << 20).is_ok());
+    assert!(fits(&small, 200 << 10).is_err());
+    let large = Sequential::mlp(vec![784, 50, 10], Activation::Relu).unwrap();
+    let err = fits(&large, 1 << 30).unwrap_err();
+    assert!(
+        matches!(err, dnn2gp::Error::Memory { bytes, .. } if bytes > 1 << 30),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("GiB, above the memory limit of 1.00 GiB"),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@
 use faer::MatRef;
 
 use super::last_layer::{covered_network, LastLayer};
+use super::link::inputs_per_block;
 use super::structure::{self, kron_shapes, ComputeOptions, GgnStructure, Tensor};
 use super::HessianStructure;
 use super::{Laplace, Subset};
@@ -236,7 +237,7 @@ impl Laplace {
     /// allocation exceeds `limit` bytes, before any work: the full GGN needs the Jacobian
     /// (NK×P) and three P×P matrices (the last layer's: no Jacobian, its features), KFAC its
     /// factors and their eigenvectors (`Σ_l 3(i_l² + o_l²)` values), the diagonal a few
-    /// P-vectors per thread; every predictive at most 256 MiB of Jacobian per block of inputs.
+    /// P-vectors per thread; a predictive at most 256 MiB of Jacobian per block of inputs.
     pub fn check_memory(
         net: &Sequential,
         n: usize,
@@ -274,9 +275,12 @@ impl Laplace {
         } else {
             ""
         };
+        // A predictive's block of Jacobians: at most 256 MiB, or that of N inputs (1,024 at least,
+        // for a figure's grid) when fewer.
+        let block = mat_bytes(k, p) * inputs_per_block(k, p, n.max(1024)) as u128;
         check_memory(
             &format!("a {structure} posterior over {p} weights: {what}"),
-            bytes + (256 << 20),
+            bytes + block,
             limit,
             &format!("use --hessian kron or diag{subset_advice}"),
         )
