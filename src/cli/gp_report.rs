@@ -113,11 +113,19 @@ pub(crate) fn gp_report(
     )?;
     files.push(tpath);
     if let Some(cmp) = &r.comparison {
+        // Each panel names its posterior: the sampled one, and the one whose GP is drawn.
+        let gp = match posterior {
+            Some(p) if p.subset() == Subset::LastLayer => {
+                format!("DNN2GP-Laplace ({}, last layer)", p.structure())
+            }
+            Some(p) => format!("DNN2GP-Laplace ({})", p.structure()),
+            None => "DNN2GP-Laplace (full)".to_string(),
+        };
         files.extend(write_comparison(
             out,
             cmp,
             split,
-            "Laplace",
+            [&format!("DNN-Laplace (MC, {mc_hessian})"), &gp],
             &cmp.net_mean,
             delta,
             lik,
@@ -179,7 +187,7 @@ pub(crate) fn write_comparison(
     out: &Path,
     cmp: &Comparison,
     split: &Split,
-    method: &str,
+    titles: [&str; 2],
     dnn2gp_mean: &[f64],
     delta: f64,
     lik: &dyn Likelihood,
@@ -198,7 +206,7 @@ pub(crate) fn write_comparison(
             cmp,
             &Source::plot_x(split),
             &split.train.y_vec(),
-            method,
+            titles,
             dnn2gp_mean,
         ),
         // Held-out points where they are not the training points themselves.

@@ -4,13 +4,14 @@ use dnn2gp::experiments::regression::Comparison;
 
 use super::plot::BandPanel;
 
-/// Figure panels with ±2 sd bands of y: DNN-`method` (Monte Carlo), DNN2GP-`method` centred on
-/// `dnn2gp_mean` (the network output for Laplace, the Monte Carlo mean for VI) and the RBF GP.
+/// Figure panels with ±2 sd bands of y, titled `titles`: the network's Monte Carlo predictive
+/// (DNN-Laplace, DNN-VI), the DNN2GP predictive centred on `dnn2gp_mean` (the network output
+/// for Laplace, the Monte Carlo mean for VI) and the RBF GP.
 pub fn panels(
     c: &Comparison,
     x_train: &[f64],
     y_train: &[f64],
-    method: &str,
+    titles: [&str; 2],
     dnn2gp_mean: &[f64],
 ) -> Vec<BandPanel> {
     let sd = |v: &[f64]| -> Vec<f64> {
@@ -28,8 +29,8 @@ pub fn panels(
         sd: sd(var),
     };
     vec![
-        panel(format!("DNN-{method}"), &c.mc_mean, &c.mc_var_f),
-        panel(format!("DNN2GP-{method}"), dnn2gp_mean, &c.gp_var_f),
+        panel(titles[0].to_string(), &c.mc_mean, &c.mc_var_f),
+        panel(titles[1].to_string(), dnn2gp_mean, &c.gp_var_f),
         panel("GP (RBF kernel)".into(), &c.rbf_mean, &c.rbf_var_f),
     ]
 }

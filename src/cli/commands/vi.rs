@@ -129,7 +129,7 @@ pub(crate) fn run(ctx: &Ctx, a: ViCmd) -> Result<()> {
             out.path(),
             &cmp,
             &split,
-            "VI",
+            ["DNN-VI", "DNN2GP-VI"],
             &mc_mean,
             delta,
             lik.as_ref(),
