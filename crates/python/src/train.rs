@@ -180,9 +180,10 @@ pub(crate) fn sweep<'py>(
 /// The mean step α is `lr`, by default β for a full covariance (the form of Theorem 2) and
 /// β/10 for a diagonal one (whose steps overshoot at α = β). A run whose loss or mean leaves
 /// finite range or grows by orders of magnitude stops with an `ArithmeticError` naming the
-/// epoch and what to change (`lr`, `init_precision`, `beta`). Returns a dict: `model` (the network at μ), `precision` (`Σ⁻¹`: P values for
-/// `covariance="diag"`, P×P for `"full"`), `history` (the loss per epoch) and, every
-/// `snapshot_every` steps, `snapshots` of `(t, μ_t, Σ_t⁻¹)`.
+/// epoch and what to change (`lr`, `init_precision`, `beta`). Returns a dict: `model` (the
+/// network at μ), `precision` (`Σ⁻¹`: P values for `covariance="diag"`, P×P for `"full"`),
+/// `history` (the loss per epoch) and, every `snapshot_every` steps, `snapshots` of
+/// `(t, μ_t, Σ_t⁻¹)`.
 #[pyfunction]
 #[pyo3(signature = (
     model, x, y, epochs=1000, beta=0.1, lr=None, mc_samples=1, batch_size=None,
