@@ -1007,32 +1007,21 @@ fn options_for_reproducing_the_papers_runs() {
         "--out",
         s(&dir.path().join("g2")),
     ]);
-    let err = refused(&[
-        "train",
-        "--data",
-        "toy",
-        "--append-one",
-        "--out",
-        s(&dir.path().join("t")),
-    ]);
-    assert!(err.contains("--append-one"), "{err}");
-    // The plateau schedule's factor and patience are checked.
-    let err = refused(&[
-        "train",
-        "--plateau-factor",
-        "1.5",
-        "--out",
-        s(&dir.path().join("t")),
-    ]);
-    assert!(err.contains("--plateau-factor"), "{err}");
-    let err = refused(&[
-        "train",
-        "--plateau-patience",
-        "0",
-        "--out",
-        s(&dir.path().join("t")),
-    ]);
-    assert!(err.contains("--plateau-patience"), "{err}");
+    // --append-one is for CSV data; the plateau schedule's factor and patience are checked.
+    refusals(
+        &dir.path().join("t"),
+        &[
+            (
+                vec!["train", "--data", "toy", "--append-one"],
+                "--append-one",
+            ),
+            (vec!["train", "--plateau-factor", "1.5"], "--plateau-factor"),
+            (
+                vec!["train", "--plateau-patience", "0"],
+                "--plateau-patience",
+            ),
+        ],
+    );
     // UCI split ranges.
     let Some(data) = common::shared_data() else {
         return;
