@@ -249,6 +249,10 @@ fn zero_and_nonsensical_counts_are_refused_not_replaced() {
             (vec!["vi", "--grid-points", "0"], "--grid-points"),
             (vec!["vi", "--samples", "0"], "--samples"),
             (vec!["vi", "--vi-epochs", "0"], "--vi-epochs"),
+            (
+                vec!["import", "--weights", "/nonexistent.safetensors"],
+                "--weights: /nonexistent.safetensors: no such file",
+            ),
             (vec!["sweep", "--sigma", "-1"], "--sigma: the noise must be"),
             (vec!["train", "--sigma", "0"], "--sigma: the noise must be"),
             (vec!["train", "--sets", "0"], "--sets"),

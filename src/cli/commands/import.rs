@@ -13,15 +13,25 @@ use crate::cli::training::setup;
 use dnn2gp::nn::Network;
 
 use dnn2gp::train::{MapResult, Objective};
+use dnn2gp::Error;
 
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
 pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
     let t0 = Instant::now();
+    if !a.weights.is_file() {
+        return Err(Error::option(
+            "--weights",
+            format!("{}: no such file", a.weights.display()),
+        )
+        .into());
+    }
     let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
+    // The weights are read (and their tensors checked against the network) before the output
+    // folder is touched.
+    let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
     let mut inputs = src.paths();
     inputs.push(&a.weights);
     let out = OutDir::open("--out", &a.out, &inputs)?;
-    let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
     let obj = Objective::on(&net, lik.as_ref(), &split.train, a.model.delta);
     let (loss, g) = obj.value_grad(&w);
     let res = MapResult {
