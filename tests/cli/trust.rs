@@ -120,16 +120,7 @@ fn a_rerun_replaces_the_folder_as_one_set_and_leaves_nothing_beside_it() {
 #[test]
 fn a_failed_run_keeps_the_previous_folder() {
     let dir = common::tmpdir();
-    let model = dir.path().join("model");
-    ok(&[
-        "train",
-        "--hidden",
-        "3",
-        "--epochs",
-        "5",
-        "--out",
-        s(&model),
-    ]);
+    let model = tiny_model(dir.path());
     let gp = dir.path().join("gp");
     ok(&[
         "gp",
@@ -227,16 +218,7 @@ fn a_folder_in_use_is_refused_and_signals_say_what_was_kept() {
 #[test]
 fn zero_and_nonsensical_counts_are_refused_not_replaced() {
     let dir = common::tmpdir();
-    let model = dir.path().join("model");
-    ok(&[
-        "train",
-        "--hidden",
-        "3",
-        "--epochs",
-        "5",
-        "--out",
-        s(&model),
-    ]);
+    let model = tiny_model(dir.path());
     let m = s(&model);
     refusals(
         &dir.path().join("o"),
@@ -283,16 +265,7 @@ fn options_that_do_not_apply_are_refused() {
     let dir = common::tmpdir();
     let csv = dir.path().join("d.csv");
     std::fs::write(&csv, "x,y\n0,0.1\n1,0.4\n2,0.9\n").unwrap();
-    let model = dir.path().join("model");
-    ok(&[
-        "train",
-        "--hidden",
-        "3",
-        "--epochs",
-        "5",
-        "--out",
-        s(&model),
-    ]);
+    let model = tiny_model(dir.path());
     let m = s(&model);
     refusals(
         &dir.path().join("o"),
@@ -526,16 +499,7 @@ fn legacy_folder(from: &Path, to: &Path) -> String {
 #[test]
 fn folders_written_before_the_model_file_still_load() {
     let dir = common::tmpdir();
-    let model = dir.path().join("model");
-    ok(&[
-        "train",
-        "--hidden",
-        "3",
-        "--epochs",
-        "5",
-        "--out",
-        s(&model),
-    ]);
+    let model = tiny_model(dir.path());
     let old = dir.path().join("old");
     legacy_folder(&model, &old);
     let (gp_new, gp_old) = (dir.path().join("gp-new"), dir.path().join("gp-old"));

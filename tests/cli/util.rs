@@ -1,7 +1,7 @@
 //! What every command test shares: running `dnn2gp`, expecting success or a refusal, reading
 //! its files, and refusal tables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `dnn2gp` command, quiet.
@@ -48,6 +48,21 @@ pub fn refusals(out: &Path, cases: &[(Vec<&str>, &str)]) {
         assert!(err.contains(fragment), "{a:?}: '{fragment}' not in: {err}");
         assert!(!out.exists(), "{a:?} wrote {}", out.display());
     }
+}
+
+/// A model folder `dir/model`: an MLP of 3 tanh units trained 5 epochs on the toy data.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    ok(&[
+        "train",
+        "--hidden",
+        "3",
+        "--epochs",
+        "5",
+        "--out",
+        s(&model),
+    ]);
+    model
 }
 
 /// A JSON file.
