@@ -17,7 +17,7 @@ use dnn2gp::experiments::regression::{Comparison, GpReportOptions};
 use dnn2gp::gp::Space;
 use dnn2gp::io::{num, write_csv, write_json, write_npy_mat};
 use dnn2gp::likelihood::Likelihood;
-use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::nn::{Graph, Network};
 use dnn2gp::posterior::{HessianStructure, Laplace, Posterior, Subset};
 use dnn2gp::{Error, Warning};
 
@@ -56,7 +56,7 @@ pub(crate) struct GpSummary {
 pub(crate) fn gp_report(
     ctx: &Ctx,
     out: &Path,
-    net: &Sequential,
+    net: &Graph,
     lik: &dyn Likelihood,
     src: &Source,
     split: &Split,

@@ -19,7 +19,7 @@ use dnn2gp::io::{num, write_csv, write_npy, write_npy_mat};
 use dnn2gp::likelihood::Likelihood;
 use dnn2gp::linalg::{check_memory, mat_bytes};
 use dnn2gp::nn::weights::{self, StoredDtype};
-use dnn2gp::nn::{predict, Network, Sequential};
+use dnn2gp::nn::{predict, Graph, Network, Sequential};
 
 use dnn2gp::posterior::{Laplace, Posterior};
 use dnn2gp::train::gather_rows;
@@ -35,7 +35,7 @@ pub(crate) fn image_side(data: ImageData) -> usize {
 
 /// Loads the images of `--data` and checks that each has as many pixels as `net` has inputs
 /// (a network is never run on cropped or padded rows).
-pub(crate) fn load_images(a: &ImageArgs, net: &Sequential) -> Result<Mnist> {
+pub(crate) fn load_images(a: &ImageArgs, net: &Graph) -> Result<Mnist> {
     let data = read_images(a)?;
     for (split, x) in [("training", &data.train_x), ("test", &data.test_x)] {
         if x.ncols() != net.n_inputs() {
@@ -84,19 +84,15 @@ pub(crate) fn read_images(a: &ImageArgs) -> Result<Mnist> {
 }
 
 /// The architecture: `--arch`, or LeNet-5 (28×28) / a small CNN (8×8) with `k` outputs.
-pub(crate) fn image_architecture(
-    ctx: &Ctx,
-    a: &ImageArgs,
-    side: usize,
-    k: usize,
-) -> Result<Sequential> {
-    let net = match &a.arch {
+pub(crate) fn image_architecture(ctx: &Ctx, a: &ImageArgs, side: usize, k: usize) -> Result<Graph> {
+    let net: Graph = match &a.arch {
         Some(spec) => Sequential::parse(spec)?,
         None if side == 28 => Sequential::lenet5(1, 28, k)?,
         None => Sequential::parse(&format!(
             "1x{side}x{side}:conv6k3,relu,pool,flatten,dense32,relu,dense{k}"
         ))?,
-    };
+    }
+    .into();
     check_parameter_memory(ctx, net.n_params())?;
     if net.n_inputs() != side * side || net.n_outputs() != k {
         return Err(Error::Invalid(format!(
@@ -123,7 +119,7 @@ pub(crate) struct EpochRecord {
 /// accuracy after each epoch.
 pub(crate) fn with_test_accuracy(
     ctx: &Ctx,
-    net: &Sequential,
+    net: &Graph,
     test_x: MatRef<'_, f64>,
     test_labels: &[usize],
     train_loop: impl FnOnce(&mut dnn2gp::train::EpochHook<'_>) -> dnn2gp::Result<Vec<f64>>,
@@ -173,7 +169,7 @@ fn write_records(path: &Path, records: &[EpochRecord]) -> Result<()> {
 }
 
 /// Loads `--model` weights for `net`.
-pub(crate) fn load_weights(path: &Path, net: &Sequential) -> Result<Vec<f64>> {
+pub(crate) fn load_weights(path: &Path, net: &Graph) -> Result<Vec<f64>> {
     Ok(weights::load(path, &net.param_layout())?)
 }
 
@@ -195,7 +191,7 @@ pub(crate) struct ViewSummary {
 /// Refuses GP views whose Jacobians (NK×P) and kernels (NK×NK, twice with its views) would not
 /// fit in memory; called before training with the largest possible N, and again with the
 /// actual one.
-pub(crate) fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Result<()> {
+pub(crate) fn check_views_memory(ctx: &Ctx, n: usize, net: &Graph) -> Result<()> {
     let (k, p) = (net.n_outputs(), net.n_params());
     Ok(check_memory(
         &format!("the GP views of {n} images ({n}·{k} Jacobian rows of {p} parameters and the {}×{} kernel)", n * k, n * k),
@@ -210,7 +206,7 @@ pub(crate) fn check_views_memory(ctx: &Ctx, n: usize, net: &Sequential) -> Resul
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gp_views(
     ctx: &Ctx,
-    net: &Sequential,
+    net: &Graph,
     lik: &dyn Likelihood,
     w: &[f64],
     variances: &[f64],

@@ -19,7 +19,7 @@ use dnn2gp::data::Split;
 use dnn2gp::io::{num, read_npy, write_csv, write_json};
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
 use dnn2gp::nn::weights::StoredDtype;
-use dnn2gp::nn::{Activation, Network, Sequential};
+use dnn2gp::nn::{Activation, Graph, Network, Sequential};
 use dnn2gp::train::model::{fingerprint, Model};
 use dnn2gp::train::MapResult;
 use dnn2gp::{Error, Warning};
@@ -84,7 +84,7 @@ struct LegacyModel {
 pub(crate) fn write_model(
     ctx: &Ctx,
     out: &Path,
-    net: &Sequential,
+    net: &Graph,
     m: &ModelArgs,
     data: Source,
     split: &Split,
@@ -160,7 +160,9 @@ pub(crate) fn load_folder(dir: &Path) -> Result<(RunRecord, Model)> {
         ))
         .into());
     };
-    let net = Sequential::parse(&spec).map_err(|e| e.in_file(&path))?;
+    let net: Graph = Sequential::parse(&spec)
+        .map_err(|e| e.in_file(&path))?
+        .into();
     let params = dir.join("params.npy");
     let (shape, w) = read_npy(&params)?;
     let model = Model::new(net, w, likelihood, sigma, delta)

@@ -9,7 +9,7 @@ use crate::cli::args::{NoiseArg, PosteriorArgs, PriorArg};
 use crate::cli::ctx::{positive, Ctx};
 use crate::report::plot::significant;
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::nn::Sequential;
+use dnn2gp::nn::Graph;
 use dnn2gp::posterior::{
     FitOptions, HessianStructure, Laplace, Posterior, PriorPrecision, PriorStructure, Subset,
 };
@@ -29,7 +29,7 @@ fn by_evidence(a: &PosteriorArgs) -> (bool, bool) {
 pub(crate) fn check(
     a: &PosteriorArgs,
     kind: LikelihoodKind,
-    net: &Sequential,
+    net: &Graph,
     n: usize,
     memory: u128,
 ) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::cli::sources::{one_data_set, prepare_split, source};
 use dnn2gp::data::source::Source;
 use dnn2gp::data::Split;
 use dnn2gp::likelihood::{Likelihood, LikelihoodKind};
-use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::nn::{Graph, Network, Sequential};
 use dnn2gp::train::vogn::VognConfig;
 use dnn2gp::train::{fit_map, Adam, MapConfig, MapResult, Objective, Plateau};
 use dnn2gp::Error;
@@ -80,13 +80,13 @@ pub(crate) fn vogn_config(v: &VognArgs, seed: u64) -> Result<VognConfig> {
 
 /// The network of `--arch`, or the MLP of `--hidden` and `--activation`, for the data's
 /// inputs and outputs.
-pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
+pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Graph> {
     let (d, k) = (split.train.x.ncols(), split.train.y.ncols());
     let Some(spec) = &m.arch else {
         let mut sizes = vec![d];
         sizes.extend(&m.hidden);
         sizes.push(k);
-        return Ok(Sequential::mlp(sizes, m.activation)?);
+        return Ok(Sequential::mlp(sizes, m.activation)?.into());
     };
     let net = Sequential::parse(spec).map_err(|e| e.for_option("--arch"))?;
     if (net.n_inputs(), net.n_outputs()) != (d, k) {
@@ -102,7 +102,7 @@ pub(crate) fn architecture(split: &Split, m: &ModelArgs) -> Result<Sequential> {
         )
         .into());
     }
-    Ok(net)
+    Ok(net.into())
 }
 
 /// The data source, its first split, the network and the likelihood of a command; checks δ.
@@ -110,7 +110,7 @@ pub(crate) fn setup(
     ctx: &Ctx,
     data: &DataArgs,
     model: &ModelArgs,
-) -> Result<(Source, Split, Sequential, Box<dyn Likelihood>)> {
+) -> Result<(Source, Split, Graph, Box<dyn Likelihood>)> {
     let src = one_data_set(source(data)?)?;
     let kind = model.likelihood;
     if model.classes.is_some() && kind != LikelihoodKind::Categorical {
@@ -135,7 +135,7 @@ pub(crate) fn setup(
 
 pub(crate) fn fit(
     ctx: &Ctx,
-    net: &Sequential,
+    net: &Graph,
     lik: &dyn Likelihood,
     split: &Split,
     delta: f64,

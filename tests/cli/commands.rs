@@ -33,7 +33,7 @@ fn train_then_gp_on_toy_data() {
     assert!(!model.join("params.npy").exists());
     let saved = dnn2gp::train::model::Model::load(&model.join("model.safetensors")).unwrap();
     let net = Sequential::mlp(vec![2, 10, 1], Activation::Tanh).unwrap();
-    assert_eq!(saved.net, net);
+    assert_eq!(saved.net, net.clone().into());
     let from_st =
         dnn2gp::nn::weights::load(&model.join("model.safetensors"), &net.param_layout()).unwrap();
     assert_eq!(from_st, saved.w);

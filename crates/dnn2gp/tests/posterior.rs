@@ -337,7 +337,13 @@ fn the_memory_pre_flight_counts_what_a_fit_allocates() {
     use dnn2gp::posterior::Subset;
     let small = Sequential::mlp(vec![1, 32, 1], Activation::Tanh).unwrap();
     let fits = |net: &Sequential, limit: u128| {
-        Laplace::check_memory(net, 200, HessianStructure::Full, Subset::All, limit)
+        Laplace::check_memory(
+            &net.clone().into(),
+            200,
+            HessianStructure::Full,
+            Subset::All,
+            limit,
+        )
     };
     assert!(fits(&small, 2 << 20).is_ok());
     assert!(fits(&small, 200 << 10).is_err());

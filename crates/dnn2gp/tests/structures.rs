@@ -139,12 +139,12 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
             y.as_ref(),
         );
         let (mut offset, mut l) = (0, 0);
-        for (idx, layer) in m.net.layers().iter().enumerate() {
+        for (idx, layer) in m.net.chain().unwrap().layers().iter().enumerate() {
             let p = layer.n_params();
             if p == 0 {
                 continue;
             }
-            let input = layer_input(&m.net, &m.w, &x, idx);
+            let input = layer_input(m.net.chain().unwrap(), &m.w, &x, idx);
             let s = &sums[l];
             match *layer {
                 Layer::Dense { inputs, outputs } => {
@@ -189,10 +189,13 @@ fn kfac_factors_are_their_definitions_on_a_batch() {
                     }
                     assert_close(s.a.as_ref(), a.as_ref(), 1e-12);
                     // g_{e,c,t} = Σ_k R_e[c,k] ∂f_k/∂z_{o,t} through the layers above z.
-                    let tail = Sequential::new(m.net.layers()[idx + 1..].to_vec()).unwrap();
+                    let tail = Sequential::new(m.net.chain().unwrap().layers()[idx + 1..].to_vec())
+                        .unwrap();
                     let wt = &m.w[offset + p..];
                     let z = {
-                        let upto = Sequential::new(m.net.layers()[..=idx].to_vec()).unwrap();
+                        let upto =
+                            Sequential::new(m.net.chain().unwrap().layers()[..=idx].to_vec())
+                                .unwrap();
                         upto.forward(&m.w[..offset + p], x.as_ref())
                     };
                     let mut g = Mat::<f64>::zeros(o, o);
@@ -326,7 +329,7 @@ fn last_layer_equals_the_posterior_of_the_head_on_frozen_features() {
     let m = model("4:dense6,tanh,dense5,tanh,dense3", 0.8);
     let (x, y) = data(15, 4, 3, 6);
     let (xs, _) = data(4, 4, 3, 8);
-    let layers = m.net.layers();
+    let layers = m.net.chain().unwrap().layers();
     let body = Sequential::new(layers[..4].to_vec()).unwrap();
     let head = Sequential::new(layers[4..].to_vec()).unwrap();
     let split = body.n_params();

@@ -17,7 +17,7 @@ use dnn2gp::data::source::Source;
 use dnn2gp::data::toy::ToyConfig;
 use dnn2gp::gp::Space;
 use dnn2gp::io::write_json;
-use dnn2gp::nn::{Activation, Sequential};
+use dnn2gp::nn::{Activation, Graph, Sequential};
 use dnn2gp::posterior::HessianStructure;
 use dnn2gp::select::{Method, SweepParam, SweepResult, SweepSpec};
 use dnn2gp::train::vogn::VognConfig;
@@ -134,7 +134,7 @@ pub(crate) fn run(ctx: &Ctx, a: DemoArgs) -> Result<()> {
     let best = results[0].1.argmin(|p| p.neg_log_marglik);
     // The Laplace GP at the chosen δ on the first data set.
     let split = &splits[0];
-    let net = Sequential::mlp(vec![2, 20, 1], Activation::Tanh)?;
+    let net: Graph = Sequential::mlp(vec![2, 20, 1], Activation::Tanh)?.into();
     let lik = dnn2gp::likelihood::Gaussian::new(1.0)?;
     let fitted = fit(ctx, &net, &lik, split, best.value, &map, 0)?;
     let (gp_summary, gp_files, _) = gp_report(

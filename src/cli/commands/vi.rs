@@ -20,7 +20,7 @@ use dnn2gp::data::Split;
 use dnn2gp::experiments::regression::{compare, mc_predictive};
 use dnn2gp::io::{write_csv, write_json, write_npy, write_npy_mat};
 
-use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::nn::{Graph, Network};
 
 use dnn2gp::train::vogn::{self, Snapshot, VognConfig};
 use dnn2gp::train::Objective;
@@ -187,7 +187,7 @@ pub(crate) fn run(ctx: &Ctx, a: ViCmd) -> Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn kernel_evolution(
     out: &Path,
-    net: &Sequential,
+    net: &Graph,
     src: &Source,
     split: &Split,
     snapshots: &[Snapshot],

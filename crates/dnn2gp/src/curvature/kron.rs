@@ -27,7 +27,7 @@ const CHUNK: usize = 64;
 
 /// The layers' [`KronSums`] of the GGN over a data set of any size, streamed in parallel
 /// chunks (summed in a fixed order: the same bytes on any thread count), with each `A`
-/// divided by `N T` (laplace-torch's scaling). `progress` advances by the examples done.
+/// divided by `N T` (laplace-torch's scaling; a tensor without Kronecker form gets `A = 1`). `progress` advances by the examples done.
 pub(crate) fn kron_factors(
     net: &dyn Network,
     lik: &dyn Likelihood,
@@ -50,7 +50,7 @@ pub(crate) fn kron_factors(
     });
     let mut total = total.unwrap_or_default();
     for s in &mut total {
-        s.a *= faer::Scale(1.0 / (n.max(1) * s.positions) as f64);
+        s.a *= faer::Scale(1.0 / s.count.max(1) as f64);
     }
     total
 }
@@ -125,6 +125,8 @@ fn eigen(m: &Mat<f64>, what: &str) -> Result<(Mat<f64>, Vec<f64>, usize)> {
 #[derive(Debug, Clone)]
 pub struct Kron {
     blocks: Vec<Block>,
+    /// Per unit (layer, or tensor without Kronecker form): whether a bias block follows.
+    units: Vec<bool>,
     dim: usize,
     /// Scale c of the GGN (`σ²/σ′²` at another Gaussian noise; 1 as fitted).
     pub scale: f64,
@@ -136,32 +138,39 @@ impl Kron {
     /// layer's weight, then its bias), at prior precision δ.
     pub fn new(factors: &[KronSums], delta: f64) -> Result<Self> {
         let mut blocks = Vec::with_capacity(2 * factors.len());
+        let mut units = Vec::with_capacity(factors.len());
         let (mut offset, mut floored) = (0, 0);
         for (l, f) in factors.iter().enumerate() {
             let (qg, lg, ng) = eigen(&f.g, &format!("the KFAC factor G of layer {l}"))?;
             let (qa, la, na) = eigen(&f.a, &format!("the KFAC factor A of layer {l}"))?;
             floored += ng + na;
             let (o, i) = (lg.len(), la.len());
-            blocks.push(Block {
-                offset,
+            let bias = f.bias.then(|| Block {
+                offset: offset + o * i,
                 delta,
                 qg: qg.clone(),
                 lg: lg.clone(),
-                qa,
-                la,
-            });
-            blocks.push(Block {
-                offset: offset + o * i,
-                delta,
-                qg,
-                lg,
                 qa: Mat::identity(1, 1),
                 la: vec![1.0],
             });
-            offset += o * i + o;
+            blocks.push(Block {
+                offset,
+                delta,
+                qg,
+                lg,
+                qa,
+                la,
+            });
+            offset += o * i;
+            if let Some(b) = bias {
+                offset += b.len();
+                blocks.push(b);
+            }
+            units.push(f.bias);
         }
         Ok(Kron {
             blocks,
+            units,
             dim: offset,
             scale: 1.0,
             floored,
@@ -169,7 +178,7 @@ impl Kron {
     }
 
     /// The same factors at another δ per block (one per parameter tensor: each layer's weight,
-    /// then its bias) and GGN scale c.
+    /// then its bias if it has one) and GGN scale c.
     pub fn at(&self, deltas: &[f64], scale: f64) -> Result<Self> {
         if deltas.len() != self.blocks.len() {
             return Err(Error::Invalid(format!(
@@ -292,13 +301,23 @@ impl Kron {
     /// Each layer's covariance in its eigenbasis, for `factored_covariance_blocks`:
     /// `Q_G`, `Q_A`, `1/(c λ_G λ_A + δ)` (weight) and `1/(c λ_G + δ)` (bias).
     pub fn layer_variances(&self) -> Vec<LayerVariance<'_>> {
-        self.blocks
-            .chunks(2)
-            .map(|wb| LayerVariance {
-                qg: Some(&wb[0].qg),
-                qa: Some(&wb[0].qa),
-                weight: wb[0].eigenvalues(self.scale).map(|d| 1.0 / d).collect(),
-                bias: wb[1].eigenvalues(self.scale).map(|d| 1.0 / d).collect(),
+        let mut blocks = self.blocks.iter();
+        self.units
+            .iter()
+            .map(|&bias| {
+                let w = blocks.next().expect("a block per unit");
+                let inv = |b: &Block| b.eigenvalues(self.scale).map(|d| 1.0 / d).collect();
+                LayerVariance {
+                    qg: Some(&w.qg),
+                    qa: Some(&w.qa),
+                    outputs: w.lg.len(),
+                    weight: inv(w),
+                    bias: if bias {
+                        inv(blocks.next().expect("a bias block"))
+                    } else {
+                        Vec::new()
+                    },
+                }
             })
             .collect()
     }
@@ -363,9 +382,11 @@ pub struct LayerVariance<'a> {
     pub qg: Option<&'a Mat<f64>>,
     /// The input-side eigenvectors `Q_A` (none: the parameter basis).
     pub qa: Option<&'a Mat<f64>>,
+    /// The weight's rows (outputs).
+    pub outputs: usize,
     /// The weight's variances in that basis (outputs × inputs, row-major).
     pub weight: Vec<f64>,
-    /// The bias's variances in that basis.
+    /// The bias's variances in that basis (none without a bias).
     pub bias: Vec<f64>,
 }
 
@@ -374,7 +395,7 @@ impl LayerVariance<'_> {
     /// scaled by the standard deviations: `(Q_Gᵀ W Q_A) ⊙ √s^W`, `(Q_Gᵀ b) ⊙ √s^b`, so that
     /// `J Σ Jᵀ` over the layer is a product of such rows.
     fn whiten_row(&self, row: &[f64], out: &mut [f64]) {
-        let o = self.bias.len();
+        let o = self.outputs;
         let i = self.weight.len() / o.max(1);
         let left = |m: MatRef<'_, f64>| match self.qg {
             Some(q) => crate::linalg::at_b(q.as_ref(), m),
@@ -385,12 +406,14 @@ impl LayerVariance<'_> {
             Some(q) => crate::linalg::a_b(w.as_ref(), q.as_ref()),
             None => w,
         };
-        let b = left(MatRef::from_column_major_slice(&row[o * i..], o, 1));
         for (idx, d) in out[..o * i].iter_mut().enumerate() {
             *d = w[(idx / i, idx % i)] * self.weight[idx].sqrt();
         }
-        for (g, d) in out[o * i..].iter_mut().enumerate() {
-            *d = b[(g, 0)] * self.bias[g].sqrt();
+        if !self.bias.is_empty() {
+            let b = left(MatRef::from_column_major_slice(&row[o * i..], o, 1));
+            for (g, d) in out[o * i..].iter_mut().enumerate() {
+                *d = b[(g, 0)] * self.bias[g].sqrt();
+            }
         }
     }
 }
@@ -408,7 +431,7 @@ pub(crate) fn factored_covariance_blocks(
     let n = f.rows() / k;
     let mut out = vec![0.0; n * k * k];
     for (factor, lv) in f.layers().iter().rev().zip(layers) {
-        let o = lv.bias.len();
+        let o = lv.outputs;
         let i = lv.weight.len() / o.max(1);
         let rotate = |m: MatRef<'_, f64>, q: Option<&Mat<f64>>| match q {
             Some(q) => crate::linalg::a_b(m, q.as_ref()),
@@ -479,24 +502,26 @@ pub(crate) fn factored_covariance_blocks(
     out
 }
 
-/// The layers of a diagonal precision `d` (parameters in the network's order) as
-/// [`LayerVariance`]s, for the layers' `(inputs, outputs)` shapes.
+/// The units of a diagonal precision `d` (parameters in the network's order) as
+/// [`LayerVariance`]s, for the network's KFAC units.
 pub(crate) fn diag_layer_variances(
     d: &[f64],
-    shapes: &[(usize, usize)],
+    shapes: &[crate::nn::KronShape],
 ) -> Vec<LayerVariance<'static>> {
     let mut offset = 0;
     shapes
         .iter()
-        .map(|&(i, o)| {
+        .map(|s| {
+            let (i, o, b) = (s.inputs, s.outputs, if s.bias { s.outputs } else { 0 });
             let inv = |r: std::ops::Range<usize>| d[r].iter().map(|v| 1.0 / v).collect();
             let lv = LayerVariance {
                 qg: None,
                 qa: None,
+                outputs: o,
                 weight: inv(offset..offset + o * i),
-                bias: inv(offset + o * i..offset + o * i + o),
+                bias: inv(offset + o * i..offset + o * i + b),
             };
-            offset += o * i + o;
+            offset += o * i + b;
             lv
         })
         .collect()

@@ -9,7 +9,7 @@ use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result, Warning};
 use crate::likelihood::classification::softmax;
-use crate::nn::Sequential;
+use crate::nn::Graph;
 use crate::posterior::{
     FitOptions, HessianStructure, Laplace, Link, Posterior, PriorPrecision, PriorStructure, Subset,
 };
@@ -380,7 +380,7 @@ fn report(
 /// posterior, a fit over N examples above `memory_limit` bytes
 /// ([`Laplace::check_memory`]).
 pub fn check_methods(
-    net: &Sequential,
+    net: &Graph,
     n: usize,
     methods: &[Method],
     prior: Prior,

@@ -17,7 +17,7 @@ use faer::{Accum, Mat, MatRef, Par, Side};
 
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, dot, mat_bytes, sym_sqrt, Cholesky};
-use crate::nn::{JacobianFactors, Layer, Network, Sequential};
+use crate::nn::{Graph, JacobianFactors, Layer, Network};
 use crate::posterior::evidence::laplace_evidence;
 use crate::posterior::evidence::{evidence_gradient, root_in_log};
 use crate::posterior::link::class_probabilities;
@@ -156,7 +156,7 @@ impl FunctionalGp {
 
     /// Refuses a GP of `net` on m points whose kernels exceed `limit` bytes ([`Self::bytes`]),
     /// before any work.
-    pub fn check_memory(net: &Sequential, m: usize, outputs: Outputs, limit: u128) -> Result<()> {
+    pub fn check_memory(net: &Graph, m: usize, outputs: Outputs, limit: u128) -> Result<()> {
         let (what, advice) = match outputs {
             Outputs::Independent => ("independent outputs' m×m", "use fewer training points"),
             Outputs::Coupled => (
@@ -177,7 +177,7 @@ impl FunctionalGp {
 
     /// Bytes the fit holds at once: the factors and, per kernel, itself, its scaled copy and
     /// its factor (one output's at a time when independent).
-    pub fn bytes(net: &Sequential, m: usize, outputs: Outputs) -> u128 {
+    pub fn bytes(net: &Graph, m: usize, outputs: Outputs) -> u128 {
         let side = match outputs {
             Outputs::Independent => m,
             Outputs::Coupled => m * net.n_outputs(),
@@ -350,16 +350,20 @@ fn scaled_kernel(chol: &Cholesky, delta: f64) -> Mat<f64> {
 /// Bytes of the per-layer Jacobian factors of `n` inputs (K rows each: a conv layer's Jacobian
 /// block, a dense layer's `G` and `Ã`), twice (the chunks' factors are stacked into one set),
 /// and of one output's selection.
-fn factor_bytes(net: &Sequential, n: usize) -> u128 {
+fn factor_bytes(net: &Graph, n: usize) -> u128 {
     let k = net.n_outputs();
-    let values: usize = net
-        .layers()
-        .iter()
-        .map(|l| match *l {
-            Layer::Conv2d { .. } => n * k * l.n_params(),
-            Layer::Dense { inputs, outputs } => n * k * outputs + n * (inputs + 1),
-            _ => 0,
-        })
-        .sum();
+    let values: usize = match net.chain() {
+        Some(chain) => chain
+            .layers()
+            .iter()
+            .map(|l| match *l {
+                Layer::Conv2d { .. } => n * k * l.n_params(),
+                Layer::Dense { inputs, outputs } => n * k * outputs + n * (inputs + 1),
+                _ => 0,
+            })
+            .sum(),
+        // Every operation's block of the Jacobian.
+        None => n * k * net.n_params(),
+    };
     8 * values as u128 * (2 * k as u128 + 1) / k as u128
 }

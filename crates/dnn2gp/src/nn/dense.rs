@@ -61,6 +61,8 @@ pub(crate) fn dense_param_derivs(
             a: at_b(a_in, a_in),
             g: at_b(g, g),
             positions: 1,
+            bias: true,
+            count: n,
         }),
         Sink::Factors(f) => f.push(Factor::Dense {
             g: g.to_owned(),

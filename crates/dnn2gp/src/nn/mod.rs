@@ -14,8 +14,10 @@ pub mod activation;
 mod conv;
 mod dense;
 mod factors;
+pub mod graph;
 pub mod layer;
 mod mlp;
+pub mod ops;
 pub mod sequential;
 mod spec;
 pub mod weights;
@@ -29,6 +31,7 @@ pub use crate::linalg::Real;
 pub use activation::Activation;
 pub(crate) use factors::Factor;
 pub use factors::{JacobianFactors, NtkBlocks};
+pub use graph::{Graph, GraphBuilder, KronShape, Node};
 pub use layer::{Layer, MAX_PARAMS};
 pub(crate) use mlp::Mlp;
 pub use sequential::Sequential;
@@ -227,9 +230,11 @@ pub(crate) enum Sink<'a> {
     Kron(&'a mut Vec<KronSums>),
 }
 
-/// One layer's Kronecker sums over a batch, for KFAC: `A = Σ_{n,t} a_{nt} a_{nt}ᵀ` over the
-/// layer's inputs (a conv layer's patches, `t` over its output positions) and
-/// `G = Σ_{m,t} g_{mt} g_{mt}ᵀ` over the cotangent rows backpropagated to its outputs.
+/// One KFAC unit's sums over a batch: for a layer, `A = Σ_{n,t} a_{nt} a_{nt}ᵀ` over its
+/// inputs (a conv layer's patches, `t` over its output positions; `count` terms) and
+/// `G = Σ_{m,t} g_{mt} g_{mt}ᵀ` over the cotangent rows backpropagated to its outputs, its
+/// bias (if any) sharing `G`; for a tensor without Kronecker form (BatchNorm's γ), `A` the
+/// count of examples (1×1) and `G = Σ_m d_m d_mᵀ` over its derivative rows: its exact block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KronSums {
     /// `Σ a aᵀ` (inputs × inputs; the bias is kept apart).
@@ -238,6 +243,10 @@ pub struct KronSums {
     pub g: Mat<f64>,
     /// Weight-sharing positions per example (1 for a dense layer, `oh·ow` for a conv layer).
     pub positions: usize,
+    /// Whether a bias shares `G`.
+    pub bias: bool,
+    /// The terms summed in `A`: examples × positions.
+    pub count: usize,
 }
 
 impl KronSums {
@@ -245,6 +254,7 @@ impl KronSums {
     pub fn add(&mut self, other: &KronSums) {
         self.a += &other.a;
         self.g += &other.g;
+        self.count += other.count;
     }
 }
 

@@ -438,6 +438,8 @@ impl Sequential {
                             a,
                             g,
                             positions: pos,
+                            bias: true,
+                            count: a_in.nrows() * pos,
                         });
                     }
                     if let (Some(bt), Sink::Factors(f)) = (block_t, &mut sink) {

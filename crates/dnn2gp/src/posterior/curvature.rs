@@ -14,7 +14,7 @@ use super::{Laplace, Subset};
 use crate::curvature::Backend;
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, mat_bytes};
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network};
 use crate::progress::Progress;
 use crate::train::model::Model;
 
@@ -239,7 +239,7 @@ impl Laplace {
     /// factors and their eigenvectors (`Σ_l 3(i_l² + o_l²)` values), the diagonal a few
     /// P-vectors per thread; a predictive at most 256 MiB of Jacobian per block of inputs.
     pub fn check_memory(
-        net: &Sequential,
+        net: &Graph,
         n: usize,
         structure: HessianStructure,
         subset: Subset,
@@ -261,7 +261,7 @@ impl Laplace {
                 "the KFAC factors and their eigenvectors",
                 kron_shapes(&sub)
                     .iter()
-                    .map(|(i, o)| 3 * (mat_bytes(*i, *i) + mat_bytes(*o, *o)))
+                    .map(|s| 3 * (mat_bytes(s.inputs, s.inputs) + mat_bytes(s.outputs, s.outputs)))
                     .sum(),
             ),
             HessianStructure::Diag => ("the GGN diagonal", (threads + 3) * 8 * p as u128),

@@ -17,7 +17,7 @@ use super::weight_posterior::LaplaceGgn;
 use super::{HessianStructure, PriorDiagonal, PriorPrecision, Subset};
 use crate::curvature::kron::factored_covariance_blocks;
 use crate::error::{Error, Result};
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network};
 use crate::progress::Progress;
 use crate::rng::seeded;
 use crate::train::model::Model;
@@ -124,9 +124,13 @@ impl Laplace {
     pub(crate) fn assemble(
         model: Model,
         last_layer: Option<LastLayer>,
-        ggn: Box<dyn GgnStructure>,
+        mut ggn: Box<dyn GgnStructure>,
         data: DataTerms,
     ) -> Result<Self> {
+        ggn.adopt(match &last_layer {
+            Some(ll) => &ll.head,
+            None => &model.net,
+        });
         let offset = last_layer.as_ref().map_or(0, |l| l.offset);
         let mean = model.w[offset..].to_vec();
         let tensors = model
@@ -200,7 +204,7 @@ impl Laplace {
     }
 
     /// The network the posterior covers (the last layer alone, or all of it) and its weights.
-    fn covered(&self) -> (&Sequential, &[f64]) {
+    fn covered(&self) -> (&Graph, &[f64]) {
         match &self.last_layer {
             None => (&self.model.net, &self.model.w),
             Some(ll) => (&ll.head, &self.model.w[ll.offset..]),

@@ -6,41 +6,42 @@ use faer::{Mat, MatRef};
 
 use super::Subset;
 use crate::error::{Error, Result};
-use crate::nn::{Layer, Network, Sequential};
+use crate::nn::{Graph, Layer, Network, Sequential};
 
 /// The layers below (the features φ) and the last dense layer, whose weights start at
 /// `offset` in `w`.
 #[derive(Debug, Clone)]
 pub(crate) struct LastLayer {
-    body: Option<Sequential>,
-    pub(crate) head: Sequential,
+    body: Option<Graph>,
+    pub(crate) head: Graph,
     pub(crate) offset: usize,
 }
 
 impl LastLayer {
-    /// The split of `net`; refused unless its last layer is dense.
-    pub(crate) fn of(net: &Sequential) -> Result<Self> {
-        let layers = net.layers();
-        let last = layers.last().expect("a network has layers");
-        if !matches!(last, Layer::Dense { .. }) {
+    /// The split of `net`; refused unless its output is a Linear layer with a bias.
+    pub(crate) fn of(net: &Graph) -> Result<Self> {
+        let Some((value, last)) = net.last_linear() else {
             return Err(Error::Invalid(format!(
-                "a last-layer posterior needs a network whose last layer is dense; {} ends in \
-                 {last:?}",
-                net.spec()
+                "a last-layer posterior needs a network whose output is a Linear layer with a \
+                 bias; {} ends in '{}'",
+                net.spec(),
+                net.nodes().last().map_or("", |n| n.name.as_str())
             )));
-        }
-        let body = (layers.len() > 1)
-            .then(|| Sequential::new(layers[..layers.len() - 1].to_vec()))
-            .transpose()?;
+        };
+        let body = (value > 0).then(|| net.truncated(value)).transpose()?;
+        let head = Sequential::new(vec![Layer::Dense {
+            inputs: last.inputs,
+            outputs: last.outputs,
+        }])?;
         Ok(LastLayer {
-            head: Sequential::new(vec![*last])?,
+            head: head.into(),
             offset: net.n_params() - last.n_params(),
             body,
         })
     }
 
     /// The split a subset asks for: none for all weights.
-    pub(crate) fn of_subset(net: &Sequential, subset: Subset) -> Result<Option<Self>> {
+    pub(crate) fn of_subset(net: &Graph, subset: Subset) -> Result<Option<Self>> {
         match subset {
             Subset::All => Ok(None),
             Subset::LastLayer => Self::of(net).map(Some),
@@ -57,7 +58,7 @@ impl LastLayer {
 }
 
 /// The network a posterior over `subset` covers: all of `net`, or its last layer.
-pub(crate) fn covered_network(net: &Sequential, subset: Subset) -> Result<Sequential> {
+pub(crate) fn covered_network(net: &Graph, subset: Subset) -> Result<Graph> {
     Ok(match LastLayer::of_subset(net, subset)? {
         None => net.clone(),
         Some(ll) => ll.head,

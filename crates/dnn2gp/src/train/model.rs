@@ -11,11 +11,13 @@ use faer::MatRef;
 use crate::error::{Error, Result};
 use crate::likelihood::{Likelihood, LikelihoodKind};
 use crate::nn::weights::{self, StoredDtype};
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network, Sequential};
 
 /// The metadata key of a model file's architecture: a file without it is no dnn2gp model
 /// ([`Error::Metadata`] names it).
 pub const ARCHITECTURE: &str = "dnn2gp.architecture";
+/// The metadata key of a graph's operations (JSON), where the architecture is `graph`.
+pub const GRAPH: &str = "dnn2gp.graph";
 const LIKELIHOOD: &str = "dnn2gp.likelihood";
 const SIGMA: &str = "dnn2gp.sigma";
 const DELTA: &str = "dnn2gp.delta";
@@ -25,7 +27,7 @@ const DATA: &str = "dnn2gp.data";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     /// The architecture.
-    pub net: Sequential,
+    pub net: Graph,
     /// The weights `w*` (P), in PyTorch order.
     pub w: Vec<f64>,
     /// The likelihood.
@@ -41,12 +43,13 @@ pub struct Model {
 impl Model {
     /// The model, checked: `w` has the network's P entries, all finite; σ and δ positive.
     pub fn new(
-        net: Sequential,
+        net: impl Into<Graph>,
         w: Vec<f64>,
         likelihood: LikelihoodKind,
         sigma: f64,
         delta: f64,
     ) -> Result<Self> {
+        let net = net.into();
         if w.len() != net.n_params() {
             return Err(Error::Invalid(format!(
                 "{} weights for architecture {}, which has {} parameters",
@@ -93,7 +96,13 @@ impl Model {
     /// The metadata of a model file.
     pub(crate) fn metadata(&self) -> BTreeMap<String, String> {
         let mut meta = BTreeMap::from([
-            (ARCHITECTURE.to_string(), self.net.spec()),
+            (
+                ARCHITECTURE.to_string(),
+                match self.net.chain() {
+                    Some(s) => s.spec(),
+                    None => "graph".into(),
+                },
+            ),
             (LIKELIHOOD.to_string(), self.likelihood.to_string()),
             (SIGMA.to_string(), format!("{:?}", self.sigma)),
             (DELTA.to_string(), format!("{:?}", self.delta)),
@@ -101,11 +110,17 @@ impl Model {
         if let Some(d) = &self.data {
             meta.insert(DATA.to_string(), d.clone());
         }
+        if self.net.chain().is_none() {
+            meta.insert(
+                GRAPH.to_string(),
+                serde_json::to_string(&self.net).expect("a graph serialises"),
+            );
+        }
         meta
     }
 
     /// The architecture a model file's metadata names.
-    pub(crate) fn architecture_in(meta: &BTreeMap<String, String>) -> Result<Sequential> {
+    pub(crate) fn architecture_in(meta: &BTreeMap<String, String>) -> Result<Graph> {
         let spec = meta.get(ARCHITECTURE).ok_or_else(|| {
             metadata_error(
                 ARCHITECTURE,
@@ -115,7 +130,15 @@ impl Model {
                 ),
             )
         })?;
+        if spec == "graph" {
+            let json = meta.get(GRAPH).ok_or_else(|| {
+                metadata_error(GRAPH, format!("no '{GRAPH}' in its metadata for a graph"))
+            })?;
+            return serde_json::from_str(json)
+                .map_err(|e| metadata_error(GRAPH, format!("{GRAPH}: {e}")));
+        }
         Sequential::parse(spec)
+            .map(Graph::from)
             .map_err(|e| metadata_error(ARCHITECTURE, format!("{ARCHITECTURE}: {e}")))
     }
 

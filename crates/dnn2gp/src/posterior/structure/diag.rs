@@ -10,7 +10,7 @@ use super::{
 use crate::curvature::kron::{diag_layer_variances, LayerVariance};
 use crate::curvature::Precision;
 use crate::error::Result;
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network};
 use crate::posterior::weight_posterior::LaplaceGgn;
 
 /// The GGN diagonal over the covered weights.
@@ -60,7 +60,7 @@ impl GgnStructure for Diag {
         Box::new(Diag::new(self.h.iter().map(|v| v * c).collect()))
     }
 
-    fn fits(&self, net: &Sequential) -> bool {
+    fn fits(&self, net: &Graph) -> bool {
         self.h.len() == net.n_params()
     }
 
@@ -82,7 +82,7 @@ impl GgnStructure for Diag {
     fn layer_variances<'p>(
         &self,
         posterior: &'p LaplaceGgn,
-        net: &Sequential,
+        net: &Graph,
     ) -> Option<Vec<LayerVariance<'p>>> {
         match posterior.precision() {
             Precision::Diag(d) => Some(diag_layer_variances(d, &kron_shapes(net))),

@@ -11,7 +11,7 @@ use super::{
     same, square, unlike, GgnStructure, HessianStructure, NamedTensor, PriorDiagonal, Tensor, GGN,
 };
 use crate::error::{Error, Result};
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network};
 use crate::posterior::weight_posterior::LaplaceGgn;
 
 /// The full GGN over the covered weights.
@@ -81,7 +81,7 @@ impl GgnStructure for Full {
         Box::new(Full::new(&self.h * faer::Scale(c)))
     }
 
-    fn fits(&self, net: &Sequential) -> bool {
+    fn fits(&self, net: &Graph) -> bool {
         let q = net.n_params();
         self.h.nrows() == q && self.h.ncols() == q
     }

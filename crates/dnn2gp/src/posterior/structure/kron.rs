@@ -13,7 +13,7 @@ use super::{
 use crate::curvature::kron::LayerVariance;
 use crate::curvature::{Kron, Precision};
 use crate::error::{Error, Result};
-use crate::nn::{KronSums, Sequential};
+use crate::nn::{Graph, KronSums};
 use crate::posterior::weight_posterior::LaplaceGgn;
 
 /// The layers' Kronecker factors over the covered weights.
@@ -56,6 +56,8 @@ impl KronFactors {
                     a: square(&p[0])?,
                     g: square(&p[1])?,
                     positions: 1,
+                    bias: true,
+                    count: 1,
                 })
             })
             .collect::<Option<Vec<_>>>()
@@ -94,14 +96,26 @@ impl GgnStructure for KronFactors {
         ))
     }
 
-    fn fits(&self, net: &Sequential) -> bool {
+    fn fits(&self, net: &Graph) -> bool {
         let shapes = kron_shapes(net);
         self.factors.len() == shapes.len()
             && self
                 .factors
                 .iter()
                 .zip(&shapes)
-                .all(|(s, (i, o))| s.a.nrows() == *i && s.g.nrows() == *o)
+                .all(|(s, k)| s.a.nrows() == k.inputs && s.g.nrows() == k.outputs)
+    }
+
+    /// Which units have a bias, from the network (files store the factors alone).
+    fn adopt(&mut self, net: &Graph) {
+        let shapes = kron_shapes(net);
+        if shapes.len() == self.factors.len() {
+            self.factors
+                .iter_mut()
+                .zip(&shapes)
+                .for_each(|(f, s)| f.bias = s.bias);
+            self.eigen = OnceLock::new();
+        }
     }
 
     fn tensors(&self) -> Vec<NamedTensor> {
@@ -147,7 +161,7 @@ impl GgnStructure for KronFactors {
     fn layer_variances<'p>(
         &self,
         posterior: &'p LaplaceGgn,
-        _: &Sequential,
+        _: &Graph,
     ) -> Option<Vec<LayerVariance<'p>>> {
         match posterior.precision() {
             Precision::Kron(k) => Some(k.layer_variances()),

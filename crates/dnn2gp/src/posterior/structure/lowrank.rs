@@ -11,7 +11,7 @@ use super::{
 };
 use crate::curvature::LowRank as LowRankPrecision;
 use crate::error::{Error, Result};
-use crate::nn::{Network, Sequential};
+use crate::nn::{Graph, Network};
 use crate::posterior::weight_posterior::LaplaceGgn;
 
 /// The top eigenpairs of the GGN over the covered weights.
@@ -77,7 +77,7 @@ impl GgnStructure for LowRank {
         ))
     }
 
-    fn fits(&self, net: &Sequential) -> bool {
+    fn fits(&self, net: &Graph) -> bool {
         self.u.nrows() == net.n_params()
     }
 

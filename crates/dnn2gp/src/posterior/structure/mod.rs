@@ -27,7 +27,7 @@ use super::{HessianStructure, PriorDiagonal};
 use crate::curvature::kron::LayerVariance;
 use crate::curvature::Backend;
 use crate::error::{Error, Result};
-use crate::nn::{Layer, Network, Sequential};
+use crate::nn::{Graph, KronShape, Network};
 use crate::progress::Progress;
 
 /// A tensor as its shape and row-major values.
@@ -66,7 +66,13 @@ pub trait GgnStructure: fmt::Debug + Send + Sync {
     fn scaled(&self, c: f64) -> Box<dyn GgnStructure>;
 
     /// Whether its shapes are those of this structure over the weights of `net`.
-    fn fits(&self, net: &Sequential) -> bool;
+    fn fits(&self, net: &Graph) -> bool;
+
+    /// Takes from the covered network what its tensors do not say (KFAC: which layers have a
+    /// bias).
+    fn adopt(&mut self, net: &Graph) {
+        let _ = net;
+    }
 
     /// Its tensors, named as [`super::Laplace::save`] stores them.
     fn tensors(&self) -> Vec<NamedTensor>;
@@ -80,7 +86,7 @@ pub trait GgnStructure: fmt::Debug + Send + Sync {
     fn layer_variances<'p>(
         &self,
         posterior: &'p LaplaceGgn,
-        net: &Sequential,
+        net: &Graph,
     ) -> Option<Vec<LayerVariance<'p>>> {
         let _ = (posterior, net);
         None
@@ -165,14 +171,14 @@ pub fn from_tensors(structure: HessianStructure, t: Vec<Tensor>) -> Result<Box<d
 
 /// The shapes of the tensors a structure of `kind` over `net` holds, as [`from_tensors`] takes
 /// them (a low-rank one has `rank` eigenpairs).
-pub fn tensor_shapes(kind: HessianStructure, net: &Sequential, rank: usize) -> Vec<Vec<usize>> {
+pub fn tensor_shapes(kind: HessianStructure, net: &Graph, rank: usize) -> Vec<Vec<usize>> {
     let q = net.n_params();
     match kind {
         HessianStructure::Full => vec![vec![q, q]],
         HessianStructure::Diag => vec![vec![q]],
         HessianStructure::Kron => kron_shapes(net)
             .iter()
-            .flat_map(|(i, o)| [vec![*i, *i], vec![*o, *o]])
+            .flat_map(|s| [vec![s.inputs, s.inputs], vec![s.outputs, s.outputs]])
             .collect(),
         HessianStructure::LowRank => vec![vec![q, rank], vec![rank]],
     }
@@ -190,22 +196,10 @@ pub(crate) fn tensor_names(kind: HessianStructure, count: usize) -> Vec<String> 
     }
 }
 
-/// The shapes `(inputs, outputs)` of the Kronecker factors of a network's layers with weights
-/// (a conv layer's inputs are its `c·k·k` patch entries).
-pub(crate) fn kron_shapes(net: &Sequential) -> Vec<(usize, usize)> {
-    net.layers()
-        .iter()
-        .filter_map(|l| match *l {
-            Layer::Dense { inputs, outputs } => Some((inputs, outputs)),
-            Layer::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                ..
-            } => Some((in_channels * kernel * kernel, out_channels)),
-            _ => None,
-        })
-        .collect()
+/// The shapes of a network's KFAC units (a conv layer's inputs are its `c·k·k` patch
+/// entries; a tensor without Kronecker form is `outputs × 1`).
+pub(crate) fn kron_shapes(net: &Graph) -> Vec<KronShape> {
+    net.kron_layout()
 }
 
 /// A row-major matrix `(shape, values)` as a matrix, when it has two axes.

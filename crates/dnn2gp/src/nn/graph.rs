@@ -1,0 +1,573 @@
+//! A network as a directed acyclic graph of operations ([`Op`]) over named parameter tensors:
+//! value 0 is the input, value `i + 1` the output of node i, the last node the output. The
+//! forward pass keeps every value; the backward pass walks the nodes in reverse and adds the
+//! cotangents of a value used twice (skip connections). A chain of layers built from a spec
+//! string keeps its [`Sequential`] as a fast path with the same numbers.
+
+use faer::{Mat, MatRef};
+
+use super::ops::{Op, Role};
+use super::weights::ParamTensor;
+use super::{
+    forward_jacobian, kron_sums, reduce, Backprop, Cotangents, JacobianFactors, KronSums, Layer,
+    Network, Sequential, Sink, MAX_PARAMS,
+};
+use crate::error::{Error, Result};
+use crate::rng::{seeded, uniform};
+
+/// One operation applied to earlier values.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Node {
+    /// Its name: the prefix of its parameters' `state_dict` names (`layer1.0.conv1`).
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// The values it reads: 0 the input, `i + 1` node i's output.
+    pub inputs: Vec<usize>,
+    /// Its per-example output shape.
+    pub shape: Vec<usize>,
+}
+
+/// The Kronecker shape of one KFAC unit of a network (one per [`KronSums`] of
+/// [`Network::kron_sums`]): a weight of `outputs × inputs` entries (and a bias of `outputs`,
+/// with the same `G`), or a tensor without Kronecker form as `outputs × 1` with `A = [1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KronShape {
+    /// Inputs (1 for a tensor without Kronecker form).
+    pub inputs: usize,
+    /// Outputs (the tensor's entries for one without Kronecker form).
+    pub outputs: usize,
+    /// Whether a bias shares the unit's `G`.
+    pub bias: bool,
+}
+
+/// A network as a graph of operations.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "GraphFields")]
+pub struct Graph {
+    /// The per-example input shape.
+    input: Vec<usize>,
+    /// The operations, in an order where each reads only earlier values.
+    nodes: Vec<Node>,
+    /// Each node's parameter offset in `w`.
+    #[serde(skip)]
+    offsets: Vec<usize>,
+    /// The chain of layers it was built from, run as such.
+    #[serde(skip)]
+    chain: Option<Sequential>,
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Self) -> bool {
+        self.input == other.input && self.nodes == other.nodes
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GraphFields {
+    input: Vec<usize>,
+    nodes: Vec<Node>,
+}
+
+impl TryFrom<GraphFields> for Graph {
+    type Error = Error;
+    fn try_from(f: GraphFields) -> Result<Self> {
+        Graph::new(f.input, f.nodes)
+    }
+}
+
+/// Builds a [`Graph`] node by node, each node's shape inferred and checked against its inputs.
+#[derive(Debug, Clone)]
+pub struct GraphBuilder {
+    input: Vec<usize>,
+    nodes: Vec<Node>,
+}
+
+impl GraphBuilder {
+    /// A graph on inputs of this per-example shape (value 0).
+    pub fn new(input: Vec<usize>) -> Self {
+        GraphBuilder {
+            input,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The per-example shape of value `v`.
+    pub fn shape(&self, v: usize) -> &[usize] {
+        if v == 0 {
+            &self.input
+        } else {
+            &self.nodes[v - 1].shape
+        }
+    }
+
+    /// Adds a node reading `inputs`; its value's id, or why its inputs do not fit.
+    pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: Vec<usize>) -> Result<usize> {
+        let name = name.into();
+        if let Some(v) = inputs.iter().find(|&&v| v > self.nodes.len()) {
+            return Err(Error::Invalid(format!(
+                "node '{name}' reads value {v}, not yet computed"
+            )));
+        }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.shape(v)).collect();
+        let shape = op
+            .output_shape(&shapes)
+            .map_err(|e| Error::Invalid(format!("node '{name}': {e}")))?;
+        self.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            shape,
+        });
+        Ok(self.nodes.len())
+    }
+
+    /// The graph whose output is the last node.
+    pub fn finish(self) -> Result<Graph> {
+        Graph::new(self.input, self.nodes)
+    }
+}
+
+/// The values of one forward pass.
+pub(crate) struct Tape {
+    values: Vec<Mat<f64>>,
+}
+
+impl Graph {
+    /// A graph, checked: every node reads earlier values, and its parameters fit.
+    pub fn new(input: Vec<usize>, nodes: Vec<Node>) -> Result<Self> {
+        if nodes.is_empty() {
+            return Err(Error::Invalid(
+                "a network needs at least one operation".into(),
+            ));
+        }
+        let mut offsets = Vec::with_capacity(nodes.len() + 1);
+        let mut p = 0usize;
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(v) = n.inputs.iter().find(|&&v| v > i) {
+                return Err(Error::Invalid(format!(
+                    "node {i} ('{}') reads value {v}, which is not computed before it",
+                    n.name
+                )));
+            }
+            let shapes: Vec<&[usize]> = n
+                .inputs
+                .iter()
+                .map(|&v| {
+                    if v == 0 {
+                        &input[..]
+                    } else {
+                        &nodes[v - 1].shape[..]
+                    }
+                })
+                .collect();
+            match n.op.output_shape(&shapes) {
+                Ok(s) if s == n.shape => {}
+                Ok(s) => {
+                    return Err(Error::Invalid(format!(
+                        "node {i} ('{}') gives shape {s:?}, not the {:?} it records",
+                        n.name, n.shape
+                    )))
+                }
+                Err(e) => return Err(Error::Invalid(format!("node {i} ('{}'): {e}", n.name))),
+            }
+            offsets.push(p);
+            p = p.saturating_add(n.op.n_params());
+        }
+        offsets.push(p);
+        if p > MAX_PARAMS {
+            return Err(Error::Invalid(format!(
+                "the network would have {p} parameters; at most {MAX_PARAMS} are supported"
+            )));
+        }
+        Ok(Graph {
+            input,
+            nodes,
+            offsets,
+            chain: None,
+        })
+    }
+
+    /// The graph of a chain of layers, run by the chain itself (same numbers, same speed).
+    pub fn from_sequential(seq: Sequential) -> Self {
+        use super::ops::{Conv, Gather, Linear, Pool, PoolKind, Unary, UnaryKind};
+        let mut nodes = Vec::with_capacity(seq.layers().len());
+        let first = seq.layers()[0];
+        let input = match first {
+            Layer::Conv2d {
+                in_channels,
+                height,
+                width,
+                ..
+            } => vec![in_channels, height, width],
+            Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            }
+            | Layer::AvgPool2 {
+                channels,
+                height,
+                width,
+            } => vec![channels, height, width],
+            l => vec![l.in_dim()],
+        };
+        for (i, l) in seq.layers().iter().enumerate() {
+            let op = match *l {
+                Layer::Dense { inputs, outputs } => Op::Linear(Linear {
+                    inputs,
+                    outputs,
+                    positions: 1,
+                    bias: true,
+                }),
+                Layer::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    height,
+                    width,
+                } => Op::Conv(Conv {
+                    in_channels,
+                    out_channels,
+                    input: [height, width],
+                    kernel: [kernel; 2],
+                    stride: [1; 2],
+                    padding: [0; 2],
+                    dilation: [1; 2],
+                    groups: 1,
+                    bias: true,
+                }),
+                Layer::MaxPool2 {
+                    channels,
+                    height,
+                    width,
+                }
+                | Layer::AvgPool2 {
+                    channels,
+                    height,
+                    width,
+                } => Op::Pool(Pool {
+                    kind: if matches!(l, Layer::MaxPool2 { .. }) {
+                        PoolKind::Max
+                    } else {
+                        PoolKind::Avg
+                    },
+                    channels,
+                    input: [height, width],
+                    kernel: [2; 2],
+                    stride: [2; 2],
+                    padding: [0; 2],
+                }),
+                Layer::Flatten { size } => Op::Gather(Gather {
+                    index: None,
+                    shape: vec![size],
+                }),
+                Layer::Act { activation, .. } => Op::Unary(Unary::new(
+                    activation
+                        .word()
+                        .parse::<UnaryKind>()
+                        .expect("every activation is an element-wise function"),
+                )),
+            };
+            let shape = match &op {
+                Op::Conv(c) => vec![c.out_channels, c.output()[0], c.output()[1]],
+                Op::Pool(p) => vec![p.channels, p.output()[0], p.output()[1]],
+                Op::Unary(_) if i > 0 => nodes
+                    .last()
+                    .map_or(input.clone(), |n: &Node| n.shape.clone()),
+                _ => vec![l.out_dim()],
+            };
+            nodes.push(Node {
+                name: i.to_string(),
+                op,
+                inputs: vec![i],
+                shape,
+            });
+        }
+        let mut g = Graph::new(input, nodes).expect("a checked chain is a graph");
+        g.chain = Some(seq);
+        g
+    }
+
+    /// The same graph run node by node (no chain fast path): for tests.
+    pub fn without_chain(&self) -> Self {
+        Graph {
+            chain: None,
+            ..self.clone()
+        }
+    }
+
+    /// The chain of layers the graph runs as, if it is one.
+    pub fn chain(&self) -> Option<&Sequential> {
+        self.chain.as_ref()
+    }
+
+    /// The per-example input shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// A spec string for a chain, else a summary (`graph of 52 operations`).
+    pub fn spec(&self) -> String {
+        match &self.chain {
+            Some(s) => s.spec(),
+            None => format!(
+                "a graph of {} operations ({} parameters)",
+                self.nodes.len(),
+                self.n_params()
+            ),
+        }
+    }
+
+    /// The parameter tensors under their `state_dict` names, in the order of `w`.
+    pub fn param_layout(&self) -> Vec<ParamTensor> {
+        if let Some(s) = &self.chain {
+            return s.param_layout();
+        }
+        let mut out = Vec::new();
+        for (n, off) in self.nodes.iter().zip(&self.offsets) {
+            let mut at = *off;
+            for (suffix, shape, _) in n.op.tensors() {
+                let len = shape.iter().product::<usize>();
+                out.push(ParamTensor {
+                    name: format!("{}.{suffix}", n.name),
+                    shape,
+                    offset: at,
+                });
+                at += len;
+            }
+        }
+        out
+    }
+
+    /// The KFAC units, first first: one per linear map with a Kronecker form (its bias
+    /// sharing `G`), one per other tensor.
+    pub fn kron_layout(&self) -> Vec<KronShape> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let tensors = n.op.tensors();
+            for (i, (_, shape, role)) in tensors.iter().enumerate() {
+                match *role {
+                    Role::Weight { inputs, outputs } => out.push(KronShape {
+                        inputs,
+                        outputs,
+                        bias: matches!(tensors.get(i + 1), Some((_, _, Role::Bias))),
+                    }),
+                    Role::Bias => {}
+                    Role::Other => out.push(KronShape {
+                        inputs: 1,
+                        outputs: shape.iter().product(),
+                        bias: false,
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    /// The node whose output is the network's output, when it is a Linear on one position
+    /// with a bias, and the value it reads: the last-layer split.
+    pub(crate) fn last_linear(&self) -> Option<(usize, super::ops::Linear)> {
+        let last = self.nodes.len() - 1;
+        match &self.nodes[last].op {
+            Op::Linear(l) if l.positions == 1 && l.bias => Some((self.nodes[last].inputs[0], *l)),
+            _ => None,
+        }
+    }
+
+    /// The graph whose output is value `v` (the nodes that value needs).
+    pub(crate) fn truncated(&self, v: usize) -> Result<Self> {
+        if let Some(s) = &self.chain {
+            let layers = s.layers()[..v].to_vec();
+            return Ok(Graph::from_sequential(Sequential::new(layers)?));
+        }
+        Graph::new(self.input.clone(), self.nodes[..v].to_vec())
+    }
+
+    /// The forward pass on `X`, every value kept.
+    fn run(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
+        let mut values = Vec::with_capacity(self.nodes.len() + 1);
+        values.push(x.to_owned());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let ins: Vec<&Mat<f64>> = n.inputs.iter().map(|&v| &values[v]).collect();
+            let out = n.op.forward(&w[self.offsets[i]..self.offsets[i + 1]], &ins);
+            values.push(out);
+        }
+        Tape { values }
+    }
+
+    /// The backward pass of the rows `g` into `sink`.
+    fn back(&self, w: &[f64], tape: &Tape, g: Mat<f64>, rpe: usize, mut sink: Sink<'_>) {
+        let mut cots: Vec<Option<Mat<f64>>> = vec![None; self.nodes.len() + 1];
+        cots[self.nodes.len()] = Some(g);
+        for (i, n) in self.nodes.iter().enumerate().rev() {
+            let Some(g) = cots[i + 1].take() else {
+                continue;
+            };
+            let ins: Vec<&Mat<f64>> = n.inputs.iter().map(|&v| &tape.values[v]).collect();
+            let need: Vec<bool> = n.inputs.iter().map(|&v| v > 0).collect();
+            let gi = n.op.backward(
+                &w[self.offsets[i]..self.offsets[i + 1]],
+                self.offsets[i],
+                &ins,
+                &tape.values[i + 1],
+                g,
+                rpe,
+                &mut sink,
+                &need,
+            );
+            for (&v, c) in n.inputs.iter().zip(gi) {
+                let Some(c) = c.filter(|_| v > 0) else {
+                    continue;
+                };
+                match &mut cots[v] {
+                    Some(acc) => *acc += &c,
+                    slot => *slot = Some(c),
+                }
+            }
+        }
+    }
+}
+
+impl From<Sequential> for Graph {
+    fn from(s: Sequential) -> Self {
+        Graph::from_sequential(s)
+    }
+}
+
+impl Backprop for Graph {
+    type Tape = Tape;
+
+    fn params(&self) -> usize {
+        self.n_params()
+    }
+
+    fn outputs(&self) -> usize {
+        self.n_outputs()
+    }
+
+    fn record(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
+        self.run(w, x)
+    }
+
+    fn output(tape: &Tape) -> &Mat<f64> {
+        tape.values.last().expect("output")
+    }
+
+    fn backprop(&self, w: &[f64], tape: &Tape, g: Mat<f64>, rpe: usize, sink: Sink<'_>) {
+        self.back(w, tape, g, rpe, sink)
+    }
+}
+
+/// Examples per forward pass of a large batch (so that the values stay small).
+const FORWARD_BATCH: usize = 64;
+
+impl Network for Graph {
+    fn n_params(&self) -> usize {
+        *self.offsets.last().expect("offsets")
+    }
+
+    fn n_inputs(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    fn n_outputs(&self) -> usize {
+        self.nodes.last().expect("a node").shape.iter().product()
+    }
+
+    fn forward(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        if let Some(s) = &self.chain {
+            return s.forward(w, x);
+        }
+        let mut out = Mat::zeros(x.nrows(), self.n_outputs());
+        for s in (0..x.nrows()).step_by(FORWARD_BATCH) {
+            let xb = x.subrows(s, FORWARD_BATCH.min(x.nrows() - s));
+            let f = self.run(w, xb).values.pop().expect("output");
+            out.as_mut().subrows_mut(s, xb.nrows()).copy_from(f);
+        }
+        out
+    }
+
+    fn forward_reduce_into(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        requests: &mut dyn FnMut(MatRef<'_, f64>) -> Vec<Cotangents>,
+        out: &mut Vec<Vec<f64>>,
+    ) -> Mat<f64> {
+        match &self.chain {
+            Some(s) => s.forward_reduce_into(w, x, requests, out),
+            None => reduce(self, w, x, requests, out),
+        }
+    }
+
+    fn forward_jacobian(&self, w: &[f64], x: MatRef<'_, f64>) -> (Mat<f64>, Mat<f64>) {
+        match &self.chain {
+            Some(s) => s.forward_jacobian(w, x),
+            None => forward_jacobian(self, w, x),
+        }
+    }
+
+    fn jacobian_factors(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f64> {
+        match &self.chain {
+            Some(s) => s.jacobian_factors(w, x),
+            None => JacobianFactors::new(self, w, x),
+        }
+    }
+
+    fn jacobian_factors_f32(&self, w: &[f64], x: MatRef<'_, f64>) -> JacobianFactors<f32> {
+        match &self.chain {
+            Some(s) => s.jacobian_factors_f32(w, x),
+            None => JacobianFactors::new(self, w, x),
+        }
+    }
+
+    fn kron_sums(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        roots: &dyn Fn(MatRef<'_, f64>) -> Mat<f64>,
+        rpe: usize,
+    ) -> Vec<KronSums> {
+        match &self.chain {
+            Some(s) => s.kron_sums(w, x, roots, rpe),
+            None => kron_sums(self, w, x, roots, rpe),
+        }
+    }
+
+    /// PyTorch's defaults: Linear and Conv2d uniform in `±1/√fan_in`, BatchNorm and LayerNorm
+    /// γ = 1, β = 0.
+    fn init(&self, seed: u64) -> Vec<f64> {
+        if let Some(s) = &self.chain {
+            return s.init(seed);
+        }
+        let mut rng = seeded(seed);
+        let mut w = Vec::with_capacity(self.n_params());
+        for n in &self.nodes {
+            let fan_in = match &n.op {
+                Op::Linear(l) => Some(l.inputs),
+                Op::Conv(c) => Some(c.patch()),
+                _ => None,
+            };
+            for (suffix, shape, _) in n.op.tensors() {
+                let len: usize = shape.iter().product();
+                match fan_in {
+                    Some(f) => {
+                        let bound = 1.0 / (f as f64).sqrt();
+                        (0..len).for_each(|_| w.push((2.0 * uniform(&mut rng) - 1.0) * bound));
+                    }
+                    None => w.extend(std::iter::repeat_n(
+                        if suffix == "weight" { 1.0 } else { 0.0 },
+                        len,
+                    )),
+                }
+            }
+        }
+        w
+    }
+}

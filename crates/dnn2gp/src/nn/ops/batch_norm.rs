@@ -1,0 +1,83 @@
+//! BatchNorm in inference form: the running statistics are constants of the trained network,
+//! γ and β its parameters: `y_{c,s} = γ_c x̂_{c,s} + β_c`, `x̂ = (x − μ_c)/√(v_c + ε)`.
+//! VJP `∂x = g γ_c / √(v_c + ε)`; `∂γ_c = Σ_s g_{c,s} x̂_{c,s}`, `∂β_c = Σ_s g_{c,s}`.
+
+use faer::Mat;
+
+/// BatchNorm over `channels` with `spatial` entries each (1 after a linear layer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BatchNorm {
+    /// Channels.
+    pub channels: usize,
+    /// Entries per channel and example.
+    pub spatial: usize,
+    /// The running means μ.
+    pub mean: Vec<f64>,
+    /// The running variances v.
+    pub var: Vec<f64>,
+    /// ε.
+    pub eps: f64,
+    /// Whether γ and β are parameters (else γ = 1, β = 0).
+    pub affine: bool,
+}
+
+impl BatchNorm {
+    /// Parameters: γ then β, or none.
+    pub fn n_params(&self) -> usize {
+        if self.affine {
+            2 * self.channels
+        } else {
+            0
+        }
+    }
+
+    fn scale(&self, w: &[f64], c: usize) -> f64 {
+        let g = if self.affine { w[c] } else { 1.0 };
+        g / (self.var[c] + self.eps).sqrt()
+    }
+
+    fn normalised(&self, x: f64, c: usize) -> f64 {
+        (x - self.mean[c]) / (self.var[c] + self.eps).sqrt()
+    }
+
+    /// `Y`, with `w` the op's parameters (γ, β).
+    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
+        let s = self.spatial;
+        Mat::from_fn(x.nrows(), x.ncols(), |e, j| {
+            let c = j / s;
+            let shift = if self.affine {
+                w[self.channels + c]
+            } else {
+                0.0
+            };
+            self.scale(w, c) * (x[(e, j)] - self.mean[c]) + shift
+        })
+    }
+
+    /// `∂X = G γ/√(v + ε)`.
+    pub(crate) fn vjp(&self, w: &[f64], g: &Mat<f64>) -> Mat<f64> {
+        let s = self.spatial;
+        Mat::from_fn(g.nrows(), g.ncols(), |m, j| {
+            g[(m, j)] * self.scale(w, j / s)
+        })
+    }
+
+    /// The parameter derivatives of each row (M × 2·channels): `∂γ`, then `∂β`.
+    pub(crate) fn param_rows(&self, x: &Mat<f64>, g: &Mat<f64>, rpe: usize) -> Mat<f64> {
+        let (c, s) = (self.channels, self.spatial);
+        let mut d = Mat::<f64>::zeros(g.nrows(), 2 * c);
+        for m in 0..g.nrows() {
+            let e = m / rpe;
+            for ch in 0..c {
+                let (mut dg, mut db) = (0.0, 0.0);
+                for j in ch * s..(ch + 1) * s {
+                    dg += g[(m, j)] * self.normalised(x[(e, j)], ch);
+                    db += g[(m, j)];
+                }
+                d[(m, ch)] = dg;
+                d[(m, c + ch)] = db;
+            }
+        }
+        d
+    }
+}

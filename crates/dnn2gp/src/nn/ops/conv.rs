@@ -1,0 +1,196 @@
+//! 2-D convolution with stride, zero padding, dilation and groups (`nn.Conv2d`): per group, a
+//! linear map of the group's patches, `Z = W Cᵀ + b`, W of shape [out, in/groups, kh, kw].
+//! Kronecker form (one group): patches `in·kh·kw` × outputs, `oh·ow` positions.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+
+use super::shared::{add_bias, channel_first, rows_contiguous, rows_into_sink, SharedLinear};
+use crate::nn::Sink;
+
+/// A convolution of a `in_channels × h × w` input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Conv {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Zero padding on each side.
+    pub padding: [usize; 2],
+    /// Dilation.
+    pub dilation: [usize; 2],
+    /// Groups (in and out channels split into this many independent convolutions).
+    pub groups: usize,
+    /// Whether it has a bias.
+    pub bias: bool,
+}
+
+impl Conv {
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        [0, 1].map(|a| {
+            (self.input[a] + 2 * self.padding[a])
+                .saturating_sub(self.dilation[a] * (self.kernel[a] - 1) + 1)
+                / self.stride[a].max(1)
+                + 1
+        })
+    }
+
+    /// Patch entries per group: `(in/groups)·kh·kw`.
+    pub fn patch(&self) -> usize {
+        self.in_channels / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Parameters: the weight, then the bias.
+    pub fn n_params(&self) -> usize {
+        self.out_channels * self.patch() + if self.bias { self.out_channels } else { 0 }
+    }
+
+    fn positions(&self) -> usize {
+        let [oh, ow] = self.output();
+        oh * ow
+    }
+
+    /// The input index of patch entry `r` at output position `p` for group `gi`, or none in the
+    /// padding.
+    fn source(&self, gi: usize, r: usize, p: usize) -> Option<usize> {
+        let [h, w] = self.input;
+        let [kh, kw] = self.kernel;
+        let ow = self.output()[1];
+        let cg = self.in_channels / self.groups;
+        let (ci, ki, kj) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let (y, x) = (p / ow, p % ow);
+        let iy = (y * self.stride[0] + ki * self.dilation[0]).checked_sub(self.padding[0])?;
+        let ix = (x * self.stride[1] + kj * self.dilation[1]).checked_sub(self.padding[1])?;
+        (iy < h && ix < w).then(|| (gi * cg + ci) * h * w + iy * w + ix)
+    }
+
+    /// The patch matrix `Cᵀ` (positions × patch) of group `gi` of example row `e` of `x`.
+    fn patches(&self, x: &Mat<f64>, e: usize, gi: usize) -> Mat<f64> {
+        Mat::from_fn(self.positions(), self.patch(), |p, r| {
+            self.source(gi, r, p).map_or(0.0, |i| x[(e, i)])
+        })
+    }
+
+    fn group_weight<'a>(&self, w: &'a [f64], gi: usize) -> MatRef<'a, f64> {
+        let (og, q) = (self.out_channels / self.groups, self.patch());
+        MatRef::from_row_major_slice(&w[gi * og * q..(gi + 1) * og * q], og, q)
+    }
+
+    /// `Z` (N × out·oh·ow), `w` the op's parameters.
+    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
+        let (n, pos) = (x.nrows(), self.positions());
+        let og = self.out_channels / self.groups;
+        let mut z = Mat::<f64>::zeros(n, self.out_channels * pos);
+        let mut zt = Mat::<f64>::zeros(pos, og);
+        for e in 0..n {
+            for gi in 0..self.groups {
+                let ct = self.patches(x, e, gi);
+                matmul(
+                    zt.as_mut(),
+                    Accum::Replace,
+                    ct.as_ref(),
+                    self.group_weight(w, gi).transpose(),
+                    1.0,
+                    Par::Seq,
+                );
+                for c in 0..og {
+                    for p in 0..pos {
+                        z[(e, (gi * og + c) * pos + p)] = zt[(p, c)];
+                    }
+                }
+            }
+        }
+        if self.bias {
+            add_bias(
+                z.as_mut(),
+                &w[self.out_channels * self.patch()..],
+                pos,
+                true,
+            );
+        }
+        z
+    }
+
+    /// Parameter derivatives of the rows `g` into `sink` (parameters at `off`) and, with
+    /// `need_input`, the input cotangent (the patches' cotangents added back onto the image).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward(
+        &self,
+        w: &[f64],
+        off: usize,
+        x: &Mat<f64>,
+        g: &Mat<f64>,
+        rpe: usize,
+        sink: &mut Sink<'_>,
+        need_input: bool,
+    ) -> Option<Mat<f64>> {
+        let (m_rows, pos, q) = (g.nrows(), self.positions(), self.patch());
+        let og = self.out_channels / self.groups;
+        let g_t = rows_contiguous(g.as_ref());
+        let width = g.ncols();
+        let mut gi_all = need_input.then(|| Mat::<f64>::zeros(m_rows, x.ncols()));
+        let b_off = off + self.out_channels * q;
+        // Several groups have no Kronecker form together: their rows go to the sink as one
+        // block.
+        let mut rows = (self.groups > 1
+            && !matches!(sink, Sink::Sum(_) | Sink::SumSq(_) | Sink::SumAndSumSq(..)))
+        .then(|| Mat::<f64>::zeros(m_rows, self.n_params()));
+        for gi in 0..self.groups {
+            let shared = SharedLinear {
+                w: self.group_weight(w, gi),
+                bias: self.bias,
+                w_off: if rows.is_some() {
+                    gi * og * q
+                } else {
+                    off + gi * og * q
+                },
+                b_off: if rows.is_some() {
+                    self.out_channels * q
+                } else {
+                    b_off
+                } + gi * og,
+                positions: pos,
+            };
+            let patches = |e: usize| self.patches(x, e, gi);
+            let g_rows =
+                |m: usize| channel_first(&g_t, width, m, self.out_channels).subcols(gi * og, og);
+            let mut back = |m: usize, b: MatRef<'_, f64>| {
+                let gi_all = gi_all.as_mut().expect("asked for");
+                for p in 0..pos {
+                    for r in 0..q {
+                        if let Some(i) = self.source(gi, r, p) {
+                            gi_all[(m, i)] += b[(p, r)];
+                        }
+                    }
+                }
+            };
+            let back = need_input.then_some(&mut back as &mut dyn FnMut(usize, MatRef<'_, f64>));
+            match rows.as_mut() {
+                Some(d) => shared.backward(
+                    &mut Sink::Rows(d.as_mut()),
+                    m_rows,
+                    rpe,
+                    &patches,
+                    &g_rows,
+                    back,
+                ),
+                None => shared.backward(sink, m_rows, rpe, &patches, &g_rows, back),
+            }
+        }
+        if let Some(d) = rows {
+            let mut lens = vec![self.out_channels * q];
+            if self.bias {
+                lens.push(self.out_channels);
+            }
+            rows_into_sink(sink, d, off, &lens, m_rows.div_ceil(rpe));
+        }
+        gi_all
+    }
+}

@@ -1,0 +1,210 @@
+//! The backward pass of a linear map shared over positions (a convolution over its patches, a
+//! Linear over the tokens of a sequence): `Z = W Cᵀ + b 1ᵀ` per example, with `Cᵀ` its
+//! positions × q patch matrix and `W` (o × q). For a cotangent row `G_m` (positions × o):
+//! `∂/∂W = G_mᵀ Cᵀ`, `∂/∂b = G_mᵀ 1`, the patches' cotangent `G_m W`; KFAC's sums
+//! `A += C Cᵀ` (per example) and `G += G_mᵀ G_m`.
+
+use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+
+use crate::nn::{Factor, KronSums, Sink};
+
+/// A linear map `W` (o × q) shared over `positions`, with or without a bias, whose weight
+/// (row-major) starts at `w_off` in the flat vector and bias at `b_off`.
+pub(crate) struct SharedLinear<'a> {
+    pub w: MatRef<'a, f64>,
+    pub bias: bool,
+    pub w_off: usize,
+    pub b_off: usize,
+    pub positions: usize,
+}
+
+impl SharedLinear<'_> {
+    fn o(&self) -> usize {
+        self.w.nrows()
+    }
+    fn q(&self) -> usize {
+        self.w.ncols()
+    }
+    /// Parameters (weight and bias).
+    fn len(&self) -> usize {
+        self.o() * self.q() + if self.bias { self.o() } else { 0 }
+    }
+
+    /// Backpropagates the rows `g_rows(m)` (positions × o each) of `m_rows` cotangent rows,
+    /// `rpe` per example, whose patches are `patches(e)` (positions × q): parameter
+    /// derivatives into `sink`, and, with `back`, each row's patch cotangent `G_m W`
+    /// (positions × q).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward<'g>(
+        &self,
+        sink: &mut Sink<'_>,
+        m_rows: usize,
+        rpe: usize,
+        patches: &dyn Fn(usize) -> Mat<f64>,
+        g_rows: &dyn Fn(usize) -> MatRef<'g, f64>,
+        mut back: Option<&mut dyn FnMut(usize, MatRef<'_, f64>)>,
+    ) {
+        let (o, q, pos) = (self.o(), self.q(), self.positions);
+        let mut kron = matches!(sink, Sink::Kron(_))
+            .then(|| (Mat::<f64>::zeros(q, q), Mat::<f64>::zeros(o, o), 0usize));
+        let mut block =
+            matches!(sink, Sink::Factors(_)).then(|| Mat::<f64>::zeros(m_rows, self.len()));
+        let mut d = Mat::<f64>::zeros(o, q);
+        let mut bt = Mat::<f64>::zeros(pos, q);
+        for e in 0..m_rows.div_ceil(rpe) {
+            let ct = patches(e);
+            if let Some((a, _, count)) = kron.as_mut() {
+                matmul(
+                    a.as_mut(),
+                    Accum::Add,
+                    ct.transpose(),
+                    ct.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                *count += pos;
+            }
+            for m in e * rpe..((e + 1) * rpe).min(m_rows) {
+                let gt = g_rows(m);
+                if let Some((_, gg, _)) = kron.as_mut() {
+                    matmul(gg.as_mut(), Accum::Add, gt.transpose(), gt, 1.0, Par::Seq);
+                } else {
+                    matmul(
+                        d.as_mut(),
+                        Accum::Replace,
+                        gt.transpose(),
+                        ct.as_ref(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    let bias: Vec<f64> = (0..o).map(|c| gt.col(c).iter().sum()).collect();
+                    let write = |dst: &mut dyn FnMut(usize, f64)| {
+                        for r in 0..o {
+                            for c in 0..q {
+                                dst(r * q + c, d[(r, c)]);
+                            }
+                        }
+                        if self.bias {
+                            bias.iter()
+                                .enumerate()
+                                .for_each(|(r, v)| dst(o * q + r, *v));
+                        }
+                    };
+                    let (w_off, b_off, oq) = (self.w_off, self.b_off, o * q);
+                    let at = |i: usize| if i < oq { w_off + i } else { b_off + i - oq };
+                    match sink {
+                        Sink::Sum(acc) => write(&mut |i, v| acc[at(i)] += v),
+                        Sink::SumSq(acc) => write(&mut |i, v| acc[at(i)] += v * v),
+                        Sink::SumAndSumSq(acc, sq) => write(&mut |i, v| {
+                            acc[at(i)] += v;
+                            sq[at(i)] += v * v
+                        }),
+                        Sink::Rows(jac) => write(&mut |i, v| jac[(m, at(i))] = v),
+                        Sink::Factors(_) => {
+                            let b = block.as_mut().expect("made for factors");
+                            write(&mut |i, v| b[(m, i)] = v)
+                        }
+                        Sink::Kron(_) => unreachable!("handled above"),
+                    }
+                }
+                if let Some(back) = back.as_mut() {
+                    matmul(bt.as_mut(), Accum::Replace, gt, self.w, 1.0, Par::Seq);
+                    back(m, bt.as_ref());
+                }
+            }
+        }
+        match sink {
+            Sink::Kron(f) => {
+                let (a, g, count) = kron.expect("made for KFAC");
+                f.push(KronSums {
+                    a,
+                    g,
+                    positions: pos,
+                    bias: self.bias,
+                    count,
+                });
+            }
+            Sink::Factors(f) => f.push(Factor::Block(block.expect("made for factors"))),
+            _ => {}
+        }
+    }
+}
+
+/// Adds the parameter derivative rows `d` (M × the op's parameters, at `off` in the flat
+/// vector) of an operation without a Kronecker form to `sink`; for KFAC, one exact block per
+/// tensor of `lens` entries (`Σ_m d_m d_mᵀ` over its columns).
+pub(crate) fn rows_into_sink(
+    sink: &mut Sink<'_>,
+    d: Mat<f64>,
+    off: usize,
+    lens: &[usize],
+    examples: usize,
+) {
+    let cols = |j: usize| d.col(j).iter().copied();
+    match sink {
+        Sink::Sum(acc) => (0..d.ncols()).for_each(|j| acc[off + j] += cols(j).sum::<f64>()),
+        Sink::SumSq(acc) => {
+            (0..d.ncols()).for_each(|j| acc[off + j] += cols(j).map(|v| v * v).sum::<f64>())
+        }
+        Sink::SumAndSumSq(acc, sq) => (0..d.ncols()).for_each(|j| {
+            acc[off + j] += cols(j).sum::<f64>();
+            sq[off + j] += cols(j).map(|v| v * v).sum::<f64>();
+        }),
+        Sink::Rows(jac) => jac.rb_mut().subcols_mut(off, d.ncols()).copy_from(&d),
+        // The backward pass lists an operation's shares last first: its tensors in reverse.
+        Sink::Factors(f) => {
+            let mut end = d.ncols();
+            for &l in lens.iter().rev() {
+                end -= l;
+                f.push(Factor::Block(d.as_ref().subcols(end, l).to_owned()));
+            }
+        }
+        Sink::Kron(f) => {
+            let mut end = d.ncols();
+            for &l in lens.iter().rev() {
+                end -= l;
+                let t = d.as_ref().subcols(end, l);
+                f.push(KronSums {
+                    a: Mat::from_fn(1, 1, |_, _| examples as f64),
+                    g: crate::linalg::at_b(t, t),
+                    positions: 1,
+                    bias: false,
+                    count: examples,
+                });
+            }
+        }
+    }
+}
+
+/// The transposed view `G_m` (positions × o) of row `m` of `g_t` (the cotangent rows as
+/// contiguous columns, `width` each), for outputs stored channel-first (o × positions).
+pub(crate) fn channel_first(g_t: &[f64], width: usize, m: usize, o: usize) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(&g_t[m * width..(m + 1) * width], o, width / o).transpose()
+}
+
+/// The view `G_m` (positions × o) of row `m` of `g_t`, for outputs stored position-first.
+pub(crate) fn position_first(g_t: &[f64], width: usize, m: usize, o: usize) -> MatRef<'_, f64> {
+    MatRef::from_row_major_slice(&g_t[m * width..(m + 1) * width], width / o, o)
+}
+
+/// The rows of `g` (M × width) as contiguous slices: `g_t[m·width..]`.
+pub(crate) fn rows_contiguous(g: MatRef<'_, f64>) -> Vec<f64> {
+    let mut g_t = vec![0.0; g.nrows() * g.ncols()];
+    crate::linalg::transpose_into(
+        MatMut::from_column_major_slice_mut(&mut g_t, g.ncols(), g.nrows()),
+        g,
+    );
+    g_t
+}
+
+/// `Y += 1 bᵀ` for a bias over outputs stored channel-first (`positions` each) or
+/// position-first.
+pub(crate) fn add_bias(mut y: MatMut<'_, f64>, b: &[f64], positions: usize, channel_first: bool) {
+    let o = b.len();
+    for j in 0..y.ncols() {
+        let c = if channel_first { j / positions } else { j % o };
+        y.rb_mut().col_mut(j).iter_mut().for_each(|v| *v += b[c]);
+    }
+}

@@ -1,0 +1,48 @@
+//! Softmax over the last axis: `y = e^{x − max x} / Σ e^{x − max x}` per group of `size`
+//! entries; VJP `y ⊙ (g − ⟨g, y⟩)`.
+
+use faer::Mat;
+
+use crate::math::exp;
+
+/// Softmax over consecutive groups of `size` entries (the last axis).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Softmax {
+    /// Entries of the last axis.
+    pub size: usize,
+}
+
+impl Softmax {
+    /// `Y` (N × width).
+    pub(crate) fn forward(&self, x: &Mat<f64>) -> Mat<f64> {
+        let mut y = x.clone();
+        let l = self.size;
+        for e in 0..x.nrows() {
+            for s in (0..x.ncols()).step_by(l) {
+                let top = (s..s + l)
+                    .map(|j| x[(e, j)])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let mut z = 0.0;
+                for j in s..s + l {
+                    y[(e, j)] = exp(x[(e, j)] - top);
+                    z += y[(e, j)];
+                }
+                (s..s + l).for_each(|j| y[(e, j)] /= z);
+            }
+        }
+        y
+    }
+
+    /// `∂x = y ⊙ (g − ⟨g, y⟩)` per group, with `y` of example `m / rpe`.
+    pub(crate) fn vjp(&self, y: &Mat<f64>, mut g: Mat<f64>, rpe: usize) -> Mat<f64> {
+        let l = self.size;
+        for m in 0..g.nrows() {
+            let e = m / rpe;
+            for s in (0..g.ncols()).step_by(l) {
+                let dot: f64 = (s..s + l).map(|j| g[(m, j)] * y[(e, j)]).sum();
+                (s..s + l).for_each(|j| g[(m, j)] = y[(e, j)] * (g[(m, j)] - dot));
+            }
+        }
+        g
+    }
+}
