@@ -767,7 +767,9 @@ pub struct PredictCmd {
 
 #[derive(Debug, Args)]
 pub struct EvaluateCmd {
-    /// A dnn2gp model file (`model.safetensors`), or a PyTorch `state_dict` in safetensors with
+    /// A dnn2gp model file (`model.safetensors`), an ONNX network (`model.onnx`, as
+    /// `torch.onnx.export(..., do_constant_folding=False)` writes it: ResNets with BatchNorm,
+    /// mixers, attention), or a PyTorch `state_dict` in safetensors with
     /// `--arch`.
     #[arg(long)]
     pub model: PathBuf,

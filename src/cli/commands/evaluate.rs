@@ -69,10 +69,23 @@ fn idx_file(given: &Option<PathBuf>, data_dir: &Path, name: &str, option: &str) 
     Ok(path)
 }
 
-/// The model: a dnn2gp model file, or a bare state_dict with `--arch` (a categorical
-/// classifier, δ = 1 until the prior is chosen).
+/// The model: a dnn2gp model file, an ONNX network (`*.onnx`), or a bare state_dict with
+/// `--arch` (a categorical classifier, δ = 1 until the prior is chosen).
 fn load_model(a: &EvaluateCmd) -> Result<Model> {
+    let is_onnx = a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     let model = match &a.arch {
+        None if is_onnx => {
+            let imported = dnn2gp_onnx::read(&a.model)?;
+            for w in &imported.warnings {
+                eprintln!("warning: {}: {w}", a.model.display());
+            }
+            let likelihood = if imported.graph.n_outputs() == 1 {
+                LikelihoodKind::Bernoulli
+            } else {
+                LikelihoodKind::Categorical
+            };
+            Model::new(imported.graph, imported.weights, likelihood, 1.0, 1.0)?
+        }
         None => Model::load(&a.model).map_err(|e| match e {
             Error::Metadata { file, key, reason } if key == ARCHITECTURE => Error::Metadata {
                 file,

@@ -26,6 +26,10 @@ pub struct Node {
     pub inputs: Vec<usize>,
     /// Its per-example output shape.
     pub shape: Vec<usize>,
+    /// Its parameter tensors' `state_dict` names, where they are not `{name}.weight`,
+    /// `{name}.bias`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
 }
 
 /// The Kronecker shape of one KFAC unit of a network (one per [`KronSums`] of
@@ -103,6 +107,17 @@ impl GraphBuilder {
 
     /// Adds a node reading `inputs`; its value's id, or why its inputs do not fit.
     pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: Vec<usize>) -> Result<usize> {
+        self.push_named(name, op, inputs, Vec::new())
+    }
+
+    /// [`GraphBuilder::push`] with the parameter tensors' `state_dict` names.
+    pub fn push_named(
+        &mut self,
+        name: impl Into<String>,
+        op: Op,
+        inputs: Vec<usize>,
+        params: Vec<String>,
+    ) -> Result<usize> {
         let name = name.into();
         if let Some(v) = inputs.iter().find(|&&v| v > self.nodes.len()) {
             return Err(Error::Invalid(format!(
@@ -118,8 +133,19 @@ impl GraphBuilder {
             op,
             inputs,
             shape,
+            params,
         });
         Ok(self.nodes.len())
+    }
+
+    /// The last node, to amend (an ONNX `Add` that is a Linear's bias).
+    pub fn last_mut(&mut self) -> Option<&mut Node> {
+        self.nodes.last_mut()
+    }
+
+    /// The number of values (the input and the nodes' outputs).
+    pub fn values(&self) -> usize {
+        self.nodes.len() + 1
     }
 
     /// The graph whose output is the last node.
@@ -282,6 +308,7 @@ impl Graph {
                 op,
                 inputs: vec![i],
                 shape,
+                params: Vec::new(),
             });
         }
         let mut g = Graph::new(input, nodes).expect("a checked chain is a graph");
@@ -332,10 +359,10 @@ impl Graph {
         let mut out = Vec::new();
         for (n, off) in self.nodes.iter().zip(&self.offsets) {
             let mut at = *off;
-            for (suffix, shape, _) in n.op.tensors() {
+            for (t, (suffix, shape, _)) in n.op.tensors().into_iter().enumerate() {
                 let len = shape.iter().product::<usize>();
                 out.push(ParamTensor {
-                    name: format!("{}.{suffix}", n.name),
+                    name: n.params.get(t).cloned().unwrap_or_else(|| format!("{}.{suffix}", n.name)),
                     shape,
                     offset: at,
                 });
