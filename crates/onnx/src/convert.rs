@@ -30,22 +30,46 @@ fn tensor(t: &TensorProto) -> Result<Const> {
     let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
     let n: usize = dims.iter().product();
     let raw = &t.raw_data;
-    let values: Vec<f64> = match t.data_type {
-        1 if !raw.is_empty() => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),
-        1 => t.float_data.iter().map(|&v| v as f64).collect(),
-        11 if !raw.is_empty() => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
-        11 => t.double_data.clone(),
-        7 if !raw.is_empty() => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64).collect(),
-        7 => t.int64_data.iter().map(|&v| v as f64).collect(),
-        6 if !raw.is_empty() => raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),
-        9 if !raw.is_empty() => raw.iter().map(|&v| v as f64).collect(),
-        6 | 9 => t.int32_data.iter().map(|&v| v as f64).collect(),
-        d => return Err(Error::Invalid(format!("tensor '{}' has ONNX data type {d}; float, double and integer tensors are read", t.name))),
-    };
+    let values: Vec<f64> =
+        match t.data_type {
+            1 if !raw.is_empty() => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect(),
+            1 => t.float_data.iter().map(|&v| v as f64).collect(),
+            11 if !raw.is_empty() => raw
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            11 => t.double_data.clone(),
+            7 if !raw.is_empty() => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)
+                .collect(),
+            7 => t.int64_data.iter().map(|&v| v as f64).collect(),
+            6 if !raw.is_empty() => raw
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect(),
+            9 if !raw.is_empty() => raw.iter().map(|&v| v as f64).collect(),
+            6 | 9 => t.int32_data.iter().map(|&v| v as f64).collect(),
+            d => return Err(Error::Invalid(format!(
+                "tensor '{}' has ONNX data type {d}; float, double and integer tensors are read",
+                t.name
+            ))),
+        };
     if values.len() != n {
-        return Err(Error::Invalid(format!("tensor '{}' has {} values for shape {dims:?} (external data is not read)", t.name, values.len())));
+        return Err(Error::Invalid(format!(
+            "tensor '{}' has {} values for shape {dims:?} (external data is not read)",
+            t.name,
+            values.len()
+        )));
     }
-    Ok(Const { dims, values, origin: None })
+    Ok(Const {
+        dims,
+        values,
+        origin: None,
+    })
 }
 
 fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
@@ -80,7 +104,16 @@ fn row_major_transpose(c: &Const, perm: &[usize]) -> Const {
     Const {
         dims: perm.iter().map(|&p| c.dims[p]).collect(),
         values: idx.iter().map(|&i| c.values[i]).collect(),
-        origin: c.origin.clone().map(|(n, t)| (n, if perm.len() == 2 && perm == [1, 0] { !t } else { t })),
+        origin: c.origin.clone().map(|(n, t)| {
+            (
+                n,
+                if perm.len() == 2 && perm == [1, 0] {
+                    !t
+                } else {
+                    t
+                },
+            )
+        }),
     }
 }
 
@@ -89,12 +122,20 @@ struct Reader {
     values: HashMap<String, Value>,
     weights: Vec<f64>,
     folded: bool,
+    /// The parameter tensors taken so far.
+    used: std::collections::HashSet<String>,
 }
 
 impl Reader {
     fn get(&self, n: &NodeProto, i: usize) -> Result<&Value> {
-        let name = n.input.get(i).filter(|s| !s.is_empty()).ok_or_else(|| refuse(n, format!("input {i} is missing")))?;
-        self.values.get(name).ok_or_else(|| refuse(n, format!("input '{name}' is not computed before it")))
+        let name = n
+            .input
+            .get(i)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refuse(n, format!("input {i} is missing")))?;
+        self.values
+            .get(name)
+            .ok_or_else(|| refuse(n, format!("input '{name}' is not computed before it")))
     }
     fn opt_const(&self, n: &NodeProto, i: usize) -> Result<Option<Const>> {
         if n.input.get(i).is_none_or(|s| s.is_empty()) {
@@ -102,16 +143,23 @@ impl Reader {
         }
         match self.get(n, i)? {
             Value::Const(c) => Ok(Some(c.clone())),
-            Value::Act(_) => Err(refuse(n, format!("input {i} must be a constant (an initializer), not an activation"))),
+            Value::Act(_) => Err(refuse(
+                n,
+                format!("input {i} must be a constant (an initializer), not an activation"),
+            )),
         }
     }
     fn konst(&self, n: &NodeProto, i: usize) -> Result<Const> {
-        self.opt_const(n, i)?.ok_or_else(|| refuse(n, format!("input {i} is missing")))
+        self.opt_const(n, i)?
+            .ok_or_else(|| refuse(n, format!("input {i} is missing")))
     }
     fn act(&self, n: &NodeProto, i: usize) -> Result<usize> {
         match self.get(n, i)? {
             Value::Act(v) => Ok(*v),
-            Value::Const(_) => Err(refuse(n, format!("input {i} is a constant where an activation is expected"))),
+            Value::Const(_) => Err(refuse(
+                n,
+                format!("input {i} is a constant where an activation is expected"),
+            )),
         }
     }
     fn shape(&self, v: usize) -> Vec<usize> {
@@ -119,18 +167,48 @@ impl Reader {
     }
     /// A parameter tensor's name: its initializer's, else the node's and `suffix`.
     fn param_name(n: &NodeProto, c: &Const, suffix: &str) -> String {
-        c.origin.as_ref().map_or_else(|| format!("{}.{suffix}", n.name), |(o, _)| o.clone())
+        c.origin
+            .as_ref()
+            .map_or_else(|| format!("{}.{suffix}", n.name), |(o, _)| o.clone())
     }
     /// Adds a node with parameters (their values appended to the weights).
-    fn push(&mut self, n: &NodeProto, op: Op, inputs: Vec<usize>, params: Vec<(String, Vec<f64>)>) -> Result<usize> {
+    fn push(
+        &mut self,
+        n: &NodeProto,
+        op: Op,
+        inputs: Vec<usize>,
+        params: Vec<(String, Vec<f64>)>,
+    ) -> Result<usize> {
         let names: Vec<String> = params.iter().map(|(s, _)| s.clone()).collect();
-        let node = names.first().and_then(|s| s.strip_suffix(".weight")).map_or(n.name.clone(), str::to_string);
-        let v = self.b.push_named(node, op, inputs, names).map_err(|e| refuse(n, e))?;
+        self.claim(n, &names)?;
+        let node = names
+            .first()
+            .and_then(|s| s.strip_suffix(".weight"))
+            .map_or(n.name.clone(), str::to_string);
+        let v = self
+            .b
+            .push_named(node, op, inputs, names)
+            .map_err(|e| refuse(n, e))?;
         for (_, vals) in params {
             self.weights.extend(vals);
         }
         self.set(n, Value::Act(v));
         Ok(v)
+    }
+    /// Refuses a parameter tensor used by a second node (tied weights).
+    fn claim(&mut self, n: &NodeProto, names: &[String]) -> Result<()> {
+        for name in names {
+            if !self.used.insert(name.clone()) {
+                return Err(refuse(
+                    n,
+                    format!(
+                    "parameter '{name}' is used by another node too: tied (shared) weights are \
+                     not supported yet; give each use its own module"
+                ),
+                ));
+            }
+        }
+        Ok(())
     }
     fn set(&mut self, n: &NodeProto, v: Value) {
         if let Some(o) = n.output.first() {
@@ -158,17 +236,42 @@ impl Reader {
         while dims.len() > act.len() && dims.first() == Some(&1) {
             dims.remove(0);
         }
-        Operand::Constant { shape: dims, values: c.values.clone() }
+        Operand::Constant {
+            shape: dims,
+            values: c.values.clone(),
+        }
     }
     fn binary(&mut self, n: &NodeProto, kind: BinaryKind) -> Result<()> {
-        let (a, b) = (self.get(n, 0)?.clone(), self.get(n, 1)?.clone());
+        let (mut a, mut b) = (self.get(n, 0)?.clone(), self.get(n, 1)?.clone());
+        // `b + x` is `x + b` (torch writes a Linear's bias first).
+        if kind == BinaryKind::Add && matches!((&a, &b), (Value::Const(_), Value::Act(_))) {
+            std::mem::swap(&mut a, &mut b);
+        }
         match (a, b) {
             (Value::Const(x), Value::Const(y)) => {
-                let shape = broadcast_shape(&x.dims, &y.dims).ok_or_else(|| refuse(n, "constant shapes do not broadcast"))?;
-                let op = Binary::new(kind, Operand::Input { shape: x.dims.clone() }, Operand::Constant { shape: y.dims.clone(), values: y.values.clone() }).map_err(|e| refuse(n, e))?;
+                let shape = broadcast_shape(&x.dims, &y.dims)
+                    .ok_or_else(|| refuse(n, "constant shapes do not broadcast"))?;
+                let op = Binary::new(
+                    kind,
+                    Operand::Input {
+                        shape: x.dims.clone(),
+                    },
+                    Operand::Constant {
+                        shape: y.dims.clone(),
+                        values: y.values.clone(),
+                    },
+                )
+                .map_err(|e| refuse(n, e))?;
                 let xs = Mat1(&x.values);
                 let f = op.apply_const(xs.0, &shape);
-                self.set(n, Value::Const(Const { dims: shape, values: f, origin: None }));
+                self.set(
+                    n,
+                    Value::Const(Const {
+                        dims: shape,
+                        values: f,
+                        origin: None,
+                    }),
+                );
             }
             (Value::Act(v), Value::Const(c)) => {
                 let s = self.shape(v);
@@ -177,8 +280,12 @@ impl Reader {
                     if let Some(node) = self.b.last_mut() {
                         if let Op::Linear(l) = &mut node.op {
                             if !l.bias && c.values.len() == l.outputs {
+                                let name = Self::param_name(n, &c, "bias");
+                                if !self.used.insert(name.clone()) {
+                                    return Err(refuse(n, format!("parameter '{name}' is used by another node too: tied (shared) weights are not supported yet")));
+                                }
                                 l.bias = true;
-                                node.params.push(Self::param_name(n, &c, "bias"));
+                                node.params.push(name);
                                 self.weights.extend(c.values.iter());
                                 self.set(n, Value::Act(v));
                                 return Ok(());
@@ -186,34 +293,75 @@ impl Reader {
                         }
                     }
                 }
-                let op = Binary::new(kind, Operand::Input { shape: s.clone() }, Self::operand(&c, &s)).map_err(|e| refuse(n, e))?;
+                let op = Binary::new(
+                    kind,
+                    Operand::Input { shape: s.clone() },
+                    Self::operand(&c, &s),
+                )
+                .map_err(|e| refuse(n, e))?;
                 self.push(n, Op::Binary(op), vec![v], Vec::new())?;
             }
             (Value::Const(c), Value::Act(v)) => {
                 let s = self.shape(v);
-                let op = Binary::new(kind, Self::operand(&c, &s), Operand::Input { shape: s.clone() }).map_err(|e| refuse(n, e))?;
+                let op = Binary::new(
+                    kind,
+                    Self::operand(&c, &s),
+                    Operand::Input { shape: s.clone() },
+                )
+                .map_err(|e| refuse(n, e))?;
                 self.push(n, Op::Binary(op), vec![v], Vec::new())?;
             }
             (Value::Act(x), Value::Act(y)) => {
-                let op = Binary::new(kind, Operand::Input { shape: self.shape(x) }, Operand::Input { shape: self.shape(y) }).map_err(|e| refuse(n, e))?;
+                let op = Binary::new(
+                    kind,
+                    Operand::Input {
+                        shape: self.shape(x),
+                    },
+                    Operand::Input {
+                        shape: self.shape(y),
+                    },
+                )
+                .map_err(|e| refuse(n, e))?;
                 self.push(n, Op::Binary(op), vec![x, y], Vec::new())?;
             }
         }
         Ok(())
     }
     fn reshape_to(&mut self, n: &NodeProto, v: usize, shape: Vec<usize>) -> Result<()> {
-        self.push(n, Op::Gather(Gather { index: None, shape }), vec![v], Vec::new())?;
+        self.push(
+            n,
+            Op::Gather(Gather { index: None, shape }),
+            vec![v],
+            Vec::new(),
+        )?;
         Ok(())
     }
     /// A linear map `x W + b` with the weight as ONNX holds it (`[in, out]`; `transposed`:
     /// `[out, in]`, as `nn.Linear` and `Gemm(transB=1)` hold it).
-    fn linear(&mut self, n: &NodeProto, x: usize, w: &Const, transposed: bool, bias: Option<Const>) -> Result<()> {
+    fn linear(
+        &mut self,
+        n: &NodeProto,
+        x: usize,
+        w: &Const,
+        transposed: bool,
+        bias: Option<Const>,
+    ) -> Result<()> {
         if w.dims.len() != 2 {
-            return Err(refuse(n, format!("a weight of shape {:?}; a 2-D initializer is read as a Linear", w.dims)));
+            return Err(refuse(
+                n,
+                format!(
+                    "a weight of shape {:?}; a 2-D initializer is read as a Linear",
+                    w.dims
+                ),
+            ));
         }
         // The state_dict's [out, in]: the initializer's own layout when it is one, else its
         // transpose.
-        let w_oi = if transposed { w.clone() } else { row_major_transpose(w, &[1, 0]) };
+        let w_oi = if transposed {
+            w.clone()
+        } else {
+            row_major_transpose(w, &[1, 0])
+        };
         let (outputs, inputs) = (w_oi.dims[0], w_oi.dims[1]);
         let s = self.shape(x);
         let size: usize = s.iter().product();
@@ -221,11 +369,19 @@ impl Reader {
         let mut params = vec![(Self::param_name(n, &w_oi, "weight"), w_oi.values.clone())];
         if let Some(b) = &bias {
             if b.values.len() != outputs {
-                return Err(refuse(n, format!("a bias of {} values for {outputs} outputs", b.values.len())));
+                return Err(refuse(
+                    n,
+                    format!("a bias of {} values for {outputs} outputs", b.values.len()),
+                ));
             }
             params.push((Self::param_name(n, b, "bias"), b.values.clone()));
         }
-        let op = Op::Linear(Linear { inputs, outputs, positions, bias: bias.is_some() });
+        let op = Op::Linear(Linear {
+            inputs,
+            outputs,
+            positions,
+            bias: bias.is_some(),
+        });
         self.push(n, op, vec![x], params)?;
         Ok(())
     }
@@ -241,7 +397,14 @@ trait ApplyConst {
 
 impl ApplyConst for Binary {
     fn apply_const(&self, a: &[f64], out: &[usize]) -> Vec<f64> {
-        let (Operand::Input { shape: sa }, Operand::Constant { shape: sb, values: b }) = (&self.a, &self.b) else {
+        let (
+            Operand::Input { shape: sa },
+            Operand::Constant {
+                shape: sb,
+                values: b,
+            },
+        ) = (&self.a, &self.b)
+        else {
             unreachable!("made so")
         };
         let (ia, ib) = (binary_index(sa, out), binary_index(sb, out));
@@ -282,37 +445,78 @@ fn binary_index(s: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 pub(crate) fn convert(model: &ModelProto) -> Result<Imported> {
-    let g = model.graph.as_ref().ok_or_else(|| Error::Invalid("the ONNX model has no graph".into()))?;
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("the ONNX model has no graph".into()))?;
     let mut values: HashMap<String, Value> = HashMap::new();
     for t in &g.initializer {
         let mut c = tensor(t)?;
         c.origin = Some((t.name.clone(), false));
         values.insert(t.name.clone(), Value::Const(c));
     }
-    let inputs: Vec<_> = g.input.iter().filter(|i| !values.contains_key(&i.name)).collect();
+    let inputs: Vec<_> = g
+        .input
+        .iter()
+        .filter(|i| !values.contains_key(&i.name))
+        .collect();
     let [input] = inputs[..] else {
-        return Err(Error::Invalid(format!("the graph has {} inputs besides its initializers; one is read", inputs.len())));
+        return Err(Error::Invalid(format!(
+            "the graph has {} inputs besides its initializers; one is read",
+            inputs.len()
+        )));
     };
     if g.output.len() != 1 {
-        return Err(Error::Invalid(format!("the graph has {} outputs; a network with one output is read", g.output.len())));
+        return Err(Error::Invalid(format!(
+            "the graph has {} outputs; a network with one output is read",
+            g.output.len()
+        )));
     }
-    let dims: Vec<i64> = input.type_.tensor_type().shape.dim.iter().map(|d| if d.has_dim_value() { d.dim_value() } else { -1 }).collect();
+    let dims: Vec<i64> = input
+        .type_
+        .tensor_type()
+        .shape
+        .dim
+        .iter()
+        .map(|d| if d.has_dim_value() { d.dim_value() } else { -1 })
+        .collect();
     if dims.len() < 2 || dims[1..].iter().any(|&d| d <= 0) {
-        return Err(Error::Invalid(format!("input '{}' has shape {dims:?}; a batch axis and fixed per-example sizes are read", input.name)));
+        return Err(Error::Invalid(format!(
+            "input '{}' has shape {dims:?}; a batch axis and fixed per-example sizes are read",
+            input.name
+        )));
     }
     let per_example: Vec<usize> = dims[1..].iter().map(|&d| d as usize).collect();
     values.insert(input.name.clone(), Value::Act(0));
-    let mut r = Reader { b: GraphBuilder::new(per_example), values, weights: Vec::new(), folded: false };
+    let mut r = Reader {
+        b: GraphBuilder::new(per_example),
+        values,
+        weights: Vec::new(),
+        folded: false,
+        used: Default::default(),
+    };
     for n in &g.node {
         node(&mut r, n)?;
     }
     let out = match r.values.get(&g.output[0].name) {
         Some(Value::Act(v)) => *v,
-        _ => return Err(Error::Invalid(format!("output '{}' is not computed from the input", g.output[0].name))),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "output '{}' is not computed from the input",
+                g.output[0].name
+            )))
+        }
     };
     if out + 1 != r.b.values() {
         let s = r.shape(out);
-        r.b.push("output", Op::Gather(Gather { index: None, shape: s }), vec![out])?;
+        r.b.push(
+            "output",
+            Op::Gather(Gather {
+                index: None,
+                shape: s,
+            }),
+            vec![out],
+        )?;
     }
     let graph = r.b.finish()?;
     let mut warnings = Vec::new();
@@ -325,7 +529,11 @@ pub(crate) fn convert(model: &ModelProto) -> Result<Imported> {
                 .to_string(),
         );
     }
-    Ok(Imported { graph, weights: r.weights, warnings })
+    Ok(Imported {
+        graph,
+        weights: r.weights,
+        warnings,
+    })
 }
 
 fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
@@ -333,7 +541,10 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
     match n.op_type.as_str() {
         "Identity" | "Dropout" | "Cast" => {
             if n.op_type == "Dropout" && attr_i(n, "training_mode", 0) != 0 {
-                return Err(refuse(n, "training-mode dropout; export the network in eval mode (model.eval())"));
+                return Err(refuse(
+                    n,
+                    "training-mode dropout; export the network in eval mode (model.eval())",
+                ));
             }
             let mut v = r.get(n, 0)?.clone();
             // An alias of an initializer is a parameter under its own name (torch writes one
@@ -349,10 +560,26 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let a = n.attribute.first().ok_or_else(|| refuse(n, "no value"))?;
             let c = match a.name.as_str() {
                 "value" => tensor(a.t.as_ref().ok_or_else(|| refuse(n, "no tensor"))?)?,
-                "value_float" => Const { dims: vec![], values: vec![a.f as f64], origin: None },
-                "value_int" => Const { dims: vec![], values: vec![a.i as f64], origin: None },
-                "value_ints" => Const { dims: vec![a.ints.len()], values: a.ints.iter().map(|&v| v as f64).collect(), origin: None },
-                "value_floats" => Const { dims: vec![a.floats.len()], values: a.floats.iter().map(|&v| v as f64).collect(), origin: None },
+                "value_float" => Const {
+                    dims: vec![],
+                    values: vec![a.f as f64],
+                    origin: None,
+                },
+                "value_int" => Const {
+                    dims: vec![],
+                    values: vec![a.i as f64],
+                    origin: None,
+                },
+                "value_ints" => Const {
+                    dims: vec![a.ints.len()],
+                    values: a.ints.iter().map(|&v| v as f64).collect(),
+                    origin: None,
+                },
+                "value_floats" => Const {
+                    dims: vec![a.floats.len()],
+                    values: a.floats.iter().map(|&v| v as f64).collect(),
+                    origin: None,
+                },
                 other => return Err(refuse(n, format!("a constant given as '{other}'"))),
             };
             r.set(n, Value::Const(c));
@@ -363,7 +590,13 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let b = r.opt_const(n, 2)?;
             let s = r.shape(x);
             if s.len() != 3 || w.dims.len() != 4 {
-                return Err(refuse(n, format!("input {s:?} and weight {:?}; 2-D convolutions are read", w.dims)));
+                return Err(refuse(
+                    n,
+                    format!(
+                        "input {s:?} and weight {:?}; 2-D convolutions are read",
+                        w.dims
+                    ),
+                ));
             }
             if attr(n, "auto_pad").is_some_and(|a| a.s != b"NOTSET") {
                 return Err(refuse(n, "auto_pad; explicit pads are read"));
@@ -374,9 +607,15 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             };
             let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
             if pads.len() != 4 || pads[0] != pads[2] || pads[1] != pads[3] {
-                return Err(refuse(n, format!("pads {pads:?}; the same padding on both sides is read")));
+                return Err(refuse(
+                    n,
+                    format!("pads {pads:?}; the same padding on both sides is read"),
+                ));
             }
-            if w.origin.as_ref().is_some_and(|(o, _)| o.starts_with("onnx::")) {
+            if w.origin
+                .as_ref()
+                .is_some_and(|(o, _)| o.starts_with("onnx::"))
+            {
                 r.folded = true;
             }
             let conv = Conv {
@@ -398,10 +637,18 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
         }
         "BatchNormalization" => {
             if attr_i(n, "training_mode", 0) != 0 || n.output.len() > 1 {
-                return Err(refuse(n, "training-mode BatchNorm; export the network in eval mode (model.eval())"));
+                return Err(refuse(
+                    n,
+                    "training-mode BatchNorm; export the network in eval mode (model.eval())",
+                ));
             }
             let x = r.act(n, 0)?;
-            let (scale, bias, mean, var) = (r.konst(n, 1)?, r.konst(n, 2)?, r.konst(n, 3)?, r.konst(n, 4)?);
+            let (scale, bias, mean, var) = (
+                r.konst(n, 1)?,
+                r.konst(n, 2)?,
+                r.konst(n, 3)?,
+                r.konst(n, 4)?,
+            );
             let s = r.shape(x);
             let c = s[0];
             let op = Op::BatchNorm(BatchNorm {
@@ -413,7 +660,10 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 affine: true,
             });
             let params = vec![
-                (Reader::param_name(n, &scale, "weight"), scale.values.clone()),
+                (
+                    Reader::param_name(n, &scale, "weight"),
+                    scale.values.clone(),
+                ),
                 (Reader::param_name(n, &bias, "bias"), bias.values.clone()),
             ];
             r.push(n, op, vec![x], params)?;
@@ -428,8 +678,17 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let scale = r.konst(n, 1)?;
             let bias = r.opt_const(n, 2)?;
             let size = *s.last().expect("rank ≥ 1");
-            let op = Op::LayerNorm(LayerNorm { size, positions: s.iter().product::<usize>() / size, eps: attr_f(n, "epsilon", 1e-5), scale: true, shift: bias.is_some() });
-            let mut params = vec![(Reader::param_name(n, &scale, "weight"), scale.values.clone())];
+            let op = Op::LayerNorm(LayerNorm {
+                size,
+                positions: s.iter().product::<usize>() / size,
+                eps: attr_f(n, "epsilon", 1e-5),
+                scale: true,
+                shift: bias.is_some(),
+            });
+            let mut params = vec![(
+                Reader::param_name(n, &scale, "weight"),
+                scale.values.clone(),
+            )];
             if let Some(b) = &bias {
                 params.push((Reader::param_name(n, b, "bias"), b.values.clone()));
             }
@@ -439,7 +698,10 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let x = r.act(n, 0)?;
             let w = r.konst(n, 1)?;
             let c = r.opt_const(n, 2)?;
-            if attr_i(n, "transA", 0) != 0 || attr_f(n, "alpha", 1.0) != 1.0 || attr_f(n, "beta", 1.0) != 1.0 {
+            if attr_i(n, "transA", 0) != 0
+                || attr_f(n, "alpha", 1.0) != 1.0
+                || attr_f(n, "beta", 1.0) != 1.0
+            {
                 return Err(refuse(n, "transA, alpha or beta other than 0, 1, 1"));
             }
             r.linear(n, x, &w, attr_i(n, "transB", 0) != 0, c)?;
@@ -448,19 +710,40 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             (Value::Act(x), Value::Const(w)) => {
                 let transposed = w.origin.as_ref().is_some_and(|(_, t)| *t);
                 // A transposed initializer: back to its own layout ([out, in]).
-                let w = if transposed { row_major_transpose(&w, &[1, 0]) } else { w };
+                let w = if transposed {
+                    row_major_transpose(&w, &[1, 0])
+                } else {
+                    w
+                };
                 r.linear(n, x, &w, transposed, None)?;
             }
             (Value::Act(a), Value::Act(b)) => {
                 let (sa, sb) = (r.shape(a), r.shape(b));
-                if sa.len() < 2 || sb.len() < 2 || sa[..sa.len() - 2] != sb[..sb.len() - 2] || sa[sa.len() - 1] != sb[sb.len() - 2] {
-                    return Err(refuse(n, format!("a product of {sa:?} and {sb:?}; equal batch axes are read")));
+                if sa.len() < 2
+                    || sb.len() < 2
+                    || sa[..sa.len() - 2] != sb[..sb.len() - 2]
+                    || sa[sa.len() - 1] != sb[sb.len() - 2]
+                {
+                    return Err(refuse(
+                        n,
+                        format!("a product of {sa:?} and {sb:?}; equal batch axes are read"),
+                    ));
                 }
                 let batch = sa[..sa.len() - 2].iter().product();
-                let op = MatMul { batch, rows: sa[sa.len() - 2], inner: sa[sa.len() - 1], cols: sb[sb.len() - 1] };
+                let op = MatMul {
+                    batch,
+                    rows: sa[sa.len() - 2],
+                    inner: sa[sa.len() - 1],
+                    cols: sb[sb.len() - 1],
+                };
                 r.push(n, Op::MatMul(op), vec![a, b], Vec::new())?;
             }
-            _ => return Err(refuse(n, "a constant times an activation; x·W with W an initializer is read")),
+            _ => {
+                return Err(refuse(
+                    n,
+                    "a constant times an activation; x·W with W an initializer is read",
+                ))
+            }
         },
         "Add" => r.binary(n, BinaryKind::Add)?,
         "Sub" => r.binary(n, BinaryKind::Sub)?,
@@ -495,7 +778,13 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let k = attr_ints(n, "kernel_shape").ok_or_else(|| refuse(n, "no kernel_shape"))?;
             let st = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
             let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
-            if s.len() != 3 || k.len() != 2 || pads[0] != pads[2] || pads[1] != pads[3] || attr_i(n, "ceil_mode", 0) != 0 || attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+            if s.len() != 3
+                || k.len() != 2
+                || pads[0] != pads[2]
+                || pads[1] != pads[3]
+                || attr_i(n, "ceil_mode", 0) != 0
+                || attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
+            {
                 return Err(refuse(n, "2-D pooling with the same padding on both sides, floor mode and no dilation is read"));
             }
             let kind = match (n.op_type.as_str(), attr_i(n, "count_include_pad", 0)) {
@@ -503,7 +792,14 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 (_, 0) => PoolKind::AvgExcludePad,
                 _ => PoolKind::Avg,
             };
-            let p = Pool { kind, channels: s[0], input: [s[1], s[2]], kernel: [k[0] as usize, k[1] as usize], stride: [st[0] as usize, st[1] as usize], padding: [pads[0] as usize, pads[1] as usize] };
+            let p = Pool {
+                kind,
+                channels: s[0],
+                input: [s[1], s[2]],
+                kernel: [k[0] as usize, k[1] as usize],
+                stride: [st[0] as usize, st[1] as usize],
+                padding: [pads[0] as usize, pads[1] as usize],
+            };
             r.push(n, Op::Pool(p), vec![x], Vec::new())?;
         }
         "GlobalAveragePool" => {
@@ -517,16 +813,30 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let s = r.shape(x);
             let axes_full = match attr_ints(n, "axes") {
                 Some(a) => a,
-                None => r.opt_const(n, 1)?.map(|c| c.values.iter().map(|&v| v as i64).collect()).unwrap_or_default(),
+                None => r
+                    .opt_const(n, 1)?
+                    .map(|c| c.values.iter().map(|&v| v as i64).collect())
+                    .unwrap_or_default(),
             };
             let axes: Vec<usize> = axes_full.iter().map(|&a| axis(a, s.len() + 1)).collect();
             if axes.contains(&0) || axes.is_empty() {
                 return Err(refuse(n, "a mean over the batch axis"));
             }
             let axes: Vec<usize> = axes.iter().map(|a| a - 1).collect();
-            let v = r.push(n, Op::Mean(Mean { shape: s.clone(), axes: axes.clone() }), vec![x], Vec::new())?;
+            let v = r.push(
+                n,
+                Op::Mean(Mean {
+                    shape: s.clone(),
+                    axes: axes.clone(),
+                }),
+                vec![x],
+                Vec::new(),
+            )?;
             if attr_i(n, "keepdims", 1) == 0 {
-                let kept: Vec<usize> = (0..s.len()).filter(|a| !axes.contains(a)).map(|a| s[a]).collect();
+                let kept: Vec<usize> = (0..s.len())
+                    .filter(|a| !axes.contains(a))
+                    .map(|a| s[a])
+                    .collect();
                 r.reshape_to(n, v, kept)?;
             }
         }
@@ -544,20 +854,36 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let s = r.shape(x);
             let size: usize = s.iter().product();
             let target: Vec<i64> = t.values.iter().map(|&v| v as i64).collect();
-            let mut out: Vec<i64> = target[1..].iter().enumerate().map(|(i, &d)| if d == 0 { s.get(i).map_or(1, |&v| v as i64) } else { d }).collect();
+            let mut out: Vec<i64> = target[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| {
+                    if d == 0 {
+                        s.get(i).map_or(1, |&v| v as i64)
+                    } else {
+                        d
+                    }
+                })
+                .collect();
             let known: i64 = out.iter().filter(|&&d| d > 0).product();
             if let Some(m) = out.iter_mut().find(|d| **d < 0) {
                 *m = size as i64 / known.max(1);
             }
             let out: Vec<usize> = out.iter().map(|&d| d.max(0) as usize).collect();
             if out.iter().product::<usize>() != size {
-                return Err(refuse(n, format!("a reshape of {s:?} to {target:?} (the batch axis first)")));
+                return Err(refuse(
+                    n,
+                    format!("a reshape of {s:?} to {target:?} (the batch axis first)"),
+                ));
             }
             r.reshape_to(n, x, out)?;
         }
         "Transpose" => match r.get(n, 0)?.clone() {
             Value::Const(c) => {
-                let perm: Vec<usize> = attr_ints(n, "perm").map_or_else(|| (0..c.dims.len()).rev().collect(), |p| p.iter().map(|&v| v as usize).collect());
+                let perm: Vec<usize> = attr_ints(n, "perm").map_or_else(
+                    || (0..c.dims.len()).rev().collect(),
+                    |p| p.iter().map(|&v| v as usize).collect(),
+                );
                 r.set(n, Value::Const(row_major_transpose(&c, &perm)));
             }
             Value::Act(x) => {
@@ -568,7 +894,10 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 }
                 let p: Vec<usize> = perm[1..].iter().map(|&v| v as usize - 1).collect();
                 let shape = p.iter().map(|&a| s[a]).collect();
-                let g = Gather { index: Some(transpose_index(&s, &p)), shape };
+                let g = Gather {
+                    index: Some(transpose_index(&s, &p)),
+                    shape,
+                };
                 r.push(n, Op::Gather(g), vec![x], Vec::new())?;
             }
         },
@@ -578,61 +907,151 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             if axis(attr_i(n, "axis", -1), s.len() + 1) != s.len() {
                 return Err(refuse(n, "a softmax over an axis other than the last"));
             }
-            r.push(n, Op::Softmax(Softmax { size: *s.last().expect("rank ≥ 1") }), vec![x], Vec::new())?;
+            r.push(
+                n,
+                Op::Softmax(Softmax {
+                    size: *s.last().expect("rank ≥ 1"),
+                }),
+                vec![x],
+                Vec::new(),
+            )?;
         }
         "Concat" => {
-            let vals: Vec<Value> = (0..n.input.len()).map(|i| r.get(n, i).cloned()).collect::<Result<_>>()?;
+            let vals: Vec<Value> = (0..n.input.len())
+                .map(|i| r.get(n, i).cloned())
+                .collect::<Result<_>>()?;
             if vals.iter().all(|v| matches!(v, Value::Const(_))) {
                 // Shapes: 1-D constants end to end.
-                let values = vals.iter().flat_map(|v| match v { Value::Const(c) => c.values.clone(), Value::Act(_) => unreachable!() }).collect::<Vec<_>>();
-                r.set(n, Value::Const(Const { dims: vec![values.len()], values, origin: None }));
+                let values = vals
+                    .iter()
+                    .flat_map(|v| match v {
+                        Value::Const(c) => c.values.clone(),
+                        Value::Act(_) => unreachable!(),
+                    })
+                    .collect::<Vec<_>>();
+                r.set(
+                    n,
+                    Value::Const(Const {
+                        dims: vec![values.len()],
+                        values,
+                        origin: None,
+                    }),
+                );
             } else {
-                let acts: Vec<usize> = (0..n.input.len()).map(|i| r.act(n, i)).collect::<Result<_>>()?;
+                let acts: Vec<usize> = (0..n.input.len())
+                    .map(|i| r.act(n, i))
+                    .collect::<Result<_>>()?;
                 let shapes: Vec<Vec<usize>> = acts.iter().map(|&v| r.shape(v)).collect();
                 let ax = axis(attr_i(n, "axis", 0), shapes[0].len() + 1);
                 if ax == 0 {
                     return Err(refuse(n, "a concatenation along the batch axis"));
                 }
-                r.push(n, Op::Concat(Concat { shapes, axis: ax - 1 }), acts, Vec::new())?;
+                r.push(
+                    n,
+                    Op::Concat(Concat {
+                        shapes,
+                        axis: ax - 1,
+                    }),
+                    acts,
+                    Vec::new(),
+                )?;
             }
         }
         "Shape" => {
             let x = r.act(n, 0)?;
             let mut dims = vec![1.0];
             dims.extend(r.shape(x).iter().map(|&d| d as f64));
-            r.set(n, Value::Const(Const { dims: vec![dims.len()], values: dims, origin: None }));
+            r.set(
+                n,
+                Value::Const(Const {
+                    dims: vec![dims.len()],
+                    values: dims,
+                    origin: None,
+                }),
+            );
         }
         "Gather" => {
             let data = r.konst(n, 0)?;
             let idx = r.konst(n, 1)?;
             if data.dims.len() != 1 {
-                return Err(refuse(n, "a gather from an activation or a tensor of more than one axis"));
+                return Err(refuse(
+                    n,
+                    "a gather from an activation or a tensor of more than one axis",
+                ));
             }
-            let values: Vec<f64> = idx.values.iter().map(|&i| data.values[axis(i as i64, data.values.len())]).collect();
-            r.set(n, Value::Const(Const { dims: idx.dims.clone(), values, origin: None }));
+            let values: Vec<f64> = idx
+                .values
+                .iter()
+                .map(|&i| data.values[axis(i as i64, data.values.len())])
+                .collect();
+            r.set(
+                n,
+                Value::Const(Const {
+                    dims: idx.dims.clone(),
+                    values,
+                    origin: None,
+                }),
+            );
         }
         "Unsqueeze" | "Squeeze" => {
             let c = r.konst(n, 0)?;
-            let dims = if n.op_type == "Unsqueeze" && c.dims.is_empty() { vec![1] } else if n.op_type == "Squeeze" { c.dims.iter().copied().filter(|&d| d != 1).collect() } else { c.dims.clone() };
-            r.set(n, Value::Const(Const { dims, values: c.values, origin: None }));
+            let dims = if n.op_type == "Unsqueeze" && c.dims.is_empty() {
+                vec![1]
+            } else if n.op_type == "Squeeze" {
+                c.dims.iter().copied().filter(|&d| d != 1).collect()
+            } else {
+                c.dims.clone()
+            };
+            r.set(
+                n,
+                Value::Const(Const {
+                    dims,
+                    values: c.values,
+                    origin: None,
+                }),
+            );
         }
         "Slice" => {
             let c = r.konst(n, 0)?;
             if c.dims.len() != 1 {
-                return Err(refuse(n, "a slice of an activation or of a tensor of more than one axis"));
+                return Err(refuse(
+                    n,
+                    "a slice of an activation or of a tensor of more than one axis",
+                ));
             }
-            let (st, en) = (r.konst(n, 1)?.values[0] as i64, r.konst(n, 2)?.values[0] as i64);
+            let (st, en) = (
+                r.konst(n, 1)?.values[0] as i64,
+                r.konst(n, 2)?.values[0] as i64,
+            );
             let len = c.values.len() as i64;
             let clamp = |v: i64| if v < 0 { (len + v).max(0) } else { v.min(len) } as usize;
             let values = c.values[clamp(st)..clamp(en).max(clamp(st))].to_vec();
-            r.set(n, Value::Const(Const { dims: vec![values.len()], values, origin: None }));
+            r.set(
+                n,
+                Value::Const(Const {
+                    dims: vec![values.len()],
+                    values,
+                    origin: None,
+                }),
+            );
         }
         "ConstantOfShape" => {
             let s = r.konst(n, 0)?;
-            let v = attr(n, "value").and_then(|a| a.t.as_ref()).map(tensor).transpose()?.map_or(0.0, |t| t.values[0]);
+            let v = attr(n, "value")
+                .and_then(|a| a.t.as_ref())
+                .map(tensor)
+                .transpose()?
+                .map_or(0.0, |t| t.values[0]);
             let dims: Vec<usize> = s.values.iter().map(|&d| d as usize).collect();
             let len = dims.iter().product();
-            r.set(n, Value::Const(Const { dims, values: vec![v; len], origin: None }));
+            r.set(
+                n,
+                Value::Const(Const {
+                    dims,
+                    values: vec![v; len],
+                    origin: None,
+                }),
+            );
         }
         other => {
             return Err(Error::Invalid(format!(

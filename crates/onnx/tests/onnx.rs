@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use dnn2gp::nn::Network;
 
 fn shared(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/baselines/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/baselines/data")
+        .join(name)
 }
 
 #[test]
@@ -16,10 +18,19 @@ fn the_b8_resnet_reads_from_onnx_with_torchs_probabilities() {
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
     assert_eq!(m.graph.n_params(), 174_970);
     let names: Vec<String> = m.graph.param_layout().into_iter().map(|t| t.name).collect();
-    for n in ["0.weight", "1.weight", "1.bias", "5.downsample.0.weight", "5.downsample.1.bias", "11.weight", "11.bias"] {
+    for n in [
+        "0.weight",
+        "1.weight",
+        "1.bias",
+        "5.downsample.0.weight",
+        "5.downsample.1.bias",
+        "11.weight",
+        "11.bias",
+    ] {
         assert!(names.contains(&n.to_string()), "{n} in {names:?}");
     }
-    let images = dnn2gp::data::mnist::read_images(&shared("b6_seed0_rotated-images.idx.gz")).unwrap();
+    let images =
+        dnn2gp::data::mnist::read_images(&shared("b6_seed0_rotated-images.idx.gz")).unwrap();
     let rows: Vec<usize> = (0..8).flat_map(|a| a * 2000..a * 2000 + 200).collect();
     let x = faer::Mat::from_fn(rows.len(), images.ncols(), |i, j| images[(rows[i], j)]);
     let f = m.graph.forward(&m.weights, x.as_ref());
@@ -42,6 +53,8 @@ fn the_b8_resnet_reads_from_onnx_with_torchs_probabilities() {
 /// Unsupported operations and files that are no ONNX are refused, naming the node.
 #[test]
 fn what_cannot_be_read_is_refused() {
-    let err = dnn2gp_onnx::from_bytes(b"not a model").unwrap_err().to_string();
+    let err = dnn2gp_onnx::from_bytes(b"not a model")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ONNX"), "{err}");
 }

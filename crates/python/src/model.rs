@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self, ParamTensor};
-use dnn2gp::nn::{Network, Sequential};
+use dnn2gp::nn::{Graph, Network, Sequential};
 use dnn2gp::train::model::Model as CoreModel;
 
 use crate::convert::{describe, rows, to_numpy, values};
@@ -95,6 +95,86 @@ impl Model {
         Ok(Model { inner })
     }
 
+    /// A network exported to ONNX (`torch.onnx.export(model.eval(), x, path,
+    /// do_constant_folding=False)`): ResNets with BatchNorm, mixers, attention; its parameters
+    /// under the file's (the `state_dict`'s) names. What the reader notices (BatchNorm folded
+    /// into the convolutions by torch's default export) comes as a `RuntimeWarning`.
+    #[staticmethod]
+    #[pyo3(signature = (path, likelihood="classification", sigma_noise=1.0, prior_precision=1.0))]
+    fn from_onnx(
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        likelihood: &str,
+        sigma_noise: f64,
+        prior_precision: f64,
+    ) -> PyResult<Self> {
+        let imported = match path.extract::<PathBuf>() {
+            Ok(p) => dnn2gp_onnx::read(&p),
+            Err(_) => dnn2gp_onnx::from_bytes(path.extract::<&[u8]>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "path: expected a path to an ONNX file or its bytes, got {}",
+                    describe(path)
+                ))
+            })?),
+        }
+        .map_err(py_err)?;
+        let warnings: Vec<dnn2gp::Warning> = imported
+            .warnings
+            .iter()
+            .map(|w| dnn2gp::Warning::new("onnx", w.clone()))
+            .collect();
+        crate::errors::warn(py, &warnings)?;
+        let kind = likelihood_of(likelihood, imported.graph.n_outputs())?;
+        let inner = CoreModel::new(
+            imported.graph,
+            imported.weights,
+            kind,
+            sigma_noise,
+            prior_precision,
+        )
+        .map_err(|e| py_err_as(e, MODEL_ARGS))?;
+        Ok(Model { inner })
+    }
+
+    /// A PyTorch module, exported to ONNX with torch (in eval mode, BatchNorm kept apart from
+    /// the convolutions) and read as `from_onnx`; its outputs on `example_input` are checked
+    /// against the module's. dnn2gp does not depend on torch: this needs it installed.
+    #[staticmethod]
+    #[pyo3(signature = (module, example_input, likelihood="classification", sigma_noise=1.0, prior_precision=1.0))]
+    fn from_torch(
+        py: Python<'_>,
+        module: &Bound<'_, PyAny>,
+        example_input: &Bound<'_, PyAny>,
+        likelihood: &str,
+        sigma_noise: f64,
+        prior_precision: f64,
+    ) -> PyResult<Self> {
+        let export = py.import("dnn2gp._torch")?.getattr("export")?;
+        let (bytes, x, y): (Vec<u8>, Bound<'_, PyAny>, Bound<'_, PyAny>) =
+            export.call1((module, example_input))?.extract()?;
+        let bytes = pyo3::types::PyBytes::new(py, &bytes);
+        let model = Self::from_onnx(py, bytes.as_any(), likelihood, sigma_noise, prior_precision)?;
+        let xs = rows("example_input", &x, model.inner.net.n_inputs())?;
+        let f = dnn2gp::nn::predict(&model.inner.net, &model.inner.w, xs.as_ref());
+        let want = rows("the module's output", &y, model.inner.net.n_outputs())?;
+        let mut worst = 0.0f64;
+        let mut top = 0.0f64;
+        for i in 0..f.nrows() {
+            for j in 0..f.ncols() {
+                worst = worst.max((f[(i, j)] - want[(i, j)]).abs());
+                top = top.max(want[(i, j)].abs());
+            }
+        }
+        // torch runs in float32: its outputs are within a few ulps of the largest.
+        if worst > 1e-4 * (1.0 + top) {
+            return Err(PyValueError::new_err(format!(
+                "the imported network's outputs differ from the module's by {worst:.3e} (largest \
+                 output {top:.3e}): an operation was read differently; please report the module"
+            )));
+        }
+        Ok(model)
+    }
+
     /// Reads a dnn2gp model file (safetensors with the architecture in its metadata).
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
@@ -120,7 +200,11 @@ impl Model {
         sigma_noise: f64,
         prior_precision: f64,
     ) -> PyResult<Self> {
-        let net = Sequential::parse(arch).map_err(py_err)?;
+        let net: Graph = if arch.starts_with('{') {
+            serde_json::from_str(arch).map_err(|e| PyValueError::new_err(format!("arch: {e}")))?
+        } else {
+            Sequential::parse(arch).map_err(py_err)?.into()
+        };
         let kind = likelihood.parse::<LikelihoodKind>().map_err(py_err)?;
         let inner = CoreModel::new(net, weights, kind, sigma_noise, prior_precision)
             .map_err(|e| py_err_as(e, MODEL_ARGS))?;
@@ -131,8 +215,12 @@ impl Model {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let m = &self.inner;
         let from = py.get_type::<Model>().getattr("_from_parts")?;
+        let arch = match m.net.chain() {
+            Some(s) => s.spec(),
+            None => serde_json::to_string(&m.net).expect("a graph serialises"),
+        };
         let args = (
-            m.net.spec(),
+            arch,
             m.w.clone(),
             m.likelihood.to_string(),
             m.sigma,

@@ -72,7 +72,10 @@ fn idx_file(given: &Option<PathBuf>, data_dir: &Path, name: &str, option: &str) 
 /// The model: a dnn2gp model file, an ONNX network (`*.onnx`), or a bare state_dict with
 /// `--arch` (a categorical classifier, δ = 1 until the prior is chosen).
 fn load_model(a: &EvaluateCmd) -> Result<Model> {
-    let is_onnx = a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let is_onnx = a
+        .model
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     let model = match &a.arch {
         None if is_onnx => {
             let imported = dnn2gp_onnx::read(&a.model)?;

@@ -362,7 +362,11 @@ impl Graph {
             for (t, (suffix, shape, _)) in n.op.tensors().into_iter().enumerate() {
                 let len = shape.iter().product::<usize>();
                 out.push(ParamTensor {
-                    name: n.params.get(t).cloned().unwrap_or_else(|| format!("{}.{suffix}", n.name)),
+                    name: n
+                        .params
+                        .get(t)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{}.{suffix}", n.name)),
                     shape,
                     offset: at,
                 });

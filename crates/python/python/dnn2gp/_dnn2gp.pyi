@@ -31,6 +31,21 @@ class Model:
         prior_precision: float = 1.0,
     ) -> None: ...
     @staticmethod
+    def from_onnx(
+        path: Union[str, PathLike, bytes],
+        likelihood: Literal["classification", "regression"] = "classification",
+        sigma_noise: float = 1.0,
+        prior_precision: float = 1.0,
+    ) -> "Model": ...
+    @staticmethod
+    def from_torch(
+        module: Any,
+        example_input: Any,
+        likelihood: Literal["classification", "regression"] = "classification",
+        sigma_noise: float = 1.0,
+        prior_precision: float = 1.0,
+    ) -> "Model": ...
+    @staticmethod
     def load(path: Union[str, PathLike]) -> "Model": ...
     def save(self, path: Union[str, PathLike]) -> None: ...
     @property

@@ -71,10 +71,26 @@ impl Conv {
         (iy < h && ix < w).then(|| (gi * cg + ci) * h * w + iy * w + ix)
     }
 
-    /// The patch matrix `Cᵀ` (positions × patch) of group `gi` of example row `e` of `x`.
-    fn patches(&self, x: &Mat<f64>, e: usize, gi: usize) -> Mat<f64> {
-        Mat::from_fn(self.positions(), self.patch(), |p, r| {
-            self.source(gi, r, p).map_or(0.0, |i| x[(e, i)])
+    /// For group `gi`, the input index of each patch entry (position-major, `usize::MAX` in
+    /// the padding).
+    fn table(&self, gi: usize) -> Vec<usize> {
+        let (pos, q) = (self.positions(), self.patch());
+        (0..pos * q)
+            .map(|i| self.source(gi, i % q, i / q).unwrap_or(usize::MAX))
+            .collect()
+    }
+
+    /// The patch matrix `Cᵀ` (positions × patch) of example row `e` of `x`, by `table`.
+    fn patches(&self, x: &Mat<f64>, e: usize, table: &[usize]) -> Mat<f64> {
+        let q = self.patch();
+        let row: Vec<f64> = x.row(e).iter().copied().collect();
+        Mat::from_fn(self.positions(), q, |p, r| {
+            let i = table[p * q + r];
+            if i == usize::MAX {
+                0.0
+            } else {
+                row[i]
+            }
         })
     }
 
@@ -87,22 +103,41 @@ impl Conv {
     pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
         let (n, pos) = (x.nrows(), self.positions());
         let og = self.out_channels / self.groups;
+        let q = self.patch();
         let mut z = Mat::<f64>::zeros(n, self.out_channels * pos);
-        let mut zt = Mat::<f64>::zeros(pos, og);
-        for e in 0..n {
-            for gi in 0..self.groups {
-                let ct = self.patches(x, e, gi);
+        // A batch of examples at a time: their patches stacked (batch·positions × patch), one
+        // product with Wᵀ.
+        const BATCH: usize = 16;
+        let mut ct = Mat::<f64>::zeros(BATCH.min(n) * pos, q);
+        let mut zt = Mat::<f64>::zeros(BATCH.min(n) * pos, og);
+        for gi in 0..self.groups {
+            let table = self.table(gi);
+            for e0 in (0..n).step_by(BATCH) {
+                let nb = BATCH.min(n - e0);
+                for e in 0..nb {
+                    let row: Vec<f64> = x.row(e0 + e).iter().copied().collect();
+                    for r in 0..q {
+                        let dst = crate::linalg::col_mut(ct.as_mut(), r);
+                        for p in 0..pos {
+                            let i = table[p * q + r];
+                            dst[e * pos + p] = if i == usize::MAX { 0.0 } else { row[i] };
+                        }
+                    }
+                }
                 matmul(
-                    zt.as_mut(),
+                    zt.as_mut().subrows_mut(0, nb * pos),
                     Accum::Replace,
-                    ct.as_ref(),
+                    ct.as_ref().subrows(0, nb * pos),
                     self.group_weight(w, gi).transpose(),
                     1.0,
                     Par::Seq,
                 );
                 for c in 0..og {
-                    for p in 0..pos {
-                        z[(e, (gi * og + c) * pos + p)] = zt[(p, c)];
+                    let src = crate::linalg::col(zt.as_ref(), c);
+                    for e in 0..nb {
+                        for p in 0..pos {
+                            z[(e0 + e, (gi * og + c) * pos + p)] = src[e * pos + p];
+                        }
                     }
                 }
             }
@@ -143,6 +178,7 @@ impl Conv {
             && !matches!(sink, Sink::Sum(_) | Sink::SumSq(_) | Sink::SumAndSumSq(..)))
         .then(|| Mat::<f64>::zeros(m_rows, self.n_params()));
         for gi in 0..self.groups {
+            let table = self.table(gi);
             let shared = SharedLinear {
                 w: self.group_weight(w, gi),
                 bias: self.bias,
@@ -158,14 +194,15 @@ impl Conv {
                 } + gi * og,
                 positions: pos,
             };
-            let patches = |e: usize| self.patches(x, e, gi);
+            let patches = |e: usize| self.patches(x, e, &table);
             let g_rows =
                 |m: usize| channel_first(&g_t, width, m, self.out_channels).subcols(gi * og, og);
             let mut back = |m: usize, b: MatRef<'_, f64>| {
                 let gi_all = gi_all.as_mut().expect("asked for");
                 for p in 0..pos {
                     for r in 0..q {
-                        if let Some(i) = self.source(gi, r, p) {
+                        let i = table[p * q + r];
+                        if i != usize::MAX {
                             gi_all[(m, i)] += b[(p, r)];
                         }
                     }

@@ -1,0 +1,36 @@
+"""The export behind `Model.from_torch`: torch's ONNX exporter, in eval mode, with BatchNorm
+kept apart from the convolutions (`do_constant_folding=False`) so that the parameters stay the
+module's own, under its state_dict names. Imports torch only when called."""
+
+import io
+
+
+def export(module, example_input):
+    """ONNX bytes of `module` at `example_input`, the input and the module's output (numpy)."""
+    try:
+        import torch
+    except ImportError as e:  # the package does not depend on torch
+        raise ImportError("Model.from_torch needs torch installed (pip install torch); "
+                          "or export yourself and use Model.from_onnx") from e
+    x = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(example_input)
+    x = x.detach().to("cpu", torch.float32)
+    was_training = module.training
+    module.eval()
+    # nn.MultiheadAttention's fused fast path has no ONNX export; its composite form has.
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha else None
+    if mha:
+        mha.set_fastpath_enabled(False)
+    try:
+        buf = io.BytesIO()
+        with torch.no_grad():
+            torch.onnx.export(module.cpu(), (x,), buf, opset_version=17, do_constant_folding=False,
+                              dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+            y = module(x)
+    finally:
+        module.train(was_training)
+        if mha:
+            mha.set_fastpath_enabled(fast)
+    n = x.shape[0]
+    return (buf.getvalue(), x.reshape(n, -1).double().numpy(), y.reshape(n, -1).double().numpy())

@@ -1,0 +1,114 @@
+"""Networks as they are: an ONNX file (the B8 ResNet with BatchNorm) and torch modules (a
+ResNet block, a mixer with LayerNorm and GELU) go in, with the module's outputs and every
+posterior on them; a module torch exports with its batch axis moved (nn.MultiheadAttention) is
+refused by name."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import dnn2gp
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "baselines", "data")
+
+
+def test_the_b8_resnet_from_onnx_has_torchs_probabilities():
+    path = os.path.join(SHARED, "b8_seed0_resnet.onnx")
+    model = dnn2gp.Model.from_onnx(path)
+    assert model.n_params == 174_970
+    want = np.loadtxt(os.path.join(SHARED, "b8_seed0_probs_map.csv"), delimiter=",")[:20]
+    import gzip
+
+    with gzip.open(os.path.join(SHARED, "b6_seed0_rotated-images.idx.gz")) as f:
+        raw = f.read()
+    images = np.frombuffer(raw[16:16 + 20 * 784], dtype=np.uint8).reshape(20, 1, 28, 28) / 255.0
+    f = model(images)
+    p = np.exp(f - f.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert np.abs(p - want).max() < 1e-5
+
+
+def test_a_file_that_is_no_onnx_is_refused():
+    with pytest.raises(ValueError, match="ONNX"):
+        dnn2gp.Model.from_onnx(b"not a model")
+
+
+def _modules(torch):
+    n = torch.nn
+
+    class Block(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = n.Conv2d(2, 4, 3, stride=2, padding=1, bias=False)
+            self.bn1 = n.BatchNorm2d(4)
+            self.conv2 = n.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.bn2 = n.BatchNorm2d(4)
+            self.down = n.Sequential(n.Conv2d(2, 4, 1, stride=2, bias=False), n.BatchNorm2d(4))
+            self.fc = n.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.bn1(self.conv1(x)))
+            h = torch.relu(self.bn2(self.conv2(h)) + self.down(x))
+            return self.fc(h.mean((2, 3)))
+
+    class Mixer(n.Module):
+        def __init__(self, t=4, d=6):
+            super().__init__()
+            self.norm1 = n.LayerNorm(d)
+            self.norm2 = n.LayerNorm(d)
+            self.token = n.Linear(t, t)
+            self.channel = n.Sequential(n.Linear(d, 8), n.GELU(), n.Linear(8, d))
+            self.head = n.Linear(d, 3)
+
+        def forward(self, x):
+            x = x + self.token(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+            x = x + self.channel(self.norm2(x))
+            return self.head(x.mean(1))
+
+    class Encoder(n.Module):
+        def __init__(self, d=8):
+            super().__init__()
+            self.attn = n.MultiheadAttention(d, 2, batch_first=True)
+            self.norm = n.LayerNorm(d)
+            self.ff = n.Sequential(n.Linear(d, 16), n.SiLU(), n.Linear(16, d))
+            self.head = n.Linear(d, 3)
+
+        def forward(self, x):
+            x = self.norm(x + self.attn(x, x, x, need_weights=False)[0])
+            x = x + self.ff(x)
+            return self.head(x.mean(1))
+
+    torch.manual_seed(0)
+    block, mixer, enc = Block(), Mixer(), Encoder()
+    # BatchNorm's running statistics away from 0 and 1, as after training.
+    block.train()
+    with torch.no_grad():
+        block(torch.randn(16, 2, 6, 6) * 2 + 0.5)
+    return [(block, torch.randn(5, 2, 6, 6)), (mixer, torch.randn(5, 4, 6))], (enc, torch.randn(5, 5, 8))
+
+
+def test_torch_modules_go_in_with_their_outputs_and_posteriors(torch):
+    for module, x in _modules(torch)[0]:
+        module.eval()
+        model = dnn2gp.Model.from_torch(module, x)
+        assert model.n_params == sum(p.numel() for p in module.parameters())
+        with torch.no_grad():
+            want = module(x.double() if False else x).double().numpy()
+        f = model(x.double().numpy())
+        assert np.abs(f - want).max() < 1e-5 * (1 + np.abs(want).max()), type(module).__name__
+        y = want.argmax(1)
+        for structure, subset in [("kron", "all"), ("diag", "all"), ("full", "all"), ("kron", "last_layer")]:
+            la = dnn2gp.Laplace(model, "classification", subset_of_weights=subset, hessian_structure=structure)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                la.fit(x.double().numpy(), y)
+            p = la(x.double().numpy(), link_approx="probit")
+            assert np.allclose(p.sum(1), 1.0) and np.isfinite(la.log_marginal_likelihood())
+
+
+def test_attention_that_moves_the_batch_axis_is_refused_by_name(torch):
+    enc, x = _modules(torch)[1]
+    with pytest.raises(ValueError, match="Transpose.*batch axis"):
+        dnn2gp.Model.from_torch(enc, x)
