@@ -130,6 +130,7 @@ fn check(net: &Graph, what: &str) {
     );
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv(
     c: usize,
     o: usize,

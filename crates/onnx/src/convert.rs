@@ -30,34 +30,35 @@ fn tensor(t: &TensorProto) -> Result<Const> {
     let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
     let n: usize = dims.iter().product();
     let raw = &t.raw_data;
-    let values: Vec<f64> =
-        match t.data_type {
-            1 if !raw.is_empty() => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-                .collect(),
-            1 => t.float_data.iter().map(|&v| v as f64).collect(),
-            11 if !raw.is_empty() => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                .collect(),
-            11 => t.double_data.clone(),
-            7 if !raw.is_empty() => raw
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)
-                .collect(),
-            7 => t.int64_data.iter().map(|&v| v as f64).collect(),
-            6 if !raw.is_empty() => raw
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-                .collect(),
-            9 if !raw.is_empty() => raw.iter().map(|&v| v as f64).collect(),
-            6 | 9 => t.int32_data.iter().map(|&v| v as f64).collect(),
-            d => return Err(Error::Invalid(format!(
+    let values: Vec<f64> = match t.data_type {
+        1 if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect(),
+        1 => t.float_data.iter().map(|&v| v as f64).collect(),
+        11 if !raw.is_empty() => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+        11 => t.double_data.clone(),
+        7 if !raw.is_empty() => raw
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        7 => t.int64_data.iter().map(|&v| v as f64).collect(),
+        6 if !raw.is_empty() => raw
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+            .collect(),
+        9 if !raw.is_empty() => raw.iter().map(|&v| v as f64).collect(),
+        6 | 9 => t.int32_data.iter().map(|&v| v as f64).collect(),
+        d => {
+            return Err(Error::Invalid(format!(
                 "tensor '{}' has ONNX data type {d}; float, double and integer tensors are read",
                 t.name
-            ))),
-        };
+            )))
+        }
+    };
     if values.len() != n {
         return Err(Error::Invalid(format!(
             "tensor '{}' has {} values for shape {dims:?} (external data is not read)",

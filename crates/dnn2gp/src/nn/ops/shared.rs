@@ -10,6 +10,9 @@ use faer::{Accum, Mat, MatMut, MatRef, Par};
 
 use crate::nn::{Factor, KronSums, Sink};
 
+/// Receives row m's patch cotangent `G_m W` (positions × patch).
+pub(crate) type PatchCotangent<'a> = dyn FnMut(usize, MatRef<'_, f64>) + 'a;
+
 /// A linear map `W` (o × q) shared over `positions`, with or without a bias, whose weight
 /// (row-major) starts at `w_off` in the flat vector and bias at `b_off`.
 pub(crate) struct SharedLinear<'a> {
@@ -44,7 +47,7 @@ impl SharedLinear<'_> {
         rpe: usize,
         patches: &dyn Fn(usize) -> Mat<f64>,
         g_rows: &dyn Fn(usize) -> MatRef<'g, f64>,
-        mut back: Option<&mut dyn FnMut(usize, MatRef<'_, f64>)>,
+        mut back: Option<&mut PatchCotangent<'_>>,
     ) {
         let (o, q, pos) = (self.o(), self.q(), self.positions);
         let mut kron = matches!(sink, Sink::Kron(_))
