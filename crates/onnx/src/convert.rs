@@ -252,24 +252,20 @@ impl Reader {
             (Value::Const(x), Value::Const(y)) => {
                 let shape = broadcast_shape(&x.dims, &y.dims)
                     .ok_or_else(|| refuse(n, "constant shapes do not broadcast"))?;
-                let op = Binary::new(
-                    kind,
-                    Operand::Input {
-                        shape: x.dims.clone(),
-                    },
-                    Operand::Constant {
-                        shape: y.dims.clone(),
-                        values: y.values.clone(),
-                    },
-                )
-                .map_err(|e| refuse(n, e))?;
-                let xs = Mat1(&x.values);
-                let f = op.apply_const(xs.0, &shape);
+                let (ia, ib) = (
+                    broadcast_index(&x.dims, &shape),
+                    broadcast_index(&y.dims, &shape),
+                );
+                let values = ia
+                    .iter()
+                    .zip(&ib)
+                    .map(|(&i, &j)| kind.apply(x.values[i], y.values[j]))
+                    .collect();
                 self.set(
                     n,
                     Value::Const(Const {
                         dims: shape,
-                        values: f,
+                        values,
                         origin: None,
                     }),
                 );
@@ -386,63 +382,6 @@ impl Reader {
         self.push(n, op, vec![x], params)?;
         Ok(())
     }
-}
-
-/// `Mat1` keeps a slice for [`Binary::apply_const`].
-struct Mat1<'a>(&'a [f64]);
-
-/// Constant folding of arithmetic between constants.
-trait ApplyConst {
-    fn apply_const(&self, a: &[f64], out: &[usize]) -> Vec<f64>;
-}
-
-impl ApplyConst for Binary {
-    fn apply_const(&self, a: &[f64], out: &[usize]) -> Vec<f64> {
-        let (
-            Operand::Input { shape: sa },
-            Operand::Constant {
-                shape: sb,
-                values: b,
-            },
-        ) = (&self.a, &self.b)
-        else {
-            unreachable!("made so")
-        };
-        let (ia, ib) = (binary_index(sa, out), binary_index(sb, out));
-        ia.iter()
-            .zip(&ib)
-            .map(|(&i, &j)| match self.kind {
-                BinaryKind::Add => a[i] + b[j],
-                BinaryKind::Sub => a[i] - b[j],
-                BinaryKind::Mul => a[i] * b[j],
-                BinaryKind::Div => a[i] / b[j],
-            })
-            .collect()
-    }
-}
-
-fn binary_index(s: &[usize], out: &[usize]) -> Vec<usize> {
-    // A broadcast through the Mean op's index map: the entry of `s` each entry of `out` reads.
-    let total: usize = out.iter().product();
-    let r = out.len();
-    let pad = r - s.len();
-    (0..total)
-        .map(|mut flat| {
-            let (mut idx, mut stride) = (0, 1);
-            for i in (0..r).rev() {
-                let o = flat % out[i];
-                flat /= out[i];
-                if i >= pad {
-                    let d = s[i - pad];
-                    if d != 1 {
-                        idx += o * stride;
-                    }
-                    stride *= d;
-                }
-            }
-            idx
-        })
-        .collect()
 }
 
 pub(crate) fn convert(model: &ModelProto) -> Result<Imported> {

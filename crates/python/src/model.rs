@@ -10,7 +10,7 @@ use pyo3::types::PyDict;
 
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self, ParamTensor};
-use dnn2gp::nn::{Graph, Network, Sequential};
+use dnn2gp::nn::{Graph, Network};
 use dnn2gp::train::model::Model as CoreModel;
 
 use crate::convert::{describe, rows, to_numpy, values};
@@ -74,7 +74,7 @@ impl Model {
         sigma_noise: f64,
         prior_precision: f64,
     ) -> PyResult<Self> {
-        let net = Sequential::parse(arch).map_err(|e| arg_err("arch", e))?;
+        let net = Graph::from_architecture(arch).map_err(|e| arg_err("arch", e))?;
         let layout: Vec<ParamTensor> = net.param_layout();
         let w = if let Ok(dict) = state_dict.cast::<PyDict>() {
             let bytes = state_dict_bytes(dict)?;
@@ -200,11 +200,7 @@ impl Model {
         sigma_noise: f64,
         prior_precision: f64,
     ) -> PyResult<Self> {
-        let net: Graph = if arch.starts_with('{') {
-            serde_json::from_str(arch).map_err(|e| PyValueError::new_err(format!("arch: {e}")))?
-        } else {
-            Sequential::parse(arch).map_err(py_err)?.into()
-        };
+        let net = Graph::from_architecture(arch).map_err(py_err)?;
         let kind = likelihood.parse::<LikelihoodKind>().map_err(py_err)?;
         let inner = CoreModel::new(net, weights, kind, sigma_noise, prior_precision)
             .map_err(|e| py_err_as(e, MODEL_ARGS))?;
@@ -215,12 +211,8 @@ impl Model {
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let m = &self.inner;
         let from = py.get_type::<Model>().getattr("_from_parts")?;
-        let arch = match m.net.chain() {
-            Some(s) => s.spec(),
-            None => serde_json::to_string(&m.net).expect("a graph serialises"),
-        };
         let args = (
-            arch,
+            m.net.architecture(),
             m.w.clone(),
             m.likelihood.to_string(),
             m.sigma,

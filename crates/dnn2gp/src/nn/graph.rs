@@ -9,8 +9,8 @@ use faer::{Mat, MatRef};
 use super::ops::{Op, Role};
 use super::weights::ParamTensor;
 use super::{
-    forward_jacobian, kron_sums, reduce, Backprop, Cotangents, JacobianFactors, KronSums, Layer,
-    Network, Sequential, Sink, MAX_PARAMS,
+    forward_jacobian, kron_sums, reduce, Backprop, Cotangents, JacobianFactors, KronSums, Network,
+    Sequential, Sink, MAX_PARAMS,
 };
 use crate::error::{Error, Result};
 use crate::rng::{seeded, uniform};
@@ -216,104 +216,32 @@ impl Graph {
 
     /// The graph of a chain of layers, run by the chain itself (same numbers, same speed).
     pub fn from_sequential(seq: Sequential) -> Self {
-        use super::ops::{Conv, Gather, Linear, Pool, PoolKind, Unary, UnaryKind};
-        let mut nodes = Vec::with_capacity(seq.layers().len());
-        let first = seq.layers()[0];
-        let input = match first {
-            Layer::Conv2d {
-                in_channels,
-                height,
-                width,
-                ..
-            } => vec![in_channels, height, width],
-            Layer::MaxPool2 {
-                channels,
-                height,
-                width,
-            }
-            | Layer::AvgPool2 {
-                channels,
-                height,
-                width,
-            } => vec![channels, height, width],
-            l => vec![l.in_dim()],
-        };
+        let mut b = GraphBuilder::new(seq.layers()[0].in_shape());
         for (i, l) in seq.layers().iter().enumerate() {
-            let op = match *l {
-                Layer::Dense { inputs, outputs } => Op::Linear(Linear {
-                    inputs,
-                    outputs,
-                    positions: 1,
-                    bias: true,
-                }),
-                Layer::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    height,
-                    width,
-                } => Op::Conv(Conv {
-                    in_channels,
-                    out_channels,
-                    input: [height, width],
-                    kernel: [kernel; 2],
-                    stride: [1; 2],
-                    padding: [0; 2],
-                    dilation: [1; 2],
-                    groups: 1,
-                    bias: true,
-                }),
-                Layer::MaxPool2 {
-                    channels,
-                    height,
-                    width,
-                }
-                | Layer::AvgPool2 {
-                    channels,
-                    height,
-                    width,
-                } => Op::Pool(Pool {
-                    kind: if matches!(l, Layer::MaxPool2 { .. }) {
-                        PoolKind::Max
-                    } else {
-                        PoolKind::Avg
-                    },
-                    channels,
-                    input: [height, width],
-                    kernel: [2; 2],
-                    stride: [2; 2],
-                    padding: [0; 2],
-                }),
-                Layer::Flatten { size } => Op::Gather(Gather {
-                    index: None,
-                    shape: vec![size],
-                }),
-                Layer::Act { activation, .. } => Op::Unary(Unary::new(
-                    activation
-                        .word()
-                        .parse::<UnaryKind>()
-                        .expect("every activation is an element-wise function"),
-                )),
-            };
-            let shape = match &op {
-                Op::Conv(c) => vec![c.out_channels, c.output()[0], c.output()[1]],
-                Op::Pool(p) => vec![p.channels, p.output()[0], p.output()[1]],
-                Op::Unary(_) if i > 0 => nodes
-                    .last()
-                    .map_or(input.clone(), |n: &Node| n.shape.clone()),
-                _ => vec![l.out_dim()],
-            };
-            nodes.push(Node {
-                name: i.to_string(),
-                op,
-                inputs: vec![i],
-                shape,
-                params: Vec::new(),
-            });
+            b.push(i.to_string(), l.op(), vec![i])
+                .expect("a checked chain's layers fit");
         }
-        let mut g = Graph::new(input, nodes).expect("a checked chain is a graph");
+        let mut g = b.finish().expect("a checked chain is a graph");
         g.chain = Some(seq);
         g
+    }
+
+    /// The architecture as files and pickles record it: a chain's spec string, else the graph
+    /// as JSON.
+    pub fn architecture(&self) -> String {
+        match &self.chain {
+            Some(s) => s.spec(),
+            None => serde_json::to_string(self).expect("a graph serialises"),
+        }
+    }
+
+    /// The graph of an [`Graph::architecture`] string.
+    pub fn from_architecture(s: &str) -> Result<Self> {
+        if s.trim_start().starts_with('{') {
+            serde_json::from_str(s).map_err(|e| Error::Invalid(format!("a graph in JSON: {e}")))
+        } else {
+            Sequential::parse(s).map(Graph::from)
+        }
     }
 
     /// The same graph run node by node (no chain fast path): for tests.

@@ -2,6 +2,7 @@
 //! max and average pooling (stride 2), flatten and element-wise activations, with their widths
 //! and parameter counts.
 
+use super::ops::{Conv, Gather, Linear, Op, Pool, PoolKind, Unary, UnaryKind};
 use super::Activation;
 
 /// One layer.
@@ -62,16 +63,62 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Input width.
-    pub fn in_dim(&self) -> usize {
+    /// Per-example input shape: `[channels, height, width]` for a convolution or pooling
+    /// layer, `[width]` for the others.
+    pub fn in_shape(&self) -> Vec<usize> {
         match *self {
-            Layer::Dense { inputs, .. } => inputs,
+            Layer::Dense { inputs, .. } => vec![inputs],
             Layer::Conv2d {
-                in_channels,
+                in_channels: channels,
                 height,
                 width,
                 ..
-            } => in_channels.saturating_mul(height).saturating_mul(width),
+            }
+            | Layer::MaxPool2 {
+                channels,
+                height,
+                width,
+            }
+            | Layer::AvgPool2 {
+                channels,
+                height,
+                width,
+            } => vec![channels, height, width],
+            Layer::Act { size, .. } | Layer::Flatten { size } => vec![size],
+        }
+    }
+
+    /// Input width (saturating, so that absurd sizes are caught, not wrapped).
+    pub fn in_dim(&self) -> usize {
+        self.in_shape().iter().fold(1, |a, &d| a.saturating_mul(d))
+    }
+
+    /// The layer as a graph operation.
+    pub fn op(&self) -> Op {
+        match *self {
+            Layer::Dense { inputs, outputs } => Op::Linear(Linear {
+                inputs,
+                outputs,
+                positions: 1,
+                bias: true,
+            }),
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                height,
+                width,
+            } => Op::Conv(Conv {
+                in_channels,
+                out_channels,
+                input: [height, width],
+                kernel: [kernel; 2],
+                stride: [1; 2],
+                padding: [0; 2],
+                dilation: [1; 2],
+                groups: 1,
+                bias: true,
+            }),
             Layer::MaxPool2 {
                 channels,
                 height,
@@ -81,8 +128,28 @@ impl Layer {
                 channels,
                 height,
                 width,
-            } => channels.saturating_mul(height).saturating_mul(width),
-            Layer::Act { size, .. } | Layer::Flatten { size } => size,
+            } => Op::Pool(Pool {
+                kind: if matches!(self, Layer::MaxPool2 { .. }) {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                },
+                channels,
+                input: [height, width],
+                kernel: [2; 2],
+                stride: [2; 2],
+                padding: [0; 2],
+            }),
+            Layer::Flatten { size } => Op::Gather(Gather {
+                index: None,
+                shape: vec![size],
+            }),
+            Layer::Act { activation, .. } => Op::Unary(Unary::new(
+                activation
+                    .word()
+                    .parse::<UnaryKind>()
+                    .expect("every activation is an element-wise function"),
+            )),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A trained model in one self-describing safetensors file: the weights under PyTorch's
 //! `nn.Sequential` names (`"0.weight"`, `"0.bias"`, …; `model.load_state_dict(load_file(path))`
-//! reads them), and in the file's `__metadata__` the architecture spec, the likelihood, σ, δ
+//! reads them), and in the file's `__metadata__` the architecture (a spec string, or the graph
+//! of operations as JSON), the likelihood, σ, δ
 //! and the training data's fingerprint, so that the file alone rebuilds the model.
 
 use std::collections::BTreeMap;
@@ -11,13 +12,11 @@ use faer::MatRef;
 use crate::error::{Error, Result};
 use crate::likelihood::{Likelihood, LikelihoodKind};
 use crate::nn::weights::{self, StoredDtype};
-use crate::nn::{Graph, Network, Sequential};
+use crate::nn::{Graph, Network};
 
 /// The metadata key of a model file's architecture: a file without it is no dnn2gp model
 /// ([`Error::Metadata`] names it).
 pub const ARCHITECTURE: &str = "dnn2gp.architecture";
-/// The metadata key of a graph's operations (JSON), where the architecture is `graph`.
-pub const GRAPH: &str = "dnn2gp.graph";
 const LIKELIHOOD: &str = "dnn2gp.likelihood";
 const SIGMA: &str = "dnn2gp.sigma";
 const DELTA: &str = "dnn2gp.delta";
@@ -96,25 +95,13 @@ impl Model {
     /// The metadata of a model file.
     pub(crate) fn metadata(&self) -> BTreeMap<String, String> {
         let mut meta = BTreeMap::from([
-            (
-                ARCHITECTURE.to_string(),
-                match self.net.chain() {
-                    Some(s) => s.spec(),
-                    None => "graph".into(),
-                },
-            ),
+            (ARCHITECTURE.to_string(), self.net.architecture()),
             (LIKELIHOOD.to_string(), self.likelihood.to_string()),
             (SIGMA.to_string(), format!("{:?}", self.sigma)),
             (DELTA.to_string(), format!("{:?}", self.delta)),
         ]);
         if let Some(d) = &self.data {
             meta.insert(DATA.to_string(), d.clone());
-        }
-        if self.net.chain().is_none() {
-            meta.insert(
-                GRAPH.to_string(),
-                serde_json::to_string(&self.net).expect("a graph serialises"),
-            );
         }
         meta
     }
@@ -130,15 +117,7 @@ impl Model {
                 ),
             )
         })?;
-        if spec == "graph" {
-            let json = meta.get(GRAPH).ok_or_else(|| {
-                metadata_error(GRAPH, format!("no '{GRAPH}' in its metadata for a graph"))
-            })?;
-            return serde_json::from_str(json)
-                .map_err(|e| metadata_error(GRAPH, format!("{GRAPH}: {e}")));
-        }
-        Sequential::parse(spec)
-            .map(Graph::from)
+        Graph::from_architecture(spec)
             .map_err(|e| metadata_error(ARCHITECTURE, format!("{ARCHITECTURE}: {e}")))
     }
 

@@ -21,6 +21,18 @@ crate::words! {
     }
 }
 
+impl BinaryKind {
+    /// `a ∘ b`.
+    pub fn apply(self, a: f64, b: f64) -> f64 {
+        match self {
+            BinaryKind::Add => a + b,
+            BinaryKind::Sub => a - b,
+            BinaryKind::Mul => a * b,
+            BinaryKind::Div => a / b,
+        }
+    }
+}
+
 /// One operand: the node's next input (an activation), or a constant.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase", tag = "type")]
@@ -152,21 +164,12 @@ impl Binary {
         })
     }
 
-    fn apply(&self, a: f64, b: f64) -> f64 {
-        match self.kind {
-            BinaryKind::Add => a + b,
-            BinaryKind::Sub => a - b,
-            BinaryKind::Mul => a * b,
-            BinaryKind::Div => a / b,
-        }
-    }
-
     /// `Y = A ∘ B` (N × out).
     pub(crate) fn forward(&self, x: &[&Mat<f64>]) -> Mat<f64> {
         let n = x[0].nrows();
         let [(a, ia), (b, ib)] = self.operands(x);
         Mat::from_fn(n, ia.len(), |e, i| {
-            self.apply(a.at(e, ia[i]), b.at(e, ib[i]))
+            self.kind.apply(a.at(e, ia[i]), b.at(e, ib[i]))
         })
     }
 

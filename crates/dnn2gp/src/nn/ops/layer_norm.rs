@@ -61,17 +61,33 @@ impl LayerNorm {
         y
     }
 
-    /// `∂X` for rows `g` (`rpe` per example).
-    pub(crate) fn vjp(&self, w: &[f64], x: &Mat<f64>, g: &Mat<f64>, rpe: usize) -> Mat<f64> {
+    /// For rows `g` (`rpe` per example), from one normalisation per position: the parameter
+    /// derivatives of each row (M × params: `∂γ`, then `∂β`) and `∂X`.
+    pub(crate) fn backward(
+        &self,
+        w: &[f64],
+        x: &Mat<f64>,
+        g: &Mat<f64>,
+        rpe: usize,
+    ) -> (Mat<f64>, Mat<f64>) {
         let l = self.size;
+        let beta = usize::from(self.scale) * l;
+        let mut d = Mat::<f64>::zeros(g.nrows(), self.n_params());
         let mut gi = Mat::<f64>::zeros(g.nrows(), g.ncols());
         for e in 0..x.nrows() {
             for t in 0..self.positions {
                 let (xh, sd) = self.normalise(x, e, t);
                 for m in e * rpe..((e + 1) * rpe).min(g.nrows()) {
-                    let gh: Vec<f64> = (0..l)
-                        .map(|j| g[(m, t * l + j)] * self.gamma(w, j))
-                        .collect();
+                    let gt: Vec<f64> = (0..l).map(|j| g[(m, t * l + j)]).collect();
+                    for j in 0..l {
+                        if self.scale {
+                            d[(m, j)] += gt[j] * xh[j];
+                        }
+                        if self.shift {
+                            d[(m, beta + j)] += gt[j];
+                        }
+                    }
+                    let gh: Vec<f64> = (0..l).map(|j| gt[j] * self.gamma(w, j)).collect();
                     let mg = gh.iter().sum::<f64>() / l as f64;
                     let mgx = gh.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / l as f64;
                     for j in 0..l {
@@ -80,30 +96,6 @@ impl LayerNorm {
                 }
             }
         }
-        gi
-    }
-
-    /// The parameter derivatives of each row (M × params): `∂γ`, then `∂β`.
-    pub(crate) fn param_rows(&self, x: &Mat<f64>, g: &Mat<f64>, rpe: usize) -> Mat<f64> {
-        let l = self.size;
-        let beta = usize::from(self.scale) * l;
-        let mut d = Mat::<f64>::zeros(g.nrows(), self.n_params());
-        for e in 0..x.nrows() {
-            for t in 0..self.positions {
-                let (xh, _) = self.normalise(x, e, t);
-                for m in e * rpe..((e + 1) * rpe).min(g.nrows()) {
-                    for j in 0..l {
-                        let v = g[(m, t * l + j)];
-                        if self.scale {
-                            d[(m, j)] += v * xh[j];
-                        }
-                        if self.shift {
-                            d[(m, beta + j)] += v;
-                        }
-                    }
-                }
-            }
-        }
-        d
+        (d, gi)
     }
 }

@@ -19,7 +19,7 @@ mod softmax;
 mod unary;
 
 pub use batch_norm::BatchNorm;
-pub use binary::{broadcast_shape, Binary, BinaryKind, Operand};
+pub use binary::{broadcast_index, broadcast_shape, Binary, BinaryKind, Operand};
 pub use concat::Concat;
 pub use conv::Conv;
 pub use gather::{slice_index, transpose_index, Gather};
@@ -334,12 +334,12 @@ impl Op {
                 one(b.vjp(w, &g))
             }
             Op::LayerNorm(l) => {
+                let (d, gi) = l.backward(w, x[0], &g, rpe);
                 if l.n_params() > 0 {
-                    let d = l.param_rows(x[0], &g, rpe);
                     let lens = vec![l.size; l.n_params() / l.size];
                     rows_into_sink(sink, d, off, &lens, examples);
                 }
-                one(l.vjp(w, x[0], &g, rpe))
+                one(gi)
             }
             Op::Unary(u) => one(u.vjp(x[0].as_ref(), g, rpe)),
             Op::Binary(b) => b.vjp(x, &g, rpe).into_iter().map(Some).collect(),
