@@ -1,6 +1,9 @@
-//! ONNX nodes into graph operations. Values are activations (per-example shapes, the batch
-//! axis dropped) or constants (initializers, `Constant` nodes and what shape subgraphs compute
-//! from them, evaluated here).
+//! ONNX nodes into graph operations. Values are activations or constants (initializers,
+//! `Constant` nodes and what shape subgraphs compute from them, evaluated here). An activation
+//! has the shape ONNX gives it for a batch of one: the network run on one example is the
+//! per-example function, so reshapes and transposes that move the batch axis (as torch's
+//! attention does) need no special case; the batch axis is followed where it can be, to refuse
+//! operations across examples.
 
 use std::collections::HashMap;
 
@@ -125,6 +128,8 @@ struct Reader {
     folded: bool,
     /// The parameter tensors taken so far.
     used: std::collections::HashSet<String>,
+    /// Each activation's batch axis, where it is known.
+    batch: HashMap<usize, Option<usize>>,
 }
 
 impl Reader {
@@ -182,6 +187,7 @@ impl Reader {
     ) -> Result<usize> {
         let names: Vec<String> = params.iter().map(|(s, _)| s.clone()).collect();
         self.claim(n, &names)?;
+        let inputs_batch = inputs.first().and_then(|&v| self.batch_of(v));
         let node = names
             .first()
             .and_then(|s| s.strip_suffix(".weight"))
@@ -193,8 +199,36 @@ impl Reader {
         for (_, vals) in params {
             self.weights.extend(vals);
         }
+        let batch = inputs_batch;
+        self.batch.insert(v, batch);
         self.set(n, Value::Act(v));
         Ok(v)
+    }
+    /// The batch axis of activation `v`, where known.
+    fn batch_of(&self, v: usize) -> Option<usize> {
+        self.batch.get(&v).copied().flatten()
+    }
+    /// Refuses an operation over `axes` of `v` that include its batch axis.
+    fn not_across(&self, n: &NodeProto, v: usize, axes: &[usize]) -> Result<()> {
+        match self.batch_of(v) {
+            Some(b) if axes.contains(&b) => Err(refuse(
+                n,
+                "an operation across the batch axis (across examples)",
+            )),
+            _ => Ok(()),
+        }
+    }
+    /// Refuses an image operation unless `v` is one image `[1, c, h, w]` with its batch axis
+    /// first; its `[c, h, w]`.
+    fn image(&self, n: &NodeProto, v: usize) -> Result<Vec<usize>> {
+        let s = self.shape(v);
+        if s.len() != 4 || s[0] != 1 || self.batch_of(v).is_some_and(|b| b != 0) {
+            return Err(refuse(
+                n,
+                format!("input of shape {s:?}; an image batch (N, C, H, W) is read"),
+            ));
+        }
+        Ok(s[1..].to_vec())
     }
     /// Refuses a parameter tensor used by a second node (tied weights).
     fn claim(&mut self, n: &NodeProto, names: &[String]) -> Result<()> {
@@ -230,15 +264,10 @@ impl Reader {
         }
         Ok(())
     }
-    /// A constant operand for an activation of per-example shape `act` (the batch axis of the
-    /// constant dropped where it has one).
-    fn operand(c: &Const, act: &[usize]) -> Operand {
-        let mut dims = c.dims.clone();
-        while dims.len() > act.len() && dims.first() == Some(&1) {
-            dims.remove(0);
-        }
+    /// A constant as an operand.
+    fn operand(c: &Const) -> Operand {
         Operand::Constant {
-            shape: dims,
+            shape: c.dims.clone(),
             values: c.values.clone(),
         }
     }
@@ -290,22 +319,14 @@ impl Reader {
                         }
                     }
                 }
-                let op = Binary::new(
-                    kind,
-                    Operand::Input { shape: s.clone() },
-                    Self::operand(&c, &s),
-                )
-                .map_err(|e| refuse(n, e))?;
+                let op = Binary::new(kind, Operand::Input { shape: s.clone() }, Self::operand(&c))
+                    .map_err(|e| refuse(n, e))?;
                 self.push(n, Op::Binary(op), vec![v], Vec::new())?;
             }
             (Value::Const(c), Value::Act(v)) => {
                 let s = self.shape(v);
-                let op = Binary::new(
-                    kind,
-                    Self::operand(&c, &s),
-                    Operand::Input { shape: s.clone() },
-                )
-                .map_err(|e| refuse(n, e))?;
+                let op = Binary::new(kind, Self::operand(&c), Operand::Input { shape: s.clone() })
+                    .map_err(|e| refuse(n, e))?;
                 self.push(n, Op::Binary(op), vec![v], Vec::new())?;
             }
             (Value::Act(x), Value::Act(y)) => {
@@ -324,14 +345,23 @@ impl Reader {
         }
         Ok(())
     }
-    fn reshape_to(&mut self, n: &NodeProto, v: usize, shape: Vec<usize>) -> Result<()> {
-        self.push(
+    /// `v` reshaped; its batch axis kept where the axes before it keep their sizes' product
+    /// and a new axis of length 1 starts there.
+    fn reshape_to(&mut self, n: &NodeProto, v: usize, shape: Vec<usize>) -> Result<usize> {
+        let old = self.shape(v);
+        let batch = self.batch_of(v).and_then(|b| {
+            let before: usize = old[..b].iter().product();
+            (0..shape.len())
+                .find(|&a| shape[a] == 1 && shape[..a].iter().product::<usize>() == before)
+        });
+        let out = self.push(
             n,
             Op::Gather(Gather { index: None, shape }),
             vec![v],
             Vec::new(),
         )?;
-        Ok(())
+        self.batch.insert(out, batch);
+        Ok(out)
     }
     /// A linear map `x W + b` with the weight as ONNX holds it (`[in, out]`; `transposed`:
     /// `[out, in]`, as `nn.Linear` and `Gemm(transB=1)` hold it).
@@ -426,14 +456,16 @@ pub(crate) fn convert(model: &ModelProto) -> Result<Imported> {
             input.name
         )));
     }
-    let per_example: Vec<usize> = dims[1..].iter().map(|&d| d as usize).collect();
+    let mut one = vec![1];
+    one.extend(dims[1..].iter().map(|&d| d as usize));
     values.insert(input.name.clone(), Value::Act(0));
     let mut r = Reader {
-        b: GraphBuilder::new(per_example),
+        b: GraphBuilder::new(one),
         values,
         weights: Vec::new(),
         folded: false,
         used: Default::default(),
+        batch: HashMap::from([(0, Some(0))]),
     };
     for n in &g.node {
         node(&mut r, n)?;
@@ -528,14 +560,11 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             let x = r.act(n, 0)?;
             let w = r.konst(n, 1)?;
             let b = r.opt_const(n, 2)?;
-            let s = r.shape(x);
-            if s.len() != 3 || w.dims.len() != 4 {
+            let s = r.image(n, x)?;
+            if w.dims.len() != 4 {
                 return Err(refuse(
                     n,
-                    format!(
-                        "input {s:?} and weight {:?}; 2-D convolutions are read",
-                        w.dims
-                    ),
+                    format!("a weight of shape {:?}; 2-D convolutions are read", w.dims),
                 ));
             }
             if attr(n, "auto_pad").is_some_and(|a| a.s != b"NOTSET") {
@@ -590,7 +619,13 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 r.konst(n, 4)?,
             );
             let s = r.shape(x);
-            let c = s[0];
+            if s.len() < 2 || s[0] != 1 || r.batch_of(x).is_some_and(|b| b != 0) {
+                return Err(refuse(
+                    n,
+                    format!("input of shape {s:?}; a batch (N, C, …) is read"),
+                ));
+            }
+            let c = s[1];
             let op = Op::BatchNorm(BatchNorm {
                 channels: c,
                 spatial: s.iter().product::<usize>() / c.max(1),
@@ -611,10 +646,10 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
         "LayerNormalization" => {
             let x = r.act(n, 0)?;
             let s = r.shape(x);
-            let ax = axis(attr_i(n, "axis", -1), s.len() + 1);
-            if ax != s.len() {
+            if axis(attr_i(n, "axis", -1), s.len()) + 1 != s.len() {
                 return Err(refuse(n, "normalisation over more than the last axis"));
             }
+            r.not_across(n, x, &[s.len() - 1])?;
             let scale = r.konst(n, 1)?;
             let bias = r.opt_const(n, 2)?;
             let size = *s.last().expect("rank ≥ 1");
@@ -669,6 +704,8 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                         format!("a product of {sa:?} and {sb:?}; equal batch axes are read"),
                     ));
                 }
+                r.not_across(n, a, &[sa.len() - 2, sa.len() - 1])?;
+                r.not_across(n, b, &[sb.len() - 2, sb.len() - 1])?;
                 let batch = sa[..sa.len() - 2].iter().product();
                 let op = MatMul {
                     batch,
@@ -714,18 +751,21 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
         }
         "MaxPool" | "AveragePool" => {
             let x = r.act(n, 0)?;
-            let s = r.shape(x);
+            let s = r.image(n, x)?;
             let k = attr_ints(n, "kernel_shape").ok_or_else(|| refuse(n, "no kernel_shape"))?;
             let st = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
             let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
-            if s.len() != 3
-                || k.len() != 2
+            if k.len() != 2
                 || pads[0] != pads[2]
                 || pads[1] != pads[3]
                 || attr_i(n, "ceil_mode", 0) != 0
                 || attr_ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1))
             {
-                return Err(refuse(n, "2-D pooling with the same padding on both sides, floor mode and no dilation is read"));
+                return Err(refuse(
+                    n,
+                    "2-D pooling with the same padding on both sides, floor mode and no dilation \
+                     is read",
+                ));
             }
             let kind = match (n.op_type.as_str(), attr_i(n, "count_include_pad", 0)) {
                 ("MaxPool", _) => PoolKind::Max,
@@ -744,25 +784,34 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
         }
         "GlobalAveragePool" => {
             let x = r.act(n, 0)?;
-            let s = r.shape(x);
-            let axes = (1..s.len()).collect();
-            r.push(n, Op::Mean(Mean { shape: s, axes }), vec![x], Vec::new())?;
+            let s = r.image(n, x)?;
+            let shape = [vec![1], s].concat();
+            r.push(
+                n,
+                Op::Mean(Mean {
+                    shape,
+                    axes: vec![2, 3],
+                }),
+                vec![x],
+                Vec::new(),
+            )?;
         }
         "ReduceMean" => {
             let x = r.act(n, 0)?;
             let s = r.shape(x);
-            let axes_full = match attr_ints(n, "axes") {
+            let given = match attr_ints(n, "axes") {
                 Some(a) => a,
                 None => r
                     .opt_const(n, 1)?
                     .map(|c| c.values.iter().map(|&v| v as i64).collect())
                     .unwrap_or_default(),
             };
-            let axes: Vec<usize> = axes_full.iter().map(|&a| axis(a, s.len() + 1)).collect();
-            if axes.contains(&0) || axes.is_empty() {
-                return Err(refuse(n, "a mean over the batch axis"));
-            }
-            let axes: Vec<usize> = axes.iter().map(|a| a - 1).collect();
+            let axes: Vec<usize> = if given.is_empty() {
+                (0..s.len()).collect()
+            } else {
+                given.iter().map(|&a| axis(a, s.len())).collect()
+            };
+            r.not_across(n, x, &axes)?;
             let v = r.push(
                 n,
                 Op::Mean(Mean {
@@ -773,7 +822,7 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 Vec::new(),
             )?;
             if attr_i(n, "keepdims", 1) == 0 {
-                let kept: Vec<usize> = (0..s.len())
+                let kept = (0..s.len())
                     .filter(|a| !axes.contains(a))
                     .map(|a| s[a])
                     .collect();
@@ -782,19 +831,20 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
         }
         "Flatten" => {
             let x = r.act(n, 0)?;
-            if attr_i(n, "axis", 1) != 1 {
-                return Err(refuse(n, "flattening from an axis other than 1"));
-            }
-            let size = r.shape(x).iter().product();
-            r.reshape_to(n, x, vec![size])?;
+            let s = r.shape(x);
+            let a = axis(attr_i(n, "axis", 1), s.len());
+            let shape = vec![s[..a].iter().product(), s[a..].iter().product()];
+            r.reshape_to(n, x, shape)?;
         }
         "Reshape" => {
-            let x = r.act(n, 0)?;
             let t = r.konst(n, 1)?;
-            let s = r.shape(x);
+            let (s, x) = match r.get(n, 0)?.clone() {
+                Value::Act(x) => (r.shape(x), Some(x)),
+                Value::Const(c) => (c.dims.clone(), None),
+            };
             let size: usize = s.iter().product();
             let target: Vec<i64> = t.values.iter().map(|&v| v as i64).collect();
-            let mut out: Vec<i64> = target[1..]
+            let mut out: Vec<i64> = target
                 .iter()
                 .enumerate()
                 .map(|(i, &d)| {
@@ -811,12 +861,73 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             }
             let out: Vec<usize> = out.iter().map(|&d| d.max(0) as usize).collect();
             if out.iter().product::<usize>() != size {
-                return Err(refuse(
-                    n,
-                    format!("a reshape of {s:?} to {target:?} (the batch axis first)"),
-                ));
+                return Err(refuse(n, format!("a reshape of {s:?} to {target:?}")));
             }
-            r.reshape_to(n, x, out)?;
+            match x {
+                Some(x) => {
+                    r.reshape_to(n, x, out)?;
+                }
+                None => {
+                    let c = r.konst(n, 0)?;
+                    r.set(
+                        n,
+                        Value::Const(Const {
+                            dims: out,
+                            values: c.values,
+                            origin: None,
+                        }),
+                    );
+                }
+            }
+        }
+        "Unsqueeze" | "Squeeze" => {
+            let axes_given: Option<Vec<i64>> = attr_ints(n, "axes").or(r
+                .opt_const(n, 1)?
+                .map(|c| c.values.iter().map(|&v| v as i64).collect()));
+            let (dims, act) = match r.get(n, 0)?.clone() {
+                Value::Const(c) => (c.dims.clone(), None),
+                Value::Act(v) => (r.shape(v), Some(v)),
+            };
+            let dims = if n.op_type == "Unsqueeze" {
+                let rank = dims.len() + axes_given.as_ref().map_or(0, Vec::len);
+                let mut at: Vec<usize> = axes_given
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&a| axis(a, rank))
+                    .collect();
+                at.sort_unstable();
+                let mut out = dims.clone();
+                for a in at {
+                    out.insert(a.min(out.len()), 1);
+                }
+                out
+            } else {
+                let at: Vec<usize> = match axes_given {
+                    Some(a) => a.iter().map(|&a| axis(a, dims.len())).collect(),
+                    None => (0..dims.len()).filter(|&a| dims[a] == 1).collect(),
+                };
+                dims.iter()
+                    .enumerate()
+                    .filter(|(a, _)| !at.contains(a))
+                    .map(|(_, &d)| d)
+                    .collect()
+            };
+            match act {
+                Some(v) => {
+                    r.reshape_to(n, v, dims)?;
+                }
+                None => {
+                    let c = r.konst(n, 0)?;
+                    r.set(
+                        n,
+                        Value::Const(Const {
+                            dims,
+                            values: c.values,
+                            origin: None,
+                        }),
+                    );
+                }
+            }
         }
         "Transpose" => match r.get(n, 0)?.clone() {
             Value::Const(c) => {
@@ -828,33 +939,87 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             }
             Value::Act(x) => {
                 let s = r.shape(x);
-                let perm = attr_ints(n, "perm").ok_or_else(|| refuse(n, "no perm"))?;
-                if perm.first() != Some(&0) {
-                    return Err(refuse(n, "a transpose that moves the batch axis"));
-                }
-                let p: Vec<usize> = perm[1..].iter().map(|&v| v as usize - 1).collect();
-                let shape = p.iter().map(|&a| s[a]).collect();
+                let perm: Vec<usize> = attr_ints(n, "perm").map_or_else(
+                    || (0..s.len()).rev().collect(),
+                    |p| p.iter().map(|&v| v as usize).collect(),
+                );
+                let shape = perm.iter().map(|&a| s[a]).collect();
                 let g = Gather {
-                    index: Some(transpose_index(&s, &p)),
+                    index: Some(transpose_index(&s, &perm)),
                     shape,
                 };
-                r.push(n, Op::Gather(g), vec![x], Vec::new())?;
+                let batch = r
+                    .batch_of(x)
+                    .and_then(|b| perm.iter().position(|&p| p == b));
+                let v = r.push(n, Op::Gather(g), vec![x], Vec::new())?;
+                r.batch.insert(v, batch);
+            }
+        },
+        "Gather" => match r.get(n, 0)?.clone() {
+            Value::Const(data) => {
+                let idx = r.konst(n, 1)?;
+                if data.dims.len() != 1 {
+                    return Err(refuse(n, "a gather from a constant of more than one axis"));
+                }
+                let values = idx
+                    .values
+                    .iter()
+                    .map(|&i| data.values[axis(i as i64, data.values.len())])
+                    .collect();
+                r.set(
+                    n,
+                    Value::Const(Const {
+                        dims: idx.dims.clone(),
+                        values,
+                        origin: None,
+                    }),
+                );
+            }
+            Value::Act(x) => {
+                // Entries `indices` along an axis: an index map.
+                let idx = r.konst(n, 1)?;
+                let s = r.shape(x);
+                let a = axis(attr_i(n, "axis", 0), s.len());
+                r.not_across(n, x, &[a])?;
+                let picks: Vec<usize> = idx.values.iter().map(|&i| axis(i as i64, s[a])).collect();
+                let inner: usize = s[a + 1..].iter().product();
+                let outer: usize = s[..a].iter().product();
+                let index = (0..outer)
+                    .flat_map(|o| {
+                        let picks = &picks;
+                        let s = &s;
+                        picks
+                            .iter()
+                            .flat_map(move |&p| (0..inner).map(move |j| (o * s[a] + p) * inner + j))
+                    })
+                    .collect();
+                let shape = [&s[..a], &idx.dims[..], &s[a + 1..]].concat();
+                let batch = r
+                    .batch_of(x)
+                    .map(|b| if b > a { b + idx.dims.len() - 1 } else { b });
+                let v = r.push(
+                    n,
+                    Op::Gather(Gather {
+                        index: Some(index),
+                        shape,
+                    }),
+                    vec![x],
+                    Vec::new(),
+                )?;
+                r.batch.insert(v, batch);
             }
         },
         "Softmax" => {
             let x = r.act(n, 0)?;
             let s = r.shape(x);
-            if axis(attr_i(n, "axis", -1), s.len() + 1) != s.len() {
+            if axis(attr_i(n, "axis", -1), s.len()) + 1 != s.len() {
                 return Err(refuse(n, "a softmax over an axis other than the last"));
             }
-            r.push(
-                n,
-                Op::Softmax(Softmax {
-                    size: *s.last().expect("rank ≥ 1"),
-                }),
-                vec![x],
-                Vec::new(),
-            )?;
+            r.not_across(n, x, &[s.len() - 1])?;
+            let op = Op::Softmax(Softmax {
+                size: *s.last().expect("rank ≥ 1"),
+            });
+            r.push(n, op, vec![x], Vec::new())?;
         }
         "Concat" => {
             let vals: Vec<Value> = (0..n.input.len())
@@ -866,7 +1031,7 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                     .iter()
                     .flat_map(|v| match v {
                         Value::Const(c) => c.values.clone(),
-                        Value::Act(_) => unreachable!(),
+                        Value::Act(_) => unreachable!("all constants"),
                     })
                     .collect::<Vec<_>>();
                 r.set(
@@ -882,25 +1047,16 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                     .map(|i| r.act(n, i))
                     .collect::<Result<_>>()?;
                 let shapes: Vec<Vec<usize>> = acts.iter().map(|&v| r.shape(v)).collect();
-                let ax = axis(attr_i(n, "axis", 0), shapes[0].len() + 1);
-                if ax == 0 {
-                    return Err(refuse(n, "a concatenation along the batch axis"));
-                }
-                r.push(
-                    n,
-                    Op::Concat(Concat {
-                        shapes,
-                        axis: ax - 1,
-                    }),
-                    acts,
-                    Vec::new(),
-                )?;
+                let ax = axis(attr_i(n, "axis", 0), shapes[0].len());
+                r.not_across(n, acts[0], &[ax])?;
+                r.push(n, Op::Concat(Concat { shapes, axis: ax }), acts, Vec::new())?;
             }
         }
         "Shape" => {
-            let x = r.act(n, 0)?;
-            let mut dims = vec![1.0];
-            dims.extend(r.shape(x).iter().map(|&d| d as f64));
+            let dims: Vec<f64> = match r.get(n, 0)?.clone() {
+                Value::Act(x) => r.shape(x).iter().map(|&d| d as f64).collect(),
+                Value::Const(c) => c.dims.iter().map(|&d| d as f64).collect(),
+            };
             r.set(
                 n,
                 Value::Const(Const {
@@ -910,43 +1066,32 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                 }),
             );
         }
-        "Gather" => {
-            let data = r.konst(n, 0)?;
-            let idx = r.konst(n, 1)?;
-            if data.dims.len() != 1 {
-                return Err(refuse(
-                    n,
-                    "a gather from an activation or a tensor of more than one axis",
-                ));
-            }
-            let values: Vec<f64> = idx
-                .values
+        "Mod" => {
+            let (a, b) = (r.konst(n, 0)?, r.konst(n, 1)?);
+            let shape = broadcast_shape(&a.dims, &b.dims)
+                .ok_or_else(|| refuse(n, "shapes that do not broadcast"))?;
+            let (ia, ib) = (
+                broadcast_index(&a.dims, &shape),
+                broadcast_index(&b.dims, &shape),
+            );
+            let fmod = attr_i(n, "fmod", 0) != 0;
+            let values = ia
                 .iter()
-                .map(|&i| data.values[axis(i as i64, data.values.len())])
+                .zip(&ib)
+                .map(|(&i, &j)| {
+                    let (x, y) = (a.values[i], b.values[j]);
+                    if fmod {
+                        x % y
+                    } else {
+                        x - y * (x / y).floor()
+                    }
+                })
                 .collect();
             r.set(
                 n,
                 Value::Const(Const {
-                    dims: idx.dims.clone(),
+                    dims: shape,
                     values,
-                    origin: None,
-                }),
-            );
-        }
-        "Unsqueeze" | "Squeeze" => {
-            let c = r.konst(n, 0)?;
-            let dims = if n.op_type == "Unsqueeze" && c.dims.is_empty() {
-                vec![1]
-            } else if n.op_type == "Squeeze" {
-                c.dims.iter().copied().filter(|&d| d != 1).collect()
-            } else {
-                c.dims.clone()
-            };
-            r.set(
-                n,
-                Value::Const(Const {
-                    dims,
-                    values: c.values,
                     origin: None,
                 }),
             );
@@ -956,7 +1101,7 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             if c.dims.len() != 1 {
                 return Err(refuse(
                     n,
-                    "a slice of an activation or of a tensor of more than one axis",
+                    "a slice of an activation or of a constant of more than one axis",
                 ));
             }
             let (st, en) = (

@@ -68,6 +68,7 @@ pub const SUPPORTED: &[&str] = &[
     "Slice",
     "Cast",
     "ConstantOfShape",
+    "Mod",
 ];
 
 /// Reads an ONNX file.

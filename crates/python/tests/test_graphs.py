@@ -1,7 +1,7 @@
 """Networks as they are: an ONNX file (the B8 ResNet with BatchNorm) and torch modules (a
-ResNet block, a mixer with LayerNorm and GELU) go in, with the module's outputs and every
-posterior on them; a module torch exports with its batch axis moved (nn.MultiheadAttention) is
-refused by name."""
+ResNet block, a mixer with LayerNorm and GELU, a transformer encoder with
+nn.MultiheadAttention) go in, with the module's outputs and every posterior on them; what
+cannot be read (an operation across examples, tied weights) is refused by name."""
 
 import os
 import warnings
@@ -86,11 +86,11 @@ def _modules(torch):
     block.train()
     with torch.no_grad():
         block(torch.randn(16, 2, 6, 6) * 2 + 0.5)
-    return [(block, torch.randn(5, 2, 6, 6)), (mixer, torch.randn(5, 4, 6))], (enc, torch.randn(5, 5, 8))
+    return [(block, torch.randn(5, 2, 6, 6)), (mixer, torch.randn(5, 4, 6)), (enc, torch.randn(5, 5, 8))]
 
 
 def test_torch_modules_go_in_with_their_outputs_and_posteriors(torch):
-    for module, x in _modules(torch)[0]:
+    for module, x in _modules(torch):
         module.eval()
         model = dnn2gp.Model.from_torch(module, x)
         assert model.n_params == sum(p.numel() for p in module.parameters())
@@ -108,7 +108,27 @@ def test_torch_modules_go_in_with_their_outputs_and_posteriors(torch):
             assert np.allclose(p.sum(1), 1.0) and np.isfinite(la.log_marginal_likelihood())
 
 
-def test_attention_that_moves_the_batch_axis_is_refused_by_name(torch):
-    enc, x = _modules(torch)[1]
-    with pytest.raises(ValueError, match="Transpose.*batch axis"):
-        dnn2gp.Model.from_torch(enc, x)
+def test_what_cannot_be_read_is_refused_by_name(torch):
+    n = torch.nn
+
+    class AcrossExamples(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = n.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x - x.mean(0, keepdim=True))
+
+    class Tied(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = n.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(torch.tanh(self.fc(x)))
+
+    x = torch.randn(3, 4)
+    with pytest.raises(ValueError, match="ReduceMean.*across the batch axis"):
+        dnn2gp.Model.from_torch(AcrossExamples(), x)
+    with pytest.raises(ValueError, match="fc.weight.*tied"):
+        dnn2gp.Model.from_torch(Tied(), x)

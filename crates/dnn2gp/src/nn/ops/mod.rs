@@ -36,6 +36,19 @@ use faer::Mat;
 use super::Sink;
 use shared::rows_into_sink;
 
+/// `image` after the axes of length 1 that lead an image input's `[c, h, w]` (a batch of one,
+/// as ONNX shapes have it).
+fn leading_ones(input: &[usize], image: Vec<usize>) -> Vec<usize> {
+    let lead = input.len().saturating_sub(3);
+    if input[..lead].iter().all(|&d| d == 1) {
+        let mut s = vec![1; lead];
+        s.extend(image);
+        s
+    } else {
+        image
+    }
+}
+
 /// One operation of a graph.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -171,7 +184,7 @@ impl Op {
             Op::Linear(l) => {
                 let last = x[0].last().copied().unwrap_or(0);
                 // One position reads any input of its size (the flat layout is the same).
-                if l.positions == 1 && size(x[0]) == l.inputs {
+                if l.positions == 1 && size(x[0]) == l.inputs && last != l.inputs {
                     return Ok(vec![l.outputs]);
                 }
                 want(
@@ -195,7 +208,7 @@ impl Op {
                     ),
                 )?;
                 let [oh, ow] = c.output();
-                vec![c.out_channels, oh, ow]
+                leading_ones(x[0], vec![c.out_channels, oh, ow])
             }
             Op::Pool(p) => {
                 want(
@@ -207,7 +220,7 @@ impl Op {
                     ),
                 )?;
                 let [oh, ow] = p.output();
-                vec![p.channels, oh, ow]
+                leading_ones(x[0], vec![p.channels, oh, ow])
             }
             Op::BatchNorm(b) => {
                 want(
