@@ -40,26 +40,44 @@ impl BatchNorm {
         (x - self.mean[c]) / (self.var[c] + self.eps).sqrt()
     }
 
+    /// Per channel, `γ/√(v + ε)` and `β − γ μ/√(v + ε)`: `y = a x + b`.
+    fn affine(&self, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        (0..self.channels)
+            .map(|c| {
+                let a = self.scale(w, c);
+                let shift = if self.affine {
+                    w[self.channels + c]
+                } else {
+                    0.0
+                };
+                (a, shift - a * self.mean[c])
+            })
+            .unzip()
+    }
+
     /// `Y`, with `w` the op's parameters (γ, β).
     pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
-        let s = self.spatial;
-        Mat::from_fn(x.nrows(), x.ncols(), |e, j| {
-            let c = j / s;
-            let shift = if self.affine {
-                w[self.channels + c]
-            } else {
-                0.0
-            };
-            self.scale(w, c) * (x[(e, j)] - self.mean[c]) + shift
-        })
+        let (a, b) = self.affine(w);
+        let mut y = x.clone();
+        for j in 0..y.ncols() {
+            let c = j / self.spatial;
+            crate::linalg::col_mut(y.as_mut(), j)
+                .iter_mut()
+                .for_each(|v| *v = a[c] * *v + b[c]);
+        }
+        y
     }
 
     /// `∂X = G γ/√(v + ε)`.
-    pub(crate) fn vjp(&self, w: &[f64], g: &Mat<f64>) -> Mat<f64> {
-        let s = self.spatial;
-        Mat::from_fn(g.nrows(), g.ncols(), |m, j| {
-            g[(m, j)] * self.scale(w, j / s)
-        })
+    pub(crate) fn vjp(&self, w: &[f64], mut g: Mat<f64>) -> Mat<f64> {
+        let (a, _) = self.affine(w);
+        for j in 0..g.ncols() {
+            let c = j / self.spatial;
+            crate::linalg::col_mut(g.as_mut(), j)
+                .iter_mut()
+                .for_each(|v| *v *= a[c]);
+        }
+        g
     }
 
     /// The parameter derivatives of each row (M × 2·channels): `∂γ`, then `∂β`.

@@ -105,22 +105,23 @@ impl Conv {
         let og = self.out_channels / self.groups;
         let q = self.patch();
         let mut z = Mat::<f64>::zeros(n, self.out_channels * pos);
-        // A batch of examples at a time: their patches stacked (batch·positions × patch), one
-        // product with Wᵀ.
-        const BATCH: usize = 16;
+        // A batch of examples at a time: their patches stacked with rows (position p, example
+        // e) at p·nb + e, so that each run of examples is a contiguous slice of an input
+        // column and of an output column; one product with Wᵀ.
+        const BATCH: usize = 32;
         let mut ct = Mat::<f64>::zeros(BATCH.min(n) * pos, q);
         let mut zt = Mat::<f64>::zeros(BATCH.min(n) * pos, og);
         for gi in 0..self.groups {
             let table = self.table(gi);
             for e0 in (0..n).step_by(BATCH) {
                 let nb = BATCH.min(n - e0);
-                for e in 0..nb {
-                    let row: Vec<f64> = x.row(e0 + e).iter().copied().collect();
-                    for r in 0..q {
-                        let dst = crate::linalg::col_mut(ct.as_mut(), r);
-                        for p in 0..pos {
-                            let i = table[p * q + r];
-                            dst[e * pos + p] = if i == usize::MAX { 0.0 } else { row[i] };
+                for r in 0..q {
+                    let dst = crate::linalg::col_mut(ct.as_mut(), r);
+                    for p in 0..pos {
+                        let d = &mut dst[p * nb..(p + 1) * nb];
+                        match table[p * q + r] {
+                            usize::MAX => d.fill(0.0),
+                            i => d.copy_from_slice(&crate::linalg::col(x.as_ref(), i)[e0..e0 + nb]),
                         }
                     }
                 }
@@ -134,10 +135,9 @@ impl Conv {
                 );
                 for c in 0..og {
                     let src = crate::linalg::col(zt.as_ref(), c);
-                    for e in 0..nb {
-                        for p in 0..pos {
-                            z[(e0 + e, (gi * og + c) * pos + p)] = src[e * pos + p];
-                        }
+                    for p in 0..pos {
+                        crate::linalg::col_mut(z.as_mut(), (gi * og + c) * pos + p)[e0..e0 + nb]
+                            .copy_from_slice(&src[p * nb..(p + 1) * nb]);
                     }
                 }
             }

@@ -344,7 +344,7 @@ impl Op {
                     let d = b.param_rows(x[0], &g, rpe);
                     rows_into_sink(sink, d, off, &[b.channels, b.channels], examples);
                 }
-                one(b.vjp(w, &g))
+                one(b.vjp(w, g))
             }
             Op::LayerNorm(l) => {
                 let (d, gi) = l.backward(w, x[0], &g, rpe);
