@@ -719,3 +719,68 @@ fn a_graph_model_file_is_the_model() {
         "{names:?}"
     );
 }
+
+/// Tensors held fixed (laplace-torch's `requires_grad=False`): the held network's Jacobian is
+/// the full one's columns of the free tensors, its KFAC the full one's other units; a layer
+/// half held and an unknown name are refused; the held values travel in the model file.
+#[test]
+fn held_tensors_leave_the_posterior_and_keep_their_values() {
+    let net = resnet_block();
+    let w = weights(&net, 7);
+    let bn = net.batchnorm_tensors();
+    assert_eq!(bn.len(), 6);
+    let (held, free) = net.freeze(&w, &bn).unwrap();
+    let layout = net.param_layout();
+    let keep: Vec<usize> = layout
+        .iter()
+        .filter(|t| !bn.contains(&t.name))
+        .flat_map(|t| t.offset..t.offset + t.shape.iter().product::<usize>())
+        .collect();
+    assert_eq!(free, keep.iter().map(|&i| w[i]).collect::<Vec<_>>());
+    assert_eq!(held.n_params(), keep.len());
+    let x = inputs(4, net.n_inputs(), 9);
+    let (fa, ja) = net.forward_jacobian(&w, x.as_ref());
+    let (fb, jb) = held.forward_jacobian(&free, x.as_ref());
+    assert!(max_abs(&fa, &fb) < 1e-15);
+    let cols = Mat::from_fn(ja.nrows(), keep.len(), |i, j| ja[(i, keep[j])]);
+    assert!(max_abs(&cols, &jb) < 1e-13);
+    let roots = |f: faer::MatRef<'_, f64>| {
+        Mat::from_fn(f.nrows() * f.ncols(), f.ncols(), |i, j| {
+            f[(i / f.ncols(), j)] * 0.3 + (i % f.ncols() == j) as u8 as f64
+        })
+    };
+    let all = net.kron_sums(&w, x.as_ref(), &roots, 4);
+    let some = held.kron_sums(&free, x.as_ref(), &roots, 4);
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|s| !(s.a.nrows() == 1 && !s.bias))
+        .collect();
+    assert_eq!(kept.len(), some.len());
+    for (a, b) in kept.iter().zip(&some) {
+        assert!(max_abs(&a.a, &b.a) < 1e-13 && max_abs(&a.g, &b.g) < 1e-13);
+    }
+    check(&held, "held BatchNorm");
+    let half = net
+        .freeze(&w, &["bn1.weight".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(half.contains("bn1") && half.contains("together"), "{half}");
+    let unknown = net
+        .freeze(&w, &["nope".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("'nope'") && unknown.contains("conv1.weight"),
+        "{unknown}"
+    );
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 2.0)
+        .unwrap()
+        .freeze(&bn)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    model
+        .save(&path, dnn2gp::nn::weights::StoredDtype::F64)
+        .unwrap();
+    assert_eq!(Model::load(&path).unwrap(), model);
+}

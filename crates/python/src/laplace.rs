@@ -64,15 +64,23 @@ impl Laplace {
     }
 }
 
+/// `subset_of_weights`: `"all"`, `"last_layer"`, or the `state_dict` names of the tensors the
+/// posterior covers (the others held at θ*, as laplace-torch does with `requires_grad=False`).
+#[derive(FromPyObject)]
+enum SubsetArg {
+    Word(String),
+    Names(Vec<String>),
+}
+
 #[pymethods]
 impl Laplace {
     #[new]
-    #[pyo3(signature = (model, likelihood, subset_of_weights="last_layer", hessian_structure="kron", prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None))]
+    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         model: &Model,
         likelihood: &str,
-        subset_of_weights: &str,
+        subset_of_weights: SubsetArg,
         hessian_structure: &str,
         prior_precision: Option<f64>,
         sigma_noise: Option<f64>,
@@ -94,9 +102,27 @@ impl Laplace {
             }
             m.sigma = s;
         }
-        let subset = subset_of_weights
-            .parse::<Subset>()
-            .map_err(|e| arg_err("subset_of_weights", e))?;
+        // A word, or the state_dict names of the tensors to cover (the others held at θ*, as
+        // laplace-torch does with requires_grad=False).
+        let subset = match subset_of_weights {
+            SubsetArg::Word(word) => word
+                .parse::<Subset>()
+                .map_err(|e| arg_err("subset_of_weights", e))?,
+            SubsetArg::Names(names) => {
+                let layout: Vec<String> =
+                    m.net.param_layout().into_iter().map(|t| t.name).collect();
+                if let Some(n) = names.iter().find(|n| !layout.contains(n)) {
+                    return Err(PyValueError::new_err(format!(
+                        "subset_of_weights: the network has no tensor '{n}'; its tensors are {layout:?}"
+                    )));
+                }
+                let held: Vec<String> = layout.into_iter().filter(|t| !names.contains(t)).collect();
+                m = m
+                    .freeze(&held)
+                    .map_err(|e| arg_err("subset_of_weights", e))?;
+                Subset::All
+            }
+        };
         let structure = hessian_structure
             .parse::<HessianStructure>()
             .map_err(|e| arg_err("hessian_structure", e))?;
@@ -270,10 +296,20 @@ impl Laplace {
         self.model.likelihood.laplace_word()
     }
 
-    /// `"all"` or `"last_layer"`.
+    /// `"all"`, `"last_layer"`, or the names of the tensors covered (where others are held).
     #[getter]
-    fn subset_of_weights(&self) -> String {
-        self.subset.to_string()
+    fn subset_of_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if self.model.net.nodes().iter().any(|n| n.fixed.is_some()) {
+            let names: Vec<String> = self
+                .model
+                .net
+                .param_layout()
+                .into_iter()
+                .map(|t| t.name)
+                .collect();
+            return Ok(names.into_pyobject(py)?.into_any());
+        }
+        Ok(self.subset.to_string().into_pyobject(py)?.into_any())
     }
 
     /// `"full"`, `"diag"`, `"kron"` or `"lowrank"`.

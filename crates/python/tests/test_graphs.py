@@ -132,3 +132,39 @@ def test_what_cannot_be_read_is_refused_by_name(torch):
         dnn2gp.Model.from_torch(AcrossExamples(), x)
     with pytest.raises(ValueError, match="fc.weight.*tied"):
         dnn2gp.Model.from_torch(Tied(), x)
+
+
+def test_batchnorm_held_kfac_and_last_layer_kfac_equal_laplace_torch(torch):
+    """laplace-torch refuses all-weights KFAC with BatchNorm; with BatchNorm frozen
+    (requires_grad=False, its maintainers' work-around) it runs, and dnn2gp's posterior over
+    the same tensors (subset_of_weights=[names]) gives its probabilities and evidence in f64.
+    Its last-layer KFAC on the same ResNet block too."""
+    laplace = pytest.importorskip("laplace")
+    torch.manual_seed(1)
+    block = _modules(torch)[0][0].double().eval()
+    x = torch.randn(40, 2, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        y = (block(x).argmax(1) + (torch.arange(40) % 5 == 0).long()) % 3
+    xt = torch.randn(6, 2, 6, 6, dtype=torch.float64)
+    model = dnn2gp.Model.from_torch(block, x[:4])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=40)
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
+    names = [n for n, p in block.named_parameters() if p.requires_grad]
+    for subset, ours in [("all", names), ("last_layer", "last_layer")]:
+        peer = laplace.Laplace(block, "classification", subset_of_weights=subset,
+                               hessian_structure="kron", prior_precision=0.7)
+        peer.fit(loader)
+        want_p = peer(xt, pred_type="glm", link_approx="probit").detach().numpy()
+        want_lml = peer.log_marginal_likelihood().item()
+        la = dnn2gp.Laplace(model, "classification", subset_of_weights=ours,
+                            hessian_structure="kron", prior_precision=0.7)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            la.fit(x.numpy(), y.numpy())
+        assert la.subset_of_weights == ours
+        p = la(xt.numpy(), link_approx="probit")
+        assert np.abs(p - want_p).max() < 1e-10, subset
+        assert abs(la.log_marginal_likelihood() - want_lml) < 1e-8 * abs(want_lml), subset

@@ -51,6 +51,7 @@ pub(crate) fn dense_param_derivs(
         }
     };
     match sink {
+        Sink::Discard => {}
         Sink::Sum(grad) => sum_into(grad),
         Sink::SumSq(sq) => sumsq_into(sq),
         Sink::SumAndSumSq(grad, sq) => {

@@ -30,6 +30,21 @@ pub struct Node {
     /// `{name}.bias`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<String>,
+    /// Its parameters' values when they are held fixed (not in `w`; laplace-torch's
+    /// `requires_grad=False`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<Vec<f64>>,
+}
+
+impl Node {
+    /// Parameters in `w`: none when they are held fixed.
+    fn free_params(&self) -> usize {
+        if self.fixed.is_some() {
+            0
+        } else {
+            self.op.n_params()
+        }
+    }
 }
 
 /// The Kronecker shape of one KFAC unit of a network (one per [`KronSums`] of
@@ -134,6 +149,7 @@ impl GraphBuilder {
             inputs,
             shape,
             params,
+            fixed: None,
         });
         Ok(self.nodes.len())
     }
@@ -197,8 +213,16 @@ impl Graph {
                 }
                 Err(e) => return Err(Error::Invalid(format!("node {i} ('{}'): {e}", n.name))),
             }
+            if let Some(f) = n.fixed.as_ref().filter(|f| f.len() != n.op.n_params()) {
+                return Err(Error::Invalid(format!(
+                    "node {i} ('{}') holds {} fixed values for its {} parameters",
+                    n.name,
+                    f.len(),
+                    n.op.n_params()
+                )));
+            }
             offsets.push(p);
-            p = p.saturating_add(n.op.n_params());
+            p = p.saturating_add(n.free_params());
         }
         offsets.push(p);
         if p > MAX_PARAMS {
@@ -286,6 +310,9 @@ impl Graph {
         }
         let mut out = Vec::new();
         for (n, off) in self.nodes.iter().zip(&self.offsets) {
+            if n.fixed.is_some() {
+                continue;
+            }
             let mut at = *off;
             for (t, (suffix, shape, _)) in n.op.tensors().into_iter().enumerate() {
                 let len = shape.iter().product::<usize>();
@@ -308,7 +335,7 @@ impl Graph {
     /// sharing `G`), one per other tensor.
     pub fn kron_layout(&self) -> Vec<KronShape> {
         let mut out = Vec::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.fixed.is_none()) {
             let tensors = n.op.tensors();
             for (i, (_, shape, role)) in tensors.iter().enumerate() {
                 match *role {
@@ -334,7 +361,9 @@ impl Graph {
     pub(crate) fn last_linear(&self) -> Option<(usize, super::ops::Linear)> {
         let last = self.nodes.len() - 1;
         match &self.nodes[last].op {
-            Op::Linear(l) if l.positions == 1 && l.bias => Some((self.nodes[last].inputs[0], *l)),
+            Op::Linear(l) if l.positions == 1 && l.bias && self.nodes[last].fixed.is_none() => {
+                Some((self.nodes[last].inputs[0], *l))
+            }
             _ => None,
         }
     }
@@ -348,13 +377,78 @@ impl Graph {
         Graph::new(self.input.clone(), self.nodes[..v].to_vec())
     }
 
+    /// Node i's parameters: its fixed values, or its slice of `w`.
+    fn params<'a>(&'a self, i: usize, w: &'a [f64]) -> &'a [f64] {
+        match &self.nodes[i].fixed {
+            Some(f) => f,
+            None => &w[self.offsets[i]..self.offsets[i + 1]],
+        }
+    }
+
+    /// The graph with the tensors named in `names` held fixed at their values in `w`, and the
+    /// weights that stay free. A layer's tensors are held or left together (a weight without
+    /// its bias is refused), as are names the network does not have.
+    pub fn freeze(&self, w: &[f64], names: &[String]) -> Result<(Graph, Vec<f64>)> {
+        let layout = self.param_layout();
+        if let Some(n) = names.iter().find(|n| !layout.iter().any(|t| &t.name == *n)) {
+            return Err(Error::Invalid(format!(
+                "the network has no parameter tensor '{n}'; its tensors are {}",
+                layout
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let mut nodes = self.nodes.clone();
+        let mut free = Vec::new();
+        let mut tensors = layout.iter();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if n.fixed.is_some() {
+                continue;
+            }
+            let own: Vec<&ParamTensor> = tensors.by_ref().take(n.op.tensors().len()).collect();
+            let held = own.iter().filter(|t| names.contains(&t.name)).count();
+            let values = &w[self.offsets[i]..self.offsets[i + 1]];
+            if held == 0 {
+                free.extend_from_slice(values);
+            } else if held == own.len() {
+                n.fixed = Some(values.to_vec());
+            } else {
+                return Err(Error::Invalid(format!(
+                    "'{}' holds some of its tensors ({}) and fits the others: a layer's \
+                     tensors are held or fitted together",
+                    n.name,
+                    own.iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        Ok((Graph::new(self.input.clone(), nodes)?, free))
+    }
+
+    /// The names of BatchNorm's tensors (γ, β), e.g. to hold them fixed.
+    pub fn batchnorm_tensors(&self) -> Vec<String> {
+        let mut tensors = self.param_layout().into_iter();
+        let mut out = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.fixed.is_none()) {
+            let own: Vec<ParamTensor> = tensors.by_ref().take(n.op.tensors().len()).collect();
+            if matches!(n.op, Op::BatchNorm(_)) {
+                out.extend(own.into_iter().map(|t| t.name));
+            }
+        }
+        out
+    }
+
     /// The forward pass on `X`, every value kept.
     fn run(&self, w: &[f64], x: MatRef<'_, f64>) -> Tape {
         let mut values = Vec::with_capacity(self.nodes.len() + 1);
         values.push(x.to_owned());
         for (i, n) in self.nodes.iter().enumerate() {
             let ins: Vec<&Mat<f64>> = n.inputs.iter().map(|&v| &values[v]).collect();
-            let out = n.op.forward(&w[self.offsets[i]..self.offsets[i + 1]], &ins);
+            let out = n.op.forward(self.params(i, w), &ins);
             values.push(out);
         }
         Tape { values }
@@ -370,14 +464,19 @@ impl Graph {
             };
             let ins: Vec<&Mat<f64>> = n.inputs.iter().map(|&v| &tape.values[v]).collect();
             let need: Vec<bool> = n.inputs.iter().map(|&v| v > 0).collect();
+            let mut discard = Sink::Discard;
             let gi = n.op.backward(
-                &w[self.offsets[i]..self.offsets[i + 1]],
+                self.params(i, w),
                 self.offsets[i],
                 &ins,
                 &tape.values[i + 1],
                 g,
                 rpe,
-                &mut sink,
+                if n.fixed.is_some() {
+                    &mut discard
+                } else {
+                    &mut sink
+                },
                 &need,
             );
             for (&v, c) in n.inputs.iter().zip(gi) {
@@ -507,7 +606,7 @@ impl Network for Graph {
         }
         let mut rng = seeded(seed);
         let mut w = Vec::with_capacity(self.n_params());
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.fixed.is_none()) {
             let fan_in = match &n.op {
                 Op::Linear(l) => Some(l.inputs),
                 Op::Conv(c) => Some(c.patch()),

@@ -228,6 +228,8 @@ pub(crate) enum Sink<'a> {
     Factors(&'a mut Vec<Factor>),
     /// Each layer's Kronecker sums `Σ a aᵀ` and `Σ g gᵀ` (last layer first): what KFAC needs.
     Kron(&'a mut Vec<KronSums>),
+    /// None: the parameters are held fixed (only the cotangents below are wanted).
+    Discard,
 }
 
 /// One KFAC unit's sums over a batch: for a layer, `A = Σ_{n,t} a_{nt} a_{nt}ᵀ` over its

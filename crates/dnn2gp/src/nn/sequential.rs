@@ -402,7 +402,7 @@ impl Sequential {
                                 Sink::Rows(jac) => {
                                     write_row(jac.rb_mut().row_mut(m), dm, &bias, w_off, b_off)
                                 }
-                                Sink::Kron(_) => {}
+                                Sink::Kron(_) | Sink::Discard => {}
                             }
                         }
                         if l > 0 {

@@ -75,6 +75,17 @@ impl Model {
         })
     }
 
+    /// The model with the tensors `names` held fixed at their values (laplace-torch's
+    /// `requires_grad=False`): a posterior over it covers the other tensors.
+    pub fn freeze(&self, names: &[String]) -> Result<Model> {
+        let (net, w) = self.net.freeze(&self.w, names)?;
+        Ok(Model {
+            net,
+            w,
+            ..self.clone()
+        })
+    }
+
     /// The likelihood with the model's σ (refused when σ, a public field, was set to a value
     /// that is not a positive number).
     pub fn likelihood(&self) -> Result<Box<dyn Likelihood>> {

@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Dict, Literal, Mapping, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, List, Dict, Literal, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -71,7 +71,7 @@ class Laplace:
         self,
         model: Model,
         likelihood: Literal["classification", "regression"],
-        subset_of_weights: Literal["all", "last_layer"] = "last_layer",
+        subset_of_weights: Union[Literal["all", "last_layer"], Sequence[str]] = "last_layer",
         hessian_structure: Literal["full", "diag", "kron", "lowrank"] = "kron",
         prior_precision: Optional[float] = None,
         sigma_noise: Optional[float] = None,
@@ -87,7 +87,7 @@ class Laplace:
     @property
     def likelihood(self) -> Literal["classification", "regression"]: ...
     @property
-    def subset_of_weights(self) -> Literal["all", "last_layer"]: ...
+    def subset_of_weights(self) -> Union[Literal["all", "last_layer"], List[str]]: ...
     @property
     def hessian_structure(self) -> Literal["full", "diag", "kron", "lowrank"]: ...
     def optimize_prior_precision(

@@ -13,7 +13,9 @@ def export(module, example_input):
         raise ImportError("Model.from_torch needs torch installed (pip install torch); "
                           "or export yourself and use Model.from_onnx") from e
     x = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(example_input)
-    x = x.detach().to("cpu", torch.float32)
+    # The module's own precision (float64 modules export float64 weights).
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    x = x.detach().to("cpu", dtype)
     was_training = module.training
     module.eval()
     # nn.MultiheadAttention's fused fast path has no ONNX export; its composite form has.

@@ -175,7 +175,10 @@ impl Conv {
         // Several groups have no Kronecker form together: their rows go to the sink as one
         // block.
         let mut rows = (self.groups > 1
-            && !matches!(sink, Sink::Sum(_) | Sink::SumSq(_) | Sink::SumAndSumSq(..)))
+            && !matches!(
+                sink,
+                Sink::Sum(_) | Sink::SumSq(_) | Sink::SumAndSumSq(..) | Sink::Discard
+            ))
         .then(|| Mat::<f64>::zeros(m_rows, self.n_params()));
         for gi in 0..self.groups {
             let table = self.table(gi);

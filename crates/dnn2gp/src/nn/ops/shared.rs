@@ -73,7 +73,7 @@ impl SharedLinear<'_> {
                 let gt = g_rows(m);
                 if let Some((_, gg, _)) = kron.as_mut() {
                     matmul(gg.as_mut(), Accum::Add, gt.transpose(), gt, 1.0, Par::Seq);
-                } else {
+                } else if !matches!(sink, Sink::Discard) {
                     matmul(
                         d.as_mut(),
                         Accum::Replace,
@@ -109,7 +109,7 @@ impl SharedLinear<'_> {
                             let b = block.as_mut().expect("made for factors");
                             write(&mut |i, v| b[(m, i)] = v)
                         }
-                        Sink::Kron(_) => unreachable!("handled above"),
+                        Sink::Kron(_) | Sink::Discard => unreachable!("handled above"),
                     }
                 }
                 if let Some(back) = back.as_mut() {
@@ -147,6 +147,7 @@ pub(crate) fn rows_into_sink(
 ) {
     let cols = |j: usize| d.col(j).iter().copied();
     match sink {
+        Sink::Discard => {}
         Sink::Sum(acc) => (0..d.ncols()).for_each(|j| acc[off + j] += cols(j).sum::<f64>()),
         Sink::SumSq(acc) => {
             (0..d.ncols()).for_each(|j| acc[off + j] += cols(j).map(|v| v * v).sum::<f64>())
