@@ -190,13 +190,16 @@ pub enum Command {
     )]
     Train(TrainCmd),
     /// Make a model folder from a network trained elsewhere (PyTorch `nn.Sequential` weights in
-    /// a safetensors file; an MLP by --hidden, any network by --arch), for `gp`: no training.
+    /// a safetensors file, an MLP by --hidden, any chain by --arch; or any network as ONNX by
+    /// --onnx), for `gp`: no training.
     #[command(
-        after_help = "Example (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
+        after_help = "Examples (weights from safetensors.torch.save_file(model.state_dict(), \"w.safetensors\")
 for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
   dnn2gp import --weights w.safetensors --data my.csv --hidden 50 --activation tanh \\
                 --sigma 0.1 --delta 1 --out imported
-  dnn2gp gp --model imported --out imported-gp"
+  dnn2gp gp --model imported --out imported-gp
+Any network, from torch.onnx.export(net.eval(), x, \"net.onnx\", do_constant_folding=False):
+  dnn2gp import --onnx net.onnx --data my.csv --likelihood categorical --out imported"
     )]
     Import(ImportCmd),
     /// Laplace-GGN and the DNN2GP GP of a saved model: kernel, predictive, marginal likelihood.
@@ -239,13 +242,14 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
     /// Reproduce the paper's image experiments: train, compute the GP views, draw the figures.
     #[command(subcommand)]
     Reproduce(ReproduceCmd),
-    /// Run one of the peers' workloads B1–B7 (or `gemm`, the machine's GEMM peak) on their data
+    /// Run one of the peers' workloads B1–B8 (or `gemm`, the machine's GEMM peak) on their data
     /// files and print one JSON line per run with its phase timings and its agreement with the
-    /// peer (`B6` runs every variant; `B6:kron:last_layer` one).
+    /// peer (`B6` and `B8` run every variant; `B6:kron:last_layer` one).
     #[command(after_help = "Examples:
   dnn2gp bench B1 --baselines ../shared/baselines/data
   for w in gemm B1 B2 B3 B4 B5; do dnn2gp bench $w --baselines ../shared/baselines/data; done
-  DNN2GP_DATA=../shared/data dnn2gp bench B6:kron:last_layer --baselines ../shared/baselines/data")]
+  DNN2GP_DATA=../shared/data dnn2gp bench B6:kron:last_layer --baselines ../shared/baselines/data
+  DNN2GP_DATA=../shared/data dnn2gp bench B8:kron:all:frozen_bn --baselines ../shared/baselines/data")]
     Bench(BenchCmd),
     /// Data sets: download them into a cache folder.
     #[command(subcommand)]
@@ -275,7 +279,8 @@ pub enum ReproduceCmd {
 #[derive(Debug, Args)]
 pub struct BenchCmd {
     /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7,
-    /// B7:M[:coupled] or gemm.
+    /// B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] (the ResNet, from its ONNX file) or
+    /// gemm.
     pub workload: String,
     /// The baselines' data folder (weights, inputs and the peers' outputs).
     #[arg(
@@ -612,8 +617,13 @@ pub struct TrainCmd {
 pub struct ImportCmd {
     /// The weights: a safetensors file with keys `0.weight`, `0.bias`, `2.weight`, … (f32 or
     /// f64), as `nn.Sequential(nn.Linear, activation, nn.Linear, …)` names them.
-    #[arg(long)]
-    pub weights: PathBuf,
+    #[arg(long, required_unless_present = "onnx")]
+    pub weights: Option<PathBuf>,
+    /// The network and its weights as ONNX (`torch.onnx.export(net.eval(), x, path,
+    /// do_constant_folding=False)`): any network of the operations `dnn2gp evaluate` reads,
+    /// instead of --weights and an architecture.
+    #[arg(long, conflicts_with_all = ["weights", "arch", "hidden", "activation"])]
+    pub onnx: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -821,6 +831,11 @@ pub struct EvaluateCmd {
     /// Weights the posteriors cover, comma-separated: last-layer, all.
     #[arg(long, default_value = "last-layer", value_delimiter = ',')]
     pub subset: Vec<Subset>,
+    /// Tensors held at their trained values, out of every posterior (laplace-torch's
+    /// `requires_grad=False`), comma-separated: `batchnorm` (every BatchNorm's γ and β) or
+    /// state_dict names (`layer1.0.bn1.weight,layer1.0.bn1.bias`).
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
     /// Prior precision: marglik (the evidence's maximum), model (the model's δ) or a number
     /// (`--delta` is the same option).
     #[arg(

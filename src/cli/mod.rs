@@ -58,6 +58,10 @@ fn run(cli: Cli) -> Result<()> {
     let advice = match &cli.command {
         Command::Train(_) | Command::Sweep(_) => "train longer (--epochs, --polish-iters)",
         Command::Demo(_) => "train longer (--epochs)",
+        Command::Import(a) if a.onnx.is_some() => {
+            "train the network further, or check that --likelihood, --delta and --sigma are the \
+             loss it was trained with"
+        }
         Command::Import(_) => {
             "train the weights further, or check that --arch (or --hidden and --activation), \
              --likelihood, --delta and --sigma are the network and loss they were trained with"

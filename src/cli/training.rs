@@ -111,6 +111,17 @@ pub(crate) fn setup(
     data: &DataArgs,
     model: &ModelArgs,
 ) -> Result<(Source, Split, Graph, Box<dyn Likelihood>)> {
+    let (src, split, lik) = setup_data(data, model)?;
+    let net = architecture(&split, model)?;
+    check_parameter_memory(ctx, net.n_params())?;
+    Ok((src, split, net, lik))
+}
+
+/// The data source, its first split and the likelihood of a command; checks δ.
+pub(crate) fn setup_data(
+    data: &DataArgs,
+    model: &ModelArgs,
+) -> Result<(Source, Split, Box<dyn Likelihood>)> {
     let src = one_data_set(source(data)?)?;
     let kind = model.likelihood;
     if model.classes.is_some() && kind != LikelihoodKind::Categorical {
@@ -124,13 +135,11 @@ pub(crate) fn setup(
         .into());
     }
     let split = prepare_split(src.load()?.remove(0), kind, model.classes, &data.data)?;
-    let net = architecture(&split, model)?;
-    check_parameter_memory(ctx, net.n_params())?;
     let lik = kind
         .build(model.sigma)
         .map_err(|e| e.for_option("--sigma"))?;
     dnn2gp::train::check_delta(model.delta).map_err(|e| e.for_option("--delta"))?;
-    Ok((src, split, net, lik))
+    Ok((src, split, lik))
 }
 
 pub(crate) fn fit(

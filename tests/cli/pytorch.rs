@@ -56,7 +56,8 @@ fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64, floor: f64) {
     }
 }
 
-/// Asserts `max|a − b| ≤ tol · max|b|`: the relative accuracy of an f32 computation.
+/// Asserts `max|a − b| ≤ tol · max|b|`: accuracy relative to the largest value (an f32
+/// computation's, or an f64 one whose sums run in another order).
 fn assert_close_f32(what: &str, a: &[f64], b: &[f64], tol: f64) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = b.iter().map(|v| v.abs()).fold(0.0, f64::max);
@@ -397,4 +398,147 @@ fn a_softmax_network_from_pytorch_through_import_and_gp_matches_laplace_torch() 
         .collect();
     let theirs: Vec<f64> = lml.chunks(2).map(|r| r[1]).collect();
     assert_close("log marglik over δ", &ours, &theirs, 1e-6, 0.0);
+}
+
+/// The graph networks of `make_graphs.py` (a ResNet block with BatchNorm and a downsampling
+/// shortcut, a mixer with LayerNorm and GELU, a transformer encoder with
+/// `nn.MultiheadAttention`), read from the ONNX files torch wrote, in f64: torch's logits
+/// (1e-12), the NTK of torch.func (1e-10), and laplace-torch's posteriors at δ = 0.7 — last-layer
+/// KFAC for all three, all-weights KFAC with BatchNorm frozen (the ResNet; laplace-torch refuses
+/// it with BatchNorm), all-weights diag (mixer, encoder): probit probabilities and evidence.
+#[test]
+fn graph_networks_from_onnx_equal_pytorch_and_laplace_torch() {
+    use dnn2gp::likelihood::LikelihoodKind;
+    use dnn2gp::posterior::{Laplace, Link, LinkApprox, Posterior, Subset};
+    use dnn2gp::train::model::Model;
+    for name in ["resnet", "mixer", "encoder"] {
+        let file = |k: &str| format!("graph_{name}_{k}.npy");
+        let m = dnn2gp_onnx::read(&fixture(&format!("graph_{name}.onnx"))).unwrap();
+        let xt = npy_mat(&file("xt"));
+        let f = m.graph.forward(&m.weights, xt.as_ref());
+        let logits = npy(&file("logits")).1;
+        let ours: Vec<f64> = (0..f.nrows())
+            .flat_map(|i| (0..f.ncols()).map(move |j| (i, j)))
+            .map(|(i, j)| f[(i, j)])
+            .collect();
+        // 1e-12 of the largest logit (the order of sums differs from torch's).
+        assert_close_f32(&format!("{name} logits"), &ours, &logits, 1e-12);
+        let ntk = m.graph.ntk(&m.weights, xt.subrows(0, 3), xt.subrows(0, 3));
+        let ours: Vec<f64> = (0..9)
+            .flat_map(|i| (0..9).map(move |j| (i, j)))
+            .map(|(i, j)| ntk[(i, j)])
+            .collect();
+        assert_close_f32(&format!("{name} NTK"), &ours, &npy(&file("ntk")).1, 1e-11);
+        let x = npy_mat(&file("x"));
+        let labels: Vec<usize> = npy(&file("y")).1.iter().map(|&v| v as usize).collect();
+        let y = mnist::one_hot(&labels, 3);
+        let model = Model::new(m.graph, m.weights, LikelihoodKind::Categorical, 1.0, 0.7).unwrap();
+        let mut posteriors = vec![(
+            "ll_kron",
+            model.clone(),
+            HessianStructure::Kron,
+            Subset::LastLayer,
+        )];
+        if name == "resnet" {
+            let held = model.freeze(&model.net.batchnorm_tensors()).unwrap();
+            posteriors.push(("frozen_kron", held, HessianStructure::Kron, Subset::All));
+        } else {
+            posteriors.push(("diag", model.clone(), HessianStructure::Diag, Subset::All));
+        }
+        for (key, model, structure, subset) in posteriors {
+            let la = Laplace::fit_subset(
+                model,
+                x.as_ref(),
+                y.as_ref(),
+                structure,
+                subset,
+                &Default::default(),
+            )
+            .unwrap();
+            let p = la
+                .predict(xt.as_ref(), Link::new(LinkApprox::Probit, 0, 0).unwrap())
+                .unwrap();
+            let p = p.probabilities.unwrap();
+            let ours: Vec<f64> = (0..p.nrows())
+                .flat_map(|i| (0..3).map(move |j| (i, j)))
+                .map(|(i, j)| p[(i, j)])
+                .collect();
+            assert_close(
+                &format!("{name} {key} probabilities"),
+                &ours,
+                &npy(&file(&format!("{key}_probs"))).1,
+                1e-9,
+                1e-12,
+            );
+            let lml = la.log_marginal_likelihood(None, None).unwrap();
+            assert_close(
+                &format!("{name} {key} evidence"),
+                &[lml],
+                &npy(&file(&format!("{key}_lml"))).1,
+                1e-9,
+                0.0,
+            );
+        }
+    }
+}
+
+/// `import --onnx`: the mixer of `make_graphs.py` on a CSV of its training data becomes a model
+/// folder under its own tensor names that `gp` fits (KFAC over all its weights, LayerNorm's
+/// γ and β by their exact blocks); a missing file, an architecture beside it and a network
+/// that does not fit the data are refused before anything is written.
+#[test]
+fn import_reads_an_onnx_network_for_gp() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = npy_mat("graph_mixer_x.npy");
+    let y = npy("graph_mixer_y.npy").1;
+    let csv = dir.path().join("mixer.csv");
+    let rows: Vec<String> = (0..x.nrows())
+        .map(|i| {
+            let mut r: Vec<String> = (0..x.ncols()).map(|j| format!("{:?}", x[(i, j)])).collect();
+            r.push(format!("{}", y[i] as usize));
+            r.join(",")
+        })
+        .collect();
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
+    let onnx = fixture("graph_mixer.onnx");
+    let model = dir.path().join("model");
+    let base = ["import", "--data", s(&csv), "--likelihood", "categorical"];
+    let out = ok(&[&base[..], &["--onnx", s(&onnx), "--out", s(&model)]].concat());
+    assert!(out.contains("P = 175"), "{out}");
+    let saved = dnn2gp::train::model::Model::load(&model.join("model.safetensors")).unwrap();
+    let names: Vec<String> = saved
+        .net
+        .param_layout()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(
+        names.contains(&"norm1.weight".to_string())
+            && names.contains(&"channel.2.bias".to_string()),
+        "{names:?}"
+    );
+    let gp = dir.path().join("gp");
+    let out = ok(&[
+        "gp",
+        "--model",
+        s(&model),
+        "--hessian",
+        "kron",
+        "--out",
+        s(&gp),
+    ]);
+    assert!(out.contains("kron over all weights"), "{out}");
+    let resnet = fixture("graph_resnet.onnx");
+    let missing = dir.path().join("missing.onnx");
+    refusals(
+        &dir.path().join("refused"),
+        &[
+            ([&base[..], &["--onnx", s(&missing)]].concat(), "--onnx"),
+            (
+                [&base[..], &["--onnx", s(&onnx), "--arch", "24:dense3"]].concat(),
+                "--arch",
+            ),
+            ([&base[..], &["--onnx", s(&resnet)]].concat(), "--onnx: "),
+        ],
+    );
 }

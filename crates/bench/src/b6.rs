@@ -1,8 +1,9 @@
-//! B6: post-hoc Laplace on the peer's LeNet-5 trained on all of MNIST, as laplace-torch's
-//! standard workflow runs it (`b6_laplace_mnist.py`): fit the GGN on all 60,000 training
-//! images, the prior precision by the evidence, the GLM probit predictive on the 2,000 test
-//! images at 8 rotations; per angle the calibration metrics, and the first 200 probabilities of
-//! each angle against the peer's where the peer finished.
+//! B6 and B8: post-hoc Laplace on the peer's network trained on all of MNIST (B6: LeNet-5,
+//! `b6_laplace_mnist.py`; B8: a ResNet with BatchNorm read from its ONNX file,
+//! `b8_laplace_resnet.py`), as laplace-torch's standard workflow runs it: fit the GGN on all
+//! 60,000 training images, the prior precision by the evidence, the GLM probit predictive on
+//! the 2,000 test images at 8 rotations; per angle the calibration metrics, and the first 200
+//! probabilities of each angle against the peer's where the peer finished.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -32,7 +33,7 @@ const PEER_ROWS: usize = 200;
 pub const LENET5: &str =
     "1x28x28:conv6k5,relu,pool,conv16k5,relu,pool,flatten,dense120,relu,dense84,relu,dense10";
 
-/// The variants: `map`, or a structure over a subset (`kron:last_layer`, …), with the prior
+/// B6's variants: `map`, or a structure over a subset (`kron:last_layer`, …), with the prior
 /// by the evidence, one δ (these) or one per tensor (`kron:last_layer:layerwise`).
 pub const VARIANTS: [&str; 7] = [
     "map",
@@ -52,15 +53,58 @@ fn mnist_dir(baselines_data: &Path) -> PathBuf {
         .join("mnist")
 }
 
-/// The peer's LeNet-5 (a categorical model, δ = 1) and its rotated test images and labels,
+/// B8's variants, as the peer names them (`_frozen_bn`: BatchNorm's γ and β held, the peer's
+/// `--freeze-bn`).
+pub const B8_VARIANTS: [&str; 5] = [
+    "map",
+    "kron:last_layer",
+    "kron:all",
+    "kron:all:frozen_bn",
+    "diag:all",
+];
+
+/// A workload of this file: B6 (LeNet-5) or B8 (the ResNet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// B6's LeNet-5, from its state_dict.
+    B6,
+    /// B8's ResNet, from its ONNX file.
+    B8,
+}
+
+impl Net {
+    /// The peer's file prefix: `b6_seed0`, `b8_seed0`.
+    fn prefix(self) -> &'static str {
+        match self {
+            Net::B6 => "b6_seed0",
+            Net::B8 => "b8_seed0",
+        }
+    }
+
+    /// The peer's trained network (a categorical model, δ = 1).
+    fn model(self, dir: &Path) -> Result<Model> {
+        let (net, w) = match self {
+            Net::B6 => {
+                let net = Sequential::parse(LENET5)?;
+                let w = weights::load(
+                    &dir.join("b6_seed0_lenet5.safetensors"),
+                    &net.param_layout(),
+                )?;
+                (net.into(), w)
+            }
+            Net::B8 => {
+                let m = dnn2gp_onnx::read(&dir.join("b8_seed0_resnet.onnx"))?;
+                (m.graph, m.weights)
+            }
+        };
+        Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0)
+    }
+}
+
+/// The peer's network (a categorical model, δ = 1) and B6's rotated test images and labels,
 /// checked: [`ANGLES`] × 2,000.
-fn peer_files(dir: &Path) -> Result<(Model, Mat<f64>, Vec<usize>)> {
-    let net = Sequential::parse(LENET5)?;
-    let w = weights::load(
-        &dir.join("b6_seed0_lenet5.safetensors"),
-        &net.param_layout(),
-    )?;
-    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0)?;
+fn peer_files(dir: &Path, net: Net) -> Result<(Model, Mat<f64>, Vec<usize>)> {
+    let model = net.model(dir)?;
     let xr = mnist::read_images(&dir.join("b6_seed0_rotated-images.idx.gz"))?;
     let yr = mnist::read_labels(&dir.join("b6_seed0_rotated-labels.idx.gz"))?;
     if xr.nrows() != ANGLES.len() * N_TEST || yr.len() != xr.nrows() {
@@ -74,23 +118,31 @@ fn peer_files(dir: &Path) -> Result<(Model, Mat<f64>, Vec<usize>)> {
     Ok((model, xr, yr))
 }
 
-/// Runs one variant of [`VARIANTS`].
-pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
+/// Runs one variant of [`VARIANTS`] (B6) or [`B8_VARIANTS`] (B8).
+pub fn b6(dir: &Path, net: Net, variant: &str) -> Result<BenchRun> {
     let t_start = Instant::now();
-    let (model, xr, yr) = peer_files(dir)?;
+    let (model, xr, yr) = peer_files(dir, net)?;
+    let prefix = net.prefix();
     let mut timings = Vec::new();
     let mut info = serde_json::Map::new();
     let (probs, peer) = if variant == "map" {
         let t0 = Instant::now();
         let p = map_probabilities(&model, xr.as_ref());
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
-        (p, Some("b6_seed0_probs_map.csv".to_string()))
+        (p, Some(format!("{prefix}_probs_map.csv")))
     } else {
         let parts: Vec<&str> = variant.split(':').collect();
+        let frozen = parts.last() == Some(&"frozen_bn");
+        let parts = &parts[..parts.len() - usize::from(frozen)];
         let (structure, subset, prior_structure) = match parts[..] {
             [s, sub] => (s, sub, "scalar"),
             [s, sub, p] => (s, sub, p),
-            _ => return Err(Error::Invalid(format!("B6 variant '{variant}'"))),
+            _ => return Err(Error::Invalid(format!("variant '{variant}'"))),
+        };
+        let model = if frozen {
+            model.freeze(&model.net.batchnorm_tensors())?
+        } else {
+            model
         };
         let structure: HessianStructure = structure.parse()?;
         let subset: Subset = subset.parse()?;
@@ -125,9 +177,12 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
         let t0 = Instant::now();
         let pred = la.predict(xr.as_ref(), Link::Probit)?;
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
-        let name = format!("laplace_{subset}_{structure}");
+        let name = format!(
+            "laplace_{subset}_{structure}{}",
+            if frozen { "_frozen_bn" } else { "" }
+        );
         // The peer's probabilities came at its own (scalar) prior precision: compare there too.
-        let peer_delta = peer_prior_precision(dir, &name);
+        let peer_delta = peer_prior_precision(dir, net, &name);
         if let Some(delta) = peer_delta.filter(|_| prior_structure == PriorStructure::Scalar) {
             la.set_prior_precision(delta)?;
             let first = Mat::from_fn(ANGLES.len() * PEER_ROWS, xr.ncols(), |i, j| {
@@ -135,14 +190,14 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
             });
             let p = la.predict(first.as_ref(), Link::Probit)?;
             let p = p.probabilities.expect("categorical");
-            let theirs = peer_probs(&dir.join(format!("b6_seed0_probs_{name}.csv")))?;
+            let theirs = peer_probs(&dir.join(format!("{prefix}_probs_{name}.csv")))?;
             info.insert("peer_prior_precision".into(), delta.into());
             info.insert(
                 "max_abs_dp_vs_peer_at_its_prior".into(),
                 max_abs_diff(&rows_of(p.as_ref(), 0..p.nrows()), &theirs).into(),
             );
         }
-        let peer = format!("b6_seed0_probs_{name}.csv");
+        let peer = format!("{prefix}_probs_{name}.csv");
         (
             pred.probabilities.expect("categorical"),
             (dir.join(&peer).exists() && prior_structure == PriorStructure::Scalar).then_some(peer),
@@ -166,7 +221,7 @@ pub fn b6(dir: &Path, variant: &str) -> Result<BenchRun> {
     }
     info.insert("wall_s".into(), t_start.elapsed().as_secs_f64().into());
     Ok(BenchRun {
-        workload: format!("B6 {variant}"),
+        workload: format!("{net:?} {variant}"),
         timings_s: timings,
         total_s: 0.0,
         max_rel_diff_vs_peer: None,
@@ -199,10 +254,11 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// The prior precision of the peer's last recorded run `name` (`results/b6.jsonl` beside the
-/// data folder), if any.
-fn peer_prior_precision(dir: &Path, name: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(dir.join("../results/b6.jsonl")).ok()?;
+/// The prior precision of the peer's last recorded run `name` (`results/b6.jsonl` or
+/// `b8.jsonl` beside the data folder), if any.
+fn peer_prior_precision(dir: &Path, net: Net, name: &str) -> Option<f64> {
+    let file = format!("../results/{}.jsonl", &net.prefix()[..2]);
+    let text = std::fs::read_to_string(dir.join(file)).ok()?;
     text.lines()
         .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -219,7 +275,7 @@ const B7_PER_ANGLE: usize = 50;
 /// eigendecompositions are m³ each, (mK)³ coupled), the probit predictive on the first 50 test
 /// images of each angle.
 pub fn b7(dir: &Path, m: usize, outputs: Outputs) -> Result<BenchRun> {
-    let (model, xr, yr) = peer_files(dir)?;
+    let (model, xr, yr) = peer_files(dir, Net::B6)?;
     let train = mnist::load(&mnist_dir(dir))?;
     if m == 0 || m > train.train_x.nrows() {
         return Err(Error::Invalid(format!("B7 with m = {m} training images")));

@@ -1,4 +1,4 @@
-//! The peers' workloads B1–B7 (`../shared/baselines/`), run on the same data and weights files,
+//! The peers' workloads B1–B8 (`../shared/baselines/`), run on the same data and weights files,
 //! timed phase by phase and checked against the peers' outputs; and the machine's GEMM peak.
 //!
 //! - B1: full Laplace-GGN GLM predictive, MLP 1-100-100-1 tanh (P = 10,401), N = 2000, 1000
@@ -19,6 +19,8 @@
 //! - B7: the function-space GP classifier of B6's LeNet-5 on m = 1,600 and 10,000 training
 //!   images with independent outputs, and on 1,600 with the full K×K coupling, on 50 test
 //!   images per angle ([`b6::b7`]).
+//! - B8: B6's workflow on a ResNet with BatchNorm read from its ONNX file, all-weights KFAC
+//!   with BatchNorm (which laplace-torch refuses) and with it held ([`b6::b6`]).
 
 pub mod b6;
 
@@ -67,10 +69,14 @@ pub struct BenchRun {
 /// Runs `name` on the baselines' data folder: `B1`–`B5`, `gemm`, `B6` (each of
 /// [`b6::VARIANTS`], one run each) or one B6 variant (`B6:kron:last_layer`, with a prior per
 /// tensor `B6:kron:last_layer:layerwise`), `B7` (m = 1,600
-/// and 10,000 independent, 1,600 coupled), `B7:M` or `B7:M:coupled`.
+/// and 10,000 independent, 1,600 coupled), `B7:M` or `B7:M:coupled`, `B8` (each of
+/// [`b6::B8_VARIANTS`]) or one B8 variant (`B8:kron:all:frozen_bn`).
 pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
-        return Ok(vec![finish(b6::b6(data, variant)?)]);
+        return Ok(vec![finish(b6::b6(data, b6::Net::B6, variant)?)]);
+    }
+    if let Some(variant) = name.strip_prefix("B8:").or(name.strip_prefix("b8:")) {
+        return Ok(vec![finish(b6::b6(data, b6::Net::B8, variant)?)]);
     }
     if let Some(rest) = name.strip_prefix("B7:").or(name.strip_prefix("b7:")) {
         let bad = || {
@@ -100,7 +106,13 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if name.eq_ignore_ascii_case("B6") {
         return b6::VARIANTS
             .iter()
-            .map(|v| b6::b6(data, v).map(finish))
+            .map(|v| b6::b6(data, b6::Net::B6, v).map(finish))
+            .collect();
+    }
+    if name.eq_ignore_ascii_case("B8") {
+        return b6::B8_VARIANTS
+            .iter()
+            .map(|v| b6::b6(data, b6::Net::B8, v).map(finish))
             .collect();
     }
     let run = match name.to_ascii_uppercase().as_str() {
@@ -113,7 +125,7 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
         other => {
             return Err(Error::Invalid(format!(
                 "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise], \
-                 B7, B7:M[:coupled] or gemm)"
+                 B7, B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] or gemm)"
             )))
         }
     };

@@ -751,10 +751,7 @@ fn held_tensors_leave_the_posterior_and_keep_their_values() {
     };
     let all = net.kron_sums(&w, x.as_ref(), &roots, 4);
     let some = held.kron_sums(&free, x.as_ref(), &roots, 4);
-    let kept: Vec<_> = all
-        .iter()
-        .filter(|s| s.a.nrows() != 1 || s.bias)
-        .collect();
+    let kept: Vec<_> = all.iter().filter(|s| s.a.nrows() != 1 || s.bias).collect();
     assert_eq!(kept.len(), some.len());
     for (a, b) in kept.iter().zip(&some) {
         assert!(max_abs(&a.a, &b.a) < 1e-13 && max_abs(&a.g, &b.g) < 1e-13);

@@ -109,6 +109,27 @@ fn load_model(a: &EvaluateCmd) -> Result<Model> {
             Model::new(net, w, likelihood, 1.0, 1.0)?
         }
     };
+    let model = if a.freeze.is_empty() {
+        model
+    } else {
+        let mut names = Vec::new();
+        for word in &a.freeze {
+            if word.eq_ignore_ascii_case("batchnorm") {
+                let bn = model.net.batchnorm_tensors();
+                if bn.is_empty() {
+                    return Err(Error::option(
+                        "--freeze",
+                        "batchnorm: the network has no BatchNorm",
+                    )
+                    .into());
+                }
+                names.extend(bn);
+            } else {
+                names.push(word.clone());
+            }
+        }
+        model.freeze(&names).map_err(|e| e.for_option("--freeze"))?
+    };
     if model.likelihood == LikelihoodKind::Gaussian {
         return Err(Error::Invalid(format!(
             "{}: a regression model; evaluate measures the calibration of classifiers",

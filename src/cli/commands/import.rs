@@ -1,14 +1,16 @@
-//! `import`: a model folder from weights trained elsewhere (no training), for `gp`.
+//! `import`: a model folder from a network trained elsewhere (weights and an architecture,
+//! or an ONNX file; no training), for `gp`.
 
 use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::cli::args::ImportCmd;
+use crate::cli::ctx::check_parameter_memory;
 use crate::cli::ctx::Ctx;
 use crate::cli::model_dir::write_model;
 use crate::cli::outdir::OutDir;
-use crate::cli::training::setup;
+use crate::cli::training::{setup, setup_data};
 
 use dnn2gp::nn::Network;
 
@@ -18,19 +20,50 @@ use dnn2gp::Error;
 /// `import`: a model folder from weights trained elsewhere (no training), for `gp`.
 pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
     let t0 = Instant::now();
-    if !a.weights.is_file() {
-        return Err(Error::option(
-            "--weights",
-            format!("{}: no such file", a.weights.display()),
-        )
-        .into());
+    let (option, file) = match (&a.onnx, &a.weights) {
+        (Some(f), _) => ("--onnx", f),
+        (None, Some(f)) => ("--weights", f),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    if !file.is_file() {
+        return Err(Error::option(option, format!("{}: no such file", file.display())).into());
     }
-    let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
-    // The weights are read (and their tensors checked against the network) before the output
+    // The network and its weights are read (and checked against the data) before the output
     // folder is touched.
-    let w = dnn2gp::nn::weights::load(&a.weights, &net.param_layout())?;
+    let (src, split, net, w, lik) = match &a.onnx {
+        Some(path) => {
+            let imported = dnn2gp_onnx::read(path)?;
+            for w in &imported.warnings {
+                eprintln!("warning: {}: {w}", path.display());
+            }
+            let (src, split, lik) = setup_data(&a.data, &a.model)?;
+            let net = imported.graph;
+            let (d, k) = (split.train.x.ncols(), split.train.y.ncols());
+            if (net.n_inputs(), net.n_outputs()) != (d, k) {
+                return Err(Error::option(
+                    "--onnx",
+                    format!(
+                        "{}: the network takes {} inputs and gives {} outputs; the data {} has \
+                         {d} inputs and {k} targets",
+                        path.display(),
+                        net.n_inputs(),
+                        net.n_outputs(),
+                        split.name
+                    ),
+                )
+                .into());
+            }
+            check_parameter_memory(ctx, net.n_params())?;
+            (src, split, net, imported.weights, lik)
+        }
+        None => {
+            let (src, split, net, lik) = setup(ctx, &a.data, &a.model)?;
+            let w = dnn2gp::nn::weights::load(file, &net.param_layout())?;
+            (src, split, net, w, lik)
+        }
+    };
     let mut inputs = src.paths();
-    inputs.push(&a.weights);
+    inputs.push(file);
     let out = OutDir::open("--out", &a.out, &inputs)?;
     let obj = Objective::on(&net, lik.as_ref(), &split.train, a.model.delta);
     let (loss, g) = obj.value_grad(&w);
@@ -48,7 +81,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
         "imported {} (P = {}) from {}: loss {:.6} on {}, ‖∇L‖ = {:.2e}",
         net.spec(),
         net.n_params(),
-        a.weights.display(),
+        file.display(),
         res.loss,
         split.name,
         res.grad_norm

@@ -291,15 +291,11 @@ impl Graph {
         &self.nodes
     }
 
-    /// A spec string for a chain, else a summary (`graph of 52 operations`).
+    /// A spec string for a chain, else a summary (`a graph of 52 operations`).
     pub fn spec(&self) -> String {
         match &self.chain {
             Some(s) => s.spec(),
-            None => format!(
-                "a graph of {} operations ({} parameters)",
-                self.nodes.len(),
-                self.n_params()
-            ),
+            None => format!("a graph of {} operations", self.nodes.len()),
         }
     }
 
@@ -542,10 +538,31 @@ impl Network for Graph {
         if let Some(s) = &self.chain {
             return s.forward(w, x);
         }
+        // Each value is dropped after its last use (no tape).
+        let mut last_use = vec![usize::MAX; self.nodes.len() + 1];
+        for (i, n) in self.nodes.iter().enumerate() {
+            n.inputs.iter().for_each(|&v| last_use[v] = i);
+        }
+        last_use[self.nodes.len()] = usize::MAX;
         let mut out = Mat::zeros(x.nrows(), self.n_outputs());
         for s in (0..x.nrows()).step_by(FORWARD_BATCH) {
             let xb = x.subrows(s, FORWARD_BATCH.min(x.nrows() - s));
-            let f = self.run(w, xb).values.pop().expect("output");
+            let mut values: Vec<Option<Mat<f64>>> = vec![None; self.nodes.len() + 1];
+            values[0] = Some(xb.to_owned());
+            for (i, n) in self.nodes.iter().enumerate() {
+                let ins: Vec<&Mat<f64>> = n
+                    .inputs
+                    .iter()
+                    .map(|&v| values[v].as_ref().expect("kept until its last use"))
+                    .collect();
+                values[i + 1] = Some(n.op.forward(self.params(i, w), &ins));
+                for &v in &n.inputs {
+                    if last_use[v] == i {
+                        values[v] = None;
+                    }
+                }
+            }
+            let f = values.pop().flatten().expect("output");
             out.as_mut().subrows_mut(s, xb.nrows()).copy_from(f);
         }
         out
