@@ -84,17 +84,22 @@ impl BatchNorm {
     pub(crate) fn param_rows(&self, x: &Mat<f64>, g: &Mat<f64>, rpe: usize) -> Mat<f64> {
         let (c, s) = (self.channels, self.spatial);
         let mut d = Mat::<f64>::zeros(g.nrows(), 2 * c);
-        for m in 0..g.nrows() {
-            let e = m / rpe;
-            for ch in 0..c {
-                let (mut dg, mut db) = (0.0, 0.0);
-                for j in ch * s..(ch + 1) * s {
-                    dg += g[(m, j)] * self.normalised(x[(e, j)], ch);
-                    db += g[(m, j)];
-                }
-                d[(m, ch)] = dg;
-                d[(m, c + ch)] = db;
-            }
+        // Column by column (contiguous memory): entry j of channel j / s.
+        let mut xh = vec![0.0; x.nrows()];
+        for j in 0..g.ncols() {
+            let ch = j / s;
+            let xj = crate::linalg::col(x.as_ref(), j);
+            xh.iter_mut()
+                .zip(xj)
+                .for_each(|(h, &v)| *h = self.normalised(v, ch));
+            let gj = crate::linalg::col(g.as_ref(), j);
+            let dg = crate::linalg::col_mut(d.as_mut(), ch);
+            dg.iter_mut()
+                .zip(gj)
+                .enumerate()
+                .for_each(|(m, (o, v))| *o += v * xh[m / rpe]);
+            let db = crate::linalg::col_mut(d.as_mut(), c + ch);
+            db.iter_mut().zip(gj).for_each(|(o, v)| *o += v);
         }
         d
     }

@@ -181,19 +181,26 @@ impl Binary {
         for (left, (side, idx)) in [(true, (&a, &ia)), (false, (&b, &ib))] {
             let Side::Act(s) = side else { continue };
             let mut gi = Mat::<f64>::zeros(m, s.ncols());
-            for r in 0..m {
-                let e = r / rpe;
-                for (i, (&p, &q)) in ia.iter().zip(&ib).enumerate() {
-                    let (av, bv) = (a.at(e, p), b.at(e, q));
-                    let d = match (self.kind, left) {
-                        (BinaryKind::Add, _) | (BinaryKind::Sub, true) => 1.0,
-                        (BinaryKind::Sub, false) => -1.0,
-                        (BinaryKind::Mul, true) => bv,
-                        (BinaryKind::Mul, false) => av,
-                        (BinaryKind::Div, true) => 1.0 / bv,
-                        (BinaryKind::Div, false) => -av / (bv * bv),
-                    };
-                    gi[(r, idx[i])] += g[(r, i)] * d;
+            // Output column by output column (contiguous memory).
+            for (i, (&p, &q)) in ia.iter().zip(&ib).enumerate() {
+                let gc = crate::linalg::col(g.as_ref(), i);
+                let dst = crate::linalg::col_mut(gi.as_mut(), idx[i]);
+                match (self.kind, left) {
+                    (BinaryKind::Add, _) | (BinaryKind::Sub, true) => {
+                        dst.iter_mut().zip(gc).for_each(|(d, v)| *d += v)
+                    }
+                    (BinaryKind::Sub, false) => dst.iter_mut().zip(gc).for_each(|(d, v)| *d -= v),
+                    (kind, left) => {
+                        for (r, (d, v)) in dst.iter_mut().zip(gc).enumerate() {
+                            let (av, bv) = (a.at(r / rpe, p), b.at(r / rpe, q));
+                            *d += v * match (kind, left) {
+                                (BinaryKind::Mul, true) => bv,
+                                (BinaryKind::Mul, false) => av,
+                                (BinaryKind::Div, true) => 1.0 / bv,
+                                _ => -av / (bv * bv),
+                            };
+                        }
+                    }
                 }
             }
             out.push(gi);

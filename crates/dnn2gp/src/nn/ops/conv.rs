@@ -170,7 +170,8 @@ impl Conv {
         let og = self.out_channels / self.groups;
         let g_t = rows_contiguous(g.as_ref());
         let width = g.ncols();
-        let mut gi_all = need_input.then(|| Mat::<f64>::zeros(m_rows, x.ncols()));
+        // The input cotangent transposed (a contiguous column per row), transposed back once.
+        let mut gi_t = need_input.then(|| Mat::<f64>::zeros(x.ncols(), m_rows));
         let b_off = off + self.out_channels * q;
         // Several groups have no Kronecker form together: their rows go to the sink as one
         // block.
@@ -198,15 +199,20 @@ impl Conv {
                 positions: pos,
             };
             let patches = |e: usize| self.patches(x, e, &table);
+            // The table patch entry by patch entry, so that the scatter reads a cotangent column
+            // at a time.
+            let by_entry: Vec<usize> = (0..q * pos)
+                .map(|k| table[(k % pos) * q + k / pos])
+                .collect();
             let g_rows =
                 |m: usize| channel_first(&g_t, width, m, self.out_channels).subcols(gi * og, og);
             let mut back = |m: usize, b: MatRef<'_, f64>| {
-                let gi_all = gi_all.as_mut().expect("asked for");
-                for p in 0..pos {
-                    for r in 0..q {
-                        let i = table[p * q + r];
+                let dst = crate::linalg::col_mut(gi_t.as_mut().expect("asked for").as_mut(), m);
+                for r in 0..q {
+                    let src = crate::linalg::col(b, r);
+                    for (&i, v) in by_entry[r * pos..(r + 1) * pos].iter().zip(src) {
                         if i != usize::MAX {
-                            gi_all[(m, i)] += b[(p, r)];
+                            dst[i] += v;
                         }
                     }
                 }
@@ -231,6 +237,10 @@ impl Conv {
             }
             rows_into_sink(sink, d, off, &lens, m_rows.div_ceil(rpe));
         }
-        gi_all
+        gi_t.map(|t| {
+            let mut gi = Mat::<f64>::zeros(m_rows, t.nrows());
+            crate::linalg::transpose_into(gi.as_mut(), t.as_ref());
+            gi
+        })
     }
 }

@@ -86,12 +86,13 @@ impl Linear {
         };
         let patches = |e: usize| Mat::from_fn(t, i, |p, c| x[(e, p * i + c)]);
         let rows = |m: usize| position_first(&g_t, width, m, o);
-        let mut gi = need_input.then(|| Mat::<f64>::zeros(g.nrows(), t * i));
+        // The input cotangent transposed (a contiguous column per row), transposed back once.
+        let mut gi_t = need_input.then(|| Mat::<f64>::zeros(t * i, g.nrows()));
         let mut back = |m: usize, b: MatRef<'_, f64>| {
-            let gi = gi.as_mut().expect("asked for");
+            let dst = crate::linalg::col_mut(gi_t.as_mut().expect("asked for").as_mut(), m);
             for p in 0..t {
                 for c in 0..i {
-                    gi[(m, p * i + c)] = b[(p, c)];
+                    dst[p * i + c] = b[(p, c)];
                 }
             }
         };
@@ -103,6 +104,10 @@ impl Linear {
             &rows,
             need_input.then_some(&mut back as &mut dyn FnMut(usize, MatRef<'_, f64>)),
         );
-        gi
+        gi_t.map(|t| {
+            let mut gi = Mat::<f64>::zeros(g.nrows(), t.nrows());
+            crate::linalg::transpose_into(gi.as_mut(), t.as_ref());
+            gi
+        })
     }
 }

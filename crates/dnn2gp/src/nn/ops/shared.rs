@@ -38,7 +38,9 @@ impl SharedLinear<'_> {
     /// Backpropagates the rows `g_rows(m)` (positions × o each) of `m_rows` cotangent rows,
     /// `rpe` per example, whose patches are `patches(e)` (positions × q): parameter
     /// derivatives into `sink`, and, with `back`, each row's patch cotangent `G_m W`
-    /// (positions × q).
+    /// (positions × q). An example's rows go through one product each: stacked `G` (rows·
+    /// positions × o) for `G W` and KFAC's `Σ Gᵀ G`, stacked `Gᵀ` (rows·o × positions) for the
+    /// weight derivatives `Gᵀ C`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward<'g>(
         &self,
@@ -54,11 +56,24 @@ impl SharedLinear<'_> {
             .then(|| (Mat::<f64>::zeros(q, q), Mat::<f64>::zeros(o, o), 0usize));
         let mut block =
             matches!(sink, Sink::Factors(_)).then(|| Mat::<f64>::zeros(m_rows, self.len()));
-        let mut d = Mat::<f64>::zeros(o, q);
-        let mut bt = Mat::<f64>::zeros(pos, q);
+        let derivs = !matches!(sink, Sink::Kron(_) | Sink::Discard);
+        let mut gs = Mat::<f64>::zeros(rpe * pos, o);
+        let mut gst = Mat::<f64>::zeros(if derivs { rpe * o } else { 0 }, pos);
+        let mut d = Mat::<f64>::zeros(if derivs { rpe * o } else { 0 }, q);
+        let mut bt = Mat::<f64>::zeros(if back.is_some() { rpe * pos } else { 0 }, q);
         for e in 0..m_rows.div_ceil(rpe) {
+            let rows = e * rpe..((e + 1) * rpe).min(m_rows);
+            let r = rows.len();
             let ct = patches(e);
-            if let Some((a, _, count)) = kron.as_mut() {
+            for (i, m) in rows.clone().enumerate() {
+                let gt = g_rows(m);
+                gs.as_mut().subrows_mut(i * pos, pos).copy_from(gt);
+                if derivs {
+                    gst.as_mut().subrows_mut(i * o, o).copy_from(gt.transpose());
+                }
+            }
+            let gs_e = gs.as_ref().subrows(0, r * pos);
+            if let Some((a, gg, count)) = kron.as_mut() {
                 matmul(
                     a.as_mut(),
                     Accum::Add,
@@ -67,36 +82,44 @@ impl SharedLinear<'_> {
                     1.0,
                     Par::Seq,
                 );
+                matmul(
+                    gg.as_mut(),
+                    Accum::Add,
+                    gs_e.transpose(),
+                    gs_e,
+                    1.0,
+                    Par::Seq,
+                );
                 *count += pos;
             }
-            for m in e * rpe..((e + 1) * rpe).min(m_rows) {
-                let gt = g_rows(m);
-                if let Some((_, gg, _)) = kron.as_mut() {
-                    matmul(gg.as_mut(), Accum::Add, gt.transpose(), gt, 1.0, Par::Seq);
-                } else if !matches!(sink, Sink::Discard) {
-                    matmul(
-                        d.as_mut(),
-                        Accum::Replace,
-                        gt.transpose(),
-                        ct.as_ref(),
-                        1.0,
-                        Par::Seq,
-                    );
-                    let bias: Vec<f64> = (0..o).map(|c| gt.col(c).iter().sum()).collect();
+            if derivs {
+                matmul(
+                    d.as_mut().subrows_mut(0, r * o),
+                    Accum::Replace,
+                    gst.as_ref().subrows(0, r * o),
+                    ct.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+                let (w_off, b_off, oq) = (self.w_off, self.b_off, o * q);
+                let at = |i: usize| if i < oq { w_off + i } else { b_off + i - oq };
+                for (i, m) in rows.clone().enumerate() {
+                    let di = d.as_ref().subrows(i * o, o);
+                    let bias: Vec<f64> = (0..o)
+                        .map(|c| gst.as_ref().row(i * o + c).iter().sum::<f64>())
+                        .collect();
                     let write = |dst: &mut dyn FnMut(usize, f64)| {
-                        for r in 0..o {
+                        for rr in 0..o {
                             for c in 0..q {
-                                dst(r * q + c, d[(r, c)]);
+                                dst(rr * q + c, di[(rr, c)]);
                             }
                         }
                         if self.bias {
                             bias.iter()
                                 .enumerate()
-                                .for_each(|(r, v)| dst(o * q + r, *v));
+                                .for_each(|(rr, v)| dst(o * q + rr, *v));
                         }
                     };
-                    let (w_off, b_off, oq) = (self.w_off, self.b_off, o * q);
-                    let at = |i: usize| if i < oq { w_off + i } else { b_off + i - oq };
                     match sink {
                         Sink::Sum(acc) => write(&mut |i, v| acc[at(i)] += v),
                         Sink::SumSq(acc) => write(&mut |i, v| acc[at(i)] += v * v),
@@ -109,12 +132,15 @@ impl SharedLinear<'_> {
                             let b = block.as_mut().expect("made for factors");
                             write(&mut |i, v| b[(m, i)] = v)
                         }
-                        Sink::Kron(_) | Sink::Discard => unreachable!("handled above"),
+                        Sink::Kron(_) | Sink::Discard => unreachable!("no derivatives"),
                     }
                 }
-                if let Some(back) = back.as_mut() {
-                    matmul(bt.as_mut(), Accum::Replace, gt, self.w, 1.0, Par::Seq);
-                    back(m, bt.as_ref());
+            }
+            if let Some(back) = back.as_mut() {
+                let mut b = bt.as_mut().subrows_mut(0, r * pos);
+                matmul(b.as_mut(), Accum::Replace, gs_e, self.w, 1.0, Par::Seq);
+                for (i, m) in rows.enumerate() {
+                    back(m, bt.as_ref().subrows(i * pos, pos));
                 }
             }
         }
