@@ -198,7 +198,7 @@ for nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))):
   dnn2gp import --weights w.safetensors --data my.csv --hidden 50 --activation tanh \\
                 --sigma 0.1 --delta 1 --out imported
   dnn2gp gp --model imported --out imported-gp
-Any network, from torch.onnx.export(net.eval(), x, \"net.onnx\", do_constant_folding=False):
+Any network, from torch.onnx.export(net.eval(), x, \"net.onnx\", do_constant_folding=False, dynamo=False):
   dnn2gp import --onnx net.onnx --data my.csv --likelihood categorical --out imported"
     )]
     Import(ImportCmd),
@@ -620,7 +620,7 @@ pub struct ImportCmd {
     #[arg(long, required_unless_present = "onnx")]
     pub weights: Option<PathBuf>,
     /// The network and its weights as ONNX (`torch.onnx.export(net.eval(), x, path,
-    /// do_constant_folding=False)`): any network of the operations `dnn2gp evaluate` reads,
+    /// do_constant_folding=False, dynamo=False)`): any network of the operations `dnn2gp evaluate` reads,
     /// instead of --weights and an architecture.
     #[arg(long, conflicts_with_all = ["weights", "arch", "hidden", "activation"])]
     pub onnx: Option<PathBuf>,
@@ -778,7 +778,7 @@ pub struct PredictCmd {
 #[derive(Debug, Args)]
 pub struct EvaluateCmd {
     /// A dnn2gp model file (`model.safetensors`), an ONNX network (`model.onnx`, as
-    /// `torch.onnx.export(..., do_constant_folding=False)` writes it: ResNets with BatchNorm,
+    /// `torch.onnx.export(..., do_constant_folding=False, dynamo=False)` writes it: ResNets with BatchNorm,
     /// mixers, attention), or a PyTorch `state_dict` in safetensors with
     /// `--arch`.
     #[arg(long)]

@@ -67,9 +67,9 @@ fn run(cli: Cli) -> Result<()> {
              --likelihood, --delta and --sigma are the network and loss they were trained with"
         }
         _ => {
-            "train the model further (`dnn2gp train` with more --epochs and --polish-iters), or \
-             check that an imported model's architecture, likelihood, δ and σ are those it was \
-             trained with"
+            "train the model further (`dnn2gp train` with more --epochs and --polish-iters; a \
+             network imported from ONNX where it was trained), or check that an imported \
+             model's architecture, likelihood, δ and σ are those it was trained with"
         }
     };
     let ctx = Ctx::new(cli.quiet, cli.max_memory, advice)?;

@@ -761,7 +761,28 @@ fn held_tensors_leave_the_posterior_and_keep_their_values() {
         .freeze(&w, &["bn1.weight".to_string()])
         .unwrap_err()
         .to_string();
-    assert!(half.contains("bn1") && half.contains("together"), "{half}");
+    assert!(
+        half.contains("hold bn1.weight and fit bn1.bias") && half.contains("together"),
+        "{half}"
+    );
+    let every: Vec<String> = layout.iter().map(|t| t.name.clone()).collect();
+    let all = net.freeze(&w, &every).unwrap_err().to_string();
+    assert!(all.contains("every parameter tensor"), "{all}");
+    let head = ["fc.weight".to_string(), "fc.bias".to_string()];
+    let (no_head, rest) = net.freeze(&w, &head).unwrap();
+    let model = Model::new(no_head, rest, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    let y = Mat::from_fn(4, 4, |i, j| f64::from(u8::from(i == j)));
+    let err = Laplace::fit_subset(
+        model,
+        x.as_ref(),
+        y.as_ref(),
+        HessianStructure::Kron,
+        Subset::LastLayer,
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("'fc', which is held fixed"), "{err}");
     let unknown = net
         .freeze(&w, &["nope".to_string()])
         .unwrap_err()

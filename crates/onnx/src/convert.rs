@@ -496,7 +496,7 @@ pub(crate) fn convert(model: &ModelProto) -> Result<Imported> {
         warnings.push(
             "the file's convolution weights are named 'onnx::…': torch's default export folded \
              BatchNorm into them, a different parameterisation (Laplace is not invariant to it); \
-             export with torch.onnx.export(..., do_constant_folding=False), or use \
+             export with torch.onnx.export(..., do_constant_folding=False, dynamo=False), or Python's \
              Model.from_torch, to keep the network's own parameters"
                 .to_string(),
         );

@@ -76,6 +76,9 @@ enum SubsetArg {
 impl Laplace {
     #[new]
     #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None))]
+    #[pyo3(
+        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         model: &Model,

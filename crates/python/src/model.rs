@@ -96,7 +96,7 @@ impl Model {
     }
 
     /// A network exported to ONNX (`torch.onnx.export(model.eval(), x, path,
-    /// do_constant_folding=False)`): ResNets with BatchNorm, mixers, attention; its parameters
+    /// do_constant_folding=False, dynamo=False)`): ResNets with BatchNorm, mixers, attention; its parameters
     /// under the file's (the `state_dict`'s) names. What the reader notices (BatchNorm folded
     /// into the convolutions by torch's default export) comes as a `RuntimeWarning`.
     #[staticmethod]
@@ -252,6 +252,17 @@ impl Model {
     }
 
     /// The number of parameters P.
+    /// The parameter tensors' `state_dict` names, in the order of `weights`.
+    #[getter]
+    fn tensors(&self) -> Vec<String> {
+        self.inner
+            .net
+            .param_layout()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    }
+
     #[getter]
     fn n_params(&self) -> usize {
         self.inner.net.n_params()

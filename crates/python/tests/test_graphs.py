@@ -18,6 +18,12 @@ def test_the_b8_resnet_from_onnx_has_torchs_probabilities():
     path = os.path.join(SHARED, "b8_seed0_resnet.onnx")
     model = dnn2gp.Model.from_onnx(path)
     assert model.n_params == 174_970
+    assert len(model.tensors) == 47 and model.tensors[:3] == ["0.weight", "1.weight", "1.bias"]
+    # A posterior over chosen tensors: not none of them, not half a layer.
+    with pytest.raises(ValueError, match="every parameter tensor"):
+        dnn2gp.Laplace(model, "classification", subset_of_weights=[])
+    with pytest.raises(ValueError, match="would hold 1.bias and fit 1.weight"):
+        dnn2gp.Laplace(model, "classification", subset_of_weights=[t for t in model.tensors if t != "1.bias"])
     want = np.loadtxt(os.path.join(SHARED, "b8_seed0_probs_map.csv"), delimiter=",")[:20]
     import gzip
 

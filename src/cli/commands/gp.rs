@@ -89,15 +89,23 @@ pub(crate) fn run(ctx: &Ctx, a: GpCmd) -> Result<()> {
             LikelihoodKind::Gaussian => format!(" --sigma {}", significant(sigma, 6)),
             _ => String::new(),
         };
+        // `dnn2gp train` trains chains of layers; a graph from ONNX is retrained where it came
+        // from.
+        let how = if fitted.model.net.chain().is_some() {
+            format!(
+                "`dnn2gp train … --delta {}{noise_option}`",
+                significant(delta, 6)
+            )
+        } else {
+            "where the network was trained, then `dnn2gp import --onnx` again".to_string()
+        };
         retrain = ctx.with_advice(format!(
             "the evidence chose δ = {}{} for weights trained at δ = {}{}: retrain at the chosen \
-             values (`dnn2gp train … --delta {}{noise_option}`) and fit again for the exact \
-             identities",
+             values ({how}) and fit again for the exact identities",
             significant(delta, 6),
             noise(sigma),
             significant(trained_at.0, 6),
             noise(trained_at.1),
-            significant(delta, 6),
         ));
         &retrain
     } else {

@@ -40,11 +40,16 @@ pub(crate) fn run(ctx: &Ctx, a: ImportCmd) -> Result<()> {
             let net = imported.graph;
             let (d, k) = (split.train.x.ncols(), split.train.y.ncols());
             if (net.n_inputs(), net.n_outputs()) != (d, k) {
+                let hint = if k == 1 && net.n_outputs() > 1 && net.n_inputs() == d {
+                    " (a classifier's labels need --likelihood categorical)"
+                } else {
+                    ""
+                };
                 return Err(Error::option(
                     "--onnx",
                     format!(
                         "{}: the network takes {} inputs and gives {} outputs; the data {} has \
-                         {d} inputs and {k} targets",
+                         {d} inputs and {k} targets{hint}",
                         path.display(),
                         net.n_inputs(),
                         net.n_outputs(),

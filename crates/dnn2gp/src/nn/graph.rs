@@ -353,14 +353,23 @@ impl Graph {
     }
 
     /// The node whose output is the network's output, when it is a Linear on one position
-    /// with a bias, and the value it reads: the last-layer split.
-    pub(crate) fn last_linear(&self) -> Option<(usize, super::ops::Linear)> {
-        let last = self.nodes.len() - 1;
-        match &self.nodes[last].op {
-            Op::Linear(l) if l.positions == 1 && l.bias && self.nodes[last].fixed.is_none() => {
-                Some((self.nodes[last].inputs[0], *l))
-            }
-            _ => None,
+    /// with a bias that is not held, and the value it reads: the last-layer split (else what
+    /// stands in the way).
+    pub(crate) fn last_linear(&self) -> std::result::Result<(usize, super::ops::Linear), String> {
+        let n = self.nodes.last().expect("a node");
+        match &n.op {
+            Op::Linear(_) if n.fixed.is_some() => Err(format!(
+                "a last-layer posterior covers the last layer '{}', which is held fixed (the \
+                 tensors held leave it out)",
+                n.name
+            )),
+            Op::Linear(l) if l.positions == 1 && l.bias => Ok((n.inputs[0], *l)),
+            _ => Err(format!(
+                "a last-layer posterior needs a network whose output is a Linear layer with a \
+                 bias; {} ends in '{}'",
+                self.spec(),
+                n.name
+            )),
         }
     }
 
@@ -411,16 +420,24 @@ impl Graph {
             } else if held == own.len() {
                 n.fixed = Some(values.to_vec());
             } else {
+                let (held, fitted): (Vec<&str>, Vec<&str>) = own
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .partition(|t| names.iter().any(|n| n == t));
                 return Err(Error::Invalid(format!(
-                    "'{}' holds some of its tensors ({}) and fits the others: a layer's \
-                     tensors are held or fitted together",
+                    "'{}' would hold {} and fit {}: a layer's tensors are held or fitted \
+                     together",
                     n.name,
-                    own.iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    held.join(", "),
+                    fitted.join(", ")
                 )));
             }
+        }
+        if free.is_empty() {
+            return Err(Error::Invalid(
+                "every parameter tensor would be held: a posterior needs at least one to cover"
+                    .into(),
+            ));
         }
         Ok((Graph::new(self.input.clone(), nodes)?, free))
     }

@@ -20,14 +20,7 @@ pub(crate) struct LastLayer {
 impl LastLayer {
     /// The split of `net`; refused unless its output is a Linear layer with a bias.
     pub(crate) fn of(net: &Graph) -> Result<Self> {
-        let Some((value, last)) = net.last_linear() else {
-            return Err(Error::Invalid(format!(
-                "a last-layer posterior needs a network whose output is a Linear layer with a \
-                 bias; {} ends in '{}'",
-                net.spec(),
-                net.nodes().last().map_or("", |n| n.name.as_str())
-            )));
-        };
+        let (value, last) = net.last_linear().map_err(Error::Invalid)?;
         let body = (value > 0).then(|| net.truncated(value)).transpose()?;
         let head = Sequential::new(vec![Layer::Dense {
             inputs: last.inputs,

@@ -13,9 +13,14 @@ def export(module, example_input):
         raise ImportError("Model.from_torch needs torch installed (pip install torch); "
                           "or export yourself and use Model.from_onnx") from e
     x = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(example_input)
-    # The module's own precision (float64 modules export float64 weights).
-    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    x = x.detach().to("cpu", dtype)
+    # The module's own precision (float64 modules export float64 weights); integer inputs
+    # (indices) stay integers.
+    params = [p for p in module.parameters() if p.is_floating_point()]
+    dtype = params[0].dtype if params else torch.float32
+    device = params[0].device if params else torch.device("cpu")
+    x = x.detach().cpu()
+    if x.is_floating_point():
+        x = x.to(dtype)
     was_training = module.training
     module.eval()
     # nn.MultiheadAttention's fused fast path has no ONNX export; its composite form has.
@@ -32,7 +37,8 @@ def export(module, example_input):
             y = module(x)
     finally:
         module.train(was_training)
+        module.to(device)
         if mha:
             mha.set_fastpath_enabled(fast)
     n = x.shape[0]
-    return (buf.getvalue(), x.reshape(n, -1).double().numpy(), y.reshape(n, -1).double().numpy())
+    return (buf.getvalue(), x.reshape(n, -1).double().numpy(), y.reshape(n, -1).double().cpu().numpy())
