@@ -138,7 +138,8 @@ impl Model {
 
     /// A PyTorch module, exported to ONNX with torch (in eval mode, BatchNorm kept apart from
     /// the convolutions) and read as `from_onnx`; its outputs on `example_input` are checked
-    /// against the module's. dnn2gp does not depend on torch: this needs it installed.
+    /// against the module's. dnn2gp does not depend on torch: this needs torch and onnx
+    /// installed.
     #[staticmethod]
     #[pyo3(signature = (module, example_input, likelihood="classification", sigma_noise=1.0, prior_precision=1.0))]
     fn from_torch(

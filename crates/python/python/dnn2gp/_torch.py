@@ -8,9 +8,10 @@ import io
 def export(module, example_input):
     """ONNX bytes of `module` at `example_input`, the input and the module's output (numpy)."""
     try:
+        import onnx  # noqa: F401 (torch's exporter writes through it)
         import torch
     except ImportError as e:  # the package does not depend on torch
-        raise ImportError("Model.from_torch needs torch installed (pip install torch); "
+        raise ImportError("Model.from_torch needs torch and onnx installed (pip install torch onnx); "
                           "or export yourself and use Model.from_onnx") from e
     x = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(example_input)
     # The module's own precision (float64 modules export float64 weights); integer inputs
