@@ -363,6 +363,26 @@ impl Reader {
         self.batch.insert(out, batch);
         Ok(out)
     }
+    /// The node's first input in shape `dims`: activation `x` reshaped, or the constant.
+    fn reshape_input(&mut self, n: &NodeProto, x: Option<usize>, dims: Vec<usize>) -> Result<()> {
+        match x {
+            Some(x) => {
+                self.reshape_to(n, x, dims)?;
+            }
+            None => {
+                let c = self.konst(n, 0)?;
+                self.set(
+                    n,
+                    Value::Const(Const {
+                        dims,
+                        values: c.values,
+                        origin: None,
+                    }),
+                );
+            }
+        }
+        Ok(())
+    }
     /// A linear map `x W + b` with the weight as ONNX holds it (`[in, out]`; `transposed`:
     /// `[out, in]`, as `nn.Linear` and `Gemm(transB=1)` hold it).
     fn linear(
@@ -863,22 +883,7 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             if out.iter().product::<usize>() != size {
                 return Err(refuse(n, format!("a reshape of {s:?} to {target:?}")));
             }
-            match x {
-                Some(x) => {
-                    r.reshape_to(n, x, out)?;
-                }
-                None => {
-                    let c = r.konst(n, 0)?;
-                    r.set(
-                        n,
-                        Value::Const(Const {
-                            dims: out,
-                            values: c.values,
-                            origin: None,
-                        }),
-                    );
-                }
-            }
+            r.reshape_input(n, x, out)?;
         }
         "Unsqueeze" | "Squeeze" => {
             let axes_given: Option<Vec<i64>> = attr_ints(n, "axes").or(r
@@ -912,22 +917,7 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
                     .map(|(_, &d)| d)
                     .collect()
             };
-            match act {
-                Some(v) => {
-                    r.reshape_to(n, v, dims)?;
-                }
-                None => {
-                    let c = r.konst(n, 0)?;
-                    r.set(
-                        n,
-                        Value::Const(Const {
-                            dims,
-                            values: c.values,
-                            origin: None,
-                        }),
-                    );
-                }
-            }
+            r.reshape_input(n, act, dims)?;
         }
         "Transpose" => match r.get(n, 0)?.clone() {
             Value::Const(c) => {

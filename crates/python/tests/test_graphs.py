@@ -42,57 +42,23 @@ def test_a_file_that_is_no_onnx_is_refused():
 
 
 def _modules(torch):
-    n = torch.nn
+    """The three networks of the fixtures' script (tests/fixtures/pytorch/make_graphs.py) with
+    an input batch each; BatchNorm's running statistics moved away from 0 and 1, as after
+    training."""
+    import importlib.util
 
-    class Block(n.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = n.Conv2d(2, 4, 3, stride=2, padding=1, bias=False)
-            self.bn1 = n.BatchNorm2d(4)
-            self.conv2 = n.Conv2d(4, 4, 3, padding=1, bias=False)
-            self.bn2 = n.BatchNorm2d(4)
-            self.down = n.Sequential(n.Conv2d(2, 4, 1, stride=2, bias=False), n.BatchNorm2d(4))
-            self.fc = n.Linear(4, 3)
-
-        def forward(self, x):
-            h = torch.relu(self.bn1(self.conv1(x)))
-            h = torch.relu(self.bn2(self.conv2(h)) + self.down(x))
-            return self.fc(h.mean((2, 3)))
-
-    class Mixer(n.Module):
-        def __init__(self, t=4, d=6):
-            super().__init__()
-            self.norm1 = n.LayerNorm(d)
-            self.norm2 = n.LayerNorm(d)
-            self.token = n.Linear(t, t)
-            self.channel = n.Sequential(n.Linear(d, 8), n.GELU(), n.Linear(8, d))
-            self.head = n.Linear(d, 3)
-
-        def forward(self, x):
-            x = x + self.token(self.norm1(x).transpose(1, 2)).transpose(1, 2)
-            x = x + self.channel(self.norm2(x))
-            return self.head(x.mean(1))
-
-    class Encoder(n.Module):
-        def __init__(self, d=8):
-            super().__init__()
-            self.attn = n.MultiheadAttention(d, 2, batch_first=True)
-            self.norm = n.LayerNorm(d)
-            self.ff = n.Sequential(n.Linear(d, 16), n.SiLU(), n.Linear(16, d))
-            self.head = n.Linear(d, 3)
-
-        def forward(self, x):
-            x = self.norm(x + self.attn(x, x, x, need_weights=False)[0])
-            x = x + self.ff(x)
-            return self.head(x.mean(1))
-
-    torch.manual_seed(0)
-    block, mixer, enc = Block(), Mixer(), Encoder()
-    # BatchNorm's running statistics away from 0 and 1, as after training.
-    block.train()
-    with torch.no_grad():
-        block(torch.randn(16, 2, 6, 6) * 2 + 0.5)
-    return [(block, torch.randn(5, 2, 6, 6)), (mixer, torch.randn(5, 4, 6)), (enc, torch.randn(5, 5, 8))]
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tests", "fixtures", "pytorch",
+                        "make_graphs.py")
+    spec = importlib.util.spec_from_file_location("make_graphs", path)
+    make_graphs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_graphs)
+    out = []
+    for _, net, shape in make_graphs.modules(torch):
+        net.train()
+        with torch.no_grad():
+            net(torch.randn((16,) + shape) * 2 + 0.5)
+        out.append((net, torch.randn((5,) + shape)))
+    return out
 
 
 def test_torch_modules_go_in_with_their_outputs_and_posteriors(torch):
