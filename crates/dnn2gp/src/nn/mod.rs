@@ -1,7 +1,12 @@
 //! Networks `f_w : R^D → R^K` with a flat parameter vector `w ∈ R^P`, their forward pass,
 //! loss gradients `Σ_i J_iᵀ r_i` and exact per-example Jacobians `J(x) = ∂f_w(x)/∂w`.
 //!
-//! The layout: [`Network`] (this file) is the interface; [`layer`] the layers a
+//! The layout: [`Network`] (this file) is the interface; [`graph`] a network as a graph of
+//! operations over named tensors (what `Model` holds: any network), one operation per file in
+//! [`ops`] (forward, input VJP, parameter derivatives into every accumulator); a new operation
+//! is a file there, a variant of [`ops::Op`] and, with parameters, its tensors in
+//! [`ops::Op::tensors`]. A graph built from a spec string runs as its chain of layers:
+//! [`layer`] the layers a
 //! [`Sequential`] chains (dense, convolution, pooling, activation, flatten) and their shapes;
 //! [`sequential`] its forward pass, Jacobians and backpropagation; `spec` its spec strings
 //! (`1x28x28:conv6k5,relu,pool,…`); `conv` the patch (im2col) and pooling kernels; `dense`

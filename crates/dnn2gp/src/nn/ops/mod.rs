@@ -1,6 +1,6 @@
 //! The operations of a [`super::Graph`], one per file: each has its forward pass, the
 //! vector–Jacobian product for its inputs and, with parameters, their derivatives into every
-//! accumulator of the backward pass ([`crate::nn::Sink`]). Linear maps (`linear`, `conv`) go
+//! accumulator of the backward pass (`Sink`). Linear maps (`linear`, `conv`) go
 //! through `shared` (Kronecker form); the other parameters (`batch_norm`, `layer_norm`) give
 //! their derivative rows, from which `shared::rows_into_sink` serves every accumulator.
 
