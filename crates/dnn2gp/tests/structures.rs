@@ -556,6 +556,186 @@ fn the_bridge_is_laplace_torchs() {
     (0..3).for_each(|c| assert_relative_eq!(p0[(0, c)], sm[c], max_relative = 1e-15));
     // One logit has no bridge.
     assert!(class_probabilities(&Mat::zeros(1, 1), &[1.0], Link::Bridge).is_err());
+    // bridge_norm: laplace-torch 0.3's variance normalisation, same values.
+    let p = class_probabilities(&f, &cov, Link::BridgeNorm).unwrap();
+    let peer = [
+        0.023419088778850978,
+        0.0020397522097757716,
+        0.9745411590113732,
+    ];
+    for c in 0..3 {
+        assert_relative_eq!(p[(0, c)], peer[c], max_relative = 1e-12);
+    }
+}
+
+/// A regression model of `spec` on `n` seeded inputs with targets of noise 0.3, fitted in
+/// `structure` over all weights at σ = 0.8, δ = 1.3.
+fn regression(spec: &str, structure: HessianStructure) -> (Laplace, Mat<f64>) {
+    let net = Sequential::parse(spec).unwrap();
+    let d = net.n_inputs();
+    let (x, _) = data(30, d, 1, 4);
+    let w: Vec<f64> = net.init(5).into_iter().map(|v| 1.3 * v).collect();
+    let f = dnn2gp::nn::predict(&net, &w, x.as_ref());
+    let z = normals(&mut seeded(6), 30);
+    let y = Mat::from_fn(30, 1, |i, _| f[(i, 0)].sin() + 0.3 * z[i]);
+    let m = Model::new(net, w, LikelihoodKind::Gaussian, 0.8, 1.3).unwrap();
+    let la = Laplace::fit(m, x.as_ref(), y.as_ref(), structure, &FitOptions::default()).unwrap();
+    (la, x)
+}
+
+/// The evidence at a temperature T is laplace-torch's: `log p(D|θ*)/T` for the data fit (the
+/// Gaussian's normaliser not divided), `−½ log|H/T + D|/|D|` and the scatter; the precision is
+/// `H/T + D`; and `log_likelihood − ½(log_det_ratio + scatter)` is the evidence.
+#[test]
+fn a_temperature_divides_the_curvature_and_the_data_fit() {
+    let (mut la, _) = regression("2:dense4,tanh,dense1", HessianStructure::Full);
+    let p = la.weight_posterior().mean.len();
+    let h = {
+        let (_, mut a) = la.posterior_precision().unwrap();
+        (0..p).for_each(|i| a[i * p + i] -= 1.3);
+        a
+    };
+    let (sse_fit, nk) = (la.data_terms().sse, la.data_terms().nk as f64);
+    let d = PriorPrecision::Layerwise(vec![0.4, 2.0, 1.1, 0.7]);
+    la.set_prior(d.clone()).unwrap();
+    la.set_temperature(0.6).unwrap();
+    let per_parameter: Vec<f64> = la
+        .prior_tensors()
+        .iter()
+        .zip([0.4, 2.0, 1.1, 0.7])
+        .flat_map(|((_, len), d)| std::iter::repeat_n(d, *len))
+        .collect();
+    let want = Mat::from_fn(p, p, |i, j| {
+        h[i * p + j] / 0.6 + if i == j { per_parameter[i] } else { 0.0 }
+    });
+    let (_, got) = la.posterior_precision().unwrap();
+    (0..p * p).for_each(|i| {
+        assert_relative_eq!(
+            got[i],
+            want[(i / p, i % p)],
+            max_relative = 1e-13,
+            epsilon = 1e-13
+        )
+    });
+    let log_det = want
+        .llt(Side::Lower)
+        .unwrap()
+        .L()
+        .diagonal()
+        .column_vector()
+        .iter()
+        .map(|v| 2.0 * v.ln())
+        .sum::<f64>();
+    let log_det_prior: f64 = per_parameter.iter().map(|d| d.ln()).sum();
+    assert_relative_eq!(
+        la.log_det_ratio().unwrap(),
+        log_det - log_det_prior,
+        max_relative = 1e-12
+    );
+    let ll = -sse_fit / (2.0 * 0.64 * 0.6) - 0.5 * nk * (std::f64::consts::TAU * 0.64).ln();
+    assert_relative_eq!(la.log_likelihood().unwrap(), ll, max_relative = 1e-12);
+    let w = &la.weight_posterior().mean;
+    let scatter: f64 = w.iter().zip(&per_parameter).map(|(w, d)| d * w * w).sum();
+    assert_relative_eq!(la.scatter().unwrap(), scatter, max_relative = 1e-12);
+    let evidence = la.log_marginal_likelihood(None, None).unwrap();
+    assert_relative_eq!(
+        evidence,
+        ll - 0.5 * (log_det - log_det_prior + scatter),
+        max_relative = 1e-12
+    );
+    // Back at T = 1: the fitted numbers again; σ set keeps the prior per tensor.
+    la.set_temperature(1.0).unwrap();
+    la.set_sigma_noise(0.5).unwrap();
+    assert_eq!(la.prior_precision(), &d);
+    assert!(la.set_temperature(0.0).is_err() && la.set_temperature(f64::NAN).is_err());
+}
+
+/// The evidence's gradient in log δ_g and log σ at a prior and σ not fitted (no refit) equals
+/// finite differences of the evidence, for one δ and one per tensor, in every structure
+/// (full: from a new factor; diag and KFAC: from H's eigenvalues), at a temperature.
+#[test]
+fn the_evidence_gradient_in_the_prior_and_sigma_is_its_finite_difference() {
+    for s in [
+        HessianStructure::Full,
+        HessianStructure::Diag,
+        HessianStructure::Kron,
+    ] {
+        let (mut la, _) = regression("2:dense4,tanh,dense3,tanh,dense1", s);
+        la.set_temperature(1.7).unwrap();
+        for prior in [
+            PriorPrecision::Scalar(0.6),
+            PriorPrecision::Layerwise(vec![0.3, 2.0, 1.1, 0.7, 4.0, 0.2]),
+        ] {
+            let sigma = 0.45;
+            let (g_prior, g_sigma) = la
+                .log_marginal_likelihood_gradients(&prior, Some(sigma))
+                .unwrap();
+            let e = |p: &PriorPrecision, s: f64| la.log_marginal_likelihood_at(p, Some(s)).unwrap();
+            let h: f64 = 1e-5;
+            let fd = (e(&prior, sigma * h.exp()) - e(&prior, sigma * (-h).exp())) / (2.0 * h);
+            assert_relative_eq!(g_sigma.unwrap(), fd, max_relative = 1e-6);
+            let d = match &prior {
+                PriorPrecision::Scalar(d) => vec![*d],
+                PriorPrecision::Layerwise(d) => d.clone(),
+            };
+            for g in 0..d.len() {
+                let at = |t: f64| {
+                    let mut v = d.clone();
+                    v[g] *= t.exp();
+                    match prior {
+                        PriorPrecision::Scalar(_) => PriorPrecision::Scalar(v[0]),
+                        PriorPrecision::Layerwise(_) => PriorPrecision::Layerwise(v),
+                    }
+                };
+                let fd = (e(&at(h), sigma) - e(&at(-h), sigma)) / (2.0 * h);
+                assert_relative_eq!(g_prior[g], fd, max_relative = 1e-6, epsilon = 1e-8);
+            }
+        }
+    }
+}
+
+/// The samples of the outputs: the GLM's have the predictive's mean and covariance, the
+/// network's at a prior so tight that Σ ≈ 0 are its outputs; the network's predictive averages
+/// their softmax; the same seed gives the same bytes.
+#[test]
+fn functional_samples_have_the_predictives_moments() {
+    use dnn2gp::posterior::PredType;
+    let m = model(MLP, 1.0);
+    let (x, y) = data(25, 4, 3, 2);
+    let la = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
+    let xs = x.subrows(0, 3);
+    let pred = la.predict(xs, Link::Probit).unwrap();
+    let n = 20_000;
+    let draws = la.functional_samples(xs, PredType::Glm, n, 7).unwrap();
+    assert_eq!(
+        draws,
+        la.functional_samples(xs, PredType::Glm, n, 7).unwrap()
+    );
+    for i in 0..3 {
+        for a in 0..3 {
+            let mean = draws.iter().map(|d| d[(i, a)]).sum::<f64>() / n as f64;
+            let sd = pred.covariance[i * 9 + a * 4].sqrt();
+            assert!((mean - pred.mean[(i, a)]).abs() < 5.0 * sd / (n as f64).sqrt());
+            for b in 0..3 {
+                let cov = draws
+                    .iter()
+                    .map(|d| (d[(i, a)] - pred.mean[(i, a)]) * (d[(i, b)] - pred.mean[(i, b)]))
+                    .sum::<f64>()
+                    / n as f64;
+                assert!((cov - pred.covariance[i * 9 + a * 3 + b]).abs() < 0.05 * sd * sd + 1e-12);
+            }
+        }
+    }
+    let mut tight = la.clone();
+    tight.set_prior_precision(1e12).unwrap();
+    let nn = tight.predict_nn(xs, 50, 3).unwrap();
+    let f = dnn2gp::nn::predict(&m.net, &m.w, xs);
+    let p = nn.probabilities.unwrap();
+    for i in 0..3 {
+        let sm = softmax(&[f[(i, 0)], f[(i, 1)], f[(i, 2)]]);
+        (0..3).for_each(|c| assert_relative_eq!(p[(i, c)], sm[c], max_relative = 1e-5));
+    }
+    assert!(la.predict_nn(xs, 1, 0).is_err());
 }
 
 /// A saved KFAC or last-layer posterior loads to the same numbers.

@@ -4,29 +4,32 @@
 use std::path::PathBuf;
 
 use faer::Mat;
-use numpy::{PyArray2, ToPyArray};
+use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods, ToPyArray};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use dnn2gp::nn::Network;
 use dnn2gp::posterior::{
-    FitOptions, HessianStructure, Laplace as CoreLaplace, Link, LinkApprox, Posterior,
+    FitOptions, HessianStructure, Laplace as CoreLaplace, Link, LinkApprox, Posterior, PredType,
     PriorPrecision, PriorStructure, Subset,
 };
 use dnn2gp::train::model::Model as CoreModel;
 
-use crate::convert::{kernel_layout, memory_budget, pair, rows, shaped, targets, to_numpy, values};
+use crate::convert::{
+    float_array, kernel_layout, memory_budget, pair, rows, shaped, targets, to_numpy, values,
+};
 use crate::curvature::Curvature;
-use crate::errors::{arg_err, py_err, warn};
+use crate::errors::{arg_err, py_err, py_err_as, warn, MODEL_ARGS};
 use crate::model::{likelihood_of, Model};
 use crate::progress;
 
 /// The Laplace-GGN posterior of a model, as laplace-torch's `Laplace(model, likelihood,
 /// subset_of_weights, hessian_structure)`: `fit(X, y)`, then
-/// `optimize_prior_precision(method="marglik")`, `log_marginal_likelihood`, the GLM predictive
-/// `la(X, link_approx=…)`, `functional_variance`, `kernel`, `sample`, `save`/`load`.
+/// `optimize_prior_precision(method="marglik")`, `log_marginal_likelihood`, the predictive
+/// `la(X, pred_type=…, link_approx=…)`, `functional_variance`, `kernel`, `sample`,
+/// `save`/`load`; `prior_precision`, `sigma_noise` and `temperature` can be set after the fit.
 ///
-/// `q(θ) = N(θ*, Σ)`, `Σ⁻¹ = H + δI`, `H = Σ_i J_iᵀ Λ_i J_i` over the covered weights, in the
+/// `q(θ) = N(θ*, Σ)`, `Σ⁻¹ = H/T + D`, `H = Σ_i J_iᵀ Λ_i J_i` over the covered weights, in the
 /// structure's approximation (`full`, `diag`, `kron`: KFAC, `lowrank`: the top eigenpairs).
 #[pyclass(name = "Laplace", module = "dnn2gp")]
 pub(crate) struct Laplace {
@@ -36,6 +39,9 @@ pub(crate) struct Laplace {
     rank: usize,
     seed: u64,
     max_memory: u128,
+    /// The temperature and a prior per tensor set before the fit, applied by it.
+    temperature: f64,
+    pending_prior: Option<PriorPrecision>,
     fitted: Option<CoreLaplace>,
 }
 
@@ -46,21 +52,82 @@ impl Laplace {
             .ok_or_else(|| PyValueError::new_err("call fit(X, y) first"))
     }
 
-    /// The link of laplace-torch's `link_approx` word, parsed by the core.
-    fn link(link_approx: &str, n_samples: usize) -> PyResult<Link> {
-        let approx = link_approx
-            .parse::<LinkApprox>()
-            .map_err(|e| arg_err("link_approx", e))?;
-        Link::new(approx, n_samples, 0).map_err(|e| arg_err("n_samples", e))
+    /// Keeps what a refit starts from (the model's δ and σ, a prior per tensor) at the
+    /// fitted posterior's.
+    fn remember(&mut self) {
+        if let Some(la) = &self.fitted {
+            self.model.sigma = la.model().sigma;
+            match la.prior_precision() {
+                PriorPrecision::Scalar(d) => {
+                    self.model.delta = *d;
+                    self.pending_prior = None;
+                }
+                p => self.pending_prior = Some(p.clone()),
+            }
+        }
     }
 
     fn prior(value: &Bound<'_, PyAny>) -> PyResult<PriorPrecision> {
         if let Ok(d) = value.extract::<f64>() {
             return Ok(PriorPrecision::Scalar(d));
         }
-        Ok(PriorPrecision::Layerwise(
-            values("prior_precision", value)?.1,
-        ))
+        match values("prior_precision", value)? {
+            (shape, v) if shape.iter().product::<usize>() == 1 => Ok(PriorPrecision::Scalar(v[0])),
+            (_, v) => Ok(PriorPrecision::Layerwise(v)),
+        }
+    }
+
+    /// The fitted posterior at the temperature and prior set before the fit; its warnings.
+    fn adopt(&mut self, py: Python<'_>, mut la: CoreLaplace) -> PyResult<()> {
+        if self.temperature != 1.0 {
+            la.set_temperature(self.temperature)
+                .map_err(|e| arg_err("temperature", e))?;
+        }
+        if let Some(prior) = self.pending_prior.clone() {
+            la.set_prior(prior)
+                .map_err(|e| arg_err("prior_precision", e))?;
+        }
+        warn(py, &la.weight_posterior().warnings())?;
+        self.fitted = Some(la);
+        Ok(())
+    }
+
+    /// The stacked Jacobians (NK × P) of `jacobians`, an array (N, K, P) over the covered
+    /// weights (laplace-torch's `Js`), or of the inputs `x`; exactly one of them.
+    fn jacobian_rows(
+        &self,
+        x: Option<&Bound<'_, PyAny>>,
+        jacobians: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Mat<f64>> {
+        let la = self.fitted()?;
+        let (k, p) = (la.model().net.n_outputs(), la.weight_posterior().mean.len());
+        match (x, jacobians) {
+            (Some(x), None) => Ok(la.jacobian(rows("X", x, la.model().net.n_inputs())?.as_ref())),
+            (None, Some(j)) => {
+                let arr = float_array("jacobians", j)?;
+                let ro = arr.readonly();
+                let shape = ro.shape().to_vec();
+                if shape.len() != 3 || shape[1] != k || shape[2] != p {
+                    return Err(PyValueError::new_err(format!(
+                        "jacobians: shape {shape:?}; expected (batch, {k} outputs, {p} parameters)"
+                    )));
+                }
+                let v = ro
+                    .as_slice()
+                    .map_err(|e| PyValueError::new_err(format!("jacobians: {e}")))?;
+                Ok(Mat::from_fn(shape[0] * k, p, |r, c| v[r * p + c]))
+            }
+            _ => Err(PyValueError::new_err(
+                "give the inputs X or jacobians=, one of them",
+            )),
+        }
+    }
+
+    /// laplace-torch's `pred_type` word.
+    fn pred_type(pred_type: &str) -> PyResult<PredType> {
+        pred_type
+            .parse::<PredType>()
+            .map_err(|e| arg_err("pred_type", e))
     }
 }
 
@@ -75,9 +142,9 @@ enum SubsetArg {
 #[pymethods]
 impl Laplace {
     #[new]
-    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None))]
+    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, temperature=1.0, rank=100, seed=0, max_memory_gib=None))]
     #[pyo3(
-        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, rank=100, seed=0, max_memory_gib=None)"
+        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, temperature=1.0, rank=100, seed=0, max_memory_gib=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -85,17 +152,33 @@ impl Laplace {
         likelihood: &str,
         subset_of_weights: SubsetArg,
         hessian_structure: &str,
-        prior_precision: Option<f64>,
+        prior_precision: Option<&Bound<'_, PyAny>>,
         sigma_noise: Option<f64>,
+        temperature: f64,
         rank: usize,
         seed: u64,
         max_memory_gib: Option<f64>,
     ) -> PyResult<Self> {
         let mut m = model.inner.clone();
         m.likelihood = likelihood_of(likelihood, m.net.n_outputs())?;
-        if let Some(d) = prior_precision {
-            dnn2gp::train::check_delta(d).map_err(|e| py_err(e.for_option("prior_precision")))?;
-            m.delta = d;
+        let mut pending_prior = None;
+        match prior_precision.map(Self::prior).transpose()? {
+            Some(PriorPrecision::Scalar(d)) => {
+                dnn2gp::train::check_delta(d).map_err(|e| arg_err("prior_precision", e))?;
+                m.delta = d;
+            }
+            Some(PriorPrecision::Layerwise(d)) => {
+                d.iter()
+                    .try_for_each(|v| dnn2gp::train::check_delta(*v))
+                    .map_err(|e| arg_err("prior_precision", e))?;
+                pending_prior = Some(PriorPrecision::Layerwise(d));
+            }
+            None => {}
+        }
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "temperature: {temperature} is not a positive number"
+            )));
         }
         if let Some(s) = sigma_noise {
             if !(s.is_finite() && s > 0.0) {
@@ -139,6 +222,8 @@ impl Laplace {
             rank,
             seed,
             max_memory: memory_budget(max_memory_gib)?,
+            temperature,
+            pending_prior,
             fitted: None,
         })
     }
@@ -180,9 +265,7 @@ impl Laplace {
                 })
             })
             .map_err(py_err)?;
-        warn(py, &la.weight_posterior().warnings())?;
-        self.fitted = Some(la);
-        Ok(())
+        self.adopt(py, la)
     }
 
     /// What `fit` sums over the data (X, y), as a `Curvature`: the GGN in this posterior's
@@ -227,25 +310,43 @@ impl Laplace {
         let la = py
             .detach(|| CoreLaplace::from_curvature(model, c))
             .map_err(py_err)?;
-        warn(py, &la.weight_posterior().warnings())?;
-        self.fitted = Some(la);
-        Ok(())
+        self.adopt(py, la)
     }
 
     /// The prior precision at the evidence's maximum (`method="marglik"`): one δ
     /// (`prior_structure="scalar"`) or one per parameter tensor (`"layerwise"`), found exactly
-    /// (no learning rate, no steps).
-    #[pyo3(signature = (method="marglik", prior_structure="scalar"))]
+    /// (no learning rate, no steps). `pred_type` is accepted as laplace-torch takes it (the
+    /// evidence does not depend on it); `method="gridsearch"` on a validation set is
+    /// `dnn2gp.torch.Laplace`'s.
+    #[pyo3(signature = (method="marglik", prior_structure="scalar", pred_type="glm"))]
     fn optimize_prior_precision(
         &mut self,
         py: Python<'_>,
         method: &str,
         prior_structure: &str,
+        pred_type: &str,
     ) -> PyResult<()> {
-        if method != "marglik" {
-            return Err(PyValueError::new_err(format!(
-                "method: '{method}' (only 'marglik': the prior by the evidence)"
-            )));
+        Self::pred_type(pred_type)?;
+        match method {
+            "marglik" => {}
+            "gridsearch" => {
+                return Err(PyValueError::new_err(
+                    "method: 'gridsearch' needs a validation loader: \
+                     dnn2gp.torch.Laplace(…).optimize_prior_precision(method='gridsearch', \
+                     val_loader=…), or set prior_precision in a loop and score la(X_val)",
+                ))
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "method: '{other}' (expected 'marglik', the prior by the evidence)"
+                )))
+            }
+        }
+        if prior_structure == "diag" {
+            return Err(PyValueError::new_err(
+                "prior_structure: 'diag' (one δ per weight) is not supported; 'layerwise' \
+                 gives one δ per parameter tensor, found exactly",
+            ));
         }
         let s = prior_structure
             .parse::<PriorStructure>()
@@ -254,6 +355,7 @@ impl Laplace {
         let la = self.fitted.as_mut().expect("checked above");
         py.detach(|| la.optimize_prior_precision_as(s))
             .map_err(py_err)?;
+        self.remember();
         Ok(())
     }
 
@@ -264,6 +366,7 @@ impl Laplace {
         let la = self.fitted.as_mut().expect("checked above");
         py.detach(|| la.optimize_noise_and_prior())
             .map_err(py_err)?;
+        self.remember();
         Ok(())
     }
 
@@ -282,6 +385,31 @@ impl Laplace {
         };
         la.log_marginal_likelihood_at(&prior, sigma_noise)
             .map_err(py_err)
+    }
+
+    /// The evidence's gradient in log space, `(∂/∂ log δ, ∂/∂ log σ)`, at the fitted prior
+    /// and noise or at those given (without refitting): the first a float (one δ) or one
+    /// value per tensor, the second None for classification.
+    #[pyo3(signature = (prior_precision=None, sigma_noise=None))]
+    fn log_marginal_likelihood_gradient<'py>(
+        &self,
+        py: Python<'py>,
+        prior_precision: Option<&Bound<'py, PyAny>>,
+        sigma_noise: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<f64>)> {
+        let la = self.fitted()?;
+        let prior = match prior_precision {
+            Some(v) => Self::prior(v)?,
+            None => la.prior_precision().clone(),
+        };
+        let (by_prior, by_sigma) = la
+            .log_marginal_likelihood_gradients(&prior, sigma_noise)
+            .map_err(|e| py_err_as(e, MODEL_ARGS))?;
+        let by_prior = match prior {
+            PriorPrecision::Scalar(_) => by_prior[0].into_pyobject(py)?.into_any(),
+            PriorPrecision::Layerwise(_) => by_prior.to_pyarray(py).into_any(),
+        };
+        Ok((by_prior, by_sigma))
     }
 
     /// The model, with this posterior's likelihood, σ and δ.
@@ -322,13 +450,63 @@ impl Laplace {
     }
 
     /// The prior precision: a float, or one δ per parameter tensor (numpy array, in the order
-    /// of `prior_tensors`).
+    /// of `prior_tensors`). Setting it refits the posterior from the same curvature.
     #[getter]
-    fn prior_precision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(match self.fitted()?.prior_precision() {
+    fn get_prior_precision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let prior = match (&self.fitted, &self.pending_prior) {
+            (Some(la), _) => la.prior_precision().clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => PriorPrecision::Scalar(self.model.delta),
+        };
+        Ok(match prior {
             PriorPrecision::Scalar(d) => d.into_pyobject(py)?.into_any(),
             PriorPrecision::Layerwise(d) => d.to_pyarray(py).into_any(),
         })
+    }
+
+    #[setter]
+    fn set_prior_precision(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let prior = Self::prior(value)?;
+        let err = |e| arg_err("prior_precision", e);
+        match (&mut self.fitted, prior) {
+            (Some(la), PriorPrecision::Scalar(d)) => {
+                py.detach(|| la.set_prior_precision(d)).map_err(err)?;
+                self.model.delta = d;
+                self.pending_prior = None;
+            }
+            (Some(la), prior) => {
+                py.detach(|| la.set_prior(prior.clone())).map_err(err)?;
+                self.pending_prior = Some(prior);
+            }
+            (None, PriorPrecision::Scalar(d)) => {
+                dnn2gp::train::check_delta(d).map_err(err)?;
+                self.model.delta = d;
+                self.pending_prior = None;
+            }
+            (None, prior) => self.pending_prior = Some(prior),
+        }
+        Ok(())
+    }
+
+    /// The temperature T of `N(θ*, (H/T + D)⁻¹)` (laplace-torch's; the evidence's data fit is
+    /// divided by T). Setting it refits the posterior from the same curvature.
+    #[getter]
+    fn get_temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    #[setter]
+    fn set_temperature(&mut self, py: Python<'_>, value: f64) -> PyResult<()> {
+        if let Some(la) = &mut self.fitted {
+            py.detach(|| la.set_temperature(value))
+                .map_err(|e| arg_err("temperature", e))?;
+        } else if !(value.is_finite() && value > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "temperature: {value} is not a positive number"
+            )));
+        }
+        self.temperature = value;
+        Ok(())
     }
 
     /// The covered parameter tensors' names (the state_dict's keys).
@@ -342,10 +520,33 @@ impl Laplace {
             .collect())
     }
 
-    /// The Gaussian noise σ.
+    /// The Gaussian noise σ. Setting it refits the posterior from the same curvature (H
+    /// scales by `σ_old²/σ²`).
     #[getter]
-    fn sigma_noise(&self) -> PyResult<f64> {
-        Ok(self.fitted()?.model().sigma)
+    fn get_sigma_noise(&self) -> f64 {
+        self.fitted
+            .as_ref()
+            .map_or(&self.model, |la| la.model())
+            .sigma
+    }
+
+    #[setter]
+    fn set_sigma_noise(&mut self, py: Python<'_>, value: f64) -> PyResult<()> {
+        if self.model.likelihood != dnn2gp::likelihood::LikelihoodKind::Gaussian {
+            return Err(PyValueError::new_err(
+                "sigma_noise: only regression has an observation noise",
+            ));
+        }
+        if let Some(la) = &mut self.fitted {
+            py.detach(|| la.set_sigma_noise(value))
+                .map_err(|e| py_err_as(e, MODEL_ARGS))?;
+        } else if !(value.is_finite() && value > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "sigma_noise: {value} is not a positive number"
+            )));
+        }
+        self.model.sigma = value;
+        Ok(())
     }
 
     /// The number of weights the posterior covers.
@@ -354,11 +555,76 @@ impl Laplace {
         Ok(self.fitted()?.weight_posterior().mean.len())
     }
 
-    /// The GLM predictive at X: class probabilities (N × classes) by `link_approx`
-    /// (`probit`, `mc` with `n_samples` draws, `bridge`) for classification; the mean and the
-    /// functional covariance `(f_mu (N × K), f_var (N × K × K))` for regression.
-    /// `la(X, …)` is the same.
-    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100))]
+    /// The posterior mean θ* over the covered weights.
+    #[getter]
+    fn mean<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self
+            .fitted()?
+            .weight_posterior()
+            .mean
+            .to_pyarray(py)
+            .into_any())
+    }
+
+    /// The posterior precision `H/T + D`: a P×P array (full), its P diagonal values (diag).
+    /// KFAC and low rank hold it factored: `posterior_covariance` is there.
+    #[getter]
+    fn posterior_precision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (shape, v) = self.fitted()?.posterior_precision().map_err(py_err)?;
+        shaped(py, v, &shape)
+    }
+
+    /// The posterior covariance Σ, a P×P array (every structure; memory checked first).
+    #[getter]
+    fn posterior_covariance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let p = la.weight_posterior().mean.len();
+        let bytes = dnn2gp::linalg::mat_bytes(p, p);
+        if bytes > self.max_memory {
+            return Err(pyo3::exceptions::PyMemoryError::new_err(format!(
+                "posterior_covariance: a {p} × {p} matrix is {:.1} GiB, over max_memory_gib; \
+                 posterior_variance gives its diagonal",
+                bytes as f64 / 2f64.powi(30)
+            )));
+        }
+        let c = py.detach(|| la.weight_posterior().covariance());
+        Ok(to_numpy(py, c.as_ref()).into_any())
+    }
+
+    /// The posterior variances `diag Σ` (P values).
+    #[getter]
+    fn posterior_variance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        Ok(la.weight_posterior().variances().to_pyarray(py).into_any())
+    }
+
+    /// `log p(D | θ*)` on the training data, its data fit divided by the temperature.
+    #[getter]
+    fn log_likelihood(&self) -> PyResult<f64> {
+        self.fitted()?.log_likelihood().map_err(py_err)
+    }
+
+    /// `log|H/T + D| − log|D|`; the evidence is `log_likelihood − ½(log_det_ratio + scatter)`.
+    #[getter]
+    fn log_det_ratio(&self) -> PyResult<f64> {
+        self.fitted()?.log_det_ratio().map_err(py_err)
+    }
+
+    /// `θ*ᵀ D θ*`.
+    #[getter]
+    fn scatter(&self) -> PyResult<f64> {
+        self.fitted()?.scatter().map_err(py_err)
+    }
+
+    /// The predictive at X. `pred_type="glm"` (the linearised network): class probabilities
+    /// (N × classes) by `link_approx` (`probit`, `mc` with `n_samples` draws, `bridge`,
+    /// `bridge_norm`) for classification; for regression the mean and the functional
+    /// covariance `(f_mu (N × K), f_var (N × K × K))`, or with `joint=True` the mean (NK) and
+    /// the covariance across all inputs (NK × NK). `pred_type="nn"`: the network at
+    /// `n_samples` weight draws, the mean of their softmax, or their mean and variance
+    /// `(N × K, N × K)`. Draws come from `seed`. `la(X, …)` is the same.
+    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100, joint=false, seed=0))]
+    #[allow(clippy::too_many_arguments)]
     fn predictive<'py>(
         &self,
         py: Python<'py>,
@@ -366,29 +632,70 @@ impl Laplace {
         pred_type: &str,
         link_approx: &str,
         n_samples: usize,
+        joint: bool,
+        seed: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if pred_type != "glm" {
-            return Err(PyValueError::new_err(format!(
-                "pred_type: '{pred_type}' (only 'glm', the linearised predictive)"
-            )));
-        }
-        let link = Self::link(link_approx, n_samples)?;
+        let pred = Self::pred_type(pred_type)?;
+        let approx = link_approx
+            .parse::<LinkApprox>()
+            .map_err(|e| arg_err("link_approx", e))?;
         let la = self.fitted()?;
+        let regression = la.model().likelihood == dnn2gp::likelihood::LikelihoodKind::Gaussian;
+        if pred == PredType::Nn && approx != LinkApprox::Mc {
+            return Err(PyValueError::new_err(
+                "link_approx: pred_type='nn' draws weights (link_approx='mc', as laplace-torch \
+                 asks)",
+            ));
+        }
         let x = rows("X", x, la.model().net.n_inputs())?;
-        let pred = py.detach(|| la.predict(x.as_ref(), link)).map_err(py_err)?;
-        match pred.probabilities {
-            Some(p) => Ok(to_numpy(py, p.as_ref()).into_any()),
-            None => {
-                let (n, k) = (pred.mean.nrows(), pred.mean.ncols());
-                let mean = to_numpy(py, pred.mean.as_ref()).into_any();
-                let var = shaped(py, pred.covariance, &[n, k, k])?;
+        if joint {
+            if !(regression && pred == PredType::Glm) {
+                return Err(PyValueError::new_err(
+                    "joint: the joint predictive is regression's, with pred_type='glm'",
+                ));
+            }
+            let (f, c) = py.detach(|| {
+                (
+                    dnn2gp::nn::predict(&la.model().net, &la.model().w, x.as_ref()),
+                    la.kernel(x.as_ref(), x.as_ref()),
+                )
+            });
+            let mean: Vec<f64> = (0..f.nrows() * f.ncols())
+                .map(|i| f[(i / f.ncols(), i % f.ncols())])
+                .collect();
+            let mean = mean.to_pyarray(py).into_any();
+            return Ok((mean, to_numpy(py, c.as_ref()))
+                .into_pyobject(py)?
+                .into_any());
+        }
+        let out = match pred {
+            PredType::Glm => {
+                let link =
+                    Link::new(approx, n_samples, seed).map_err(|e| arg_err("n_samples", e))?;
+                py.detach(|| la.predict(x.as_ref(), link))
+            }
+            PredType::Nn => py.detach(|| la.predict_nn(x.as_ref(), n_samples, seed)),
+        }
+        .map_err(|e| arg_err("n_samples", e))?;
+        let (n, k) = (out.mean.nrows(), out.mean.ncols());
+        match (out.probabilities.clone(), pred) {
+            (Some(p), _) => Ok(to_numpy(py, p.as_ref()).into_any()),
+            (None, PredType::Glm) => {
+                let mean = to_numpy(py, out.mean.as_ref()).into_any();
+                let var = shaped(py, out.covariance, &[n, k, k])?;
+                Ok((mean, var).into_pyobject(py)?.into_any())
+            }
+            (None, PredType::Nn) => {
+                let var = shaped(py, out.functional_variance(), &[n, k])?;
+                let mean = to_numpy(py, out.mean.as_ref()).into_any();
                 Ok((mean, var).into_pyobject(py)?.into_any())
             }
         }
     }
 
     /// `predictive(X, …)`.
-    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100))]
+    #[pyo3(signature = (x, pred_type="glm", link_approx="probit", n_samples=100, joint=false, seed=0))]
+    #[allow(clippy::too_many_arguments)]
     fn __call__<'py>(
         &self,
         py: Python<'py>,
@@ -396,21 +703,91 @@ impl Laplace {
         pred_type: &str,
         link_approx: &str,
         n_samples: usize,
+        joint: bool,
+        seed: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.predictive(py, x, pred_type, link_approx, n_samples)
+        self.predictive(py, x, pred_type, link_approx, n_samples, joint, seed)
     }
 
-    /// The functional covariance `J(x) Σ J(x)ᵀ` at each row of X (N × K × K).
+    /// `n_samples` draws of the outputs at X (n_samples × N × K) from `seed`: `pred_type="glm"`
+    /// from `N(f(x), J Σ Jᵀ)` input by input, `"nn"` the network at weight draws.
+    #[pyo3(signature = (x, pred_type="glm", n_samples=100, seed=0))]
+    fn functional_samples<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        pred_type: &str,
+        n_samples: usize,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let pred = Self::pred_type(pred_type)?;
+        let la = self.fitted()?;
+        let x = rows("X", x, la.model().net.n_inputs())?;
+        let k = la.model().net.n_outputs();
+        let draws = py
+            .detach(|| la.functional_samples(x.as_ref(), pred, n_samples, seed))
+            .map_err(py_err)?;
+        let v: Vec<f64> = draws
+            .iter()
+            .flat_map(|d| (0..d.nrows() * k).map(move |i| d[(i / k, i % k)]))
+            .collect();
+        shaped(py, v, &[n_samples, x.nrows(), k])
+    }
+
+    /// The functional covariance `J(x) Σ J(x)ᵀ` at each row of X (N × K × K); or of
+    /// laplace-torch's Jacobians `jacobians=Js` (N × K × P, over the covered weights).
+    #[pyo3(signature = (x=None, jacobians=None))]
     fn functional_variance<'py>(
+        &self,
+        py: Python<'py>,
+        x: Option<&Bound<'py, PyAny>>,
+        jacobians: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let k = la.model().net.n_outputs();
+        let c = match (x, jacobians) {
+            (Some(x), None) => {
+                let x = rows("X", x, la.model().net.n_inputs())?;
+                py.detach(|| la.functional_covariance(x.as_ref()))
+            }
+            _ => {
+                let j = self.jacobian_rows(x, jacobians)?;
+                py.detach(|| la.covariance_blocks(j.as_ref()))
+            }
+        };
+        let n = c.len() / (k * k);
+        shaped(py, c, &[n, k, k])
+    }
+
+    /// The functional covariance across all inputs `J Σ Jᵀ` (NK × NK, example-major), at the
+    /// rows of X or of laplace-torch's Jacobians `jacobians=Js` (N × K × P).
+    #[pyo3(signature = (x=None, jacobians=None))]
+    fn functional_covariance<'py>(
+        &self,
+        py: Python<'py>,
+        x: Option<&Bound<'py, PyAny>>,
+        jacobians: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let j = self.jacobian_rows(x, jacobians)?;
+        let c = py.detach(|| la.covariance_between(j.as_ref(), j.as_ref()));
+        Ok(to_numpy(py, c.as_ref()).into_any())
+    }
+
+    /// The Jacobians of the outputs at X with respect to the covered weights (N × K × P):
+    /// laplace-torch's `backend.jacobians`.
+    fn jacobians<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let la = self.fitted()?;
         let x = rows("X", x, la.model().net.n_inputs())?;
+        let j = py.detach(|| la.jacobian(x.as_ref()));
         let k = la.model().net.n_outputs();
-        let c = py.detach(|| la.functional_covariance(x.as_ref()));
-        shaped(py, c, &[x.nrows(), k, k])
+        let p = j.ncols();
+        let v: Vec<f64> = (0..j.nrows() * p).map(|i| j[(i / p, i % p)]).collect();
+        shaped(py, v, &[x.nrows(), k, p])
     }
 
     /// The posterior kernel `J(x) Σ J(x')ᵀ` between the rows of X1 and X2 (X1 when omitted),
@@ -460,6 +837,8 @@ impl Laplace {
             rank: 100,
             seed: 0,
             max_memory: memory_budget(None)?,
+            temperature: la.temperature(),
+            pending_prior: None,
             fitted: Some(la),
         })
     }

@@ -246,10 +246,11 @@ impl Model {
         self.inner.net.n_outputs()
     }
 
-    /// The architecture spec.
+    /// The architecture, as `Model(arch, state_dict)` takes it: the spec string of a chain of
+    /// layers, or the graph in JSON.
     #[getter]
     fn arch(&self) -> String {
-        self.inner.net.spec()
+        self.inner.net.architecture()
     }
 
     /// The number of parameters P.

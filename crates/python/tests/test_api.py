@@ -181,6 +181,57 @@ def test_regression_gives_the_mean_and_the_covariance():
     assert la.sigma_noise > 0
 
 
+def test_hyperparameters_are_set_after_the_fit_and_the_predictives_are_laplace_torchs():
+    """prior_precision, sigma_noise and temperature set after the fit refit from the same
+    curvature (equal to a fit made with them); the evidence is log_likelihood − ½(log_det_ratio
+    + scatter) and its gradient its finite difference; joint, nn and the Jacobians' variants."""
+    rng = np.random.default_rng(5)
+    sd = {"0.weight": rng.normal(size=(8, 2)), "0.bias": rng.normal(size=8),
+          "2.weight": rng.normal(size=(1, 8)), "2.bias": rng.normal(size=1)}
+    model = dnn2gp.Model("2:dense8,tanh,dense1", sd, likelihood="regression")
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    y = np.sin(x[:, 0])
+    la = dnn2gp.Laplace(model, "regression", subset_of_weights="all", hessian_structure="full")
+    la.fit(x, y)
+    la.prior_precision, la.sigma_noise, la.temperature = np.array([0.5, 2.0, 1.0, 3.0]), 0.3, 0.8
+    made = dnn2gp.Laplace(model, "regression", subset_of_weights="all", hessian_structure="full",
+                          prior_precision=np.array([0.5, 2.0, 1.0, 3.0]), sigma_noise=0.3,
+                          temperature=0.8)
+    made.fit(x, y)
+    np.testing.assert_allclose(la.posterior_precision, made.posterior_precision, rtol=1e-12)
+    assert abs(la.log_marginal_likelihood() - made.log_marginal_likelihood()) < 1e-9
+    e = la.log_marginal_likelihood()
+    assert abs(e - (la.log_likelihood - 0.5 * (la.log_det_ratio + la.scatter))) < 1e-10
+    np.testing.assert_allclose(np.diag(la.posterior_covariance), la.posterior_variance, rtol=1e-12)
+    d_prior, d_sigma = la.log_marginal_likelihood_gradient()
+    h = 1e-5
+    fd = (la.log_marginal_likelihood(sigma_noise=0.3 * np.exp(h))
+          - la.log_marginal_likelihood(sigma_noise=0.3 * np.exp(-h))) / (2 * h)
+    assert abs(d_sigma - fd) < 1e-6 * abs(fd)
+    assert d_prior.shape == (4,)
+    mean, cov = la(x[:4], joint=True)
+    assert mean.shape == (4,) and cov.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(cov), la(x[:4])[1].reshape(-1), rtol=1e-10)
+    js = la.jacobians(x[:4])
+    assert js.shape == (4, 1, la.n_params)
+    np.testing.assert_allclose(la.functional_variance(jacobians=js), la.functional_variance(x[:4]),
+                               rtol=1e-10)
+    np.testing.assert_allclose(la.functional_covariance(x[:4]), cov, rtol=1e-10)
+    m, v = la(x[:4], pred_type="nn", link_approx="mc", n_samples=300, seed=2)
+    assert m.shape == v.shape == (4, 1) and np.all(v > 0)
+    np.testing.assert_array_equal(m, la(x[:4], pred_type="nn", link_approx="mc", n_samples=300,
+                                         seed=2)[0])
+    assert la.functional_samples(x[:4], n_samples=6).shape == (6, 4, 1)
+    with pytest.raises(ValueError, match="pred_type"):
+        la(x, pred_type="mean")
+    with pytest.raises(ValueError, match="link_approx='mc'"):
+        la(x, pred_type="nn")
+    with pytest.raises(ValueError, match="temperature"):
+        la.temperature = -1.0
+    with pytest.raises(ValueError, match="gridsearch"):
+        la.optimize_prior_precision(method="gridsearch")
+
+
 def test_bad_inputs_are_named():
     model = dnn2gp.Model(MLP, mlp_state())
     x, y = data()

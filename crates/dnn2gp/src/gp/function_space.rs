@@ -105,7 +105,7 @@ impl Posterior for FunctionSpace {
         crate::train::check_delta(delta)?;
         let nk = self.lin.n() * self.lin.k();
         let p = m.w.len();
-        let (nll, c) = at_sigma(m, self.lin.nll(), self.sse, nk, sigma)?;
+        let (nll, c) = at_sigma(m, self.lin.nll(), self.sse, nk, sigma, 1.0)?;
         let log_det = p as f64 * c.ln() + self.path.log_det_precision(delta / c)?;
         Ok(laplace_evidence(-nll, delta, dot(&m.w, &m.w), p, log_det))
     }

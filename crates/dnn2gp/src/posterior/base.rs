@@ -8,11 +8,14 @@
 use faer::{Mat, MatRef};
 
 use super::link::{blocks_by_input_block, class_probabilities, diagonals, Link, Predictive};
-use super::{HessianStructure, PriorPrecision, Subset};
+use super::{HessianStructure, PredType, PriorPrecision, Subset};
 use crate::error::{Error, Result, Warning};
+use crate::likelihood::classification::softmax;
 use crate::likelihood::LikelihoodKind;
+use crate::linalg::sym_sqrt;
 use crate::nn::Network;
 use crate::progress::Progress;
+use crate::rng::{normals, seeded};
 use crate::train::model::Model;
 
 /// A Gaussian posterior `N(μ, Σ)` over a network's weights (all, or a subset) and what it
@@ -134,6 +137,110 @@ pub trait Posterior {
         let (noise, probabilities) = match m.likelihood {
             LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
             _ => (0.0, Some(class_probabilities(&mean, &covariance, link)?)),
+        };
+        Ok(Predictive {
+            mean,
+            covariance,
+            noise,
+            probabilities,
+        })
+    }
+
+    /// `n` draws of the outputs at the rows of `x` (laplace-torch's `functional_samples`), each
+    /// M×K, from `seed`: [`PredType::Glm`] `f ~ N(f_{θ*}(x_m), J_m Σ J_mᵀ)` input by input;
+    /// [`PredType::Nn`] the network `f_θ(x)` at weights `θ ~ N(θ*, Σ)`.
+    fn functional_samples(
+        &self,
+        x: MatRef<'_, f64>,
+        pred: PredType,
+        n: usize,
+        seed: u64,
+    ) -> Result<Vec<Mat<f64>>> {
+        let m = self.model();
+        if x.ncols() != m.net.n_inputs() {
+            return Err(Error::Invalid(format!(
+                "inputs of {} columns; the network takes {}",
+                x.ncols(),
+                m.net.n_inputs()
+            )));
+        }
+        Ok(match pred {
+            PredType::Nn => self
+                .sample(n, seed)
+                .iter()
+                .map(|w| crate::nn::predict(&m.net, w, x))
+                .collect(),
+            PredType::Glm => {
+                let (f, cov) = self.outputs_and_covariance(x, true, None);
+                let k = f.ncols();
+                let roots: Vec<Mat<f64>> = cov
+                    .chunks(k * k)
+                    .map(|b| sym_sqrt(Mat::from_fn(k, k, |r, c| b[r * k + c]).as_ref()))
+                    .collect();
+                let mut rng = seeded(seed);
+                (0..n)
+                    .map(|_| {
+                        let mut draw = f.clone();
+                        for (i, root) in roots.iter().enumerate() {
+                            let z = normals(&mut rng, k);
+                            for r in 0..k {
+                                draw[(i, r)] += (0..k).map(|c| root[(r, c)] * z[c]).sum::<f64>();
+                            }
+                        }
+                        draw
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    /// The predictive of the network at `samples` weight draws from `seed` (laplace-torch's
+    /// `pred_type="nn"`): the draws' mean outputs and K×K sample covariances (divisor
+    /// `samples − 1`), and for classification the mean of their softmax (one Bernoulli logit:
+    /// of `[0, f]`).
+    fn predict_nn(&self, x: MatRef<'_, f64>, samples: usize, seed: u64) -> Result<Predictive> {
+        if samples < 2 {
+            return Err(Error::option(
+                "samples",
+                "the network's predictive needs at least two weight draws",
+            ));
+        }
+        let draws = self.functional_samples(x, PredType::Nn, samples, seed)?;
+        let (rows, k) = (x.nrows(), self.model().net.n_outputs());
+        let s = samples as f64;
+        let mean = Mat::from_fn(rows, k, |i, a| {
+            draws.iter().map(|d| d[(i, a)]).sum::<f64>() / s
+        });
+        let mut covariance = vec![0.0; rows * k * k];
+        for d in &draws {
+            for i in 0..rows {
+                for a in 0..k {
+                    for b in 0..k {
+                        covariance[(i * k + a) * k + b] +=
+                            (d[(i, a)] - mean[(i, a)]) * (d[(i, b)] - mean[(i, b)]) / (s - 1.0);
+                    }
+                }
+            }
+        }
+        let m = self.model();
+        let (noise, probabilities) = match m.likelihood {
+            LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
+            _ => {
+                let c = if k == 1 { 2 } else { k };
+                let mut p = Mat::zeros(rows, c);
+                for d in &draws {
+                    for i in 0..rows {
+                        let f: Vec<f64> = match k {
+                            1 => vec![0.0, d[(i, 0)]],
+                            _ => (0..k).map(|a| d[(i, a)]).collect(),
+                        };
+                        for (a, v) in softmax(&f).into_iter().enumerate() {
+                            p[(i, a)] += v / s;
+                        }
+                    }
+                }
+                (0.0, Some(p))
+            }
         };
         Ok(Predictive {
             mean,

@@ -21,23 +21,29 @@ pub fn laplace_evidence(log_lik: f64, delta: f64, w_sq: f64, p: usize, log_det_a
     log_lik - 0.5 * delta * w_sq + 0.5 * p as f64 * delta.ln() - 0.5 * log_det_a
 }
 
-/// `−log p(D | w*)` and the GGN's scale `c = σ²/σ′²` at another Gaussian noise σ′ (`None`:
-/// the fitted σ, `c = 1`), from the fitted data term and `SSE = Σ_i ‖f(x_i) − y_i‖²` over NK
-/// outputs: `−log p(D | w*) = SSE/(2σ′²) + (NK/2) log 2πσ′²` and `H ∝ σ′⁻²`. The
-/// classification likelihoods have no σ.
+/// `−log p(D | w*)` tempered by T and the GGN's scale `c = σ²/σ′²` at another Gaussian noise
+/// σ′ (`None`: the fitted σ, `c = 1`), from the fitted data term and
+/// `SSE = Σ_i ‖f(x_i) − y_i‖²` over NK outputs: `−log p(D | w*) = SSE/(2σ′²T) + (NK/2) log
+/// 2πσ′²` and `H ∝ σ′⁻²` (laplace-torch's temperature scales the data fit, not the Gaussian's
+/// normaliser); a classification likelihood's `−log p / T`, without σ.
 pub(crate) fn at_sigma(
     m: &Model,
     nll: f64,
     sse: f64,
     nk: usize,
     sigma: Option<f64>,
+    temperature: f64,
 ) -> Result<(f64, f64)> {
+    let gaussian = |s: f64| {
+        0.5 * sse / (s * s * temperature) + 0.5 * nk as f64 * (std::f64::consts::TAU * s * s).ln()
+    };
     match (sigma, m.likelihood) {
-        (None, _) => Ok((nll, 1.0)),
-        (Some(s), LikelihoodKind::Gaussian) if s.is_finite() && s > 0.0 => Ok((
-            0.5 * sse / (s * s) + 0.5 * nk as f64 * (std::f64::consts::TAU * s * s).ln(),
-            (m.sigma / s).powi(2),
-        )),
+        (None, _) if temperature == 1.0 => Ok((nll, 1.0)),
+        (None, LikelihoodKind::Gaussian) => Ok((gaussian(m.sigma), 1.0)),
+        (None, _) => Ok((nll / temperature, 1.0)),
+        (Some(s), LikelihoodKind::Gaussian) if s.is_finite() && s > 0.0 => {
+            Ok((gaussian(s), (m.sigma / s).powi(2)))
+        }
         (Some(s), LikelihoodKind::Gaussian) => Err(Error::option(
             "σ",
             format!("the noise must be a positive number, got {s}"),
@@ -108,6 +114,39 @@ impl Laplace {
         }
     }
 
+    /// `−log p(D | θ*)` tempered and the GGN's scale at noise σ (`None`: the fitted one).
+    pub(crate) fn nll_at(&self, sigma: Option<f64>) -> Result<(f64, f64)> {
+        let d = &self.data;
+        at_sigma(&self.model, d.nll, d.sse, d.nk, sigma, self.temperature)
+    }
+
+    /// laplace-torch's `log_likelihood`: `log p(D | θ*)` at the fitted noise, divided by the
+    /// temperature (for the Gaussian, its data fit `−SSE/(2σ²T)`; its normaliser is not).
+    pub fn log_likelihood(&self) -> Result<f64> {
+        Ok(-self.nll_at(None)?.0)
+    }
+
+    /// laplace-torch's `log_det_ratio`: `log|c H + D| − log|D|` at the posterior's prior D.
+    pub fn log_det_ratio(&self) -> Result<f64> {
+        let d = self.per_tensor(&self.prior)?;
+        let log_det_prior: f64 = (self.prior_tensors().iter().zip(&d))
+            .map(|((_, len), d)| *len as f64 * d.ln())
+            .sum();
+        Ok(self.log_det_precision(&self.prior, 1.0)? - log_det_prior)
+    }
+
+    /// laplace-torch's `scatter`: `θ*ᵀ D θ* = Σ_g δ_g ‖θ_g*‖²` at the posterior's prior. With
+    /// them, the evidence is `log_likelihood − ½ (log_det_ratio + scatter)`.
+    pub fn scatter(&self) -> Result<f64> {
+        let d = self.per_tensor(&self.prior)?;
+        Ok(self
+            .tensor_sq_norms()
+            .iter()
+            .zip(&d)
+            .map(|(w2, d)| d * w2)
+            .sum())
+    }
+
     /// `‖θ*‖²` of the covered weights.
     pub(crate) fn mean_sq(&self) -> f64 {
         dot(&self.posterior.mean, &self.posterior.mean)
@@ -128,13 +167,7 @@ impl Laplace {
         sigma: Option<f64>,
     ) -> Result<f64> {
         let d = self.per_tensor(prior)?;
-        let (nll, c) = at_sigma(
-            &self.model,
-            self.data.nll,
-            self.data.sse,
-            self.data.nk,
-            sigma,
-        )?;
+        let (nll, c) = self.nll_at(sigma)?;
         let log_det = self.log_det_precision(prior, c)?;
         Ok(match prior {
             PriorPrecision::Scalar(delta) => laplace_evidence(
@@ -154,32 +187,79 @@ impl Laplace {
         })
     }
 
+    /// The evidence's gradient at a prior (one δ, or δ_g per tensor) and Gaussian noise σ
+    /// (`None`: the fitted one), in log space: `∂/∂ log δ_g = ½ (s_g − δ_g ‖θ_g*‖²)` (one value
+    /// for one δ) and, for the Gaussian, `∂/∂ log σ = SSE/(σ²T) − NK + Σ_g s_g`, where
+    /// `s_g = P_g − δ_g tr_g Σ` is the share of tensor g's weights the data determine:
+    /// `Σ_{λ∈g} cλ/(cλ + δ_g)` from H's eigenvalues (one δ, or a structure whose eigenvalues
+    /// fall in the tensors), else from `diag Σ` of a new factor.
+    pub fn log_marginal_likelihood_gradients(
+        &self,
+        prior: &PriorPrecision,
+        sigma: Option<f64>,
+    ) -> Result<(Vec<f64>, Option<f64>)> {
+        let d = self.per_tensor(prior)?;
+        let (_, c) = self.nll_at(sigma)?;
+        let share = |l: &[f64], d: f64| {
+            l.iter()
+                .map(|v| c * v.max(0.0) / (c * v.max(0.0) + d))
+                .sum::<f64>()
+        };
+        let (shares, w2): (Vec<f64>, Vec<f64>) = match prior {
+            PriorPrecision::Scalar(delta) => (
+                vec![share(&self.ggn.eigenvalues()?, *delta)],
+                vec![self.mean_sq()],
+            ),
+            PriorPrecision::Layerwise(_) if self.ggn.separable() => {
+                let lambda = self.ggn.eigenvalues()?;
+                let s = self.by_tensor(&lambda).zip(&d).map(|(l, d)| share(l, *d));
+                (s.collect(), self.tensor_sq_norms())
+            }
+            PriorPrecision::Layerwise(_) => {
+                let posterior = self.ggn.posterior(
+                    self.posterior.mean.clone(),
+                    PriorDiagonal {
+                        per_parameter: &self.per_parameter(&d),
+                        per_tensor: &d,
+                    },
+                    c,
+                )?;
+                let v = posterior.variances();
+                let s = self
+                    .by_tensor(&v)
+                    .zip(&d)
+                    .map(|(v, d)| v.len() as f64 - d * v.iter().sum::<f64>());
+                (s.collect(), self.tensor_sq_norms())
+            }
+        };
+        let by_prior = (shares.iter().zip(&w2).zip(&d))
+            .map(|((s, w2), d)| 0.5 * (s - d * w2))
+            .collect();
+        let by_sigma = match self.model.likelihood {
+            LikelihoodKind::Gaussian => {
+                let s = sigma.unwrap_or(self.model.sigma);
+                let nk = self.data.nk as f64;
+                Some(self.data.sse / (s * s * self.temperature) - nk + shares.iter().sum::<f64>())
+            }
+            _ => None,
+        };
+        Ok((by_prior, by_sigma))
+    }
+
     /// `∂ log p(D)/∂ log δ = ½ Σ_i λ_i/(λ_i + δ) − ½ δ ‖θ*‖²` at prior precision δ (H's
     /// eigenvalues λ, at the fitted σ).
     pub fn log_marginal_likelihood_gradient(&self, delta: f64) -> Result<f64> {
         crate::train::check_delta(delta)?;
-        Ok(evidence_gradient(
-            &self.ggn.eigenvalues()?,
-            self.mean_sq(),
-            delta,
-        ))
+        Ok(self
+            .log_marginal_likelihood_gradients(&PriorPrecision::Scalar(delta), None)?
+            .0[0])
     }
 
     /// `∂ log p(D)/∂ log δ_g = ½ (P_g − δ_g ‖θ_g*‖² − δ_g tr_g Σ)` per tensor at δ_g (at the
-    /// fitted σ): where H's eigenvalues fall in the tensors (diagonal, KFAC),
-    /// `tr_g Σ = Σ_{λ∈g} 1/(λ + δ_g)`; for a full H from `diag Σ` at that prior.
+    /// fitted σ).
     pub fn log_marginal_likelihood_gradient_layerwise(&self, deltas: &[f64]) -> Result<Vec<f64>> {
-        let d = self.per_tensor(&PriorPrecision::Layerwise(deltas.to_vec()))?;
-        let w2 = self.tensor_sq_norms();
-        if self.ggn.separable() {
-            let lambda = self.ggn.eigenvalues()?;
-            return Ok((self.by_tensor(&lambda).zip(&w2).zip(&d))
-                .map(|((l, w2), d)| evidence_gradient(l, *w2, *d))
-                .collect());
-        }
-        let variances = self.posterior_at(&d)?.variances();
-        Ok((self.by_tensor(&variances).zip(&w2).zip(&d))
-            .map(|((v, w2), d)| 0.5 * (v.len() as f64 - d * w2 - d * v.iter().sum::<f64>()))
-            .collect())
+        Ok(self
+            .log_marginal_likelihood_gradients(&PriorPrecision::Layerwise(deltas.to_vec()), None)?
+            .0)
     }
 }

@@ -25,6 +25,8 @@ const NLL: &str = "dnn2gp.posterior.nll";
 const SSE: &str = "dnn2gp.posterior.sse";
 const NK: &str = "dnn2gp.posterior.nk";
 const RANK: &str = "dnn2gp.posterior.rank";
+/// The temperature (absent: 1); the GGN is stored scaled by it.
+const TEMPERATURE: &str = "dnn2gp.posterior.temperature";
 
 impl Laplace {
     /// Whether the safetensors file at `path` holds a saved posterior (not only a model).
@@ -54,6 +56,9 @@ impl Laplace {
         let mut meta = self.model.metadata();
         if let Some(rank) = rank {
             meta.insert(RANK.to_string(), rank.to_string());
+        }
+        if self.temperature != 1.0 {
+            meta.insert(TEMPERATURE.to_string(), format!("{:?}", self.temperature));
         }
         if let PriorPrecision::Layerwise(d) = &self.prior {
             let d: Vec<String> = d.iter().map(|v| format!("{v:?}")).collect();
@@ -151,6 +156,14 @@ impl Laplace {
             .collect();
         let ggn = structure::from_tensors(structure, tensors).map_err(|e| e.in_file(path))?;
         let mut la = Self::assemble(model, last_layer, ggn, data)?;
+        if meta.contains_key(TEMPERATURE) {
+            la.temperature = number(TEMPERATURE)?;
+            if !(la.temperature.is_finite() && la.temperature > 0.0) {
+                return Err(
+                    metadata_error(TEMPERATURE, "not a positive number".into()).in_file(path)
+                );
+            }
+        }
         if let Some(d) = meta.get(LAYERWISE_PRIOR) {
             let d = (d.split(',').map(|v| v.parse::<f64>()))
                 .collect::<std::result::Result<Vec<f64>, _>>()

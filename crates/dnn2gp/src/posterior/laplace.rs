@@ -9,7 +9,6 @@ use faer::{Mat, MatRef};
 
 use super::base::Posterior;
 use super::curvature::{Curvature, DataTerms, FitOptions};
-use super::evidence::at_sigma;
 use super::last_layer::{covered_network, LastLayer};
 use super::link::inputs_per_block;
 use super::structure::GgnStructure;
@@ -36,6 +35,9 @@ pub struct Laplace {
     pub(crate) data: DataTerms,
     /// The prior precision the posterior is at.
     pub(crate) prior: PriorPrecision,
+    /// The temperature T: the posterior is `N(θ*, (H/T + D)⁻¹)` and the evidence's data fit
+    /// `log p(D | θ*)/T` (laplace-torch's `temperature`; 1 is the posterior itself).
+    pub(crate) temperature: f64,
 }
 
 impl Laplace {
@@ -155,6 +157,7 @@ impl Laplace {
             posterior,
             data,
             prior: PriorPrecision::Scalar(delta),
+            temperature: 1.0,
         })
     }
 
@@ -235,16 +238,39 @@ impl Laplace {
         self.data
     }
 
-    /// `−log p(D | θ*)` at noise σ (`None`: the fitted one).
+    /// `−log p(D | θ*)` at noise σ (`None`: the fitted one), divided by the temperature.
     pub fn neg_log_likelihood(&self, sigma: Option<f64>) -> Result<f64> {
-        Ok(at_sigma(
-            &self.model,
-            self.data.nll,
-            self.data.sse,
-            self.data.nk,
-            sigma,
-        )?
-        .0)
+        Ok(self.nll_at(sigma)?.0)
+    }
+
+    /// The temperature T of `N(θ*, (H/T + D)⁻¹)`.
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// Refits the posterior at temperature T from the same curvature (no data pass): H scaled
+    /// by `T_old/T`, at the same prior.
+    pub fn set_temperature(&mut self, temperature: f64) -> Result<()> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::option(
+                "temperature",
+                format!("must be a positive number, got {temperature}"),
+            ));
+        }
+        let ggn = self.ggn.scaled(self.temperature / temperature);
+        let d = self.per_tensor(&self.prior)?;
+        let old = std::mem::replace(&mut self.ggn, ggn);
+        match self.posterior_at(&d) {
+            Ok(p) => {
+                self.posterior = p;
+                self.temperature = temperature;
+                Ok(())
+            }
+            Err(e) => {
+                self.ggn = old;
+                Err(e)
+            }
+        }
     }
 }
 

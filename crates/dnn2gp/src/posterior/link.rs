@@ -12,7 +12,7 @@ use crate::progress::Progress;
 use crate::rng::{normals, seeded};
 
 /// How class probabilities come from the Gaussian over the logits `f ~ N(f*(x), J Σ Jᵀ)`:
-/// laplace-torch's `link_approx` (`probit`, `mc`, `bridge`).
+/// laplace-torch's `link_approx` (`probit`, `mc`, `bridge`, `bridge_norm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     /// `softmax(f*_k / √(1 + π v_k / 8))` (the sigmoid for one logit).
@@ -22,6 +22,9 @@ pub enum Link {
     /// `Σ̃ = Σ − Σ11ᵀΣ/(1ᵀΣ1)`: `α_k = (1 − 2/K + e^{f̃_k} Σ_l e^{−f̃_l} / K²) / Σ̃_kk`,
     /// `p = α / Σα` (two or more classes).
     Bridge,
+    /// The Laplace bridge after the variance normalisation of Hobbhahn et al.: with
+    /// `s = mean_k Σ̃_kk / √(K/2)`, `f̃ / √s` and `Σ̃_kk / s` in place of `f̃` and `Σ̃_kk`.
+    BridgeNorm,
     /// The mean of `softmax(f)` over `samples` draws of f, from `seed`.
     MonteCarlo {
         /// Draws per input.
@@ -41,6 +44,8 @@ crate::words! {
         Mc = ["mc"],
         /// [`Link::Bridge`].
         Bridge = ["bridge"],
+        /// [`Link::BridgeNorm`].
+        BridgeNorm = ["bridge_norm", "bridge-norm"],
     }
 }
 
@@ -51,6 +56,7 @@ impl Link {
         Ok(match approx {
             LinkApprox::Probit => Link::Probit,
             LinkApprox::Bridge => Link::Bridge,
+            LinkApprox::BridgeNorm => Link::BridgeNorm,
             LinkApprox::Mc if samples == 0 => {
                 return Err(Error::option(
                     "samples",
@@ -66,6 +72,7 @@ impl Link {
         match self {
             Link::Probit => LinkApprox::Probit,
             Link::Bridge => LinkApprox::Bridge,
+            Link::BridgeNorm => LinkApprox::BridgeNorm,
             Link::MonteCarlo { .. } => LinkApprox::Mc,
         }
     }
@@ -151,13 +158,13 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
             ))
         }
         Link::MonteCarlo { seed, .. } => Some(seeded(seed)),
-        Link::Bridge if k == 1 => {
+        Link::Bridge | Link::BridgeNorm if k == 1 => {
             return Err(Error::Invalid(
                 "the Laplace bridge needs two or more classes; use probit or mc for one logit"
                     .into(),
             ))
         }
-        Link::Probit | Link::Bridge => None,
+        Link::Probit | Link::Bridge | Link::BridgeNorm => None,
     };
     let mut out = Mat::zeros(m, c);
     for i in 0..m {
@@ -189,7 +196,8 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
                 }
                 acc
             }
-            (_, Link::Bridge) => bridge(&f, &cov),
+            (_, Link::Bridge) => bridge(&f, &cov, false),
+            (_, Link::BridgeNorm) => bridge(&f, &cov, true),
             _ => probit(&f, &(0..c).map(|a| cov[(a, a)]).collect::<Vec<_>>()),
         };
         for (a, v) in p.into_iter().enumerate() {
@@ -199,19 +207,25 @@ pub fn class_probabilities(logits: &Mat<f64>, blocks: &[f64], link: Link) -> Res
     Ok(out)
 }
 
-/// The Laplace bridge of [`Link::Bridge`]; where the corrected variance of a class is 0 (no
-/// uncertainty) the bridge is undefined and the softmax of the mean is returned.
-fn bridge(f: &[f64], cov: &Mat<f64>) -> Vec<f64> {
+/// The Laplace bridge of [`Link::Bridge`] (`normalise`: [`Link::BridgeNorm`]); where the
+/// corrected variance of a class is 0 (no uncertainty) the bridge is undefined and the softmax
+/// of the mean is returned.
+fn bridge(f: &[f64], cov: &Mat<f64>, normalise: bool) -> Vec<f64> {
     let k = f.len();
     let row: Vec<f64> = (0..k).map(|a| (0..k).map(|b| cov[(a, b)]).sum()).collect();
     let total: f64 = row.iter().sum();
     let fsum: f64 = f.iter().sum();
-    let mu: Vec<f64> = (0..k).map(|a| f[a] - row[a] * fsum / total).collect();
-    let var: Vec<f64> = (0..k)
+    let mut mu: Vec<f64> = (0..k).map(|a| f[a] - row[a] * fsum / total).collect();
+    let mut var: Vec<f64> = (0..k)
         .map(|a| cov[(a, a)] - row[a] * row[a] / total)
         .collect();
-    let sum_exp: f64 = mu.iter().map(|m| (-m).exp()).sum();
     let kf = k as f64;
+    if normalise {
+        let s = var.iter().sum::<f64>() / kf / (kf / 2.0).sqrt();
+        mu.iter_mut().for_each(|m| *m /= s.sqrt());
+        var.iter_mut().for_each(|v| *v /= s);
+    }
+    let sum_exp: f64 = mu.iter().map(|m| (-m).exp()).sum();
     let alpha: Vec<f64> = (0..k)
         .map(|a| (1.0 - 2.0 / kf + mu[a].exp() / (kf * kf) * sum_exp) / var[a])
         .collect();

@@ -119,6 +119,16 @@ crate::words! {
     }
 }
 
+crate::words! {
+    /// laplace-torch's `pred_type`: how the predictive treats the network.
+    pub enum PredType("predictive type") {
+        /// The linearised network (the GLM predictive): `f ~ N(f_{θ*}(x), J Σ Jᵀ)`.
+        Glm = ["glm"],
+        /// The network itself at weights drawn from the posterior, `f_θ(x)`, `θ ~ N(θ*, Σ)`.
+        Nn = ["nn"],
+    }
+}
+
 /// A prior precision over the covered weights `p(θ) = Π_g N(θ_g | 0, δ_g⁻¹ I)`: one δ, or one
 /// per parameter tensor θ_g in the order of [`Laplace::prior_tensors`] (laplace-torch's
 /// `prior_structure="scalar" | "layerwise"`). Serialised as a number or a list.

@@ -3,7 +3,7 @@
 
 use super::base::Posterior;
 use super::evidence::{at_sigma, root_in_log};
-use super::Laplace;
+use super::{Laplace, PriorPrecision};
 use crate::error::{Error, Result};
 use crate::likelihood::LikelihoodKind;
 
@@ -21,8 +21,8 @@ pub struct NoiseFit {
 }
 
 impl Laplace {
-    /// Refits the posterior at the Gaussian noise σ (the model's δ kept): `−log p(D | θ*)` at
-    /// σ and H scaled by `c = σ_fit²/σ²`, from the same curvature (no data pass).
+    /// Refits the posterior at the Gaussian noise σ (the prior kept): `−log p(D | θ*)` at σ
+    /// and H scaled by `c = σ_fit²/σ²`, from the same curvature (no data pass).
     pub fn set_sigma_noise(&mut self, sigma: f64) -> Result<()> {
         if self.model.likelihood != LikelihoodKind::Gaussian {
             return Err(Error::Invalid(format!(
@@ -30,30 +30,33 @@ impl Laplace {
                 self.model.likelihood
             )));
         }
-        self.refit_at(self.model.delta, sigma)
+        let prior = self.prior.clone();
+        self.refit_at(self.model.delta, sigma)?;
+        match prior {
+            PriorPrecision::Layerwise(_) => self.set_prior(prior),
+            PriorPrecision::Scalar(_) => Ok(()),
+        }
     }
 
-    /// The posterior at prior precision δ and Gaussian noise σ, from the same curvature.
+    /// The posterior at prior precision δ and Gaussian noise σ, from the same curvature (the
+    /// temperature kept; the data term stored untempered).
     fn refit_at(&mut self, delta: f64, sigma: f64) -> Result<()> {
-        let (nll, c) = at_sigma(
-            &self.model,
-            self.data.nll,
-            self.data.sse,
-            self.data.nk,
-            Some(sigma),
-        )?;
+        let d = &self.data;
+        let (nll, c) = at_sigma(&self.model, d.nll, d.sse, d.nk, Some(sigma), 1.0)?;
         crate::train::check_delta(delta)?;
         let mut model = self.model.clone();
         (model.sigma, model.delta) = (sigma, delta);
         let data = super::DataTerms { nll, ..self.data };
+        let temperature = self.temperature;
         *self = Self::assemble(model, self.last_layer.clone(), self.ggn.scaled(c), data)?;
+        self.temperature = temperature;
         Ok(())
     }
 
     /// The Gaussian noise σ and prior precision δ maximising the evidence (regression): by
     /// coordinate ascent, each step the exact root in log δ of
     /// `½ Σ cλ/(cλ + δ) − ½ δ‖θ*‖²` and in log σ of `SSE/σ² − NK + Σ cλ/(cλ + δ)` (both fall
-    /// strictly; `c = σ_fit²/σ²` scales H), until both are below 1e-9 of their terms. The
+    /// strictly; `c = σ_fit²/σ²` scales H; at temperature T the SSE is divided by T), until both are below 1e-9 of their terms. The
     /// posterior is then refitted at (δ*, σ*): H scaled by c, the model's σ and δ set.
     pub fn optimize_noise_and_prior(&mut self) -> Result<NoiseFit> {
         if self.model.likelihood != LikelihoodKind::Gaussian {
@@ -66,7 +69,7 @@ impl Laplace {
         let (w2, s0, sse, nk) = (
             self.mean_sq(),
             self.model.sigma,
-            self.data.sse,
+            self.data.sse / self.temperature,
             self.data.nk as f64,
         );
         let fit_share = |td: f64, ts: f64| {

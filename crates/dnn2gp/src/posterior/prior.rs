@@ -277,6 +277,29 @@ impl Laplace {
         })
     }
 
+    /// The posterior precision `c H + D` where the structure holds H in the weights' basis
+    /// (laplace-torch's `posterior_precision`): full, a P×P matrix; diag, its P values. KFAC
+    /// and low rank hold it factored (their covariance is [`LaplaceGgn::covariance`]).
+    pub fn posterior_precision(&self) -> Result<super::structure::Tensor> {
+        let d = self.per_parameter(&self.per_tensor(&self.prior)?);
+        let kind = self.ggn.kind();
+        match (kind, self.ggn.tensors().pop()) {
+            (super::HessianStructure::Full, Some((_, shape, mut h))) => {
+                let p = d.len();
+                (0..p).for_each(|i| h[i * p + i] += d[i]);
+                Ok((shape, h))
+            }
+            (super::HessianStructure::Diag, Some((_, shape, mut h))) => {
+                h.iter_mut().zip(&d).for_each(|(h, d)| *h += d);
+                Ok((shape, h))
+            }
+            _ => Err(Error::Invalid(format!(
+                "a {kind} posterior holds its precision factored, not as a matrix; its \
+                 covariance, variances and functional variance are there"
+            ))),
+        }
+    }
+
     /// Refits the posterior at prior precision δ from the same curvature (no data pass); the
     /// model's δ becomes δ.
     pub fn set_prior_precision(&mut self, delta: f64) -> Result<()> {

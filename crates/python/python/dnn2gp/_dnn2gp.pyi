@@ -67,7 +67,7 @@ class Model:
     def __call__(self, x: ArrayIn) -> Array: ...
 
 class Laplace:
-    """The Laplace-GGN posterior N(θ*, (Σ J_iᵀ Λ_i J_i + δI)⁻¹) in laplace-torch's shape."""
+    """The Laplace-GGN posterior N(θ*, (Σ J_iᵀ Λ_i J_i / T + P₀)⁻¹) in laplace-torch's shape."""
 
     def __init__(
         self,
@@ -75,8 +75,9 @@ class Laplace:
         likelihood: Literal["classification", "regression"],
         subset_of_weights: Union[Literal["all", "last_layer"], Sequence[str]] = "last_layer",
         hessian_structure: Literal["full", "diag", "kron", "lowrank"] = "kron",
-        prior_precision: Optional[float] = None,
+        prior_precision: Union[None, float, ArrayIn] = None,
         sigma_noise: Optional[float] = None,
+        temperature: float = 1.0,
         rank: int = 100,
         seed: int = 0,
         max_memory_gib: Optional[float] = None,
@@ -96,6 +97,7 @@ class Laplace:
         self,
         method: Literal["marglik"] = "marglik",
         prior_structure: Literal["scalar", "layerwise"] = "scalar",
+        pred_type: Literal["glm", "nn"] = "glm",
     ) -> None: ...
     def optimize_noise_and_prior(self) -> None: ...
     def log_marginal_likelihood(
@@ -103,29 +105,70 @@ class Laplace:
         prior_precision: Union[None, float, ArrayIn] = None,
         sigma_noise: Optional[float] = None,
     ) -> float: ...
+    def log_marginal_likelihood_gradient(
+        self,
+        prior_precision: Union[None, float, ArrayIn] = None,
+        sigma_noise: Optional[float] = None,
+    ) -> Tuple[Union[float, Array], Optional[float]]: ...
     @property
     def prior_precision(self) -> Union[float, Array]: ...
+    @prior_precision.setter
+    def prior_precision(self, value: Union[float, ArrayIn]) -> None: ...
     @property
     def prior_tensors(self) -> list[str]: ...
     @property
     def sigma_noise(self) -> float: ...
+    @sigma_noise.setter
+    def sigma_noise(self, value: float) -> None: ...
+    @property
+    def temperature(self) -> float: ...
+    @temperature.setter
+    def temperature(self, value: float) -> None: ...
     @property
     def n_params(self) -> int: ...
+    @property
+    def mean(self) -> Array: ...
+    @property
+    def posterior_precision(self) -> Array: ...
+    @property
+    def posterior_covariance(self) -> Array: ...
+    @property
+    def posterior_variance(self) -> Array: ...
+    @property
+    def log_likelihood(self) -> float: ...
+    @property
+    def log_det_ratio(self) -> float: ...
+    @property
+    def scatter(self) -> float: ...
     def predictive(
         self,
         x: ArrayIn,
-        pred_type: Literal["glm"] = "glm",
-        link_approx: Literal["probit", "mc", "bridge"] = "probit",
+        pred_type: Literal["glm", "nn"] = "glm",
+        link_approx: Literal["probit", "mc", "bridge", "bridge_norm"] = "probit",
         n_samples: int = 100,
+        joint: bool = False,
+        seed: int = 0,
     ) -> Union[Array, Tuple[Array, Array]]: ...
     def __call__(
         self,
         x: ArrayIn,
-        pred_type: Literal["glm"] = "glm",
-        link_approx: Literal["probit", "mc", "bridge"] = "probit",
+        pred_type: Literal["glm", "nn"] = "glm",
+        link_approx: Literal["probit", "mc", "bridge", "bridge_norm"] = "probit",
         n_samples: int = 100,
+        joint: bool = False,
+        seed: int = 0,
     ) -> Union[Array, Tuple[Array, Array]]: ...
-    def functional_variance(self, x: ArrayIn) -> Array: ...
+    def functional_samples(
+        self, x: ArrayIn, pred_type: Literal["glm", "nn"] = "glm", n_samples: int = 100,
+        seed: int = 0,
+    ) -> Array: ...
+    def functional_variance(
+        self, x: Optional[ArrayIn] = None, jacobians: Optional[ArrayIn] = None
+    ) -> Array: ...
+    def functional_covariance(
+        self, x: Optional[ArrayIn] = None, jacobians: Optional[ArrayIn] = None
+    ) -> Array: ...
+    def jacobians(self, x: ArrayIn) -> Array: ...
     def kernel(self, x1: ArrayIn, x2: Optional[ArrayIn] = None) -> Array: ...
     def sample(self, n_samples: int = 100, seed: int = 0) -> Array: ...
     def save(self, path: Union[str, PathLike]) -> None: ...

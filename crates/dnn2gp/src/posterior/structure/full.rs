@@ -77,8 +77,13 @@ impl GgnStructure for Full {
         false
     }
 
+    /// `c H`, its eigenvalues (when computed) `c λ` without a new eigendecomposition.
     fn scaled(&self, c: f64) -> Box<dyn GgnStructure> {
-        Box::new(Full::new(&self.h * faer::Scale(c)))
+        let scaled = Full::new(&self.h * faer::Scale(c));
+        if let Some(l) = self.eigenvalues.get() {
+            let _ = (scaled.eigenvalues).set(l.as_ref().map(|l| l.iter().map(|v| v * c).collect()));
+        }
+        Box::new(scaled)
     }
 
     fn fits(&self, net: &Graph) -> bool {
