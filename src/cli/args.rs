@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use dnn2gp::gp::Space;
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::Activation;
-use dnn2gp::posterior::{HessianStructure, LinkApprox, PriorStructure, Subset};
+use dnn2gp::posterior::{HessianStructure, LinkApprox, PredType, PriorStructure, Subset};
 use dnn2gp::select::SweepParam;
 use dnn2gp::train::vogn::{Covariance, Curvature};
 
@@ -849,12 +849,21 @@ pub struct EvaluateCmd {
     /// diag and kron posteriors).
     #[arg(long, default_value = "scalar")]
     pub prior_structure: PriorStructure,
-    /// Predictive link: probit, mc or bridge.
-    #[arg(long, default_value = "probit")]
-    pub link: LinkApprox,
-    /// Monte Carlo draws per input for `--link mc` [default: 100].
+    /// Predictive link of the linearised network: probit, mc, bridge or bridge_norm
+    /// [default: probit].
+    #[arg(long)]
+    pub link: Option<LinkApprox>,
+    /// Monte Carlo draws per input for `--link mc` or `--pred-type nn` [default: 100].
     #[arg(long)]
     pub samples: Option<usize>,
+    /// The predictive: glm (the linearised network, through `--link`) or nn (the network at
+    /// `--samples` weight draws from the posterior, laplace-torch's `pred_type="nn"`).
+    #[arg(long, default_value = "glm")]
+    pub pred_type: PredType,
+    /// Temperature T of the posterior `N(θ*, (H/T + D)⁻¹)`; the evidence's data fit is divided
+    /// by T (laplace-torch's `temperature`).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
     /// Folder holding `mnist/` (for the default training and test files).
     #[arg(long, env = "DNN2GP_DATA", default_value = "data")]
     pub data_dir: PathBuf,

@@ -13,7 +13,7 @@ use dnn2gp::data::mnist;
 use dnn2gp::experiments::calibration::{map_probabilities, metrics};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{weights, Sequential};
-use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Subset};
+use dnn2gp::posterior::{FitOptions, HessianStructure, Laplace, Link, Posterior, Subset};
 use dnn2gp::train::model::Model;
 
 const LENET5: &str =
@@ -232,6 +232,65 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
     }
 }
 
+/// laplace-torch's other predictives: the network at weight draws (`--pred-type nn`) from a
+/// posterior at a temperature, and the normalised bridge: the library's numbers, recorded.
+#[test]
+fn evaluate_predicts_with_the_network_at_weight_draws_and_a_temperature() {
+    let Some(t) = setup() else { return };
+    let net = Sequential::parse(LENET5).unwrap();
+    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    let x = mnist::read_images(&t.train.0).unwrap();
+    let y = mnist::one_hot(&mnist::read_labels(&t.train.1).unwrap(), 10);
+    let xt = mnist::read_images(&t.test.0).unwrap();
+    let labels = mnist::read_labels(&t.test.1).unwrap();
+    let mut la = Laplace::fit_subset(
+        model,
+        x.as_ref(),
+        y.as_ref(),
+        HessianStructure::Kron,
+        Subset::LastLayer,
+        &FitOptions::default(),
+    )
+    .unwrap();
+    la.set_temperature(0.5).unwrap();
+    la.optimize_prior_precision().unwrap();
+    for (extra, pred) in [
+        (
+            vec!["--pred-type", "nn", "--samples", "30"],
+            la.predict_nn(xt.as_ref(), 30, 0),
+        ),
+        (
+            vec!["--link", "bridge_norm"],
+            la.predict(xt.as_ref(), Link::BridgeNorm),
+        ),
+    ] {
+        let out = t.root.join(extra[1]);
+        let mut args = base_args(&t);
+        args.extend(["--temperature", "0.5", "--out", s(&out)]);
+        args.extend(extra.iter().copied());
+        let run = run(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["temperature"], 0.5);
+        let p = pred.unwrap().probabilities.unwrap();
+        let nll = (0..xt.nrows())
+            .map(|i| -p[(i, labels[i] as usize)].ln())
+            .sum::<f64>()
+            / xt.nrows() as f64;
+        let got = json["methods"][1]["sets"][0]["metrics"]["nll"]
+            .as_f64()
+            .unwrap();
+        assert!((got - nll).abs() < 1e-12 * nll, "{extra:?}: {got} {nll}");
+    }
+}
+
 /// Bad options and inputs: exit code 2, the culprit named, nothing written.
 #[test]
 fn evaluate_refuses_bad_options_before_any_work() {
@@ -263,6 +322,13 @@ fn evaluate_refuses_bad_options_before_any_work() {
         (vec!["--rank", "0"], "--rank"),
         (vec!["--rank", "5"], "give --hessian lowrank"),
         (vec!["--samples", "5"], "draws of --link mc"),
+        (vec!["--pred-type", "mean"], "--pred-type"),
+        (vec!["--pred-type", "nn", "--link", "probit"], "--link"),
+        (
+            vec!["--pred-type", "nn", "--samples", "1"],
+            "two weight draws",
+        ),
+        (vec!["--temperature", "0"], "--temperature"),
         (vec!["--limit", "0"], "--limit"),
         (vec!["--ood-images", "/nonexistent/x.idx"], "--ood-images"),
         (

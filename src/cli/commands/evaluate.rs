@@ -14,13 +14,15 @@ use crate::cli::outdir::OutDir;
 use crate::report::calibration::{ReliabilityFigure, ShiftFigure};
 use crate::report::plot::save;
 use dnn2gp::data::mnist::{self};
-use dnn2gp::experiments::calibration::{self, Inputs, Method as EvalMethod, MethodReport, Prior};
+use dnn2gp::experiments::calibration::{
+    self, Inputs, Method as EvalMethod, MethodReport, Predicting, Prior,
+};
 use dnn2gp::io::{num, write_csv, write_json};
 use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::weights::{self};
 use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{
-    FitOptions, HessianStructure, Link, LinkApprox, PriorPrecision, PriorStructure,
+    FitOptions, HessianStructure, Link, LinkApprox, PredType, PriorPrecision, PriorStructure,
 };
 use dnn2gp::train::model::{Model, ARCHITECTURE};
 use dnn2gp::{Error, Warning};
@@ -32,6 +34,8 @@ struct Summary {
     architecture: String,
     train_images: usize,
     link: String,
+    pred_type: String,
+    temperature: f64,
     prior: String,
     prior_structure: String,
     angles: Vec<f64>,
@@ -164,11 +168,31 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         PriorArg::Model => Prior::Model,
         PriorArg::Value(d) => Prior::Fixed(d),
     };
+    let nn = a.pred_type == PredType::Nn;
+    let link_word = match (a.link, nn) {
+        (Some(l), true) => {
+            return Err(Error::option(
+                "--link",
+                format!("is the linearised network's (--pred-type glm); --pred-type nn draws weights, not {l}"),
+            )
+            .into())
+        }
+        (Some(l), false) => l,
+        (None, true) => LinkApprox::Mc,
+        (None, false) => LinkApprox::Probit,
+    };
+    if !(a.temperature.is_finite() && a.temperature > 0.0) {
+        return Err(Error::option(
+            "--temperature",
+            format!("must be a positive number, got {}", a.temperature),
+        )
+        .into());
+    }
     let samples = match a.samples {
-        Some(_) if a.link != LinkApprox::Mc => {
+        Some(_) if link_word != LinkApprox::Mc => {
             return Err(Error::option(
                 "--samples",
-                format!("sets the draws of --link mc; the link is {}", a.link),
+                format!("sets the draws of --link mc or --pred-type nn; the link is {link_word}"),
             )
             .into())
         }
@@ -186,7 +210,19 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         Some(r) => positive("--rank", r).map(|_| r)?,
         None => FitOptions::default().rank,
     };
-    let link = Link::new(a.link, samples, 0).map_err(|e| e.for_option("--samples"))?;
+    let link = Link::new(link_word, samples, 0).map_err(|e| e.for_option("--samples"))?;
+    if nn && samples < 2 {
+        return Err(Error::option(
+            "--samples",
+            "--pred-type nn needs at least two weight draws",
+        )
+        .into());
+    }
+    let predicting = Predicting {
+        pred: a.pred_type,
+        link,
+        temperature: a.temperature,
+    };
     if let Some(0) = a.limit {
         return Err(Error::option("--limit", "must be at least 1").into());
     }
@@ -260,8 +296,10 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         })
         .collect();
     let y_train = mnist::read_labels(&train_labels)?;
-    if a.link == LinkApprox::Bridge && k == 1 {
-        return Err(Error::option("--link", "bridge needs two or more classes").into());
+    if matches!(link_word, LinkApprox::Bridge | LinkApprox::BridgeNorm) && k == 1 {
+        return Err(
+            Error::option("--link", format!("{link_word} needs two or more classes")).into(),
+        );
     }
     calibration::check_methods(&model.net, y_train.len(), &methods, prior, ctx.memory)?;
     let mut inputs: Vec<&Path> = vec![
@@ -383,7 +421,7 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         y.as_ref(),
         &methods,
         prior,
-        link,
+        predicting,
         &tests,
         &ood_sets,
         &fit,
@@ -546,7 +584,9 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         model: a.model.display().to_string(),
         architecture: model.net.spec(),
         train_images: x_train.nrows(),
-        link: a.link.to_string(),
+        link: link_word.to_string(),
+        pred_type: a.pred_type.to_string(),
+        temperature: a.temperature,
         prior: a.prior.to_string(),
         prior_structure: a.prior_structure.to_string(),
         angles,

@@ -11,7 +11,8 @@ use crate::error::{Error, Result, Warning};
 use crate::likelihood::classification::softmax;
 use crate::nn::Graph;
 use crate::posterior::{
-    FitOptions, HessianStructure, Laplace, Link, Posterior, PriorPrecision, PriorStructure, Subset,
+    FitOptions, HessianStructure, Laplace, Link, Posterior, PredType, PriorPrecision,
+    PriorStructure, Subset,
 };
 use crate::train::model::Model;
 
@@ -263,6 +264,30 @@ pub enum Prior {
     Fixed(f64),
 }
 
+/// How the posteriors predict (laplace-torch's `pred_type`, `link_approx` and
+/// `temperature`): the linearised network through a link, or the network at weight draws (the
+/// draws of a Monte Carlo link), from the posterior at temperature T.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Predicting {
+    /// `glm` or `nn`.
+    pub pred: PredType,
+    /// The link of `glm`; for `nn`, [`Link::MonteCarlo`] gives the draws.
+    pub link: Link,
+    /// T of `N(θ*, (H/T + D)⁻¹)`.
+    pub temperature: f64,
+}
+
+impl Predicting {
+    /// The GLM predictive through `link` at T = 1.
+    pub fn glm(link: Link) -> Self {
+        Predicting {
+            pred: PredType::Glm,
+            link,
+            temperature: 1.0,
+        }
+    }
+}
+
 /// Inputs with labels (a test set), or without (an out-of-distribution set: labels empty).
 #[derive(Debug, Clone)]
 pub struct Inputs {
@@ -412,7 +437,7 @@ pub fn evaluate(
     y: MatRef<'_, f64>,
     methods: &[Method],
     prior: Prior,
-    link: Link,
+    predicting: Predicting,
     tests: &[Inputs],
     ood_sets: &[Inputs],
     fit: &FitOptions<'_>,
@@ -441,6 +466,9 @@ pub fn evaluate(
         let mut timings = Vec::new();
         let t0 = Instant::now();
         let mut la = Laplace::fit_subset(model.clone(), x, y, m.structure, m.subset, fit)?;
+        if predicting.temperature != 1.0 {
+            la.set_temperature(predicting.temperature)?;
+        }
         timings.push(("fit".to_string(), t0.elapsed().as_secs_f64()));
         let t0 = Instant::now();
         match prior {
@@ -454,10 +482,18 @@ pub fn evaluate(
         timings.push(("marglik".to_string(), t0.elapsed().as_secs_f64()));
         let t0 = Instant::now();
         let (sets, ood) = report(tests, ood_sets, &|x| {
-            Ok(la
-                .predict(x, link)?
-                .probabilities
-                .expect("a classification likelihood"))
+            let pred = match (predicting.pred, predicting.link) {
+                (PredType::Nn, Link::MonteCarlo { samples, seed }) => {
+                    la.predict_nn(x, samples, seed)?
+                }
+                (PredType::Nn, _) => {
+                    return Err(Error::Invalid(
+                        "the network's predictive draws weights: a Monte Carlo link".into(),
+                    ))
+                }
+                (PredType::Glm, link) => la.predict(x, link)?,
+            };
+            Ok(pred.probabilities.expect("a classification likelihood"))
         })?;
         timings.push(("predict".to_string(), t0.elapsed().as_secs_f64()));
         let r = MethodReport {
