@@ -1131,3 +1131,135 @@ fn curvatures_of_chunks_add_up_to_the_fit() {
         .to_string();
     assert!(err.contains("shapes"), "{err}");
 }
+
+/// A subnetwork (weights chosen by index, laplace-torch's `SubnetLaplace`): over every weight it
+/// is the full posterior, over the last layer's weights the last-layer posterior, and over any
+/// weights its precision is the full GGN's block `H[S, S] + δI` (diag: its diagonal); the
+/// functional variance is `J_S Σ J_Sᵀ`; draws move the chosen weights only; chunks of the data
+/// add up; the file keeps every number.
+#[test]
+fn a_subnetwork_is_the_ggns_block_of_the_chosen_weights() {
+    let m = model(CNN, 0.7);
+    let (x, y) = data(20, 36, 3, 9);
+    let p = m.w.len();
+    let sub = |idx: Vec<usize>, s| {
+        Laplace::fit_subnetwork(
+            m.clone(),
+            x.as_ref(),
+            y.as_ref(),
+            s,
+            idx,
+            &FitOptions::default(),
+        )
+        .unwrap()
+    };
+    let xs = x.subrows(0, 4);
+    let close = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .for_each(|(a, b)| assert_relative_eq!(a, b, max_relative = 1e-10, epsilon = 1e-13))
+    };
+    let all = fit(&m, &x, &y, HessianStructure::Full, Subset::All);
+    let whole = sub((0..p).rev().collect(), HessianStructure::Full);
+    close(&whole.functional_variance(xs), &all.functional_variance(xs));
+    assert_relative_eq!(
+        whole.log_marginal_likelihood(None, None).unwrap(),
+        all.log_marginal_likelihood(None, None).unwrap(),
+        max_relative = 1e-12
+    );
+    let ll = fit(&m, &x, &y, HessianStructure::Full, Subset::LastLayer);
+    let last: usize = (m.net.param_layout().iter().rev().take(2))
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum();
+    let tail = sub((p - last..p).collect(), HessianStructure::Full);
+    close(&tail.functional_variance(xs), &ll.functional_variance(xs));
+    let chosen = vec![40, 3, p - 1, 17];
+    let h = ggn(&m, &x, &y);
+    for s in [HessianStructure::Full, HessianStructure::Diag] {
+        let la = sub(chosen.clone(), s);
+        assert_eq!(la.subset(), Subset::Subnetwork);
+        let (_, a) = la.posterior_precision().unwrap();
+        for (r, &i) in chosen.iter().enumerate() {
+            for (c, &j) in chosen.iter().enumerate() {
+                let want = match s {
+                    HessianStructure::Full => h[(i, j)],
+                    _ if i == j => h[(i, i)],
+                    _ => continue,
+                } + if i == j { 0.7 } else { 0.0 };
+                let got = if s == HessianStructure::Full {
+                    a[r * 4 + c]
+                } else {
+                    a[r]
+                };
+                assert_relative_eq!(got, want, max_relative = 1e-12, epsilon = 1e-14);
+            }
+        }
+        let j = m.net.jacobian(&m.w, xs);
+        let js = Mat::from_fn(j.nrows(), 4, |r, c| j[(r, chosen[c])]);
+        let sigma = la.weight_posterior().covariance();
+        let want = a_bt(a_b(js.as_ref(), sigma.as_ref()).as_ref(), js.as_ref());
+        let got = la.functional_covariance(xs);
+        for i in 0..4 {
+            for u in 0..3 {
+                for v in 0..3 {
+                    assert_relative_eq!(
+                        got[i * 9 + u * 3 + v],
+                        want[(i * 3 + u, i * 3 + v)],
+                        max_relative = 1e-10,
+                        epsilon = 1e-14
+                    );
+                }
+            }
+        }
+        let draws = la.sample(3, 1);
+        for d in &draws {
+            (0..p)
+                .filter(|i| !chosen.contains(i))
+                .for_each(|i| assert_eq!(d[i], m.w[i]));
+        }
+        // Chunks add up; the file keeps the numbers.
+        let opts = FitOptions::default();
+        let mut c = Laplace::curvature_subnetwork(
+            &m,
+            x.subrows(0, 8),
+            y.subrows(0, 8),
+            s,
+            chosen.clone(),
+            &opts,
+        )
+        .unwrap();
+        c.add(
+            &Laplace::curvature_subnetwork(
+                &m,
+                x.subrows(8, 12),
+                y.subrows(8, 12),
+                s,
+                chosen.clone(),
+                &opts,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let summed = Laplace::from_curvature(m.clone(), c).unwrap();
+        close(&summed.functional_variance(xs), &la.functional_variance(xs));
+        let dir = common::tmpdir();
+        let path = dir.path().join("sub.safetensors");
+        la.save(&path).unwrap();
+        let back = Laplace::load(&path).unwrap();
+        assert_eq!(back.functional_variance(xs), la.functional_variance(xs));
+        assert_eq!(
+            back.log_marginal_likelihood(None, None).unwrap(),
+            la.log_marginal_likelihood(None, None).unwrap()
+        );
+    }
+    // What is refused: no weights, twice the same, past the end, KFAC.
+    let opts = FitOptions::default();
+    for (idx, s) in [
+        (vec![], HessianStructure::Full),
+        (vec![2, 2], HessianStructure::Full),
+        (vec![p], HessianStructure::Diag),
+        (vec![1], HessianStructure::Kron),
+    ] {
+        assert!(Laplace::fit_subnetwork(m.clone(), x.as_ref(), y.as_ref(), s, idx, &opts).is_err());
+    }
+}

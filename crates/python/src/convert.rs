@@ -159,6 +159,30 @@ pub(crate) fn pair(
     ))
 }
 
+/// Indices: a 1-D array (or tensor) of integers, none negative.
+pub(crate) fn indices(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    let arr = as_numpy(name, value)?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    if !(kind == "i" || kind == "u") || ndim != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected a 1-D array of integer indices, got {} of {ndim} dimensions",
+            describe(&arr)
+        )));
+    }
+    let arr = contiguous::<i64>(name, &arr, "int64")?;
+    let ro = arr.readonly();
+    let v = ro
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    v.iter()
+        .map(|&i| {
+            usize::try_from(i)
+                .map_err(|_| PyValueError::new_err(format!("{name}: {i} is negative")))
+        })
+        .collect()
+}
+
 /// A float array's values and shape.
 pub(crate) fn values(name: &str, value: &Bound<'_, PyAny>) -> PyResult<(Vec<usize>, Vec<f64>)> {
     let arr = float_array(name, value)?;

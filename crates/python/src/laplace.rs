@@ -16,7 +16,8 @@ use dnn2gp::posterior::{
 use dnn2gp::train::model::Model as CoreModel;
 
 use crate::convert::{
-    float_array, kernel_layout, memory_budget, pair, rows, shaped, targets, to_numpy, values,
+    float_array, indices, kernel_layout, memory_budget, pair, rows, shaped, targets, to_numpy,
+    values,
 };
 use crate::curvature::Curvature;
 use crate::errors::{arg_err, py_err, py_err_as, warn, MODEL_ARGS};
@@ -36,6 +37,8 @@ pub(crate) struct Laplace {
     model: CoreModel,
     structure: HessianStructure,
     subset: Subset,
+    /// A subnetwork's weights (indices into the parameter vector).
+    indices: Vec<usize>,
     rank: usize,
     seed: u64,
     max_memory: u128,
@@ -142,9 +145,9 @@ enum SubsetArg {
 #[pymethods]
 impl Laplace {
     #[new]
-    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, temperature=1.0, rank=100, seed=0, max_memory_gib=None))]
+    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None))]
     #[pyo3(
-        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, temperature=1.0, rank=100, seed=0, max_memory_gib=None)"
+        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -155,6 +158,7 @@ impl Laplace {
         prior_precision: Option<&Bound<'_, PyAny>>,
         sigma_noise: Option<f64>,
         temperature: f64,
+        subnetwork_indices: Option<&Bound<'_, PyAny>>,
         rank: usize,
         seed: u64,
         max_memory_gib: Option<f64>,
@@ -212,6 +216,21 @@ impl Laplace {
         let structure = hessian_structure
             .parse::<HessianStructure>()
             .map_err(|e| arg_err("hessian_structure", e))?;
+        let indices = match (subset, subnetwork_indices) {
+            (Subset::Subnetwork, Some(v)) => indices("subnetwork_indices", v)?,
+            (Subset::Subnetwork, None) => {
+                return Err(PyValueError::new_err(
+                    "subset_of_weights='subnetwork' needs subnetwork_indices: the indices of \
+                     the chosen weights in the parameter vector",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "subnetwork_indices: given with subset_of_weights='subnetwork' only",
+                ))
+            }
+            (_, None) => Vec::new(),
+        };
         if rank == 0 {
             return Err(PyValueError::new_err("rank: must be at least 1"));
         }
@@ -219,6 +238,7 @@ impl Laplace {
             model: m,
             structure,
             subset,
+            indices,
             rank,
             seed,
             max_memory: memory_budget(max_memory_gib)?,
@@ -252,6 +272,7 @@ impl Laplace {
         let line = progress::Line::new(progress && passes > 0, "fit", "examples", passes * n);
         let (model, structure, subset) = (self.model.clone(), self.structure, self.subset);
         let (max_memory, rank, seed) = (self.max_memory, self.rank, self.seed);
+        let indices = self.indices.clone();
         let la = py
             .detach(|| {
                 progress::with_line(&line, |progress| {
@@ -261,7 +282,24 @@ impl Laplace {
                         rank,
                         seed,
                     };
-                    CoreLaplace::fit_subset(model, x.as_ref(), y.as_ref(), structure, subset, &opts)
+                    match subset {
+                        Subset::Subnetwork => CoreLaplace::fit_subnetwork(
+                            model,
+                            x.as_ref(),
+                            y.as_ref(),
+                            structure,
+                            indices,
+                            &opts,
+                        ),
+                        _ => CoreLaplace::fit_subset(
+                            model,
+                            x.as_ref(),
+                            y.as_ref(),
+                            structure,
+                            subset,
+                            &opts,
+                        ),
+                    }
                 })
             })
             .map_err(py_err)?;
@@ -288,7 +326,17 @@ impl Laplace {
         };
         let (m, structure, subset) = (&self.model, self.structure, self.subset);
         let inner = py
-            .detach(|| CoreLaplace::curvature(m, x.as_ref(), y.as_ref(), structure, subset, &opts))
+            .detach(|| match subset {
+                Subset::Subnetwork => CoreLaplace::curvature_subnetwork(
+                    m,
+                    x.as_ref(),
+                    y.as_ref(),
+                    structure,
+                    self.indices.clone(),
+                    &opts,
+                ),
+                _ => CoreLaplace::curvature(m, x.as_ref(), y.as_ref(), structure, subset, &opts),
+            })
             .map_err(py_err)?;
         Ok(Curvature { inner })
     }
@@ -834,6 +882,7 @@ impl Laplace {
             model: la.model().clone(),
             structure: la.structure(),
             subset: la.subset(),
+            indices: la.subnetwork_indices().to_vec(),
             rank: 100,
             seed: 0,
             max_memory: memory_budget(None)?,

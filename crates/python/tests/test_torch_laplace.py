@@ -324,9 +324,9 @@ def test_what_laplace_torch_accepts_and_we_do_not_is_refused_with_the_reason(tor
 
     x, y, loader = _sinusoid(torch, n=20)
     model = _mlp(torch, hidden=4)
-    with pytest.raises(ValueError, match="subnetwork"):
-        Laplace(model, "regression", subset_of_weights="subnetwork",
-                subnetwork_indices=torch.arange(3))
+    with pytest.raises(ValueError, match="LongTensor"):
+        Laplace(model, "regression", subset_of_weights="subnetwork", hessian_structure="full",
+                subnetwork_indices=torch.ones(3))
     with pytest.raises(ValueError, match="empirical Fisher"):
         Laplace(model, "regression", backend=laplace.curvature.CurvlinopsEF)
     with pytest.raises(ValueError, match="zero prior mean"):
@@ -344,3 +344,37 @@ def test_what_laplace_torch_accepts_and_we_do_not_is_refused_with_the_reason(tor
     with pytest.raises(ValueError, match="factored"):
         la.posterior_precision
     assert math.isfinite(la.log_marginal_likelihood().item())
+
+
+@pytest.mark.parametrize("structure", ["full", "diag"])
+def test_subnetwork_laplace_equals_laplace_torchs(torch, laplace, structure):
+    """laplace-torch's subnetwork Laplace (weights chosen by their index in
+    parameters_to_vector(model.parameters())): the same precision, evidence, predictive and
+    Jacobian-variance; draws move the chosen weights only."""
+    from dnn2gp.torch import Laplace
+
+    train, _, x_test = _digits(torch)
+    model = _cnn(torch, train, epochs=5)
+    n = sum(p.numel() for p in model.parameters())
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(3))[:40]
+    peer = _exact(laplace)(model, "classification", subset_of_weights="subnetwork",
+                           hessian_structure=structure, subnetwork_indices=idx,
+                           prior_precision=0.5)
+    ours = Laplace(model, "classification", subset_of_weights="subnetwork",
+                   hessian_structure=structure, subnetwork_indices=idx, prior_precision=0.5)
+    for la in (peer, ours):
+        la.fit(train)
+    assert ours.n_params == peer.n_params == n
+    _close(_detach(ours.posterior_precision), _detach(peer.posterior_precision), 1e-10)
+    _close(_detach(ours.log_marginal_likelihood()), _detach(peer.log_marginal_likelihood()), 1e-10)
+    _close(_detach(ours(x_test)), _detach(peer(x_test)), 1e-9)
+    _close(_detach(ours.mean), _detach(peer.mean), 1e-300)
+    w = ours.sample(5)
+    moved = (w != ours.mean).any(0)
+    assert set(torch.nonzero(moved).reshape(-1).tolist()) <= set(idx.tolist())
+    ours.optimize_prior_precision()
+    d = ours._fitted().log_marginal_likelihood_gradient()[0]
+    assert abs(d) < 1e-8
+    with pytest.raises(ValueError, match="full or diagonal"):
+        Laplace(model, "classification", subset_of_weights="subnetwork",
+                hessian_structure="kron", subnetwork_indices=idx)

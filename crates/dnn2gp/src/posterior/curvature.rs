@@ -4,14 +4,14 @@
 //! processes, and end in [`Laplace::from_curvature`]. The memory a fit needs is checked here,
 //! before any work.
 
-use faer::MatRef;
+use faer::{Mat, MatRef};
 
-use super::last_layer::{covered_network, LastLayer};
+use super::last_layer::{covered_network, Cover, LastLayer};
 use super::link::inputs_per_block;
 use super::structure::{self, kron_shapes, ComputeOptions, GgnStructure, Tensor};
 use super::HessianStructure;
 use super::{Laplace, Subset};
-use crate::curvature::Backend;
+use crate::curvature::{Backend, Linearization};
 use crate::error::{Error, Result};
 use crate::linalg::{check_memory, mat_bytes};
 use crate::nn::{Graph, Network};
@@ -86,6 +86,8 @@ impl DataTerms {
 pub struct Curvature {
     pub(crate) ggn: Box<dyn GgnStructure>,
     pub(crate) subset: Subset,
+    /// A subnetwork's weights (indices into `w`); empty for the other subsets.
+    pub(crate) indices: Vec<usize>,
     pub(crate) data: DataTerms,
 }
 
@@ -101,7 +103,7 @@ impl Curvature {
             self.subset
         );
         let mismatch = move || Error::Invalid(message);
-        if self.subset != other.subset {
+        if self.subset != other.subset || self.indices != other.indices {
             return Err(mismatch());
         }
         self.ggn
@@ -131,16 +133,20 @@ impl Curvature {
         self.data
     }
 
-    /// Its GGN as row-major tensors (full: P×P; diag: P; kron: each layer's `A` then `G`)
-    /// and its data terms: what another process needs to rebuild it
-    /// ([`Curvature::from_parts`]).
+    /// Its GGN as row-major tensors (full: P×P; diag: P; kron: each layer's `A` then `G`;
+    /// a subnetwork's indices last) and its data terms: what another process needs to rebuild
+    /// it ([`Curvature::from_parts`]).
     pub fn to_parts(&self) -> (Vec<Tensor>, DataTerms) {
-        let tensors = self
+        let mut tensors: Vec<Tensor> = self
             .ggn
             .tensors()
             .into_iter()
             .map(|(_, s, v)| (s, v))
             .collect();
+        if self.subset == Subset::Subnetwork {
+            let idx = self.indices.iter().map(|i| *i as f64).collect();
+            tensors.push((vec![self.indices.len()], idx));
+        }
         (tensors, self.data)
     }
 
@@ -148,12 +154,20 @@ impl Curvature {
     pub fn from_parts(
         structure: HessianStructure,
         subset: Subset,
-        tensors: Vec<Tensor>,
+        mut tensors: Vec<Tensor>,
         data: DataTerms,
     ) -> Result<Self> {
+        let indices = match subset {
+            Subset::Subnetwork => tensors
+                .pop()
+                .map(|(_, v)| v.iter().map(|i| *i as usize).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         Ok(Curvature {
             ggn: structure::from_tensors(structure, tensors)?,
             subset,
+            indices,
             data,
         })
     }
@@ -230,7 +244,101 @@ impl Laplace {
                 dense_layer: last_layer.is_some(),
             },
         )?;
-        Ok(Curvature { ggn, subset, data })
+        Ok(Curvature {
+            ggn,
+            subset,
+            indices: Vec::new(),
+            data,
+        })
+    }
+
+    /// What a subnetwork fit ([`Laplace::fit_subnetwork`]) sums over `(X, Y)`: the full GGN
+    /// of the Jacobian's columns at `indices` (or its diagonal) and the data terms, a block of
+    /// inputs at a time (at most 256 MiB of Jacobian); memory checked first.
+    pub fn curvature_subnetwork(
+        model: &Model,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        structure: HessianStructure,
+        indices: Vec<usize>,
+        opts: &FitOptions<'_>,
+    ) -> Result<Curvature> {
+        let (net, lik) = (&model.net, model.likelihood()?);
+        let Cover::Weights(indices) = Cover::weights(indices, model.w.len())? else {
+            unreachable!("Cover::weights gives weights")
+        };
+        let m = indices.len();
+        let (k, p) = (net.n_outputs(), net.n_params());
+        let bytes = match structure {
+            HessianStructure::Full => 3 * mat_bytes(m, m),
+            HessianStructure::Diag => mat_bytes(m, 1),
+            other => {
+                return Err(Error::option(
+                    "hessian structure",
+                    format!("a subnetwork's posterior is full or diag, not {other}"),
+                ))
+            }
+        } + 2 * (256u128 << 20);
+        check_memory(
+            &format!("a {structure} GGN over {m} chosen weights and a block of Jacobian"),
+            bytes,
+            opts.memory_limit,
+            "choose fewer weights, or a diag posterior",
+        )?;
+        if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != k {
+            return Err(Error::Invalid(format!(
+                "data of {} inputs × {} columns and {} targets × {} columns for a network of {} \
+                 inputs and {k} outputs",
+                x.nrows(),
+                x.ncols(),
+                y.nrows(),
+                y.ncols(),
+                net.n_inputs()
+            )));
+        }
+        let rows = inputs_per_block(k, p, x.nrows());
+        let mut h = Mat::<f64>::zeros(
+            m,
+            if structure == HessianStructure::Full {
+                m
+            } else {
+                1
+            },
+        );
+        for s in (0..x.nrows()).step_by(rows) {
+            let n = rows.min(x.nrows() - s);
+            let lin = Linearization::new(
+                net,
+                lik.as_ref(),
+                x.subrows(s, n),
+                y.subrows(s, n),
+                &model.w,
+            );
+            let root = lin.sqrt_lambda_jac();
+            let cols = Mat::from_fn(root.nrows(), m, |r, c| root[(r, indices[c])]);
+            match structure {
+                HessianStructure::Full => h += crate::linalg::at_b(cols.as_ref(), cols.as_ref()),
+                _ => (0..m).for_each(|c| h[(c, 0)] += cols.col(c).squared_norm_l2()),
+            }
+            if let Some(pb) = opts.progress {
+                pb.advance(n as u64);
+            }
+        }
+        let data = DataTerms::of(
+            lik.as_ref(),
+            crate::nn::predict(net, &model.w, x).as_ref(),
+            y,
+        );
+        let ggn: Box<dyn GgnStructure> = match structure {
+            HessianStructure::Full => Box::new(structure::Full::new(h)),
+            _ => Box::new(structure::Diag::new(h.col(0).iter().copied().collect())),
+        };
+        Ok(Curvature {
+            ggn,
+            subset: Subset::Subnetwork,
+            indices,
+            data,
+        })
     }
 
     /// Refuses a fit of `structure` over `subset` of `net` on N examples whose largest

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::base::Posterior;
 use super::curvature::DataTerms;
-use super::last_layer::{covered_network, LastLayer};
+use super::last_layer::{covered_network, Cover};
 use super::structure::{self, tensor_names, tensor_shapes};
 use super::{HessianStructure, PriorPrecision};
 use super::{Laplace, Subset};
@@ -25,6 +25,9 @@ const NLL: &str = "dnn2gp.posterior.nll";
 const SSE: &str = "dnn2gp.posterior.sse";
 const NK: &str = "dnn2gp.posterior.nk";
 const RANK: &str = "dnn2gp.posterior.rank";
+/// A subnetwork's size; its indices are the tensor `posterior.subnetwork` after H's.
+const SUBNETWORK: &str = "dnn2gp.posterior.subnetwork";
+const SUBNETWORK_TENSOR: &str = "posterior.subnetwork";
 /// The temperature (absent: 1); the GGN is stored scaled by it.
 const TEMPERATURE: &str = "dnn2gp.posterior.temperature";
 
@@ -45,6 +48,13 @@ impl Laplace {
             Some((_, s, _)) if self.ggn.kind() == HessianStructure::LowRank => Some(s[0]),
             _ => None,
         };
+        let mut meta = self.model.metadata();
+        let mut tensors = tensors;
+        if let Cover::Weights(idx) = &self.cover {
+            meta.insert(SUBNETWORK.to_string(), idx.len().to_string());
+            let values = idx.iter().map(|i| *i as f64).collect();
+            tensors.push((SUBNETWORK_TENSOR.into(), vec![idx.len()], values));
+        }
         for (name, shape, values) in tensors {
             layout.push(ParamTensor {
                 name,
@@ -53,7 +63,6 @@ impl Laplace {
             });
             flat.extend(values);
         }
-        let mut meta = self.model.metadata();
         if let Some(rank) = rank {
             meta.insert(RANK.to_string(), rank.to_string());
         }
@@ -101,7 +110,6 @@ impl Laplace {
                 .map_or(Ok(Subset::All), |s| s.parse())
                 .map_err(|e: Error| metadata_error(SUBSET, e.to_string()).in_file(path))?;
             p = net.n_params();
-            let sub = covered_network(&net, subset).map_err(in_file)?;
             let rank = match structure {
                 HessianStructure::LowRank => meta
                     .get(RANK)
@@ -112,13 +120,36 @@ impl Laplace {
                 })?,
                 _ => 0,
             };
-            shapes = tensor_shapes(structure, &sub, rank);
+            let names = match subset {
+                Subset::Subnetwork => {
+                    let m = meta
+                        .get(SUBNETWORK)
+                        .and_then(|r| r.parse::<usize>().ok())
+                        .ok_or_else(|| {
+                            metadata_error(
+                                SUBNETWORK,
+                                format!("'{SUBNETWORK}' is missing or not a count"),
+                            )
+                            .in_file(path)
+                        })?;
+                    shapes = match structure {
+                        HessianStructure::Full => vec![vec![m, m]],
+                        _ => vec![vec![m]],
+                    };
+                    let mut names = tensor_names(structure, shapes.len());
+                    shapes.push(vec![m]);
+                    names.push(SUBNETWORK_TENSOR.to_string());
+                    names
+                }
+                _ => {
+                    let sub = covered_network(&net, subset).map_err(in_file)?;
+                    shapes = tensor_shapes(structure, &sub, rank);
+                    tensor_names(structure, shapes.len())
+                }
+            };
             let mut layout = net.param_layout();
             let mut offset = p;
-            for (name, shape) in tensor_names(structure, shapes.len())
-                .into_iter()
-                .zip(&shapes)
-            {
+            for (name, shape) in names.into_iter().zip(&shapes) {
                 let len = shape.iter().product::<usize>();
                 layout.push(ParamTensor {
                     name,
@@ -144,9 +175,8 @@ impl Laplace {
             n: nk / model.net.n_outputs().max(1),
             nk,
         };
-        let last_layer = LastLayer::of_subset(&model.net, subset)?;
         let mut at = p;
-        let tensors = shapes
+        let mut tensors: Vec<_> = shapes
             .into_iter()
             .map(|shape| {
                 let len = shape.iter().product::<usize>();
@@ -154,8 +184,16 @@ impl Laplace {
                 (shape, flat[at - len..at].to_vec())
             })
             .collect();
+        let cover = match subset {
+            Subset::Subnetwork => {
+                let (_, idx) = tensors.pop().expect("the subnetwork's indices were read");
+                Cover::weights(idx.iter().map(|i| *i as usize).collect(), model.w.len())
+                    .map_err(|e| e.in_file(path))?
+            }
+            _ => Cover::of_subset(&model.net, subset)?,
+        };
         let ggn = structure::from_tensors(structure, tensors).map_err(|e| e.in_file(path))?;
-        let mut la = Self::assemble(model, last_layer, ggn, data)?;
+        let mut la = Self::assemble(model, cover, ggn, data)?;
         if meta.contains_key(TEMPERATURE) {
             la.temperature = number(TEMPERATURE)?;
             if !(la.temperature.is_finite() && la.temperature > 0.0) {

@@ -9,7 +9,7 @@ use faer::{Mat, MatRef};
 
 use super::base::Posterior;
 use super::curvature::{Curvature, DataTerms, FitOptions};
-use super::last_layer::{covered_network, LastLayer};
+use super::last_layer::{covered_network, Cover};
 use super::link::inputs_per_block;
 use super::structure::GgnStructure;
 use super::weight_posterior::LaplaceGgn;
@@ -26,7 +26,8 @@ use crate::train::model::Model;
 #[derive(Debug, Clone)]
 pub struct Laplace {
     pub(crate) model: Model,
-    pub(crate) last_layer: Option<LastLayer>,
+    /// What it covers: all weights, the last layer, or chosen weights.
+    pub(crate) cover: Cover,
     /// The GGN over the covered weights, in its structure.
     pub(crate) ggn: Box<dyn GgnStructure>,
     /// The posterior at the current prior.
@@ -74,7 +75,14 @@ impl Laplace {
     /// ([`Laplace::curvature`], summed over chunks); the statistics must be of this model's
     /// network (their shapes are checked).
     pub fn from_curvature(model: Model, c: Curvature) -> Result<Self> {
-        if !c.ggn.fits(&covered_network(&model.net, c.subset)?) {
+        let fits = match c.subset {
+            Subset::Subnetwork => {
+                let p = c.ggn.tensors().first().map_or(0, |(_, s, _)| s[0]);
+                p == c.indices.len() && c.indices.iter().all(|i| *i < model.w.len())
+            }
+            subset => c.ggn.fits(&covered_network(&model.net, subset)?),
+        };
+        if !fits {
             return Err(Error::Invalid(format!(
                 "the curvature's shapes are not those of a {} posterior over the {} of {}",
                 c.structure(),
@@ -86,8 +94,26 @@ impl Laplace {
     }
 
     fn from_curvature_unchecked(model: Model, c: Curvature) -> Result<Self> {
-        let last_layer = LastLayer::of_subset(&model.net, c.subset)?;
-        Self::assemble(model, last_layer, c.ggn, c.data)
+        let cover = match c.subset {
+            Subset::Subnetwork => Cover::weights(c.indices, model.w.len())?,
+            subset => Cover::of_subset(&model.net, subset)?,
+        };
+        Self::assemble(model, cover, c.ggn, c.data)
+    }
+
+    /// Fits the posterior over the weights at `indices` of `w` (laplace-torch's subnetwork
+    /// Laplace), the rest held at `w*`: the full GGN `Σ_i J_{i,S}ᵀ Λ_i J_{i,S}` of the chosen
+    /// columns S of the Jacobian, or its diagonal.
+    pub fn fit_subnetwork(
+        model: Model,
+        x: MatRef<'_, f64>,
+        y: MatRef<'_, f64>,
+        structure: HessianStructure,
+        indices: Vec<usize>,
+        opts: &FitOptions<'_>,
+    ) -> Result<Self> {
+        let c = Self::curvature_subnetwork(&model, x, y, structure, indices, opts)?;
+        Self::from_curvature_unchecked(model, c)
     }
 
     /// A diagonal Gaussian `N(w, diag(p)⁻¹)` over all the model's weights (VOGN's `q` at its
@@ -119,51 +145,45 @@ impl Laplace {
             y,
         );
         let h = precision.iter().map(|p| p - model.delta).collect();
-        Self::assemble(model, None, Box::new(super::structure::Diag::new(h)), data)
+        Self::assemble(
+            model,
+            Cover::All,
+            Box::new(super::structure::Diag::new(h)),
+            data,
+        )
     }
 
     /// The posterior at the model's δ from the GGN of the covered weights.
     pub(crate) fn assemble(
         model: Model,
-        last_layer: Option<LastLayer>,
+        cover: Cover,
         mut ggn: Box<dyn GgnStructure>,
         data: DataTerms,
     ) -> Result<Self> {
-        ggn.adopt(match &last_layer {
-            Some(ll) => &ll.head,
-            None => &model.net,
+        ggn.adopt(match &cover {
+            Cover::LastLayer(ll) => &ll.head,
+            _ => &model.net,
         });
-        let offset = last_layer.as_ref().map_or(0, |l| l.offset);
-        let mean = model.w[offset..].to_vec();
-        let tensors = model
-            .net
-            .param_layout()
-            .iter()
-            .filter(|t| t.offset >= offset)
-            .count();
+        let mean = cover.take(&model.w);
+        let tensors = cover.prior_tensors(&model.net).len();
         let delta = model.delta;
         let posterior = ggn.posterior(
-            mean,
+            mean.clone(),
             PriorDiagonal {
-                per_parameter: &vec![delta; model.w.len() - offset],
+                per_parameter: &vec![delta; mean.len()],
                 per_tensor: &vec![delta; tensors],
             },
             1.0,
         )?;
         Ok(Laplace {
             model,
-            last_layer,
+            cover,
             ggn,
             posterior,
             data,
             prior: PriorPrecision::Scalar(delta),
             temperature: 1.0,
         })
-    }
-
-    /// Where the covered weights start in `w`.
-    pub(crate) fn offset(&self) -> usize {
-        self.last_layer.as_ref().map_or(0, |l| l.offset)
     }
 
     /// The functional covariance at the rows of `x`, a block of inputs at a time, and the
@@ -179,7 +199,10 @@ impl Laplace {
     ) -> (Mat<f64>, Vec<f64>) {
         let (sub, w) = self.covered();
         let k = sub.n_outputs();
-        let layers = self.ggn.layer_variances(&self.posterior, sub);
+        let layers = match self.cover {
+            Cover::Weights(_) => None,
+            _ => self.ggn.layer_variances(&self.posterior, sub),
+        };
         let rows = inputs_per_block(k, sub.n_params(), x.nrows());
         let mut f = Mat::zeros(if outputs { x.nrows() } else { 0 }, k);
         let cov = (0..x.nrows())
@@ -194,7 +217,7 @@ impl Laplace {
                     }
                     match &layers {
                         Some(l) => factored_covariance_blocks(&sub.jacobian_factors(w, inputs), l),
-                        None => self.covariance_blocks(sub.jacobian(w, inputs).as_ref()),
+                        None => self.covariance_blocks(self.covered_jacobian(inputs).as_ref()),
                     }
                 });
                 if let Some(pb) = progress {
@@ -206,19 +229,31 @@ impl Laplace {
         (f, cov)
     }
 
-    /// The network the posterior covers (the last layer alone, or all of it) and its weights.
+    /// The network the posterior's Jacobian is taken of (the last layer alone, or all of it)
+    /// and its weights.
     fn covered(&self) -> (&Graph, &[f64]) {
-        match &self.last_layer {
-            None => (&self.model.net, &self.model.w),
-            Some(ll) => (&ll.head, &self.model.w[ll.offset..]),
+        match &self.cover {
+            Cover::LastLayer(ll) => (&ll.head, &self.model.w[ll.offset..]),
+            _ => (&self.model.net, &self.model.w),
         }
     }
 
     /// `f` of the covered network's inputs at `x`: x itself, or the features φ(x).
     fn with_inputs<R>(&self, x: MatRef<'_, f64>, f: impl FnOnce(MatRef<'_, f64>) -> R) -> R {
-        match &self.last_layer {
-            None => f(x),
-            Some(ll) => f(ll.features(&self.model.w, x).as_ref()),
+        match &self.cover {
+            Cover::LastLayer(ll) => f(ll.features(&self.model.w, x).as_ref()),
+            _ => f(x),
+        }
+    }
+
+    /// The stacked Jacobians at the covered network's inputs `x` with respect to the covered
+    /// weights (a subnetwork's columns of the whole network's).
+    fn covered_jacobian(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        let (sub, w) = self.covered();
+        let j = sub.jacobian(w, x);
+        match &self.cover {
+            Cover::Weights(idx) => Mat::from_fn(j.nrows(), idx.len(), |r, c| j[(r, idx[c])]),
+            _ => j,
         }
     }
 
@@ -241,6 +276,15 @@ impl Laplace {
     /// `−log p(D | θ*)` at noise σ (`None`: the fitted one), divided by the temperature.
     pub fn neg_log_likelihood(&self, sigma: Option<f64>) -> Result<f64> {
         Ok(self.nll_at(sigma)?.0)
+    }
+
+    /// A subnetwork's weights (their indices in `w`, in the posterior's order); empty for the
+    /// other covers.
+    pub fn subnetwork_indices(&self) -> &[usize] {
+        match &self.cover {
+            Cover::Weights(idx) => idx,
+            _ => &[],
+        }
     }
 
     /// The temperature T of `N(θ*, (H/T + D)⁻¹)`.
@@ -292,16 +336,13 @@ impl Posterior for Laplace {
     }
 
     fn subset(&self) -> Subset {
-        match self.last_layer {
-            None => Subset::All,
-            Some(_) => Subset::LastLayer,
-        }
+        self.cover.subset()
     }
 
-    /// For the last layer: the head's Jacobian at the features, `I_K ⊗ [φ(x)ᵀ, 1]`.
+    /// For the last layer: the head's Jacobian at the features, `I_K ⊗ [φ(x)ᵀ, 1]`; for a
+    /// subnetwork the chosen columns.
     fn jacobian(&self, x: MatRef<'_, f64>) -> Mat<f64> {
-        let (sub, w) = self.covered();
-        self.with_inputs(x, |x| sub.jacobian(w, x))
+        self.with_inputs(x, |x| self.covered_jacobian(x))
     }
 
     /// The last layer's features are computed once per block of inputs for both.
@@ -335,15 +376,10 @@ impl Posterior for Laplace {
     }
 
     fn sample(&self, n: usize, seed: u64) -> Vec<Vec<f64>> {
-        let offset = self.offset();
         self.posterior
             .sample(n, &mut seeded(seed))
-            .into_iter()
-            .map(|draw| {
-                let mut w = self.model.w[..offset].to_vec();
-                w.extend(draw);
-                w
-            })
+            .iter()
+            .map(|draw| self.cover.place(&self.model.w, draw))
             .collect()
     }
 }

@@ -1,6 +1,7 @@
-//! The last-layer split of a network (laplace-torch's `subset_of_weights="last_layer"`): the
-//! layers below give the features φ(x), and the posterior covers the last dense layer alone,
-//! the rest held at `w*`.
+//! What a posterior covers ([`Cover`]): all weights; the last layer (laplace-torch's
+//! `subset_of_weights="last_layer"`: the layers below give the features φ(x), and the posterior
+//! covers the last dense layer alone, the rest held at `w*`); or weights chosen by index
+//! (laplace-torch's subnetwork).
 
 use faer::{Mat, MatRef};
 
@@ -38,6 +39,11 @@ impl LastLayer {
         match subset {
             Subset::All => Ok(None),
             Subset::LastLayer => Self::of(net).map(Some),
+            Subset::Subnetwork => Err(Error::Invalid(
+                "a subnetwork's weights are chosen by their indices (Laplace::fit_subnetwork; \
+                 Python: subset_of_weights='subnetwork', subnetwork_indices=…)"
+                    .into(),
+            )),
         }
     }
 
@@ -47,6 +53,92 @@ impl LastLayer {
             Some(b) => crate::nn::predict(b, &w[..self.offset], x),
             None => x.to_owned(),
         }
+    }
+}
+
+/// What a posterior covers: all weights, the last layer on its features, or the weights at
+/// distinct indices of `w`, in the order given (a subnetwork).
+#[derive(Debug, Clone)]
+pub(crate) enum Cover {
+    All,
+    LastLayer(Box<LastLayer>),
+    Weights(Vec<usize>),
+}
+
+impl Cover {
+    /// The cover of a subset word (a subnetwork needs its indices: refused here).
+    pub(crate) fn of_subset(net: &Graph, subset: Subset) -> Result<Self> {
+        Ok(match LastLayer::of_subset(net, subset)? {
+            None => Cover::All,
+            Some(ll) => Cover::LastLayer(Box::new(ll)),
+        })
+    }
+
+    /// The subnetwork of `indices` into a network of `p` weights: distinct, in range, at least
+    /// one; the posterior's weights in their order.
+    pub(crate) fn weights(indices: Vec<usize>, p: usize) -> Result<Self> {
+        if indices.is_empty() {
+            return Err(Error::option("subnetwork_indices", "no weights chosen"));
+        }
+        if let Some(i) = indices.iter().find(|i| **i >= p) {
+            return Err(Error::option(
+                "subnetwork_indices",
+                format!("index {i} is past the network's {p} weights"),
+            ));
+        }
+        let mut sorted = indices.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::option(
+                "subnetwork_indices",
+                format!("index {} is chosen twice", w[0]),
+            ));
+        }
+        Ok(Cover::Weights(indices))
+    }
+
+    /// Its subset word.
+    pub(crate) fn subset(&self) -> Subset {
+        match self {
+            Cover::All => Subset::All,
+            Cover::LastLayer(_) => Subset::LastLayer,
+            Cover::Weights(_) => Subset::Subnetwork,
+        }
+    }
+
+    /// The covered weights of `w`.
+    pub(crate) fn take(&self, w: &[f64]) -> Vec<f64> {
+        match self {
+            Cover::All => w.to_vec(),
+            Cover::LastLayer(ll) => w[ll.offset..].to_vec(),
+            Cover::Weights(i) => i.iter().map(|&i| w[i]).collect(),
+        }
+    }
+
+    /// `w` with the covered weights replaced by θ.
+    pub(crate) fn place(&self, w: &[f64], theta: &[f64]) -> Vec<f64> {
+        let mut out = w.to_vec();
+        match self {
+            Cover::All => out.copy_from_slice(theta),
+            Cover::LastLayer(ll) => out[ll.offset..].copy_from_slice(theta),
+            Cover::Weights(idx) => idx.iter().zip(theta).for_each(|(&i, v)| out[i] = *v),
+        }
+        out
+    }
+
+    /// The covered parameter tensors, as a prior per tensor orders them: their names and sizes
+    /// (a subnetwork is one group, `subnetwork`).
+    pub(crate) fn prior_tensors(&self, net: &Graph) -> Vec<(String, usize)> {
+        let offset = match self {
+            Cover::Weights(i) => return vec![("subnetwork".into(), i.len())],
+            Cover::All => 0,
+            Cover::LastLayer(ll) => ll.offset,
+        };
+        net.param_layout()
+            .into_iter()
+            .filter(|t| t.offset >= offset)
+            .map(|t| (t.name, t.shape.iter().product()))
+            .collect()
     }
 }
 

@@ -92,6 +92,9 @@ crate::words! {
         /// The last (dense) layer's weights and bias, the rest held at `w*`: the GP's kernel is
         /// then `φ(x)ᵀ Σ φ(x′)` over the features φ of the layers below.
         LastLayer = ["last_layer", "last-layer", "lastlayer"],
+        /// Weights chosen by their index in the parameter vector (laplace-torch's
+        /// `subnetwork_indices`), the rest held at `w*`: [`Laplace::fit_subnetwork`].
+        Subnetwork = ["subnetwork"],
     }
 }
 
@@ -101,6 +104,7 @@ impl Subset {
         match self {
             Subset::All => "all weights",
             Subset::LastLayer => "the last layer",
+            Subset::Subnetwork => "the chosen weights",
         }
     }
 }

@@ -48,7 +48,7 @@ impl Laplace {
         (model.sigma, model.delta) = (sigma, delta);
         let data = super::DataTerms { nll, ..self.data };
         let temperature = self.temperature;
-        *self = Self::assemble(model, self.last_layer.clone(), self.ggn.scaled(c), data)?;
+        *self = Self::assemble(model, self.cover.clone(), self.ggn.scaled(c), data)?;
         self.temperature = temperature;
         Ok(())
     }

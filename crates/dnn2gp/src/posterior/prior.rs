@@ -41,13 +41,7 @@ impl Laplace {
     /// The covered weights' parameter tensors, as a layerwise prior orders them: their names
     /// (those of the whole network's state_dict) and sizes.
     pub fn prior_tensors(&self) -> Vec<(String, usize)> {
-        self.model
-            .net
-            .param_layout()
-            .into_iter()
-            .filter(|t| t.offset >= self.offset())
-            .map(|t| (t.name, t.shape.iter().product()))
-            .collect()
+        self.cover.prior_tensors(&self.model.net)
     }
 
     /// The prior precision the posterior is at.

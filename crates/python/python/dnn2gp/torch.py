@@ -81,9 +81,17 @@ class Laplace:
         subset = getattr(subset_of_weights, "value", subset_of_weights)
         structure = getattr(hessian_structure, "value", hessian_structure)
         if subset == "subnetwork":
-            raise ValueError("subset_of_weights='subnetwork' (weights chosen by index) is not "
-                             "supported; a list of parameter names covers whole tensors, "
-                             "or set requires_grad=False on those to hold")
+            if structure not in ("full", "diag"):
+                raise ValueError("Subnetwork Laplace requires a full or diagonal Hessian "
+                                 "approximation!")
+            if not (isinstance(subnetwork_indices, torch.Tensor)
+                    and not subnetwork_indices.is_floating_point()
+                    and subnetwork_indices.ndim == 1 and subnetwork_indices.numel() > 0):
+                raise ValueError("Subnetwork indices must be non-empty 1-dimensional "
+                                 "torch.LongTensor.")
+        elif subnetwork_indices is not None:
+            raise ValueError("subnetwork_indices: given with subset_of_weights='subnetwork' "
+                             "only")
         if structure not in _STRUCTURES:
             raise ValueError(f"hessian_structure='{structure}': dnn2gp.torch has "
                              f"{', '.join(_STRUCTURES)} (the function-space GP is dnn2gp.GP)")
@@ -105,6 +113,7 @@ class Laplace:
         self.subset_of_weights = subset
         self.hessian_structure = structure
         self.last_layer_name = last_layer_name
+        self.subnetwork_indices = subnetwork_indices
         self._prior = prior_precision
         self._sigma = float(_scalar(sigma_noise, "sigma_noise"))
         self._temperature = float(temperature)
@@ -154,6 +163,19 @@ class Laplace:
                     raise ValueError(f"subset_of_weights: the network has no parameter "
                                      f"{missing[0]!r}; its parameters are {model.tensors}")
                 subset = names
+        elif subset == "subnetwork":
+            # laplace-torch's indices are into parameters_to_vector(model.parameters()).
+            perm = self._order(model)
+            idx = self.subnetwork_indices.detach().cpu().numpy()
+            if idx.min() < 0 or idx.max() >= len(perm):
+                raise ValueError(f"Subnetwork indices must lie between 0 and "
+                                 f"n_params={len(perm)}.")
+            prior = self._prior
+            return _Laplace(model, self.likelihood, subset_of_weights="subnetwork",
+                            hessian_structure=self.hessian_structure,
+                            subnetwork_indices=perm[idx],
+                            prior_precision=_prior_value(prior), sigma_noise=self._sigma,
+                            temperature=self._temperature)
         elif subset == "last_layer" and self.last_layer_name is not None:
             if f"{self.last_layer_name}.weight" not in model.tensors[-2:]:
                 raise ValueError(f"last_layer_name='{self.last_layer_name}': the last layer "
@@ -165,6 +187,20 @@ class Laplace:
                         hessian_structure=self.hessian_structure,
                         prior_precision=_prior_value(prior), sigma_noise=self._sigma,
                         temperature=self._temperature)
+
+    def _order(self, model):
+        """For each entry of torch's parameter vector, its index in dnn2gp's."""
+        sizes = {n: p.numel() for n, p in self.model.named_parameters()}
+        ours, at = {}, 0
+        for name in model.tensors:
+            ours[name] = at
+            at += sizes.get(name, 0)
+        try:
+            return np.concatenate([ours[n] + np.arange(sizes[n]) for n, _ in
+                                   self.model.named_parameters()])
+        except KeyError as e:
+            raise ValueError(f"subnetwork_indices: the module's parameter {e} is not among "
+                             f"the network's tensors {model.tensors}") from None
 
     def fit(self, train_loader, y=None, override=True, progress_bar=False):
         """Fits the posterior at the module's parameters on `train_loader` (any iterable of
@@ -364,6 +400,9 @@ class Laplace:
 
     @property
     def n_params(self):
+        """The covered weights' count (a subnetwork's: all the module's, as laplace-torch)."""
+        if self.subset_of_weights == "subnetwork":
+            return sum(p.numel() for p in self.model.parameters())
         return self._fitted().n_params
 
     @property
@@ -372,6 +411,9 @@ class Laplace:
 
     @property
     def mean(self):
+        if self.subset_of_weights == "subnetwork":
+            return self._tensor(torch.nn.utils.parameters_to_vector(self.model.parameters())
+                                .detach().cpu().double().numpy())
         return self._tensor(self._fitted().mean)
 
     @property
@@ -476,6 +518,8 @@ class Laplace:
         """`n_samples` draws of the covered weights, ``(n_samples, n_params)``."""
         la = self._fitted()
         w = la.sample(n_samples, seed=_seed(generator))
+        if self.subset_of_weights == "subnetwork":  # every weight, in torch's order
+            return self._tensor(w[:, self._order(la.model)])
         return self._tensor(w[:, w.shape[1] - la.n_params:])
 
     def functional_variance(self, Js):
