@@ -736,6 +736,28 @@ fn functional_samples_have_the_predictives_moments() {
         (0..3).for_each(|c| assert_relative_eq!(p[(i, c)], sm[c], max_relative = 1e-5));
     }
     assert!(la.predict_nn(xs, 1, 0).is_err());
+    // A last-layer posterior runs the last layer per draw on features computed once: the
+    // whole network at the same draws gives the same outputs.
+    let m = model(CNN, 1.0);
+    let (x, y) = data(25, 36, 3, 2);
+    for s in [HessianStructure::Kron, HessianStructure::Full] {
+        let ll = fit(&m, &x, &y, s, Subset::LastLayer);
+        let xs = x.subrows(0, 5);
+        let fast = ll.functional_samples(xs, PredType::Nn, 4, 9).unwrap();
+        for (w, f) in ll.sample(4, 9).iter().zip(&fast) {
+            let whole = dnn2gp::nn::predict(&m.net, w, xs);
+            for i in 0..5 {
+                for c in 0..3 {
+                    assert_relative_eq!(
+                        f[(i, c)],
+                        whole[(i, c)],
+                        max_relative = 1e-12,
+                        epsilon = 1e-14
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A saved KFAC or last-layer posterior loads to the same numbers.

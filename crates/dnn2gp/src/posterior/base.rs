@@ -146,6 +146,17 @@ pub trait Posterior {
         })
     }
 
+    /// The network's outputs at the rows of `x` for each of `n` weight draws of
+    /// [`Posterior::sample`] from `seed` (a posterior over the last layer computes the features
+    /// once and runs the last layer per draw).
+    fn outputs_at_draws(&self, x: MatRef<'_, f64>, n: usize, seed: u64) -> Vec<Mat<f64>> {
+        let m = self.model();
+        self.sample(n, seed)
+            .iter()
+            .map(|w| crate::nn::predict(&m.net, w, x))
+            .collect()
+    }
+
     /// `n` draws of the outputs at the rows of `x` (laplace-torch's `functional_samples`), each
     /// M×K, from `seed`: [`PredType::Glm`] `f ~ N(f_{θ*}(x_m), J_m Σ J_mᵀ)` input by input;
     /// [`PredType::Nn`] the network `f_θ(x)` at weights `θ ~ N(θ*, Σ)`.
@@ -165,11 +176,7 @@ pub trait Posterior {
             )));
         }
         Ok(match pred {
-            PredType::Nn => self
-                .sample(n, seed)
-                .iter()
-                .map(|w| crate::nn::predict(&m.net, w, x))
-                .collect(),
+            PredType::Nn => self.outputs_at_draws(x, n, seed),
             PredType::Glm => {
                 let (f, cov) = self.outputs_and_covariance(x, true, None);
                 let k = f.ncols();
@@ -208,39 +215,57 @@ pub trait Posterior {
         let draws = self.functional_samples(x, PredType::Nn, samples, seed)?;
         let (rows, k) = (x.nrows(), self.model().net.n_outputs());
         let s = samples as f64;
-        let mean = Mat::from_fn(rows, k, |i, a| {
-            draws.iter().map(|d| d[(i, a)]).sum::<f64>() / s
-        });
-        let mut covariance = vec![0.0; rows * k * k];
+        let m = self.model();
+        let classes = match m.likelihood {
+            LikelihoodKind::Gaussian => 0,
+            _ if k == 1 => 2,
+            _ => k,
+        };
+        // Per input: the draws' sum, their outer products' sum and their softmax's sum.
+        let (mut sum, mut outer, mut p) = (
+            vec![0.0; rows * k],
+            vec![0.0; rows * k * k],
+            vec![0.0; rows * classes],
+        );
+        let mut f = vec![0.0; k];
         for d in &draws {
             for i in 0..rows {
-                for a in 0..k {
-                    for b in 0..k {
-                        covariance[(i * k + a) * k + b] +=
-                            (d[(i, a)] - mean[(i, a)]) * (d[(i, b)] - mean[(i, b)]) / (s - 1.0);
-                    }
+                (0..k).for_each(|a| f[a] = d[(i, a)]);
+                sum[i * k..(i + 1) * k]
+                    .iter_mut()
+                    .zip(&f)
+                    .for_each(|(t, v)| *t += v);
+                let o = &mut outer[i * k * k..(i + 1) * k * k];
+                for (a, fa) in f.iter().enumerate() {
+                    o[a * k..(a + 1) * k]
+                        .iter_mut()
+                        .zip(&f)
+                        .for_each(|(t, v)| *t += fa * v);
+                }
+                if classes > 0 {
+                    let sm = if k == 1 {
+                        softmax(&[0.0, f[0]])
+                    } else {
+                        softmax(&f)
+                    };
+                    p[i * classes..(i + 1) * classes]
+                        .iter_mut()
+                        .zip(sm)
+                        .for_each(|(t, v)| *t += v / s);
                 }
             }
         }
-        let m = self.model();
-        let (noise, probabilities) = match m.likelihood {
-            LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
-            _ => {
-                let c = if k == 1 { 2 } else { k };
-                let mut p = Mat::zeros(rows, c);
-                for d in &draws {
-                    for i in 0..rows {
-                        let f: Vec<f64> = match k {
-                            1 => vec![0.0, d[(i, 0)]],
-                            _ => (0..k).map(|a| d[(i, a)]).collect(),
-                        };
-                        for (a, v) in softmax(&f).into_iter().enumerate() {
-                            p[(i, a)] += v / s;
-                        }
-                    }
-                }
-                (0.0, Some(p))
-            }
+        let mean = Mat::from_fn(rows, k, |i, a| sum[i * k + a] / s);
+        // The sample covariance `(Σ f fᵀ − s f̄ f̄ᵀ)/(s − 1)`.
+        let covariance = (0..rows * k * k)
+            .map(|j| {
+                let (i, a, b) = (j / (k * k), j / k % k, j % k);
+                (outer[j] - s * mean[(i, a)] * mean[(i, b)]) / (s - 1.0)
+            })
+            .collect();
+        let (noise, probabilities) = match classes {
+            0 => (m.sigma * m.sigma, None),
+            c => (0.0, Some(Mat::from_fn(rows, c, |i, a| p[i * c + a]))),
         };
         Ok(Predictive {
             mean,

@@ -375,6 +375,34 @@ impl Posterior for Laplace {
         self.posterior.kernel(ja, jb)
     }
 
+    /// The last layer's: the features `φ̃ = [φ(x), 1]` once and every draw's `W̃ = [W, b]` in
+    /// one product `φ̃ [W̃_1; …; W̃_n]ᵀ` (the same draws as [`Posterior::sample`]).
+    fn outputs_at_draws(&self, x: MatRef<'_, f64>, n: usize, seed: u64) -> Vec<Mat<f64>> {
+        let draws = self.posterior.sample(n, &mut seeded(seed));
+        let Cover::LastLayer(ll) = &self.cover else {
+            let net = &self.model.net;
+            return (draws.iter())
+                .map(|d| crate::nn::predict(net, &self.cover.place(&self.model.w, d), x))
+                .collect();
+        };
+        let phi = ll.features(&self.model.w, x);
+        let (rows, d, k) = (phi.nrows(), phi.ncols(), self.model.net.n_outputs());
+        let phi1 = Mat::from_fn(rows, d + 1, |i, j| if j < d { phi[(i, j)] } else { 1.0 });
+        // Row s·K + o of the stack: output o's weights of draw s, then its bias.
+        let stack = Mat::from_fn(n * k, d + 1, |r, j| {
+            let (s, o) = (r / k, r % k);
+            if j < d {
+                draws[s][o * d + j]
+            } else {
+                draws[s][k * d + o]
+            }
+        });
+        let out = crate::linalg::a_bt(phi1.as_ref(), stack.as_ref());
+        (0..n)
+            .map(|s| Mat::from_fn(rows, k, |i, o| out[(i, s * k + o)]))
+            .collect()
+    }
+
     fn sample(&self, n: usize, seed: u64) -> Vec<Vec<f64>> {
         self.posterior
             .sample(n, &mut seeded(seed))

@@ -2,17 +2,18 @@
 //!
 //! `Σ⁻¹ = c H + D`, `H = Σ_i J_iᵀ Λ_i J_i` at the MAP `θ*` over the covered weights (in the
 //! structure's approximation), D the prior precision (δI, or δ_g per tensor), c the GGN's
-//! scale at another Gaussian noise.
+//! scale at another Gaussian noise and temperature (`c = σ_fit²/(σ²T)`).
 //!
 //! The layout, one concern per file: [`base`] the interface in laplace-torch's shape
 //! ([`Posterior`]); [`link`] the predictive and the links; [`structure`] one type per
 //! structure (full, diag, kron, lowrank) behind [`GgnStructure`]; [`curvature`] what a fit sums
 //! over its data ([`Curvature`]) and the memory it needs; [`laplace`] the posterior itself
 //! ([`Laplace`]); [`evidence`] the evidence and its gradient; [`prior`] the prior precision and
-//! its search; [`noise`] the noise search; [`io`] the file; [`last_layer`] the last-layer
-//! split; [`weight_posterior`] the factorised Gaussian ([`LaplaceGgn`]) that Laplace and the
+//! its search; [`noise`] the noise search; [`io`] the file; [`last_layer`] what a posterior
+//! covers (all weights, the last layer, a subnetwork); [`weight_posterior`] the factorised Gaussian ([`LaplaceGgn`]) that Laplace and the
 //! GP's weight space hold. The words and the value every part shares ([`Subset`],
-//! [`HessianStructure`], [`PriorStructure`], [`PriorPrecision`], [`PriorDiagonal`]) are defined here, so no file
+//! [`HessianStructure`], [`PriorStructure`], [`PredType`], [`PriorPrecision`],
+//! [`PriorDiagonal`]) are defined here, so no file
 //! imports a sibling that imports it back. A new structure is a file in `structure/` and a word
 //! in [`HessianStructure`]; a new predictive link a word in [`LinkApprox`].
 //!

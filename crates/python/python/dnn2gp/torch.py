@@ -204,7 +204,9 @@ class Laplace:
 
     def fit(self, train_loader, y=None, override=True, progress_bar=False):
         """Fits the posterior at the module's parameters on `train_loader` (any iterable of
-        (X, y) batches, a DataLoader included, streamed a batch at a time) or on ``fit(X, y)``;
+        (X, y) batches, a DataLoader included, streamed: batches gathered into chunks of at most
+        32 MiB of inputs; low rank, whose eigenpairs need every pass, gathers them all) or on
+        ``fit(X, y)``;
         tensors or arrays, float32 or float64, labels as integers or one-hot rows.
         ``override=False`` adds the data to the curvature fitted before (sequential)."""
         if isinstance(y, bool):  # laplace-torch's positional fit(loader, override)
@@ -216,7 +218,8 @@ class Laplace:
             self.n_data = 0
         if not override and self._la is None:
             raise ValueError("fit(override=False) adds to a fitted posterior; fit first")
-        stack = [] if self.hessian_structure == "lowrank" else None
+        lowrank = self.hessian_structure == "lowrank"
+        stack, rows = [], 0  # batches gathered into chunks of at most _CHUNK_BYTES of inputs
         for i, batch in enumerate(batches):
             x, yb = _pair(batch)
             if la is None:
@@ -224,12 +227,14 @@ class Laplace:
                 self.n_outputs = la.model.n_outputs
             if self.likelihood == "regression" and yb.ndim == 1 and self.n_outputs == 1:
                 yb = yb.reshape(-1, 1)
-            if stack is not None:  # low rank: the top eigenpairs need every pass
-                stack.append((_numpy(x), _numpy(yb)))
-            else:
-                c = la.curvature(x, yb)
-                total = c if total is None else total + c
+            x, yb = _numpy(x), _numpy(yb)
+            stack.append((x, yb))
+            rows += len(x)
             n += len(x)
+            # Low rank: the top eigenpairs need every pass over all the data.
+            if not lowrank and rows * x[0].nbytes >= _CHUNK_BYTES:
+                total = _add(total, la.curvature(*_stacked(stack)))
+                stack, rows = [], 0
             if progress_bar:
                 print(f"\r[Computing Hessian] batch {i + 1}, {n} examples", end="",
                       file=sys.stderr)
@@ -237,9 +242,11 @@ class Laplace:
             print(file=sys.stderr)
         if la is None:
             raise ValueError("fit: the loader gave no batches")
-        if stack is not None:
-            la.fit(np.concatenate([s[0] for s in stack]), np.concatenate([s[1] for s in stack]))
+        if lowrank:
+            la.fit(*_stacked(stack))
         else:
+            if stack:
+                total = _add(total, la.curvature(*_stacked(stack)))
             la.fit_curvature(total)
         self._la, self._curvature, self._stale = la, total, False
         self.n_data += n
@@ -564,6 +571,18 @@ class _Evidence(torch.autograd.Function):
         if sigma is not None and ctx.needs_input_grad[4]:
             g_sigma = (grad * ctx.d_sigma / sigma.detach()).to(sigma.dtype)
         return None, None, None, g_prior, g_sigma
+
+
+_CHUNK_BYTES = 32 << 20
+
+
+def _stacked(batches):
+    """(X, y) of gathered batches, one array each."""
+    return (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+
+
+def _add(total, c):
+    return c if total is None else total + c
 
 
 def _numpy(t):
