@@ -126,13 +126,7 @@ pub trait Posterior {
         progress: Option<&dyn Progress>,
     ) -> Result<Predictive> {
         let m = self.model();
-        if x.ncols() != m.net.n_inputs() {
-            return Err(Error::Invalid(format!(
-                "inputs of {} columns; the network takes {}",
-                x.ncols(),
-                m.net.n_inputs()
-            )));
-        }
+        check_inputs(m, x)?;
         let (mean, covariance) = self.outputs_and_covariance(x, true, progress);
         let (noise, probabilities) = match m.likelihood {
             LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
@@ -168,13 +162,7 @@ pub trait Posterior {
         seed: u64,
     ) -> Result<Vec<Mat<f64>>> {
         let m = self.model();
-        if x.ncols() != m.net.n_inputs() {
-            return Err(Error::Invalid(format!(
-                "inputs of {} columns; the network takes {}",
-                x.ncols(),
-                m.net.n_inputs()
-            )));
-        }
+        check_inputs(m, x)?;
         Ok(match pred {
             PredType::Nn => self.outputs_at_draws(x, n, seed),
             PredType::Glm => {
@@ -274,4 +262,16 @@ pub trait Posterior {
             probabilities,
         })
     }
+}
+
+/// Refuses inputs whose columns are not the network's inputs.
+fn check_inputs(m: &Model, x: MatRef<'_, f64>) -> Result<()> {
+    if x.ncols() != m.net.n_inputs() {
+        return Err(Error::Invalid(format!(
+            "inputs of {} columns; the network takes {}",
+            x.ncols(),
+            m.net.n_inputs()
+        )));
+    }
+    Ok(())
 }

@@ -209,18 +209,7 @@ impl Laplace {
         opts: &FitOptions<'_>,
     ) -> Result<Curvature> {
         let (net, lik) = (&model.net, model.likelihood()?);
-        if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != net.n_outputs() {
-            return Err(Error::Invalid(format!(
-                "data of {} inputs × {} columns and {} targets × {} columns for a network of {} \
-                 inputs and {} outputs",
-                x.nrows(),
-                x.ncols(),
-                y.nrows(),
-                y.ncols(),
-                net.n_inputs(),
-                net.n_outputs()
-            )));
-        }
+        check_data(net, x, y)?;
         Self::check_memory(net, x.nrows(), structure, subset, opts.memory_limit)?;
         let last_layer = LastLayer::of_subset(net, subset)?;
         let features;
@@ -285,17 +274,7 @@ impl Laplace {
             opts.memory_limit,
             "choose fewer weights, or a diag posterior",
         )?;
-        if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != k {
-            return Err(Error::Invalid(format!(
-                "data of {} inputs × {} columns and {} targets × {} columns for a network of {} \
-                 inputs and {k} outputs",
-                x.nrows(),
-                x.ncols(),
-                y.nrows(),
-                y.ncols(),
-                net.n_inputs()
-            )));
-        }
+        check_data(net, x, y)?;
         let rows = inputs_per_block(k, p, x.nrows());
         let mut h = Mat::<f64>::zeros(
             m,
@@ -393,4 +372,22 @@ impl Laplace {
             &format!("use --hessian kron or diag{subset_advice}"),
         )
     }
+}
+
+/// Refuses data that is not the network's: inputs and targets of different counts, or columns
+/// other than its inputs and outputs.
+fn check_data(net: &Graph, x: MatRef<'_, f64>, y: MatRef<'_, f64>) -> Result<()> {
+    if x.nrows() != y.nrows() || x.ncols() != net.n_inputs() || y.ncols() != net.n_outputs() {
+        return Err(Error::Invalid(format!(
+            "data of {} inputs × {} columns and {} targets × {} columns for a network of {} \
+             inputs and {} outputs",
+            x.nrows(),
+            x.ncols(),
+            y.nrows(),
+            y.ncols(),
+            net.n_inputs(),
+            net.n_outputs()
+        )));
+    }
+    Ok(())
 }

@@ -75,6 +75,7 @@ class Laplace:
                  dict_key_x="input_ids", dict_key_y="labels", backend=None,
                  backend_kwargs=None, asdl_fisher_kwargs=None, last_layer_name=None,
                  subnetwork_indices=None, **kwargs):
+        likelihood = getattr(likelihood, "value", likelihood)
         if likelihood not in ("classification", "regression"):
             raise ValueError(f"Invalid likelihood type {likelihood} (dnn2gp.torch: "
                              "'classification' or 'regression')")
