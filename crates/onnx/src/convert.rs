@@ -946,6 +946,15 @@ fn node(r: &mut Reader, n: &NodeProto) -> Result<()> {
             }
         },
         "Gather" => match r.get(n, 0)?.clone() {
+            // A table looked up by the input (nn.Embedding): the rows chosen depend on the data.
+            Value::Const(_) if matches!(r.get(n, 1)?, Value::Act(_)) => {
+                return Err(refuse(
+                    n,
+                    "a lookup of a weight table by the input (nn.Embedding, integer inputs) is \
+                     not supported: the rows used depend on the data; feed the embedded vectors \
+                     to the network instead",
+                ))
+            }
             Value::Const(data) => {
                 let idx = r.konst(n, 1)?;
                 if data.dims.len() != 1 {

@@ -117,8 +117,10 @@ def test_every_term_of_the_evidence_equals_laplace_torchs(torch, laplace, struct
     _close(_detach(ours.log_marginal_likelihood()), _detach(peer.log_marginal_likelihood()), 1e-10)
     identity = ours.log_likelihood - 0.5 * (ours.log_det_ratio + ours.scatter)
     _close(_detach(ours.log_marginal_likelihood()), _detach(identity), 1e-13)
+    _close(_detach(ours.loss), _detach(peer.loss), 1e-12)
     if structure != "kron":
         _close(_detach(ours.posterior_precision), _detach(peer.posterior_precision), 1e-10)
+        _close(_detach(ours.H), _detach(peer.H), 1e-10)
     if structure == "full":
         _close(_detach(ours.posterior_covariance), _detach(peer.posterior_covariance), 1e-9)
     if structure == "diag":
@@ -129,6 +131,7 @@ def test_every_term_of_the_evidence_equals_laplace_torchs(torch, laplace, struct
         _close(_detach(fm), _detach(pm), 1e-12)
         _close(_detach(fv), _detach(pv), 1e-9)
     js, f = peer.backend.jacobians(x_test)
+    _close(_detach(ours.backend.jacobians(x_test)[1]), _detach(f), 1e-12)
     _close(_detach(ours.functional_variance(js)), _detach(peer.functional_variance(js)), 1e-9)
     _close(_detach(ours.functional_covariance(js)), _detach(peer.functional_covariance(js)),
            1e-9)
@@ -331,6 +334,8 @@ def test_what_laplace_torch_accepts_and_we_do_not_is_refused_with_the_reason(tor
         Laplace(model, "regression", backend=laplace.curvature.CurvlinopsEF)
     with pytest.raises(ValueError, match="zero prior mean"):
         Laplace(model, "regression", prior_mean=1.0)
+    with pytest.raises(ValueError, match="'last'"):
+        Laplace(model, "regression", subset_of_weights="last")
     la = Laplace(model, "regression", subset_of_weights="all", hessian_structure="kron")
     with pytest.raises(AttributeError, match="fit"):
         la(x)
@@ -378,3 +383,36 @@ def test_subnetwork_laplace_equals_laplace_torchs(torch, laplace, structure):
     with pytest.raises(ValueError, match="full or diagonal"):
         Laplace(model, "classification", subset_of_weights="subnetwork",
                 hessian_structure="kron", subnetwork_indices=idx)
+
+
+def test_a_forward_that_branches_on_the_data_is_refused_not_fitted_along_one_branch(torch):
+    """torch's exporter traces the branch the example takes: the tracer's warning is passed
+    on, and a batch whose outputs differ from the module's stops the fit, naming the cause."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dnn2gp.torch import Laplace
+
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.lin(x)
+            return torch.relu(h) if x.sum() > 0 else torch.tanh(h)
+
+    torch.manual_seed(0)
+    x = torch.cat([torch.ones(16, 3), -torch.ones(16, 3)])
+    la = Laplace(Branchy(), "classification", subset_of_weights="all", hessian_structure="full")
+    with pytest.warns(RuntimeWarning, match="branch"), pytest.raises(ValueError,
+                                                                       match="control flow"):
+        la.fit(DataLoader(TensorDataset(x, torch.zeros(32, dtype=torch.long)), batch_size=16))
+
+
+def test_an_embedding_is_refused_naming_it(torch):
+    import dnn2gp
+
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="nn.Embedding"):
+        dnn2gp.Model.from_torch(net, torch.randint(0, 10, (3, 2)))

@@ -3,6 +3,7 @@ kept apart from the convolutions (`do_constant_folding=False`) so that the param
 module's own, under its state_dict names. Imports torch only when called."""
 
 import io
+import warnings
 
 
 def export(module, example_input):
@@ -31,11 +32,13 @@ def export(module, example_input):
         mha.set_fastpath_enabled(False)
     try:
         buf = io.BytesIO()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             torch.onnx.export(module.cpu(), (x,), buf, opset_version=17, do_constant_folding=False,
                               dynamo=False, input_names=["x"], output_names=["y"],
                               dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
             y = module(x)
+        _warn_about(caught, torch)
     finally:
         module.train(was_training)
         module.to(device)
@@ -43,3 +46,19 @@ def export(module, example_input):
             mha.set_fastpath_enabled(fast)
     n = x.shape[0]
     return (buf.getvalue(), x.reshape(n, -1).double().numpy(), y.reshape(n, -1).double().cpu().numpy())
+
+
+def _warn_about(caught, torch):
+    """The exporter's warnings that concern the module: a trace that may not hold for other
+    inputs (a forward branching on the data is traced along the branch the example takes) as
+    a RuntimeWarning naming the consequence; the legacy exporter's notices about torch's own
+    API dropped; the rest passed on."""
+    tracer = getattr(torch.jit, "TracerWarning", ())
+    for w in caught:
+        if tracer and issubclass(w.category, tracer):
+            warnings.warn(f"Model.from_torch: the exported network follows the branch the "
+                          f"example input takes; where the module's forward depends on the "
+                          f"data, other inputs differ ({w.message})", RuntimeWarning,
+                          stacklevel=3)
+        elif not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

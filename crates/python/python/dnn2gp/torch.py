@@ -81,6 +81,10 @@ class Laplace:
                              "'classification' or 'regression')")
         subset = getattr(subset_of_weights, "value", subset_of_weights)
         structure = getattr(hessian_structure, "value", hessian_structure)
+        if not (isinstance(subset, (list, tuple))
+                or subset in ("all", "last_layer", "subnetwork")):
+            raise ValueError(f"subset_of_weights='{subset}': 'all', 'last_layer', 'subnetwork' "
+                             "or a list of parameter names")
         if subset == "subnetwork":
             if structure not in ("full", "diag"):
                 raise ValueError("Subnetwork Laplace requires a full or diagonal Hessian "
@@ -124,6 +128,7 @@ class Laplace:
         self._stale = False  # prior or σ set since the posterior was last refitted
         self._curvature = None
         self._arch = None  # the converted network, reused by marglik_training
+        self._branches = False  # torch's tracer warned: every batch's outputs are checked
         self.n_data = 0
         self.n_outputs = 0
 
@@ -149,8 +154,13 @@ class Laplace:
             state = dict(self.model.state_dict())
             return Model(arch, {n: state[n] for n in names}, likelihood=self.likelihood,
                          sigma_noise=self._sigma)
-        model = Model.from_torch(self.model, x[:8], likelihood=self.likelihood,
-                                 sigma_noise=self._sigma)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = Model.from_torch(self.model, x[:8], likelihood=self.likelihood,
+                                     sigma_noise=self._sigma)
+        for w in caught:
+            self._branches = self._branches or "follows the branch" in str(w.message)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self._arch = (model.arch, model.tensors)
         return model
 
@@ -228,6 +238,10 @@ class Laplace:
                 self.n_outputs = la.model.n_outputs
             if self.likelihood == "regression" and yb.ndim == 1 and self.n_outputs == 1:
                 yb = yb.reshape(-1, 1)
+            # Outputs checked against torch's: on the first batch of each chunk, or on every
+            # batch where the tracer warned that the forward may branch on the data.
+            if rows == 0 or self._branches:
+                self._check_outputs(la, x, i)
             x, yb = _numpy(x), _numpy(yb)
             stack.append((x, yb))
             rows += len(x)
@@ -251,6 +265,23 @@ class Laplace:
             la.fit_curvature(total)
         self._la, self._curvature, self._stale = la, total, False
         self.n_data += n
+
+    def _check_outputs(self, la, x, batch):
+        """The network read from the module gives the module's outputs on (up to 16 rows of)
+        a batch: a forward that branches on the data was exported along one branch only."""
+        x = x if self._branches else x[:16]
+        with torch.no_grad():
+            want = self.model(x if isinstance(x, torch.Tensor) else
+                              torch.as_tensor(np.asarray(x), dtype=self._dtype()))
+        want = want.detach().cpu().double().numpy().reshape(len(x), -1)
+        got = la.model(_numpy(x))
+        worst, top = float(np.abs(got - want).max()), float(np.abs(want).max())
+        if worst > 1e-4 * (1 + top):
+            raise ValueError(f"batch {batch}: the network exported from the module gives outputs "
+                             f"{worst:.3g} away from the module's (largest {top:.3g}): its "
+                             f"forward depends on the data (control flow such as `if x.sum() "
+                             f"> 0`), and the export traced one branch; dnn2gp needs a forward "
+                             f"that is the same operations for every input")
 
     def _fitted(self):
         """The posterior, refitted at the prior and σ set since (the evidence and its gradient
@@ -407,6 +438,43 @@ class Laplace:
         return torch.as_tensor(np.asarray(a), dtype=self._dtype(), device=device)
 
     @property
+    def backend(self):
+        """What laplace-torch's scripts call on its backend: ``backend.jacobians(x)``."""
+        return _Backend(self)
+
+    @property
+    def loss(self):
+        """laplace-torch's training loss at θ*: the summed cross-entropy (classification)
+        or half the summed squared error (regression), untempered."""
+        ll, t = float(self._fitted().log_likelihood), self._temperature
+        if self.likelihood == "classification":
+            return self._tensor(-ll * t)
+        s2 = self._sigma ** 2
+        c = self.n_data * self.n_outputs * math.log(self._sigma * math.sqrt(2 * math.pi))
+        return self._tensor(-(ll + c) * s2 * t)
+
+    @property
+    def H(self):
+        """laplace-torch's ``H``: the GGN without the factor 1/(σ²T) (full: P × P; diag: P
+        values); KFAC holds it factored."""
+        la = self._fitted()
+        if la.hessian_structure not in ("full", "diag"):
+            raise AttributeError(f"H: a {la.hessian_structure} posterior holds H factored; "
+                                 "posterior_covariance and posterior_variance are there")
+        prec = np.asarray(la.posterior_precision)
+        d = self.prior_precision_diag.double().numpy()
+        h = prec - (np.diag(d) if prec.ndim == 2 else d)
+        return self._tensor(h * self._sigma ** 2 * self._temperature)
+
+    @property
+    def prior_precision_diag(self):
+        """The prior precision per covered weight."""
+        la = self._fitted()
+        p = np.atleast_1d(np.asarray(_prior_value(self._prior), dtype=np.float64))
+        sizes = _tensor_sizes(self, la)
+        return self._tensor(np.repeat(p, sizes) if p.size > 1 else np.full(sum(sizes), p[0]))
+
+    @property
     def n_params(self):
         """The covered weights' count (a subnetwork's: all the module's, as laplace-torch)."""
         if self.subset_of_weights == "subnetwork":
@@ -550,6 +618,25 @@ class Laplace:
         return (f"dnn2gp.torch.Laplace(likelihood='{self.likelihood}', subset_of_weights="
                 f"{self.subset_of_weights!r}, hessian_structure='{self.hessian_structure}', "
                 f"fitted={self._la is not None})")
+
+
+class _Backend:
+    """laplace-torch's ``la.backend``, as far as its users' scripts call it."""
+
+    def __init__(self, la):
+        self._la = la
+
+    def jacobians(self, x, enable_backprop=False):
+        """``(Js, f)``: the Jacobians ``(N, K, n_params)`` and the outputs ``(N, K)``."""
+        return self._la.jacobians(x)
+
+
+def _tensor_sizes(la, core):
+    """The covered parameter tensors' sizes, in the prior's order."""
+    if la.subset_of_weights == "subnetwork":
+        return [core.n_params]
+    sizes = {n: p.numel() for n, p in la.model.named_parameters()}
+    return [sizes[n] for n in core.prior_tensors]
 
 
 class _Evidence(torch.autograd.Function):
