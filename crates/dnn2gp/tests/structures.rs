@@ -736,6 +736,20 @@ fn functional_samples_have_the_predictives_moments() {
         (0..3).for_each(|c| assert_relative_eq!(p[(i, c)], sm[c], max_relative = 1e-5));
     }
     assert!(la.predict_nn(xs, 1, 0).is_err());
+    // At the last layer's features (computed once, for a grid of priors): the predictive at
+    // the inputs, to the bit; a posterior over all weights has no such features.
+    let m = model(CNN, 1.0);
+    let (x, y) = data(25, 36, 3, 2);
+    let mut ll = fit(&m, &x, &y, HessianStructure::Kron, Subset::LastLayer);
+    let phi = ll.last_layer_features(x.as_ref()).unwrap();
+    for d in [0.3, 4.0] {
+        ll.set_prior_precision(d).unwrap();
+        let at = ll.predict_at_features(phi.as_ref(), Link::Probit).unwrap();
+        let want = ll.predict(x.as_ref(), Link::Probit).unwrap();
+        assert_eq!(at.probabilities, want.probabilities);
+        assert_eq!(at.covariance, want.covariance);
+    }
+    assert!(la.last_layer_features(x.as_ref()).is_err());
     // A last-layer posterior runs the last layer per draw on features computed once: the
     // whole network at the same draws gives the same outputs.
     let m = model(CNN, 1.0);

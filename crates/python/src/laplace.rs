@@ -757,6 +757,50 @@ impl Laplace {
         self.predictive(py, x, pred_type, link_approx, n_samples, joint, seed)
     }
 
+    /// A last-layer posterior's features: the last layer's inputs φ(X) (N × D), computed once
+    /// for `predictive_at_features` at many priors (a grid search).
+    fn features<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let la = self.fitted()?;
+        let x = rows("X", x, la.model().net.n_inputs())?;
+        let phi = py
+            .detach(|| la.last_layer_features(x.as_ref()))
+            .map_err(py_err)?;
+        Ok(to_numpy(py, phi.as_ref()).into_any())
+    }
+
+    /// The GLM predictive of a last-layer posterior at its features φ (from `features`): what
+    /// `predictive(X, …)` gives at the inputs they came from.
+    #[pyo3(signature = (phi, link_approx="probit", n_samples=100, seed=0))]
+    fn predictive_at_features<'py>(
+        &self,
+        py: Python<'py>,
+        phi: &Bound<'py, PyAny>,
+        link_approx: &str,
+        n_samples: usize,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let approx = link_approx
+            .parse::<LinkApprox>()
+            .map_err(|e| arg_err("link_approx", e))?;
+        let link = Link::new(approx, n_samples, seed).map_err(|e| arg_err("n_samples", e))?;
+        let la = self.fitted()?;
+        let (_, v) = values("phi", phi)?;
+        let d = v.len() / phi.len()?.max(1);
+        let phi = Mat::from_fn(phi.len()?, d, |i, j| v[i * d + j]);
+        let out = py
+            .detach(|| la.predict_at_features(phi.as_ref(), link))
+            .map_err(py_err)?;
+        let (n, k) = (out.mean.nrows(), out.mean.ncols());
+        match out.probabilities {
+            Some(p) => Ok(to_numpy(py, p.as_ref()).into_any()),
+            None => {
+                let mean = to_numpy(py, out.mean.as_ref()).into_any();
+                let var = shaped(py, out.covariance, &[n, k, k])?;
+                Ok((mean, var).into_pyobject(py)?.into_any())
+            }
+        }
+    }
+
     /// `n_samples` draws of the outputs at X (n_samples × N × K) from `seed`: `pred_type="glm"`
     /// from `N(f(x), J Σ Jᵀ)` input by input, `"nn"` the network at weight draws.
     #[pyo3(signature = (x, pred_type="glm", n_samples=100, seed=0))]

@@ -128,16 +128,7 @@ pub trait Posterior {
         let m = self.model();
         check_inputs(m, x)?;
         let (mean, covariance) = self.outputs_and_covariance(x, true, progress);
-        let (noise, probabilities) = match m.likelihood {
-            LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
-            _ => (0.0, Some(class_probabilities(&mean, &covariance, link)?)),
-        };
-        Ok(Predictive {
-            mean,
-            covariance,
-            noise,
-            probabilities,
-        })
+        predictive_of(m, mean, covariance, link)
     }
 
     /// The network's outputs at the rows of `x` for each of `n` weight draws of
@@ -274,4 +265,24 @@ fn check_inputs(m: &Model, x: MatRef<'_, f64>) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The predictive of the outputs `mean` and their covariance blocks: σ² added for the Gaussian,
+/// class probabilities by `link` for the Bernoulli and the categorical.
+pub(crate) fn predictive_of(
+    m: &Model,
+    mean: Mat<f64>,
+    covariance: Vec<f64>,
+    link: Link,
+) -> Result<Predictive> {
+    let (noise, probabilities) = match m.likelihood {
+        LikelihoodKind::Gaussian => (m.sigma * m.sigma, None),
+        _ => (0.0, Some(class_probabilities(&mean, &covariance, link)?)),
+    };
+    Ok(Predictive {
+        mean,
+        covariance,
+        noise,
+        probabilities,
+    })
 }

@@ -7,10 +7,11 @@
 
 use faer::{Mat, MatRef};
 
+use super::base::predictive_of;
 use super::base::Posterior;
 use super::curvature::{Curvature, DataTerms, FitOptions};
 use super::last_layer::{covered_network, Cover};
-use super::link::inputs_per_block;
+use super::link::{inputs_per_block, Link, Predictive};
 use super::structure::GgnStructure;
 use super::weight_posterior::LaplaceGgn;
 use super::{HessianStructure, PriorDiagonal, PriorPrecision, Subset};
@@ -197,6 +198,18 @@ impl Laplace {
         outputs: bool,
         progress: Option<&dyn Progress>,
     ) -> (Mat<f64>, Vec<f64>) {
+        self.blocks(x, outputs, progress, false)
+    }
+
+    /// [`Laplace::covariance_by_input_block`] at the rows of `x`, or (`features`) at the last
+    /// layer's features given in `x`.
+    fn blocks(
+        &self,
+        x: MatRef<'_, f64>,
+        outputs: bool,
+        progress: Option<&dyn Progress>,
+        features: bool,
+    ) -> (Mat<f64>, Vec<f64>) {
         let (sub, w) = self.covered();
         let k = sub.n_outputs();
         let layers = match self.cover {
@@ -209,7 +222,7 @@ impl Laplace {
             .step_by(rows)
             .flat_map(|s| {
                 let xb = x.subrows(s, rows.min(x.nrows() - s));
-                let blocks = self.with_inputs(xb, |inputs| {
+                let mut run = |inputs: MatRef<'_, f64>| {
                     if outputs {
                         f.as_mut()
                             .subrows_mut(s, xb.nrows())
@@ -219,7 +232,12 @@ impl Laplace {
                         Some(l) => factored_covariance_blocks(&sub.jacobian_factors(w, inputs), l),
                         None => self.covariance_blocks(self.covered_jacobian(inputs).as_ref()),
                     }
-                });
+                };
+                let blocks = if features {
+                    run(xb)
+                } else {
+                    self.with_inputs(xb, run)
+                };
                 if let Some(pb) = progress {
                     pb.advance(xb.nrows() as u64);
                 }
@@ -276,6 +294,46 @@ impl Laplace {
     /// `−log p(D | θ*)` at noise σ (`None`: the fitted one), divided by the temperature.
     pub fn neg_log_likelihood(&self, sigma: Option<f64>) -> Result<f64> {
         Ok(self.nll_at(sigma)?.0)
+    }
+
+    /// The last layer's inputs φ(x) at the rows of `x` (a last-layer posterior only): computed
+    /// once, they serve [`Laplace::predict_at_features`] at every prior.
+    pub fn last_layer_features(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        match &self.cover {
+            Cover::LastLayer(ll) if x.ncols() == self.model.net.n_inputs() => {
+                Ok(ll.features(&self.model.w, x))
+            }
+            Cover::LastLayer(_) => Err(Error::Invalid(format!(
+                "inputs of {} columns; the network takes {}",
+                x.ncols(),
+                self.model.net.n_inputs()
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "features are a last-layer posterior's; this one covers {}",
+                self.cover.subset().weights()
+            ))),
+        }
+    }
+
+    /// The GLM predictive of a last-layer posterior at the last layer's inputs φ (rows of
+    /// [`Laplace::last_layer_features`]): the same as [`Posterior::predict`] at the inputs
+    /// they came from.
+    pub fn predict_at_features(&self, phi: MatRef<'_, f64>, link: Link) -> Result<Predictive> {
+        let Cover::LastLayer(ll) = &self.cover else {
+            return Err(Error::Invalid(format!(
+                "features are a last-layer posterior's; this one covers {}",
+                self.cover.subset().weights()
+            )));
+        };
+        if phi.ncols() != ll.head.n_inputs() {
+            return Err(Error::Invalid(format!(
+                "features of {} columns; the last layer takes {}",
+                phi.ncols(),
+                ll.head.n_inputs()
+            )));
+        }
+        let (mean, covariance) = self.blocks(phi, true, None, true);
+        predictive_of(&self.model, mean, covariance, link)
     }
 
     /// A subnetwork's weights (their indices in `w`, in the posterior's order); empty for the

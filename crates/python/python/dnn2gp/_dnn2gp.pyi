@@ -159,6 +159,14 @@ class Laplace:
         joint: bool = False,
         seed: int = 0,
     ) -> Union[Array, Tuple[Array, Array]]: ...
+    def features(self, x: ArrayIn) -> Array: ...
+    def predictive_at_features(
+        self,
+        phi: ArrayIn,
+        link_approx: Literal["probit", "mc", "bridge", "bridge_norm"] = "probit",
+        n_samples: int = 100,
+        seed: int = 0,
+    ) -> Union[Array, Tuple[Array, Array]]: ...
     def functional_samples(
         self, x: ArrayIn, pred_type: Literal["glm", "nn"] = "glm", n_samples: int = 100,
         seed: int = 0,

@@ -375,6 +375,9 @@ class Laplace:
                 raise ValueError("gridsearch requires a validation set DataLoader")
             grid = log_prior_prec_base ** np.linspace(log_prior_prec_min, log_prior_prec_max,
                                                       grid_size)
+            # A last-layer GLM predictive: the validation set's features once, for every value.
+            if self.subset_of_weights == "last_layer" and pred_type == "glm":
+                val_loader = [(_Features(la.features(x)), y) for x, y in map(_pair, val_loader)]
             scores = []
             for i, prior in enumerate(grid):
                 self.prior_precision = float(prior)
@@ -405,7 +408,13 @@ class Laplace:
         outs, targets, total, count = [], [], 0.0, 0
         for batch in val_loader:
             x, y = _pair(batch)
-            out = self(x, pred_type=pred_type, link_approx=link_approx, n_samples=n_samples)
+            if isinstance(x, _Features):
+                out = self._fitted().predictive_at_features(x.phi, link_approx=link_approx,
+                                                            n_samples=n_samples,
+                                                            seed=_seed(None))
+                out = tuple(map(self._tensor, out)) if isinstance(out, tuple) else self._tensor(out)
+            else:
+                out = self(x, pred_type=pred_type, link_approx=link_approx, n_samples=n_samples)
             y = torch.as_tensor(y)
             if metric:
                 try:
@@ -618,6 +627,13 @@ class Laplace:
         return (f"dnn2gp.torch.Laplace(likelihood='{self.likelihood}', subset_of_weights="
                 f"{self.subset_of_weights!r}, hessian_structure='{self.hessian_structure}', "
                 f"fitted={self._la is not None})")
+
+
+class _Features:
+    """A validation batch's last-layer features, computed once for a grid search."""
+
+    def __init__(self, phi):
+        self.phi = phi
 
 
 class _Backend:
