@@ -1,4 +1,4 @@
-//! What a posterior covers ([`Cover`]): all weights; the last layer (laplace-torch's
+//! What a posterior covers (`Cover`): all weights; the last layer (laplace-torch's
 //! `subset_of_weights="last_layer"`: the layers below give the features φ(x), and the posterior
 //! covers the last dense layer alone, the rest held at `w*`); or weights chosen by index
 //! (laplace-torch's subnetwork).
