@@ -643,6 +643,13 @@ fn a_temperature_divides_the_curvature_and_the_data_fit() {
         ll - 0.5 * (log_det - log_det_prior + scatter),
         max_relative = 1e-12
     );
+    // The file keeps the temperature.
+    let dir = common::tmpdir();
+    let path = dir.path().join("tempered.safetensors");
+    la.save(&path).unwrap();
+    let back = Laplace::load(&path).unwrap();
+    assert_eq!(back.temperature(), 0.6);
+    assert_eq!(back.log_marginal_likelihood(None, None).unwrap(), evidence);
     // Back at T = 1: the fitted numbers again; σ set keeps the prior per tensor.
     la.set_temperature(1.0).unwrap();
     la.set_sigma_noise(0.5).unwrap();
