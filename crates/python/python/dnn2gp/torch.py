@@ -62,8 +62,9 @@ class Laplace:
     exact in float64.
 
     ``subset_of_weights``: ``"last_layer"`` (default), ``"all"`` (parameters with
-    ``requires_grad=False`` are held at their values, as laplace-torch does) or a list of
-    parameter names; ``hessian_structure``: ``"kron"`` (default), ``"full"``, ``"diag"``,
+    ``requires_grad=False`` are held at their values, as laplace-torch does), ``"subnetwork"``
+    (the weights at ``subnetwork_indices`` of ``parameters_to_vector(model.parameters())``;
+    full or diag) or a list of parameter names; ``hessian_structure``: ``"kron"`` (default), ``"full"``, ``"diag"``,
     ``"lowrank"``. ``backend`` and its arguments are accepted and not needed (the GGN is
     computed exactly); an empirical-Fisher backend is refused, its numbers are another
     approximation.
