@@ -922,7 +922,7 @@ impl Laplace {
     #[staticmethod]
     fn load(path: PathBuf) -> PyResult<Self> {
         let la = CoreLaplace::load(&path).map_err(py_err)?;
-        Ok(Laplace {
+        let mut loaded = Laplace {
             model: la.model().clone(),
             structure: la.structure(),
             subset: la.subset(),
@@ -933,7 +933,9 @@ impl Laplace {
             temperature: la.temperature(),
             pending_prior: None,
             fitted: Some(la),
-        })
+        };
+        loaded.remember();
+        Ok(loaded)
     }
 
     fn __repr__(&self) -> String {
