@@ -329,6 +329,8 @@ fn evaluate_refuses_bad_options_before_any_work() {
             "two weight draws",
         ),
         (vec!["--temperature", "0"], "--temperature"),
+        (vec!["--freeze", "batchnorm"], "give --subset all"),
+        (vec!["--subset", "subnetwork"], "subnetwork_indices"),
         (vec!["--limit", "0"], "--limit"),
         (vec!["--ood-images", "/nonexistent/x.idx"], "--ood-images"),
         (

@@ -45,7 +45,12 @@ fn as_numpy<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     let py = value.py();
     let np = py.import("numpy")?;
     let value = if value.hasattr("detach")? && value.hasattr("cpu")? {
-        value.call_method0("detach")?.call_method0("cpu")?
+        let t = value.call_method0("detach")?.call_method0("cpu")?;
+        // numpy has no bfloat16: widened to float32 (exactly) first.
+        match t.getattr("dtype")?.str()?.extract::<String>()?.as_str() {
+            "torch.bfloat16" => t.call_method0("float")?,
+            _ => t,
+        }
     } else {
         value.clone()
     };
@@ -56,7 +61,12 @@ fn as_numpy<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
             describe(&value)
         )));
     }
-    np.call_method1("asarray", (value,))
+    np.call_method1("asarray", (&value,)).map_err(|e| {
+        PyTypeError::new_err(format!(
+            "{name}: cannot be read as an array ({}): {e}",
+            describe(&value)
+        ))
+    })
 }
 
 /// The values of `value` as a C-contiguous, aligned float64 numpy array: floating-point arrays

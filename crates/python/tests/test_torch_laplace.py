@@ -319,6 +319,8 @@ def test_fit_takes_tensors_float32_and_one_hot_labels(torch, laplace):
     c.fit(x.float(), y)
     p = c(x_test.float())
     assert p.dtype == torch.float32
+    # bfloat16 inputs (numpy has no such dtype) are widened exactly.
+    assert torch.equal(c(x_test.bfloat16()), c(x_test.bfloat16().float()))
     _close(_detach(p), _detach(a(x_test)), 1e-5)
 
 

@@ -23,6 +23,7 @@ use dnn2gp::nn::weights::{self};
 use dnn2gp::nn::{Network, Sequential};
 use dnn2gp::posterior::{
     FitOptions, HessianStructure, Link, LinkApprox, PredType, PriorPrecision, PriorStructure,
+    Subset,
 };
 use dnn2gp::train::model::{Model, ARCHITECTURE};
 use dnn2gp::{Error, Warning};
@@ -150,6 +151,22 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
     let (structures, subsets) = (&a.hessian, &a.subset);
     if let Some(v) = a.angles.iter().find(|v| !v.is_finite()) {
         return Err(Error::option("--angles", format!("{v} is not an angle in degrees")).into());
+    }
+    if !a.freeze.is_empty() && !subsets.contains(&Subset::All) {
+        return Err(Error::option(
+            "--freeze",
+            "holds tensors out of a posterior over all weights: give --subset all (a last-layer \
+             posterior holds every tensor below the last layer already)",
+        )
+        .into());
+    }
+    if subsets.contains(&Subset::Subnetwork) {
+        return Err(Error::option(
+            "--subset",
+            "subnetwork: its weights are chosen by index, from the library or Python \
+             (subset_of_weights='subnetwork', subnetwork_indices=…)",
+        )
+        .into());
     }
     let angles = a.angles.clone();
     let prior_structure = a.prior_structure;
