@@ -47,9 +47,14 @@ fn as_numpy<'py>(name: &str, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, P
     let value = if value.hasattr("detach")? && value.hasattr("cpu")? {
         let t = value.call_method0("detach")?.call_method0("cpu")?;
         // numpy has no bfloat16: widened to float32 (exactly) first.
-        match t.getattr("dtype")?.str()?.extract::<String>()?.as_str() {
-            "torch.bfloat16" => t.call_method0("float")?,
-            _ => t,
+        let bf16 = match t.getattr("dtype") {
+            Ok(d) => d.str()?.extract::<String>()? == "torch.bfloat16",
+            Err(_) => false,
+        };
+        if bf16 {
+            t.call_method0("float")?
+        } else {
+            t
         }
     } else {
         value.clone()
