@@ -92,6 +92,33 @@ fn setup() -> Option<Setup> {
     })
 }
 
+/// The B6 LeNet-5, as the library reads it.
+fn lenet5(t: &Setup) -> Model {
+    let net = Sequential::parse(LENET5).unwrap();
+    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
+    Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap()
+}
+
+/// The setup's training images and one-hot labels.
+fn training_data(t: &Setup) -> (faer::Mat<f64>, faer::Mat<f64>) {
+    let x = mnist::read_images(&t.train.0).unwrap();
+    (
+        x,
+        mnist::one_hot(&mnist::read_labels(&t.train.1).unwrap(), 10),
+    )
+}
+
+/// `evaluate` run with `args`, which must succeed, and the `evaluate.json` it wrote in `out`.
+fn evaluate_json(args: &[&str], out: &Path) -> serde_json::Value {
+    let run = run(args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap()).unwrap()
+}
+
 /// `evaluate` with the B6 LeNet-5 and the setup's training and test files.
 fn base_args(t: &Setup) -> Vec<&str> {
     vec![
@@ -130,12 +157,7 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
         "--out",
         s(&out),
     ]);
-    let run = run(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let json = evaluate_json(&args, &out);
     for f in [
         "evaluate.json",
         "metrics.csv",
@@ -148,16 +170,12 @@ fn evaluate_writes_every_method_and_the_maps_numbers_are_the_librarys() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap()).unwrap();
     let methods = json["methods"].as_array().unwrap();
     assert_eq!(methods.len(), 5);
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 5 * 2);
     // The MAP on the clean set, from the library directly.
-    let net = Sequential::parse(LENET5).unwrap();
-    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
-    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    let model = lenet5(&t);
     let x = mnist::read_images(&t.test.0).unwrap();
     let y = mnist::read_labels(&t.test.1).unwrap();
     let m = metrics(map_probabilities(&model, x.as_ref()).as_ref(), &y).unwrap();
@@ -194,20 +212,10 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
         "--out",
         s(&out),
     ]);
-    let run = run(&args);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap()).unwrap();
+    let json = evaluate_json(&args, &out);
     assert_eq!(json["prior_structure"], "layerwise");
-    let net = Sequential::parse(LENET5).unwrap();
-    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
-    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
-    let x = mnist::read_images(&t.train.0).unwrap();
-    let y = mnist::one_hot(&mnist::read_labels(&t.train.1).unwrap(), 10);
+    let model = lenet5(&t);
+    let (x, y) = training_data(&t);
     for (r, structure) in json["methods"].as_array().unwrap()[1..]
         .iter()
         .zip([HessianStructure::Kron, HessianStructure::Diag])
@@ -237,11 +245,8 @@ fn evaluate_chooses_a_prior_per_layer_as_the_library_does() {
 #[test]
 fn evaluate_predicts_with_the_network_at_weight_draws_and_a_temperature() {
     let Some(t) = setup() else { return };
-    let net = Sequential::parse(LENET5).unwrap();
-    let w = weights::load(&t.weights, &net.param_layout()).unwrap();
-    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
-    let x = mnist::read_images(&t.train.0).unwrap();
-    let y = mnist::one_hot(&mnist::read_labels(&t.train.1).unwrap(), 10);
+    let model = lenet5(&t);
+    let (x, y) = training_data(&t);
     let xt = mnist::read_images(&t.test.0).unwrap();
     let labels = mnist::read_labels(&t.test.1).unwrap();
     let mut la = Laplace::fit_subset(
@@ -269,15 +274,7 @@ fn evaluate_predicts_with_the_network_at_weight_draws_and_a_temperature() {
         let mut args = base_args(&t);
         args.extend(["--temperature", "0.5", "--out", s(&out)]);
         args.extend(extra.iter().copied());
-        let run = run(&args);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("evaluate.json")).unwrap())
-                .unwrap();
+        let json = evaluate_json(&args, &out);
         assert_eq!(json["temperature"], 0.5);
         let p = pred.unwrap().probabilities.unwrap();
         let nll = (0..xt.nrows())
