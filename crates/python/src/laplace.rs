@@ -134,6 +134,26 @@ impl Laplace {
     }
 }
 
+/// A predictive as Python has it: class probabilities (N × classes); for regression the mean
+/// (N × K) and, from the GLM, the covariance blocks (N × K × K), from the network's draws their
+/// variances (N × K).
+fn predictive_arrays<'py>(
+    py: Python<'py>,
+    out: dnn2gp::posterior::Predictive,
+    pred: PredType,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (n, k) = (out.mean.nrows(), out.mean.ncols());
+    if let Some(p) = &out.probabilities {
+        return Ok(to_numpy(py, p.as_ref()).into_any());
+    }
+    let mean = to_numpy(py, out.mean.as_ref()).into_any();
+    let var = match pred {
+        PredType::Glm => shaped(py, out.covariance, &[n, k, k])?,
+        PredType::Nn => shaped(py, out.functional_variance(), &[n, k])?,
+    };
+    Ok((mean, var).into_pyobject(py)?.into_any())
+}
+
 /// `subset_of_weights`: `"all"`, `"last_layer"`, or the `state_dict` names of the tensors the
 /// posterior covers (the others held at θ*, as laplace-torch does with `requires_grad=False`).
 #[derive(FromPyObject)]
@@ -516,22 +536,22 @@ impl Laplace {
     fn set_prior_precision(&mut self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let prior = Self::prior(value)?;
         let err = |e| arg_err("prior_precision", e);
-        match (&mut self.fitted, prior) {
-            (Some(la), PriorPrecision::Scalar(d)) => {
-                py.detach(|| la.set_prior_precision(d)).map_err(err)?;
-                self.model.delta = d;
-                self.pending_prior = None;
-            }
-            (Some(la), prior) => {
-                py.detach(|| la.set_prior(prior.clone())).map_err(err)?;
-                self.pending_prior = Some(prior);
-            }
-            (None, PriorPrecision::Scalar(d)) => {
+        if let Some(la) = &mut self.fitted {
+            py.detach(|| match prior {
+                PriorPrecision::Scalar(d) => la.set_prior_precision(d),
+                p => la.set_prior(p),
+            })
+            .map_err(err)?;
+            self.remember();
+            return Ok(());
+        }
+        match prior {
+            PriorPrecision::Scalar(d) => {
                 dnn2gp::train::check_delta(d).map_err(err)?;
                 self.model.delta = d;
                 self.pending_prior = None;
             }
-            (None, prior) => self.pending_prior = Some(prior),
+            prior => self.pending_prior = Some(prior),
         }
         Ok(())
     }
@@ -588,7 +608,10 @@ impl Laplace {
         if let Some(la) = &mut self.fitted {
             py.detach(|| la.set_sigma_noise(value))
                 .map_err(|e| py_err_as(e, MODEL_ARGS))?;
-        } else if !(value.is_finite() && value > 0.0) {
+            self.remember();
+            return Ok(());
+        }
+        if !(value.is_finite() && value > 0.0) {
             return Err(PyValueError::new_err(format!(
                 "sigma_noise: {value} is not a positive number"
             )));
@@ -725,20 +748,7 @@ impl Laplace {
             PredType::Nn => py.detach(|| la.predict_nn(x.as_ref(), n_samples, seed)),
         }
         .map_err(|e| arg_err("n_samples", e))?;
-        let (n, k) = (out.mean.nrows(), out.mean.ncols());
-        match (out.probabilities.clone(), pred) {
-            (Some(p), _) => Ok(to_numpy(py, p.as_ref()).into_any()),
-            (None, PredType::Glm) => {
-                let mean = to_numpy(py, out.mean.as_ref()).into_any();
-                let var = shaped(py, out.covariance, &[n, k, k])?;
-                Ok((mean, var).into_pyobject(py)?.into_any())
-            }
-            (None, PredType::Nn) => {
-                let var = shaped(py, out.functional_variance(), &[n, k])?;
-                let mean = to_numpy(py, out.mean.as_ref()).into_any();
-                Ok((mean, var).into_pyobject(py)?.into_any())
-            }
-        }
+        predictive_arrays(py, out, pred)
     }
 
     /// `predictive(X, …)`.
@@ -784,21 +794,17 @@ impl Laplace {
             .map_err(|e| arg_err("link_approx", e))?;
         let link = Link::new(approx, n_samples, seed).map_err(|e| arg_err("n_samples", e))?;
         let la = self.fitted()?;
-        let (_, v) = values("phi", phi)?;
-        let d = v.len() / phi.len()?.max(1);
-        let phi = Mat::from_fn(phi.len()?, d, |i, j| v[i * d + j]);
+        let (shape, v) = values("phi", phi)?;
+        let [n, d] = shape[..] else {
+            return Err(PyValueError::new_err(format!(
+                "phi: shape {shape:?}; expected (N, features)"
+            )));
+        };
+        let phi = Mat::from_fn(n, d, |i, j| v[i * d + j]);
         let out = py
             .detach(|| la.predict_at_features(phi.as_ref(), link))
             .map_err(py_err)?;
-        let (n, k) = (out.mean.nrows(), out.mean.ncols());
-        match out.probabilities {
-            Some(p) => Ok(to_numpy(py, p.as_ref()).into_any()),
-            None => {
-                let mean = to_numpy(py, out.mean.as_ref()).into_any();
-                let var = shaped(py, out.covariance, &[n, k, k])?;
-                Ok((mean, var).into_pyobject(py)?.into_any())
-            }
-        }
+        predictive_arrays(py, out, PredType::Glm)
     }
 
     /// `n_samples` draws of the outputs at X (n_samples × N × K) from `seed`: `pred_type="glm"`

@@ -256,7 +256,7 @@ pub trait Posterior {
 }
 
 /// Refuses inputs whose columns are not the network's inputs.
-fn check_inputs(m: &Model, x: MatRef<'_, f64>) -> Result<()> {
+pub(crate) fn check_inputs(m: &Model, x: MatRef<'_, f64>) -> Result<()> {
     if x.ncols() != m.net.n_inputs() {
         return Err(Error::Invalid(format!(
             "inputs of {} columns; the network takes {}",

@@ -6,7 +6,7 @@
 
 use faer::{Mat, MatRef};
 
-use super::last_layer::{covered_network, Cover, LastLayer};
+use super::last_layer::{checked_indices, covered_network, LastLayer};
 use super::link::inputs_per_block;
 use super::structure::{self, kron_shapes, ComputeOptions, GgnStructure, Tensor};
 use super::HessianStructure;
@@ -253,9 +253,7 @@ impl Laplace {
         opts: &FitOptions<'_>,
     ) -> Result<Curvature> {
         let (net, lik) = (&model.net, model.likelihood()?);
-        let Cover::Weights(indices) = Cover::weights(indices, model.w.len())? else {
-            unreachable!("Cover::weights gives weights")
-        };
+        let indices = checked_indices(indices, model.w.len())?;
         let m = indices.len();
         let (k, p) = (net.n_outputs(), net.n_params());
         let bytes = match structure {

@@ -7,10 +7,10 @@
 
 use faer::{Mat, MatRef};
 
-use super::base::predictive_of;
 use super::base::Posterior;
+use super::base::{check_inputs, predictive_of};
 use super::curvature::{Curvature, DataTerms, FitOptions};
-use super::last_layer::{covered_network, Cover};
+use super::last_layer::{covered_network, Cover, LastLayer};
 use super::link::{inputs_per_block, Link, Predictive};
 use super::structure::GgnStructure;
 use super::weight_posterior::LaplaceGgn;
@@ -299,15 +299,15 @@ impl Laplace {
     /// The last layer's inputs φ(x) at the rows of `x` (a last-layer posterior only): computed
     /// once, they serve [`Laplace::predict_at_features`] at every prior.
     pub fn last_layer_features(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
+        let ll = self.last_layer()?;
+        check_inputs(&self.model, x)?;
+        Ok(ll.features(&self.model.w, x))
+    }
+
+    /// The last-layer split, or why a posterior of another cover has no features.
+    fn last_layer(&self) -> Result<&LastLayer> {
         match &self.cover {
-            Cover::LastLayer(ll) if x.ncols() == self.model.net.n_inputs() => {
-                Ok(ll.features(&self.model.w, x))
-            }
-            Cover::LastLayer(_) => Err(Error::Invalid(format!(
-                "inputs of {} columns; the network takes {}",
-                x.ncols(),
-                self.model.net.n_inputs()
-            ))),
+            Cover::LastLayer(ll) => Ok(ll),
             _ => Err(Error::Invalid(format!(
                 "features are a last-layer posterior's; this one covers {}",
                 self.cover.subset().weights()
@@ -319,12 +319,7 @@ impl Laplace {
     /// [`Laplace::last_layer_features`]): the same as [`Posterior::predict`] at the inputs
     /// they came from.
     pub fn predict_at_features(&self, phi: MatRef<'_, f64>, link: Link) -> Result<Predictive> {
-        let Cover::LastLayer(ll) = &self.cover else {
-            return Err(Error::Invalid(format!(
-                "features are a last-layer posterior's; this one covers {}",
-                self.cover.subset().weights()
-            )));
-        };
+        let ll = self.last_layer()?;
         if phi.ncols() != ll.head.n_inputs() {
             return Err(Error::Invalid(format!(
                 "features of {} columns; the last layer takes {}",

@@ -74,27 +74,9 @@ impl Cover {
         })
     }
 
-    /// The subnetwork of `indices` into a network of `p` weights: distinct, in range, at least
-    /// one; the posterior's weights in their order.
+    /// The subnetwork of `indices` into a network of `p` weights ([`checked_indices`]).
     pub(crate) fn weights(indices: Vec<usize>, p: usize) -> Result<Self> {
-        if indices.is_empty() {
-            return Err(Error::option("subnetwork_indices", "no weights chosen"));
-        }
-        if let Some(i) = indices.iter().find(|i| **i >= p) {
-            return Err(Error::option(
-                "subnetwork_indices",
-                format!("index {i} is past the network's {p} weights"),
-            ));
-        }
-        let mut sorted = indices.clone();
-        sorted.sort_unstable();
-        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::option(
-                "subnetwork_indices",
-                format!("index {} is chosen twice", w[0]),
-            ));
-        }
-        Ok(Cover::Weights(indices))
+        Ok(Cover::Weights(checked_indices(indices, p)?))
     }
 
     /// Its subset word.
@@ -140,6 +122,29 @@ impl Cover {
             .map(|t| (t.name, t.shape.iter().product()))
             .collect()
     }
+}
+
+/// The weights of a subnetwork, `indices` into a network of `p` weights: distinct, in range,
+/// at least one; kept in their order (the posterior's).
+pub(crate) fn checked_indices(indices: Vec<usize>, p: usize) -> Result<Vec<usize>> {
+    if indices.is_empty() {
+        return Err(Error::option("subnetwork_indices", "no weights chosen"));
+    }
+    if let Some(i) = indices.iter().find(|i| **i >= p) {
+        return Err(Error::option(
+            "subnetwork_indices",
+            format!("index {i} is past the network's {p} weights"),
+        ));
+    }
+    let mut sorted = indices.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::option(
+            "subnetwork_indices",
+            format!("index {} is chosen twice", w[0]),
+        ));
+    }
+    Ok(indices)
 }
 
 /// The network a posterior over `subset` covers: all of `net`, or its last layer.

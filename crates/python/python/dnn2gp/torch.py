@@ -166,7 +166,7 @@ class Laplace:
         return model
 
     def _posterior(self, model):
-        subset = self.subset_of_weights
+        subset, indices = self.subset_of_weights, None
         if subset == "all" or isinstance(subset, (list, tuple)):
             names = self._names()
             if isinstance(subset, (list, tuple)) or len(names) < len(model.tensors):
@@ -182,22 +182,14 @@ class Laplace:
             if idx.min() < 0 or idx.max() >= len(perm):
                 raise ValueError(f"Subnetwork indices must lie between 0 and "
                                  f"n_params={len(perm)}.")
-            prior = self._prior
-            return _Laplace(model, self.likelihood, subset_of_weights="subnetwork",
-                            hessian_structure=self.hessian_structure,
-                            subnetwork_indices=perm[idx],
-                            prior_precision=_prior_value(prior), sigma_noise=self._sigma,
-                            temperature=self._temperature)
+            indices = perm[idx]
         elif subset == "last_layer" and self.last_layer_name is not None:
             if f"{self.last_layer_name}.weight" not in model.tensors[-2:]:
                 raise ValueError(f"last_layer_name='{self.last_layer_name}': the last layer "
                                  f"is {model.tensors[-2].rsplit('.', 1)[0]!r}")
-        prior = self._prior
-        if isinstance(prior, torch.Tensor):
-            prior = prior.detach().cpu().double().numpy()
         return _Laplace(model, self.likelihood, subset_of_weights=subset,
-                        hessian_structure=self.hessian_structure,
-                        prior_precision=_prior_value(prior), sigma_noise=self._sigma,
+                        hessian_structure=self.hessian_structure, subnetwork_indices=indices,
+                        prior_precision=_prior_value(self._prior), sigma_noise=self._sigma,
                         temperature=self._temperature)
 
     def _order(self, model):
@@ -239,9 +231,10 @@ class Laplace:
                 self.n_outputs = la.model.n_outputs
             if self.likelihood == "regression" and yb.ndim == 1 and self.n_outputs == 1:
                 yb = yb.reshape(-1, 1)
-            # Outputs checked against torch's: on the first batch of each chunk, or on every
-            # batch where the tracer warned that the forward may branch on the data.
-            if rows == 0 or self._branches:
+            # Outputs checked against torch's: on the first batch of each chunk after the one
+            # the export checked, or on every batch where the tracer warned that the forward
+            # may branch on the data.
+            if self._branches or (rows == 0 and i > 0):
                 self._check_outputs(la, x, i)
             x, yb = _numpy(x), _numpy(yb)
             stack.append((x, yb))
