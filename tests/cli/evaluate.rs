@@ -288,6 +288,33 @@ fn evaluate_predicts_with_the_network_at_weight_draws_and_a_temperature() {
     }
 }
 
+/// `--dtype f32`: the forward passes in f32 give f64's numbers to 1e-4 (last-layer KFAC, whose
+/// fit and predictive are forward passes), and evaluate.json says which ran.
+#[test]
+fn evaluate_in_f32_gives_the_numbers_of_f64() {
+    let Some(t) = setup() else { return };
+    let mut json = Vec::new();
+    for dtype in ["f64", "f32"] {
+        let out = t.root.join(format!("dtype-{dtype}"));
+        let mut args = base_args(&t);
+        args.extend(["--hessian", "kron", "--dtype", dtype, "--out", s(&out)]);
+        json.push(evaluate_json(&args, &out));
+    }
+    assert_eq!(json[1]["dtype"], "f32");
+    let methods = |i: usize| json[i]["methods"].as_array().unwrap().clone();
+    assert_eq!(methods(0).len(), 2, "the MAP and last-layer KFAC");
+    for (m64, m32) in methods(0).iter().zip(&methods(1)) {
+        for metric in ["nll", "ece", "brier", "conf"] {
+            let [a, b] = [m64, m32].map(|m| m["sets"][0]["metrics"][metric].as_f64().unwrap());
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{} {metric}: f64 {a}, f32 {b}",
+                m64["name"]
+            );
+        }
+    }
+}
+
 /// Bad options and inputs: exit code 2, the culprit named, nothing written.
 #[test]
 fn evaluate_refuses_bad_options_before_any_work() {
@@ -326,6 +353,7 @@ fn evaluate_refuses_bad_options_before_any_work() {
             "two weight draws",
         ),
         (vec!["--temperature", "0"], "--temperature"),
+        (vec!["--dtype", "f16"], "--dtype"),
         (vec!["--freeze", "batchnorm"], "give --subset all"),
         (vec!["--subset", "subnetwork"], "subnetwork_indices"),
         (vec!["--limit", "0"], "--limit"),

@@ -352,6 +352,8 @@ fn options_that_do_not_apply_are_refused() {
             ),
         ],
     );
+    let err = refused(&["bench", "B1", "--dtype", "f32"]);
+    assert!(err.contains("--dtype: applies to B6 and B8"), "{err}");
 }
 
 #[test]

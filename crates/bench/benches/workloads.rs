@@ -30,7 +30,7 @@ fn workloads(c: &mut Criterion) {
     group.sample_size(10);
     for w in ["B1", "B2", "B3", "B5"] {
         group.bench_function(w, |b| {
-            b.iter(|| black_box(dnn2gp_bench::run(w, &dir).unwrap()))
+            b.iter(|| black_box(dnn2gp_bench::run(w, &dir, None).unwrap()))
         });
     }
     let net = Sequential::mlp(vec![1, 100, 100, 1], Activation::Tanh).unwrap();

@@ -15,7 +15,7 @@ use dnn2gp::error::{Error, Result};
 use dnn2gp::experiments::calibration::{map_probabilities, metrics};
 use dnn2gp::gp::{FunctionalGp, Outputs};
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::nn::{weights, Sequential};
+use dnn2gp::nn::{weights, Dtype, Sequential};
 use dnn2gp::posterior::{
     FitOptions, HessianStructure, Laplace, Link, Posterior, PriorStructure, Subset,
 };
@@ -119,9 +119,10 @@ fn peer_files(dir: &Path, net: Net) -> Result<(Model, Mat<f64>, Vec<usize>)> {
 }
 
 /// Runs one variant of [`VARIANTS`] (B6) or [`B8_VARIANTS`] (B8).
-pub fn b6(dir: &Path, net: Net, variant: &str) -> Result<BenchRun> {
+pub fn b6(dir: &Path, net: Net, variant: &str, dtype: Dtype) -> Result<BenchRun> {
     let t_start = Instant::now();
     let (model, xr, yr) = peer_files(dir, net)?;
+    let model = model.with_dtype(dtype);
     let prefix = net.prefix();
     let mut timings = Vec::new();
     let mut info = serde_json::Map::new();
@@ -211,6 +212,7 @@ pub fn b6(dir: &Path, net: Net, variant: &str) -> Result<BenchRun> {
         per_angle.insert(angle.to_string(), serde_json::to_value(m).expect("plain"));
         ours.extend(rows_of(rows, 0..PEER_ROWS));
     }
+    info.insert("dtype".into(), dtype.word().into());
     info.insert("metrics".into(), per_angle.into());
     if let Some(peer) = &peer {
         let theirs = peer_probs(&dir.join(peer))?;

@@ -39,7 +39,7 @@ use dnn2gp::gp::{gaussian_glm_variance, gaussian_variance_in_place, DeltaPath};
 use dnn2gp::likelihood::Gaussian;
 use dnn2gp::linalg::mirror_lower;
 use dnn2gp::linalg::stack_rows;
-use dnn2gp::nn::{Activation, JacobianFactors, Network, NtkBlocks, Real, Sequential};
+use dnn2gp::nn::{Activation, Dtype, JacobianFactors, Network, NtkBlocks, Real, Sequential};
 use dnn2gp::train::vogn::{self, Covariance, Curvature, VognConfig};
 use dnn2gp::train::Objective;
 
@@ -71,12 +71,25 @@ pub struct BenchRun {
 /// tensor `B6:kron:last_layer:layerwise`), `B7` (m = 1,600
 /// and 10,000 independent, 1,600 coupled), `B7:M` or `B7:M:coupled`, `B8` (each of
 /// [`b6::B8_VARIANTS`]) or one B8 variant (`B8:kron:all:frozen_bn`).
-pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
+pub fn run(name: &str, data: &Path, dtype: Option<Dtype>) -> Result<Vec<BenchRun>> {
+    let b6_or_b8 = ["B6", "B8"].iter().any(|b| {
+        name.eq_ignore_ascii_case(b) || name.to_ascii_uppercase().starts_with(&format!("{b}:"))
+    });
+    if dtype.is_some() && !b6_or_b8 {
+        return Err(Error::option(
+            "--dtype",
+            format!(
+                "applies to B6 and B8 (the forward passes of their networks); {name} runs in its \
+                 own fixed types"
+            ),
+        ));
+    }
+    let dtype = dtype.unwrap_or(Dtype::F64);
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
-        return Ok(vec![finish(b6::b6(data, b6::Net::B6, variant)?)]);
+        return Ok(vec![finish(b6::b6(data, b6::Net::B6, variant, dtype)?)]);
     }
     if let Some(variant) = name.strip_prefix("B8:").or(name.strip_prefix("b8:")) {
-        return Ok(vec![finish(b6::b6(data, b6::Net::B8, variant)?)]);
+        return Ok(vec![finish(b6::b6(data, b6::Net::B8, variant, dtype)?)]);
     }
     if let Some(rest) = name.strip_prefix("B7:").or(name.strip_prefix("b7:")) {
         let bad = || {
@@ -106,13 +119,13 @@ pub fn run(name: &str, data: &Path) -> Result<Vec<BenchRun>> {
     if name.eq_ignore_ascii_case("B6") {
         return b6::VARIANTS
             .iter()
-            .map(|v| b6::b6(data, b6::Net::B6, v).map(finish))
+            .map(|v| b6::b6(data, b6::Net::B6, v, dtype).map(finish))
             .collect();
     }
     if name.eq_ignore_ascii_case("B8") {
         return b6::B8_VARIANTS
             .iter()
-            .map(|v| b6::b6(data, b6::Net::B8, v).map(finish))
+            .map(|v| b6::b6(data, b6::Net::B8, v, dtype).map(finish))
             .collect();
     }
     let run = match name.to_ascii_uppercase().as_str() {

@@ -10,14 +10,33 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 
 /// The floating types dense kernels are computed in: f64, or f32 at twice the GEMM rate.
-pub trait Real: faer::traits::RealField + Copy + Send + Sync + 'static {
+pub trait Real:
+    faer::traits::RealField
+    + Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::DivAssign
+    + std::iter::Sum
+    + 'static
+{
     /// `v` rounded to this type.
     fn of(v: f64) -> Self;
+    /// This value in f64 (exact).
+    fn f64(self) -> f64;
 }
 
 impl Real for f64 {
     fn of(v: f64) -> Self {
         v
+    }
+    fn f64(self) -> f64 {
+        self
     }
 }
 
@@ -25,6 +44,31 @@ impl Real for f32 {
     fn of(v: f64) -> Self {
         v as f32
     }
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+/// `m` rounded to `T` (a copy for f64).
+pub fn to_real<T: Real>(m: MatRef<'_, f64>) -> Mat<T> {
+    convert(m, T::of)
+}
+
+/// `m` in f64 (exact).
+pub fn to_f64<T: Real>(m: MatRef<'_, T>) -> Mat<f64> {
+    convert(m, T::f64)
+}
+
+/// `f` of each entry, column by column.
+fn convert<A: Copy, B: Real>(m: MatRef<'_, A>, f: impl Fn(A) -> B) -> Mat<B> {
+    let mut out = Mat::<B>::zeros(m.nrows(), m.ncols());
+    wide(|| {
+        for j in 0..m.ncols() {
+            let dst = col_mut(out.as_mut(), j);
+            (dst.iter_mut().zip(m.col(j).iter())).for_each(|(d, &v)| *d = f(v));
+        }
+    });
+    out
 }
 
 /// Parallelism for an operation of about `flops` floating-point operations: sequential below

@@ -8,7 +8,7 @@
 use dnn2gp::curvature::Backend;
 use dnn2gp::likelihood::{curvature_root_rows, LikelihoodKind};
 use dnn2gp::nn::ops::*;
-use dnn2gp::nn::{Cotangents, Graph, GraphBuilder, Network, Reduce, Sequential};
+use dnn2gp::nn::{Cotangents, Dtype, Graph, GraphBuilder, Network, Reduce, Sequential};
 use dnn2gp::posterior::{HessianStructure, Laplace, Posterior, Subset};
 use dnn2gp::train::model::Model;
 use faer::Mat;
@@ -70,6 +70,13 @@ fn check(net: &Graph, what: &str) {
         max_abs(&f, &net.forward(&w, x.as_ref())) < 1e-13,
         "{what}: outputs"
     );
+    // The forward pass in f32 (a convolution's BatchNorm and ReLU fused) within f32's
+    // rounding of f64's.
+    let top = (0..f.nrows())
+        .flat_map(|i| (0..f.ncols()).map(move |j| (i, j)))
+        .fold(1.0f64, |a, (i, j)| a.max(f[(i, j)].abs()));
+    let f32_err = max_abs(&f, &net.forward_in(&w, x.as_ref(), Dtype::F32));
+    assert!(f32_err < 1e-5 * top, "{what}: f32 outputs off by {f32_err}");
     let fd = fd_jacobian(net, &w, &x);
     let scale = 1.0
         + (0..fd.nrows())
@@ -237,6 +244,107 @@ fn resnet_block() -> Graph {
 #[test]
 fn a_resnet_block_has_exact_jacobians() {
     check(&resnet_block(), "resnet block");
+}
+
+/// `z[o, y, x] = b_o + Σ_{c, i, j} W[o, c, i, j] x[g·C + c, y·s + i·d − p, x·s + j·d − p]` (zero
+/// outside the image) for the output channels `o` of group `g`, written out.
+fn conv_by_definition(c: &Conv, w: &[f64], x: &[f64]) -> Vec<f64> {
+    let [oh, ow] = c.output();
+    let (cg, og) = (c.in_channels / c.groups, c.out_channels / c.groups);
+    let [h, wd] = c.input;
+    let [kh, kw] = c.kernel;
+    let mut z = vec![0.0; c.out_channels * oh * ow];
+    for o in 0..c.out_channels {
+        let g = o / og;
+        for y in 0..oh {
+            for xx in 0..ow {
+                let mut s = if c.bias {
+                    w[c.out_channels * cg * kh * kw + o]
+                } else {
+                    0.0
+                };
+                for ci in 0..cg {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let iy = (y * c.stride[0] + i * c.dilation[0]) as isize
+                                - c.padding[0] as isize;
+                            let ix = (xx * c.stride[1] + j * c.dilation[1]) as isize
+                                - c.padding[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                continue;
+                            }
+                            let v = x[(g * cg + ci) * h * wd + iy as usize * wd + ix as usize];
+                            s += w[((o * cg + ci) * kh + i) * kw + j] * v;
+                        }
+                    }
+                }
+                z[(o * oh + y) * ow + xx] = s;
+            }
+        }
+    }
+    z
+}
+
+/// Convolutions large enough that the forward pass takes their positions in several tiles (the
+/// last one short), in f64 and f32, equal their definition, with and without a fused BatchNorm
+/// and ReLU after them.
+#[test]
+fn convolutions_in_tiles_equal_their_definition() {
+    for (groups, stride, pad, dil) in [(1, 1, 1, 1), (2, 2, 2, 2), (4, 3, 0, 1)] {
+        let op = conv(64, 8, 31, 3, stride, pad, dil, groups, true);
+        let Op::Conv(c) = op.clone() else {
+            unreachable!()
+        };
+        let [oh, ow] = c.output();
+        let mut b = GraphBuilder::new(vec![64, 31, 31]);
+        let v = b.push("conv", op, vec![0]).unwrap();
+        let net = b.finish().unwrap();
+        let w = weights(&net, 7);
+        // 70 examples: a batch of 64 and one of 6.
+        let x = inputs(70, net.n_inputs(), 2);
+        assert_eq!(v, 1);
+        let want: Vec<Vec<f64>> = (0..x.nrows())
+            .map(|e| {
+                let row: Vec<f64> = x.row(e).iter().copied().collect();
+                conv_by_definition(&c, &w, &row)
+            })
+            .collect();
+        let want = Mat::from_fn(x.nrows(), c.out_channels * oh * ow, |i, j| want[i][j]);
+        let f = net.forward(&w, x.as_ref());
+        assert!(
+            max_abs(&f, &want) < 1e-11,
+            "groups {groups}: f64 off by {}",
+            max_abs(&f, &want)
+        );
+        let f32_err = max_abs(&net.forward_in(&w, x.as_ref(), Dtype::F32), &want);
+        assert!(f32_err < 1e-4, "groups {groups}: f32 off by {f32_err}");
+        // With a BatchNorm and a ReLU reading it only (fused into the convolution's pass).
+        let mut b = GraphBuilder::new(vec![64, 31, 31]);
+        let v = b.push("conv", Op::Conv(c), vec![0]).unwrap();
+        let v = b.push("bn", bn(8, oh * ow), vec![v]).unwrap();
+        b.push("relu", unary(UnaryKind::Relu, 0.0), vec![v])
+            .unwrap();
+        let fused = b.finish().unwrap();
+        let mut wf = w.clone();
+        wf.extend((0..16).map(|i| 0.8 + 0.05 * i as f64));
+        let Op::BatchNorm(norm) = bn(8, oh * ow) else {
+            unreachable!()
+        };
+        let want = Mat::from_fn(want.nrows(), want.ncols(), |i, j| {
+            let ch = j / (oh * ow);
+            let v = (want[(i, j)] - norm.mean[ch]) / (norm.var[ch] + norm.eps).sqrt()
+                * wf[w.len() + ch]
+                + wf[w.len() + 8 + ch];
+            v.max(0.0)
+        });
+        let f = fused.forward(&wf, x.as_ref());
+        assert!(max_abs(&f, &want) < 1e-11, "groups {groups}: fused f64");
+        let f32_err = max_abs(&fused.forward_in(&wf, x.as_ref(), Dtype::F32), &want);
+        assert!(
+            f32_err < 1e-4,
+            "groups {groups}: fused f32 off by {f32_err}"
+        );
+    }
 }
 
 /// Depthwise and dilated convolutions, max pooling with padding, average pooling without the
@@ -801,4 +909,50 @@ fn held_tensors_leave_the_posterior_and_keep_their_values() {
         .save(&path, dnn2gp::nn::weights::StoredDtype::F64)
         .unwrap();
     assert_eq!(Model::load(&path).unwrap(), model);
+}
+
+/// A posterior whose forward passes run in f32 (outputs, a last layer's features, the network
+/// at weight draws) predicts the probabilities of its f64 twin to 1e-4, at the evidence's δ
+/// (found from the f32 fit within 1e-4 of f64's).
+#[test]
+fn f32_forward_passes_give_the_probabilities_of_f64() {
+    use dnn2gp::posterior::Link;
+    let net = resnet_block();
+    let w = weights(&net, 8);
+    let (x, xs) = (inputs(40, net.n_inputs(), 3), inputs(25, net.n_inputs(), 9));
+    let f = net.forward(&w, x.as_ref());
+    // Labels the network mostly gets right, so that the fit is a trained network's.
+    let y = Mat::from_fn(40, 4, |i, j| {
+        let best = (0..4).fold(0, |b, k| if f[(i, k)] > f[(i, b)] { k } else { b });
+        f64::from(u8::from(
+            j == if i % 5 == 0 { (best + 1) % 4 } else { best },
+        ))
+    });
+    let model = Model::new(net, w, LikelihoodKind::Categorical, 1.0, 1.0).unwrap();
+    for subset in [Subset::LastLayer, Subset::All] {
+        let fit = |dtype: Dtype| {
+            let mut la = Laplace::fit_subset(
+                model.clone().with_dtype(dtype),
+                x.as_ref(),
+                y.as_ref(),
+                HessianStructure::Kron,
+                subset,
+                &Default::default(),
+            )
+            .unwrap();
+            let delta = la.optimize_prior_precision().unwrap().delta;
+            let glm = la.predict(xs.as_ref(), Link::Probit).unwrap();
+            let nn = la.predict_nn(xs.as_ref(), 20, 3).unwrap();
+            (delta, glm.probabilities.unwrap(), nn.probabilities.unwrap())
+        };
+        let (d64, p64, n64) = fit(Dtype::F64);
+        let (d32, p32, n32) = fit(Dtype::F32);
+        assert!((d32 - d64).abs() < 1e-4 * d64, "{subset}: δ {d32} vs {d64}");
+        let (gp, np) = (max_abs(&p32, &p64), max_abs(&n32, &n64));
+        assert!(
+            gp < 1e-4 && np < 1e-4,
+            "{subset}: probabilities off by {gp} (glm), {np} (nn)"
+        );
+        assert!(gp > 0.0, "{subset}: the f32 run computed in f64");
+    }
 }

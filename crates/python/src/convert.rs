@@ -10,8 +10,26 @@ use pyo3::types::PyDict;
 
 use dnn2gp::gp::{kernel_view, nt_order, KernelView};
 use dnn2gp::likelihood::LikelihoodKind;
-use dnn2gp::nn::Network;
+use dnn2gp::nn::{Dtype, Network};
 use dnn2gp::train::model::Model as CoreModel;
+
+/// A dtype given as a word (`"float32"`, `"f32"`), a numpy type or dtype, or a torch dtype:
+/// the scalar type of forward passes (f64 when none is given).
+pub(crate) fn dtype(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Dtype> {
+    let Some(value) = value else {
+        return Ok(Dtype::F64);
+    };
+    let word: String = match value.extract::<String>() {
+        Ok(w) => w,
+        Err(_) => match value.getattr("__name__") {
+            Ok(n) => n.extract()?,
+            Err(_) => value.str()?.extract()?,
+        },
+    };
+    word.trim_start_matches("torch.")
+        .parse()
+        .map_err(|e| crate::errors::arg_err(name, e))
+}
 
 /// The bytes a computation may allocate at once: `max_memory_gib`, or three quarters of the
 /// available memory.

@@ -165,9 +165,9 @@ enum SubsetArg {
 #[pymethods]
 impl Laplace {
     #[new]
-    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None))]
+    #[pyo3(signature = (model, likelihood, subset_of_weights=SubsetArg::Word("last_layer".into()), hessian_structure="kron", prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None, dtype=None))]
     #[pyo3(
-        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None)"
+        text_signature = "(model, likelihood, subset_of_weights='last_layer', hessian_structure='kron', prior_precision=None, sigma_noise=None, temperature=1.0, subnetwork_indices=None, rank=100, seed=0, max_memory_gib=None, dtype=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -182,8 +182,10 @@ impl Laplace {
         rank: usize,
         seed: u64,
         max_memory_gib: Option<f64>,
+        dtype: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let mut m = model.inner.clone();
+        m.dtype = crate::convert::dtype("dtype", dtype)?;
         m.likelihood = likelihood_of(likelihood, m.net.n_outputs())?;
         let mut pending_prior = None;
         match prior_precision.map(Self::prior).transpose()? {
@@ -556,6 +558,13 @@ impl Laplace {
         Ok(())
     }
 
+    /// The scalar type of the network's forward passes (outputs, a last layer's features, the
+    /// `nn` predictive's draws): `"f64"` or `"f32"`; Jacobians and curvature are f64.
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.model.dtype.word()
+    }
+
     /// The temperature T of `N(θ*, (H/T + D)⁻¹)` (laplace-torch's; the evidence's data fit is
     /// divided by T). Setting it refits the posterior from the same curvature.
     #[getter]
@@ -727,7 +736,7 @@ impl Laplace {
             }
             let (f, c) = py.detach(|| {
                 (
-                    dnn2gp::nn::predict(&la.model().net, &la.model().w, x.as_ref()),
+                    la.model().predict(x.as_ref()),
                     la.kernel(x.as_ref(), x.as_ref()),
                 )
             });

@@ -34,6 +34,22 @@ def test_the_b8_resnet_from_onnx_has_torchs_probabilities():
     p = np.exp(f - f.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     assert np.abs(p - want).max() < 1e-5
+    # The forward pass in float32 (as torch ran it): within float32's rounding.
+    for dtype in ["float32", np.float32, np.dtype("float32"), "f32"]:
+        f32 = model(images, dtype=dtype)
+        assert 0 < np.abs(f32 - f).max() < 1e-4 * np.abs(f).max()
+    with pytest.raises(ValueError, match="dtype"):
+        model(images, dtype="float16")
+    # A posterior's forward passes in float32: its probabilities within 1e-4 of float64's.
+    labels = np.argmax(f, 1)
+    probs = {}
+    for dtype in ["float64", "float32"]:
+        la = dnn2gp.Laplace(model, "classification", dtype=dtype)
+        la.fit(images, labels)
+        la.optimize_prior_precision()
+        assert la.dtype == dtype.replace("float", "f")
+        probs[dtype] = la(images)
+    assert 0 < np.abs(probs["float32"] - probs["float64"]).max() < 1e-4
 
 
 def test_a_file_that_is_no_onnx_is_refused():

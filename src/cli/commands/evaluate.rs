@@ -37,6 +37,7 @@ struct Summary {
     link: String,
     pred_type: String,
     temperature: f64,
+    dtype: String,
     prior: String,
     prior_structure: String,
     angles: Vec<f64>,
@@ -301,7 +302,7 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
             );
         }
     }
-    let model = load_model(&a)?;
+    let model = load_model(&a)?.with_dtype(a.dtype);
     let (d, k) = (model.net.n_inputs(), model.net.n_outputs());
     let classes = if k == 1 { 2 } else { k };
     let methods: Vec<EvalMethod> = structures
@@ -604,6 +605,7 @@ pub(crate) fn run(ctx: &Ctx, a: EvaluateCmd) -> Result<()> {
         link: link_word.to_string(),
         pred_type: a.pred_type.to_string(),
         temperature: a.temperature,
+        dtype: a.dtype.to_string(),
         prior: a.prior.to_string(),
         prior_structure: a.prior_structure.to_string(),
         angles,

@@ -353,7 +353,7 @@ pub struct MethodReport {
 /// Probabilities of the MAP network: the softmax of its outputs (`[1 − σ(f), σ(f)]` for one
 /// logit).
 pub fn map_probabilities(model: &Model, x: MatRef<'_, f64>) -> Mat<f64> {
-    let f = crate::nn::predict(&model.net, &model.w, x);
+    let f = model.predict(x);
     let k = f.ncols();
     let c = if k == 1 { 2 } else { k };
     let mut p = Mat::zeros(f.nrows(), c);

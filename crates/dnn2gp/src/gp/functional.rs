@@ -98,7 +98,7 @@ impl FunctionalGp {
         Self::check_memory(&model.net, x.nrows(), outputs, memory_limit)?;
         let (m, k) = (x.nrows(), model.net.n_outputs());
         let lik = model.likelihood()?;
-        let f = crate::nn::predict(&model.net, &model.w, x);
+        let f = model.predict(x);
         let nll = lik.nll_sum(f.as_ref(), y);
         let factors = model.net.jacobian_factors(&model.w, x);
         // Λ_i (K×K) at each point.
@@ -320,7 +320,7 @@ impl FunctionalGp {
     /// Class probabilities at `xs` by `link` from the mean `f_{w*}(x*)` and the K×K
     /// covariances.
     pub fn predict(&self, xs: MatRef<'_, f64>, link: Link) -> Result<Mat<f64>> {
-        let f = crate::nn::predict(&self.model.net, &self.model.w, xs);
+        let f = self.model.predict(xs);
         class_probabilities(&f, &self.functional_covariance(xs), link)
     }
 }

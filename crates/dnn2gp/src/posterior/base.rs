@@ -93,7 +93,7 @@ pub trait Posterior {
             progress,
         );
         let f = if outputs {
-            crate::nn::predict(&m.net, &m.w, x)
+            m.predict(x)
         } else {
             Mat::zeros(0, 0)
         };
@@ -138,7 +138,7 @@ pub trait Posterior {
         let m = self.model();
         self.sample(n, seed)
             .iter()
-            .map(|w| crate::nn::predict(&m.net, w, x))
+            .map(|w| m.predict_at(w, x))
             .collect()
     }
 

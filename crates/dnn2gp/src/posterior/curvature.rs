@@ -216,11 +216,15 @@ impl Laplace {
         let (sub, w, inputs) = match &last_layer {
             None => (net, &model.w[..], x),
             Some(ll) => {
-                features = ll.features(&model.w, x);
+                features = ll.features(&model.w, x, model.dtype);
                 (&ll.head, &model.w[ll.offset..], features.as_ref())
             }
         };
-        let data = DataTerms::of(lik.as_ref(), crate::nn::predict(sub, w, inputs).as_ref(), y);
+        let data = DataTerms::of(
+            lik.as_ref(),
+            crate::nn::predict_in(sub, w, inputs, model.dtype).as_ref(),
+            y,
+        );
         let ggn = structure::compute(
             structure,
             Backend::new(sub, lik.as_ref(), w),
@@ -301,11 +305,7 @@ impl Laplace {
                 pb.advance(n as u64);
             }
         }
-        let data = DataTerms::of(
-            lik.as_ref(),
-            crate::nn::predict(net, &model.w, x).as_ref(),
-            y,
-        );
+        let data = DataTerms::of(lik.as_ref(), model.predict(x).as_ref(), y);
         let ggn: Box<dyn GgnStructure> = match structure {
             HessianStructure::Full => Box::new(structure::Full::new(h)),
             _ => Box::new(structure::Diag::new(h.col(0).iter().copied().collect())),

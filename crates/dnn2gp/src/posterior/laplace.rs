@@ -140,11 +140,7 @@ impl Laplace {
             )));
         }
         let lik = model.likelihood()?;
-        let data = DataTerms::of(
-            lik.as_ref(),
-            crate::nn::predict(&model.net, &model.w, x).as_ref(),
-            y,
-        );
+        let data = DataTerms::of(lik.as_ref(), model.predict(x).as_ref(), y);
         let h = precision.iter().map(|p| p - model.delta).collect();
         Self::assemble(
             model,
@@ -226,7 +222,7 @@ impl Laplace {
                     if outputs {
                         f.as_mut()
                             .subrows_mut(s, xb.nrows())
-                            .copy_from(crate::nn::predict(sub, w, inputs));
+                            .copy_from(crate::nn::predict_in(sub, w, inputs, self.model.dtype));
                     }
                     match &layers {
                         Some(l) => factored_covariance_blocks(&sub.jacobian_factors(w, inputs), l),
@@ -259,7 +255,7 @@ impl Laplace {
     /// `f` of the covered network's inputs at `x`: x itself, or the features φ(x).
     fn with_inputs<R>(&self, x: MatRef<'_, f64>, f: impl FnOnce(MatRef<'_, f64>) -> R) -> R {
         match &self.cover {
-            Cover::LastLayer(ll) => f(ll.features(&self.model.w, x).as_ref()),
+            Cover::LastLayer(ll) => f(ll.features(&self.model.w, x, self.model.dtype).as_ref()),
             _ => f(x),
         }
     }
@@ -301,7 +297,7 @@ impl Laplace {
     pub fn last_layer_features(&self, x: MatRef<'_, f64>) -> Result<Mat<f64>> {
         let ll = self.last_layer()?;
         check_inputs(&self.model, x)?;
-        Ok(ll.features(&self.model.w, x))
+        Ok(ll.features(&self.model.w, x, self.model.dtype))
     }
 
     /// The last-layer split, or why a posterior of another cover has no features.
@@ -433,12 +429,14 @@ impl Posterior for Laplace {
     fn outputs_at_draws(&self, x: MatRef<'_, f64>, n: usize, seed: u64) -> Vec<Mat<f64>> {
         let draws = self.posterior.sample(n, &mut seeded(seed));
         let Cover::LastLayer(ll) = &self.cover else {
-            let net = &self.model.net;
             return (draws.iter())
-                .map(|d| crate::nn::predict(net, &self.cover.place(&self.model.w, d), x))
+                .map(|d| {
+                    self.model
+                        .predict_at(&self.cover.place(&self.model.w, d), x)
+                })
                 .collect();
         };
-        let phi = ll.features(&self.model.w, x);
+        let phi = ll.features(&self.model.w, x, self.model.dtype);
         let (rows, d, k) = (phi.nrows(), phi.ncols(), self.model.net.n_outputs());
         let phi1 = Mat::from_fn(rows, d + 1, |i, j| if j < d { phi[(i, j)] } else { 1.0 });
         // Row s·K + o of the stack: output o's weights of draw s, then its bias.

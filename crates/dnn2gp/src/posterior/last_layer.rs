@@ -7,7 +7,7 @@ use faer::{Mat, MatRef};
 
 use super::Subset;
 use crate::error::{Error, Result};
-use crate::nn::{Graph, Layer, Network, Sequential};
+use crate::nn::{Dtype, Graph, Layer, Network, Sequential};
 
 /// The layers below (the features φ) and the last dense layer, whose weights start at
 /// `offset` in `w`.
@@ -48,9 +48,9 @@ impl LastLayer {
     }
 
     /// The features φ(x) (the inputs themselves for a one-layer network).
-    pub(crate) fn features(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+    pub(crate) fn features(&self, w: &[f64], x: MatRef<'_, f64>, dtype: Dtype) -> Mat<f64> {
         match &self.body {
-            Some(b) => crate::nn::predict(b, &w[..self.offset], x),
+            Some(b) => crate::nn::predict_in(b, &w[..self.offset], x, dtype),
             None => x.to_owned(),
         }
     }

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use faer::MatRef;
+use faer::{Mat, MatRef};
 
 use crate::error::{Error, Result};
 use crate::likelihood::{Likelihood, LikelihoodKind};
 use crate::nn::weights::{self, StoredDtype};
-use crate::nn::{Graph, Network};
+use crate::nn::{Dtype, Graph, Network};
 
 /// The metadata key of a model file's architecture: a file without it is no dnn2gp model
 /// ([`Error::Metadata`] names it).
@@ -37,6 +37,9 @@ pub struct Model {
     pub delta: f64,
     /// The training data's [`fingerprint`], when known.
     pub data: Option<String>,
+    /// The scalar type of its forward passes (features, outputs, predictives; not saved):
+    /// f64 by default.
+    pub dtype: Dtype,
 }
 
 impl Model {
@@ -72,7 +75,23 @@ impl Model {
             sigma,
             delta,
             data: None,
+            dtype: Dtype::F64,
         })
+    }
+
+    /// The model with its forward passes in `dtype`.
+    pub fn with_dtype(self, dtype: Dtype) -> Model {
+        Model { dtype, ..self }
+    }
+
+    /// Its outputs `F` (N × K) at the rows of `X`, in its dtype.
+    pub fn predict(&self, x: MatRef<'_, f64>) -> Mat<f64> {
+        self.predict_at(&self.w, x)
+    }
+
+    /// The outputs at weights `w` (a draw), in its dtype.
+    pub fn predict_at(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        crate::nn::predict_in(&self.net, w, x, self.dtype)
     }
 
     /// The model with the tensors `names` held fixed at their values (laplace-torch's

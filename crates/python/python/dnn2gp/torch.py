@@ -8,8 +8,10 @@ changed, ``from laplace import Laplace`` to ``from dnn2gp.torch import Laplace``
     probs = la(x_test, link_approx="probit")     # a torch tensor on x_test's device
 
 The module comes in through ``dnn2gp.Model.from_torch`` (ONNX export in eval mode), its outputs
-checked against torch's on the first batch. Every number is computed in float64 whatever the
-module's dtype; results come back as tensors of the module's dtype on the input's device.
+checked against torch's on the first batch. As laplace-torch, the module's dtype sets the
+forward passes' (a float64 module's in float64, any other's in float32: outputs, last-layer
+features, the ``nn`` predictive's draws); Jacobians, curvature and the posterior are float64.
+Results come back as tensors of the module's dtype on the input's device.
 ``marglik_training`` is laplace-torch's ``laplace.marglik_training`` with the hyperparameters
 set at the evidence's maximum exactly at each step. Imports torch; the rest of dnn2gp does not.
 """
@@ -190,7 +192,8 @@ class Laplace:
         return _Laplace(model, self.likelihood, subset_of_weights=subset,
                         hessian_structure=self.hessian_structure, subnetwork_indices=indices,
                         prior_precision=_prior_value(self._prior), sigma_noise=self._sigma,
-                        temperature=self._temperature)
+                        temperature=self._temperature,
+                        dtype="float64" if self._dtype() == torch.float64 else "float32")
 
     def _order(self, model):
         """For each entry of torch's parameter vector, its index in dnn2gp's."""

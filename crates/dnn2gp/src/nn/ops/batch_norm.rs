@@ -4,6 +4,8 @@
 
 use faer::Mat;
 
+use crate::linalg::Real;
+
 /// BatchNorm over `channels` with `spatial` entries each (1 after a linear layer).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNorm {
@@ -31,8 +33,8 @@ impl BatchNorm {
         }
     }
 
-    fn scale(&self, w: &[f64], c: usize) -> f64 {
-        let g = if self.affine { w[c] } else { 1.0 };
+    fn scale<T: Real>(&self, w: &[T], c: usize) -> f64 {
+        let g = if self.affine { w[c].f64() } else { 1.0 };
         g / (self.var[c] + self.eps).sqrt()
     }
 
@@ -41,24 +43,28 @@ impl BatchNorm {
     }
 
     /// Per channel, `γ/√(v + ε)` and `β − γ μ/√(v + ε)`: `y = a x + b`.
-    fn affine(&self, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    pub(crate) fn affine<T: Real>(&self, w: &[T]) -> (Vec<T>, Vec<T>) {
         (0..self.channels)
             .map(|c| {
                 let a = self.scale(w, c);
                 let shift = if self.affine {
-                    w[self.channels + c]
+                    w[self.channels + c].f64()
                 } else {
                     0.0
                 };
-                (a, shift - a * self.mean[c])
+                (T::of(a), T::of(shift - a * self.mean[c]))
             })
             .unzip()
     }
 
     /// `Y`, with `w` the op's parameters (γ, β).
-    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, w: &[T], x: &Mat<T>) -> Mat<T> {
+        self.forward_owned(w, x.clone())
+    }
+
+    /// [`BatchNorm::forward`] in place.
+    pub(crate) fn forward_owned<T: Real>(&self, w: &[T], mut y: Mat<T>) -> Mat<T> {
         let (a, b) = self.affine(w);
-        let mut y = x.clone();
         for j in 0..y.ncols() {
             let c = j / self.spatial;
             crate::linalg::col_mut(y.as_mut(), j)

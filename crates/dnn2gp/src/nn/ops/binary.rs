@@ -6,6 +6,7 @@
 use faer::Mat;
 
 use crate::error::{Error, Result};
+use crate::linalg::Real;
 
 crate::words! {
     /// An element-wise binary operation.
@@ -23,7 +24,7 @@ crate::words! {
 
 impl BinaryKind {
     /// `a ∘ b`.
-    pub fn apply(self, a: f64, b: f64) -> f64 {
+    pub fn apply<T: Real>(self, a: T, b: T) -> T {
         match self {
             BinaryKind::Add => a + b,
             BinaryKind::Sub => a - b,
@@ -152,7 +153,7 @@ impl Binary {
     }
 
     /// Row `r` of operand `o` (the next activation in `x`, or the constant) and its index map.
-    fn operands<'a>(&'a self, x: &[&'a Mat<f64>]) -> [(Side<'a>, Vec<usize>); 2] {
+    fn operands<'a, T>(&'a self, x: &[&'a Mat<T>]) -> [(Side<'a, T>, Vec<usize>); 2] {
         let out = self.shape();
         let mut next = x.iter();
         [&self.a, &self.b].map(|o| {
@@ -165,12 +166,38 @@ impl Binary {
     }
 
     /// `Y = A ∘ B` (N × out).
-    pub(crate) fn forward(&self, x: &[&Mat<f64>]) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &[&Mat<T>]) -> Mat<T> {
         let n = x[0].nrows();
         let [(a, ia), (b, ib)] = self.operands(x);
-        Mat::from_fn(n, ia.len(), |e, i| {
-            self.kind.apply(a.at(e, ia[i]), b.at(e, ib[i]))
-        })
+        let mut y = Mat::<T>::zeros(n, ia.len());
+        // Output column by output column: each operand a contiguous column or a constant.
+        crate::linalg::wide(|| {
+            for (i, (&p, &q)) in ia.iter().zip(&ib).enumerate() {
+                let dst = crate::linalg::col_mut(y.as_mut(), i);
+                let f = |u, v| self.kind.apply(u, v);
+                match (&a, &b) {
+                    (Side::Act(ma), Side::Act(mb)) => {
+                        let (sa, sb) = (
+                            crate::linalg::col(ma.as_ref(), p),
+                            crate::linalg::col(mb.as_ref(), q),
+                        );
+                        (dst.iter_mut().zip(sa).zip(sb)).for_each(|((d, &u), &v)| *d = f(u, v))
+                    }
+                    (Side::Act(ma), Side::Const(_)) => {
+                        let v = b.at(0, q);
+                        (dst.iter_mut().zip(crate::linalg::col(ma.as_ref(), p)))
+                            .for_each(|(d, &u)| *d = f(u, v))
+                    }
+                    (Side::Const(_), Side::Act(mb)) => {
+                        let u = a.at(0, p);
+                        (dst.iter_mut().zip(crate::linalg::col(mb.as_ref(), q)))
+                            .for_each(|(d, &v)| *d = f(u, v))
+                    }
+                    (Side::Const(_), Side::Const(_)) => dst.fill(f(a.at(0, p), b.at(0, q))),
+                }
+            }
+        });
+        y
     }
 
     /// The cotangents of the activation operands for rows `g` (`rpe` per example).
@@ -210,16 +237,16 @@ impl Binary {
 }
 
 /// An operand's values: an activation (one row per example) or a constant.
-enum Side<'a> {
-    Act(&'a Mat<f64>),
+enum Side<'a, T> {
+    Act(&'a Mat<T>),
     Const(&'a [f64]),
 }
 
-impl Side<'_> {
-    fn at(&self, e: usize, i: usize) -> f64 {
+impl<T: Real> Side<'_, T> {
+    fn at(&self, e: usize, i: usize) -> T {
         match self {
             Side::Act(m) => m[(e, i)],
-            Side::Const(v) => v[i],
+            Side::Const(v) => T::of(v[i]),
         }
     }
 }

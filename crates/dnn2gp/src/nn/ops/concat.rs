@@ -3,6 +3,8 @@
 
 use faer::Mat;
 
+use crate::linalg::{col, col_mut, Real};
+
 /// Concatenation of inputs of the given per-example shapes along `axis`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Concat {
@@ -41,15 +43,13 @@ impl Concat {
     }
 
     /// `Y = [X_1, X_2, …]`.
-    pub(crate) fn forward(&self, x: &[&Mat<f64>]) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &[&Mat<T>]) -> Mat<T> {
         let n = x[0].nrows();
         let width: usize = self.shape().iter().product();
-        let mut y = Mat::<f64>::zeros(n, width);
+        let mut y = Mat::<T>::zeros(n, width);
         for (xi, t) in x.iter().zip(self.targets()) {
             for (j, &o) in t.iter().enumerate() {
-                for e in 0..n {
-                    y[(e, o)] = xi[(e, j)];
-                }
+                col_mut(y.as_mut(), o).copy_from_slice(col(xi.as_ref(), j));
             }
         }
         y

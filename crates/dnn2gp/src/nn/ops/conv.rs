@@ -3,10 +3,60 @@
 //! Kronecker form (one group): patches `in·kh·kw` × outputs, `oh·ow` positions.
 
 use faer::linalg::matmul::matmul;
+use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{Accum, Mat, MatRef, Par};
 
-use super::shared::{add_bias, channel_first, rows_contiguous, rows_into_sink, SharedLinear};
+use super::shared::{channel_first, rows_contiguous, rows_into_sink, SharedLinear};
+use super::{Unary, UnaryKind};
+use crate::linalg::Real;
 use crate::nn::Sink;
+
+/// Bytes of patches per product of the forward pass.
+const TILE_BYTES: usize = 2 << 20;
+
+/// What the forward pass applies to a convolution's output as it writes it, channel by
+/// channel: `y = φ(a_c (z + b_c) + s_c)`, a BatchNorm (`a`, `s`) and an element-wise `φ` that
+/// follow it, each optional; the same operations in the same order as the separate passes.
+#[derive(Debug, Clone)]
+pub(crate) struct Fused<T> {
+    /// A BatchNorm's per-channel `(a, s)`.
+    pub affine: Option<(Vec<T>, Vec<T>)>,
+    /// An element-wise function.
+    pub unary: Option<Unary>,
+}
+
+impl<T: Real> Fused<T> {
+    /// Nothing fused.
+    pub(crate) fn none() -> Self {
+        Fused {
+            affine: None,
+            unary: None,
+        }
+    }
+
+    /// `dst ← φ(a_c (src + bias) + s_c)` for channel `c`, in one pass where `φ` is ReLU.
+    fn write(&self, c: usize, bias: T, src: &[T], dst: &mut [T]) {
+        let (a, s) = self
+            .affine
+            .as_ref()
+            .map_or((T::one_impl(), T::zero_impl()), |(a, s)| (a[c], s[c]));
+        let zero = T::zero_impl();
+        match self.unary {
+            Some(u) if u.kind == UnaryKind::Relu => dst.iter_mut().zip(src).for_each(|(d, &v)| {
+                let t = a * (v + bias) + s;
+                *d = if t > zero { t } else { zero };
+            }),
+            _ => {
+                dst.iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &v)| *d = a * (v + bias) + s);
+                if let Some(u) = self.unary {
+                    u.apply(dst);
+                }
+            }
+        }
+    }
+}
 
 /// A convolution of a `in_channels × h × w` input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,27 +107,35 @@ impl Conv {
         oh * ow
     }
 
-    /// The input index of patch entry `r` at output position `p` for group `gi`, or none in the
-    /// padding.
-    fn source(&self, gi: usize, r: usize, p: usize) -> Option<usize> {
+    /// For group `gi`, the input index of each patch entry (position-major: entry
+    /// `r = (ci, ki, kj)` at output position `p = (y, x)` reads `(ci, y·s + ki·d − pad,
+    /// x·s + kj·d − pad)`), `usize::MAX` in the padding.
+    fn table(&self, gi: usize) -> Vec<usize> {
         let [h, w] = self.input;
         let [kh, kw] = self.kernel;
-        let ow = self.output()[1];
+        let [oh, ow] = self.output();
         let cg = self.in_channels / self.groups;
-        let (ci, ki, kj) = (r / (kh * kw), (r / kw) % kh, r % kw);
-        let (y, x) = (p / ow, p % ow);
-        let iy = (y * self.stride[0] + ki * self.dilation[0]).checked_sub(self.padding[0])?;
-        let ix = (x * self.stride[1] + kj * self.dilation[1]).checked_sub(self.padding[1])?;
-        (iy < h && ix < w).then(|| (gi * cg + ci) * h * w + iy * w + ix)
-    }
-
-    /// For group `gi`, the input index of each patch entry (position-major, `usize::MAX` in
-    /// the padding).
-    fn table(&self, gi: usize) -> Vec<usize> {
-        let (pos, q) = (self.positions(), self.patch());
-        (0..pos * q)
-            .map(|i| self.source(gi, i % q, i / q).unwrap_or(usize::MAX))
-            .collect()
+        let coord = |o: usize, k: usize, a: usize, len: usize| {
+            (o * self.stride[a] + k * self.dilation[a])
+                .checked_sub(self.padding[a])
+                .filter(|&i| i < len)
+        };
+        let mut table = Vec::with_capacity(oh * ow * self.patch());
+        for y in 0..oh {
+            for x in 0..ow {
+                for ci in 0..cg {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            table.push(match (coord(y, ki, 0, h), coord(x, kj, 1, w)) {
+                                (Some(iy), Some(ix)) => (gi * cg + ci) * h * w + iy * w + ix,
+                                _ => usize::MAX,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        table
     }
 
     /// The patch matrix `Cᵀ` (positions × patch) of example row `e` of `x`, by `table`.
@@ -94,65 +152,142 @@ impl Conv {
         })
     }
 
-    fn group_weight<'a>(&self, w: &'a [f64], gi: usize) -> MatRef<'a, f64> {
+    fn group_weight<'a, T>(&self, w: &'a [T], gi: usize) -> MatRef<'a, T> {
         let (og, q) = (self.out_channels / self.groups, self.patch());
         MatRef::from_row_major_slice(&w[gi * og * q..(gi + 1) * og * q], og, q)
     }
 
     /// `Z` (N × out·oh·ow), `w` the op's parameters.
-    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
-        let (n, pos) = (x.nrows(), self.positions());
-        let og = self.out_channels / self.groups;
-        let q = self.patch();
-        let mut z = Mat::<f64>::zeros(n, self.out_channels * pos);
-        // A batch of examples at a time: their patches stacked with rows (position p, example
-        // e) at p·nb + e, so that each run of examples is a contiguous slice of an input
-        // column and of an output column; one product with Wᵀ.
-        const BATCH: usize = 32;
-        let mut ct = Mat::<f64>::zeros(BATCH.min(n) * pos, q);
-        let mut zt = Mat::<f64>::zeros(BATCH.min(n) * pos, og);
-        for gi in 0..self.groups {
-            let table = self.table(gi);
-            for e0 in (0..n).step_by(BATCH) {
-                let nb = BATCH.min(n - e0);
+    pub(crate) fn forward<T: Real>(&self, w: &[T], x: &Mat<T>) -> Mat<T> {
+        let plan = ConvPlan::new(self);
+        plan.forward(w, x, &Fused::none(), &mut Scratch::default())
+    }
+
+    /// Each group's [`Conv::table`].
+    fn tables(&self) -> Vec<Vec<usize>> {
+        (0..self.groups).map(|gi| self.table(gi)).collect()
+    }
+}
+
+/// The buffers a forward pass reuses: patches and products, and values no longer read (whose
+/// memory a later output of the same shape takes, every entry overwritten).
+pub(crate) struct Scratch<T> {
+    patches: Vec<T>,
+    free: Vec<Mat<T>>,
+}
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Scratch {
+            patches: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T: Real> Scratch<T> {
+    /// A matrix of this shape whose entries the caller overwrites: a freed one, else zeros.
+    fn output(&mut self, rows: usize, cols: usize) -> Mat<T> {
+        match (self.free.iter()).position(|m| m.nrows() == rows && m.ncols() == cols) {
+            Some(i) => self.free.swap_remove(i),
+            None => Mat::zeros(rows, cols),
+        }
+    }
+
+    /// Keeps `m` for a later [`Scratch::output`] (a few at most).
+    pub(crate) fn recycle(&mut self, m: Mat<T>) {
+        if self.free.len() < 8 {
+            self.free.push(m);
+        }
+    }
+}
+
+/// A convolution with its patch tables, made once for every batch of a forward pass.
+pub(crate) struct ConvPlan<'a> {
+    conv: &'a Conv,
+    tables: Vec<Vec<usize>>,
+}
+
+impl<'a> ConvPlan<'a> {
+    /// The plan of `conv`.
+    pub(crate) fn new(conv: &'a Conv) -> Self {
+        ConvPlan {
+            conv,
+            tables: conv.tables(),
+        }
+    }
+
+    /// `post(Z)`, channel by channel as each block of outputs is written: the im2col patches
+    /// of a tile of positions for all examples (rows `(p, e)`, about 2 MiB, so that they stay
+    /// in cache), one product with Wᵀ per tile, then the bias and `post` on the way out;
+    /// `scratch` holds the patches and products (grown, never cleared: both are overwritten).
+    pub(crate) fn forward<T: Real>(
+        &self,
+        w: &[T],
+        x: &Mat<T>,
+        post: &Fused<T>,
+        scratch: &mut Scratch<T>,
+    ) -> Mat<T> {
+        let c = self.conv;
+        let (n, pos) = (x.nrows(), c.positions());
+        let og = c.out_channels / c.groups;
+        let q = c.patch();
+        if n == 0 {
+            return Mat::zeros(0, c.out_channels * pos);
+        }
+        // Every entry is written below.
+        let mut z = scratch.output(n, c.out_channels * pos);
+        let tile = (TILE_BYTES / (n * q * std::mem::size_of::<T>())).clamp(1, pos);
+        let rows = tile * n;
+        let buf = &mut scratch.patches;
+        if buf.len() < rows * (q + og) {
+            buf.resize(rows * (q + og), T::zero_impl());
+        }
+        let (cbuf, zbuf) = buf.split_at_mut(rows * q);
+        let mut ct = faer::MatMut::from_column_major_slice_mut(cbuf, rows, q);
+        let mut zt = faer::MatMut::from_column_major_slice_mut(&mut zbuf[..rows * og], rows, og);
+        let zero = T::zero_impl();
+        let bias = c.bias.then(|| &w[c.out_channels * q..]);
+        for (gi, table) in self.tables.iter().enumerate() {
+            let wt = c.group_weight(w, gi).transpose();
+            for p0 in (0..pos).step_by(tile) {
+                let pt = tile.min(pos - p0);
                 for r in 0..q {
-                    let dst = crate::linalg::col_mut(ct.as_mut(), r);
-                    for p in 0..pos {
-                        let d = &mut dst[p * nb..(p + 1) * nb];
-                        match table[p * q + r] {
-                            usize::MAX => d.fill(0.0),
-                            i => d.copy_from_slice(&crate::linalg::col(x.as_ref(), i)[e0..e0 + nb]),
+                    let dst = crate::linalg::col_mut(ct.rb_mut(), r);
+                    for p in 0..pt {
+                        let d = &mut dst[p * n..(p + 1) * n];
+                        match table[(p0 + p) * q + r] {
+                            usize::MAX => d.fill(zero),
+                            i => d.copy_from_slice(crate::linalg::col(x.as_ref(), i)),
                         }
                     }
                 }
                 matmul(
-                    zt.as_mut().subrows_mut(0, nb * pos),
+                    zt.rb_mut().subrows_mut(0, pt * n),
                     Accum::Replace,
-                    ct.as_ref().subrows(0, nb * pos),
-                    self.group_weight(w, gi).transpose(),
-                    1.0,
+                    ct.rb().subrows(0, pt * n),
+                    wt,
+                    T::one_impl(),
                     Par::Seq,
                 );
-                for c in 0..og {
-                    let src = crate::linalg::col(zt.as_ref(), c);
-                    for p in 0..pos {
-                        crate::linalg::col_mut(z.as_mut(), (gi * og + c) * pos + p)[e0..e0 + nb]
-                            .copy_from_slice(&src[p * nb..(p + 1) * nb]);
+                crate::linalg::wide(|| {
+                    for j in 0..og {
+                        let oc = gi * og + j;
+                        let src = crate::linalg::col(zt.rb(), j);
+                        let b = bias.map_or(zero, |b| b[oc]);
+                        for p in 0..pt {
+                            let dst = crate::linalg::col_mut(z.as_mut(), oc * pos + p0 + p);
+                            post.write(oc, b, &src[p * n..(p + 1) * n], dst);
+                        }
                     }
-                }
+                });
             }
-        }
-        if self.bias {
-            add_bias(
-                z.as_mut(),
-                &w[self.out_channels * self.patch()..],
-                pos,
-                true,
-            );
         }
         z
     }
+}
 
+impl Conv {
     /// Parameter derivatives of the rows `g` into `sink` (parameters at `off`) and, with
     /// `need_input`, the input cotangent (the patches' cotangents added back onto the image).
     #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,8 @@
 
 use faer::Mat;
 
+use crate::linalg::{col, col_mut, Real};
+
 /// `y_i = x_{index[i]}`; no index: the identity (reshape, flatten).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gather {
@@ -65,10 +67,16 @@ pub fn slice_index(
 
 impl Gather {
     /// `Y = X[:, π]`.
-    pub(crate) fn forward(&self, x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &Mat<T>) -> Mat<T> {
         match &self.index {
             None => x.clone(),
-            Some(idx) => Mat::from_fn(x.nrows(), idx.len(), |e, i| x[(e, idx[i])]),
+            Some(idx) => {
+                let mut y = Mat::<T>::zeros(x.nrows(), idx.len());
+                for (i, &j) in idx.iter().enumerate() {
+                    col_mut(y.as_mut(), i).copy_from_slice(col(x.as_ref(), j));
+                }
+                y
+            }
         }
     }
 

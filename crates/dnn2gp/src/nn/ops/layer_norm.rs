@@ -5,6 +5,8 @@
 
 use faer::Mat;
 
+use crate::linalg::Real;
+
 /// LayerNorm of `positions` vectors of `size` entries per example.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerNorm {
@@ -27,34 +29,34 @@ impl LayerNorm {
     }
 
     /// `x̂` and σ of one position of an example.
-    fn normalise(&self, x: &Mat<f64>, e: usize, t: usize) -> (Vec<f64>, f64) {
+    fn normalise<T: Real>(&self, x: &Mat<T>, e: usize, t: usize) -> (Vec<f64>, f64) {
         let l = self.size;
-        let v: Vec<f64> = (0..l).map(|j| x[(e, t * l + j)]).collect();
+        let v: Vec<f64> = (0..l).map(|j| x[(e, t * l + j)].f64()).collect();
         let mu = v.iter().sum::<f64>() / l as f64;
         let var = v.iter().map(|a| (a - mu) * (a - mu)).sum::<f64>() / l as f64;
         let sd = (var + self.eps).sqrt();
         (v.iter().map(|a| (a - mu) / sd).collect(), sd)
     }
 
-    fn gamma(&self, w: &[f64], j: usize) -> f64 {
+    fn gamma<T: Real>(&self, w: &[T], j: usize) -> f64 {
         if self.scale {
-            w[j]
+            w[j].f64()
         } else {
             1.0
         }
     }
 
     /// `Y`.
-    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, w: &[T], x: &Mat<T>) -> Mat<T> {
         let l = self.size;
         let beta = usize::from(self.scale) * l;
-        let mut y = Mat::<f64>::zeros(x.nrows(), x.ncols());
+        let mut y = Mat::<T>::zeros(x.nrows(), x.ncols());
         for e in 0..x.nrows() {
             for t in 0..self.positions {
                 let (xh, _) = self.normalise(x, e, t);
                 for j in 0..l {
-                    let b = if self.shift { w[beta + j] } else { 0.0 };
-                    y[(e, t * l + j)] = self.gamma(w, j) * xh[j] + b;
+                    let b = if self.shift { w[beta + j].f64() } else { 0.0 };
+                    y[(e, t * l + j)] = T::of(self.gamma(w, j) * xh[j] + b);
                 }
             }
         }

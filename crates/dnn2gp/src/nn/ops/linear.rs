@@ -6,6 +6,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
 use super::shared::{add_bias, position_first, rows_contiguous, SharedLinear};
+use crate::linalg::Real;
 use crate::nn::dense::dense_param_derivs;
 use crate::nn::Sink;
 
@@ -28,21 +29,21 @@ impl Linear {
         self.outputs * self.inputs + if self.bias { self.outputs } else { 0 }
     }
 
-    fn weight<'a>(&self, w: &'a [f64]) -> MatRef<'a, f64> {
+    fn weight<'a, T>(&self, w: &'a [T]) -> MatRef<'a, T> {
         MatRef::from_row_major_slice(&w[..self.outputs * self.inputs], self.outputs, self.inputs)
     }
 
     /// `Z` (N × positions·outputs), `w` the op's parameters.
-    pub(crate) fn forward(&self, w: &[f64], x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, w: &[T], x: &Mat<T>) -> Mat<T> {
         let (n, t, i, o) = (x.nrows(), self.positions, self.inputs, self.outputs);
-        let mut z = Mat::<f64>::zeros(n, t * o);
+        let mut z = Mat::<T>::zeros(n, t * o);
         for p in 0..t {
             matmul(
                 z.as_mut().subcols_mut(p * o, o),
                 Accum::Replace,
                 x.as_ref().subcols(p * i, i),
                 self.weight(w).transpose(),
-                1.0,
+                T::one_impl(),
                 Par::Seq,
             );
         }

@@ -5,6 +5,8 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 
+use crate::linalg::Real;
+
 /// `Y_b = A_b B_b` over `batch` matrices per example.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MatMul {
@@ -19,20 +21,20 @@ pub struct MatMul {
 }
 
 impl MatMul {
-    fn views<'a>(&self, row: &'a [f64], r: usize, c: usize, b: usize) -> MatRef<'a, f64> {
+    fn views<'a, T>(&self, row: &'a [T], r: usize, c: usize, b: usize) -> MatRef<'a, T> {
         MatRef::from_row_major_slice(&row[b * r * c..(b + 1) * r * c], r, c)
     }
 
     /// `Y` (N × batch·rows·cols).
-    pub(crate) fn forward(&self, a: &Mat<f64>, b: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, a: &Mat<T>, b: &Mat<T>) -> Mat<T> {
         let (r, s, c) = (self.rows, self.inner, self.cols);
-        let mut y = Mat::<f64>::zeros(a.nrows(), self.batch * r * c);
+        let mut y = Mat::<T>::zeros(a.nrows(), self.batch * r * c);
         for e in 0..a.nrows() {
-            let (ar, br): (Vec<f64>, Vec<f64>) = (
+            let (ar, br): (Vec<T>, Vec<T>) = (
                 a.row(e).iter().copied().collect(),
                 b.row(e).iter().copied().collect(),
             );
-            let mut out = vec![0.0; self.batch * r * c];
+            let mut out = vec![T::zero_impl(); self.batch * r * c];
             for bi in 0..self.batch {
                 let dst = faer::MatMut::from_row_major_slice_mut(
                     &mut out[bi * r * c..(bi + 1) * r * c],
@@ -44,7 +46,7 @@ impl MatMul {
                     Accum::Replace,
                     self.views(&ar, r, s, bi),
                     self.views(&br, s, c, bi),
-                    1.0,
+                    T::one_impl(),
                     Par::Seq,
                 );
             }

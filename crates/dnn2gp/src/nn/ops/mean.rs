@@ -3,6 +3,8 @@
 
 use faer::Mat;
 
+use crate::linalg::Real;
+
 /// The mean of a tensor of shape `shape` over `axes` (kept as axes of length 1 or dropped: the
 /// flat layout is the same).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -36,15 +38,18 @@ impl Mean {
     }
 
     /// `Y` (N × outputs).
-    pub(crate) fn forward(&self, x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &Mat<T>) -> Mat<T> {
         let (idx, c) = self.map();
         let width: usize = self.kept_shape().iter().product();
-        let mut y = Mat::<f64>::zeros(x.nrows(), width);
+        let mut y = Mat::<T>::zeros(x.nrows(), width);
         for (i, &o) in idx.iter().enumerate() {
-            for e in 0..x.nrows() {
-                y[(e, o)] += x[(e, i)];
-            }
+            let src = crate::linalg::col(x.as_ref(), i);
+            crate::linalg::col_mut(y.as_mut(), o)
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, &v)| *d += v);
         }
+        let c = T::of(c);
         for j in 0..width {
             y.col_mut(j).iter_mut().for_each(|v| *v /= c);
         }

@@ -33,7 +33,10 @@ pub use unary::{Unary, UnaryKind};
 
 use faer::Mat;
 
+pub(crate) use conv::{ConvPlan, Fused, Scratch};
+
 use super::Sink;
+use crate::linalg::Real;
 use shared::rows_into_sink;
 
 /// `image` after the axes of length 1 that lead an image input's `[c, h, w]` (a batch of one,
@@ -303,7 +306,7 @@ impl Op {
     }
 
     /// The output (N × width) for the inputs `x`, `w` the op's parameters.
-    pub(crate) fn forward(&self, w: &[f64], x: &[&Mat<f64>]) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, w: &[T], x: &[&Mat<T>]) -> Mat<T> {
         match self {
             Op::Linear(l) => l.forward(w, x[0]),
             Op::Conv(c) => c.forward(w, x[0]),
@@ -317,6 +320,26 @@ impl Op {
             Op::Concat(c) => c.forward(x),
             Op::Softmax(s) => s.forward(x[0]),
             Op::MatMul(m) => m.forward(x[0], x[1]),
+        }
+    }
+
+    /// Whether [`Op::forward_owned`] works in place.
+    pub(crate) fn in_place(&self) -> bool {
+        match self {
+            Op::Unary(_) | Op::BatchNorm(_) => true,
+            Op::Gather(g) => g.index.is_none(),
+            _ => false,
+        }
+    }
+
+    /// [`Op::forward`] of one input that no later node reads, in place where
+    /// [`Op::in_place`] says so.
+    pub(crate) fn forward_owned<T: Real>(&self, w: &[T], x: Mat<T>) -> Mat<T> {
+        match self {
+            Op::Unary(u) => u.forward_owned(x),
+            Op::BatchNorm(b) => b.forward_owned(w, x),
+            Op::Gather(g) if g.index.is_none() => x,
+            _ => self.forward(w, &[&x]),
         }
     }
 

@@ -4,6 +4,8 @@
 
 use faer::Mat;
 
+use crate::linalg::{col, col_mut, Real};
+
 /// Max or average.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -87,15 +89,33 @@ impl Pool {
     }
 
     /// `Y` (N × channels·oh·ow).
-    pub(crate) fn forward(&self, x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &Mat<T>) -> Mat<T> {
         let win = self.windows();
-        Mat::from_fn(x.nrows(), win.len(), |e, q| {
-            let (idx, div) = &win[q];
-            match self.kind {
-                PoolKind::Max => x[(e, Self::argmax(x, e, idx))],
-                _ => idx.iter().map(|&i| x[(e, i)]).sum::<f64>() / div,
-            }
-        })
+        let n = x.nrows();
+        let mut y = Mat::<T>::zeros(n, win.len());
+        // Window by window over contiguous columns (examples), so that the loops vectorise.
+        for (q, (idx, div)) in win.iter().enumerate() {
+            let dst = col_mut(y.as_mut(), q);
+            let Some((&first, rest)) = idx.split_first() else {
+                continue;
+            };
+            dst.copy_from_slice(col(x.as_ref(), first));
+            crate::linalg::wide(|| {
+                for &i in rest {
+                    let src = col(x.as_ref(), i);
+                    match self.kind {
+                        PoolKind::Max => (dst.iter_mut().zip(src))
+                            .for_each(|(d, &v)| *d = if v > *d { v } else { *d }),
+                        _ => dst.iter_mut().zip(src).for_each(|(d, &v)| *d += v),
+                    }
+                }
+                if self.kind != PoolKind::Max {
+                    let div = T::of(*div);
+                    dst.iter_mut().for_each(|d| *d /= div);
+                }
+            });
+        }
+        y
     }
 
     /// `∂X` for rows `g` (`rpe` per example).

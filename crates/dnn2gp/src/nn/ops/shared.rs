@@ -8,6 +8,7 @@ use faer::linalg::matmul::matmul;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 
+use crate::linalg::Real;
 use crate::nn::{Factor, KronSums, Sink};
 
 /// Receives row m's patch cotangent `G_m W` (positions × patch).
@@ -231,7 +232,12 @@ pub(crate) fn rows_contiguous(g: MatRef<'_, f64>) -> Vec<f64> {
 
 /// `Y += 1 bᵀ` for a bias over outputs stored channel-first (`positions` each) or
 /// position-first.
-pub(crate) fn add_bias(mut y: MatMut<'_, f64>, b: &[f64], positions: usize, channel_first: bool) {
+pub(crate) fn add_bias<T: Real>(
+    mut y: MatMut<'_, T>,
+    b: &[T],
+    positions: usize,
+    channel_first: bool,
+) {
     let o = b.len();
     for j in 0..y.ncols() {
         let c = if channel_first { j / positions } else { j % o };

@@ -3,6 +3,7 @@
 
 use faer::Mat;
 
+use crate::linalg::Real;
 use crate::math::exp;
 
 /// Softmax over consecutive groups of `size` entries (the last axis).
@@ -14,20 +15,23 @@ pub struct Softmax {
 
 impl Softmax {
     /// `Y` (N × width).
-    pub(crate) fn forward(&self, x: &Mat<f64>) -> Mat<f64> {
+    pub(crate) fn forward<T: Real>(&self, x: &Mat<T>) -> Mat<T> {
         let mut y = x.clone();
         let l = self.size;
+        let mut ex = vec![0.0; l];
         for e in 0..x.nrows() {
             for s in (0..x.ncols()).step_by(l) {
                 let top = (s..s + l)
-                    .map(|j| x[(e, j)])
+                    .map(|j| x[(e, j)].f64())
                     .fold(f64::NEG_INFINITY, f64::max);
                 let mut z = 0.0;
-                for j in s..s + l {
-                    y[(e, j)] = exp(x[(e, j)] - top);
-                    z += y[(e, j)];
+                for (j, v) in (s..s + l).zip(ex.iter_mut()) {
+                    *v = exp(x[(e, j)].f64() - top);
+                    z += *v;
                 }
-                (s..s + l).for_each(|j| y[(e, j)] /= z);
+                (s..s + l)
+                    .zip(&ex)
+                    .for_each(|(j, v)| y[(e, j)] = T::of(v / z));
             }
         }
         y

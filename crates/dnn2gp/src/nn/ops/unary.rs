@@ -5,7 +5,7 @@
 
 use faer::{Mat, MatRef};
 
-use crate::linalg::{col, col_mut};
+use crate::linalg::{col, col_mut, Real};
 use crate::math::{exp, ln, tanh};
 
 crate::words! {
@@ -169,14 +169,30 @@ impl Unary {
     }
 
     /// `Y = φ(X)`.
-    pub(crate) fn forward(self, x: MatRef<'_, f64>) -> Mat<f64> {
-        let mut y = x.to_owned();
+    pub(crate) fn forward<T: Real>(self, x: MatRef<'_, T>) -> Mat<T> {
+        self.forward_owned(x.to_owned())
+    }
+
+    /// [`Unary::forward`] in place.
+    pub(crate) fn forward_owned<T: Real>(self, mut y: Mat<T>) -> Mat<T> {
         for j in 0..y.ncols() {
-            col_mut(y.as_mut(), j)
-                .iter_mut()
-                .for_each(|v| *v = self.value(*v));
+            self.apply(col_mut(y.as_mut(), j));
         }
         y
+    }
+
+    /// `v ← φ(v)` in place (ReLU without leaving `T`; the others through f64).
+    pub(crate) fn apply<T: Real>(self, v: &mut [T]) {
+        match self.kind {
+            UnaryKind::Relu => {
+                let zero = T::zero_impl();
+                crate::linalg::wide(|| {
+                    v.iter_mut()
+                        .for_each(|v| *v = if *v > zero { *v } else { zero })
+                })
+            }
+            _ => v.iter_mut().for_each(|v| *v = T::of(self.value(v.f64()))),
+        }
     }
 
     /// `g ⊙ φ'(x_{n(m)})` for cotangent rows `g` (`rpe` rows per example).
