@@ -321,7 +321,10 @@ impl Sequential {
                     let ckk = c * k * k;
                     let (w_off, b_off) = (off[l], off[l] + o * ckk);
                     let wl = MatRef::from_row_major_slice(&w[w_off..b_off], o, ckk);
-                    let mut gi = Mat::<f64>::zeros(m_rows, layer.in_dim());
+                    // The input cotangent transposed (one contiguous column per row, which the
+                    // patches' cotangents are added onto), transposed back once.
+                    let mut gi_t =
+                        Mat::<f64>::zeros(if l > 0 { layer.in_dim() } else { 0 }, m_rows);
                     let pos = oh * ow;
                     // For structured kernels: this layer's Jacobian block, transposed while it
                     // is written (one contiguous column per row).
@@ -347,7 +350,6 @@ impl Sequential {
                     let below = if l > 0 { rpe * pos } else { 0 };
                     let (mut side_buf, mut back_buf) =
                         (Mat::<f64>::zeros(below, o), Mat::<f64>::zeros(below, ckk));
-                    let mut row = vec![0.0; if l > 0 { layer.in_dim() } else { 0 }];
                     for e in 0..m_rows.div_ceil(rpe) {
                         let rows = e * rpe..((e + 1) * rpe).min(m_rows);
                         let r = rows.len();
@@ -425,11 +427,8 @@ impl Sequential {
                                 Par::Seq,
                             );
                             for (i, m) in rows.enumerate() {
-                                row.iter_mut().for_each(|v| *v = 0.0);
-                                col2im(back_t.as_ref().subrows(i * pos, pos), &mut row, s);
-                                for (j, v) in row.iter().enumerate() {
-                                    gi[(m, j)] = *v;
-                                }
+                                let dst = col_mut(gi_t.as_mut(), m);
+                                col2im(back_t.as_ref().subrows(i * pos, pos), dst, s);
                             }
                         }
                     }
@@ -447,6 +446,8 @@ impl Sequential {
                         transpose_into(b.as_mut(), bt.as_ref());
                         f.push(Factor::Block(b));
                     }
+                    let mut gi = Mat::<f64>::zeros(m_rows, gi_t.nrows());
+                    transpose_into(gi.as_mut(), gi_t.as_ref());
                     gi
                 }
                 Layer::MaxPool2 { .. } => {
