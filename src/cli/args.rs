@@ -253,6 +253,7 @@ Any network, from torch.onnx.export(net.eval(), x, \"net.onnx\", do_constant_fol
   for w in gemm B1 B2 B3 B4 B5; do dnn2gp bench $w --baselines ../shared/baselines/data; done
   DNN2GP_DATA=../shared/data dnn2gp bench B6:kron:last_layer --baselines ../shared/baselines/data
   DNN2GP_DATA=../shared/data dnn2gp bench B8:map --dtype f32 --baselines ../shared/baselines/data
+  dnn2gp bench layers:B8 --dtype f32 --baselines ../shared/baselines/data   # GFLOP/s per step
   DNN2GP_DATA=../shared/data dnn2gp bench B8:kron:all:frozen_bn --baselines ../shared/baselines/data")]
     Bench(BenchCmd),
     /// Data sets: download them into a cache folder.
@@ -283,7 +284,8 @@ pub enum ReproduceCmd {
 #[derive(Debug, Args)]
 pub struct BenchCmd {
     /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7,
-    /// B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] (the ResNet, from its ONNX file) or
+    /// B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] (the ResNet, from its ONNX file),
+    /// layers:B6 or layers:B8 (each step of the network's forward pass, timed, in GFLOP/s) or
     /// gemm.
     pub workload: String,
     /// The baselines' data folder (weights, inputs and the peers' outputs).
@@ -296,8 +298,8 @@ pub struct BenchCmd {
     /// Runs; each prints its own JSON line.
     #[arg(long, default_value_t = 1)]
     pub reps: usize,
-    /// The scalar type of B6's and B8's forward passes (features, outputs): f64 (the default)
-    /// or f32, as the peers run them.
+    /// The scalar type of B6's, B8's and layers:…'s forward passes (features, outputs): f64
+    /// (the default) or f32, as the peers run them.
     #[arg(long, value_name = "f64|f32")]
     pub dtype: Option<Dtype>,
 }

@@ -353,7 +353,7 @@ fn options_that_do_not_apply_are_refused() {
         ],
     );
     let err = refused(&["bench", "B1", "--dtype", "f32"]);
-    assert!(err.contains("--dtype: applies to B6 and B8"), "{err}");
+    assert!(err.contains("--dtype: applies to B6, B8"), "{err}");
 }
 
 #[test]

@@ -118,6 +118,46 @@ fn peer_files(dir: &Path, net: Net) -> Result<(Model, Mat<f64>, Vec<usize>)> {
     Ok((model, xr, yr))
 }
 
+/// Each step of the network's forward pass over B6's 16,000 rotated test images in `dtype`
+/// ([`dnn2gp::nn::Graph::forward_profile`]): seconds and GFLOP/s per step, to set against
+/// `bench gemm`.
+pub fn layers(dir: &Path, net: Net, dtype: Dtype) -> Result<BenchRun> {
+    let (model, xr, _) = peer_files(dir, net)?;
+    let t0 = Instant::now();
+    let steps = model.net.forward_profile(&model.w, xr.as_ref(), dtype);
+    let wall = t0.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads() as f64;
+    let n = xr.nrows() as f64;
+    let rows: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "nodes": s.nodes,
+                "gflop": s.flops as f64 * n / 1e9,
+                "seconds": s.seconds / threads,
+                "gflops": (s.flops > 0).then(|| s.flops as f64 * n / (s.seconds / threads) / 1e9),
+            })
+        })
+        .collect();
+    let flops: f64 = steps.iter().map(|s| s.flops as f64 * n).sum();
+    Ok(BenchRun {
+        workload: format!("layers {net:?}"),
+        timings_s: vec![("forward".to_string(), wall)],
+        total_s: 0.0,
+        max_rel_diff_vs_peer: None,
+        peer_file: None,
+        info: serde_json::json!({
+            "dtype": dtype.word(),
+            "images": xr.nrows(),
+            "threads": threads,
+            "gflop": flops / 1e9,
+            "gflops": flops / wall / 1e9,
+            "steps": rows,
+        }),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
 /// Runs one variant of [`VARIANTS`] (B6) or [`B8_VARIANTS`] (B8).
 pub fn b6(dir: &Path, net: Net, variant: &str, dtype: Dtype) -> Result<BenchRun> {
     let t_start = Instant::now();

@@ -72,19 +72,31 @@ pub struct BenchRun {
 /// and 10,000 independent, 1,600 coupled), `B7:M` or `B7:M:coupled`, `B8` (each of
 /// [`b6::B8_VARIANTS`]) or one B8 variant (`B8:kron:all:frozen_bn`).
 pub fn run(name: &str, data: &Path, dtype: Option<Dtype>) -> Result<Vec<BenchRun>> {
-    let b6_or_b8 = ["B6", "B8"].iter().any(|b| {
+    let b6_or_b8 = ["B6", "B8", "LAYERS"].iter().any(|b| {
         name.eq_ignore_ascii_case(b) || name.to_ascii_uppercase().starts_with(&format!("{b}:"))
     });
     if dtype.is_some() && !b6_or_b8 {
         return Err(Error::option(
             "--dtype",
             format!(
-                "applies to B6 and B8 (the forward passes of their networks); {name} runs in its \
-                 own fixed types"
+                "applies to B6, B8 and layers:B6|B8 (the forward passes of their networks); \
+                 {name} runs in its own fixed types"
             ),
         ));
     }
     let dtype = dtype.unwrap_or(Dtype::F64);
+    if let Some(net) = name.to_ascii_uppercase().strip_prefix("LAYERS:") {
+        let net = match net {
+            "B6" => b6::Net::B6,
+            "B8" => b6::Net::B8,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{name}: expected layers:B6 or layers:B8"
+                )))
+            }
+        };
+        return Ok(vec![finish(b6::layers(data, net, dtype)?)]);
+    }
     if let Some(variant) = name.strip_prefix("B6:").or(name.strip_prefix("b6:")) {
         return Ok(vec![finish(b6::b6(data, b6::Net::B6, variant, dtype)?)]);
     }
@@ -138,7 +150,8 @@ pub fn run(name: &str, data: &Path, dtype: Option<Dtype>) -> Result<Vec<BenchRun
         other => {
             return Err(Error::Invalid(format!(
                 "unknown workload '{other}' (expected B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise], \
-                 B7, B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] or gemm)"
+                 B7, B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn], layers:B6, layers:B8 \
+                 or gemm)"
             )))
         }
     };

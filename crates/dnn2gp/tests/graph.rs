@@ -956,3 +956,25 @@ fn f32_forward_passes_give_the_probabilities_of_f64() {
         assert!(gp > 0.0, "{subset}: the f32 run computed in f64");
     }
 }
+
+/// The timed forward pass lists every node once, in order, a convolution with the BatchNorm
+/// and ReLU that read only it in one step, and the products' operations per example.
+#[test]
+fn the_forward_profile_names_every_step_and_its_operations() {
+    let net = resnet_block();
+    let w = weights(&net, 2);
+    let x = inputs(300, net.n_inputs(), 4);
+    let steps = net.forward_profile(&w, x.as_ref(), Dtype::F32);
+    let names: Vec<&str> = steps
+        .iter()
+        .flat_map(|s| s.nodes.iter().map(String::as_str))
+        .collect();
+    let all: Vec<&str> = net.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, all);
+    assert_eq!(steps[0].nodes, ["conv1", "bn1", "relu1"]);
+    assert_eq!(steps[1].nodes, ["conv2", "bn2"]);
+    // conv1: 3 outputs at 3×3 positions, patches of 2·3·3; fc: 3 → 4.
+    assert_eq!(steps[0].flops, 2 * 3 * 9 * 18);
+    assert_eq!(steps.last().unwrap().flops, 2 * 3 * 4);
+    assert!(steps.iter().all(|s| s.seconds >= 0.0) && steps[0].seconds > 0.0);
+}

@@ -539,6 +539,17 @@ impl Backprop for Graph {
 /// Examples per forward pass of a large batch (so that the values stay small).
 const FORWARD_BATCH: usize = 64;
 
+/// One step of a forward pass, timed ([`Graph::forward_profile`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepProfile {
+    /// The names of its nodes (a convolution with the BatchNorm and function fused into it).
+    pub nodes: Vec<String>,
+    /// Floating-point operations per example (`2·out·positions·patch` for a convolution).
+    pub flops: usize,
+    /// Seconds, summed over the threads.
+    pub seconds: f64,
+}
+
 /// One step of the forward pass: node `node`, with the nodes `fused` that read only its value
 /// (a BatchNorm and an element-wise function after a convolution) applied as it is written.
 struct Step {
@@ -557,7 +568,8 @@ impl Graph {
     }
 
     /// The steps of the forward pass: a convolution takes a BatchNorm and then an element-wise
-    /// function that read only its value (and the value before) with it.
+    /// function that read only its value (and the value before) with it, a sum the element-wise
+    /// function that reads only it.
     fn steps(&self) -> Vec<Step> {
         let mut uses = vec![0usize; self.nodes.len() + 1];
         self.nodes
@@ -582,6 +594,14 @@ impl Graph {
                     fused.push(last);
                 }
             }
+            // A sum (a skip connection) takes the function after it along.
+            if matches!(self.nodes[i].op, Op::Binary(_))
+                && self.nodes.get(i + 1).is_some_and(|n| {
+                    n.inputs == [i + 1] && uses[i + 1] == 1 && matches!(n.op, Op::Unary(_))
+                })
+            {
+                fused.push(i + 1);
+            }
             let next = fused.last().map_or(i + 1, |&l| l + 1);
             steps.push(Step { node: i, fused });
             i = next;
@@ -592,6 +612,53 @@ impl Graph {
     /// The forward pass in `T`, a batch of examples at a time, each value dropped after its
     /// last use (no tape).
     fn forward_as<T: Real>(&self, w: &[f64], x: MatRef<'_, f64>) -> Mat<f64> {
+        self.forward_timed::<T>(w, x, None)
+    }
+
+    /// Each step of the forward pass in `dtype` on `X` (in parallel over chunks of rows, as
+    /// [`crate::nn::predict_in`] runs it): its nodes' names, floating-point operations per
+    /// example (convolutions, Linears and products; 0 for the rest) and seconds summed over
+    /// the threads, so that the slow step shows.
+    pub fn forward_profile(&self, w: &[f64], x: MatRef<'_, f64>, dtype: Dtype) -> Vec<StepProfile> {
+        use rayon::prelude::*;
+        let steps = self.steps();
+        let starts: Vec<usize> = (0..x.nrows()).step_by(256).collect();
+        let times = starts
+            .par_iter()
+            .map(|&s| {
+                let xc = x.subrows(s, 256.min(x.nrows() - s));
+                let mut t = vec![0.0; steps.len()];
+                match dtype {
+                    Dtype::F64 => self.forward_timed::<f64>(w, xc, Some(&mut t)),
+                    Dtype::F32 => self.forward_timed::<f32>(w, xc, Some(&mut t)),
+                };
+                t
+            })
+            .reduce(
+                || vec![0.0; steps.len()],
+                |a, b| a.iter().zip(&b).map(|(a, b)| a + b).collect(),
+            );
+        steps
+            .iter()
+            .zip(times)
+            .map(|(step, seconds)| {
+                let nodes = std::iter::once(step.node).chain(step.fused.iter().copied());
+                StepProfile {
+                    nodes: nodes.map(|i| self.nodes[i].name.clone()).collect(),
+                    flops: self.nodes[step.node].op.flops(),
+                    seconds,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Graph::forward_as`], each step's seconds added to `times` where given.
+    fn forward_timed<T: Real>(
+        &self,
+        w: &[f64],
+        x: MatRef<'_, f64>,
+        mut times: Option<&mut [f64]>,
+    ) -> Mat<f64> {
         let params: Vec<Vec<T>> = (0..self.nodes.len())
             .map(|i| self.params(i, w).iter().map(|&v| T::of(v)).collect())
             .collect();
@@ -613,7 +680,8 @@ impl Graph {
             let xb = x.subrows(s, FORWARD_BATCH.min(x.nrows() - s));
             let mut values: Vec<Option<Mat<T>>> = vec![None; self.nodes.len() + 1];
             values[0] = Some(to_real(xb));
-            for step in &steps {
+            for (k, step) in steps.iter().enumerate() {
+                let t0 = times.is_some().then(std::time::Instant::now);
                 let (i, n) = (step.node, &self.nodes[step.node]);
                 let owned = n.op.in_place() && n.inputs.len() == 1 && last_use[n.inputs[0]] == i;
                 let y = if let (Op::Conv(_), Some(plan)) = (&n.op, &plans[i]) {
@@ -629,6 +697,29 @@ impl Graph {
                         .as_ref()
                         .expect("kept until its last use");
                     plan.forward(&params[i], x, &post, &mut scratch)
+                } else if let Op::Binary(b) = &n.op {
+                    let post = step.fused.first().map(|&j| match &self.nodes[j].op {
+                        Op::Unary(u) => *u,
+                        _ => unreachable!("steps fuse a function after a sum"),
+                    });
+                    let first = n.inputs[0];
+                    let rest = &n.inputs[1..];
+                    if b.left_in_place() && last_use[first] == i && !rest.contains(&first) {
+                        let a = values[first].take().expect("kept until its last use");
+                        let rest: Vec<&Mat<T>> = (rest.iter())
+                            .map(|&v| values[v].as_ref().expect("kept until its last use"))
+                            .collect();
+                        b.forward_over(a, &rest, post)
+                    } else {
+                        let ins: Vec<&Mat<T>> = (n.inputs.iter())
+                            .map(|&v| values[v].as_ref().expect("kept until its last use"))
+                            .collect();
+                        let y = b.forward(&ins);
+                        match post {
+                            Some(u) => u.forward_owned(y),
+                            None => y,
+                        }
+                    }
                 } else if owned {
                     let x = values[n.inputs[0]].take().expect("kept until its last use");
                     n.op.forward_owned(&params[i], x)
@@ -648,6 +739,9 @@ impl Graph {
                     }
                 }
                 values[step.fused.last().map_or(i, |&l| l) + 1] = Some(y);
+                if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
+                    t[k] += t0.elapsed().as_secs_f64();
+                }
             }
             let f = values.pop().flatten().expect("output");
             out.as_mut()

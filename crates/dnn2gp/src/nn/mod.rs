@@ -36,7 +36,7 @@ pub use crate::linalg::Real;
 pub use activation::Activation;
 pub(crate) use factors::Factor;
 pub use factors::{JacobianFactors, NtkBlocks};
-pub use graph::{Graph, GraphBuilder, KronShape, Node};
+pub use graph::{Graph, GraphBuilder, KronShape, Node, StepProfile};
 pub use layer::{Layer, MAX_PARAMS};
 pub(crate) use mlp::Mlp;
 pub use sequential::Sequential;

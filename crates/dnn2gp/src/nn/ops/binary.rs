@@ -5,6 +5,7 @@
 
 use faer::Mat;
 
+use super::Unary;
 use crate::error::{Error, Result};
 use crate::linalg::Real;
 
@@ -198,6 +199,45 @@ impl Binary {
             }
         });
         y
+    }
+
+    /// Whether the left operand is an activation of the output's shape, whose memory the
+    /// output can take ([`Binary::forward_over`]).
+    pub(crate) fn left_in_place(&self) -> bool {
+        matches!(&self.a, Operand::Input { shape } if *shape == self.shape())
+    }
+
+    /// `φ(A ∘ B)` written over `a` (the left operand, of the output's shape), `rest` the right
+    /// operand where it is an activation, `post` an element-wise `φ` that reads only the
+    /// result: one pass, column by column.
+    pub(crate) fn forward_over<T: Real>(
+        &self,
+        mut a: Mat<T>,
+        rest: &[&Mat<T>],
+        post: Option<Unary>,
+    ) -> Mat<T> {
+        let ib = broadcast_index(self.b.shape(), &self.shape());
+        let b = match &self.b {
+            Operand::Input { .. } => Side::Act(rest[0]),
+            Operand::Constant { values, .. } => Side::Const(values),
+        };
+        crate::linalg::wide(|| {
+            for (i, &q) in ib.iter().enumerate() {
+                let dst = crate::linalg::col_mut(a.as_mut(), i);
+                match &b {
+                    Side::Act(mb) => (dst.iter_mut().zip(crate::linalg::col(mb.as_ref(), q)))
+                        .for_each(|(d, &v)| *d = self.kind.apply(*d, v)),
+                    Side::Const(_) => {
+                        let v = b.at(0, q);
+                        dst.iter_mut().for_each(|d| *d = self.kind.apply(*d, v));
+                    }
+                }
+                if let Some(u) = post {
+                    u.apply(dst);
+                }
+            }
+        });
+        a
     }
 
     /// The cotangents of the activation operands for rows `g` (`rpe` per example).

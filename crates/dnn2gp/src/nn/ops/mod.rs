@@ -323,6 +323,21 @@ impl Op {
         }
     }
 
+    /// Floating-point operations per example of the products (a convolution's
+    /// `2·out·positions·patch`, a Linear's `2·in·out·positions`, a product's); 0 for the
+    /// element-wise and data-movement operations.
+    pub fn flops(&self) -> usize {
+        match self {
+            Op::Linear(l) => 2 * l.inputs * l.outputs * l.positions,
+            Op::Conv(c) => {
+                let [oh, ow] = c.output();
+                2 * c.out_channels * oh * ow * c.patch()
+            }
+            Op::MatMul(m) => 2 * m.batch * m.rows * m.inner * m.cols,
+            _ => 0,
+        }
+    }
+
     /// Whether [`Op::forward_owned`] works in place.
     pub(crate) fn in_place(&self) -> bool {
         match self {
