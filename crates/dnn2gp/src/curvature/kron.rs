@@ -11,7 +11,7 @@
 //! `J Σ Jᵀ` follow without refitting.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -271,29 +271,15 @@ impl Kron {
     /// `J Σ^{½}` for the rows of `J` (R×P): each block's slice of a row, rotated into the
     /// eigenbasis and scaled by `D^{-½}`, so that `J_a Σ J_bᵀ` is a product of the results.
     pub fn whiten(&self, j: MatRef<'_, f64>) -> Mat<f64> {
-        let layers = self.layer_variances();
-        let rows: Vec<Vec<f64>> = (0..j.nrows())
-            .into_par_iter()
-            .map(|r| {
-                let row: Vec<f64> = j.row(r).iter().copied().collect();
-                let mut out = vec![0.0; row.len()];
-                let mut offset = 0;
-                for lv in &layers {
-                    let len = lv.weight.len() + lv.bias.len();
-                    let range = offset..offset + len;
-                    lv.whiten_row(&row[range.clone()], &mut out[range]);
-                    offset += len;
-                }
-                out
-            })
-            .collect();
         let mut out = Mat::zeros(j.nrows(), j.ncols());
-        for (r, row) in rows.iter().enumerate() {
-            out.as_mut()
-                .row_mut(r)
-                .iter_mut()
-                .zip(row)
-                .for_each(|(o, v)| *o = *v);
+        let mut offset = 0;
+        for lv in &self.layer_variances() {
+            let len = lv.weight.len() + lv.bias.len();
+            lv.whiten_rows(
+                j.subcols(offset, len),
+                out.as_mut().subcols_mut(offset, len),
+            );
+            offset += len;
         }
         out
     }
@@ -391,28 +377,41 @@ pub struct LayerVariance<'a> {
 }
 
 impl LayerVariance<'_> {
-    /// One Jacobian row of the layer (weight row-major, then bias) into the eigenbasis and
-    /// scaled by the standard deviations: `(Q_Gᵀ W Q_A) ⊙ √s^W`, `(Q_Gᵀ b) ⊙ √s^b`, so that
-    /// `J Σ Jᵀ` over the layer is a product of such rows.
-    fn whiten_row(&self, row: &[f64], out: &mut [f64]) {
-        let o = self.outputs;
+    /// Jacobian rows of the layer (R × len: the weight row-major, then the bias) into the
+    /// eigenbasis and scaled by the standard deviations: `(Q_Gᵀ W_r Q_A) ⊙ √s^W`,
+    /// `(Q_Gᵀ b_r) ⊙ √s^b`, so that `J Σ Jᵀ` over the layer is a product of such rows. The
+    /// rows' weights stacked (R·o × i) go through one product with `Q_A`.
+    fn whiten_rows(&self, rows: MatRef<'_, f64>, mut out: MatMut<'_, f64>) {
+        let (r_n, o) = (rows.nrows(), self.outputs);
         let i = self.weight.len() / o.max(1);
-        let left = |m: MatRef<'_, f64>| match self.qg {
-            Some(q) => crate::linalg::at_b(q.as_ref(), m),
-            None => m.to_owned(),
+        let sd_w: Vec<f64> = self.weight.iter().map(|v| v.sqrt()).collect();
+        let sd_b: Vec<f64> = self.bias.iter().map(|v| v.sqrt()).collect();
+        // Row r's weight, stacked: S[(r·o + g, j)] = rows[(r, g·i + j)].
+        let stacked = Mat::from_fn(r_n * o, i, |m, j| rows[(m / o, (m % o) * i + j)]);
+        let t = match self.qa {
+            Some(q) => crate::linalg::a_b(stacked.as_ref(), q.as_ref()),
+            None => stacked,
         };
-        let w = left(MatRef::from_row_major_slice(&row[..o * i], o, i));
-        let w = match self.qa {
-            Some(q) => crate::linalg::a_b(w.as_ref(), q.as_ref()),
-            None => w,
-        };
-        for (idx, d) in out[..o * i].iter_mut().enumerate() {
-            *d = w[(idx / i, idx % i)] * self.weight[idx].sqrt();
-        }
-        if !self.bias.is_empty() {
-            let b = left(MatRef::from_column_major_slice(&row[o * i..], o, 1));
-            for (g, d) in out[o * i..].iter_mut().enumerate() {
-                *d = b[(g, 0)] * self.bias[g].sqrt();
+        for r in 0..r_n {
+            let tr = t.as_ref().subrows(r * o, o);
+            let u = match self.qg {
+                Some(q) => crate::linalg::at_b(q.as_ref(), tr),
+                None => tr.to_owned(),
+            };
+            for g in 0..o {
+                for j in 0..i {
+                    out[(r, g * i + j)] = u[(g, j)] * sd_w[g * i + j];
+                }
+            }
+            if !self.bias.is_empty() {
+                let b = Mat::from_fn(o, 1, |g, _| rows[(r, o * i + g)]);
+                let b = match self.qg {
+                    Some(q) => crate::linalg::at_b(q.as_ref(), b.as_ref()),
+                    None => b,
+                };
+                for g in 0..o {
+                    out[(r, o * i + g)] = b[(g, 0)] * sd_b[g];
+                }
             }
         }
     }
@@ -481,20 +480,10 @@ pub(crate) fn factored_covariance_blocks(
                 // Example by example: its K rows rotated and scaled, then their Gram.
                 let p = jb.ncols();
                 out.par_chunks_mut(k * k).enumerate().for_each(|(e, c)| {
-                    let mut z = vec![0.0; k * p];
-                    for r in 0..k {
-                        let row: Vec<f64> = jb.row(e * k + r).iter().copied().collect();
-                        lv.whiten_row(&row, &mut z[r * p..(r + 1) * p]);
-                    }
-                    for r in 0..k {
-                        for q in 0..k {
-                            c[r * k + q] += z[r * p..(r + 1) * p]
-                                .iter()
-                                .zip(&z[q * p..(q + 1) * p])
-                                .map(|(a, b)| a * b)
-                                .sum::<f64>();
-                        }
-                    }
+                    let mut z = Mat::<f64>::zeros(k, p);
+                    lv.whiten_rows(jb.as_ref().subrows(e * k, k), z.as_mut());
+                    let c = MatMut::from_row_major_slice_mut(c, k, k);
+                    matmul(c, Accum::Add, z.as_ref(), z.transpose(), 1.0, Par::Seq);
                 });
             }
         }
