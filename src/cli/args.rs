@@ -283,8 +283,8 @@ pub enum ReproduceCmd {
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
-    /// B1, B2, B3, B4, B5, B6, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7,
-    /// B7:M[:coupled], B8, B8:STRUCTURE:SUBSET[:frozen_bn] (the ResNet, from its ONNX file),
+    /// B1, B2, B3, B4, B5, B6, B6:map, B6:STRUCTURE:SUBSET[:layerwise] (e.g. B6:kron:all), B7,
+    /// B7:M[:coupled], B8, B8:map, B8:STRUCTURE:SUBSET[:frozen_bn] (the ResNet, from its ONNX file),
     /// layers:B6 or layers:B8 (each step of the network's forward pass, timed, in GFLOP/s) or
     /// gemm.
     pub workload: String,
@@ -875,8 +875,9 @@ pub struct EvaluateCmd {
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
     /// The scalar type of the network's forward passes (its outputs, a last layer's features,
-    /// the `nn` predictive's draws): f64, or f32 at twice the speed, as laplace-torch runs
-    /// them (probabilities within about 1e-5). Jacobians and curvature stay in f64.
+    /// the `nn` predictive's draws): f64, or f32 (float32), as laplace-torch runs them, with
+    /// probabilities within about 1e-5: the MAP and last-layer posteriors about twice as fast;
+    /// all-weights posteriors are bound by their Jacobians and curvature, which stay in f64.
     #[arg(long, default_value = "f64", value_name = "f64|f32")]
     pub dtype: Dtype,
     /// Folder holding `mnist/` (for the default training and test files).

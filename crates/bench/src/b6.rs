@@ -178,7 +178,12 @@ pub fn b6(dir: &Path, net: Net, variant: &str, dtype: Dtype) -> Result<BenchRun>
         let (structure, subset, prior_structure) = match parts[..] {
             [s, sub] => (s, sub, "scalar"),
             [s, sub, p] => (s, sub, p),
-            _ => return Err(Error::Invalid(format!("variant '{variant}'"))),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "variant '{variant}': expected map or STRUCTURE:SUBSET[:layerwise] (e.g. \
+                     kron:last_layer, diag:all)"
+                )))
+            }
         };
         let model = if frozen {
             model.freeze(&model.net.batchnorm_tensors())?

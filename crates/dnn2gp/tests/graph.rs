@@ -917,6 +917,15 @@ fn held_tensors_leave_the_posterior_and_keep_their_values() {
 #[test]
 fn f32_forward_passes_give_the_probabilities_of_f64() {
     use dnn2gp::posterior::Link;
+    // numpy's names: `float` is float64.
+    for (word, dtype) in [
+        ("float", Dtype::F64),
+        ("double", Dtype::F64),
+        ("float32", Dtype::F32),
+    ] {
+        assert_eq!(word.parse::<Dtype>().unwrap(), dtype, "{word}");
+    }
+    assert!("f16".parse::<Dtype>().is_err());
     let net = resnet_block();
     let w = weights(&net, 8);
     let (x, xs) = (inputs(40, net.n_inputs(), 3), inputs(25, net.n_inputs(), 9));

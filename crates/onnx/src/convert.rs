@@ -56,10 +56,16 @@ fn tensor(t: &TensorProto) -> Result<Const> {
         9 if !raw.is_empty() => raw.iter().map(|&v| v as f64).collect(),
         6 | 9 => t.int32_data.iter().map(|&v| v as f64).collect(),
         d => {
+            let name = match d {
+                10 => "float16 (ONNX data type 10)".to_string(),
+                16 => "bfloat16 (ONNX data type 16)".to_string(),
+                d => format!("ONNX data type {d}"),
+            };
             return Err(Error::Invalid(format!(
-                "tensor '{}' has ONNX data type {d}; float, double and integer tensors are read",
+                "tensor '{}' is {name}; float32, float64 and integer tensors are read (a torch \
+                 module in half precision: convert it with .float() first)",
                 t.name
-            )))
+            )));
         }
     };
     if values.len() != n {

@@ -13,18 +13,25 @@ use dnn2gp::likelihood::LikelihoodKind;
 use dnn2gp::nn::{Dtype, Network};
 use dnn2gp::train::model::Model as CoreModel;
 
-/// A dtype given as a word (`"float32"`, `"f32"`), a numpy type or dtype, or a torch dtype:
-/// the scalar type of forward passes (f64 when none is given).
+/// A dtype given as a word (`"float32"`, `"f32"`; numpy's names, so `"float"` is float64), a
+/// numpy type (`np.float32`, `float`) or dtype, or a torch dtype: the scalar type of forward
+/// passes (f64 when none is given). Anything else is a `TypeError`.
 pub(crate) fn dtype(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Dtype> {
     let Some(value) = value else {
         return Ok(Dtype::F64);
     };
-    let word: String = match value.extract::<String>() {
-        Ok(w) => w,
-        Err(_) => match value.getattr("__name__") {
-            Ok(n) => n.extract()?,
-            Err(_) => value.str()?.extract()?,
-        },
+    let word: String = if let Ok(w) = value.extract::<String>() {
+        w
+    } else if let Ok(n) = value.getattr("__name__") {
+        n.extract()?
+    } else if value.hasattr("kind")? || value.hasattr("is_floating_point")? {
+        // A numpy dtype (`float32`) or a torch dtype (`torch.float32`).
+        value.str()?.extract()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name}: expected 'float32' or 'float64', a numpy or a torch dtype, got {}",
+            describe(value)
+        )));
     };
     word.trim_start_matches("torch.")
         .parse()

@@ -29,6 +29,9 @@ use crate::progress;
 /// `optimize_prior_precision(method="marglik")`, `log_marginal_likelihood`, the predictive
 /// `la(X, pred_type=…, link_approx=…)`, `functional_variance`, `kernel`, `sample`,
 /// `save`/`load`; `prior_precision`, `sigma_noise` and `temperature` can be set after the fit.
+/// `dtype="float32"` runs the network's forward passes in float32 (its outputs, a last layer's
+/// features — the whole last-layer fit and predictive —, the `nn` predictive's draws); the
+/// Jacobians, the curvature and the posterior are float64, arrays come back float64.
 ///
 /// `q(θ) = N(θ*, Σ)`, `Σ⁻¹ = H/T + D`, `H = Σ_i J_iᵀ Λ_i J_i` over the covered weights, in the
 /// structure's approximation (`full`, `diag`, `kron`: KFAC, `lowrank`: the top eigenpairs).
@@ -270,7 +273,7 @@ impl Laplace {
         })
     }
 
-    /// Fits the posterior on the training data: inputs X (N × D, or N × C × H × W, float64)
+    /// Fits the posterior on the training data: inputs X (N × D, or N × C × H × W)
     /// and targets y (class labels or one-hot rows; regression values). The memory the fit
     /// needs is checked first (`MemoryError`). `progress=True` draws a line on stderr (diag,
     /// kron and lowrank fits, which stream the data). Numerical events of the factorisation
@@ -561,8 +564,19 @@ impl Laplace {
     /// The scalar type of the network's forward passes (outputs, a last layer's features, the
     /// `nn` predictive's draws): `"f64"` or `"f32"`; Jacobians and curvature are f64.
     #[getter]
-    fn dtype(&self) -> &'static str {
+    fn get_dtype(&self) -> &'static str {
         self.model.dtype.word()
+    }
+
+    /// Sets it (a loaded posterior's is float64: files do not keep it).
+    #[setter]
+    fn set_dtype(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let dtype = crate::convert::dtype("dtype", Some(value))?;
+        self.model.dtype = dtype;
+        if let Some(la) = self.fitted.as_mut() {
+            la.set_dtype(dtype);
+        }
+        Ok(())
     }
 
     /// The temperature T of `N(θ*, (H/T + D)⁻¹)` (laplace-torch's; the evidence's data fit is
@@ -955,9 +969,10 @@ impl Laplace {
 
     fn __repr__(&self) -> String {
         format!(
-            "Laplace(subset_of_weights='{}', hessian_structure='{}', fitted={})",
+            "Laplace(subset_of_weights='{}', hessian_structure='{}', dtype='{}', fitted={})",
             self.subset,
             self.structure,
+            self.model.dtype,
             if self.fitted.is_some() {
                 "True"
             } else {

@@ -19,7 +19,8 @@ use crate::errors::{arg_err, py_err, py_err_as, MODEL_ARGS};
 /// A trained network with its likelihood, noise σ and prior precision δ: the weights of a
 /// PyTorch `state_dict` (a dict of numpy arrays, or a safetensors file) in the architecture
 /// `arch` (dnn2gp's spec, e.g. `1x28x28:conv6k5,relu,pool,flatten,dense10`), or a dnn2gp model
-/// file (`Model.load`).
+/// file (`Model.load`). `model(X, dtype="float32")` gives its outputs (float64 arrays) from a
+/// forward pass in float32.
 #[pyclass(name = "Model", module = "dnn2gp", frozen)]
 #[derive(Clone)]
 pub(crate) struct Model {
@@ -276,8 +277,8 @@ impl Model {
         self.inner.w.to_pyarray(py)
     }
 
-    /// The outputs `f_w(X)` (N × K) at inputs X (N × D, or N × C × H × W), computed in
-    /// `dtype` (`"float64"`, or `"float32"` at twice the speed).
+    /// The outputs `f_w(X)` (N × K, float64) at inputs X (N × D, or N × C × H × W), the
+    /// forward pass in `dtype` (`"float64"`, or `"float32"` at twice the speed).
     #[pyo3(signature = (x, dtype=None))]
     fn __call__<'py>(
         &self,

@@ -40,6 +40,12 @@ def test_the_b8_resnet_from_onnx_has_torchs_probabilities():
         assert 0 < np.abs(f32 - f).max() < 1e-4 * np.abs(f).max()
     with pytest.raises(ValueError, match="dtype"):
         model(images, dtype="float16")
+    # numpy's names: float is float64.
+    assert np.array_equal(model(images, dtype=float), f)
+    assert np.array_equal(model(images, dtype="float"), f)
+    for bad in [3, True, b"f32", object()]:
+        with pytest.raises(TypeError, match="dtype"):
+            model(images, dtype=bad)
     # A posterior's forward passes in float32: its probabilities within 1e-4 of float64's.
     labels = np.argmax(f, 1)
     probs = {}
@@ -50,6 +56,10 @@ def test_the_b8_resnet_from_onnx_has_torchs_probabilities():
         assert la.dtype == dtype.replace("float", "f")
         probs[dtype] = la(images)
     assert 0 < np.abs(probs["float32"] - probs["float64"]).max() < 1e-4
+    # A posterior's dtype is set after the fit (a loaded one's is float64).
+    la.dtype = "float64"
+    assert la.dtype == "f64" and np.abs(la(images) - probs["float64"]).max() < 1e-4
+    assert "dtype='f64'" in repr(la)
 
 
 def test_a_file_that_is_no_onnx_is_refused():
@@ -120,6 +130,9 @@ def test_what_cannot_be_read_is_refused_by_name(torch):
         dnn2gp.Model.from_torch(AcrossExamples(), x)
     with pytest.raises(ValueError, match="fc.weight.*tied"):
         dnn2gp.Model.from_torch(Tied(), x)
+    # Half precision is named, with what to do.
+    with pytest.raises(ValueError, match=r"float16.*\.float\(\)"):
+        dnn2gp.Model.from_torch(n.Linear(4, 3).half(), x.half())
 
 
 def test_batchnorm_held_kfac_and_last_layer_kfac_equal_laplace_torch(torch):

@@ -181,12 +181,12 @@ fn ntk_of<T: Real>(
 }
 
 crate::words! {
-    /// The scalar type a forward pass computes in.
+    /// The scalar type a forward pass computes in (numpy's names: `float` is float64).
     pub enum Dtype("dtype") {
         /// Double precision (the default: the paper's identities hold to 1e-8 and beyond).
-        F64 = ["f64", "float64", "double"],
+        F64 = ["f64", "float64", "double", "float", "f8", "d"],
         /// Single precision: twice the GEMM rate, half the memory traffic.
-        F32 = ["f32", "float32", "float"],
+        F32 = ["f32", "float32", "single", "f4"],
     }
 }
 

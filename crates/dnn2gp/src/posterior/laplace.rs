@@ -17,7 +17,7 @@ use super::weight_posterior::LaplaceGgn;
 use super::{HessianStructure, PriorDiagonal, PriorPrecision, Subset};
 use crate::curvature::kron::factored_covariance_blocks;
 use crate::error::{Error, Result};
-use crate::nn::{Graph, Network};
+use crate::nn::{Dtype, Graph, Network};
 use crate::progress::Progress;
 use crate::rng::seeded;
 use crate::train::model::Model;
@@ -339,6 +339,12 @@ impl Laplace {
     /// The temperature T of `N(θ*, (H/T + D)⁻¹)`.
     pub fn temperature(&self) -> f64 {
         self.temperature
+    }
+
+    /// The scalar type of its forward passes from now on (outputs, features, the network at
+    /// weight draws); the posterior is unchanged.
+    pub fn set_dtype(&mut self, dtype: Dtype) {
+        self.model.dtype = dtype;
     }
 
     /// Refits the posterior at temperature T from the same curvature (no data pass): H scaled

@@ -61,7 +61,8 @@ def _pair(batch):
 class Laplace:
     """laplace-torch 0.3's ``Laplace(model, likelihood, subset_of_weights, hessian_structure,
     …)`` on dnn2gp: the Laplace-GGN posterior ``N(θ*, (H/(σ²T) + P₀)⁻¹)`` of an ``nn.Module``,
-    exact in float64.
+    its Jacobians, curvature and posterior exact in float64; the forward passes in the module's
+    dtype (a float32 module's in float32, as laplace-torch).
 
     ``subset_of_weights``: ``"last_layer"`` (default), ``"all"`` (parameters with
     ``requires_grad=False`` are held at their values, as laplace-torch does), ``"subnetwork"``
