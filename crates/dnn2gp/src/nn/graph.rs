@@ -10,7 +10,7 @@ use super::ops::{ConvPlan, Fused, Op, Role, Scratch};
 use super::weights::ParamTensor;
 use super::{
     forward_jacobian, kron_sums, reduce, Backprop, Cotangents, Dtype, JacobianFactors, KronSums,
-    Network, Sequential, Sink, MAX_PARAMS,
+    Network, Sequential, Sink, CHUNK, MAX_PARAMS,
 };
 use crate::error::{Error, Result};
 use crate::linalg::{to_f64, to_real, Real};
@@ -618,15 +618,16 @@ impl Graph {
     /// Each step of the forward pass in `dtype` on `X` (in parallel over chunks of rows, as
     /// [`crate::nn::predict_in`] runs it): its nodes' names, floating-point operations per
     /// example (convolutions, Linears and products; 0 for the rest) and seconds summed over
-    /// the threads, so that the slow step shows.
+    /// the threads, so that the slow step shows. The graph's pass (a chain built from a spec
+    /// string runs its f64 forward through its layers instead).
     pub fn forward_profile(&self, w: &[f64], x: MatRef<'_, f64>, dtype: Dtype) -> Vec<StepProfile> {
         use rayon::prelude::*;
         let steps = self.steps();
-        let starts: Vec<usize> = (0..x.nrows()).step_by(256).collect();
+        let starts: Vec<usize> = (0..x.nrows()).step_by(CHUNK).collect();
         let times = starts
             .par_iter()
             .map(|&s| {
-                let xc = x.subrows(s, 256.min(x.nrows() - s));
+                let xc = x.subrows(s, CHUNK.min(x.nrows() - s));
                 let mut t = vec![0.0; steps.len()];
                 match dtype {
                     Dtype::F64 => self.forward_timed::<f64>(w, xc, Some(&mut t)),

@@ -198,13 +198,15 @@ pub fn predict_in(net: &Graph, w: &[f64], x: MatRef<'_, f64>, dtype: Dtype) -> M
     }
 }
 
+/// Rows per chunk of a large batch's forward pass (one thread each).
+pub(crate) const CHUNK: usize = 256;
+
 /// `f` of each chunk of rows of `X`, in parallel, stacked.
 fn in_chunks(
     x: MatRef<'_, f64>,
     width: usize,
     f: impl Fn(MatRef<'_, f64>) -> Mat<f64> + Sync,
 ) -> Mat<f64> {
-    const CHUNK: usize = 256;
     let n = x.nrows();
     let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
     let parts: Vec<Mat<f64>> = starts
