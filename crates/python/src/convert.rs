@@ -150,10 +150,29 @@ fn contiguous<'py, T: numpy::Element>(
 
 /// An `(N, …)` float array as an N × `d` matrix (the trailing axes flattened in C order, as
 /// PyTorch flattens an image), `d` the network's inputs.
+/// A float32 array is read as it is (widened exactly while it is transposed), not through a
+/// float64 copy.
 pub(crate) fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<Mat<f64>> {
-    let arr = float_array(name, value)?;
+    let arr = as_numpy(name, value)?;
+    if let Ok(a) = arr.cast::<PyArrayDyn<f32>>() {
+        let aligned: bool = arr.getattr("flags")?.getattr("aligned")?.extract()?;
+        if aligned && a.is_c_contiguous() {
+            let ro = a.readonly();
+            return rows_of(name, ro.shape(), ro.as_slice(), d);
+        }
+    }
+    let arr = float_array(name, &arr)?;
     let ro = arr.readonly();
-    let shape = ro.shape().to_vec();
+    rows_of(name, ro.shape(), ro.as_slice(), d)
+}
+
+/// The C-ordered values `s` of an array of `shape` as an N × `d` matrix of f64, checked.
+fn rows_of<T: Copy + Into<f64> + std::fmt::Display>(
+    name: &str,
+    shape: &[usize],
+    s: Result<&[T], numpy::AsSliceError>,
+    d: usize,
+) -> PyResult<Mat<f64>> {
     let per_row: usize = shape.iter().skip(1).product();
     if shape.is_empty() || per_row != d {
         return Err(PyValueError::new_err(format!(
@@ -161,16 +180,31 @@ pub(crate) fn rows(name: &str, value: &Bound<'_, PyAny>, d: usize) -> PyResult<M
             if shape.is_empty() { 0 } else { per_row }
         )));
     }
-    let s = ro
-        .as_slice()
-        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
-    finite(name, &shape, s)?;
-    Ok(Mat::from_fn(shape[0], d, |i, j| s[i * d + j]))
+    let s = s.map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
+    finite(name, shape, s)?;
+    // Row-major to column-major a block of rows at a time, so that both stay in cache.
+    let n = shape[0];
+    let mut m = Mat::<f64>::zeros(n, d);
+    const BLOCK: usize = 64;
+    for i0 in (0..n).step_by(BLOCK) {
+        let rows = BLOCK.min(n - i0);
+        for j in 0..d {
+            let dst = &mut dnn2gp::linalg::col_mut(m.as_mut(), j)[i0..i0 + rows];
+            for (r, v) in dst.iter_mut().enumerate() {
+                *v = s[(i0 + r) * d + j].into();
+            }
+        }
+    }
+    Ok(m)
 }
 
 /// Refuses a NaN or infinite value, naming the first by its index: `X[3, 0] = nan`.
-fn finite(name: &str, shape: &[usize], s: &[f64]) -> PyResult<()> {
-    let Some(flat) = s.iter().position(|v| !v.is_finite()) else {
+fn finite<T: Copy + Into<f64> + std::fmt::Display>(
+    name: &str,
+    shape: &[usize],
+    s: &[T],
+) -> PyResult<()> {
+    let Some(flat) = s.iter().position(|v| !(*v).into().is_finite()) else {
         return Ok(());
     };
     let mut index = vec![0; shape.len()];

@@ -130,6 +130,9 @@ def test_a_value_that_is_not_finite_is_named():
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"X\[3, 1\] = NaN: not a finite number"):
         la.fit(bad, y)
+    # float32 arrays are read as they are, and checked alike.
+    with pytest.raises(ValueError, match=r"X\[3, 1\] = NaN: not a finite number"):
+        la.fit(bad.astype(np.float32), y)
     with pytest.raises(ValueError, match=r"y\[2\] = inf"):
         la.fit(x, np.where(np.arange(len(y)) == 2, np.inf, y.astype(float)))
     la.fit(x, y)
