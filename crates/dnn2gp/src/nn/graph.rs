@@ -539,6 +539,13 @@ impl Backprop for Graph {
 /// Examples per forward pass of a large batch (so that the values stay small).
 const FORWARD_BATCH: usize = 64;
 
+/// The values `vs`, each kept until its last use.
+fn kept<'a, T>(values: &'a [Option<Mat<T>>], vs: &[usize]) -> Vec<&'a Mat<T>> {
+    (vs.iter())
+        .map(|&v| values[v].as_ref().expect("kept until its last use"))
+        .collect()
+}
+
 /// One step of a forward pass, timed ([`Graph::forward_profile`]).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepProfile {
@@ -670,6 +677,20 @@ impl Graph {
                 _ => None,
             })
             .collect();
+        // What each step applies after its node: a BatchNorm's affine map, a function.
+        let posts: Vec<Fused<T>> = (steps.iter())
+            .map(|step| {
+                let mut post = Fused::none();
+                for &j in &step.fused {
+                    match &self.nodes[j].op {
+                        Op::BatchNorm(b) => post.affine = Some(b.affine(&params[j])),
+                        Op::Unary(u) => post.unary = Some(*u),
+                        _ => unreachable!("steps fuse BatchNorms and functions only"),
+                    }
+                }
+                post
+            })
+            .collect();
         let mut scratch = Scratch::default();
         let mut last_use = vec![usize::MAX; self.nodes.len() + 1];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -685,52 +706,30 @@ impl Graph {
                 let t0 = times.is_some().then(std::time::Instant::now);
                 let (i, n) = (step.node, &self.nodes[step.node]);
                 let owned = n.op.in_place() && n.inputs.len() == 1 && last_use[n.inputs[0]] == i;
-                let y = if let (Op::Conv(_), Some(plan)) = (&n.op, &plans[i]) {
-                    let mut post = Fused::none();
-                    for &j in &step.fused {
-                        match &self.nodes[j].op {
-                            Op::BatchNorm(b) => post.affine = Some(b.affine(&params[j])),
-                            Op::Unary(u) => post.unary = Some(*u),
-                            _ => unreachable!("steps fuse BatchNorm and Unary only"),
-                        }
+                let (first, rest) = (n.inputs[0], &n.inputs[1..]);
+                let y = match (&n.op, &plans[i]) {
+                    (Op::Conv(_), Some(plan)) => {
+                        let x = kept(&values, &n.inputs)[0];
+                        plan.forward(&params[i], x, &posts[k], &mut scratch)
                     }
-                    let x = values[n.inputs[0]]
-                        .as_ref()
-                        .expect("kept until its last use");
-                    plan.forward(&params[i], x, &post, &mut scratch)
-                } else if let Op::Binary(b) = &n.op {
-                    let post = step.fused.first().map(|&j| match &self.nodes[j].op {
-                        Op::Unary(u) => *u,
-                        _ => unreachable!("steps fuse a function after a sum"),
-                    });
-                    let first = n.inputs[0];
-                    let rest = &n.inputs[1..];
-                    if b.left_in_place() && last_use[first] == i && !rest.contains(&first) {
+                    (Op::Binary(b), _)
+                        if b.left_in_place() && last_use[first] == i && !rest.contains(&first) =>
+                    {
                         let a = values[first].take().expect("kept until its last use");
-                        let rest: Vec<&Mat<T>> = (rest.iter())
-                            .map(|&v| values[v].as_ref().expect("kept until its last use"))
-                            .collect();
-                        b.forward_over(a, &rest, post)
-                    } else {
-                        let ins: Vec<&Mat<T>> = (n.inputs.iter())
-                            .map(|&v| values[v].as_ref().expect("kept until its last use"))
-                            .collect();
-                        let y = b.forward(&ins);
-                        match post {
+                        b.forward_over(a, &kept(&values, rest), posts[k].unary)
+                    }
+                    _ if owned => {
+                        let x = values[first].take().expect("kept until its last use");
+                        n.op.forward_owned(&params[i], x)
+                    }
+                    (op, _) => {
+                        let y = op.forward(&params[i], &kept(&values, &n.inputs));
+                        // A sum's function, where the sum could not take it along.
+                        match posts[k].unary.filter(|_| matches!(op, Op::Binary(_))) {
                             Some(u) => u.forward_owned(y),
                             None => y,
                         }
                     }
-                } else if owned {
-                    let x = values[n.inputs[0]].take().expect("kept until its last use");
-                    n.op.forward_owned(&params[i], x)
-                } else {
-                    let ins: Vec<&Mat<T>> = n
-                        .inputs
-                        .iter()
-                        .map(|&v| values[v].as_ref().expect("kept until its last use"))
-                        .collect();
-                    n.op.forward(&params[i], &ins)
                 };
                 for &v in &n.inputs {
                     if last_use[v] == i {
