@@ -64,6 +64,24 @@ fn block(m: &Mat<f64>, r: std::ops::Range<usize>, c: std::ops::Range<usize>) -> 
     Mat::from_fn(r.len(), c.len(), |i, j| m[(r.start + i, c.start + j)])
 }
 
+/// The K×K blocks of a functional covariance (row-major, one per input) are the diagonal
+/// blocks of the dense `J Σ Jᵀ` (NK × NK), each entry to `rel` (or `eps` near 0).
+fn assert_blocks(blocks: &[f64], dense: &Mat<f64>, k: usize, rel: f64, eps: f64) {
+    assert_eq!(blocks.len(), dense.nrows() * k);
+    for e in 0..dense.nrows() / k {
+        for r in 0..k {
+            for c in 0..k {
+                assert_relative_eq!(
+                    blocks[(e * k + r) * k + c],
+                    dense[(e * k + r, e * k + c)],
+                    max_relative = rel,
+                    epsilon = eps
+                );
+            }
+        }
+    }
+}
+
 fn assert_close(a: MatRef<'_, f64>, b: MatRef<'_, f64>, tol: f64) {
     assert_eq!((a.nrows(), a.ncols()), (b.nrows(), b.ncols()));
     let scale = (0..b.nrows())
@@ -279,19 +297,7 @@ fn kfac_precision_operations_equal_the_dense_matrix() {
             jsj.as_ref(),
             1e-9,
         );
-        let blocks = la.functional_covariance(xs.as_ref());
-        for e in 0..5 {
-            for r in 0..3 {
-                for c in 0..3 {
-                    assert_relative_eq!(
-                        blocks[e * 9 + r * 3 + c],
-                        jsj[(e * 3 + r, e * 3 + c)],
-                        max_relative = 1e-9,
-                        epsilon = 1e-13
-                    );
-                }
-            }
-        }
+        assert_blocks(&la.functional_covariance(xs.as_ref()), &jsj, 3, 1e-9, 1e-13);
         // Samples: mean w*, covariance Σ (Monte Carlo, 20,000 draws).
         let draws = la.sample(20_000, 7);
         let mut cov = Mat::<f64>::zeros(p, p);
@@ -1241,19 +1247,7 @@ fn a_subnetwork_is_the_ggns_block_of_the_chosen_weights() {
         let js = Mat::from_fn(j.nrows(), 4, |r, c| j[(r, chosen[c])]);
         let sigma = la.weight_posterior().covariance();
         let want = a_bt(a_b(js.as_ref(), sigma.as_ref()).as_ref(), js.as_ref());
-        let got = la.functional_covariance(xs);
-        for i in 0..4 {
-            for u in 0..3 {
-                for v in 0..3 {
-                    assert_relative_eq!(
-                        got[i * 9 + u * 3 + v],
-                        want[(i * 3 + u, i * 3 + v)],
-                        max_relative = 1e-10,
-                        epsilon = 1e-14
-                    );
-                }
-            }
-        }
+        assert_blocks(&la.functional_covariance(xs), &want, 3, 1e-10, 1e-14);
         let draws = la.sample(3, 1);
         for d in &draws {
             (0..p)
